@@ -73,9 +73,11 @@ public sealed class StreamingDecoder
         return n == 0 ? string.Empty : new string(_chars, 0, n);
     }
 
-    /// <summary>Span form of <see cref="Flush()"/>; <paramref name="destination"/> needs at least 4 chars.</summary>
+    /// <summary>Span form of <see cref="Flush()"/>; <paramref name="destination"/> needs at least 3 chars (the longest incomplete tail).</summary>
     public int Flush(Span<char> destination)
     {
+        if (destination.Length < _pendingCount)
+            throw new ArgumentException($"Flush needs room for {_pendingCount} chars.", nameof(destination));
         int written = 0;
         if (_pendingCount > 0)
         {

@@ -120,4 +120,19 @@ public sealed class SentencePieceStyleBpeTests
         Assert.Equal([SpaceHello, SpaceW, Or, L, D], Load(Json(ignore: false)).Encode("hello world"));
         Assert.Equal([SpaceHello, 274], Load(Json(ignore: true)).Encode("hello world"));
     }
+
+    [Fact]
+    public void MetaspaceFirst_PrependsOnlyAtTextStartAndDecoderStripsIt()
+    {
+        // Newer Mistral/Llama exports: no normaliser, Metaspace pre-tokenizer (prepend_scheme "first") and Metaspace decoder.
+        var json = Build();
+        json["normalizer"] = null;
+        json["pre_tokenizer"] = new JsonObject { ["type"] = "Metaspace", ["replacement"] = "▁", ["prepend_scheme"] = "first", ["split"] = false };
+        json["decoder"] = new JsonObject { ["type"] = "Metaspace", ["replacement"] = "▁", ["prepend_scheme"] = "first", ["split"] = false };
+        var tok = Load(json);
+        Assert.Equal([SpaceHello], tok.Encode("hello"));
+        // After a special token the segment does not start the text: no ▁, so "hello" = h e llo.
+        Assert.Equal([Bos, H, E, Llo], tok.Encode("<s>hello"));
+        Assert.Equal("hello world", tok.Decode([SpaceHello, SpaceW, Or, L, D]));
+    }
 }
