@@ -25,7 +25,8 @@ if (!File.Exists(Path.Combine(dir, "model.safetensors")))
     FixtureCheckpoint.Write(dir, FixtureShape.Named(shape));
 }
 
-using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads });
+var compareFused = opts.Flag("fused");
+using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads, BuildFusedGraph = compareFused });
 var c = model.Config;
 long weightBytes = WeightBytes(c);
 Console.WriteLine($"{shape}: {weightBytes / 1e6:F0} MB fp32 weights read per step; load {model.LoadTime.TotalSeconds:F1} s; {threads} threads");
@@ -33,7 +34,37 @@ var bandwidth = Machine.MemoryBandwidth(threads);
 var gemm = Machine.GemmFlops(threads);
 Console.WriteLine($"machine: {Machine.Cpu()}, memory read bandwidth {bandwidth / 1e9:F1} GB/s, ORT fp32 GEMM {gemm / 1e9:F1} GFLOP/s");
 
-TorchServer? torch = opts.Flag("no-torch") ? null : TorchServer.Start(dir, context, threads);
+TorchServer? torch = opts.Flag("no-torch") || compareFused ? null : TorchServer.Start(dir, context, threads);
+if (compareFused)
+{
+    // Split (per-layer sessions, what the engine runs) against one fused session, alternating on one decoder.
+    Console.WriteLine("| shape | batch | split tok/s | fused tok/s | split/fused (min–max) |");
+    var fusedRows = new JsonArray();
+    foreach (var b in batches)
+    {
+        using var dec = new BatchDecoder(model, b);
+        var rng = new Random(1);
+        var split = new List<double>();
+        var fused = new List<double>();
+        for (var r = -1; r < reps; r++)
+        {
+            dec.UseFusedDecode = false;
+            var s1 = EngineRun(dec, b, steps, prompt, rng);
+            dec.UseFusedDecode = true;
+            var s2 = EngineRun(dec, b, steps, prompt, rng);
+            if (r < 0) continue;
+            split.Add(b * steps / s1);
+            fused.Add(b * steps / s2);
+        }
+        var ratios = split.Zip(fused, (x, y) => x / y).ToList();
+        Console.WriteLine($"| {shape} | {b} | {Stats.Median(split):F1} | {Stats.Median(fused):F1} | {Stats.Median(ratios):F3} ({ratios.Min():F3}–{ratios.Max():F3}) |");
+        fusedRows.Add(new JsonObject { ["batch"] = b, ["split_tokens_per_s"] = Stats.Median(split), ["fused_tokens_per_s"] = Stats.Median(fused), ["split_over_fused"] = Stats.Median(ratios) });
+    }
+    var fusedPath = opts.Str("json", $"bench/results/split-{shape}.json");
+    Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(fusedPath))!);
+    File.WriteAllText(fusedPath, new JsonObject { ["command"] = "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args), ["machine"] = Machine.Cpu(), ["results"] = fusedRows }.ToJsonString());
+    return 0;
+}
 var results = new JsonArray();
 foreach (var b in batches)
 {
