@@ -18,6 +18,17 @@ internal struct Xoshiro256StarStar
         _s3 = SplitMix64(ref x);
     }
 
+    /// <summary>Starts from an explicit state, for checking against the published reference vectors.</summary>
+    internal static Xoshiro256StarStar FromState(ulong s0, ulong s1, ulong s2, ulong s3)
+    {
+        var rng = default(Xoshiro256StarStar);
+        rng._s0 = s0;
+        rng._s1 = s1;
+        rng._s2 = s2;
+        rng._s3 = s3;
+        return rng;
+    }
+
     private static ulong SplitMix64(ref ulong x)
     {
         ulong z = x += 0x9E3779B97F4A7C15UL;
