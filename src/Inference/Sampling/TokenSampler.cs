@@ -301,7 +301,6 @@ public sealed class TokenSampler
     {
         float max = TensorPrimitives.Max(w);
         int n;
-        bool sorted = false;
 
         if (_topK > 0)
         {
@@ -312,9 +311,7 @@ public sealed class TokenSampler
             TensorPrimitives.Exp(e, e);
             if (_topP < 1f)
             {
-                SortDescending(n);
-                sorted = true;
-                n = NucleusLength(n, SumAsDouble(_candidates.AsSpan(0, n)));
+                n = SelectNucleus(n, SumAsDouble(_candidates.AsSpan(0, n)));
             }
         }
         else
@@ -327,9 +324,7 @@ public sealed class TokenSampler
             if (_topP < 1f)
             {
                 n = GatherNucleusSuperset(out double total);
-                SortDescending(n);
-                sorted = true;
-                n = NucleusLength(n, total);
+                n = SelectNucleus(n, total);
             }
             else if (_minP > 0f)
             {
@@ -343,7 +338,7 @@ public sealed class TokenSampler
 
         if (_minP > 0f)
         {
-            n = KeepMinP(n, sorted);
+            n = KeepMinP(n);
         }
         return DrawFromCandidates(n);
     }
@@ -487,49 +482,91 @@ public sealed class TokenSampler
         return b < 0 ? 0 : (b >= BucketCount ? BucketCount - 1 : b);
     }
 
-    /// <summary>Sorts candidates by probability descending, ties by id ascending, so the nucleus boundary is deterministic.</summary>
-    private void SortDescending(int n)
+    /// <summary>
+    /// Moves the top-p nucleus (the smallest prefix, in probability-descending / id-ascending order, whose mass is
+    /// ≥ top_p × <paramref name="total"/>) to the front of the candidates and returns its length. A weighted quickselect:
+    /// expected O(n) instead of sorting; ids make the order strict, so ties neither degrade the partition nor blur the boundary.
+    /// </summary>
+    private int SelectNucleus(int n, double total)
     {
-        Span<float> keys = _candidates.AsSpan(0, n);
+        Span<float> e = _candidates.AsSpan(0, n);
         Span<int> ids = _ids.AsSpan(0, n);
-        TensorPrimitives.Negate(keys, keys);
-        keys.Sort(ids);
-        TensorPrimitives.Negate(keys, keys);
-        int start = 0;
-        for (int i = 1; i <= n; i++)
+        double need = _topP * total;
+        int lo = 0, hi = n;
+        while (hi - lo > 16)
         {
-            if (i == n || keys[i] != keys[start])
+            int pivot = MedianOfThree(e, ids, lo, lo + (hi - lo) / 2, hi - 1);
+            Swap(e, ids, pivot, hi - 1);
+            float pe = e[hi - 1];
+            int pid = ids[hi - 1];
+            int store = lo;
+            double better = 0;
+            for (int i = lo; i < hi - 1; i++)
             {
-                if (i - start > 1)
+                if (e[i] > pe || (e[i] == pe && ids[i] < pid))
                 {
-                    ids.Slice(start, i - start).Sort();
+                    better += e[i];
+                    Swap(e, ids, i, store);
+                    store++;
                 }
-                start = i;
+            }
+            Swap(e, ids, store, hi - 1);
+            if (better >= need)
+            {
+                hi = store;
+            }
+            else if (better + pe >= need)
+            {
+                return store + 1;
+            }
+            else
+            {
+                need -= better + pe;
+                lo = store + 1;
             }
         }
-    }
 
-    /// <summary>Length of the smallest sorted prefix whose mass reaches top_p × <paramref name="total"/>.</summary>
-    private int NucleusLength(int n, double total)
-    {
-        ReadOnlySpan<float> e = _candidates.AsSpan(0, n);
-        double target = _topP * total;
+        for (int i = lo + 1; i < hi; i++)
+        {
+            for (int j = i; j > lo && Better(e, ids, j, j - 1); j--)
+            {
+                Swap(e, ids, j, j - 1);
+            }
+        }
         double cumulative = 0;
-        for (int i = 0; i < n; i++)
+        for (int i = lo; i < hi; i++)
         {
             cumulative += e[i];
-            if (cumulative >= target)
+            if (cumulative >= need)
             {
                 return i + 1;
             }
         }
-        return n;
+        // Reached only through rounding between summation orders.
+        return hi;
     }
 
-    private int KeepMinP(int n, bool sorted)
+    private static bool Better(Span<float> e, Span<int> ids, int i, int j) => e[i] > e[j] || (e[i] == e[j] && ids[i] < ids[j]);
+
+    private static int MedianOfThree(Span<float> e, Span<int> ids, int a, int b, int c)
+    {
+        if (Better(e, ids, a, b))
+        {
+            return Better(e, ids, b, c) ? b : (Better(e, ids, a, c) ? c : a);
+        }
+        return Better(e, ids, a, c) ? a : (Better(e, ids, b, c) ? c : b);
+    }
+
+    private static void Swap(Span<float> e, Span<int> ids, int i, int j)
+    {
+        (e[i], e[j]) = (e[j], e[i]);
+        (ids[i], ids[j]) = (ids[j], ids[i]);
+    }
+
+    private int KeepMinP(int n)
     {
         Span<float> e = _candidates.AsSpan(0, n);
-        float threshold = _minP * (sorted ? e[0] : TensorPrimitives.Max(e));
+        float threshold = _minP * TensorPrimitives.Max(e);
         int kept = 0;
         for (int i = 0; i < n; i++)
         {

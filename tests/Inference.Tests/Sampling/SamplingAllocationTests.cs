@@ -20,7 +20,7 @@ public sealed class SamplingAllocationTests
     [MemberData(nameof(Configurations))]
     public void SampleAndAccept_ManyTokens_AllocateNothing(string name, SamplingParameters p)
     {
-        float[][] logits = Enumerable.Range(0, 8).Select(i => SamplingReference.RandomLogits(Vocab, i)).ToArray();
+        float[][] logits = Enumerable.Range(0, 8).Select(i => SamplingReference.PeakedLogits(Vocab, i)).ToArray();
         var sampler = new TokenSampler(p, Vocab, Enumerable.Range(0, 300).ToArray());
         var ids = new int[20];
         var lps = new float[20];

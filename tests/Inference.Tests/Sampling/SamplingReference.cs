@@ -23,6 +23,18 @@ internal static class SamplingReference
         return logits;
     }
 
+    /// <summary>LLM-shaped logits: a random body plus <paramref name="heads"/> clearly preferred tokens.</summary>
+    public static float[] PeakedLogits(int vocab, int seed, int heads = 30)
+    {
+        float[] logits = RandomLogits(vocab, seed, scale: 1.5f);
+        var random = new Random(seed + 1);
+        for (int i = 0; i < heads; i++)
+        {
+            logits[random.Next(vocab)] += 8f + (float)random.NextDouble() * 4f;
+        }
+        return logits;
+    }
+
     /// <summary>Logits whose softmax is exactly proportional to <paramref name="probs"/> (log of each).</summary>
     public static float[] LogitsFor(params double[] probs) => probs.Select(p => (float)Math.Log(p)).ToArray();
 

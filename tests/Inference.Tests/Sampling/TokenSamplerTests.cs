@@ -130,19 +130,40 @@ public sealed class TokenSamplerTests
         }
     }
 
-    [Theory]
-    [InlineData(0.9f, 0, 50_257)]
-    [InlineData(0.5f, 0, 5000)]
-    [InlineData(0.9f, 100, 50_257)]   // after top-k: nucleus of the renormalised top-k set
-    public void Sample_TopPLargeVocabulary_MatchesReferenceDistribution(float topP, int topK, int vocab)
+    [Fact]
+    public void Sample_TopPBoundaryInsideTies_KeepsLowestIdsThroughPartitionPath()
     {
-        float[] logits = RandomLogits(vocab, 23, scale: 1.5f);
+        // 100 tied tokens (ids 0, 10, ..., 990) hold half the mass; p = 0.2975 needs 59.5 of them, so the nucleus
+        // is exactly the 60 lowest tied ids. More than 16 candidates exercises the weighted quickselect, not the small sort.
+        double[] probs = new double[1000];
+        for (int i = 0; i < 1000; i++)
+        {
+            probs[i] = i % 10 == 0 ? 0.005 : 0.5 / 900;
+        }
+        float[] logits = LogitsFor(probs);
+        var sampler = Sampler(new SamplingParameters { TopP = 0.2975f, Seed = 12 }, 1000);
+        int[] counts = Histogram(sampler, logits, 6000);
+        for (int id = 0; id < 1000; id++)
+        {
+            bool inNucleus = id % 10 == 0 && id < 600;
+            Assert.True(inNucleus ? counts[id] > 0 : counts[id] == 0, $"token {id}: {counts[id]} draws, in nucleus: {inNucleus}");
+        }
+    }
+
+    [Theory]
+    [InlineData(0.9f, 0, 50_257, true)]
+    [InlineData(0.99f, 0, 50_257, true)]   // nucleus reaches into the flat body: thousands of candidates
+    [InlineData(0.5f, 0, 5000, false)]     // flat: a large nucleus through the weighted quickselect
+    [InlineData(0.9f, 100, 50_257, false)] // after top-k: nucleus of the renormalised top-k set
+    public void Sample_TopP_MatchesReferenceDistribution(float topP, int topK, int vocab, bool peaked)
+    {
+        float[] logits = peaked ? PeakedLogits(vocab, 23) : RandomLogits(vocab, 23, scale: 1.5f);
         var p = new SamplingParameters { TopP = topP, TopK = topK, Seed = 3 };
-        int[] counts = Histogram(Sampler(p, logits.Length), logits, 4000);
+        int[] counts = Histogram(Sampler(p, logits.Length), logits, vocab > 10_000 ? 2000 : 4000);
         double[] expected = Distribution(logits, p);
         var (stat, critical) = ChiSquare(counts, expected);
         Assert.True(stat < critical, $"chi2 {stat:F1} ≥ {critical:F1}");
-        Assert.True(expected.Count(x => x > 0) < logits.Length / 2, "nucleus should be a small part of the vocabulary");
+        Assert.True(expected.Count(x => x > 0) < logits.Length * 0.9, "top-p should cut part of the vocabulary");
     }
 
     // ---- min-p ----
