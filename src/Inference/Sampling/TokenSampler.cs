@@ -419,15 +419,36 @@ public sealed class TokenSampler
         return n;
     }
 
+    /// <summary>Candidates = ids with exp value ≥ threshold (&gt; 0), in id order; a vector compare skips the long tail.</summary>
     private int GatherExpAtLeast(float threshold)
     {
+        threshold = MathF.Max(threshold, float.Epsilon);
+        ReadOnlySpan<float> e = _exp;
         int n = 0;
-        for (int i = 0; i < _exp.Length; i++)
+        int i = 0;
+        int width = Vector<float>.Count;
+        var t = new Vector<float>(threshold);
+        for (; i <= e.Length - width; i += width)
         {
-            if (_exp[i] >= threshold && _exp[i] > 0f)
+            if (!Vector.GreaterThanOrEqualAny(new Vector<float>(e.Slice(i, width)), t))
+            {
+                continue;
+            }
+            for (int j = i; j < i + width; j++)
+            {
+                if (e[j] >= threshold)
+                {
+                    _ids[n] = j;
+                    _candidates[n++] = e[j];
+                }
+            }
+        }
+        for (; i < e.Length; i++)
+        {
+            if (e[i] >= threshold)
             {
                 _ids[n] = i;
-                _candidates[n++] = _exp[i];
+                _candidates[n++] = e[i];
             }
         }
         return n;
@@ -461,17 +482,8 @@ public sealed class TokenSampler
                 break;
             }
         }
-        int n = 0;
-        for (int i = 0; i < _exp.Length; i++)
-        {
-            float e = _exp[i];
-            if (e > 0f && Bucket(e) <= lastBucket)
-            {
-                _ids[n] = i;
-                _candidates[n++] = e;
-            }
-        }
-        return n;
+        // Bucket b ≤ lastBucket ⇔ e ≥ 2^-lastBucket; the last bucket also holds zeros and subnormals, so it means "all".
+        return GatherExpAtLeast(lastBucket < BucketCount - 1 ? MathF.ScaleB(1f, -lastBucket) : 0f);
     }
 
     /// <summary>0 for e ≥ 1, b for e in [2^-b, 2^-(b-1)), last bucket for everything smaller (zero included).</summary>
