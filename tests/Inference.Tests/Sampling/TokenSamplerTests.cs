@@ -154,6 +154,7 @@ public sealed class TokenSamplerTests
     [InlineData(0.9f, 0, 50_257, true)]
     [InlineData(0.99f, 0, 50_257, true)]   // nucleus reaches into the flat body: thousands of candidates
     [InlineData(0.5f, 0, 5000, false)]     // flat: a large nucleus through the weighted quickselect
+    [InlineData(0.99f, 0, 40, false)]      // nearly every token is a candidate
     [InlineData(0.9f, 100, 50_257, false)] // after top-k: nucleus of the renormalised top-k set
     public void Sample_TopP_MatchesReferenceDistribution(float topP, int topK, int vocab, bool peaked)
     {
