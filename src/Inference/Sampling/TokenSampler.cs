@@ -169,6 +169,7 @@ public sealed class TokenSampler
     /// <summary>
     /// Chooses the next token from <paramref name="logits"/> (not modified) and returns it with its raw logprob
     /// (log-softmax of the unprocessed logits). Does not record the token: call <see cref="Accept"/> with the token kept.
+    /// Masked tokens may be -inf; NaN or +inf, or all -inf, throws <see cref="ArgumentException"/>.
     /// </summary>
     public int Sample(ReadOnlySpan<float> logits, out float logprob)
     {
@@ -179,6 +180,11 @@ public sealed class TokenSampler
 
         // Raw log-softmax normaliser, summed in double so logprobs hold to ~1e-7 over a 50k vocabulary.
         float rawMax = TensorPrimitives.Max(logits);
+        if (!float.IsFinite(rawMax))
+        {
+            // NaN anywhere, +inf, or every token masked: an engine bug, not something to sample from.
+            throw new ArgumentException($"Logits must have a finite maximum, got {rawMax}.", nameof(logits));
+        }
         TensorPrimitives.Subtract(logits, rawMax, _exp);
         TensorPrimitives.Exp(_exp, _exp);
         double logZ = rawMax + Math.Log(SumAsDouble(_exp));

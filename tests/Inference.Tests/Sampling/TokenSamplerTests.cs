@@ -452,6 +452,31 @@ public sealed class TokenSamplerTests
         Assert.Throws<ArgumentException>(() => sampler.Sample(new float[9], out _));
     }
 
+    [Theory]
+    [InlineData(float.NaN)]
+    [InlineData(float.PositiveInfinity)]
+    public void Sample_NonFiniteLogit_Throws(float bad)
+    {
+        var sampler = Sampler(new SamplingParameters(), 10);
+        float[] logits = new float[10];
+        logits[3] = bad;
+        Assert.Throws<ArgumentException>(() => sampler.Sample(logits, out _));
+        Assert.Throws<ArgumentException>(() => sampler.Sample(Enumerable.Repeat(float.NegativeInfinity, 10).ToArray(), out _));
+    }
+
+    [Fact]
+    public void Sample_MaskedTokens_AreNeverDrawn()
+    {
+        float[] logits = Enumerable.Repeat(float.NegativeInfinity, 50).ToArray();
+        logits[7] = 0f;
+        logits[30] = 0.5f;
+        foreach (var p in new[] { new SamplingParameters { Seed = 1 }, new SamplingParameters { Seed = 1, TopP = 0.99f }, new SamplingParameters { Seed = 1, TopK = 10, MinP = 0.01f } })
+        {
+            int[] counts = Histogram(Sampler(p, 50), logits, 500);
+            Assert.Equal(500, counts[7] + counts[30]);
+        }
+    }
+
     [Fact]
     public void Accept_TokenOutsideVocabulary_Throws()
     {
