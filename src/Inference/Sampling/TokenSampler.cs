@@ -305,7 +305,8 @@ public sealed class TokenSampler
     /// <summary>Top-k, top-p, min-p and the draw over processed logits; <paramref name="expReady"/>: _exp already holds exp(w - max).</summary>
     private int Draw(ReadOnlySpan<float> w, bool expReady)
     {
-        float max = TensorPrimitives.Max(w);
+        // With exp values already computed from the raw logits, only top-k still needs the maximum.
+        float max = _topK > 0 || !expReady ? TensorPrimitives.Max(w) : 0f;
         int n;
 
         if (_topK > 0)
