@@ -1,0 +1,23 @@
+using Serving.LoadGen.Cli;
+using Spectre.Console;
+
+namespace Serving.LoadGen;
+
+internal static class Program
+{
+    public static async Task<int> Main(string[] args)
+    {
+        using var cts = new CancellationTokenSource();
+        // First Ctrl+C stops the run and still reports; a second one kills the process.
+        Console.CancelKeyPress += (_, e) =>
+        {
+            if (!cts.IsCancellationRequested)
+            {
+                e.Cancel = true;
+                cts.Cancel();
+            }
+        };
+
+        return await LoadGenApp.RunAsync(args, AnsiConsole.Console, cts.Token).ConfigureAwait(false);
+    }
+}
