@@ -35,8 +35,8 @@ public sealed record RunPlan
 /// <param name="NotSent">Requests of the plan never sent (duration reached or interrupted).</param>
 public sealed record RunOutcome(IReadOnlyList<RequestRecord> Records, double DurationSeconds, bool Interrupted, int NotSent);
 
-/// <summary>Drives a <see cref="RunPlan"/> through an <see cref="OpenAiLoadClient"/>.</summary>
-public sealed class LoadRunner(OpenAiLoadClient client, TimeProvider? time = null)
+/// <summary>Drives a <see cref="RunPlan"/> through an <see cref="IRequestSender"/>.</summary>
+public sealed class LoadRunner(IRequestSender client, TimeProvider? time = null)
 {
     private readonly TimeProvider _time = time ?? TimeProvider.System;
 

@@ -11,7 +11,7 @@ namespace Serving.LoadGen.Client;
 /// Sends one trace request to an OpenAI-compatible server and records what happened, with a timestamp for
 /// every content chunk. Never throws for a failed request: failures are records with an error kind.
 /// </summary>
-public sealed class OpenAiLoadClient : IDisposable
+public sealed class OpenAiLoadClient : IRequestSender, IDisposable
 {
     private const int MaxErrorBodyChars = 300;
     private readonly HttpClient _http;
@@ -60,26 +60,27 @@ public sealed class OpenAiLoadClient : IDisposable
             ErrorDetail = detail,
         };
 
+        using var message = new HttpRequestMessage(HttpMethod.Post, _url)
+        {
+            Version = _options.HttpVersion,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = new ByteArrayContent(RequestBody.Build(request, _options)),
+        };
+        message.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        // Lets a server's logs be matched with this tool's records.
+        message.Headers.TryAddWithoutValidation("X-Request-Id", "loadgen-" + request.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (!string.IsNullOrEmpty(_options.ApiKey))
+        {
+            message.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _options.ApiKey);
+        }
+
+        // The timeout starts with the measurement, so a timed-out request's E2E is the timeout.
         using var timeout = new CancellationTokenSource(_options.Timeout, _time);
+        start = Now();
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
         CancellationToken ct = linked.Token;
         try
         {
-            using var message = new HttpRequestMessage(HttpMethod.Post, _url)
-            {
-                Version = _options.HttpVersion,
-                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-                Content = new ByteArrayContent(RequestBody.Build(request, _options)),
-            };
-            message.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-            // Lets a server's logs be matched with this tool's records.
-            message.Headers.TryAddWithoutValidation("X-Request-Id", "loadgen-" + request.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
-            if (!string.IsNullOrEmpty(_options.ApiKey))
-            {
-                message.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _options.ApiKey);
-            }
-
-            start = Now();
             using HttpResponseMessage response = await _http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
             if (!response.IsSuccessStatusCode)
             {
