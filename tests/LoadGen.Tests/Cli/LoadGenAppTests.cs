@@ -8,8 +8,25 @@ using Xunit;
 namespace Serving.LoadGen.Tests.Cli;
 
 /// <summary>The whole command line, in-process, against the scripted Kestrel server.</summary>
-public sealed class LoadGenAppTests
+public sealed class LoadGenAppTests : IDisposable
 {
+    private readonly List<string> _dirs = [];
+
+    public void Dispose()
+    {
+        foreach (string dir in _dirs)
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private string TempDir()
+    {
+        string dir = Directory.CreateTempSubdirectory("loadgen-cli").FullName;
+        _dirs.Add(dir);
+        return dir;
+    }
+
     private static (IAnsiConsole Console, StringWriter Text) Console()
     {
         var text = new StringWriter(CultureInfo.InvariantCulture);
@@ -30,11 +47,11 @@ public sealed class LoadGenAppTests
     public async Task Run_RateSweep_WritesSummaryJsonTracesAndPngPlots()
     {
         await using var server = await ScriptedOpenAiServer.StartAsync(new Script { TtftMs = 20, ItlMs = 10, Tokens = null });
-        string dir = Directory.CreateTempSubdirectory("loadgen-cli").FullName;
+        string dir = TempDir();
         (IAnsiConsole console, StringWriter text) = Console();
         string[] args =
         [
-            "run", "--base-url", server.BaseUrl.ToString(), "--requests", "12", "--rate", "20,inf", "--cv", "1",
+            "run", "--base-url", server.BaseUrl.ToString(), "--requests", "12", "--rate", "20,40,inf", "--cv", "1",
             "--adapters", "powerlaw", "--num-adapters", "4", "--alpha", "1", "--prompt-len", "4:8", "--output-len", "3:6",
             "--seed", "7", "--slo-ttft", "30000", "--slo-tpot", "20000", "--timeout", "10", "--duration", "30",
             "--api-key", "sekrit", "--out", dir,
@@ -51,7 +68,7 @@ public sealed class LoadGenAppTests
         using JsonDocument json = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "result.json")));
         JsonElement root = json.RootElement;
         Assert.DoesNotContain("sekrit", root.GetProperty("command").GetString(), StringComparison.Ordinal);
-        Assert.Equal(2, root.GetProperty("points").GetArrayLength());
+        Assert.Equal(3, root.GetProperty("points").GetArrayLength());
         Assert.Equal(20, root.GetProperty("points")[0].GetProperty("rate").GetDouble());
         foreach (JsonElement point in root.GetProperty("points").EnumerateArray())
         {
@@ -73,7 +90,7 @@ public sealed class LoadGenAppTests
 
         Assert.Equal(12, File.ReadAllLines(Path.Combine(dir, "trace_rate_20.jsonl")).Length);
         Assert.Contains("TTFT", File.ReadAllText(Path.Combine(dir, "summary.txt")), StringComparison.Ordinal);
-        foreach (string png in new[] { "latency_cdf_rate_20.png", "throughput_rate_20.png", "latency_cdf_rate_inf.png", "throughput_rate_inf.png", "sweep_latency_vs_load.png" })
+        foreach (string png in new[] { "latency_cdf_rate_20.png", "throughput_rate_20.png", "latency_cdf_rate_40.png", "latency_cdf_rate_inf.png", "throughput_rate_inf.png", "sweep_latency_vs_load.png" })
         {
             byte[] bytes = File.ReadAllBytes(Path.Combine(dir, png));
             Assert.True(bytes.Length > 5000, $"{png} is only {bytes.Length} bytes");
@@ -85,7 +102,7 @@ public sealed class LoadGenAppTests
     public async Task Run_ConcurrencySweepReplayingTrace_NoProgress()
     {
         await using var server = await ScriptedOpenAiServer.StartAsync(new Script { TtftMs = 5, ItlMs = 5, Tokens = null });
-        string dir = Directory.CreateTempSubdirectory("loadgen-cli").FullName;
+        string dir = TempDir();
         string trace = Path.Combine(dir, "in.jsonl");
         File.WriteAllText(trace, string.Join('\n', Enumerable.Range(0, 6).Select(i => $"{{\"output_tokens\": {i + 2}, \"prompt_tokens\": 5, \"adapter\": \"a{i % 2}\"}}")));
         (IAnsiConsole console, StringWriter text) = Console();
@@ -108,7 +125,7 @@ public sealed class LoadGenAppTests
     public async Task Run_CancelledMidway_StillWritesResultsAndReturns130()
     {
         await using var server = await ScriptedOpenAiServer.StartAsync(new Script { TtftMs = 100, ItlMs = 100, Tokens = 5 });
-        string dir = Directory.CreateTempSubdirectory("loadgen-cli").FullName;
+        string dir = TempDir();
         (IAnsiConsole console, StringWriter text) = Console();
         using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(1500));
 
@@ -123,9 +140,24 @@ public sealed class LoadGenAppTests
     }
 
     [Fact]
+    public async Task Run_WarmupFails_StopsWithReasonAndWritesNothing()
+    {
+        await using var server = await ScriptedOpenAiServer.StartAsync(new Script { Status = 401 });
+        string dir = TempDir();
+        (IAnsiConsole console, StringWriter text) = Console();
+
+        int exit = await LoadGenApp.RunAsync(["run", "--base-url", server.BaseUrl.ToString(), "--requests", "5", "--out", dir], console, CancellationToken.None);
+
+        Assert.Equal(LoadGenApp.WarmupFailed, exit);
+        Assert.Contains("http_401", text.ToString(), StringComparison.Ordinal);
+        Assert.Single(server.Observations);
+        Assert.False(File.Exists(Path.Combine(dir, "result.json")));
+    }
+
+    [Fact]
     public async Task Generate_SameSeedTwice_ByteIdenticalFiles()
     {
-        string dir = Directory.CreateTempSubdirectory("loadgen-gen").FullName;
+        string dir = TempDir();
         string[] Args(string file, string seed) => ["generate", "--requests", "200", "--rate", "3", "--cv", "4", "--adapters", "uniform", "--num-adapters", "50", "--seed", seed, "--trace-out", Path.Combine(dir, file)];
 
         Assert.Equal(0, await LoadGenApp.RunAsync(Args("a.jsonl", "5"), Console().Console, CancellationToken.None));

@@ -50,12 +50,19 @@ public sealed class TraceGeneratorTests
     public void TraceFile_ToDiskAndBack_ByteIdentical()
     {
         string dir = Directory.CreateTempSubdirectory("loadgen-trace").FullName;
-        string a = Path.Combine(dir, "a.jsonl"), b = Path.Combine(dir, "b.jsonl");
-        TraceFile.Write(a, TraceGenerator.Generate(Spec));
-        TraceFile.Write(b, TraceFile.Read(a));
+        try
+        {
+            string a = Path.Combine(dir, "a.jsonl"), b = Path.Combine(dir, "b.jsonl");
+            TraceFile.Write(a, TraceGenerator.Generate(Spec));
+            TraceFile.Write(b, TraceFile.Read(a));
 
-        Assert.Equal(File.ReadAllBytes(a), File.ReadAllBytes(b));
-        Assert.DoesNotContain((byte)'\r', File.ReadAllBytes(a));
+            Assert.Equal(File.ReadAllBytes(a), File.ReadAllBytes(b));
+            Assert.DoesNotContain((byte)'\r', File.ReadAllBytes(a));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     [Fact]

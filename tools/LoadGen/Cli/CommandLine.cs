@@ -44,6 +44,8 @@ public static class CommandLine
           --concurrency C[,C...]  closed loop with C requests in flight; a list sweeps
           --max-concurrency N     cap requests in flight in open loop
           --duration SECONDS      stop sending after this long, per point (default 300)
+          --warmup N              unmeasured requests sent first, one at a time (default 1; 0 = none);
+                                  the run stops if they all fail (wrong URL, model or key)
         metrics and output
           --slo-ttft MS --slo-tpot MS --slo-e2e MS   goodput targets
           --top-adapters N        adapters in the per-adapter table (default 10)
@@ -185,6 +187,10 @@ public static class CommandLine
                     case "--slo-tpot": o = o with { Slo = o.Slo with { TpotMs = PositiveDouble(name, Value()) } }; break;
                     case "--slo-e2e": o = o with { Slo = o.Slo with { E2eMs = PositiveDouble(name, Value()) } }; break;
                     case "--top-adapters": o = o with { TopAdapters = PositiveInt(name, Value()) }; break;
+                    case "--warmup":
+                        int warmup = int.Parse(Value(), NumberStyles.Integer, CultureInfo.InvariantCulture);
+                        o = o with { Warmup = warmup >= 0 ? warmup : throw new FormatException("--warmup must be >= 0.") };
+                        break;
                     case "--bin": o = o with { BinSeconds = PositiveDouble(name, Value()) }; break;
                     case "--out": o = o with { OutDir = Value() }; break;
                     case "--no-plots": o = o with { NoPlots = true }; break;

@@ -13,6 +13,9 @@ public static class LoadGenApp
     /// <summary>Exit code for a bad command line.</summary>
     public const int UsageError = 2;
 
+    /// <summary>Exit code when every warm-up request failed (nothing was measured).</summary>
+    public const int WarmupFailed = 3;
+
     /// <summary>Exit code when Ctrl+C cut the run short (results are still written).</summary>
     public const int Interrupted = 130;
 
@@ -111,6 +114,11 @@ public static class LoadGenApp
 
         console.MarkupLine($"Sending to [blue]{Markup.Escape(client.Url.ToString())}[/] (HTTP/{o.Client.HttpVersion}, {(o.Client.Stream ? "streaming" : "non-streaming")}), {requests.Count} requests per point, {points.Count} point(s)");
 
+        if (o.Warmup > 0 && requests.Count > 0 && !await WarmUpAsync(o, requests, client, time, console, ct).ConfigureAwait(false))
+        {
+            return WarmupFailed;
+        }
+
         async Task RunPointAsync((string Label, RunPlan Plan, double? Rate) point, Action<RequestRecord> onCompleted)
         {
             TraceFile.Write(Path.Combine(outDir, $"trace_{Slug(point.Label)}.jsonl"), point.Plan.Requests);
@@ -207,6 +215,29 @@ public static class LoadGenApp
         return document.Interrupted ? Interrupted : 0;
     }
 
+    private static async Task<bool> WarmUpAsync(LoadGenOptions o, IReadOnlyList<TraceRequest> requests, OpenAiLoadClient client, TimeProvider time, IAnsiConsole console, CancellationToken ct)
+    {
+        RequestRecord? last = null;
+        int ok = 0;
+        for (int i = 0; i < o.Warmup && !ct.IsCancellationRequested; i++)
+        {
+            // Short outputs: the warm-up only has to exercise the path, not load the server.
+            TraceRequest request = requests[i % requests.Count] with { Id = -1 - i, OutputTokens = Math.Min(16, requests[i % requests.Count].OutputTokens) };
+            last = await client.SendAsync(request, time.GetTimestamp(), ct).ConfigureAwait(false);
+            ok += last.Succeeded ? 1 : 0;
+        }
+
+        if (ok > 0 || last is null || last.Error == ErrorKinds.Cancelled)
+        {
+            console.MarkupLine($"Warm-up: {ok}/{o.Warmup} succeeded");
+            return true;
+        }
+
+        console.MarkupLine($"[red]Warm-up failed[/] ({Markup.Escape(last.Error ?? "")}): {Markup.Escape(last.ErrorDetail ?? "")}");
+        console.MarkupLine("Check --base-url, --endpoint, --model and --api-key, or pass --warmup 0 to measure anyway.");
+        return false;
+    }
+
     private static Dictionary<string, string> Config(LoadGenOptions o, Uri url, int requests)
     {
         string F(double v) => v.ToString(CultureInfo.InvariantCulture);
@@ -231,6 +262,7 @@ public static class LoadGenApp
             ["output_len"] = w.OutputLength.ToString(),
             ["cv"] = F(w.Cv),
             ["duration_s"] = F(o.Duration.TotalSeconds),
+            ["warmup"] = o.Warmup.ToString(CultureInfo.InvariantCulture),
             ["max_concurrency"] = o.MaxConcurrency.ToString(CultureInfo.InvariantCulture),
             ["slo_ttft_ms"] = o.Slo.TtftMs is double t ? F(t) : "",
             ["slo_tpot_ms"] = o.Slo.TpotMs is double p ? F(p) : "",

@@ -52,6 +52,9 @@ public sealed record LoadGenOptions
     /// <summary>No live progress bar (one line per point instead).</summary>
     public bool NoProgress { get; init; }
 
+    /// <summary>Unmeasured requests sent one by one before the first point (JIT, connections, endpoint check).</summary>
+    public int Warmup { get; init; } = 1;
+
     /// <summary>Width of the throughput-over-time bins in seconds.</summary>
     public double BinSeconds { get; init; } = 1.0;
 }

@@ -93,15 +93,19 @@ public static class PlotWriter
         return path;
     }
 
-    /// <summary>TTFT and E2E percentiles against offered load (rate, or concurrency for closed-loop sweeps).</summary>
+    /// <summary>
+    /// TTFT and E2E percentiles and achieved throughput against offered load: the rate for open-loop sweeps
+    /// (points at rate=inf cannot be placed and are left out), the concurrency for closed-loop sweeps.
+    /// </summary>
     public static string Sweep(string path, IReadOnlyList<SweepPointResult> points)
     {
-        bool byRate = points.All(p => p.Rate is not null);
-        double[] xs = points.Select(p => byRate ? p.Rate!.Value : p.Concurrency ?? 0).ToArray();
+        bool closed = points.All(p => p.Mode == "closed_loop");
+        var shown = points.Where(p => closed ? p.Concurrency is not null : p.Rate is not null).ToList();
+        double[] xs = shown.Select(p => closed ? p.Concurrency!.Value : p.Rate!.Value).ToArray();
         var plot = new ScottPlot.Plot();
         void Line(string name, Func<RunMetrics, double> y, bool right = false)
         {
-            var line = plot.Add.Scatter(xs, points.Select(p => y(p.Metrics)).ToArray());
+            var line = plot.Add.Scatter(xs, shown.Select(p => y(p.Metrics)).ToArray());
             line.LegendText = name;
             line.LineWidth = 2;
             line.MarkerSize = 7;
@@ -111,12 +115,17 @@ public static class PlotWriter
             }
         }
 
-        Line("TTFT p50 (ms)", m => m.TtftMs.P50);
-        Line("TTFT p99 (ms)", m => m.TtftMs.P99);
-        Line("E2E p50 (ms)", m => m.E2eMs.P50);
-        Line("achieved req/s (right axis)", m => m.RequestThroughput, right: true);
-        plot.Title(byRate ? "Latency vs offered load" : "Latency vs concurrency");
-        plot.XLabel(byRate ? "offered rate (req/s)" : "concurrency (requests in flight)");
+        if (xs.Length > 0)
+        {
+            Line("TTFT p50 (ms)", m => m.TtftMs.P50);
+            Line("TTFT p99 (ms)", m => m.TtftMs.P99);
+            Line("E2E p50 (ms)", m => m.E2eMs.P50);
+            Line("achieved req/s (right axis)", m => m.RequestThroughput, right: true);
+        }
+
+        int hidden = points.Count - shown.Count;
+        plot.Title((closed ? "Latency vs concurrency" : "Latency vs offered load") + (hidden > 0 ? $" ({hidden} point(s) at rate=inf not shown)" : ""));
+        plot.XLabel(closed ? "concurrency (requests in flight)" : "offered rate (req/s)");
         plot.YLabel("latency (ms)");
         plot.Axes.Right.Label.Text = "achieved req/s";
         plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
