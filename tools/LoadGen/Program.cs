@@ -18,6 +18,12 @@ internal static class Program
             }
         };
 
+        if (Console.IsOutputRedirected)
+        {
+            // Spectre assumes 80 columns without a terminal, which wraps the tables in logs.
+            AnsiConsole.Profile.Width = 160;
+        }
+
         return await LoadGenApp.RunAsync(args, AnsiConsole.Console, cts.Token).ConfigureAwait(false);
     }
 }
