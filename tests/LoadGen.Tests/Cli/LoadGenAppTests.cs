@@ -108,7 +108,7 @@ public sealed class LoadGenAppTests : IDisposable
         (IAnsiConsole console, StringWriter text) = Console();
 
         int exit = await LoadGenApp.RunAsync(
-            ["run", "--base-url", server.BaseUrl.ToString(), "--trace-in", trace, "--concurrency", "1,3", "--no-progress", "--no-plots", "--out", dir, "--endpoint", "completions", "--http", "1.1"],
+            ["run", "--base-url", server.BaseUrl.ToString(), "--trace-in", trace, "--concurrency", "1,3", "--no-progress", "--no-plots", "--out", dir, "--endpoint", "completions", "--http", "1.1", "--append-md", Path.Combine(dir, "bench.md")],
             console,
             CancellationToken.None);
 
@@ -119,6 +119,10 @@ public sealed class LoadGenAppTests : IDisposable
         Assert.All(points, p => Assert.Equal("closed_loop", p.GetProperty("mode").GetString()));
         Assert.All(points, p => Assert.Equal(2 + 3 + 4 + 5 + 6 + 7, p.GetProperty("metrics").GetProperty("total_output_tokens").GetInt64()));
         Assert.Empty(Directory.GetFiles(dir, "*.png"));
+        string[] md = File.ReadAllLines(Path.Combine(dir, "bench.md"));
+        Assert.Equal(3, md.Length);
+        Assert.Contains("--concurrency 1,3", md[0], StringComparison.Ordinal);
+        Assert.StartsWith("  - concurrency=1: 6/6 ok", md[1], StringComparison.Ordinal);
     }
 
     [Fact]

@@ -51,6 +51,7 @@ public static class CommandLine
           --top-adapters N        adapters in the per-adapter table (default 10)
           --bin SECONDS           throughput-over-time bin width (default 1)
           --out DIR               output folder (default loadgen-results/<UTC time>)
+          --append-md FILE        append a result line per point, with the command, to FILE (e.g. docs/benchmarks.md)
           --no-plots              skip PNG plots
           --no-progress           no live progress bar
         """;
@@ -193,6 +194,7 @@ public static class CommandLine
                         break;
                     case "--bin": o = o with { BinSeconds = PositiveDouble(name, Value()) }; break;
                     case "--out": o = o with { OutDir = Value() }; break;
+                    case "--append-md": o = o with { AppendMarkdown = Value() }; break;
                     case "--no-plots": o = o with { NoPlots = true }; break;
                     case "--no-progress": o = o with { NoProgress = true }; break;
                     case "--help" or "-h": o = o with { Command = "help" }; break;

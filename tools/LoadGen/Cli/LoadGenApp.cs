@@ -194,6 +194,13 @@ public static class LoadGenApp
         }
 
         var written = new List<string> { jsonPath, Path.Combine(outDir, "summary.txt") };
+        if (o.AppendMarkdown is not null)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(o.AppendMarkdown))!);
+            await File.AppendAllTextAsync(o.AppendMarkdown, MarkdownLog.Format(document, jsonPath), CancellationToken.None).ConfigureAwait(false);
+            written.Add(o.AppendMarkdown + " (appended)");
+        }
+
         if (!o.NoPlots && results.Count > 0)
         {
             try

@@ -46,6 +46,9 @@ public sealed record LoadGenOptions
     /// <summary>Output folder for result.json, summary.txt, traces and plots.</summary>
     public string? OutDir { get; init; }
 
+    /// <summary>Markdown file to append one result line per point to (e.g. docs/benchmarks.md).</summary>
+    public string? AppendMarkdown { get; init; }
+
     /// <summary>Skip the PNG plots.</summary>
     public bool NoPlots { get; init; }
 
