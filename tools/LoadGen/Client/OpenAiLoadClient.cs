@@ -14,6 +14,7 @@ namespace Serving.LoadGen.Client;
 public sealed class OpenAiLoadClient : IRequestSender, IDisposable
 {
     private const int MaxErrorBodyChars = 300;
+    private static readonly string[] ContentFields = ["content", "reasoning_content", "reasoning"];
     private readonly HttpClient _http;
     private readonly ClientOptions _options;
     private readonly TimeProvider _time;
@@ -206,12 +207,21 @@ public sealed class OpenAiLoadClient : IRequestSender, IDisposable
             return choice.TryGetProperty("text", out JsonElement text) && text.ValueKind == JsonValueKind.String ? text.GetString() : null;
         }
 
-        return choice.TryGetProperty(streaming ? "delta" : "message", out JsonElement m)
-            && m.ValueKind == JsonValueKind.Object
-            && m.TryGetProperty("content", out JsonElement content)
-            && content.ValueKind == JsonValueKind.String
-            ? content.GetString()
-            : null;
+        if (!choice.TryGetProperty(streaming ? "delta" : "message", out JsonElement m) || m.ValueKind != JsonValueKind.Object)
+        {
+            return null;
+        }
+
+        // Reasoning models stream their reasoning before the answer; those are output tokens too (as vLLM counts them).
+        foreach (string field in ContentFields)
+        {
+            if (m.TryGetProperty(field, out JsonElement content) && content.ValueKind == JsonValueKind.String && content.GetString() is { Length: > 0 } text)
+            {
+                return text;
+            }
+        }
+
+        return null;
     }
 
     private static void ReadUsage(JsonElement root, ref ResponseTokens tokens)
