@@ -72,7 +72,7 @@ public sealed class DecoderModel : IDisposable
             for (var layer = 0; layer < c.NumLayers; layer++)
             {
                 var weights = LayerWeights.Read(ckpt, layer);
-                sessions.Add(new InferenceSession(BlockGraph.Build(c, weights, layer, maxContext, rotary), so));
+                sessions.Add(new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary), $"block_{layer}"), so));
             }
             var normW = ckpt.ReadFloat32(gpt2 ? "transformer.ln_f.weight" : "model.norm.weight", d);
             var normB = gpt2 ? ckpt.ReadFloat32("transformer.ln_f.bias", d) : null;
@@ -83,7 +83,7 @@ public sealed class DecoderModel : IDisposable
             {
                 throw new SafetensorsFormatException(ckpt.Directory, "lm_head.weight", "missing tensor (config says the head is not tied)");
             }
-            var head = new InferenceSession(HeadGraph.Build(c, normW, normB, headW), so);
+            var head = new InferenceSession(Dump(HeadGraph.Build(c, normW, normB, headW), "head"), so);
             sessions.Add(head);
             var fused = options.BuildFusedGraph ? new InferenceSession(FusedGraph.Build(ckpt, maxContext, rotary, normW, normB, headW), so) : null;
             return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, [.. sessions[..^1]], head, started.Elapsed) { Fused = fused };
@@ -93,6 +93,18 @@ public sealed class DecoderModel : IDisposable
             foreach (var s in sessions) s.Dispose();
             throw;
         }
+    }
+
+    /// <summary>With SERVING_DUMP_GRAPHS=folder set, writes each generated graph there as .onnx (for Netron or debugging).</summary>
+    private static byte[] Dump(byte[] model, string name)
+    {
+        var folder = Environment.GetEnvironmentVariable("SERVING_DUMP_GRAPHS");
+        if (!string.IsNullOrEmpty(folder))
+        {
+            Directory.CreateDirectory(folder);
+            File.WriteAllBytes(Path.Combine(folder, name + ".onnx"), model);
+        }
+        return model;
     }
 
     /// <summary>Writes the embedding of <paramref name="token"/> at <paramref name="position"/> into <paramref name="destination"/> [d].</summary>
