@@ -126,8 +126,9 @@ def main():
     folder, max_ctx, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     torch.set_num_threads(threads)
     m = Model(folder, max_ctx)
-    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "blas": torch.__config__.show().count("OpenBLAS") > 0}), flush=True)
+    torch.ones(64, 64) @ torch.ones(64, 64)  # loads the BLAS library
+    blas = sorted({line.split()[-1] for line in open("/proc/self/maps") if "blas" in line.lower() and ".so" in line})
+    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas}), flush=True)
     for line in sys.stdin:
         if not line.strip():
             continue
