@@ -128,7 +128,18 @@ def main():
     m = Model(folder, max_ctx)
     torch.ones(64, 64) @ torch.ones(64, 64)  # loads the BLAS library
     blas = sorted({line.split()[-1] for line in open("/proc/self/maps") if "blas" in line.lower() and ".so" in line})
-    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas}), flush=True)
+    core = None
+    try:
+        import ctypes
+        lib = ctypes.CDLL(next(b for b in blas if "openblas" in b))
+        lib.openblas_get_corename.restype = ctypes.c_char_p
+        core = lib.openblas_get_corename().decode()
+    except Exception:  # not OpenBLAS, or no symbol
+        pass
+    a, b = torch.randn(32, 768), torch.randn(768, 2304)
+    blas_err = float((a @ b - (a.double() @ b.double())).abs().max())  # the kernel OpenBLAS picked must be right
+    print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas,
+                      "openblas_core": core, "blas_max_abs_err": blas_err}), flush=True)
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -256,6 +256,10 @@ internal sealed class TorchServer : IDisposable
             RedirectStandardOutput = true,
             UseShellExecute = false,
         };
+        // The image pins OpenBLAS to its Haswell kernels for old builds' sake; the baseline gets the kernels OpenBLAS
+        // itself picks (checked against float64 in the script), so that it is the best version of itself.
+        psi.Environment.Remove("OPENBLAS_CORETYPE");
+        psi.Environment.Remove("OPENBLAS_L2_SIZE");
         var p = Process.Start(psi)!;
         var ready = p.StandardOutput.ReadLine();
         if (ready is null)
