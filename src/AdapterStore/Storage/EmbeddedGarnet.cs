@@ -8,13 +8,17 @@ namespace Serving.AdapterStore.Storage;
 public sealed class EmbeddedGarnet : IDisposable
 {
     private readonly Garnet.GarnetServer _server;
+    private readonly string _dataDir;
 
     /// <summary>Starts Garnet (Lua enabled, memory bounded, no persistence) on <paramref name="port"/> or a free port when 0.</summary>
     public EmbeddedGarnet(int port = 0, string memory = "512m", ILoggerFactory? loggerFactory = null)
     {
         Port = port == 0 ? FreePort() : port;
+        // Garnet's data folders default to the working directory, and Dispose(true) deletes them: give it its own folder.
+        _dataDir = Directory.CreateTempSubdirectory("garnet-").FullName;
         string[] args =
         [
+            "--checkpointdir", _dataDir,
             "--bind", "127.0.0.1", "--port", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "-q",
             "--logger-level", "Warning", "--lua", "--index", "1m", "--memory", memory,
         ];
@@ -39,5 +43,16 @@ public sealed class EmbeddedGarnet : IDisposable
     }
 
     /// <inheritdoc />
-    public void Dispose() => _server.Dispose(true);
+    public void Dispose()
+    {
+        _server.Dispose(false);
+        try
+        {
+            Directory.Delete(_dataDir, recursive: true);
+        }
+        catch (IOException)
+        {
+            // A leftover temp folder is harmless.
+        }
+    }
 }
