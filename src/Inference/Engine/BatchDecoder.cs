@@ -1,0 +1,272 @@
+using Microsoft.ML.OnnxRuntime;
+using Serving.Checkpoints;
+using Serving.Inference.Graphs;
+using Serving.Inference.KvCache;
+using Serving.Inference.Runtime;
+
+namespace Serving.Inference.Engine;
+
+/// <summary>
+/// Runs a batch of sequences through a <see cref="DecoderModel"/>: batch-1 prefill of new rows into their KV slot,
+/// batched decode where every row is at its own position, fork and release. Active rows always occupy slots
+/// [0, <see cref="ActiveCount"/>) so a decode step binds one contiguous range of the cache; releasing a row moves the
+/// last row into its slot. Not thread-safe: one scheduler owns a decoder. Decode bindings are created once per batch
+/// size and reused, so a decode step allocates nothing.
+/// </summary>
+public sealed class BatchDecoder : IDisposable
+{
+    private readonly DecoderModel _model;
+    private readonly ModelConfig _c;
+    private readonly KvCachePool _kv;
+    private readonly NativeBuffer<float> _hiddenA;
+    private readonly NativeBuffer<float> _hiddenB;
+    private readonly NativeBuffer<int> _seqLens;
+    private readonly NativeBuffer<int> _total;
+    private readonly NativeBuffer<long> _positions;
+    private readonly NativeBuffer<float> _logits;
+    private readonly List<Sequence> _active = [];
+    private readonly StepBindings?[] _decodeBindings;
+    private readonly RunOptions _run = new();
+    private readonly bool _rotary;
+    private long _nextId;
+
+    public BatchDecoder(DecoderModel model, int? maxBatch = null)
+    {
+        _model = model;
+        _c = model.Config;
+        Capacity = maxBatch ?? model.Options.MaxBatch;
+        _kv = new KvCachePool(_c.NumLayers, Capacity, _c.NumKvHeads, model.MaxContext, _c.HeadDim);
+        var rows = Math.Max(Capacity, model.MaxContext);
+        _hiddenA = new NativeBuffer<float>((long)rows * _c.HiddenSize);
+        _hiddenB = new NativeBuffer<float>((long)rows * _c.HiddenSize);
+        _positions = new NativeBuffer<long>(rows);
+        _seqLens = new NativeBuffer<int>(Capacity);
+        _total = new NativeBuffer<int>(1);
+        _logits = new NativeBuffer<float>((long)Capacity * _c.VocabSize);
+        _decodeBindings = new StepBindings?[Capacity + 1];
+        _rotary = _c.Architecture == ModelArchitecture.Llama;
+    }
+
+    /// <summary>Most rows that can be active at once.</summary>
+    public int Capacity { get; }
+
+    /// <summary>Rows holding a KV slot.</summary>
+    public int ActiveCount => _active.Count;
+
+    /// <summary>Active sequences, in slot order (row r of a decode step is <c>Active[r]</c>).</summary>
+    public IReadOnlyList<Sequence> Active => _active;
+
+    /// <summary>The model this decoder runs.</summary>
+    public DecoderModel Model => _model;
+
+    /// <summary>Bytes of KV cache held.</summary>
+    public long KvCacheBytes => _kv.Bytes;
+
+    /// <summary>Claims the next free slot, or returns null when every slot is taken (a recoverable condition).</summary>
+    public Sequence? TryAllocate()
+    {
+        if (_active.Count == Capacity) return null;
+        var seq = new Sequence(_nextId++, _active.Count);
+        _active.Add(seq);
+        return seq;
+    }
+
+    /// <summary>
+    /// Feeds <paramref name="tokens"/> after the sequence's cached tokens (a prompt, or a later chunk) and returns the
+    /// logits of the last token (valid until the next call). Optionally captures every layer's hidden states
+    /// ([layers + 1, T, d]: embedding output, then after each block) and every position's logits ([T, V]).
+    /// </summary>
+    public ReadOnlySpan<float> Prefill(Sequence seq, ReadOnlySpan<int> tokens, float[]? hiddenCapture = null, float[]? allLogits = null)
+    {
+        EnsureActive(seq);
+        var t = tokens.Length;
+        if (t == 0) throw new ArgumentException("prefill needs at least one token", nameof(tokens));
+        if (seq.Length + t > _model.MaxContext)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), $"sequence would reach {seq.Length + t} tokens; the context holds {_model.MaxContext}");
+        }
+        int d = _c.HiddenSize;
+        for (var i = 0; i < t; i++)
+        {
+            _model.Embed(tokens[i], seq.Length + i, _hiddenA.Span.Slice(i * d, d));
+            _positions.Span[i] = seq.Length + i;
+        }
+        _seqLens.Span[0] = seq.Length + t - 1;
+        _total.Span[0] = seq.Length + t;
+        if (hiddenCapture is not null) _hiddenA.Span[..(t * d)].CopyTo(hiddenCapture);
+
+        using (var step = new StepBindings(this, batch: 1, seqLen: t, slot: seq.Slot))
+        {
+            for (var l = 0; l < _c.NumLayers; l++)
+            {
+                _model.Blocks[l].RunWithBinding(_run, step.Layers[l]);
+                if (hiddenCapture is not null)
+                {
+                    Output(l).Span[..(t * d)].CopyTo(hiddenCapture.AsSpan((l + 1) * t * d, t * d));
+                }
+            }
+            var final = Output(_c.NumLayers - 1);
+            if (allLogits is not null)
+            {
+                var logitsAll = new NativeBuffer<float>((long)t * _c.VocabSize);
+                RunHead(final, 0, t, logitsAll, 0);
+                logitsAll.Span.CopyTo(allLogits);
+            }
+            RunHead(final, (long)(t - 1) * d, 1, _logits, 0);
+        }
+        seq.Length += t;
+        return _logits.Span[.._c.VocabSize];
+    }
+
+    /// <summary>
+    /// One decode step for every active row: feeds each row's <see cref="Sequence.PendingToken"/> at its own position
+    /// and returns logits [ActiveCount, V] in slot order (valid until the next call).
+    /// </summary>
+    public ReadOnlySpan<float> Decode()
+    {
+        var b = _active.Count;
+        if (b == 0) return [];
+        int d = _c.HiddenSize, maxTotal = 0;
+        for (var r = 0; r < b; r++)
+        {
+            var seq = _active[r];
+            if (seq.Length >= _model.MaxContext)
+            {
+                throw new InvalidOperationException($"sequence {seq.Id} is full ({seq.Length} tokens); release it before decoding");
+            }
+            if (seq.PendingToken < 0)
+            {
+                throw new InvalidOperationException($"sequence {seq.Id} has no pending token");
+            }
+            _model.Embed(seq.PendingToken, seq.Length, _hiddenA.Span.Slice(r * d, d));
+            _positions.Span[r] = seq.Length;
+            _seqLens.Span[r] = seq.Length;
+            maxTotal = Math.Max(maxTotal, seq.Length + 1);
+        }
+        _total.Span[0] = maxTotal;
+        var step = _decodeBindings[b] ??= new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true);
+        for (var l = 0; l < _c.NumLayers; l++)
+        {
+            _model.Blocks[l].RunWithBinding(_run, step.Layers[l]);
+        }
+        _model.Head.RunWithBinding(_run, step.Head!);
+        for (var r = 0; r < b; r++)
+        {
+            var seq = _active[r];
+            seq.Length++;
+            seq.PendingToken = -1;
+        }
+        return _logits.Span[..(b * _c.VocabSize)];
+    }
+
+    /// <summary>Copies a sequence into a new slot (its cached prefix and pending token); null when no slot is free.</summary>
+    public Sequence? TryFork(Sequence parent)
+    {
+        EnsureActive(parent);
+        var child = TryAllocate();
+        if (child is null) return null;
+        _kv.CopySlot(parent.Slot, child.Slot, parent.Length);
+        child.Length = parent.Length;
+        child.PendingToken = parent.PendingToken;
+        return child;
+    }
+
+    /// <summary>Frees a sequence's slot; the last active row moves into it.</summary>
+    public void Release(Sequence seq)
+    {
+        EnsureActive(seq);
+        var last = _active[^1];
+        if (!ReferenceEquals(last, seq))
+        {
+            _kv.CopySlot(last.Slot, seq.Slot, last.Length);
+            last.Slot = seq.Slot;
+            _active[seq.Slot] = last;
+        }
+        _active.RemoveAt(_active.Count - 1);
+        seq.IsActive = false;
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _decodeBindings) b?.Dispose();
+        _run.Dispose();
+    }
+
+    private void EnsureActive(Sequence seq)
+    {
+        if (!seq.IsActive || seq.Slot >= _active.Count || !ReferenceEquals(_active[seq.Slot], seq))
+        {
+            throw new InvalidOperationException($"sequence {seq.Id} is not active in this decoder");
+        }
+    }
+
+    // Layer l reads one buffer and writes the other, alternating.
+    private NativeBuffer<float> Input(int layer) => layer % 2 == 0 ? _hiddenA : _hiddenB;
+    private NativeBuffer<float> Output(int layer) => layer % 2 == 0 ? _hiddenB : _hiddenA;
+
+    private void RunHead(NativeBuffer<float> hidden, long offset, int rows, NativeBuffer<float> logits, long logitsOffset)
+    {
+        using var binding = _model.Head.CreateIoBinding();
+        using var input = hidden.View(offset, rows, _c.HiddenSize);
+        using var output = logits.View(logitsOffset, rows, _c.VocabSize);
+        binding.BindInput(HeadGraph.Hidden, input);
+        binding.BindOutput(HeadGraph.Logits, output);
+        _model.Head.RunWithBinding(_run, binding);
+    }
+
+    /// <summary>IO bindings of every unit for one step shape, over views of the decoder's fixed buffers.</summary>
+    private sealed class StepBindings : IDisposable
+    {
+        private readonly List<IDisposable> _owned = [];
+
+        public StepBindings(BatchDecoder dec, int batch, int seqLen, int slot, bool withHead = false)
+        {
+            var c = dec._c;
+            long d = c.HiddenSize;
+            var kvShape = new long[] { batch, c.NumKvHeads, dec._model.MaxContext, c.HeadDim };
+            var a = Own(dec._hiddenA.View(0, batch, seqLen, d));
+            var b = Own(dec._hiddenB.View(0, batch, seqLen, d));
+            var seqLens = Own(dec._seqLens.View(0, batch));
+            var total = Own(dec._total.View(0));
+            var positions = Own(dec._positions.View(0, batch, seqLen));
+            Layers = new OrtIoBinding[c.NumLayers];
+            for (var l = 0; l < c.NumLayers; l++)
+            {
+                var io = Own(dec._model.Blocks[l].CreateIoBinding());
+                var key = Own(dec._kv.Keys[l].View(slot * dec._kv.SlotStride, kvShape));
+                var value = Own(dec._kv.Values[l].View(slot * dec._kv.SlotStride, kvShape));
+                io.BindInput(BlockGraph.Hidden, l % 2 == 0 ? a : b);
+                io.BindOutput(BlockGraph.HiddenOut, l % 2 == 0 ? b : a);
+                io.BindInput(BlockGraph.PastKey, key);
+                io.BindInput(BlockGraph.PastValue, value);
+                io.BindOutput(BlockGraph.PresentKey, key);
+                io.BindOutput(BlockGraph.PresentValue, value);
+                io.BindInput(BlockGraph.SeqLensK, seqLens);
+                io.BindInput(BlockGraph.TotalSeqLen, total);
+                if (dec._rotary) io.BindInput(BlockGraph.PositionIds, positions);
+                Layers[l] = io;
+            }
+            if (withHead)
+            {
+                var final = dec.Output(c.NumLayers - 1);
+                Head = Own(dec._model.Head.CreateIoBinding());
+                Head.BindInput(HeadGraph.Hidden, Own(final.View(0, batch * seqLen, d)));
+                Head.BindOutput(HeadGraph.Logits, Own(dec._logits.View(0, batch * seqLen, c.VocabSize)));
+            }
+        }
+
+        public OrtIoBinding[] Layers { get; }
+        public OrtIoBinding? Head { get; }
+
+        public void Dispose()
+        {
+            for (var i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
+        }
+
+        private T Own<T>(T item) where T : IDisposable
+        {
+            _owned.Add(item);
+            return item;
+        }
+    }
+}

@@ -1,0 +1,117 @@
+using Microsoft.ML.OnnxRuntime;
+using Serving.Checkpoints;
+using Serving.Inference.Graphs;
+using Serving.Inference.Runtime;
+
+namespace Serving.Inference.Engine;
+
+/// <summary>
+/// A loaded model: the token (and position) embedding applied in managed code, one ONNX Runtime session per
+/// transformer block, and one for the head (final norm + LM head). Immutable after load and shared by every
+/// <see cref="BatchDecoder"/>; the separate units let callers stop after any layer or read any layer's hidden state.
+/// </summary>
+public sealed class DecoderModel : IDisposable
+{
+    private readonly float[] _tokenEmbedding;     // [V, d]
+    private readonly float[]? _positionEmbedding; // [P, d] (GPT-2)
+
+    private DecoderModel(ModelConfig config, RuntimeOptions options, int maxContext, float[] tokenEmbedding,
+        float[]? positionEmbedding, InferenceSession[] blocks, InferenceSession head, TimeSpan loadTime)
+    {
+        Config = config;
+        Options = options;
+        MaxContext = maxContext;
+        _tokenEmbedding = tokenEmbedding;
+        _positionEmbedding = positionEmbedding;
+        Blocks = blocks;
+        Head = head;
+        LoadTime = loadTime;
+    }
+
+    public ModelConfig Config { get; }
+    public RuntimeOptions Options { get; }
+
+    /// <summary>Longest sequence a row may reach (options capped by the model's positions).</summary>
+    public int MaxContext { get; }
+
+    /// <summary>Wall time of graph generation and session creation.</summary>
+    public TimeSpan LoadTime { get; }
+
+    internal InferenceSession[] Blocks { get; }
+    internal InferenceSession Head { get; }
+
+    /// <summary>Loads a Hugging Face checkpoint folder and builds its graphs in memory.</summary>
+    public static DecoderModel Load(string checkpointDirectory, RuntimeOptions? options = null)
+    {
+        using var ckpt = CheckpointFolder.Open(checkpointDirectory);
+        return Load(ckpt, options ?? new RuntimeOptions());
+    }
+
+    /// <summary>Builds the graphs of an opened checkpoint.</summary>
+    public static DecoderModel Load(CheckpointFolder ckpt, RuntimeOptions options)
+    {
+        options.Validate();
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var c = ckpt.Config;
+        var maxContext = Math.Min(options.MaxContext, c.MaxPositions);
+        long d = c.HiddenSize, v = c.VocabSize;
+        var gpt2 = c.Architecture == ModelArchitecture.Gpt2;
+
+        var embedName = gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight";
+        var tokenEmbedding = ckpt.ReadFloat32(embedName, v, d);
+        var positionEmbedding = gpt2 ? ckpt.ReadFloat32("transformer.wpe.weight", c.MaxPositions, d) : null;
+        var rotary = gpt2 ? null : new RotaryTables(maxContext, c.HeadDim, c.RopeTheta);
+
+        var sessions = new List<InferenceSession>();
+        try
+        {
+            using var so = OrtRuntime.CreateSessionOptions(options);
+            for (var layer = 0; layer < c.NumLayers; layer++)
+            {
+                var weights = LayerWeights.Read(ckpt, layer);
+                sessions.Add(new InferenceSession(BlockGraph.Build(c, weights, layer, maxContext, rotary), so));
+            }
+            var normW = ckpt.ReadFloat32(gpt2 ? "transformer.ln_f.weight" : "model.norm.weight", d);
+            var normB = gpt2 ? ckpt.ReadFloat32("transformer.ln_f.bias", d) : null;
+            var headW = c.TieWordEmbeddings || !ckpt.Contains("lm_head.weight")
+                ? tokenEmbedding
+                : ckpt.ReadFloat32("lm_head.weight", v, d);
+            if (!c.TieWordEmbeddings && ReferenceEquals(headW, tokenEmbedding) && !gpt2)
+            {
+                throw new SafetensorsFormatException(ckpt.Directory, "lm_head.weight", "missing tensor (config says the head is not tied)");
+            }
+            var head = new InferenceSession(HeadGraph.Build(c, normW, normB, headW), so);
+            return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, [.. sessions], head, started.Elapsed);
+        }
+        catch
+        {
+            foreach (var s in sessions) s.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Writes the embedding of <paramref name="token"/> at <paramref name="position"/> into <paramref name="destination"/> [d].</summary>
+    public void Embed(int token, int position, Span<float> destination)
+    {
+        var d = Config.HiddenSize;
+        if ((uint)token >= (uint)Config.VocabSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(token), token, $"token id outside the vocabulary [0, {Config.VocabSize})");
+        }
+        var row = _tokenEmbedding.AsSpan(token * d, d);
+        if (_positionEmbedding is null)
+        {
+            row.CopyTo(destination);
+        }
+        else
+        {
+            System.Numerics.Tensors.TensorPrimitives.Add(row, _positionEmbedding.AsSpan(position * d, d), destination);
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in Blocks) b.Dispose();
+        Head.Dispose();
+    }
+}

@@ -1,0 +1,124 @@
+using Onnx;
+using Serving.Checkpoints;
+using DT = Onnx.TensorProto.Types.DataType;
+
+namespace Serving.Inference.Graphs;
+
+/// <summary>
+/// Builds one transformer block as a standalone ONNX model. Inputs: <c>hidden</c> [batch, seq, d],
+/// <c>past_key</c>/<c>past_value</c> [batch, kv_heads, max_ctx, head_dim] (bound to the same buffers as the presents:
+/// the cache is updated in place), <c>seqlens_k</c> int32 [batch] (total length − 1 per row),
+/// <c>total_seq_len</c> int32 scalar, and for rotary models <c>position_ids</c> int64 [batch, seq].
+/// Outputs: <c>hidden_out</c>, <c>present_key</c>, <c>present_value</c>.
+/// </summary>
+internal static class BlockGraph
+{
+    public const string Hidden = "hidden";
+    public const string HiddenOut = "hidden_out";
+    public const string PastKey = "past_key";
+    public const string PastValue = "past_value";
+    public const string PresentKey = "present_key";
+    public const string PresentValue = "present_value";
+    public const string SeqLensK = "seqlens_k";
+    public const string TotalSeqLen = "total_seq_len";
+    public const string PositionIds = "position_ids";
+
+    public static byte[] Build(ModelConfig c, LayerWeights w, int layer, int maxContext, RotaryTables? rotary)
+    {
+        var g = new GraphBuilder($"block_{layer}");
+        int d = c.HiddenSize, hd = c.HeadDim, q = c.NumHeads * hd, kv = c.NumKvHeads * hd, f = c.IntermediateSize;
+        var llama = c.Architecture == ModelArchitecture.Llama;
+
+        g.Input(Hidden, DT.Float, "batch", "seq", d);
+        g.Input(PastKey, DT.Float, "batch", c.NumKvHeads, maxContext, hd);
+        g.Input(PastValue, DT.Float, "batch", c.NumKvHeads, maxContext, hd);
+        g.Input(SeqLensK, DT.Int32, "batch");
+        g.Input(TotalSeqLen, DT.Int32);
+        if (llama) g.Input(PositionIds, DT.Int64, "batch", "seq");
+
+        // Attention
+        var n1 = Norm(g, c, Hidden, w.Norm1Weight, w.Norm1Bias, "ln1");
+        var qkv = Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, "qkv");
+        var parts = g.NodeMulti("Split", [qkv, g.Int64s("qkv_split", q, kv, kv)], ["q", "k", "v"], "", ("axis", 2L));
+        string qIn = parts[0], kIn = parts[1];
+        if (llama)
+        {
+            var cos = g.Weight("cos_cache", rotary!.Cos, rotary.MaxPositions, hd / 2);
+            var sin = g.Weight("sin_cache", rotary.Sin, rotary.MaxPositions, hd / 2);
+            qIn = g.Node("RotaryEmbedding", [qIn, PositionIds, cos, sin], "q_rot", GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumHeads));
+            kIn = g.Node("RotaryEmbedding", [kIn, PositionIds, cos, sin], "k_rot", GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumKvHeads));
+        }
+        var attn = g.NodeMulti("GroupQueryAttention",
+            [qIn, kIn, parts[2], PastKey, PastValue, SeqLensK, TotalSeqLen],
+            ["attn", PresentKey, PresentValue], GraphBuilder.MicrosoftDomain,
+            ("num_heads", (long)c.NumHeads), ("kv_num_heads", (long)c.NumKvHeads))[0];
+        g.Output(PresentKey, DT.Float, "batch", c.NumKvHeads, maxContext, hd);
+        g.Output(PresentValue, DT.Float, "batch", c.NumKvHeads, maxContext, hd);
+        var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, "o");
+        var x2 = g.Node("Add", [Hidden, o], "resid1");
+
+        // Feed-forward
+        var n2 = Norm(g, c, x2, w.Norm2Weight, w.Norm2Bias, "ln2");
+        string act;
+        if (llama)
+        {
+            var gu = Linear(g, n2, w.UpWeight, w.UpBias, d, 2 * f, "gate_up");
+            var gates = g.NodeMulti("Split", [gu, g.Int64s("gu_split", f, f)], ["gate", "up"], "", ("axis", 2L));
+            var silu = g.Node("Mul", [gates[0], g.Node("Sigmoid", [gates[0]])], "silu");
+            act = g.Node("Mul", [silu, gates[1]], "swiglu");
+        }
+        else
+        {
+            var fc = g.Node("MatMul", [n2, g.Weight("fc_w", w.UpWeight, d, f)], "fc");
+            act = g.Node("FastGelu", [fc, g.Weight("fc_b", w.UpBias!, f)], "gelu", GraphBuilder.MicrosoftDomain);
+        }
+        var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, "down");
+        g.Node("Add", [x2, m], HiddenOut);
+        g.Output(HiddenOut, DT.Float, "batch", "seq", d);
+        return g.ToBytes();
+    }
+
+    internal static string Norm(GraphBuilder g, ModelConfig c, string x, float[] weight, float[]? bias, string name)
+    {
+        var d = c.HiddenSize;
+        var scale = g.Weight(name + "_w", weight, d);
+        if (c.Architecture == ModelArchitecture.Gpt2)
+        {
+            return g.Node("LayerNormalization", [x, scale, g.Weight(name + "_b", bias!, d)], name, "", ("axis", -1L), ("epsilon", c.NormEps));
+        }
+        return g.Node("SimplifiedLayerNormalization", [x, scale], name, "", ("axis", -1L), ("epsilon", c.NormEps));
+    }
+
+    private static string Linear(GraphBuilder g, string x, float[] weight, float[]? bias, int inDim, int outDim, string name)
+    {
+        var y = g.Node("MatMul", [x, g.Weight(name + "_w", weight, inDim, outDim)], bias is null ? name : name + "_mm");
+        return bias is null ? y : g.Node("Add", [y, g.Weight(name + "_b", bias, outDim)], name);
+    }
+}
+
+/// <summary>Rotary cos/sin tables [max_positions, head_dim/2] as Hugging Face's Llama computes them (fp32 angles).</summary>
+internal sealed class RotaryTables
+{
+    public RotaryTables(int maxPositions, int headDim, float theta)
+    {
+        MaxPositions = maxPositions;
+        var half = headDim / 2;
+        Cos = new float[maxPositions * half];
+        Sin = new float[maxPositions * half];
+        for (var i = 0; i < half; i++)
+        {
+            // inv_freq = 1 / θ^(2i/hd), computed in fp32 like transformers' default rope init
+            var invFreq = 1.0f / MathF.Pow(theta, 2f * i / headDim);
+            for (var p = 0; p < maxPositions; p++)
+            {
+                var angle = (float)p * invFreq;
+                Cos[p * half + i] = MathF.Cos(angle);
+                Sin[p * half + i] = MathF.Sin(angle);
+            }
+        }
+    }
+
+    public int MaxPositions { get; }
+    public float[] Cos { get; }
+    public float[] Sin { get; }
+}

@@ -1,0 +1,126 @@
+using System.Runtime.InteropServices;
+using Google.Protobuf;
+using Onnx;
+
+namespace Serving.Inference.Graphs;
+
+/// <summary>
+/// A thin, typed layer over the ONNX protobuf classes: adds nodes, initializers and graph inputs/outputs and
+/// serialises the model for <c>new InferenceSession(byte[])</c>. Dimension names (e.g. "batch") make inputs dynamic.
+/// </summary>
+internal sealed class GraphBuilder(string name)
+{
+    public const string MicrosoftDomain = "com.microsoft";
+    private const int OnnxOpset = 21;
+    private readonly GraphProto _graph = new() { Name = name };
+    private int _counter;
+
+    /// <summary>Adds an fp32 weight. The array is wrapped, not copied, until <see cref="ToBytes"/>.</summary>
+    public string Weight(string weightName, float[] values, params long[] dims)
+    {
+        long n = 1;
+        foreach (var d in dims) n *= d;
+        if (n != values.Length)
+        {
+            throw new ArgumentException($"weight '{weightName}': {values.Length} values for shape [{string.Join(", ", dims)}]");
+        }
+        var tensor = new TensorProto
+        {
+            Name = weightName,
+            DataType = (int)TensorProto.Types.DataType.Float,
+            RawData = UnsafeByteOperations.UnsafeWrap(MemoryMarshal.AsBytes(values.AsSpan()).ToArray()),
+        };
+        tensor.Dims.AddRange(dims);
+        _graph.Initializer.Add(tensor);
+        return weightName;
+    }
+
+    /// <summary>Adds an int64 constant (shapes, split sizes).</summary>
+    public string Int64s(string constName, params long[] values)
+    {
+        var tensor = new TensorProto
+        {
+            Name = constName,
+            DataType = (int)TensorProto.Types.DataType.Int64,
+            RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values.AsSpan())),
+        };
+        tensor.Dims.Add(values.Length);
+        _graph.Initializer.Add(tensor);
+        return constName;
+    }
+
+    public void Input(string inputName, TensorProto.Types.DataType type, params object[] dims) =>
+        _graph.Input.Add(ValueInfo(inputName, type, dims));
+
+    public void Output(string outputName, TensorProto.Types.DataType type, params object[] dims) =>
+        _graph.Output.Add(ValueInfo(outputName, type, dims));
+
+    /// <summary>Adds a node with one output and returns the output name.</summary>
+    public string Node(string opType, string[] inputs, string? output = null, string domain = "", params (string Name, object Value)[] attributes) =>
+        NodeMulti(opType, inputs, [output ?? Fresh(opType)], domain, attributes)[0];
+
+    /// <summary>Adds a node with several outputs ("" for an unused optional output).</summary>
+    public string[] NodeMulti(string opType, string[] inputs, string[] outputs, string domain = "", params (string Name, object Value)[] attributes)
+    {
+        var node = new NodeProto { OpType = opType, Domain = domain, Name = Fresh(opType + "_node") };
+        node.Input.AddRange(inputs);
+        node.Output.AddRange(outputs);
+        foreach (var (attrName, value) in attributes)
+        {
+            node.Attribute.Add(Attribute(attrName, value));
+        }
+        _graph.Node.Add(node);
+        return outputs;
+    }
+
+    public string Fresh(string prefix) => $"{prefix}_{_counter++}";
+
+    public byte[] ToBytes()
+    {
+        var model = new ModelProto
+        {
+            IrVersion = 10,
+            ProducerName = "Serving.Inference",
+            Graph = _graph,
+        };
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = OnnxOpset });
+        model.OpsetImport.Add(new OperatorSetIdProto { Domain = MicrosoftDomain, Version = 1 });
+        return model.ToByteArray();
+    }
+
+    private static AttributeProto Attribute(string name, object value) => value switch
+    {
+        int i => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = i },
+        long l => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = l },
+        float f => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = f },
+        string s => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(s) },
+        long[] ls => WithInts(new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints }, ls),
+        _ => throw new ArgumentException($"unsupported attribute type {value.GetType()} for '{name}'"),
+    };
+
+    private static AttributeProto WithInts(AttributeProto a, long[] values)
+    {
+        a.Ints.AddRange(values);
+        return a;
+    }
+
+    private static ValueInfoProto ValueInfo(string name, TensorProto.Types.DataType type, object[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (var d in dims)
+        {
+            shape.Dim.Add(d switch
+            {
+                string p => new TensorShapeProto.Types.Dimension { DimParam = p },
+                int v => new TensorShapeProto.Types.Dimension { DimValue = v },
+                long v => new TensorShapeProto.Types.Dimension { DimValue = v },
+                _ => throw new ArgumentException($"bad dimension {d}"),
+            });
+        }
+        return new ValueInfoProto
+        {
+            Name = name,
+            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)type, Shape = shape } },
+        };
+    }
+}

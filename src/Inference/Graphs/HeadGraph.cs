@@ -1,0 +1,24 @@
+using Serving.Checkpoints;
+using DT = Onnx.TensorProto.Types.DataType;
+
+namespace Serving.Inference.Graphs;
+
+/// <summary>
+/// The head unit: final norm then the LM head, on rows of hidden states: <c>hidden</c> [rows, d] → <c>logits</c> [rows, V].
+/// The head weight stays [V, d] as stored (Gemm with transB), so a tied embedding needs no transposed copy.
+/// </summary>
+internal static class HeadGraph
+{
+    public const string Hidden = "hidden";
+    public const string Logits = "logits";
+
+    public static byte[] Build(ModelConfig c, float[] normWeight, float[]? normBias, float[] headWeight)
+    {
+        var g = new GraphBuilder("head");
+        g.Input(Hidden, DT.Float, "rows", c.HiddenSize);
+        var n = BlockGraph.Norm(g, c, Hidden, normWeight, normBias, "ln_f");
+        g.Node("Gemm", [n, g.Weight("lm_head", headWeight, c.VocabSize, c.HiddenSize)], Logits, "", ("transB", 1L));
+        g.Output(Logits, DT.Float, "rows", c.VocabSize);
+        return g.ToBytes();
+    }
+}

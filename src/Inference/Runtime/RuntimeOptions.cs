@@ -1,0 +1,37 @@
+namespace Serving.Inference.Runtime;
+
+/// <summary>Which ONNX Runtime execution provider runs the graphs.</summary>
+public enum ExecutionProviderKind
+{
+    Cpu,
+
+    /// <summary>CUDA; needs a build with <c>-p:UseCuda=true</c> (Microsoft.ML.OnnxRuntime.Gpu) and CUDA 13 + cuDNN 9.</summary>
+    Cuda,
+}
+
+/// <summary>How a model is loaded and run.</summary>
+public sealed record RuntimeOptions
+{
+    /// <summary>Execution provider (CPU by default).</summary>
+    public ExecutionProviderKind ExecutionProvider { get; init; } = ExecutionProviderKind.Cpu;
+
+    /// <summary>CUDA device ordinal.</summary>
+    public int DeviceId { get; init; }
+
+    /// <summary>Threads of the one global intra-op pool (0 = processor count).</summary>
+    public int Threads { get; init; }
+
+    /// <summary>Rows that decode together (KV slots).</summary>
+    public int MaxBatch { get; init; } = 8;
+
+    /// <summary>Longest sequence (prompt + output) per row; capped by the model's positions.</summary>
+    public int MaxContext { get; init; } = 512;
+
+    /// <summary>Validates ranges.</summary>
+    public void Validate()
+    {
+        if (MaxBatch is < 1 or > 4096) throw new ArgumentOutOfRangeException(nameof(MaxBatch), MaxBatch, "must be in [1, 4096]");
+        if (MaxContext < 2) throw new ArgumentOutOfRangeException(nameof(MaxContext), MaxContext, "must be at least 2");
+        if (Threads < 0) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "must be non-negative");
+    }
+}

@@ -1,0 +1,160 @@
+using Serving.Inference.Engine;
+using Serving.Inference.Runtime;
+using Xunit;
+
+namespace Serving.Inference.Tests.Engine;
+
+public sealed class BatchDecoderTests
+{
+    public static TheoryData<string> Models => ["gpt2", "llama"];
+
+    private static string Dir(string name) => name == "gpt2" ? Fixtures.TinyGpt2 : Fixtures.TinyLlama;
+
+    private static readonly int[][] Prompts =
+    [
+        [1, 2, 3],
+        [40, 41, 42, 43, 44, 45, 46, 47, 48],
+        [200],
+        [7, 9, 11, 13, 15, 17],
+    ];
+
+    /// <summary>Greedy tokens and per-step logits of a prompt decoded alone.</summary>
+    private static (List<int> Tokens, List<float[]> Logits) Alone(DecoderModel model, int[] prompt, int steps)
+    {
+        using var dec = new BatchDecoder(model, 1);
+        var seq = dec.TryAllocate()!;
+        var logits = dec.Prefill(seq, prompt).ToArray();
+        var tokens = new List<int>();
+        var all = new List<float[]> { logits };
+        for (var s = 0; s < steps; s++)
+        {
+            var next = ReferenceLogitsTests.ArgMax(logits);
+            tokens.Add(next);
+            seq.PendingToken = next;
+            logits = dec.Decode().ToArray();
+            all.Add(logits);
+        }
+        return (tokens, all);
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void Decode_RowsAtDifferentPositionsJoiningOverTime_EachMatchesItsSoloRun(string name)
+    {
+        using var model = DecoderModel.Load(Dir(name), new RuntimeOptions { MaxBatch = 4, MaxContext = 64 });
+        const int steps = 12;
+        var solo = Prompts.Select(p => Alone(model, p, steps)).ToArray();
+
+        using var dec = new BatchDecoder(model);
+        var v = model.Config.VocabSize;
+        var seqs = new Sequence?[Prompts.Length];
+        var produced = Prompts.Select(_ => new List<int>()).ToArray();
+        var stepOf = new int[Prompts.Length];
+        // Row i joins at step 2·i: prefill of newcomers interleaves with the others' decoding.
+        for (var step = 0; step < steps + 2 * Prompts.Length; step++)
+        {
+            for (var i = 0; i < Prompts.Length; i++)
+            {
+                if (seqs[i] is null && step == 2 * i)
+                {
+                    seqs[i] = dec.TryAllocate();
+                    var first = dec.Prefill(seqs[i]!, Prompts[i]).ToArray();
+                    ReferenceLogitsTests.AssertClose(solo[i].Logits[0].Select(x => (double)x).ToArray(), first, 1e-5, $"prefill row {i}");
+                    seqs[i]!.PendingToken = ReferenceLogitsTests.ArgMax(first);
+                    produced[i].Add(seqs[i]!.PendingToken);
+                }
+            }
+            if (dec.ActiveCount == 0) continue;
+            var logits = dec.Decode();
+            var rows = dec.Active.ToArray(); // slots change as rows are released below
+            for (var r = 0; r < rows.Length; r++)
+            {
+                var s = rows[r];
+                var i = Array.IndexOf(seqs, s);
+                var row = logits.Slice(r * v, v);
+                stepOf[i]++;
+                ReferenceLogitsTests.AssertClose(solo[i].Logits[stepOf[i]].Select(x => (double)x).ToArray(), row, 1e-5, $"row {i} step {stepOf[i]}");
+                var next = ReferenceLogitsTests.ArgMax(row);
+                if (produced[i].Count < steps)
+                {
+                    produced[i].Add(next);
+                    s.PendingToken = next;
+                }
+                else
+                {
+                    dec.Release(s);
+                }
+            }
+        }
+        for (var i = 0; i < Prompts.Length; i++)
+        {
+            Assert.Equal(solo[i].Tokens, produced[i]);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void Fork_ContinuesIdenticallyToParentUnderGreedy(string name)
+    {
+        using var model = DecoderModel.Load(Dir(name), new RuntimeOptions { MaxBatch = 3, MaxContext = 64 });
+        using var dec = new BatchDecoder(model);
+        var v = model.Config.VocabSize;
+        var parent = dec.TryAllocate()!;
+        var logits = dec.Prefill(parent, Prompts[1]).ToArray();
+        parent.PendingToken = ReferenceLogitsTests.ArgMax(logits);
+        for (var s = 0; s < 4; s++) parent.PendingToken = ReferenceLogitsTests.ArgMax(dec.Decode());
+
+        var child = dec.TryFork(parent)!;
+        Assert.Equal(parent.Length, child.Length);
+        for (var s = 0; s < 10; s++)
+        {
+            var all = dec.Decode();
+            var p = all.Slice(parent.Slot * v, v).ToArray();
+            var c = all.Slice(child.Slot * v, v).ToArray();
+            Assert.Equal(p, c);
+            parent.PendingToken = child.PendingToken = ReferenceLogitsTests.ArgMax(p);
+        }
+    }
+
+    [Fact]
+    public void Release_MiddleRow_LastRowMovesAndKeepsDecodingCorrectly()
+    {
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 3, MaxContext = 64 });
+        var solo = Alone(model, Prompts[3], 6);
+        using var dec = new BatchDecoder(model);
+        var a = dec.TryAllocate()!;
+        a.PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(a, Prompts[0]));
+        var b = dec.TryAllocate()!;
+        b.PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(b, Prompts[1]));
+        var c = dec.TryAllocate()!;
+        var first = dec.Prefill(c, Prompts[3]).ToArray();
+        c.PendingToken = ReferenceLogitsTests.ArgMax(first);
+        var got = new List<int> { c.PendingToken };
+        Assert.Null(dec.TryAllocate());
+
+        var v = model.Config.VocabSize;
+        for (var s = 0; s < 5; s++)
+        {
+            if (s == 2) dec.Release(a);
+            var logits = dec.Decode();
+            foreach (var seq in dec.Active) seq.PendingToken = ReferenceLogitsTests.ArgMax(logits.Slice(seq.Slot * v, v));
+            got.Add(c.PendingToken);
+        }
+        Assert.Equal(0, c.Slot);
+        Assert.False(a.IsActive);
+        Assert.Equal(solo.Tokens, got);
+        Assert.Throws<InvalidOperationException>(() => dec.Release(a));
+    }
+
+    [Fact]
+    public void Prefill_BeyondContext_ThrowsWithoutChangingTheSequence()
+    {
+        using var model = DecoderModel.Load(Fixtures.TinyGpt2, new RuntimeOptions { MaxBatch = 1, MaxContext = 8 });
+        using var dec = new BatchDecoder(model);
+        var seq = dec.TryAllocate()!;
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => dec.Prefill(seq, new int[9]));
+        Assert.Contains("context holds 8", e.Message);
+        Assert.Equal(0, seq.Length);
+        Assert.Throws<ArgumentOutOfRangeException>(() => dec.Prefill(seq, [1, 2, 999_999]));
+    }
+}
