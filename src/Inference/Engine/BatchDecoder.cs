@@ -28,7 +28,9 @@ public sealed class BatchDecoder : IDisposable
     private readonly StepBindings?[] _decodeBindings;
     private readonly RunOptions _run = new();
     private readonly bool _rotary;
+    private readonly StepBindings?[] _fusedBindings;
     private long _nextId;
+    private bool _useFused;
 
     public BatchDecoder(DecoderModel model, int? maxBatch = null)
     {
@@ -44,6 +46,7 @@ public sealed class BatchDecoder : IDisposable
         _total = new NativeBuffer<int>(1);
         _logits = new NativeBuffer<float>((long)Capacity * _c.VocabSize);
         _decodeBindings = new StepBindings?[Capacity + 1];
+        _fusedBindings = new StepBindings?[Capacity + 1];
         _rotary = _c.Architecture == ModelArchitecture.Llama;
     }
 
@@ -58,6 +61,20 @@ public sealed class BatchDecoder : IDisposable
 
     /// <summary>The model this decoder runs.</summary>
     public DecoderModel Model => _model;
+
+    /// <summary>
+    /// Run decode steps through the single fused graph instead of the per-layer units (needs
+    /// <see cref="RuntimeOptions.BuildFusedGraph"/>; for measuring the split's cost).
+    /// </summary>
+    public bool UseFusedDecode
+    {
+        get => _useFused;
+        set
+        {
+            if (value && _model.Fused is null) throw new InvalidOperationException("the model was loaded without BuildFusedGraph");
+            _useFused = value;
+        }
+    }
 
     /// <summary>Bytes of KV cache held.</summary>
     public long KvCacheBytes => _kv.Bytes;
@@ -144,12 +161,20 @@ public sealed class BatchDecoder : IDisposable
             maxTotal = Math.Max(maxTotal, seq.Length + 1);
         }
         _total.Span[0] = maxTotal;
-        var step = _decodeBindings[b] ??= new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true);
-        for (var l = 0; l < _c.NumLayers; l++)
+        if (_useFused)
         {
-            _model.Blocks[l].RunWithBinding(_run, step.Layers[l]);
+            var fused = _fusedBindings[b] ??= new StepBindings(this, batch: b, seqLen: 1, slot: 0, fused: true);
+            _model.Fused!.RunWithBinding(_run, fused.Head!);
         }
-        _model.Head.RunWithBinding(_run, step.Head!);
+        else
+        {
+            var step = _decodeBindings[b] ??= new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true);
+            for (var l = 0; l < _c.NumLayers; l++)
+            {
+                _model.Blocks[l].RunWithBinding(_run, step.Layers[l]);
+            }
+            _model.Head.RunWithBinding(_run, step.Head!);
+        }
         for (var r = 0; r < b; r++)
         {
             var seq = _active[r];
@@ -189,6 +214,7 @@ public sealed class BatchDecoder : IDisposable
     public void Dispose()
     {
         foreach (var b in _decodeBindings) b?.Dispose();
+        foreach (var b in _fusedBindings) b?.Dispose();
         _run.Dispose();
     }
 
@@ -219,7 +245,7 @@ public sealed class BatchDecoder : IDisposable
     {
         private readonly List<IDisposable> _owned = [];
 
-        public StepBindings(BatchDecoder dec, int batch, int seqLen, int slot, bool withHead = false)
+        public StepBindings(BatchDecoder dec, int batch, int seqLen, int slot, bool withHead = false, bool fused = false)
         {
             var c = dec._c;
             long d = c.HiddenSize;
@@ -229,6 +255,26 @@ public sealed class BatchDecoder : IDisposable
             var seqLens = Own(dec._seqLens.View(0, batch));
             var total = Own(dec._total.View(0));
             var positions = Own(dec._positions.View(0, batch, seqLen));
+            if (fused)
+            {
+                Layers = [];
+                Head = Own(dec._model.Fused!.CreateIoBinding());
+                Head.BindInput(BlockGraph.Hidden, a);
+                Head.BindInput(BlockGraph.SeqLensK, seqLens);
+                Head.BindInput(BlockGraph.TotalSeqLen, total);
+                if (dec._rotary) Head.BindInput(BlockGraph.PositionIds, positions);
+                for (var l = 0; l < c.NumLayers; l++)
+                {
+                    var key = Own(dec._kv.Keys[l].View(slot * dec._kv.SlotStride, kvShape));
+                    var value = Own(dec._kv.Values[l].View(slot * dec._kv.SlotStride, kvShape));
+                    Head.BindInput(FusedGraph.PastKey(l), key);
+                    Head.BindInput(FusedGraph.PastValue(l), value);
+                    Head.BindOutput(FusedGraph.PresentKey(l), key);
+                    Head.BindOutput(FusedGraph.PresentValue(l), value);
+                }
+                Head.BindOutput(HeadGraph.Logits, Own(dec._logits.View(0, batch * seqLen, c.VocabSize)));
+                return;
+            }
             Layers = new OrtIoBinding[c.NumLayers];
             for (var l = 0; l < c.NumLayers; l++)
             {

@@ -40,6 +40,9 @@ public sealed class DecoderModel : IDisposable
     internal InferenceSession[] Blocks { get; }
     internal InferenceSession Head { get; }
 
+    /// <summary>The whole model in one session, when <see cref="RuntimeOptions.BuildFusedGraph"/> asked for it.</summary>
+    internal InferenceSession? Fused { get; private init; }
+
     /// <summary>Loads a Hugging Face checkpoint folder and builds its graphs in memory.</summary>
     public static DecoderModel Load(string checkpointDirectory, RuntimeOptions? options = null)
     {
@@ -81,7 +84,9 @@ public sealed class DecoderModel : IDisposable
                 throw new SafetensorsFormatException(ckpt.Directory, "lm_head.weight", "missing tensor (config says the head is not tied)");
             }
             var head = new InferenceSession(HeadGraph.Build(c, normW, normB, headW), so);
-            return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, [.. sessions], head, started.Elapsed);
+            sessions.Add(head);
+            var fused = options.BuildFusedGraph ? new InferenceSession(FusedGraph.Build(ckpt, maxContext, rotary, normW, normB, headW), so) : null;
+            return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, [.. sessions[..^1]], head, started.Elapsed) { Fused = fused };
         }
         catch
         {
@@ -113,5 +118,6 @@ public sealed class DecoderModel : IDisposable
     {
         foreach (var b in Blocks) b.Dispose();
         Head.Dispose();
+        Fused?.Dispose();
     }
 }

@@ -26,56 +26,69 @@ internal static class BlockGraph
     public static byte[] Build(ModelConfig c, LayerWeights w, int layer, int maxContext, RotaryTables? rotary)
     {
         var g = new GraphBuilder($"block_{layer}");
-        int d = c.HiddenSize, hd = c.HeadDim, q = c.NumHeads * hd, kv = c.NumKvHeads * hd, f = c.IntermediateSize;
-        var llama = c.Architecture == ModelArchitecture.Llama;
+        DeclareSharedInputs(g, c);
+        g.Input(Hidden, DT.Float, "batch", "seq", c.HiddenSize);
+        g.Input(PastKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
+        g.Input(PastValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
+        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary);
+        g.Output(PresentKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
+        g.Output(PresentValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
+        g.Output(HiddenOut, DT.Float, "batch", "seq", c.HiddenSize);
+        return g.ToBytes();
+    }
 
-        g.Input(Hidden, DT.Float, "batch", "seq", d);
-        g.Input(PastKey, DT.Float, "batch", c.NumKvHeads, maxContext, hd);
-        g.Input(PastValue, DT.Float, "batch", c.NumKvHeads, maxContext, hd);
+    /// <summary>Declares the inputs every block reads: sequence lengths and (rotary models) positions.</summary>
+    public static void DeclareSharedInputs(GraphBuilder g, ModelConfig c)
+    {
         g.Input(SeqLensK, DT.Int32, "batch");
         g.Input(TotalSeqLen, DT.Int32);
-        if (llama) g.Input(PositionIds, DT.Int64, "batch", "seq");
+        if (c.Architecture == ModelArchitecture.Llama) g.Input(PositionIds, DT.Int64, "batch", "seq");
+    }
+
+    /// <summary>Adds one block's nodes to <paramref name="g"/>, naming its internals with <paramref name="prefix"/>.</summary>
+    public static void Add(GraphBuilder g, ModelConfig c, LayerWeights w, string prefix, string hidden, string hiddenOut,
+        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary)
+    {
+        int d = c.HiddenSize, hd = c.HeadDim, q = c.NumHeads * hd, kv = c.NumKvHeads * hd, f = c.IntermediateSize;
+        var llama = c.Architecture == ModelArchitecture.Llama;
+        string N(string s) => prefix + s;
 
         // Attention
-        var n1 = Norm(g, c, Hidden, w.Norm1Weight, w.Norm1Bias, "ln1");
-        var qkv = Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, "qkv");
-        var parts = g.NodeMulti("Split", [qkv, g.Int64s("qkv_split", q, kv, kv)], ["q", "k", "v"], "", ("axis", 2L));
+        var n1 = Norm(g, c, hidden, w.Norm1Weight, w.Norm1Bias, N("ln1"));
+        var qkv = Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, N("qkv"));
+        var parts = g.NodeMulti("Split", [qkv, g.Int64s(N("qkv_split"), q, kv, kv)], [N("q"), N("k"), N("v")], "", ("axis", 2L));
         string qIn = parts[0], kIn = parts[1];
         if (llama)
         {
-            var cos = g.Weight("cos_cache", rotary!.Cos, rotary.MaxPositions, hd / 2);
-            var sin = g.Weight("sin_cache", rotary.Sin, rotary.MaxPositions, hd / 2);
-            qIn = g.Node("RotaryEmbedding", [qIn, PositionIds, cos, sin], "q_rot", GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumHeads));
-            kIn = g.Node("RotaryEmbedding", [kIn, PositionIds, cos, sin], "k_rot", GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumKvHeads));
+            var cos = g.Weight(N("cos_cache"), rotary!.Cos, rotary.MaxPositions, hd / 2);
+            var sin = g.Weight(N("sin_cache"), rotary.Sin, rotary.MaxPositions, hd / 2);
+            qIn = g.Node("RotaryEmbedding", [qIn, PositionIds, cos, sin], N("q_rot"), GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumHeads));
+            kIn = g.Node("RotaryEmbedding", [kIn, PositionIds, cos, sin], N("k_rot"), GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumKvHeads));
         }
         var attn = g.NodeMulti("GroupQueryAttention",
-            [qIn, kIn, parts[2], PastKey, PastValue, SeqLensK, TotalSeqLen],
-            ["attn", PresentKey, PresentValue], GraphBuilder.MicrosoftDomain,
+            [qIn, kIn, parts[2], pastKey, pastValue, SeqLensK, TotalSeqLen],
+            [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain,
             ("num_heads", (long)c.NumHeads), ("kv_num_heads", (long)c.NumKvHeads))[0];
-        g.Output(PresentKey, DT.Float, "batch", c.NumKvHeads, maxContext, hd);
-        g.Output(PresentValue, DT.Float, "batch", c.NumKvHeads, maxContext, hd);
-        var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, "o");
-        var x2 = g.Node("Add", [Hidden, o], "resid1");
+        var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, N("o"));
+        var x2 = g.Node("Add", [hidden, o], N("resid1"));
 
         // Feed-forward
-        var n2 = Norm(g, c, x2, w.Norm2Weight, w.Norm2Bias, "ln2");
+        var n2 = Norm(g, c, x2, w.Norm2Weight, w.Norm2Bias, N("ln2"));
         string act;
         if (llama)
         {
-            var gu = Linear(g, n2, w.UpWeight, w.UpBias, d, 2 * f, "gate_up");
-            var gates = g.NodeMulti("Split", [gu, g.Int64s("gu_split", f, f)], ["gate", "up"], "", ("axis", 2L));
-            var silu = g.Node("Mul", [gates[0], g.Node("Sigmoid", [gates[0]])], "silu");
-            act = g.Node("Mul", [silu, gates[1]], "swiglu");
+            var gu = Linear(g, n2, w.UpWeight, w.UpBias, d, 2 * f, N("gate_up"));
+            var gates = g.NodeMulti("Split", [gu, g.Int64s(N("gu_split"), f, f)], [N("gate"), N("up")], "", ("axis", 2L));
+            var silu = g.Node("Mul", [gates[0], g.Node("Sigmoid", [gates[0]], N("sig"))], N("silu"));
+            act = g.Node("Mul", [silu, gates[1]], N("swiglu"));
         }
         else
         {
-            var fc = g.Node("MatMul", [n2, g.Weight("fc_w", w.UpWeight, d, f)], "fc");
-            act = g.Node("FastGelu", [fc, g.Weight("fc_b", w.UpBias!, f)], "gelu", GraphBuilder.MicrosoftDomain);
+            var fc = g.Node("MatMul", [n2, g.Weight(N("fc_w"), w.UpWeight, d, f)], N("fc"));
+            act = g.Node("FastGelu", [fc, g.Weight(N("fc_b"), w.UpBias!, f)], N("gelu"), GraphBuilder.MicrosoftDomain);
         }
-        var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, "down");
-        g.Node("Add", [x2, m], HiddenOut);
-        g.Output(HiddenOut, DT.Float, "batch", "seq", d);
-        return g.ToBytes();
+        var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, N("down"));
+        g.Node("Add", [x2, m], hiddenOut);
     }
 
     internal static string Norm(GraphBuilder g, ModelConfig c, string x, float[] weight, float[]? bias, string name)

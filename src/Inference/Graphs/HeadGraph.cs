@@ -16,9 +16,15 @@ internal static class HeadGraph
     {
         var g = new GraphBuilder("head");
         g.Input(Hidden, DT.Float, "rows", c.HiddenSize);
-        var n = BlockGraph.Norm(g, c, Hidden, normWeight, normBias, "ln_f");
-        g.Node("Gemm", [n, g.Weight("lm_head", headWeight, c.VocabSize, c.HiddenSize)], Logits, "", ("transB", 1L));
+        Add(g, c, Hidden, Logits, normWeight, normBias, headWeight);
         g.Output(Logits, DT.Float, "rows", c.VocabSize);
         return g.ToBytes();
+    }
+
+    /// <summary>Adds final norm + LM head on 2-D rows [rows, d].</summary>
+    public static void Add(GraphBuilder g, ModelConfig c, string hidden, string logits, float[] normWeight, float[]? normBias, float[] headWeight)
+    {
+        var n = BlockGraph.Norm(g, c, hidden, normWeight, normBias, "ln_f");
+        g.Node("Gemm", [n, g.Weight("lm_head", headWeight, c.VocabSize, c.HiddenSize)], logits, "", ("transB", 1L));
     }
 }

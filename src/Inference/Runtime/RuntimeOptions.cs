@@ -27,6 +27,12 @@ public sealed record RuntimeOptions
     /// <summary>Longest sequence (prompt + output) per row; capped by the model's positions.</summary>
     public int MaxContext { get; init; } = 512;
 
+    /// <summary>
+    /// Also build the whole model as one graph so <see cref="Engine.BatchDecoder.UseFusedDecode"/> can run decode steps
+    /// through it: only for measuring what the per-layer split costs (it doubles weight memory).
+    /// </summary>
+    public bool BuildFusedGraph { get; init; }
+
     /// <summary>Validates ranges.</summary>
     public void Validate()
     {

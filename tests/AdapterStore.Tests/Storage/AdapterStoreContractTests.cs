@@ -47,6 +47,18 @@ public abstract class AdapterStoreContractTests : IDisposable
     }
 
     [Fact]
+    public async Task Read_OtherTenant_SeesNothing()
+    {
+        await Store.PublishAsync(Draft("mine"), Container(1), null, Ct);
+        string other = Tenant + "x";
+        Assert.Null(await Store.GetMetadataAsync(other, "mine", null, Ct));
+        Assert.Null(await Store.ReadAsync(other, "mine", 1, Ct));
+        Assert.Empty(await Store.ListAsync(other, Ct));
+        Assert.False(await Store.DeleteAsync(other, "mine", null, Ct));
+        Assert.NotNull(await Store.GetMetadataAsync(Tenant, "mine", null, Ct));
+    }
+
+    [Fact]
     public async Task Publish_Twice_MovesPointerAndKeepsOldVersion()
     {
         await Store.PublishAsync(Draft("a2"), Container(1), null, Ct);

@@ -157,4 +157,21 @@ public sealed class BatchDecoderTests
         Assert.Equal(0, seq.Length);
         Assert.Throws<ArgumentOutOfRangeException>(() => dec.Prefill(seq, [1, 2, 999_999]));
     }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void Decode_FusedGraph_MatchesPerLayerUnits(string name)
+    {
+        using var model = DecoderModel.Load(Dir(name), new RuntimeOptions { MaxBatch = 2, MaxContext = 64, BuildFusedGraph = true });
+        var solo = Alone(model, Prompts[1], 6);
+        using var dec = new BatchDecoder(model, 1) { UseFusedDecode = true };
+        var seq = dec.TryAllocate()!;
+        seq.PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(seq, Prompts[1]));
+        for (var s = 0; s < 6; s++)
+        {
+            var logits = dec.Decode();
+            ReferenceLogitsTests.AssertClose(solo.Logits[s + 1].Select(x => (double)x).ToArray(), logits, 1e-5, $"fused step {s}");
+            seq.PendingToken = ReferenceLogitsTests.ArgMax(logits);
+        }
+    }
 }

@@ -1,0 +1,283 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML.OnnxRuntime;
+using Serving.Fixtures;
+using Serving.Inference.Engine;
+using Serving.Inference.Runtime;
+
+// Decode throughput of the engine against (a) the batch-1 memory roofline, (b) the machine's fp32 GEMM throughput
+// and (c) PyTorch eager on the same checkpoint, alternating engine and PyTorch runs (BENCHMARKS.md).
+// usage: DecodeBench [--shape gpt2-small] [--batches 1,8,32] [--steps 32] [--reps 5] [--prompt 16] [--context 256]
+//                    [--threads N] [--no-torch] [--json FILE] [--md docs/benchmarks.md]
+var opts = Args.Parse(args);
+var inv = CultureInfo.InvariantCulture;
+var threads = opts.Int("threads", Environment.ProcessorCount);
+OrtRuntime.EnsureInitialized(threads);
+var shape = opts.Str("shape", "gpt2-small");
+var batches = opts.Str("batches", "1,8,32").Split(',').Select(int.Parse).ToArray();
+int steps = opts.Int("steps", 32), reps = opts.Int("reps", 5), prompt = opts.Int("prompt", 16), context = opts.Int("context", 256);
+var dir = Path.GetFullPath(Path.Combine(".fixtures", shape));
+if (!File.Exists(Path.Combine(dir, "model.safetensors")))
+{
+    Console.WriteLine($"writing random {shape} checkpoint to {dir}");
+    FixtureCheckpoint.Write(dir, FixtureShape.Named(shape));
+}
+
+var compareFused = opts.Flag("fused");
+using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads, BuildFusedGraph = compareFused });
+var c = model.Config;
+long weightBytes = WeightBytes(c);
+Console.WriteLine($"{shape}: {weightBytes / 1e6:F0} MB fp32 weights read per step; load {model.LoadTime.TotalSeconds:F1} s; {threads} threads");
+var bandwidth = Machine.MemoryBandwidth(threads);
+var gemm = Machine.GemmFlops(threads);
+Console.WriteLine($"machine: {Machine.Cpu()}, memory read bandwidth {bandwidth / 1e9:F1} GB/s, ORT fp32 GEMM {gemm / 1e9:F1} GFLOP/s");
+
+TorchServer? torch = opts.Flag("no-torch") || compareFused ? null : TorchServer.Start(dir, context, threads);
+if (compareFused)
+{
+    // Split (per-layer sessions, what the engine runs) against one fused session, alternating on one decoder.
+    Console.WriteLine("| shape | batch | split tok/s | fused tok/s | split/fused (min–max) |");
+    var fusedRows = new JsonArray();
+    foreach (var b in batches)
+    {
+        using var dec = new BatchDecoder(model, b);
+        var rng = new Random(1);
+        var split = new List<double>();
+        var fused = new List<double>();
+        for (var r = -1; r < reps; r++)
+        {
+            dec.UseFusedDecode = false;
+            var s1 = EngineRun(dec, b, steps, prompt, rng);
+            dec.UseFusedDecode = true;
+            var s2 = EngineRun(dec, b, steps, prompt, rng);
+            if (r < 0) continue;
+            split.Add(b * steps / s1);
+            fused.Add(b * steps / s2);
+        }
+        var ratios = split.Zip(fused, (x, y) => x / y).ToList();
+        Console.WriteLine($"| {shape} | {b} | {Stats.Median(split):F1} | {Stats.Median(fused):F1} | {Stats.Median(ratios):F3} ({ratios.Min():F3}–{ratios.Max():F3}) |");
+        fusedRows.Add(new JsonObject { ["batch"] = b, ["split_tokens_per_s"] = Stats.Median(split), ["fused_tokens_per_s"] = Stats.Median(fused), ["split_over_fused"] = Stats.Median(ratios) });
+    }
+    var fusedPath = opts.Str("json", $"bench/results/split-{shape}.json");
+    Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(fusedPath))!);
+    File.WriteAllText(fusedPath, new JsonObject { ["command"] = "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args), ["machine"] = Machine.Cpu(), ["results"] = fusedRows }.ToJsonString());
+    return 0;
+}
+var results = new JsonArray();
+foreach (var b in batches)
+{
+    using var dec = new BatchDecoder(model, b);
+    var rng = new Random(1);
+    var ours = new List<double>();
+    var theirs = new List<double>();
+    for (var r = -1; r < reps; r++) // r = -1 is the warm-up pair
+    {
+        var seconds = EngineRun(dec, b, steps, prompt, rng);
+        var torchSeconds = torch?.Run(b, steps, prompt);
+        if (r < 0) continue;
+        ours.Add(b * steps / seconds);
+        if (torchSeconds is { } ts) theirs.Add(b * steps / ts);
+    }
+    var med = Stats.Median(ours);
+    var stepMs = b / med * 1000;
+    var flops = 2.0 * ParamsInMatMuls(c) * b / (stepMs / 1000);
+    var roofline = bandwidth / weightBytes; // steps/s at batch 1 if only weight reads counted
+    var row = new JsonObject
+    {
+        ["shape"] = shape, ["batch"] = b, ["tokens_per_s"] = med, ["step_ms"] = stepMs,
+        ["tokens_per_s_min"] = ours.Min(), ["tokens_per_s_max"] = ours.Max(),
+        ["roofline_fraction"] = b == 1 ? med / roofline : null,
+        ["gemm_fraction"] = flops / gemm,
+    };
+    var line = $"| {shape} | {b} | {med:F1} | {stepMs:F1} | " + (b == 1 ? $"{med / roofline:P0} of {roofline:F1}" : "–") + $" | {flops / gemm:P0} ({flops / 1e9:F0} GFLOP/s) |";
+    if (theirs.Count > 0)
+    {
+        var ratios = ours.Zip(theirs, (x, y) => x / y).ToList();
+        row["torch_tokens_per_s"] = Stats.Median(theirs);
+        row["ratio_vs_torch_median"] = Stats.Median(ratios);
+        row["ratio_vs_torch_min"] = ratios.Min();
+        row["ratio_vs_torch_max"] = ratios.Max();
+        line += $" {Stats.Median(theirs):F1} | {Stats.Median(ratios):F2}× ({ratios.Min():F2}–{ratios.Max():F2}) |";
+    }
+    else
+    {
+        line += " – | – |";
+    }
+    Console.WriteLine(line);
+    results.Add(row);
+}
+torch?.Dispose();
+
+var command = "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args);
+var doc = new JsonObject
+{
+    ["command"] = command, ["machine"] = Machine.Cpu(), ["threads"] = threads, ["provider"] = "CPU",
+    ["bandwidth_gb_s"] = bandwidth / 1e9, ["gemm_gflop_s"] = gemm / 1e9, ["weight_mb"] = weightBytes / 1e6,
+    ["steps"] = steps, ["reps"] = reps, ["prompt"] = prompt, ["context"] = context, ["results"] = results,
+    ["date"] = DateTime.UtcNow.ToString("u", inv),
+};
+var jsonPath = opts.Str("json", $"bench/results/decode-{shape}.json");
+Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(jsonPath))!);
+File.WriteAllText(jsonPath, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+Console.WriteLine($"wrote {jsonPath}");
+return 0;
+
+static double EngineRun(BatchDecoder dec, int batch, int steps, int prompt, Random rng)
+{
+    var tokens = new int[prompt];
+    var seqs = new List<Sequence>();
+    var v = dec.Model.Config.VocabSize;
+    for (var i = 0; i < batch; i++)
+    {
+        for (var t = 0; t < prompt; t++) tokens[t] = rng.Next(0, 255);
+        var s = dec.TryAllocate()!;
+        s.PendingToken = ArgMax(dec.Prefill(s, tokens));
+        seqs.Add(s);
+    }
+    var sw = Stopwatch.StartNew();
+    for (var step = 0; step < steps; step++)
+    {
+        var logits = dec.Decode();
+        for (var r = 0; r < batch; r++) dec.Active[r].PendingToken = ArgMax(logits.Slice(r * v, v));
+    }
+    var seconds = sw.Elapsed.TotalSeconds;
+    foreach (var s in seqs) dec.Release(s);
+    return seconds;
+}
+
+static int ArgMax(ReadOnlySpan<float> x) => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(x);
+
+static long ParamsInMatMuls(Serving.Checkpoints.ModelConfig c)
+{
+    long d = c.HiddenSize, f = c.IntermediateSize, q = c.NumHeads * c.HeadDim, kv = c.NumKvHeads * c.HeadDim;
+    var ffn = c.Architecture == Serving.Checkpoints.ModelArchitecture.Gpt2 ? 2 * d * f : 3 * d * f;
+    return c.NumLayers * (d * (q + 2 * kv) + q * d + ffn) + (long)c.VocabSize * d;
+}
+
+static long WeightBytes(Serving.Checkpoints.ModelConfig c) => 4 * ParamsInMatMuls(c);
+
+internal sealed class Args(Dictionary<string, string> values)
+{
+    public static Args Parse(string[] args)
+    {
+        var d = new Dictionary<string, string>();
+        for (var i = 0; i < args.Length; i++)
+        {
+            if (!args[i].StartsWith("--", StringComparison.Ordinal)) continue;
+            var key = args[i][2..];
+            d[key] = i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i] : "true";
+        }
+        return new Args(d);
+    }
+
+    public string Str(string key, string fallback) => values.GetValueOrDefault(key, fallback);
+    public int Int(string key, int fallback) => values.TryGetValue(key, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
+    public bool Flag(string key) => values.ContainsKey(key);
+}
+
+internal static class Stats
+{
+    public static double Median(IEnumerable<double> values)
+    {
+        var s = values.Order().ToArray();
+        return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
+    }
+}
+
+internal static class Machine
+{
+    public static string Cpu()
+    {
+        try
+        {
+            var line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal));
+            return (line?.Split(':', 2)[1].Trim() ?? "unknown CPU") + $", {Environment.ProcessorCount} cores";
+        }
+        catch (IOException)
+        {
+            return "unknown CPU";
+        }
+    }
+
+    /// <summary>Read bandwidth: summing a 512 MB array split over the threads, best of 5.</summary>
+    public static double MemoryBandwidth(int threads)
+    {
+        var data = new float[128 * 1024 * 1024];
+        new Random(1).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+        var best = double.MaxValue;
+        for (var rep = 0; rep < 5; rep++)
+        {
+            var sw = Stopwatch.StartNew();
+            var chunk = data.Length / threads;
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+                System.Numerics.Tensors.TensorPrimitives.Sum(data.AsSpan(t * chunk, chunk)));
+            best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        return data.Length * 4.0 / best;
+    }
+
+    /// <summary>fp32 GEMM FLOP/s of ONNX Runtime's MatMul on [256, 1024] × [1024, 4096] (weights as an initializer), best of 5.</summary>
+    public static double GemmFlops(int threads)
+    {
+        const int m = 256, k = 1024, n = 4096;
+        var w = new float[k * n];
+        for (var i = 0; i < w.Length; i++) w[i] = (i % 7) * 0.01f;
+        var bytes = Serving.Inference.Graphs.GemmProbe.Build(w, k, n);
+        using var so = OrtRuntime.CreateSessionOptions(new RuntimeOptions { Threads = threads });
+        using var session = new InferenceSession(bytes, so);
+        var x = new float[m * k];
+        using var input = OrtValue.CreateTensorValueFromMemory(x, [m, k]);
+        using var run = new RunOptions();
+        var best = double.MaxValue;
+        for (var rep = 0; rep < 6; rep++)
+        {
+            var sw = Stopwatch.StartNew();
+            using var outputs = session.Run(run, ["x"], [input], ["y"]);
+            if (rep > 0) best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        return 2.0 * m * k * n / best;
+    }
+}
+
+internal sealed class TorchServer : IDisposable
+{
+    private readonly Process _process;
+
+    private TorchServer(Process process) => _process = process;
+
+    public static TorchServer? Start(string dir, int context, int threads)
+    {
+        var script = Path.GetFullPath(Path.Combine("bench", "torch_decode.py"));
+        var psi = new ProcessStartInfo("/usr/bin/python3", [script, dir, context.ToString(CultureInfo.InvariantCulture), threads.ToString(CultureInfo.InvariantCulture)])
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        var p = Process.Start(psi)!;
+        var ready = p.StandardOutput.ReadLine();
+        if (ready is null)
+        {
+            Console.WriteLine("PyTorch baseline unavailable (is python3-torch installed for /usr/bin/python3?)");
+            return null;
+        }
+        Console.WriteLine($"PyTorch eager baseline: {ready}");
+        return new TorchServer(p);
+    }
+
+    public double Run(int batch, int steps, int prompt)
+    {
+        _process.StandardInput.WriteLine($"{batch} {steps} {prompt}");
+        var line = _process.StandardOutput.ReadLine() ?? throw new InvalidOperationException("PyTorch baseline exited");
+        return JsonNode.Parse(line)!["seconds"]!.GetValue<double>();
+    }
+
+    public void Dispose()
+    {
+        _process.StandardInput.Close();
+        _process.WaitForExit(10_000);
+        _process.Dispose();
+    }
+}
