@@ -58,6 +58,16 @@ public sealed class PeftAdapterReaderTests
     }
 
     [Fact]
+    public void Read_Fp16Upload_KeepsDtypeAndValues()
+    {
+        var folder = PeftFolders.Gpt2Lora(dtype: SafetensorsDType.F16);
+        var v = PeftAdapterReader.Read(folder.ConfigBytes, folder.Safetensors, PeftFolders.Gpt2);
+        Assert.All(v.Payload.Tensors, t => Assert.Equal(TensorElementType.F16, t.SourceType));
+        var t0 = v.Payload.Tensors[0];
+        Assert.Equal(folder.Tensors[t0.Name].Data.Select(x => (float)(Half)x), t0.Data);
+    }
+
+    [Fact]
     public void Read_RankPattern_OverridesRankAndScale()
     {
         var folder = PeftFolders.Gpt2Lora(rankPatternFc: true);

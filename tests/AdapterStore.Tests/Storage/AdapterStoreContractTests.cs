@@ -184,7 +184,8 @@ public sealed class ServerCrashTests : IDisposable
     {
         using var server = new RedisServerProcess("--appendonly", "yes", "--appendfsync", "always", "--dir", _dir);
         string tenant = "crash";
-        using (var redis = await ConnectionMultiplexer.ConnectAsync(server.ConnectionString))
+        // Short timeouts: after the kill the client fails fast instead of waiting out the defaults.
+        using (var redis = await ConnectionMultiplexer.ConnectAsync(server.ConnectionString + ",asyncTimeout=1000,syncTimeout=1000,connectRetry=0"))
         {
             var store = new RedisAdapterStore(redis, new AdapterStoreOptions { ChunkBytes = 4096 });
             var draft = new AdapterMetadata { Tenant = tenant, Name = "x", BaseModel = "b", Checksum = "" };
