@@ -59,6 +59,7 @@ public static class AdapterApi
         AdapterErrors.TooLarge => "Upload too large",
         "not_found" => "Adapter not found",
         "store_corrupt" => "Stored adapter is damaged",
+        "store_unavailable" => "Adapter store unavailable",
         _ => "Adapter upload refused",
     };
 
@@ -80,6 +81,11 @@ public static class AdapterApi
         catch (AdapterValidationException e)
         {
             return Problem(e);
+        }
+        catch (Exception e) when (e is StoreCorruptException or StackExchange.Redis.RedisException)
+        {
+            // The upload was valid; the store failed (nothing became visible): the client may retry.
+            return Problem(503, "store_unavailable", $"The adapter store could not publish the upload: {e.Message}");
         }
     }
 

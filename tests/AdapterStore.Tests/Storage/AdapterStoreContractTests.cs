@@ -100,6 +100,16 @@ public abstract class AdapterStoreContractTests : IDisposable
     }
 
     [Fact]
+    public async Task Read_VersionDeletedConcurrently_IsAbsentNotCorrupt()
+    {
+        var meta = await Store.PublishAsync(Draft("race"), Container(3), null, Ct);
+        // The delete lands between the metadata read and the chunk read.
+        Store.BeforeChunksRead = () => Store.DeleteAsync(Tenant, "race", meta.Version, Ct);
+        Assert.Null(await Store.ReadAsync(Tenant, "race", meta.Version, Ct));
+        Store.BeforeChunksRead = null;
+    }
+
+    [Fact]
     public async Task Read_MissingChunk_ThrowsClearError()
     {
         var meta = await Store.PublishAsync(Draft("gone"), Container(3), null, Ct);
