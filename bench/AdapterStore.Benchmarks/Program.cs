@@ -1,5 +1,5 @@
 // Adapter store benchmark: ComPEFT ratio/error sweep, decode throughput, store latencies.
-// Usage: dotnet run -c Release --project bench/AdapterStore.Benchmarks [-- --quick] [--peft ADAPTER_DIR --base CONFIG_JSON]...
+// Usage: dotnet run -c Release --project bench/AdapterStore.Benchmarks [-- --quick] [--peft-only] [--peft ADAPTER_DIR --base CONFIG_JSON]...
 // Each --peft/--base pair adds a real PEFT folder (e.g. a demo adapter) to the ratio/error sweep.
 using System.Diagnostics;
 using System.Globalization;
@@ -20,7 +20,7 @@ int reps = quick ? 3 : 10;
 var shape = new BaseModelShape(BaseModelShape.Gpt2, 12, 768, 12, 12, 64, 3072);
 const int rank = 16;
 var inputs = new List<(string Title, byte[] Config, byte[] File, BaseModelShape Shape)>();
-foreach (var dist in new[] { "gaussian", "laplace" })
+foreach (var dist in args.Contains("--peft-only") ? [] : new[] { "gaussian", "laplace" })
 {
     var (c, f) = BuildGpt2Lora(shape, rank, seed: 1, dist);
     inputs.Add(($"gpt2-small shape, rank {rank}, all four module types, random {dist} factors (fp16)", c, f, shape));
@@ -77,6 +77,8 @@ foreach (var (title, config, file, inputShape) in inputs)
         Console.WriteLine($"| {label} | {density} | {container.Length:N0} | {file.Length / (double)container.Length:F1} | {zstd19 / (double)container.Length:F1} | {errors.Average(e => e.Relative):F3} | {errors.Max(e => e.Relative):F3} | {encodeMs:F0} | {decodeMin:F1} / {decodeMs:F1} | {mbps:F0} |");
     }
 }
+
+if (args.Contains("--peft-only")) return;
 
 // Store latencies against embedded Garnet and (when installed) redis-server.
 var servers = new List<(string Name, string Conn, IDisposable Owner)>();
