@@ -48,6 +48,10 @@ foreach (var (title, config, file, inputShape) in inputs)
     {
         Row(new CodecOptions { ComPeft = new ComPeftOptions { Density = density } }, $"ComPEFT α=1·σ", density.ToString());
     }
+    foreach (double density in new[] { 0.1, 0.3 })
+    {
+        Row(new CodecOptions { ComPeft = new ComPeftOptions { Density = density, Scope = ThresholdScope.PerTensor } }, $"ComPEFT per-tensor", density.ToString());
+    }
     Row(new CodecOptions { Codec = AdapterCodec.Lossless }, "lossless fp16+zstd", "–");
     Console.WriteLine();
 

@@ -103,7 +103,17 @@ public static class AdapterApi
         }
         double density = fields.TryGetValue("density", out var d) ? ParseDouble(d, "density") : ComPeftOptions.DefaultDensity;
         double factor = fields.TryGetValue("factor", out var f) ? ParseDouble(f, "factor") : ComPeftOptions.DefaultFactor;
-        return new CodecOptions { Codec = codec, ComPeft = new ComPeftOptions { Density = density, Factor = factor } };
+        var scope = ThresholdScope.Global;
+        if (fields.TryGetValue("scope", out var sc))
+        {
+            scope = sc.ToLowerInvariant() switch
+            {
+                "global" => ThresholdScope.Global,
+                "per_tensor" => ThresholdScope.PerTensor,
+                _ => throw new AdapterValidationException(AdapterErrors.CodecInvalid, $"scope '{sc}' is unknown; use 'global' or 'per_tensor'.", status: 400),
+            };
+        }
+        return new CodecOptions { Codec = codec, ComPeft = new ComPeftOptions { Density = density, Factor = factor, Scope = scope } };
     }
 
     private static double ParseDouble(string text, string field) =>

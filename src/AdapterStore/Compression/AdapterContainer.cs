@@ -160,9 +160,12 @@ public static class AdapterContainer
     {
         var tensorEntries = new List<TensorEntry>();
         var groups = new List<GroupEntry>();
-        foreach (string g in new[] { "A", "B" })
+        foreach (var t in payload.Tensors) _ = GroupOf(t.Name);
+        var plan = options.Scope == ThresholdScope.Global
+            ? new[] { "A", "B" }.Select(g => (Name: g, Members: payload.Tensors.Where(t => GroupOf(t.Name) == g).ToList())).ToList()
+            : payload.Tensors.Select((t, i) => (Name: "t" + i.ToString(System.Globalization.CultureInfo.InvariantCulture), Members: new List<AdapterTensor> { t })).ToList();
+        foreach (var (g, members) in plan)
         {
-            var members = payload.Tensors.Where(t => GroupOf(t.Name) == g).ToList();
             long n = members.Sum(t => t.ElementCount);
             if (n > int.MaxValue) throw new ArgumentException($"Group {g} has {n} elements; at most {int.MaxValue} are supported.");
             var flat = new float[n];
