@@ -174,4 +174,27 @@ public sealed class BatchDecoderTests
             seq.PendingToken = ReferenceLogitsTests.ArgMax(logits);
         }
     }
+
+    [Fact]
+    public void Decode_SteadyState_AllocatesNothingPerStep()
+    {
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 4, MaxContext = 128 });
+        using var dec = new BatchDecoder(model);
+        var v = model.Config.VocabSize;
+        for (var i = 0; i < 4; i++)
+        {
+            var seq = dec.TryAllocate()!;
+            seq.PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(seq, Prompts[i]));
+        }
+        void Step()
+        {
+            var logits = dec.Decode();
+            for (var r = 0; r < dec.ActiveCount; r++) dec.Active[r].PendingToken = ReferenceLogitsTests.ArgMax(logits.Slice(r * v, v));
+        }
+        for (var s = 0; s < 5; s++) Step(); // bindings for this batch size are created once
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var s = 0; s < 50; s++) Step();
+        var perStep = (GC.GetAllocatedBytesForCurrentThread() - before) / 50.0;
+        Assert.True(perStep == 0, $"decode step allocated {perStep} bytes");
+    }
 }
