@@ -16,6 +16,7 @@ internal static class Models
 {
     private static readonly Lock Gate = new();
     private static string? _tinyGpt2;
+    private static string? _slowGpt2;
 
     /// <summary>Tiny GPT-2 (byte tokenizer) with 2048 positions, so streams can run long enough to cancel them.</summary>
     public static string TinyGpt2
@@ -31,6 +32,24 @@ internal static class Models
             }
         }
     }
+
+    /// <summary>
+    /// A wider, deeper GPT-2 (still random, byte tokenizer) whose decode steps take long enough that a stream of a few
+    /// hundred tokens outlasts the spread of HTTP arrivals and a client's cancel.
+    /// </summary>
+    public static string SlowGpt2
+    {
+        get
+        {
+            lock (Gate)
+            {
+                if (_slowGpt2 is not null) return _slowGpt2;
+                var dir = Path.Combine(Path.GetTempPath(), "serving-node-tests-" + Environment.ProcessId, "slow");
+                FixtureCheckpoint.Write(dir, FixtureShape.TinyGpt2 with { Hidden = 192, Layers = 4, Heads = 4, Intermediate = 768, MaxPositions = 2048 });
+                return _slowGpt2 = dir;
+            }
+        }
+    }
 }
 
 /// <summary>A node started in-process with real Kestrel on 127.0.0.1 and a free port, exactly as Program.cs wires it.</summary>
@@ -42,7 +61,12 @@ public sealed class NodeServer : IAsyncDisposable
     {
         _app = app;
         Address = address;
-        Http = new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromSeconds(60) };
+        // No draining of unread responses: disposing a stream closes the connection, as a disconnecting client does.
+        Http = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0, ResponseDrainTimeout = TimeSpan.Zero })
+        {
+            BaseAddress = address,
+            Timeout = TimeSpan.FromSeconds(60),
+        };
     }
 
     /// <summary>Base address, e.g. http://127.0.0.1:41234/.</summary>

@@ -11,6 +11,7 @@ public sealed class AdmissionTests : IAsyncLifetime
 
     public async Task InitializeAsync() => _server = await NodeServer.StartAsync(new Dictionary<string, string?>
     {
+        ["Node:ModelPath"] = Models.SlowGpt2,
         ["Node:MaxBatch"] = "1",
         ["Node:MaxQueue"] = "1",
         ["Node:RetryAfterSeconds"] = "3",
@@ -57,7 +58,7 @@ public sealed class AdmissionTests : IAsyncLifetime
         var freed = await WaitForStatusAsync(s => (int)s["kv"]!["slots_used"]! == 0);
         Assert.Equal(0, (int)freed["running_requests"]!);
         // Far fewer steps than the 2000 tokens asked for: the request left the batch, it did not run to the end.
-        Assert.True((long)freed["steps"]! - stepsBefore < 1500);
+        Assert.True((long)freed["steps"]! - stepsBefore < 1000, $"{(long)freed["steps"]! - stepsBefore} steps ran after the cancel");
     }
 
     [Fact]

@@ -4,10 +4,16 @@ using Xunit;
 namespace Serving.Inference.Node.Tests.Http;
 
 /// <summary>16 streaming clients at once: each gets exactly its solo output, and the streams interleave.</summary>
-public sealed class ConcurrencyTests(SharedNode node) : IClassFixture<SharedNode>
+public sealed class ConcurrencyTests : IAsyncLifetime
 {
+    private NodeServer _server = null!;
+
+    public async Task InitializeAsync() => _server = await NodeServer.StartAsync(new Dictionary<string, string?> { ["Node:ModelPath"] = Models.SlowGpt2 });
+
+    public async Task DisposeAsync() => await _server.DisposeAsync();
+
     private const int Clients = 16;
-    private const int Tokens = 48;
+    private const int Tokens = 200;
 
     private static object Request(int i) => new Dictionary<string, object?>
     {
@@ -25,7 +31,7 @@ public sealed class ConcurrencyTests(SharedNode node) : IClassFixture<SharedNode
 
     private async Task<(string Text, long First, long Last)> StreamAsync(int i)
     {
-        using var response = await node.Server.Http.SendAsync(Sse.Post("v1/completions", Request(i)), HttpCompletionOption.ResponseHeadersRead);
+        using var response = await _server.Http.SendAsync(Sse.Post("v1/completions", Request(i)), HttpCompletionOption.ResponseHeadersRead);
         response.EnsureSuccessStatusCode();
         var events = await Sse.ReadAllAsync(response);
         Assert.Equal("[DONE]", events[^1].Data);

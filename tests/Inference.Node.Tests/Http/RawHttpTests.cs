@@ -173,8 +173,10 @@ public sealed class RawHttpTests(SharedNode node) : IClassFixture<SharedNode>
             Content = new StringContent("{\"model\": \"tiny\", \"messages\": [", Encoding.UTF8, "application/json"),
         };
         using var response = await Http.SendAsync(request);
-        var error = await AssertErrorAsync(response, HttpStatusCode.BadRequest, param: null);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var error = (await Sse.JsonAsync(response))["error"]!;
         Assert.Equal("invalid_json", (string)error["code"]!);
+        Assert.Equal("invalid_request_error", (string)error["type"]!);
     }
 
     public static TheoryData<string, string> InvalidFields => new()

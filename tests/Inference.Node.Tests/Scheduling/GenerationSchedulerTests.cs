@@ -169,8 +169,8 @@ public sealed class GenerationSchedulerTests : IDisposable
 
         time.Now = time.Now.AddSeconds(6);
         s.Step();
-        Assert.True(waiting.Events.Completion.IsCompleted);
         Assert.Equal(FinishReason.Abort, Drain(waiting).Single(e => e.Kind == GenerationEventKind.Finished).FinishReason);
+        Assert.True(waiting.Events.Completion.IsCompleted);
         Assert.False(running.Events.Completion.IsCompleted);
 
         time.Now = time.Now.AddSeconds(6);
