@@ -22,7 +22,7 @@ namespace Serving.Inference.Sampling;
 /// </summary>
 public sealed class TokenSampler
 {
-    private const int BucketCount = 64;
+    private const int BucketCount = 512;
 
     private readonly SamplingParameters _parameters;
     private readonly int _vocabSize;
@@ -169,6 +169,7 @@ public sealed class TokenSampler
     /// <summary>
     /// Chooses the next token from <paramref name="logits"/> (not modified) and returns it with its raw logprob
     /// (log-softmax of the unprocessed logits). Does not record the token: call <see cref="Accept"/> with the token kept.
+    /// Masked tokens may be -inf; NaN or +inf, or all -inf, throws <see cref="ArgumentException"/>.
     /// </summary>
     public int Sample(ReadOnlySpan<float> logits, out float logprob)
     {
@@ -179,6 +180,11 @@ public sealed class TokenSampler
 
         // Raw log-softmax normaliser, summed in double so logprobs hold to ~1e-7 over a 50k vocabulary.
         float rawMax = TensorPrimitives.Max(logits);
+        if (!float.IsFinite(rawMax))
+        {
+            // NaN anywhere, +inf, or every token masked: an engine bug, not something to sample from.
+            throw new ArgumentException($"Logits must have a finite maximum, got {rawMax}.", nameof(logits));
+        }
         TensorPrimitives.Subtract(logits, rawMax, _exp);
         TensorPrimitives.Exp(_exp, _exp);
         double logZ = rawMax + Math.Log(SumAsDouble(_exp));
@@ -299,7 +305,8 @@ public sealed class TokenSampler
     /// <summary>Top-k, top-p, min-p and the draw over processed logits; <paramref name="expReady"/>: _exp already holds exp(w - max).</summary>
     private int Draw(ReadOnlySpan<float> w, bool expReady)
     {
-        float max = TensorPrimitives.Max(w);
+        // With exp values already computed from the raw logits, only top-k still needs the maximum.
+        float max = _topK > 0 || !expReady ? TensorPrimitives.Max(w) : 0f;
         int n;
 
         if (_topK > 0)
@@ -311,7 +318,7 @@ public sealed class TokenSampler
             TensorPrimitives.Exp(e, e);
             if (_topP < 1f)
             {
-                n = SelectNucleus(n, SumAsDouble(_candidates.AsSpan(0, n)));
+                n = SelectNucleus(0, n, _topP * SumAsDouble(_candidates.AsSpan(0, n)));
             }
         }
         else
@@ -323,8 +330,7 @@ public sealed class TokenSampler
             }
             if (_topP < 1f)
             {
-                n = GatherNucleusSuperset(out double total);
-                n = SelectNucleus(n, total);
+                n = SelectNucleusFromVocabulary();
             }
             else if (_minP > 0f)
             {
@@ -455,55 +461,114 @@ public sealed class TokenSampler
     }
 
     /// <summary>
-    /// Avoids sorting the whole vocabulary for top-p: buckets exp values by binary exponent, finds the fewest
-    /// top buckets whose mass reaches p, and gathers only those. Exact: if the tokens with e ≥ τ hold mass ≥ p,
-    /// the nucleus (taken from the top of the sorted order) lies entirely among them.
+    /// Top-p over the whole vocabulary without sorting it. One pass buckets the exp values by their top float bits
+    /// (8 buckets per octave) and finds the bucket where the cumulative mass, from the top, crosses p. Tokens in
+    /// higher buckets are in the nucleus for certain (they precede every other token in the order); only the
+    /// boundary bucket's few tokens go through the weighted quickselect. Exact, not an approximation.
     /// </summary>
-    private int GatherNucleusSuperset(out double total)
+    private int SelectNucleusFromVocabulary()
     {
         Span<double> mass = stackalloc double[BucketCount];
         mass.Clear();
-        total = 0;
-        for (int i = 0; i < _exp.Length; i++)
+        double total = 0;
+        ReadOnlySpan<float> exp = _exp;
+        for (int i = 0; i < exp.Length; i++)
         {
-            float e = _exp[i];
+            float e = exp[i];
             mass[Bucket(e)] += e;
             total += e;
         }
         double target = _topP * total;
-        double cumulative = 0;
-        int lastBucket = BucketCount - 1;
+        double above = 0;
+        int boundary = BucketCount - 1;
         for (int b = 0; b < BucketCount; b++)
         {
-            cumulative += mass[b];
-            if (cumulative >= target)
+            if (above + mass[b] >= target)
             {
-                lastBucket = b;
+                boundary = b;
                 break;
             }
+            above += mass[b];
         }
-        // Bucket b ≤ lastBucket ⇔ e ≥ 2^-lastBucket; the last bucket also holds zeros and subnormals, so it means "all".
-        return GatherExpAtLeast(lastBucket < BucketCount - 1 ? MathF.ScaleB(1f, -lastBucket) : 0f);
+
+        // Bucket b holds e in [BucketFloor(b), BucketFloor(b - 1)); the last bucket also holds zeros and subnormals.
+        float lower = boundary < BucketCount - 1 ? BucketFloor(boundary) : float.Epsilon;
+        float upper = boundary > 0 ? BucketFloor(boundary - 1) : float.PositiveInfinity;
+        int certain = 0;
+        int undecided = 0;
+        int back = _ids.Length - 1;
+        int width = Vector<float>.Count;
+        var low = new Vector<float>(lower);
+        int i0 = 0;
+        for (; i0 <= exp.Length - width; i0 += width)
+        {
+            if (!Vector.GreaterThanOrEqualAny(new Vector<float>(exp.Slice(i0, width)), low))
+            {
+                continue;
+            }
+            for (int j = i0; j < i0 + width; j++)
+            {
+                Classify(exp, j, lower, upper, ref certain, ref undecided, back);
+            }
+        }
+        for (; i0 < exp.Length; i0++)
+        {
+            Classify(exp, i0, lower, upper, ref certain, ref undecided, back);
+        }
+
+        // Undecided tokens were stacked downwards from the end of the arrays: restore id order, then close the gap.
+        Span<int> stackedIds = _ids.AsSpan(back - undecided + 1, undecided);
+        Span<float> stackedValues = _candidates.AsSpan(back - undecided + 1, undecided);
+        stackedIds.Reverse();
+        stackedValues.Reverse();
+        stackedIds.CopyTo(_ids.AsSpan(certain));
+        stackedValues.CopyTo(_candidates.AsSpan(certain));
+        double need = target - SumAsDouble(_candidates.AsSpan(0, certain));
+        return certain + SelectNucleus(certain, undecided, need);
     }
 
-    /// <summary>0 for e ≥ 1, b for e in [2^-b, 2^-(b-1)), last bucket for everything smaller (zero included).</summary>
+    private void Classify(ReadOnlySpan<float> exp, int j, float lower, float upper, ref int certain, ref int undecided, int back)
+    {
+        float e = exp[j];
+        if (e >= upper)
+        {
+            _ids[certain] = j;
+            _candidates[certain++] = e;
+        }
+        else if (e >= lower)
+        {
+            _ids[back - undecided] = j;
+            _candidates[back - undecided] = e;
+            undecided++;
+        }
+    }
+
+    // Float bits >> 20 = sign, exponent and 3 mantissa bits; for e in (0, 1] that is at most 0x3F8 (e = 1).
+    private const int TopKey = 0x3F8;
+
+    /// <summary>0 for e ≥ 1, growing as e falls by an eighth of an octave per bucket; the last bucket takes the rest, zero included.</summary>
     private static int Bucket(float e)
     {
-        int exponent = BitConverter.SingleToInt32Bits(e) >> 23;
-        int b = 127 - exponent;
+        int b = TopKey - (BitConverter.SingleToInt32Bits(e) >> 20);
         return b < 0 ? 0 : (b >= BucketCount ? BucketCount - 1 : b);
     }
 
+    /// <summary>Smallest value in bucket <paramref name="b"/> (for b &lt; BucketCount - 1).</summary>
+    private static float BucketFloor(int b) => BitConverter.Int32BitsToSingle((TopKey - b) << 20);
+
     /// <summary>
     /// Moves the top-p nucleus (the smallest prefix, in probability-descending / id-ascending order, whose mass is
-    /// ≥ top_p × <paramref name="total"/>) to the front of the candidates and returns its length. A weighted quickselect:
+    /// ≥ <paramref name="need"/>) to the front of the segment [start, start + n) and returns its length. A weighted quickselect:
     /// expected O(n) instead of sorting; ids make the order strict, so ties neither degrade the partition nor blur the boundary.
     /// </summary>
-    private int SelectNucleus(int n, double total)
+    private int SelectNucleus(int start, int n, double need)
     {
-        Span<float> e = _candidates.AsSpan(0, n);
-        Span<int> ids = _ids.AsSpan(0, n);
-        double need = _topP * total;
+        if (need <= 0)
+        {
+            return 0;
+        }
+        Span<float> e = _candidates.AsSpan(start, n);
+        Span<int> ids = _ids.AsSpan(start, n);
         int lo = 0, hi = n;
         while (hi - lo > 16)
         {

@@ -154,6 +154,7 @@ public sealed class TokenSamplerTests
     [InlineData(0.9f, 0, 50_257, true)]
     [InlineData(0.99f, 0, 50_257, true)]   // nucleus reaches into the flat body: thousands of candidates
     [InlineData(0.5f, 0, 5000, false)]     // flat: a large nucleus through the weighted quickselect
+    [InlineData(0.99f, 0, 40, false)]      // nearly every token is a candidate
     [InlineData(0.9f, 100, 50_257, false)] // after top-k: nucleus of the renormalised top-k set
     public void Sample_TopP_MatchesReferenceDistribution(float topP, int topK, int vocab, bool peaked)
     {
@@ -449,6 +450,31 @@ public sealed class TokenSamplerTests
     {
         var sampler = Sampler(new SamplingParameters(), 10);
         Assert.Throws<ArgumentException>(() => sampler.Sample(new float[9], out _));
+    }
+
+    [Theory]
+    [InlineData(float.NaN)]
+    [InlineData(float.PositiveInfinity)]
+    public void Sample_NonFiniteLogit_Throws(float bad)
+    {
+        var sampler = Sampler(new SamplingParameters(), 10);
+        float[] logits = new float[10];
+        logits[3] = bad;
+        Assert.Throws<ArgumentException>(() => sampler.Sample(logits, out _));
+        Assert.Throws<ArgumentException>(() => sampler.Sample(Enumerable.Repeat(float.NegativeInfinity, 10).ToArray(), out _));
+    }
+
+    [Fact]
+    public void Sample_MaskedTokens_AreNeverDrawn()
+    {
+        float[] logits = Enumerable.Repeat(float.NegativeInfinity, 50).ToArray();
+        logits[7] = 0f;
+        logits[30] = 0.5f;
+        foreach (var p in new[] { new SamplingParameters { Seed = 1 }, new SamplingParameters { Seed = 1, TopP = 0.99f }, new SamplingParameters { Seed = 1, TopK = 10, MinP = 0.01f } })
+        {
+            int[] counts = Histogram(Sampler(p, 50), logits, 500);
+            Assert.Equal(500, counts[7] + counts[30]);
+        }
     }
 
     [Fact]
