@@ -40,12 +40,12 @@ if (!File.Exists(Path.Combine(dir, "model.safetensors")))
 // Byte-tokenizer prompts of exactly promptLen tokens, different per request.
 string Prompt(int i) => string.Concat(Enumerable.Range(0, promptLen).Select(k => (char)('a' + (i * 7 + k * 3) % 26)));
 
-// 1. Engine in-process, batch 1, the same requests one after another.
+// 1. Engine in-process, batch 1, the same requests one after another (its own copy of the model).
+using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 1, MaxContext = context, Threads = threads });
+using var dec = new BatchDecoder(model, 1);
+var tokenizer = Serving.Inference.Tokenization.TokenizerLoader.Load(dir, model.Config.VocabSize);
 double EngineTokensPerSecond()
 {
-    using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 1, MaxContext = context, Threads = threads });
-    using var dec = new BatchDecoder(model, 1);
-    var tokenizer = Serving.Inference.Tokenization.TokenizerLoader.Load(dir, model.Config.VocabSize);
     var p = new SamplingParameters { Temperature = 0, MaxTokens = tokens, IgnoreEos = true };
     var sw = new Stopwatch();
     for (var r = -1; r < sequential; r++) // r = -1 warms up
@@ -71,9 +71,6 @@ double EngineTokensPerSecond()
 }
 
 Console.WriteLine($"{shape}, {threads} threads, prompt {promptLen}, {tokens} output tokens per request, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
-var engineRuns = Enumerable.Range(0, reps).Select(_ => EngineTokensPerSecond()).ToList();
-var engine = engineRuns.Max();
-Console.WriteLine($"engine in-process, sequential: {engine:F1} tok/s (runs: {string.Join(", ", engineRuns.Select(v => v.ToString("F1", inv)))})");
 
 // 2. The node on loopback.
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
@@ -113,7 +110,6 @@ async Task<int> StreamAsync(int i)
 
 async Task<double> SequentialAsync()
 {
-    await StreamAsync(999); // warm-up
     var sw = Stopwatch.StartNew();
     var total = 0;
     for (var i = 0; i < sequential; i++) total += await StreamAsync(1000 + i);
@@ -127,22 +123,42 @@ async Task<double> ConcurrentAsync(int c)
     return counts.Sum() / sw.Elapsed.TotalSeconds;
 }
 
+// Runs alternate (engine, node sequential, node at each concurrency) so that a shared machine's load hits all alike;
+// ratios are taken within a repetition and the median over repetitions is reported.
+await StreamAsync(999); // warm-up
+foreach (var c in levels.Where(l => l > 1)) await ConcurrentAsync(c);
+var engineRuns = new List<double>();
 var seqRuns = new List<double>();
-for (var r = 0; r < reps; r++) seqRuns.Add(await SequentialAsync());
-var seq = seqRuns.Max();
-Console.WriteLine($"node, sequential (concurrency 1): {seq:F1} tok/s; overhead vs engine {(1 - seq / engine) * 100:F1}%");
-var rows = new List<string> { $"| 1 (one after another) | {seq:F1} | 1.00× |" };
-foreach (var c in levels.Where(l => l > 1))
+var concRuns = levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<double>());
+for (var r = 0; r < reps; r++)
 {
-    var runs = new List<double>();
-    for (var r = 0; r < reps; r++) runs.Add(await ConcurrentAsync(c));
-    var best = runs.Max();
-    Console.WriteLine($"node, concurrency {c}: {best:F1} tok/s aggregate = {best / seq:F2}× sequential (runs: {string.Join(", ", runs.Select(v => v.ToString("F1", inv)))})");
-    rows.Add($"| {c} | {best:F1} | {best / seq:F2}× |");
+    var e = EngineTokensPerSecond();
+    var s1 = await SequentialAsync();
+    engineRuns.Add(e);
+    seqRuns.Add(s1);
+    var line = $"rep {r}: engine {e:F1}, node sequential {s1:F1} ({(1 - s1 / e) * 100:F1}% overhead)";
+    foreach (var c in concRuns.Keys)
+    {
+        var v = await ConcurrentAsync(c);
+        concRuns[c].Add(v);
+        line += $", concurrency {c}: {v:F1} ({v / s1:F2}×)";
+    }
+    Console.WriteLine(line);
 }
+static double Median(IEnumerable<double> v)
+{
+    var a = v.OrderBy(x => x).ToArray();
+    return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
+}
+var overhead = Median(engineRuns.Zip(seqRuns, (e, s1) => 1 - s1 / e));
 Console.WriteLine();
-Console.WriteLine("| concurrency | aggregate output tok/s | vs sequential |");
+Console.WriteLine("| concurrency | aggregate output tok/s (median) | vs sequential (median of per-rep ratios) |");
 Console.WriteLine("|---|---|---|");
-foreach (var row in rows) Console.WriteLine(row);
-Console.WriteLine($"engine in-process batch 1: {engine:F1} tok/s; node at concurrency 1: {seq:F1} tok/s; HTTP + scheduling overhead {(1 - seq / engine) * 100:F1}%");
+Console.WriteLine($"| 1 (one after another) | {Median(seqRuns):F1} | 1.00× |");
+foreach (var (c, runs) in concRuns)
+{
+    Console.WriteLine($"| {c} | {Median(runs):F1} | {Median(runs.Zip(seqRuns, (v, s1) => v / s1)):F2}× |");
+}
+Console.WriteLine($"engine in-process batch 1: {Median(engineRuns):F1} tok/s; node at concurrency 1: {Median(seqRuns):F1} tok/s; " +
+    $"HTTP + scheduling overhead (median of per-rep ratios) {overhead * 100:F1}%");
 await app.StopAsync();
