@@ -6,7 +6,7 @@ namespace Serving.Inference.Node.Telemetry;
 /// <summary>
 /// The node's one <see cref="Meter"/> (<see cref="MeterName"/>). Prometheus names (OpenTelemetry exporter, at
 /// <c>/metrics</c>): <c>serving_node_requests_waiting</c>, <c>serving_node_requests_running</c>,
-/// <c>serving_node_rows_running</c>, <c>serving_node_kv_usage_ratio</c>, <c>serving_node_prompt_tokens_total</c>,
+/// <c>serving_node_rows_running</c>, <c>serving_node_kv_usage</c>, <c>serving_node_prompt_tokens_total</c>,
 /// <c>serving_node_generation_tokens_total</c>, <c>serving_node_requests_finished_total{finish_reason}</c>,
 /// <c>serving_node_requests_rejected_total{reason}</c>, <c>serving_node_time_to_first_token_seconds</c>,
 /// <c>serving_node_time_per_output_token_seconds</c>, <c>serving_node_queue_time_seconds</c>.

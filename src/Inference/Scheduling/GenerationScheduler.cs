@@ -252,7 +252,19 @@ public sealed class GenerationScheduler : IDisposable
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             _observer.OnStepFailed(e);
-            for (var i = _running.Count - 1; i >= 0; i--) AbortJob(_running[i]);
+            for (var i = _running.Count - 1; i >= 0; i--)
+            {
+                try
+                {
+                    AbortJob(_running[i]);
+                }
+                catch (Exception inner) when (inner is not OutOfMemoryException)
+                {
+                    // The decoder may be in a bad state; still end the stream so no client hangs.
+                    _observer.OnStepFailed(inner);
+                    _running[i].Handle.Complete();
+                }
+            }
             _running.Clear();
         }
         Interlocked.Increment(ref _steps);
