@@ -108,6 +108,9 @@ public sealed class NodeServer : IAsyncDisposable
         return new NodeServer(app, new Uri(address.Replace("[::]", "127.0.0.1") + "/"));
     }
 
+    /// <summary>Stops the host as a SIGTERM would (drain, then end streams).</summary>
+    public Task StopAsync() => _app.StopAsync();
+
     public async ValueTask DisposeAsync()
     {
         Http.Dispose();

@@ -73,23 +73,41 @@ public sealed class ModelHost : IDisposable
     }
 }
 
-/// <summary>Loads the model at start, runs the scheduler thread, drains it on shutdown.</summary>
-internal sealed class SchedulerHostedService(ModelHost host, IOptions<NodeOptions> options, IHostApplicationLifetime lifetime, ILogger<SchedulerHostedService> logger)
-    : IHostedService
+/// <summary>
+/// Loads the model at start, runs the scheduler thread, drains it on shutdown. The drain starts at
+/// <c>ApplicationStopping</c> (new requests get 503 at once, running streams get <see cref="NodeOptions.ShutdownDrainSeconds"/>
+/// to finish, then end with <c>abort</c> and <c>[DONE]</c>), whichever order the host stops Kestrel and this service in.
+/// </summary>
+internal sealed class SchedulerHostedService : IHostedService
 {
+    private readonly ModelHost _host;
+    private readonly IHostApplicationLifetime _lifetime;
+    private readonly ILogger<SchedulerHostedService> _logger;
+    private readonly Lazy<Task> _stop;
+
+    public SchedulerHostedService(ModelHost host, IOptions<NodeOptions> options, IHostApplicationLifetime lifetime, ILogger<SchedulerHostedService> logger)
+    {
+        _host = host;
+        _lifetime = lifetime;
+        _logger = logger;
+        _stop = new Lazy<Task>(() =>
+        {
+            var before = host.Scheduler.Status;
+            NodeLog.Draining(logger, before.RunningRequests, before.Waiting);
+            return host.Scheduler.StopAsync(TimeSpan.FromSeconds(options.Value.ShutdownDrainSeconds));
+        });
+    }
+
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        host.Scheduler.Start();
-        // New requests get 503 as soon as shutdown begins; running streams go on until StopAsync's drain ends.
-        lifetime.ApplicationStopping.Register(host.Scheduler.BeginDrain);
+        _host.Scheduler.Start();
+        _lifetime.ApplicationStopping.Register(() => _ = _stop.Value);
         return Task.CompletedTask;
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        var before = host.Scheduler.Status;
-        NodeLog.Draining(logger, before.RunningRequests, before.Waiting);
-        await host.Scheduler.StopAsync(TimeSpan.FromSeconds(options.Value.ShutdownDrainSeconds), cancellationToken).ConfigureAwait(false);
-        NodeLog.Stopped(logger);
+        await _stop.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
+        NodeLog.Stopped(_logger);
     }
 }
