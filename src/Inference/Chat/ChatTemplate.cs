@@ -13,8 +13,9 @@ public sealed record ChatMessage(string Role, string Content);
 /// (with <c>loop.index</c>, <c>index0</c>, <c>first</c>, <c>last</c>), <c>{% if %}/{% elif %}/{% else %}</c>,
 /// <c>{% set x = expr %}</c>, comments, <c>-</c> whitespace control; expressions with literals, variables,
 /// <c>.attr</c> and <c>['key']</c>/<c>[i]</c> access, <c>+</c> and <c>~</c>, comparisons, <c>and/or/not</c>,
-/// <c>in</c>, <c>is (not) defined/none</c>, filters <c>trim</c>, <c>length</c>, <c>upper</c>, <c>lower</c>, and
-/// <c>raise_exception(msg)</c>. Variables: <c>messages</c>, <c>add_generation_prompt</c>, <c>bos_token</c>, <c>eos_token</c>.
+/// <c>in</c>, <c>is (not) defined/none</c>, slices <c>xs[1:]</c>, filters <c>trim</c>, <c>length</c>, <c>upper</c>,
+/// <c>lower</c>, string methods <c>strip/lstrip/rstrip/upper/lower/startswith/endswith/replace</c>, <c>dict.get</c>,
+/// and <c>raise_exception(msg)</c>. Variables: <c>messages</c>, <c>add_generation_prompt</c>, <c>bos_token</c>, <c>eos_token</c>.
 /// A checkpoint without a template gets <see cref="DefaultTemplate"/> (ChatML).
 /// </summary>
 public sealed class ChatTemplate
@@ -210,6 +211,46 @@ public sealed class ChatTemplate
                 (List<object?> l, long i) => i < 0 ? (l.Count + i >= 0 ? l[(int)(l.Count + i)] : Undefined.Value) : i < l.Count ? l[(int)i] : Undefined.Value,
                 (string s, long i) => i >= 0 && i < s.Length ? s[(int)i].ToString() : Undefined.Value,
                 _ => Undefined.Value,
+            };
+        }
+    }
+
+    private sealed record Slice(Expr Target, Expr? Start, Expr? End) : Expr
+    {
+        public override object? Eval(Dictionary<string, object?> scope)
+        {
+            var t = Target.Eval(scope);
+            var count = t switch { List<object?> l => l.Count, string str => str.Length, _ => throw new FormatException("chat template: only lists and strings can be sliced") };
+            int Bound(Expr? e, int fallback)
+            {
+                if (e is null) return fallback;
+                var v = e.Eval(scope) is long n ? (int)n : throw new FormatException("chat template: slice bounds must be integers");
+                return Math.Clamp(v < 0 ? count + v : v, 0, count);
+            }
+            var from = Bound(Start, 0);
+            var to = Math.Max(from, Bound(End, count));
+            return t is List<object?> list ? list.GetRange(from, to - from) : ((string)t!)[from..to];
+        }
+    }
+
+    private sealed record MethodCall(Expr Target, string Name, List<Expr> Args) : Expr
+    {
+        public override object? Eval(Dictionary<string, object?> scope)
+        {
+            var t = Target.Eval(scope);
+            string Arg(int i) => i < Args.Count ? ToText(Args[i].Eval(scope)) : throw new FormatException($"chat template: {Name}() needs an argument");
+            return (t, Name) switch
+            {
+                (string str, "strip") => Args.Count == 0 ? str.Trim() : str.Trim(Arg(0).ToCharArray()),
+                (string str, "lstrip") => Args.Count == 0 ? str.TrimStart() : str.TrimStart(Arg(0).ToCharArray()),
+                (string str, "rstrip") => Args.Count == 0 ? str.TrimEnd() : str.TrimEnd(Arg(0).ToCharArray()),
+                (string str, "upper") => str.ToUpperInvariant(),
+                (string str, "lower") => str.ToLowerInvariant(),
+                (string str, "startswith") => str.StartsWith(Arg(0), StringComparison.Ordinal),
+                (string str, "endswith") => str.EndsWith(Arg(0), StringComparison.Ordinal),
+                (string str, "replace") => str.Replace(Arg(0), Arg(1), StringComparison.Ordinal),
+                (Dictionary<string, object?> d, "get") => d.TryGetValue(Arg(0), out var v) ? v : Args.Count > 1 ? Args[1].Eval(scope) : null,
+                _ => throw new FormatException($"chat template: method '{Name}' is not supported on {t?.GetType().Name ?? "none"}"),
             };
         }
     }
@@ -557,13 +598,36 @@ public sealed class ChatTemplate
             {
                 if (Accept("."))
                 {
-                    e = new Lookup(e, new Literal(_tokens[_pos++]));
+                    var name = _tokens[_pos++];
+                    if (Accept("("))
+                    {
+                        var args = new List<Expr>();
+                        if (!Accept(")"))
+                        {
+                            do args.Add(ParseOr()); while (Accept(","));
+                            Expect(")");
+                        }
+                        e = new MethodCall(e, name, args);
+                    }
+                    else
+                    {
+                        e = new Lookup(e, new Literal(name));
+                    }
                 }
                 else if (Accept("["))
                 {
-                    var key = ParseOr();
-                    Expect("]");
-                    e = new Lookup(e, key);
+                    Expr? start = Peek == ":" ? null : ParseOr();
+                    if (Accept(":"))
+                    {
+                        Expr? end = Peek == "]" ? null : ParseOr();
+                        Expect("]");
+                        e = new Slice(e, start, end);
+                    }
+                    else
+                    {
+                        Expect("]");
+                        e = new Lookup(e, start!);
+                    }
                 }
                 else
                 {
@@ -647,7 +711,7 @@ public sealed class ChatTemplate
                     tokens.Add(s.Substring(i, 2));
                     i += 2;
                 }
-                else if ("+-~|.[](),<>%".Contains(c))
+                else if ("+-~|.[](),<>%:".Contains(c))
                 {
                     tokens.Add(c.ToString());
                     i++;

@@ -52,6 +52,32 @@ public sealed class ChatTemplateTests
     }
 
     [Fact]
+    public void SmolLm2Template_Renders()
+    {
+        const string source =
+            "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}" +
+            "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}" +
+            "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+        var text = new ChatTemplate(source).Render([new("user", "Hi")]);
+        Assert.Equal("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", text);
+    }
+
+    [Fact]
+    public void Llama2StyleTemplate_SlicesAndStringMethods()
+    {
+        const string source =
+            "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}" +
+            "{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}" +
+            "{% for message in loop_messages %}{% if loop.index0 == 0 and system_message != false %}" +
+            "{% set content = '<<SYS>>\n' + system_message + '\n<</SYS>>\n\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}" +
+            "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}" +
+            "{% elif message['role'] == 'assistant' %}{{ ' ' + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+        var text = new ChatTemplate(source).Render([new("system", "Sys"), new("user", " Hi "), new("assistant", "Yo"), new("user", "More")],
+            bosToken: "<s>", eosToken: "</s>");
+        Assert.Equal("<s>[INST] <<SYS>>\nSys\n<</SYS>>\n\n Hi [/INST] Yo </s><s>[INST] More [/INST]", text);
+    }
+
+    [Fact]
     public void UnsupportedSyntax_ThrowsFormatException()
     {
         Assert.Throws<FormatException>(() => new ChatTemplate("{% macro m() %}{% endmacro %}"));
