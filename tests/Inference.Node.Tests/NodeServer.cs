@@ -17,6 +17,22 @@ internal static class Models
     private static readonly Lock Gate = new();
     private static string? _tinyGpt2;
     private static string? _slowGpt2;
+    private static string? _tinyLlama;
+
+    /// <summary>Tiny Llama-family model (rotary, grouped-query attention, untied head).</summary>
+    public static string TinyLlama
+    {
+        get
+        {
+            lock (Gate)
+            {
+                if (_tinyLlama is not null) return _tinyLlama;
+                var dir = Path.Combine(Path.GetTempPath(), "serving-node-tests-" + Environment.ProcessId, "llama");
+                FixtureCheckpoint.Write(dir, FixtureShape.TinyLlama);
+                return _tinyLlama = dir;
+            }
+        }
+    }
 
     /// <summary>Tiny GPT-2 (byte tokenizer) with 2048 positions, so streams can run long enough to cancel them.</summary>
     public static string TinyGpt2
