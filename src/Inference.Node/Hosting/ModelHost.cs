@@ -1,0 +1,113 @@
+using Microsoft.Extensions.Options;
+using Serving.Inference.Chat;
+using Serving.Inference.Engine;
+using Serving.Inference.Node.Telemetry;
+using Serving.Inference.Runtime;
+using Serving.Inference.Scheduling;
+using Serving.Inference.Tokenization;
+
+namespace Serving.Inference.Node.Hosting;
+
+/// <summary>
+/// The loaded base model and everything that serves it: tokenizer, chat template, the batch decoder and the one
+/// scheduler that drives it. Built once (on first resolution, which the hosted service forces at start).
+/// </summary>
+public sealed class ModelHost : IDisposable
+{
+    private readonly DecoderModel _model;
+    private readonly BatchDecoder _decoder;
+
+    /// <summary>Loads the checkpoint named by <see cref="NodeOptions.ModelPath"/>.</summary>
+    public ModelHost(IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILogger<ModelHost> logger)
+    {
+        var o = options.Value;
+        ModelId = o.ResolvedModelId;
+        _model = DecoderModel.Load(o.ModelPath, new RuntimeOptions
+        {
+            ExecutionProvider = o.ExecutionProvider,
+            DeviceId = o.DeviceId,
+            Threads = o.Threads,
+            MaxBatch = o.MaxBatch,
+            MaxContext = o.MaxContext,
+        });
+        var c = _model.Config;
+        var slots = o.MaxBatch;
+        if (o.KvBudgetMiB > 0)
+        {
+            var bytesPerSlot = 2L * c.NumLayers * c.NumKvHeads * _model.MaxContext * c.HeadDim * sizeof(float);
+            slots = (int)Math.Clamp(o.KvBudgetMiB * 1024 * 1024 / bytesPerSlot, 1, o.MaxBatch);
+        }
+        _decoder = new BatchDecoder(_model, slots);
+        Tokenizer = TokenizerLoader.Load(o.ModelPath, c.VocabSize);
+        Template = ChatTemplate.FromCheckpoint(o.ModelPath, out var isDefault);
+        Scheduler = new GenerationScheduler(_decoder, Tokenizer,
+            new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep },
+            new SchedulerObserver(metrics, logger), time);
+        metrics.Observe(Scheduler);
+        NodeLog.ModelLoaded(logger, ModelId, c.Architecture.ToString(), slots, _model.MaxContext, (long)_model.LoadTime.TotalMilliseconds, isDefault);
+    }
+
+    /// <summary>The base model's id (<c>model</c> in requests).</summary>
+    public string ModelId { get; }
+
+    /// <summary>The checkpoint's tokenizer.</summary>
+    public ITokenizer Tokenizer { get; }
+
+    /// <summary>The checkpoint's chat template (or the documented default).</summary>
+    public ChatTemplate Template { get; }
+
+    /// <summary>The scheduler every request goes through.</summary>
+    public GenerationScheduler Scheduler { get; }
+
+    /// <summary>Longest prompt + output per row.</summary>
+    public int MaxContext => _model.MaxContext;
+
+    /// <summary>When the model finished loading (for <c>created</c> in /v1/models).</summary>
+    public DateTimeOffset LoadedAt { get; } = DateTimeOffset.UtcNow;
+
+    public void Dispose()
+    {
+        Scheduler.Dispose();
+        _decoder.Dispose();
+        _model.Dispose();
+    }
+}
+
+/// <summary>
+/// Loads the model at start, runs the scheduler thread, drains it on shutdown. The drain starts at
+/// <c>ApplicationStopping</c> (new requests get 503 at once, running streams get <see cref="NodeOptions.ShutdownDrainSeconds"/>
+/// to finish, then end with <c>abort</c> and <c>[DONE]</c>), whichever order the host stops Kestrel and this service in.
+/// </summary>
+internal sealed class SchedulerHostedService : IHostedService
+{
+    private readonly ModelHost _host;
+    private readonly IHostApplicationLifetime _lifetime;
+    private readonly ILogger<SchedulerHostedService> _logger;
+    private readonly Lazy<Task> _stop;
+
+    public SchedulerHostedService(ModelHost host, IOptions<NodeOptions> options, IHostApplicationLifetime lifetime, ILogger<SchedulerHostedService> logger)
+    {
+        _host = host;
+        _lifetime = lifetime;
+        _logger = logger;
+        _stop = new Lazy<Task>(() =>
+        {
+            var before = host.Scheduler.Status;
+            NodeLog.Draining(logger, before.RunningRequests, before.Waiting);
+            return host.Scheduler.StopAsync(TimeSpan.FromSeconds(options.Value.ShutdownDrainSeconds));
+        });
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        _host.Scheduler.Start();
+        _lifetime.ApplicationStopping.Register(() => _ = _stop.Value);
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stop.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
+        NodeLog.Stopped(_logger);
+    }
+}

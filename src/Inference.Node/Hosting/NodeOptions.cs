@@ -1,0 +1,83 @@
+using Microsoft.Extensions.Options;
+using Serving.Inference.Runtime;
+
+namespace Serving.Inference.Node.Hosting;
+
+/// <summary>Node settings, bound from the <c>Node</c> configuration section (e.g. <c>Node__ModelPath</c>).</summary>
+public sealed class NodeOptions
+{
+    /// <summary>Configuration section name.</summary>
+    public const string Section = "Node";
+
+    /// <summary>Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files). Required.</summary>
+    public string ModelPath { get; set; } = string.Empty;
+
+    /// <summary>The <c>model</c> name clients use; defaults to the checkpoint folder's name.</summary>
+    public string? ModelId { get; set; }
+
+    /// <summary>ONNX Runtime execution provider: <c>Cpu</c> or <c>Cuda</c>.</summary>
+    public ExecutionProviderKind ExecutionProvider { get; set; } = ExecutionProviderKind.Cpu;
+
+    /// <summary>CUDA device ordinal.</summary>
+    public int DeviceId { get; set; }
+
+    /// <summary>ONNX Runtime intra-op threads (0 = processor count).</summary>
+    public int Threads { get; set; }
+
+    /// <summary>Most rows decoding together (KV slots); one row per choice.</summary>
+    public int MaxBatch { get; set; } = 16;
+
+    /// <summary>Longest prompt + output per row (capped by the model's positions).</summary>
+    public int MaxContext { get; set; } = 1024;
+
+    /// <summary>KV cache budget in MiB; when set, the slot count is lowered to fit it (0 = only <see cref="MaxBatch"/> counts).</summary>
+    public long KvBudgetMiB { get; set; }
+
+    /// <summary>Requests waiting for a slot before new ones get 429.</summary>
+    public int MaxQueue { get; set; } = 64;
+
+    /// <summary>Prompt tokens prefilled between two decode steps.</summary>
+    public int MaxPrefillTokensPerStep { get; set; } = 512;
+
+    /// <summary>Per-request deadline from arrival (queue wait included), in seconds.</summary>
+    public double RequestTimeoutSeconds { get; set; } = 600;
+
+    /// <summary>On shutdown, how long running streams may finish before they are ended.</summary>
+    public double ShutdownDrainSeconds { get; set; } = 30;
+
+    /// <summary>Value of <c>Retry-After</c> on 429/503, in seconds.</summary>
+    public int RetryAfterSeconds { get; set; } = 1;
+
+    /// <summary>Address to listen on (ignored when <c>urls</c>/<c>ASPNETCORE_URLS</c> is set).</summary>
+    public string Host { get; set; } = "127.0.0.1";
+
+    /// <summary>Port to listen on (0 picks a free one; ignored when <c>urls</c> is set).</summary>
+    public int Port { get; set; } = 8000;
+
+    /// <summary>The model id served: <see cref="ModelId"/> or the folder name.</summary>
+    public string ResolvedModelId =>
+        !string.IsNullOrWhiteSpace(ModelId) ? ModelId! : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(ModelPath)));
+}
+
+/// <summary>Checks <see cref="NodeOptions"/> at start (<c>ValidateOnStart</c>).</summary>
+internal sealed class NodeOptionsValidator : IValidateOptions<NodeOptions>
+{
+    public ValidateOptionsResult Validate(string? name, NodeOptions o)
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrWhiteSpace(o.ModelPath)) errors.Add("Node:ModelPath is required (a Hugging Face checkpoint folder).");
+        else if (!Directory.Exists(o.ModelPath)) errors.Add($"Node:ModelPath '{o.ModelPath}' does not exist.");
+        if (o.ModelId is not null && (o.ModelId.Length == 0 || o.ModelId.Contains(':'))) errors.Add("Node:ModelId must be non-empty and must not contain ':' (it separates adapters).");
+        if (o.MaxBatch is < 1 or > 4096) errors.Add("Node:MaxBatch must be in [1, 4096].");
+        if (o.MaxContext < 2) errors.Add("Node:MaxContext must be at least 2.");
+        if (o.KvBudgetMiB < 0) errors.Add("Node:KvBudgetMiB must be non-negative.");
+        if (o.MaxQueue < 1) errors.Add("Node:MaxQueue must be at least 1.");
+        if (o.MaxPrefillTokensPerStep < 1) errors.Add("Node:MaxPrefillTokensPerStep must be at least 1.");
+        if (!(o.RequestTimeoutSeconds > 0)) errors.Add("Node:RequestTimeoutSeconds must be positive.");
+        if (!(o.ShutdownDrainSeconds >= 0)) errors.Add("Node:ShutdownDrainSeconds must be non-negative.");
+        if (o.RetryAfterSeconds < 1) errors.Add("Node:RetryAfterSeconds must be at least 1.");
+        if (o.Threads < 0) errors.Add("Node:Threads must be non-negative.");
+        if (o.Port is < 0 or > 65535) errors.Add("Node:Port must be in [0, 65535].");
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}

@@ -1,0 +1,89 @@
+using System.Text;
+using Serving.Inference.Sampling;
+using Serving.Inference.Scheduling;
+
+namespace Serving.Inference.Node.OpenAI;
+
+/// <summary>Non-streamed responses are the streamed events collected.</summary>
+internal static class NonStreaming
+{
+    public static async Task<IResult> CollectAsync(ResponseContext r, CancellationToken ct)
+    {
+        var n = r.Choices;
+        var text = new StringBuilder[n];
+        var finish = new FinishReason?[n];
+        var tokens = new List<(int Id, float Logprob, TopLogprob[]? Top, int Offset)>[n];
+        for (var i = 0; i < n; i++)
+        {
+            text[i] = new StringBuilder();
+            tokens[i] = [];
+        }
+        await foreach (var e in r.Handle.Events.ReadAllAsync(ct).ConfigureAwait(false))
+        {
+            switch (e.Kind)
+            {
+                case GenerationEventKind.Token:
+                    if (e.TokenId >= 0 && r.Prepared.Logprobs != LogprobsStyle.None) tokens[e.Choice].Add((e.TokenId, e.Logprob, e.TopLogprobs, text[e.Choice].Length));
+                    text[e.Choice].Append(e.Text);
+                    break;
+                case GenerationEventKind.Finished:
+                    finish[e.Choice] = e.FinishReason;
+                    break;
+            }
+        }
+
+        if (r.IsChat)
+        {
+            var choices = new ChatChoiceBody[n];
+            for (var i = 0; i < n; i++)
+            {
+                ChatLogprobsBody? lp = null;
+                if (r.Prepared.Logprobs == LogprobsStyle.Chat)
+                {
+                    lp = new ChatLogprobsBody(tokens[i].Select(t => ChatToken(r, t.Id, t.Logprob, t.Top)).ToList());
+                }
+                choices[i] = new ChatChoiceBody(i, new ChatMessageOut("assistant", text[i].ToString()), lp, finish[i]?.ToOpenAIString());
+            }
+            return TypedResults.Ok(new ChatCompletionResponse(r.Id, "chat.completion", r.Created, r.Model, choices, r.Usage));
+        }
+        else
+        {
+            var choices = new CompletionChoiceBody[n];
+            for (var i = 0; i < n; i++)
+            {
+                CompletionLogprobsBody? lp = null;
+                if (r.Prepared.Logprobs == LogprobsStyle.Completion)
+                {
+                    lp = new CompletionLogprobsBody(
+                        tokens[i].Select(t => r.TokenText(t.Id)).ToList(),
+                        tokens[i].Select(t => t.Logprob).ToList(),
+                        tokens[i].Select(t => TopDictionary(r, t.Top)).ToList(),
+                        tokens[i].Select(t => t.Offset).ToList());
+                }
+                choices[i] = new CompletionChoiceBody(i, text[i].ToString(), lp, finish[i]?.ToOpenAIString());
+            }
+            return TypedResults.Ok(new CompletionResponse(r.Id, "text_completion", r.Created, r.Model, choices, r.Usage));
+        }
+    }
+
+    public static ChatTokenLogprob ChatToken(ResponseContext r, int id, float logprob, TopLogprob[]? top)
+    {
+        var text = r.TokenText(id);
+        var alternatives = top is null ? [] : top.Select(a =>
+        {
+            var t = r.TokenText(a.TokenId);
+            return new ChatTopLogprob(t, a.Logprob, Bytes(t));
+        }).ToList();
+        return new ChatTokenLogprob(text, logprob, Bytes(text), alternatives);
+    }
+
+    public static Dictionary<string, float>? TopDictionary(ResponseContext r, TopLogprob[]? top)
+    {
+        if (top is null) return null;
+        var d = new Dictionary<string, float>();
+        foreach (var a in top) d.TryAdd(r.TokenText(a.TokenId), a.Logprob);
+        return d;
+    }
+
+    private static int[] Bytes(string s) => Encoding.UTF8.GetBytes(s).Select(b => (int)b).ToArray();
+}

@@ -1,0 +1,192 @@
+using System.Text.Json;
+using Serving.Inference.Chat;
+using Serving.Inference.Node.Hosting;
+using Serving.Inference.Sampling;
+using Serving.Inference.Scheduling;
+
+namespace Serving.Inference.Node.OpenAI;
+
+/// <summary>A validated request ready for the scheduler, with what the response needs to know.</summary>
+internal sealed record PreparedRequest(GenerationRequest Generation, bool Stream, bool IncludeUsage, LogprobsStyle Logprobs, string MaxTokensParam);
+
+/// <summary>Whether and how logprobs are reported.</summary>
+internal enum LogprobsStyle { None, Completion, Chat }
+
+/// <summary>Turns OpenAI request bodies into <see cref="GenerationRequest"/>s; throws <see cref="OpenAIRequestException"/> naming the field.</summary>
+internal static class OpenAIRequestMapper
+{
+    /// <summary>Most stop strings OpenAI accepts.</summary>
+    public const int MaxStopStrings = 4;
+
+    /// <summary>Most logprobs alternatives the legacy completions API accepts.</summary>
+    public const int MaxCompletionLogprobs = 5;
+
+    public static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline)
+    {
+        if (body.Echo == true) throw OpenAIRequestException.Invalid("echo", "echo is not supported by this node.");
+        if (body.Suffix is { Length: > 0 }) throw OpenAIRequestException.Invalid("suffix", "suffix is not supported by this node.");
+        if (body.BestOf is int bo && bo != (body.N ?? 1)) throw OpenAIRequestException.Invalid("best_of", "best_of other than n is not supported by this node.");
+        var prompt = CompletionPrompt(body.Prompt, host);
+        if (body.Logprobs is int lp && (lp < 0 || lp > MaxCompletionLogprobs))
+        {
+            throw OpenAIRequestException.Invalid("logprobs", $"logprobs must be between 0 and {MaxCompletionLogprobs}, got {lp}.");
+        }
+        var maxTokens = body.MaxTokens ?? Math.Max(1, Math.Min(16, host.MaxContext - prompt.Length));
+        var sampling = Sampling(body, maxTokens, body.Logprobs);
+        return new PreparedRequest(Generation(body, prompt, sampling, body.Logprobs is not null, id, deadline),
+            body.Stream == true, body.StreamOptions?.IncludeUsage == true,
+            body.Logprobs is null ? LogprobsStyle.None : LogprobsStyle.Completion, "max_tokens");
+    }
+
+    public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline)
+    {
+        if (body.Messages is null || body.Messages.Count == 0) throw OpenAIRequestException.Invalid("messages", "messages must be a non-empty list.");
+        var messages = new List<ChatMessage>(body.Messages.Count);
+        for (var i = 0; i < body.Messages.Count; i++)
+        {
+            var m = body.Messages[i];
+            if (string.IsNullOrEmpty(m.Role)) throw OpenAIRequestException.Invalid($"messages[{i}].role", "Each message needs a role.");
+            messages.Add(new ChatMessage(m.Role, MessageText(m.Content, i)));
+        }
+        string text;
+        try
+        {
+            text = host.Template.Render(messages, body.AddGenerationPrompt ?? true, BosText(host), EosText(host));
+        }
+        catch (ChatTemplateException e)
+        {
+            throw OpenAIRequestException.Invalid("messages", e.Message);
+        }
+        var prompt = host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault);
+        if (body.TopLogprobs is not null && body.Logprobs != true)
+        {
+            throw OpenAIRequestException.Invalid("top_logprobs", "top_logprobs needs logprobs set to true.");
+        }
+        var param = body.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
+        var maxTokens = body.MaxCompletionTokens ?? body.MaxTokens ?? Math.Max(1, host.MaxContext - prompt.Length);
+        var logprobs = body.Logprobs == true;
+        var sampling = Sampling(body, maxTokens, logprobs ? body.TopLogprobs ?? 0 : null);
+        return new PreparedRequest(Generation(body, prompt, sampling, logprobs, id, deadline),
+            body.Stream == true, body.StreamOptions?.IncludeUsage == true, logprobs ? LogprobsStyle.Chat : LogprobsStyle.None, param);
+    }
+
+    private static GenerationRequest Generation(GenerationRequestBody body, int[] prompt, SamplingParameters sampling, bool logprobs, string id, DateTimeOffset deadline)
+    {
+        var n = body.N ?? 1;
+        if (n < 1) throw OpenAIRequestException.Invalid("n", $"n must be at least 1, got {n}.");
+        return new GenerationRequest
+        {
+            PromptTokens = prompt,
+            Sampling = sampling,
+            Choices = n,
+            Logprobs = logprobs,
+            SkipSpecialTokens = body.SkipSpecialTokens ?? true,
+            Deadline = deadline,
+            Id = id,
+        };
+    }
+
+    private static SamplingParameters Sampling(GenerationRequestBody body, int maxTokens, int? topLogprobs) => new()
+    {
+        Temperature = body.Temperature ?? 1f,
+        TopP = body.TopP ?? 1f,
+        TopK = body.TopK ?? 0,
+        MinP = body.MinP ?? 0f,
+        RepetitionPenalty = body.RepetitionPenalty ?? 1f,
+        PresencePenalty = body.PresencePenalty ?? 0f,
+        FrequencyPenalty = body.FrequencyPenalty ?? 0f,
+        Seed = body.Seed is long s ? unchecked((ulong)s) : null,
+        MaxTokens = maxTokens,
+        StopStrings = StopStrings(body.Stop),
+        IgnoreEos = body.IgnoreEos ?? false,
+        TopLogprobs = topLogprobs,
+    };
+
+    private static string[] StopStrings(JsonElement stop)
+    {
+        switch (stop.ValueKind)
+        {
+            case JsonValueKind.Undefined or JsonValueKind.Null:
+                return [];
+            case JsonValueKind.String:
+                var s = stop.GetString()!;
+                return s.Length == 0 ? [] : [s];
+            case JsonValueKind.Array:
+                var list = new List<string>();
+                foreach (var item in stop.EnumerateArray())
+                {
+                    if (item.ValueKind != JsonValueKind.String) throw OpenAIRequestException.Invalid("stop", "stop must be a string or a list of strings.");
+                    list.Add(item.GetString()!);
+                }
+                if (list.Count > MaxStopStrings) throw OpenAIRequestException.Invalid("stop", $"stop takes at most {MaxStopStrings} strings, got {list.Count}.");
+                return [.. list];
+            default:
+                throw OpenAIRequestException.Invalid("stop", "stop must be a string or a list of strings.");
+        }
+    }
+
+    private static int[] CompletionPrompt(JsonElement prompt, ModelHost host)
+    {
+        switch (prompt.ValueKind)
+        {
+            case JsonValueKind.String:
+                var text = prompt.GetString()!;
+                if (text.Length == 0) throw OpenAIRequestException.Invalid("prompt", "prompt must not be empty.");
+                return host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault);
+            case JsonValueKind.Array:
+                var items = prompt.EnumerateArray().ToList();
+                if (items.Count == 0) throw OpenAIRequestException.Invalid("prompt", "prompt must not be empty.");
+                if (items.All(i => i.ValueKind == JsonValueKind.Number))
+                {
+                    return items.Select(i => i.TryGetInt32(out var t) ? t : throw OpenAIRequestException.Invalid("prompt", "Token ids must be integers.")).ToArray();
+                }
+                if (items.Count == 1 && items[0].ValueKind == JsonValueKind.String) return CompletionPrompt(items[0], host);
+                throw OpenAIRequestException.Invalid("prompt", "This node takes one prompt per request: a string, a list with one string, or a list of token ids.");
+            case JsonValueKind.Undefined or JsonValueKind.Null:
+                throw OpenAIRequestException.Invalid("prompt", "prompt is required.");
+            default:
+                throw OpenAIRequestException.Invalid("prompt", "prompt must be a string or a list of token ids.");
+        }
+    }
+
+    private static string MessageText(JsonElement content, int index)
+    {
+        switch (content.ValueKind)
+        {
+            case JsonValueKind.String:
+                return content.GetString()!;
+            case JsonValueKind.Null or JsonValueKind.Undefined:
+                return string.Empty;
+            case JsonValueKind.Array:
+                var sb = new System.Text.StringBuilder();
+                foreach (var part in content.EnumerateArray())
+                {
+                    if (part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var type) && type.GetString() == "text"
+                        && part.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String)
+                    {
+                        sb.Append(t.GetString());
+                    }
+                    else
+                    {
+                        throw OpenAIRequestException.Invalid($"messages[{index}].content", "Only text content parts are supported.");
+                    }
+                }
+                return sb.ToString();
+            default:
+                throw OpenAIRequestException.Invalid($"messages[{index}].content", "content must be a string or a list of text parts.");
+        }
+    }
+
+    private static string? BosText(ModelHost host) => host.Tokenizer.BosTokenId is int id ? SpecialText(host, id) : null;
+
+    private static string? EosText(ModelHost host) => host.Tokenizer.EosTokenId is int id ? SpecialText(host, id) : null;
+
+    private static string? SpecialText(ModelHost host, int id)
+    {
+        foreach (var (text, tid) in host.Tokenizer.SpecialTokens)
+        {
+            if (tid == id) return text;
+        }
+        return null;
+    }
+}

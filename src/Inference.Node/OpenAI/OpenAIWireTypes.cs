@@ -1,0 +1,111 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Serving.Inference.Node.OpenAI;
+
+// Request bodies. Numbers stay nullable so a missing field takes the OpenAI default; fields with several JSON shapes
+// (prompt, stop, content) are JsonElement and checked by OpenAIRequestMapper. Unknown fields are ignored.
+
+/// <summary>Fields shared by completions and chat completions (OpenAI names, plus vLLM's top_k, min_p, repetition_penalty, ignore_eos).</summary>
+public abstract class GenerationRequestBody
+{
+    public string? Model { get; set; }
+    public int? MaxTokens { get; set; }
+    public float? Temperature { get; set; }
+    public float? TopP { get; set; }
+    public int? N { get; set; }
+    public bool? Stream { get; set; }
+    public StreamOptionsBody? StreamOptions { get; set; }
+    public JsonElement Stop { get; set; }
+    public long? Seed { get; set; }
+    public float? PresencePenalty { get; set; }
+    public float? FrequencyPenalty { get; set; }
+    public string? User { get; set; }
+    public int? TopK { get; set; }
+    public float? MinP { get; set; }
+    public float? RepetitionPenalty { get; set; }
+    public bool? IgnoreEos { get; set; }
+    public bool? SkipSpecialTokens { get; set; }
+}
+
+/// <summary><c>stream_options</c>.</summary>
+public sealed class StreamOptionsBody
+{
+    public bool? IncludeUsage { get; set; }
+}
+
+/// <summary><c>POST /v1/completions</c> body.</summary>
+public sealed class CompletionRequestBody : GenerationRequestBody
+{
+    public JsonElement Prompt { get; set; }
+    public int? Logprobs { get; set; }
+    public bool? Echo { get; set; }
+    public int? BestOf { get; set; }
+    public string? Suffix { get; set; }
+}
+
+/// <summary><c>POST /v1/chat/completions</c> body.</summary>
+public sealed class ChatCompletionRequestBody : GenerationRequestBody
+{
+    public List<ChatMessageBody>? Messages { get; set; }
+    public int? MaxCompletionTokens { get; set; }
+    public bool? Logprobs { get; set; }
+    public int? TopLogprobs { get; set; }
+    public bool? AddGenerationPrompt { get; set; }
+}
+
+/// <summary>A chat message; <c>content</c> is a string or a list of <c>{"type":"text","text":...}</c> parts.</summary>
+public sealed class ChatMessageBody
+{
+    public string? Role { get; set; }
+    public JsonElement Content { get; set; }
+    public string? Name { get; set; }
+}
+
+// Response bodies (serialised with snake_case names).
+
+/// <summary>OpenAI's error body.</summary>
+public sealed record OpenAIErrorBody(OpenAIError Error);
+
+/// <summary>The error object: what went wrong, its type, the offending request field, a stable code.</summary>
+public sealed record OpenAIError(string Message, string Type, string? Param, string? Code);
+
+/// <summary>Token usage.</summary>
+public sealed record UsageBody(int PromptTokens, int CompletionTokens, int TotalTokens);
+
+/// <summary>Non-streamed <c>text_completion</c>.</summary>
+public sealed record CompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<CompletionChoiceBody> Choices, UsageBody Usage);
+
+/// <summary>A completion choice.</summary>
+public sealed record CompletionChoiceBody(int Index, string Text, CompletionLogprobsBody? Logprobs, string? FinishReason);
+
+/// <summary>Legacy completions logprobs (parallel lists).</summary>
+public sealed record CompletionLogprobsBody(
+    IReadOnlyList<string> Tokens,
+    IReadOnlyList<float> TokenLogprobs,
+    IReadOnlyList<Dictionary<string, float>?> TopLogprobs,
+    IReadOnlyList<int> TextOffset);
+
+/// <summary>Non-streamed <c>chat.completion</c>.</summary>
+public sealed record ChatCompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoiceBody> Choices, UsageBody Usage);
+
+/// <summary>A chat choice.</summary>
+public sealed record ChatChoiceBody(int Index, ChatMessageOut Message, ChatLogprobsBody? Logprobs, string? FinishReason);
+
+/// <summary>The assistant's message.</summary>
+public sealed record ChatMessageOut(string Role, string Content);
+
+/// <summary>Chat logprobs.</summary>
+public sealed record ChatLogprobsBody(IReadOnlyList<ChatTokenLogprob> Content);
+
+/// <summary>One token's logprob with its alternatives.</summary>
+public sealed record ChatTokenLogprob(string Token, float Logprob, IReadOnlyList<int>? Bytes, IReadOnlyList<ChatTopLogprob> TopLogprobs);
+
+/// <summary>An alternative token.</summary>
+public sealed record ChatTopLogprob(string Token, float Logprob, IReadOnlyList<int>? Bytes);
+
+/// <summary><c>GET /v1/models</c>.</summary>
+public sealed record ModelListResponse(string Object, IReadOnlyList<ModelBody> Data);
+
+/// <summary>A model entry.</summary>
+public sealed record ModelBody(string Id, string Object, long Created, string OwnedBy, [property: JsonPropertyName("max_model_len")] int MaxModelLen);

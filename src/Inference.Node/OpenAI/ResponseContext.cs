@@ -1,0 +1,15 @@
+using Serving.Inference.Scheduling;
+using Serving.Inference.Tokenization;
+
+namespace Serving.Inference.Node.OpenAI;
+
+/// <summary>What a response (streamed or not) is built from.</summary>
+internal sealed record ResponseContext(string Id, string Model, long Created, ITokenizer Tokenizer, PreparedRequest Prepared, GenerationHandle Handle, bool IsChat)
+{
+    public int Choices => Prepared.Generation.Choices;
+
+    public UsageBody Usage => new(Handle.PromptTokens, Handle.CompletionTokens, Handle.PromptTokens + Handle.CompletionTokens);
+
+    /// <summary>Text of one token for logprobs (allocates; only used when logprobs were asked for).</summary>
+    public string TokenText(int tokenId) => Tokenizer.Decode([tokenId]);
+}

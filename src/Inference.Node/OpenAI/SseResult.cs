@@ -1,0 +1,203 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Text.Json;
+using Serving.Inference.Node.Telemetry;
+using Serving.Inference.Sampling;
+using Serving.Inference.Scheduling;
+
+namespace Serving.Inference.Node.OpenAI;
+
+/// <summary>
+/// Streams a request's events as Server-Sent Events in OpenAI's chunk format (<c>text_completion</c> or
+/// <c>chat.completion.chunk</c>), then the usage chunk when <c>stream_options.include_usage</c> is set, then
+/// <c>data: [DONE]</c>. JSON is written straight into the response pipe; events already produced are sent in one
+/// flush. A client that disconnects cancels the request, which frees its KV slots before the next decode step.
+/// </summary>
+internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
+{
+    private static readonly JsonWriterOptions WriterOptions = new() { SkipValidation = true };
+
+    public async Task ExecuteAsync(HttpContext httpContext)
+    {
+        var response = httpContext.Response;
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = "text/event-stream; charset=utf-8";
+        response.Headers.CacheControl = "no-cache";
+        response.Headers["X-Accel-Buffering"] = "no";
+        var ct = httpContext.RequestAborted;
+        var pipe = response.BodyWriter;
+        var json = new Utf8JsonWriter(pipe, WriterOptions);
+        var offsets = new int[r.Choices];
+        var completed = false;
+        try
+        {
+            if (r.IsChat)
+            {
+                for (var i = 0; i < r.Choices; i++) WriteChunk(pipe, json, i, null, roleDelta: true, default, null, offsets);
+                await pipe.FlushAsync(ct).ConfigureAwait(false);
+            }
+            var events = r.Handle.Events;
+            while (await events.WaitToReadAsync(ct).ConfigureAwait(false))
+            {
+                while (events.TryRead(out var e))
+                {
+                    switch (e.Kind)
+                    {
+                        case GenerationEventKind.Token:
+                            WriteChunk(pipe, json, e.Choice, null, roleDelta: false, e, null, offsets);
+                            break;
+                        case GenerationEventKind.Finished:
+                            WriteChunk(pipe, json, e.Choice, e.FinishReason, roleDelta: false, default, null, offsets);
+                            break;
+                        case GenerationEventKind.Done:
+                            completed = true;
+                            if (r.Prepared.IncludeUsage) WriteChunk(pipe, json, -1, null, roleDelta: false, default, r.Usage, offsets);
+                            pipe.Write("data: [DONE]\n\n"u8);
+                            break;
+                    }
+                }
+                await pipe.FlushAsync(ct).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            NodeLog.ClientDisconnected(logger, r.Id);
+        }
+        catch (IOException)
+        {
+            NodeLog.ClientDisconnected(logger, r.Id);
+        }
+        finally
+        {
+            if (!completed) r.Handle.Cancel();
+            await json.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>One <c>data:</c> line. <paramref name="choice"/> -1 writes the usage chunk (no choices).</summary>
+    private void WriteChunk(PipeWriter pipe, Utf8JsonWriter json, int choice, FinishReason? finish, bool roleDelta, in GenerationEvent token,
+        UsageBody? usage, int[] offsets)
+    {
+        pipe.Write("data: "u8);
+        json.Reset(pipe);
+        json.WriteStartObject();
+        json.WriteString("id"u8, r.Id);
+        json.WriteString("object"u8, r.IsChat ? "chat.completion.chunk"u8 : "text_completion"u8);
+        json.WriteNumber("created"u8, r.Created);
+        json.WriteString("model"u8, r.Model);
+        json.WriteStartArray("choices"u8);
+        if (choice >= 0)
+        {
+            json.WriteStartObject();
+            json.WriteNumber("index"u8, choice);
+            var text = token.Text ?? string.Empty;
+            if (r.IsChat)
+            {
+                json.WriteStartObject("delta"u8);
+                if (roleDelta)
+                {
+                    json.WriteString("role"u8, "assistant"u8);
+                    json.WriteString("content"u8, ""u8);
+                }
+                else if (finish is null)
+                {
+                    json.WriteString("content"u8, text);
+                }
+                json.WriteEndObject();
+            }
+            else
+            {
+                json.WriteString("text"u8, text);
+            }
+            if (finish is null && token.Kind == GenerationEventKind.Token && token.TokenId >= 0 && r.Prepared.Logprobs != LogprobsStyle.None)
+            {
+                WriteLogprobs(json, token, offsets[choice]);
+            }
+            else
+            {
+                json.WriteNull("logprobs"u8);
+            }
+            if (finish is FinishReason f) json.WriteString("finish_reason"u8, f.ToOpenAIString());
+            else json.WriteNull("finish_reason"u8);
+            json.WriteEndObject();
+            offsets[choice] += text.Length;
+        }
+        json.WriteEndArray();
+        if (usage is not null)
+        {
+            json.WriteStartObject("usage"u8);
+            json.WriteNumber("prompt_tokens"u8, usage.PromptTokens);
+            json.WriteNumber("completion_tokens"u8, usage.CompletionTokens);
+            json.WriteNumber("total_tokens"u8, usage.TotalTokens);
+            json.WriteEndObject();
+        }
+        else if (r.Prepared.IncludeUsage)
+        {
+            json.WriteNull("usage"u8);
+        }
+        json.WriteEndObject();
+        json.Flush();
+        pipe.Write("\n\n"u8);
+    }
+
+    private void WriteLogprobs(Utf8JsonWriter json, in GenerationEvent token, int offset)
+    {
+        json.WriteStartObject("logprobs"u8);
+        var text = r.TokenText(token.TokenId);
+        if (r.IsChat)
+        {
+            json.WriteStartArray("content"u8);
+            json.WriteStartObject();
+            WriteToken(json, text, token.Logprob);
+            json.WriteStartArray("top_logprobs"u8);
+            foreach (var a in token.TopLogprobs ?? [])
+            {
+                json.WriteStartObject();
+                WriteToken(json, r.TokenText(a.TokenId), a.Logprob);
+                json.WriteEndObject();
+            }
+            json.WriteEndArray();
+            json.WriteEndObject();
+            json.WriteEndArray();
+        }
+        else
+        {
+            json.WriteStartArray("tokens"u8);
+            json.WriteStringValue(text);
+            json.WriteEndArray();
+            json.WriteStartArray("token_logprobs"u8);
+            json.WriteNumberValue(token.Logprob);
+            json.WriteEndArray();
+            json.WriteStartArray("top_logprobs"u8);
+            if (token.TopLogprobs is { } top)
+            {
+                json.WriteStartObject();
+                var seen = new HashSet<string>();
+                foreach (var a in top)
+                {
+                    var t = r.TokenText(a.TokenId);
+                    if (seen.Add(t)) json.WriteNumber(t, a.Logprob);
+                }
+                json.WriteEndObject();
+            }
+            else
+            {
+                json.WriteNullValue();
+            }
+            json.WriteEndArray();
+            json.WriteStartArray("text_offset"u8);
+            json.WriteNumberValue(offset);
+            json.WriteEndArray();
+        }
+        json.WriteEndObject();
+    }
+
+    private static void WriteToken(Utf8JsonWriter json, string text, float logprob)
+    {
+        json.WriteString("token"u8, text);
+        json.WriteNumber("logprob"u8, logprob);
+        json.WriteStartArray("bytes"u8);
+        foreach (var b in System.Text.Encoding.UTF8.GetBytes(text)) json.WriteNumberValue(b);
+        json.WriteEndArray();
+    }
+}

@@ -1,0 +1,44 @@
+using System.Reflection;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Serving.Inference.Node.Hosting;
+
+namespace Serving.Inference.Node.Status;
+
+/// <summary>KV cache occupancy in a status report.</summary>
+public sealed record KvStatus(int Slots, int SlotsUsed, double Usage, long Tokens, long TokenCapacity);
+
+/// <summary>What the gateway reads to route: load, KV usage, loaded adapters, identity.</summary>
+public sealed record NodeStatus(
+    string Model,
+    string Version,
+    bool Accepting,
+    int QueueDepth,
+    int RunningRequests,
+    int RunningRows,
+    KvStatus Kv,
+    IReadOnlyList<string> Adapters,
+    int MaxContext,
+    long Steps);
+
+/// <summary><c>GET /node/status</c>.</summary>
+public static class NodeStatusApi
+{
+    /// <summary>The node's version (assembly informational version).</summary>
+    public static readonly string Version =
+        typeof(NodeStatusApi).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
+
+    /// <summary>Maps <c>/node/status</c>.</summary>
+    public static IEndpointRouteBuilder MapNodeStatusApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGet("/node/status", GetStatus);
+        return app;
+    }
+
+    /// <summary>Queue depth, running rows, KV usage, loaded adapters (empty until adapters land), model id, version.</summary>
+    public static Ok<NodeStatus> GetStatus(ModelHost host, ModelCatalog catalog)
+    {
+        var s = host.Scheduler.Status;
+        return TypedResults.Ok(new NodeStatus(host.ModelId, Version, s.Accepting, s.Waiting, s.RunningRequests, s.RunningRows,
+            new KvStatus(s.KvSlots, s.RunningRows, s.KvUsage, s.KvTokens, s.KvTokenCapacity), catalog.LoadedAdapters, host.MaxContext, s.Steps));
+    }
+}

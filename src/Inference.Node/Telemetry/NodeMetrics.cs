@@ -1,0 +1,62 @@
+using System.Diagnostics.Metrics;
+using Serving.Inference.Scheduling;
+
+namespace Serving.Inference.Node.Telemetry;
+
+/// <summary>
+/// The node's one <see cref="Meter"/> (<see cref="MeterName"/>). Prometheus names (OpenTelemetry exporter, at
+/// <c>/metrics</c>): <c>serving_node_requests_waiting</c>, <c>serving_node_requests_running</c>,
+/// <c>serving_node_rows_running</c>, <c>serving_node_kv_usage</c>, <c>serving_node_prompt_tokens_total</c>,
+/// <c>serving_node_generation_tokens_total</c>, <c>serving_node_requests_finished_total{finish_reason}</c>,
+/// <c>serving_node_requests_rejected_total{reason}</c>, <c>serving_node_time_to_first_token_seconds</c>,
+/// <c>serving_node_time_per_output_token_seconds</c>, <c>serving_node_queue_time_seconds</c>.
+/// </summary>
+public sealed class NodeMetrics
+{
+    /// <summary>Name of the node's meter.</summary>
+    public const string MeterName = "Serving.Inference.Node";
+
+    private static readonly double[] LatencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80];
+
+    private readonly Counter<long> _promptTokens;
+    private readonly Counter<long> _generationTokens;
+    private readonly Counter<long> _finished;
+    private readonly Counter<long> _rejected;
+    private readonly Histogram<double> _ttft;
+    private readonly Histogram<double> _tpot;
+    private readonly Histogram<double> _queueTime;
+    private GenerationScheduler? _scheduler;
+
+    public NodeMetrics(IMeterFactory meterFactory)
+    {
+        var meter = meterFactory.Create(MeterName);
+        var advice = new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets };
+        _promptTokens = meter.CreateCounter<long>("serving.node.prompt_tokens", "{token}", "Prompt tokens prefilled.");
+        _generationTokens = meter.CreateCounter<long>("serving.node.generation_tokens", "{token}", "Tokens generated.");
+        _finished = meter.CreateCounter<long>("serving.node.requests.finished", "{request}", "Requests that ended, by finish reason of the first choice.");
+        _rejected = meter.CreateCounter<long>("serving.node.requests.rejected", "{request}", "Requests refused (queue full, draining).");
+        _ttft = meter.CreateHistogram("serving.node.time_to_first_token", "s", "From arrival to the first sampled token.", advice: advice);
+        _tpot = meter.CreateHistogram("serving.node.time_per_output_token", "s", "Between consecutive tokens of one choice.", advice: advice);
+        _queueTime = meter.CreateHistogram("serving.node.queue_time", "s", "From arrival to admission into the batch.", advice: advice);
+        meter.CreateObservableGauge("serving.node.requests.waiting", () => _scheduler?.Status.Waiting ?? 0, "{request}", "Requests waiting for a KV slot.");
+        meter.CreateObservableGauge("serving.node.requests.running", () => _scheduler?.Status.RunningRequests ?? 0, "{request}", "Requests in the running batch.");
+        meter.CreateObservableGauge("serving.node.rows.running", () => _scheduler?.Status.RunningRows ?? 0, "{row}", "Rows (choices) holding a KV slot.");
+        meter.CreateObservableGauge("serving.node.kv.usage", () => _scheduler?.Status.KvUsage ?? 0, "1", "Fraction of KV slots in use.");
+    }
+
+    internal void Observe(GenerationScheduler scheduler) => _scheduler = scheduler;
+
+    internal void PromptTokens(int count) => _promptTokens.Add(count);
+
+    internal void GeneratedToken() => _generationTokens.Add(1);
+
+    internal void TimeToFirstToken(TimeSpan t) => _ttft.Record(t.TotalSeconds);
+
+    internal void TimePerOutputToken(TimeSpan t) => _tpot.Record(t.TotalSeconds);
+
+    internal void QueueTime(TimeSpan t) => _queueTime.Record(t.TotalSeconds);
+
+    internal void Finished(string reason) => _finished.Add(1, new KeyValuePair<string, object?>("finish_reason", reason));
+
+    internal void Rejected(string reason) => _rejected.Add(1, new KeyValuePair<string, object?>("reason", reason));
+}

@@ -1,0 +1,58 @@
+using System.Threading.Channels;
+using Serving.Inference.Sampling;
+
+namespace Serving.Inference.Scheduling;
+
+/// <summary>
+/// The caller's side of a submitted request: a stream of <see cref="GenerationEvent"/>s ending in
+/// <see cref="GenerationEventKind.Done"/>, usage counters, and <see cref="Cancel"/>. The channel is unbounded but a
+/// request produces at most <c>Choices × (MaxTokens + 2)</c> events, so a slow reader cannot grow memory without bound.
+/// </summary>
+public sealed class GenerationHandle
+{
+    private readonly Channel<GenerationEvent> _events = Channel.CreateUnbounded<GenerationEvent>(
+        new UnboundedChannelOptions { SingleReader = true, SingleWriter = true, AllowSynchronousContinuations = false });
+    private readonly Action _wake;
+    private int _cancelled;
+    private int _completionTokens;
+
+    internal GenerationHandle(GenerationRequest request, Action wake, DateTimeOffset submittedAt)
+    {
+        Request = request;
+        _wake = wake;
+        SubmittedAt = submittedAt;
+    }
+
+    /// <summary>The request as submitted.</summary>
+    public GenerationRequest Request { get; }
+
+    /// <summary>Events in order; completes after <see cref="GenerationEventKind.Done"/>.</summary>
+    public ChannelReader<GenerationEvent> Events => _events.Reader;
+
+    /// <summary>Prompt tokens (OpenAI usage counts them once, even with n &gt; 1).</summary>
+    public int PromptTokens => Request.PromptTokens.Length;
+
+    /// <summary>Tokens generated over all choices so far (stop tokens included, as OpenAI counts them).</summary>
+    public int CompletionTokens => Volatile.Read(ref _completionTokens);
+
+    /// <summary>When the request was submitted.</summary>
+    public DateTimeOffset SubmittedAt { get; }
+
+    /// <summary>Sampler seed of each choice (random ones included), set when the request starts running.</summary>
+    public ulong[]? Seeds { get; internal set; }
+
+    /// <summary>True once cancellation was asked for.</summary>
+    public bool IsCancellationRequested => Volatile.Read(ref _cancelled) != 0;
+
+    /// <summary>Asks the scheduler to end the request; its KV slots are freed before the next decode step.</summary>
+    public void Cancel()
+    {
+        if (Interlocked.Exchange(ref _cancelled, 1) == 0) _wake();
+    }
+
+    internal void AddCompletionTokens(int count) => Interlocked.Add(ref _completionTokens, count);
+
+    internal void Write(in GenerationEvent e) => _events.Writer.TryWrite(e);
+
+    internal void Complete() => _events.Writer.TryComplete();
+}

@@ -1,0 +1,79 @@
+using Serving.Inference.Sampling;
+
+namespace Serving.Inference.Scheduling;
+
+/// <summary>
+/// One generation job for the <see cref="GenerationScheduler"/>: an already tokenised prompt, validated sampling
+/// parameters and <see cref="Choices"/> sequences that share the prompt (forked after its prefill).
+/// </summary>
+public sealed record GenerationRequest
+{
+    /// <summary>Prompt token ids (at least one).</summary>
+    public required int[] PromptTokens { get; init; }
+
+    /// <summary>Sampling settings (validated on submit). With a <see cref="SamplingParameters.Seed"/>, choice i uses seed + i.</summary>
+    public required SamplingParameters Sampling { get; init; }
+
+    /// <summary>Number of choices (OpenAI's <c>n</c>); each owns a KV slot and its own sampler.</summary>
+    public int Choices { get; init; } = 1;
+
+    /// <summary>Return per-token logprobs (with <see cref="SamplingParameters.TopLogprobs"/> alternatives).</summary>
+    public bool Logprobs { get; init; }
+
+    /// <summary>Skip special tokens when detokenising the output.</summary>
+    public bool SkipSpecialTokens { get; init; } = true;
+
+    /// <summary>
+    /// Adapter name for this request; reserved for per-row adapter slots (the adapters issue). Must be null for now:
+    /// the scheduler rejects a request that names one.
+    /// </summary>
+    public string? Adapter { get; init; }
+
+    /// <summary>Absolute deadline; when it passes, waiting or running, the request ends with <see cref="FinishReason.Abort"/>.</summary>
+    public DateTimeOffset? Deadline { get; init; }
+
+    /// <summary>Caller-chosen id for logs (e.g. the HTTP response id).</summary>
+    public string? Id { get; init; }
+}
+
+/// <summary>What <see cref="GenerationScheduler.Submit"/> decided.</summary>
+public enum SubmitStatus
+{
+    /// <summary>Queued or running; events will follow until <see cref="GenerationEventKind.Done"/>.</summary>
+    Accepted,
+
+    /// <summary>The waiting queue is full (HTTP 429 with Retry-After).</summary>
+    QueueFull,
+
+    /// <summary>The scheduler is draining or stopped (HTTP 503 with Retry-After).</summary>
+    Unavailable,
+}
+
+/// <summary>Kinds of <see cref="GenerationEvent"/>.</summary>
+public enum GenerationEventKind
+{
+    /// <summary>Text (possibly empty when only logprobs are reported) and, when requested, the token's logprobs.</summary>
+    Token,
+
+    /// <summary>A choice finished; <see cref="GenerationEvent.FinishReason"/> says why.</summary>
+    Finished,
+
+    /// <summary>Every choice finished; usage is final. Always the last event.</summary>
+    Done,
+}
+
+/// <summary>One alternative of a token's top logprobs.</summary>
+public readonly record struct TopLogprob(int TokenId, float Logprob);
+
+/// <summary>
+/// A streamed event of one request. <see cref="TokenId"/> is -1 for text that is not one token's (held-back text
+/// flushed at the end). <see cref="TopLogprobs"/> is allocated only when logprobs were requested.
+/// </summary>
+public readonly record struct GenerationEvent(
+    GenerationEventKind Kind,
+    int Choice,
+    string? Text,
+    int TokenId,
+    float Logprob,
+    TopLogprob[]? TopLogprobs,
+    FinishReason? FinishReason);
