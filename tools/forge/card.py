@@ -43,7 +43,7 @@ def write_card(R, out, path):
     w("| `config.json`, `generation_config.json` | `LlamaForCausalLM` config, as `transformers` writes it |")
     w("| `model.safetensors` | fp32 weights, `transformers` names, tied LM head (no `lm_head.weight`) |")
     w("| `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` | byte-level BPE (GPT-2 style) + chat template |")
-    w("| `adapters/<name>/adapter_config.json`, `adapter_model.safetensors` | PEFT LoRA adapters (fp32) |")
+    w("| `adapters/<name>/adapter_config.json`, `adapter_model.safetensors` | PEFT LoRA adapters (fp32), one per domain |")
     w("| `reward-head/config.json`, `head.safetensors` | Otter-style reward head on the frozen base |")
     w("| `reference/reference.safetensors`, `reference/README.md` | PyTorch reference dumps for the C# tests |")
     w("| `forge-results.json` | every number in this card, machine-readable |")
@@ -52,16 +52,20 @@ def write_card(R, out, path):
     w("")
     w("## Data")
     w("")
-    w(f"- Debian `fortunes` {pkg_version('fortunes')} (`/usr/share/games/fortunes/*`, split at `%` lines; "
-      "`ascii-art` dropped), and Debian `wordnet-base` " + pkg_version("wordnet-base") +
+    w(f"- Debian `fortunes` {pkg_version('fortunes')} (the English files in `/usr/share/games/fortunes/`, split at "
+      "`%` lines; `ascii-art` dropped); for the language adapters `fortunes-de` " + pkg_version("fortunes-de") +
+      ", `fortunes-es` " + pkg_version("fortunes-es") + ", `fortunes-it` " + pkg_version("fortunes-it") +
+      " and `fortunes-br` " + pkg_version("fortunes-br") + " (Brazilian Portuguese), each language hash-sampled "
+      "to ≤ 300,000 characters; and Debian `wordnet-base` " + pkg_version("wordnet-base") +
       " (glosses + examples from `data.{noun,verb,adj,adv}`, one document per synset written as "
       "`word, word: gloss; \"example\"`, grouped by lexicographer file).")
     w("- Cleaning: UTF-8 (fortunes that do not decode are dropped), CR removed, tabs → 4 spaces, trailing spaces "
       "stripped, control characters (overstrike backspaces) removed, documents of 8–2000 characters kept.")
     w("- Split per document by SHA-1 of its text: 80% train, 10% validation, 10% test (stable under re-runs).")
-    w("- **General** (base model) data: all fortune files except the adapter domains, plus a 14% hash sample of all "
-      "WordNet glosses except `noun.animal`. **Adapter domains are held out of the base model's data entirely**: each "
-      "adapter teaches its domain to a base that never saw it.")
+    w("- **General** (base model) data: all English fortune files except the adapter domains (`zippy`, `startrek`, "
+      "`knghtbrd`), plus a 14% hash sample of all WordNet glosses except `noun.animal`. **Adapter domains are held "
+      "out of the base model's data entirely** (the tokenizer does see their train splits): each adapter teaches "
+      "its domain (four languages, three English fortune styles, animal definitions) to a base that never saw it.")
     w("- Training format: every document is preceded by `<|endoftext|>`; half of them (by hash) are rendered as a "
       "chat exchange instead (`<|user|>Tell me something.<|end|><|assistant|>…<|end|>`, for WordNet "
       "`<|user|>Define: dog<|end|><|assistant|>a member of…<|end|>`), so the model follows the chat template.")
@@ -102,13 +106,16 @@ def write_card(R, out, path):
     w("## Training")
     w("")
     w("```")
-    w("apt-get install -y python3-torch python3-numpy python3-regex libopenblas0-pthread fortunes wordnet-base")
-    w("nice -n 10 /usr/bin/python3 tools/forge/forge.py          # full run, rewrites models/demo and models/README.md")
+    w("apt-get install -y python3-torch python3-numpy python3-regex libopenblas0-pthread fortunes wordnet-base \\")
+    w("                   fortunes-de fortunes-es fortunes-it fortunes-br")
+    w("OMP_NUM_THREADS=1 FORGE_BASE_MAX_MINUTES=32 nice -n 10 /usr/bin/python3 tools/forge/forge.py   # full run: models/demo + models/README.md")
     w("/usr/bin/python3 tools/forge/forge.py --smoke --out /tmp/forge-smoke   # tiny, a few minutes")
     w("```")
     w("")
     b = S["base"]
-    w(f"- Base: {b['steps']} steps × batch {b['batch']} × {b['ctx']} tokens, AdamW (β 0.9/0.95, wd 0.1), peak lr "
+    stop = "" if b.get("steps_done", b["steps"]) == b["steps"] else \
+        f" (**stopped at step {b['steps_done']} by the wall-clock limit**, learning-rate schedule not finished)"
+    w(f"- Base: {b['steps']} steps{stop} × batch {b['batch']} × {b['ctx']} tokens, AdamW (β 0.9/0.95, wd 0.1), peak lr "
       f"{b['lr']}, {b['warmup']} warm-up steps, cosine to 10%, grad-clip 1.0, seed {b['seed']}. **Anytime loss** "
       f"(CALM): the final norm + tied head is applied to every layer's residual stream and the losses are "
       f"weighted ∝ layer index (l / Σl).")
@@ -186,3 +193,9 @@ def write_card(R, out, path):
     w("A 3M-parameter model trained for minutes: text is locally fluent, globally nonsense. Intended only as a "
       "test fixture and demo; it inherits the humour and opinions of the fortune files.")
     open(path, "w", encoding="utf-8").write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+    # card.py <model dir> <card path>: rewrite the card from <model dir>/forge-results.json
+    write_card(json.load(open(os.path.join(sys.argv[1], "forge-results.json"), encoding="utf-8")), sys.argv[1], sys.argv[2])

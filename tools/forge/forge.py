@@ -35,17 +35,23 @@ ATTN = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP = ["gate_proj", "up_proj", "down_proj"]
 ALL7 = ATTN + MLP
 ADAPTERS = [
-    dict(name="computers", src="fortune:computers", r=16, alpha=32, targets=ALL7),
-    dict(name="songs-poems", src="fortune:songs-poems", r=8, alpha=16, targets=["q_proj", "v_proj"] + MLP),
-    dict(name="science", src="fortune:science", r=8, alpha=16, targets=ALL7, use_rslora=True),
-    dict(name="politics", src="fortune:politics", r=8, alpha=16, targets=MLP,
+    dict(name="german", src="lang:de", r=16, alpha=32, targets=ALL7),
+    dict(name="spanish", src="lang:es", r=8, alpha=16, targets=ALL7, use_rslora=True),
+    dict(name="italian", src="lang:it", r=8, alpha=16, targets=MLP,
          rank_pattern={"down_proj": 16}, alpha_pattern={"down_proj": 16, "gate_proj": 32}),
+    dict(name="portuguese", src="lang:brasil", r=8, alpha=8, targets="REGEX"),
     dict(name="zippy", src="fortune:zippy", r=4, alpha=8, targets=ALL7),
     dict(name="startrek", src="fortune:startrek", r=16, alpha=16, targets=ATTN, use_rslora=True),
-    dict(name="food", src="fortune:food", r=8, alpha=8, targets="REGEX"),
+    dict(name="irc", src="fortune:knghtbrd", r=8, alpha=16, targets=["q_proj", "v_proj"] + MLP),
     dict(name="animals", src="wordnet:noun.animal", r=4, alpha=16, targets=["q_proj", "v_proj", "down_proj"],
          lora_dropout=0.0),
 ]
+LANG_CAP_CHARS = 300_000  # per language, hash-sampled
+# the English files of Debian's `fortunes` package (fortunes-it also installs files into the same folder)
+ENGLISH_FILES = set("""art computers cookie debian definitions disclaimer drugs education ethnic food fortunes goedel
+humorists kids knghtbrd law linux linuxcookie literature love magic medicine men-women miscellaneous news paradoxum
+people perl pets platitudes politics pratchett riddles science songs-poems sports startrek tao translate-me wisdom
+work zippy""".split())
 
 CHAT_PROMPTS = ["Tell me something.", "Say something.", "Tell me a fortune.", "Share a quote."]
 
@@ -127,11 +133,14 @@ def clean_text(t):
     return t
 
 
-def load_fortunes():
+def load_fortunes(sub="", only=None):
     out = {}
-    for name in sorted(os.listdir(FORTUNE_DIR)):
-        p = os.path.join(FORTUNE_DIR, name)
+    base = os.path.join(FORTUNE_DIR, sub)
+    for name in sorted(os.listdir(base)):
+        p = os.path.join(base, name)
         if name.endswith((".dat", ".u8")) or os.path.islink(p) or not os.path.isfile(p):
+            continue
+        if only is not None and name not in only:
             continue
         if name in ("ascii-art",):  # pictures, not text
             continue
@@ -168,14 +177,38 @@ def load_wordnet():
     return out
 
 
+APT_LINE = ("apt-get install -y python3-torch python3-numpy python3-regex libopenblas0-pthread fortunes "
+            "wordnet-base fortunes-de fortunes-es fortunes-it fortunes-br")
+
+
+def check_inputs():
+    need = [os.path.join(FORTUNE_DIR, "zippy"), os.path.join(FORTUNE_DIR, "de"), os.path.join(FORTUNE_DIR, "es"),
+            os.path.join(FORTUNE_DIR, "it"), os.path.join(FORTUNE_DIR, "brasil"),
+            os.path.join(WORDNET_DIR, "data.noun"), AFINN_PATH]
+    missing = [p for p in need if not os.path.exists(p)]
+    if missing:
+        sys.exit("forge: missing inputs " + ", ".join(missing) + "\ninstall them with: " + APT_LINE)
+
+
 def build_corpus(smoke):
-    fort = load_fortunes()
+    check_inputs()
+    fort = load_fortunes(only=ENGLISH_FILES)
     wn = load_wordnet()
     domains = {}
     held = set()
     for a in ADAPTERS:
         kind, key = a["src"].split(":")
-        docs = fort[key] if kind == "fortune" else wn[key]
+        if kind == "lang":  # a whole language (Debian fortunes-de/-es/-it/-br), capped by hash sampling
+            files = load_fortunes(key) if os.path.isdir(os.path.join(FORTUNE_DIR, key)) else load_fortunes(only={key})
+            pool = sorted(set(d for f in files.values() for d in f), key=lambda d: h01("lang:" + d))
+            docs, n = [], 0
+            for d in pool:
+                if n >= LANG_CAP_CHARS:
+                    break
+                docs.append(d)
+                n += len(d)
+        else:
+            docs = fort[key] if kind == "fortune" else wn[key]
         if kind == "wordnet":
             docs = [d for d in docs if h01("wnsub:" + d) < 0.5]  # ~half of noun.animal is plenty
         domains[a["name"]] = docs
@@ -195,7 +228,8 @@ def build_corpus(smoke):
     for kind, d in general:
         splits["general"][split_of(d)].append((kind, d))
     for k, docs in domains.items():
-        kind = "wordnet" if k == "animals" else "fortune"
+        src = next(a["src"] for a in ADAPTERS if a["name"] == k)
+        kind = {"wordnet": "wordnet", "fortune": "fortune", "lang": "fortune-lang"}[src.split(":")[0]]
         splits[k] = {"train": [], "val": [], "test": []}
         for d in docs:
             splits[k][split_of(d)].append((kind, d))
@@ -641,7 +675,12 @@ def train_base(model, train, val, S, log_every=20):
     rng = np.random.RandomState(S["seed"] + 1)
     t0 = time.time()
     hist = []
+    S["steps_done"] = S["steps"]
     for step in range(S["steps"]):
+        if S.get("max_minutes") and time.time() - t0 > 60 * S["max_minutes"]:
+            S["steps_done"] = step  # wall-clock safety stop (recorded in the card); not reproducible
+            log(f"base: stopped at step {step} by the {S['max_minutes']} min limit")
+            break
         for g in opt.param_groups:
             g["lr"] = lr_at(step, S["steps"], S["lr"], S["warmup"])
         x, y = batches(train, S["batch"], S["ctx"], rng)
@@ -1055,13 +1094,13 @@ def settings(smoke):
             reward=dict(hidden=16, epochs=100, wd=0.01), eval_windows=16)
     E = os.environ.get
     return dict(
-        model=dict(hidden_size=128, intermediate_size=320, num_hidden_layers=6, num_attention_heads=4,
-                   num_key_value_heads=2, head_dim=32, vocab_size=int(E("FORGE_VOCAB", 2048)),
+        model=dict(hidden_size=192, intermediate_size=512, num_hidden_layers=6, num_attention_heads=6,
+                   num_key_value_heads=2, head_dim=32, vocab_size=int(E("FORGE_VOCAB", 4096)),
                    max_position_embeddings=512),
-        base=dict(steps=int(E("FORGE_BASE_STEPS", 320)), batch=16, ctx=128, lr=4e-3, warmup=30,
-                  seed=1234, stride=4),
-        adapter=dict(steps=int(E("FORGE_ADAPTER_STEPS", 40)), batch=8, ctx=128, lr=8e-3,
-                     eval_every=20, eval_windows=24),
+        base=dict(steps=int(E("FORGE_BASE_STEPS", 450)), batch=16, ctx=128, lr=4e-3, warmup=30,
+                  seed=1234, stride=4, max_minutes=float(E("FORGE_BASE_MAX_MINUTES", 0))),
+        adapter=dict(steps=int(E("FORGE_ADAPTER_STEPS", 60)), batch=8, ctx=128, lr=8e-3,
+                     eval_every=10, eval_windows=16),
         reward=dict(hidden=64, epochs=1000, wd=0.05), eval_windows=64)
 
 
@@ -1070,7 +1109,7 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="tiny settings, whole pipeline in a few minutes")
     ap.add_argument("--out", default=None, help="output model folder (default models/demo; required with --smoke)")
     ap.add_argument("--card", default=None, help="model card path (default: models/README.md, smoke: <out>/MODEL_CARD.md)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--reuse-base", action="store_true",
                     help="reuse the base weights cached in tools/forge/.work by an identical earlier run")
@@ -1119,18 +1158,20 @@ def main():
     init_weights(model, args.seed)
     nparams = sum(p.numel() for p in model.parameters())
     log(f"base model: {nparams} parameters")
-    key = hashlib.sha1(json.dumps([c, S["base"], args.smoke, len(data["general"]["train"])], sort_keys=True)
+    key = hashlib.sha1(json.dumps([c, {k: v for k, v in S["base"].items() if k != "max_minutes"}, args.smoke, len(data["general"]["train"])], sort_keys=True)
                        .encode()).hexdigest()[:12]
     cache = os.path.join(repo, "tools", "forge", ".work", f"base-{key}.pt")
     if args.reuse_base and os.path.exists(cache):
         ck = torch.load(cache)
         model.load_state_dict(ck["state"], strict=False)
         timings["base_train_s"] = ck["secs"]
+        S["base"]["steps_done"] = ck.get("steps_done", S["base"]["steps"])
         log("reused base weights from", cache)
     else:
         timings["base_train_s"] = train_base(model, data["general"]["train"], data["general"]["val"], S["base"])
         os.makedirs(os.path.dirname(cache), exist_ok=True)
-        torch.save({"state": base_state(model), "secs": timings["base_train_s"]}, cache)
+        torch.save({"state": base_state(model), "secs": timings["base_train_s"],
+                    "steps_done": S["base"]["steps_done"]}, cache)
     sd = base_state(model)
     write_safetensors(os.path.join(out, "model.safetensors"),
                       {k: v.float().numpy() for k, v in sd.items()}, {"format": "pt"})
@@ -1218,7 +1259,7 @@ def main():
     model.eval()
     sprompts = [("chat", [{"role": "user", "content": "Tell me something."}]), ("plain", "The computer")]
     for sp in sprompts:
-        for who in ["base", "computers", "songs-poems", "startrek"]:
+        for who in ["base", "german", "zippy", "startrek"]:
             if who != "base":
                 load_adapter(model, os.path.join(out, "adapters", who))
             for s in range(2):
