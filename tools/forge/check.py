@@ -92,6 +92,8 @@ def main():
             x = x @ H[ly["weight"]].T + H[ly["bias"]]
             if li < len(hc["layers"]) - 1:
                 x = np.tanh(x) if hc["activation"] == "tanh" else x
+        if hc["pooling"] == "sum":
+            x = np.cumsum(x, 0)
         diff = np.abs(x[:, 0] - R["p0.reward"]).max()
         assert diff <= 1e-4, diff
         print(f"reward head OK (pooling {hc['pooling']}, diff {diff:.1e})")

@@ -40,10 +40,10 @@ ADAPTERS = [
     dict(name="italian", src="lang:it", r=8, alpha=16, targets=MLP,
          rank_pattern={"down_proj": 16}, alpha_pattern={"down_proj": 16, "gate_proj": 32}),
     dict(name="portuguese", src="lang:brasil", r=8, alpha=8, targets="REGEX"),
-    dict(name="zippy", src="fortune:zippy", r=4, alpha=8, targets=ALL7),
-    dict(name="startrek", src="fortune:startrek", r=16, alpha=16, targets=ATTN, use_rslora=True),
-    dict(name="irc", src="fortune:knghtbrd", r=8, alpha=16, targets=["q_proj", "v_proj"] + MLP),
-    dict(name="animals", src="wordnet:noun.animal", r=4, alpha=16, targets=["q_proj", "v_proj", "down_proj"],
+    dict(name="zippy", steps_mult=3.0, src="fortune:zippy", r=4, alpha=8, targets=ALL7),
+    dict(name="startrek", steps_mult=3.0, src="fortune:startrek", r=16, alpha=16, targets=ATTN, use_rslora=True),
+    dict(name="irc", steps_mult=3.0, src="fortune:knghtbrd", r=8, alpha=16, targets=["q_proj", "v_proj"] + MLP),
+    dict(name="animals", steps_mult=3.0, src="wordnet:noun.animal", r=4, alpha=16, targets=["q_proj", "v_proj", "down_proj"],
          lora_dropout=0.0),
 ]
 LANG_CAP_CHARS = 300_000  # per language, hash-sampled
@@ -819,16 +819,17 @@ def train_adapter(model, spec, train, val, S, seed):
     rng = np.random.RandomState(seed + 7)
     best = (eval_loss(model, val, S["ctx"], S["eval_windows"]), -1, {k: v.copy() for k, v in adapter_tensors(model).items()})
     t0 = time.time()
-    for step in range(S["steps"]):
+    steps = int(S["steps"] * spec.get("steps_mult", 1.0))
+    for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, S["steps"], S["lr"], 10)
+            g["lr"] = lr_at(step, steps, S["lr"], 10)
         x, y = batches(train, S["batch"], S["ctx"], rng)
         lg = model.logits(x)
         loss = F.cross_entropy(lg.reshape(-1, lg.shape[-1]), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if (step + 1) % S["eval_every"] == 0 or step == S["steps"] - 1:
+        if (step + 1) % S["eval_every"] == 0 or step == steps - 1:
             vl = eval_loss(model, val, S["ctx"], S["eval_windows"])
             log(f"  adapter {spec['name']} step {step + 1} train={loss.item():.3f} val={vl:.3f}")
             if vl < best[0]:
@@ -966,7 +967,7 @@ def fit_head(model, X, Y, S, seed):
 
 
 @torch.no_grad()
-def sample(model, ids, n, temp, topk, seed, stop=(EOT, END)):
+def sample(model, ids, n, temp, topk, seed, stop=(EOT, USER, ASSISTANT, END)):
     g = torch.Generator().manual_seed(seed)
     ids = list(ids)
     out = []
@@ -1027,7 +1028,7 @@ def references(model64, tok, head64, reward_layer, pooling, adapter_dirs, outdir
         hn = model64.model.norm(hs[reward_layer])[0]
         if pooling == "mean":
             hn = torch.cumsum(hn, 0) / torch.arange(1, hn.shape[0] + 1, dtype=hn.dtype)[:, None]
-        T[f"p{k}.reward"] = head64(hn).float().numpy()
+        T[f"p{k}.reward"] = (torch.cumsum(head64(hn), 0) if pooling == "sum" else head64(hn)).float().numpy()
         seq = list(ids)
         nxt = int(torch.argmax(model64.head(hs[-1])[0, -1]))
         dids, dl = [], []
@@ -1065,7 +1066,8 @@ def write_reference_readme(outdir, T, readme, adapter_names, reward_layer, pooli
              "| `p{k}.decode_ids` | I64 [8] | greedy continuation: `decode_ids[0]` = argmax of `logits[T-1]`, `decode_ids[i+1]` = argmax of `decode_logits[i]` |",
              "| `p{k}.decode_logits` | F32 [8, V] | `decode_logits[i]` = logits at position T+i, i.e. after feeding `decode_ids[i]` (a KV-cache decode step; computed here by full recompute) |",
              f"| `p{{k}}.reward` | F32 [T] | reward-head output (a logit) after each position t, reading final-norm(hidden[{reward_layer}])" +
-             (" at position t |" if pooling == "last" else " averaged over positions 0..t (pooling `mean`) |"),
+             {"last": " at position t |", "mean": " averaged over positions 0..t (pooling `mean`) |",
+              "sum": ": the head's per-position scores summed over positions 0..t (pooling `sum`) |"}[pooling],
              "| `p0.logits.<adapter>` | F32 [T, V] | prefill logits of prompt 0 with that LoRA adapter (from `../adapters/<adapter>/`) applied |",
              "| `tok{j}.text_utf8` | U8 [n] | UTF-8 bytes of a tokenizer test text |",
              "| `tok{j}.ids` | I64 [m] | its ids from `../tokenizer.json` (special tokens in the text are recognised as added tokens) |",
