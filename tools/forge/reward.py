@@ -95,6 +95,8 @@ def main():
                     elif s <= -2:
                         data[part].append((t, 0))
     stats = {p: (sum(l for _, l in v), sum(1 - l for _, l in v)) for p, v in data.items()}
+    if "--layer0" in sys.argv:
+        return layer0(d, card_path, R, c, W, m, tok, data, stats, t0)
     L = c["num_hidden_layers"]
     layers = [0, 2, L] if not R["smoke"] else [0, L]
     FE = {p: token_features(m, tok, [t for t, _ in v], layers) for p, v in data.items()}
@@ -143,6 +145,68 @@ def main():
     R["settings"]["reward"] = dict(hidden=hidden, epochs=epochs, wd=0.01, lr=1e-2)
     R["timings"]["reward_s"] = time.time() - t0
     finish(d, card_path, R, c, W, tok, head, best_l, hidden)
+
+
+def layer0(d, card_path, R, c, W, m, tok, data, stats, t0):
+    """Layer 0 (embedding output): a position's vector depends on its token only, so the per-token score is a
+    function of the token id and the sequence reward is counts @ score(vocab): train on the vocabulary directly."""
+    V = c["vocab_size"]
+    with torch.no_grad():
+        Xv = m.model.norm(m.model.embed_tokens.weight)  # [V, D] = final_norm(hidden[0]) for every token
+    C, Y = {}, {}
+    for p, v in data.items():
+        rows, cols = [], []
+        for i, (t, _) in enumerate(v):
+            ids = [forge.EOT] + tok.encode(t, allow_special=False)[:255]
+            rows += [i] * len(ids)
+            cols += ids
+        C[p] = torch.sparse_coo_tensor(torch.tensor([rows, cols]), torch.ones(len(rows)), (len(v), V)).coalesce()
+        Y[p] = torch.tensor([l for _, l in v], dtype=torch.float32)
+    hidden, epochs = 32, (1500 if not R["smoke"] else 50)
+    torch.manual_seed(500)
+    head = forge.RewardHead(c["hidden_size"], hidden)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=0.01)
+    best = (-1, None, 0)
+    for ep in range(epochs):
+        r = torch.sparse.mm(C["train"], head(Xv)[:, None])[:, 0]
+        loss = F.binary_cross_entropy_with_logits(r, Y["train"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (ep + 1) % 10 == 0:
+            with torch.no_grad():
+                a = forge.auc(torch.sparse.mm(C["val"], head(Xv)[:, None])[:, 0].numpy(), Y["val"].numpy())
+            if a > best[0]:
+                best = (a, {k: v.clone() for k, v in head.state_dict().items()}, ep + 1)
+    head.load_state_dict(best[1])
+    with torch.no_grad():
+        res = {p: forge.auc(torch.sparse.mm(C[p], head(Xv)[:, None])[:, 0].numpy(), Y[p].numpy()) for p in C}
+    forge.log("reward head layer 0 pooling=sum AUC", res, "best epoch", best[2])
+    D = c["hidden_size"]
+    hd = os.path.join(d, "reward-head")
+    forge.write_safetensors(os.path.join(hd, "head.safetensors"),
+                            {k: v.detach().float().numpy() for k, v in head.state_dict().items()}, {"format": "pt"})
+    forge.dump_json(os.path.join(hd, "config.json"), {
+        "kind": "reward-head",
+        "label": "positive sentiment (AFINN-165 lexicon score >= 2 vs <= -2) of the text so far",
+        "layer": 0, "input": "final_norm",
+        "input_note": "model.norm (the final RMSNorm, with its weight) applied to hidden[0] = the embedding output",
+        "pooling": "sum",
+        "pooling_note": "the head maps each position's vector to a per-token score; the reward of the sequence "
+                        "after position t is the sum of the scores at positions 0..t (position 0 is the leading "
+                        "<|endoftext|>), i.e. a running sum during decoding",
+        "layers": [{"weight": "layers.0.weight", "bias": "layers.0.bias", "shape": [hidden, D]},
+                   {"weight": "layers.1.weight", "bias": "layers.1.bias", "shape": [1, hidden]}],
+        "activation": "tanh",
+        "formula": "s_t = layers.1.weight @ tanh(layers.0.weight @ x_t + layers.0.bias) + layers.1.bias; r_t = sum_{i<=t} s_i",
+        "output": "logit; sigmoid(r) = P(positive); higher is better",
+        "base_model": "demo", "auc": res})
+    prev = R.get("reward_auc_by_pooling", {})
+    R.update(reward_auc=res, reward_stats=stats, reward_layer=0, reward_pooling="sum",
+             reward_auc_by_pooling=dict(prev, **{"sum, layer 0 (kept)": res}))
+    R["settings"]["reward"] = dict(hidden=hidden, epochs=epochs, wd=0.01, lr=1e-2)
+    R["timings"]["reward_s"] = time.time() - t0
+    finish(d, card_path, R, c, W, tok, head, 0, hidden)
 
 
 def finish(d, card_path, R, c, W, tok, head, best_l, hidden):
