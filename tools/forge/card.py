@@ -125,7 +125,10 @@ def write_card(R, out, path):
     w(f"- Reward head: {S['reward']['epochs']} full-batch AdamW epochs, best validation AUC kept.")
     w(f"- Wall times on 2 shared cores (other developers compiling): corpus + tokenizer {fmt_s(t['corpus+tokenizer_s'])}, "
       f"base {fmt_s(t['base_train_s'])}, 8 adapters {fmt_s(t['adapters_s'])}, reward head {fmt_s(t['reward_s'])}, "
-      f"references + samples {fmt_s(t['references_s'])}; total {fmt_s(t['total_s'])}.")
+      f"references + samples {fmt_s(t['references_s'])}; sum of the stages "
+      f"{fmt_s(sum(t[k] for k in ('corpus+tokenizer_s', 'base_train_s', 'adapters_s', 'reward_s', 'references_s')))} "
+      "(plus ~8 min for the last/mean reward-head candidates). One thread (`OMP_NUM_THREADS=1`): with two OpenMP "
+      "threads on the busy machine a step was several times slower.")
     w("")
     w("## Validation loss per layer (general data, nats/token)")
     w("")

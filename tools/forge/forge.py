@@ -1280,6 +1280,10 @@ def main():
     dump_json(os.path.join(out, "forge-results.json"), results)
     import card as cardmod
     cardmod.write_card(results, out, card)
+    # final reward head: per-token scores on final_norm(hidden[0]), summed (tools/forge/reward.py --layer0);
+    # the last/mean-pooled heads above stay in the results as the candidates that were tried
+    import reward as rewardmod
+    rewardmod.main(["reward.py", out, card, "--layer0"])
     # self-check: reread what we wrote
     chk = read_safetensors(os.path.join(out, "model.safetensors"))
     assert set(chk) == set(k for k in sd), "tensor names"

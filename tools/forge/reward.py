@@ -2,7 +2,7 @@
 """Re-trains the reward head of a forged model folder from its files (base weights, tokenizer) and rewrites
 reward-head/, reference/ and the model card. Head: per-position MLP on final-norm(hidden[layer]); the
 sequence reward is the SUM of the per-position outputs over positions 0..t (pooling "sum").
-Usage: reward.py <model dir> <card path>"""
+Usage: reward.py <model dir> <card path> [--layer0 | --head-from <dir>]; forge.py runs it with --layer0 at the end."""
 import json, os, sys, time
 import numpy as np
 import torch
@@ -51,8 +51,10 @@ def fit(X, seg, Y, n, hidden, epochs, seed, Xv, segv, Yv, nv):
     return head, best[2]
 
 
-def main():
-    d, card_path = sys.argv[1], sys.argv[2]
+def main(argv=None):
+    argv = list(sys.argv if argv is None else argv)
+    sys.argv = argv
+    d, card_path = argv[1], argv[2]
     torch.set_num_threads(1)
     t0 = time.time()
     R = json.load(open(os.path.join(d, "forge-results.json"), encoding="utf-8"))
