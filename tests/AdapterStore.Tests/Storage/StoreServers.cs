@@ -56,6 +56,11 @@ public sealed class RedisServerProcess : IStoreServer, IDisposable
             {
                 Thread.Yield();
             }
+            catch (RedisServerException e) when (e.Message.StartsWith("LOADING", StringComparison.Ordinal) && DateTime.UtcNow < deadline)
+            {
+                // Replaying its append-only file after a restart: ready once loaded.
+                Thread.Sleep(10);
+            }
         }
     }
 
