@@ -1,0 +1,187 @@
+// Adapter store benchmark: ComPEFT ratio/error sweep, decode throughput, store latencies.
+// Usage: dotnet run -c Release --project bench/AdapterStore.Benchmarks [-- --quick]
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Serving.AdapterStore;
+using Serving.AdapterStore.Compression;
+using Serving.AdapterStore.Ingest;
+using Serving.AdapterStore.Peft;
+using Serving.AdapterStore.Storage;
+using Serving.Checkpoints;
+using StackExchange.Redis;
+
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+bool quick = args.Contains("--quick");
+int reps = quick ? 3 : 10;
+
+// gpt2-small: d = 768, 12 layers, rank 16 on attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj.
+var shape = new BaseModelShape(BaseModelShape.Gpt2, 12, 768, 12, 12, 64, 3072);
+const int rank = 16;
+foreach (var dist in new[] { "gaussian", "laplace" })
+{
+    var (config, file) = BuildGpt2Lora(shape, rank, seed: 1, dist);
+    var validated = PeftAdapterReader.Read(config, file, shape);
+    var original = AdapterMaterializer.Materialize(validated.Payload);
+    long parameters = validated.Payload.Tensors.Sum(t => t.ElementCount);
+    long zstd3 = Zstd(file, 3), zstd19 = Zstd(file, 19);
+    Console.WriteLine($"## gpt2-small shape, rank {rank}, all four module types, {dist} factors");
+    Console.WriteLine($"parameters {parameters:N0}; fp16 safetensors {file.Length:N0} B; zstd-3 of it {zstd3:N0} B; zstd-19 of it {zstd19:N0} B");
+    Console.WriteLine();
+    Console.WriteLine("| codec | density | stored bytes | × vs fp16 file | × vs zstd-19(fp16) | ΔW rel. error mean | max | encode ms | decode ms | decode MB/s (fp16 out) |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
+    foreach (double density in new[] { 0.05, 0.1, 0.2, 0.3 })
+    {
+        Row(new CodecOptions { ComPeft = new ComPeftOptions { Density = density } }, $"ComPEFT α=1·σ", density.ToString());
+    }
+    Row(new CodecOptions { Codec = AdapterCodec.Lossless }, "lossless fp16+zstd", "–");
+    Console.WriteLine();
+
+    void Row(CodecOptions options, string label, string density)
+    {
+        var sw = Stopwatch.StartNew();
+        var container = AdapterContainer.Encode(validated.Payload, options);
+        double encodeMs = sw.Elapsed.TotalMilliseconds;
+        AdapterPayload decoded = AdapterContainer.Decode(container);
+        var times = new List<double>();
+        for (int i = 0; i < reps; i++)
+        {
+            sw.Restart();
+            decoded = AdapterContainer.Decode(container);
+            times.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        double decodeMs = Median(times);
+        var errors = ReconstructionError.Compute(original, AdapterMaterializer.Materialize(decoded));
+        double mbps = parameters * 2 / 1e6 / (decodeMs / 1000);
+        Console.WriteLine($"| {label} | {density} | {container.Length:N0} | {file.Length / (double)container.Length:F1} | {zstd19 / (double)container.Length:F1} | {errors.Average(e => e.Relative):F3} | {errors.Max(e => e.Relative):F3} | {encodeMs:F0} | {decodeMs:F1} | {mbps:F0} |");
+    }
+}
+
+// Store latencies against embedded Garnet and (when installed) redis-server.
+var servers = new List<(string Name, string Conn, IDisposable Owner)>();
+var garnet = new EmbeddedGarnet(memory: "512m");
+servers.Add(("embedded Garnet", garnet.ConnectionString, garnet));
+var redis = TryStartRedis();
+if (redis is not null) servers.Add(("redis-server", redis.Value.Conn, redis.Value.Owner));
+var (cfg, weights) = BuildGpt2Lora(shape, rank, seed: 2, "gaussian");
+Console.WriteLine("## Store latencies (gpt2-small rank-16, ComPEFT density 0.1), median of " + reps);
+Console.WriteLine();
+Console.WriteLine("| server | upload-to-available ms (validate+encode+publish) | publish only ms | Redis-to-decoded ms (read+verify+decode+materialise) |");
+Console.WriteLine("|---|---|---|---|");
+foreach (var (name, conn, _) in servers)
+{
+    using var mux = await ConnectionMultiplexer.ConnectAsync(conn);
+    var store = new RedisAdapterStore(mux, new AdapterStoreOptions { KeepVersions = 2 });
+    var ingestor = new AdapterIngestor(store, new StaticBaseModelCatalog().Add("gpt2", shape));
+    var files = new PeftFiles(cfg, weights);
+    var upload = new List<double>();
+    var publish = new List<double>();
+    var load = new List<double>();
+    var container = AdapterContainer.Encode(PeftAdapterReader.Read(cfg, weights, shape).Payload, new CodecOptions());
+    for (int i = 0; i < reps + 1; i++)
+    {
+        var sw = Stopwatch.StartNew();
+        await ingestor.IngestAsync(new UploadRequest("bench", "a", null, files, new CodecOptions(), KeepOriginal: false), CancellationToken.None);
+        double u = sw.Elapsed.TotalMilliseconds;
+        sw.Restart();
+        await store.PublishAsync(new AdapterMetadata { Tenant = "bench", Name = "p", BaseModel = "gpt2", Checksum = "" }, container, null, CancellationToken.None);
+        double p = sw.Elapsed.TotalMilliseconds;
+        sw.Restart();
+        var loaded = await store.LoadAdapterAsync("bench", "a", null, CancellationToken.None);
+        double l = sw.Elapsed.TotalMilliseconds;
+        if (loaded is null) throw new InvalidOperationException("adapter vanished");
+        if (i == 0) continue; // JIT warm-up
+        upload.Add(u);
+        publish.Add(p);
+        load.Add(l);
+    }
+    Console.WriteLine($"| {name} | {Median(upload):F1} | {Median(publish):F1} | {Median(load):F1} |");
+}
+foreach (var s in servers) s.Owner.Dispose();
+return;
+
+static double Median(List<double> xs)
+{
+    var s = xs.Order().ToList();
+    return s[s.Count / 2];
+}
+
+static long Zstd(byte[] data, int level)
+{
+    using var c = new ZstdSharp.Compressor(level);
+    return c.Wrap(data).Length;
+}
+
+static (byte[] Config, byte[] File) BuildGpt2Lora(BaseModelShape shape, int rank, int seed, string dist)
+{
+    var rng = new Random(seed);
+    var entries = new List<SafetensorsWriter.Entry>();
+    for (int l = 0; l < shape.NumLayers; l++)
+    {
+        foreach (var module in shape.Modules)
+        {
+            var (i, o) = shape.Widths(module)!.Value;
+            string p = $"base_model.model.transformer.h.{l}.{module}";
+            // A like peft's Kaiming-uniform init scale, B as a trained update of similar norm.
+            entries.Add(SafetensorsWriter.Entry.F16($"{p}.lora_A.weight", [rank, i], Sample(rng, rank * i, 1.0 / Math.Sqrt(i), dist)));
+            entries.Add(SafetensorsWriter.Entry.F16($"{p}.lora_B.weight", [o, rank], Sample(rng, o * rank, 0.01, dist)));
+        }
+    }
+    string config = """{"peft_type": "LORA", "r": 16, "lora_alpha": 32, "target_modules": ["c_attn", "c_proj", "c_fc"], "fan_in_fan_out": true, "bias": "none", "task_type": "CAUSAL_LM"}""";
+    return (Encoding.UTF8.GetBytes(config), SafetensorsWriter.ToBytes(entries));
+}
+
+static float[] Sample(Random rng, int n, double scale, string dist)
+{
+    var v = new float[n];
+    for (int k = 0; k < n; k++)
+    {
+        double u = rng.NextDouble();
+        v[k] = dist == "laplace"
+            ? (float)(scale / Math.Sqrt(2) * (u < 0.5 ? Math.Log(2 * u + 1e-300) : -Math.Log(2 - 2 * u + 1e-300)))
+            : (float)(scale * Math.Sqrt(-2 * Math.Log(1 - u)) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+    }
+    return v;
+}
+
+static (string Conn, IDisposable Owner)? TryStartRedis()
+{
+    try
+    {
+        int port = EmbeddedGarnet.FreePort();
+        var psi = new ProcessStartInfo("redis-server") { UseShellExecute = false, RedirectStandardOutput = true };
+        foreach (var a in new[] { "--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no" }) psi.ArgumentList.Add(a);
+        var proc = Process.Start(psi)!;
+        proc.OutputDataReceived += (_, _) => { };
+        proc.BeginOutputReadLine();
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (true)
+        {
+            try
+            {
+                using var c = ConnectionMultiplexer.Connect($"127.0.0.1:{port},connectTimeout=500");
+                c.GetDatabase().Ping();
+                break;
+            }
+            catch (RedisConnectionException) when (DateTime.UtcNow < deadline)
+            {
+                Thread.Yield();
+            }
+        }
+        return ($"127.0.0.1:{port}", new ProcessOwner(proc));
+    }
+    catch (System.ComponentModel.Win32Exception)
+    {
+        return null;
+    }
+}
+
+sealed class ProcessOwner(Process p) : IDisposable
+{
+    public void Dispose()
+    {
+        p.Kill();
+        p.WaitForExit();
+        p.Dispose();
+    }
+}

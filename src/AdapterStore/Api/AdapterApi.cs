@@ -1,0 +1,227 @@
+using System.Globalization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.Net.Http.Headers;
+using Serving.AdapterStore.Compression;
+using Serving.AdapterStore.Ingest;
+using Serving.AdapterStore.Peft;
+using Serving.AdapterStore.Storage;
+
+namespace Serving.AdapterStore.Api;
+
+/// <summary>Response of a successful upload.</summary>
+/// <param name="Adapter">Stored metadata.</param>
+/// <param name="Errors">Relative ΔW error per module.</param>
+/// <param name="Notes">Ignored keys, corrections.</param>
+/// <param name="ElapsedMs">Time from received upload to available version.</param>
+public sealed record UploadResponse(AdapterMetadata Adapter, IReadOnlyList<ModuleError> Errors, IReadOnlyList<string> Notes, double ElapsedMs);
+
+/// <summary>The adapter endpoints (<c>/v1/adapters</c>), mounted by the gateway and by the one-process host.</summary>
+public static class AdapterApi
+{
+    /// <summary>Base of ProblemDetails <c>type</c> URIs; the error code is appended.</summary>
+    public const string ProblemTypeBase = "https://serving.local/problems/adapters/";
+
+    /// <summary>Maps upload, list, get, versions, original download and delete.</summary>
+    public static RouteGroupBuilder MapAdapterApi(this IEndpointRouteBuilder endpoints, string prefix = "/v1/adapters")
+    {
+        var group = endpoints.MapGroup(prefix).WithTags("Adapters");
+        group.MapPost("/{name}", UploadAsync).DisableAntiforgery().WithName("UploadAdapter");
+        group.MapGet("/", ListAsync).WithName("ListAdapters");
+        group.MapGet("/{name}", GetAsync).WithName("GetAdapter");
+        group.MapGet("/{name}/versions", VersionsAsync).WithName("ListAdapterVersions");
+        group.MapGet("/{name}/versions/{version:long}", GetVersionAsync).WithName("GetAdapterVersion");
+        group.MapGet("/{name}/versions/{version:long}/original", OriginalAsync).WithName("DownloadAdapterOriginal");
+        group.MapDelete("/{name}", DeleteAsync).WithName("DeleteAdapter");
+        group.MapDelete("/{name}/versions/{version:long}", DeleteVersionAsync).WithName("DeleteAdapterVersion");
+        return group;
+    }
+
+    /// <summary>The ProblemDetails for a refused upload: stable type, the message, the tensor when known.</summary>
+    public static ProblemHttpResult Problem(AdapterValidationException e) => TypedResults.Problem(
+        detail: e.Message,
+        statusCode: e.Status,
+        title: TitleOf(e.Code),
+        type: ProblemTypeBase + e.Code,
+        extensions: e.Tensor is null
+            ? new Dictionary<string, object?> { ["code"] = e.Code }
+            : new Dictionary<string, object?> { ["code"] = e.Code, ["tensor"] = e.Tensor });
+
+    private static ProblemHttpResult Problem(int status, string code, string detail) =>
+        Problem(new AdapterValidationException(code, detail, status: status));
+
+    private static string TitleOf(string code) => code switch
+    {
+        AdapterErrors.TooLarge => "Upload too large",
+        "not_found" => "Adapter not found",
+        "store_corrupt" => "Stored adapter is damaged",
+        _ => "Adapter upload refused",
+    };
+
+    private static ProblemHttpResult NotFound(string detail) => Problem(404, "not_found", detail);
+
+    internal static async Task<Results<Created<UploadResponse>, ProblemHttpResult>> UploadAsync(
+        string name, HttpRequest request, ITenantContext tenant, AdapterIngestor ingestor, AdapterApiOptions options, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var (files, fields) = await ReadUploadAsync(request, options.MaxUploadBytes, cancellationToken);
+            var codec = ParseCodec(fields);
+            bool keep = fields.TryGetValue("keep_original", out var k) ? ParseBool(k, "keep_original") : options.KeepOriginalByDefault;
+            fields.TryGetValue("base_model", out var baseModel);
+            var report = await ingestor.IngestAsync(new UploadRequest(tenant.TenantId, name, baseModel, files, codec, keep), cancellationToken);
+            var body = new UploadResponse(report.Metadata, report.Errors, report.Notes, report.ElapsedMs);
+            return TypedResults.Created($"{request.PathBase}{request.Path}/versions/{report.Metadata.Version}", body);
+        }
+        catch (AdapterValidationException e)
+        {
+            return Problem(e);
+        }
+    }
+
+    private static CodecOptions ParseCodec(Dictionary<string, string> fields)
+    {
+        var codec = AdapterCodec.ComPeft;
+        if (fields.TryGetValue("codec", out var c))
+        {
+            codec = c.ToLowerInvariant() switch
+            {
+                "compeft" => AdapterCodec.ComPeft,
+                "lossless" => AdapterCodec.Lossless,
+                _ => throw new AdapterValidationException(AdapterErrors.CodecInvalid, $"codec '{c}' is unknown; use 'compeft' or 'lossless'.", status: 400),
+            };
+        }
+        double density = fields.TryGetValue("density", out var d) ? ParseDouble(d, "density") : ComPeftOptions.DefaultDensity;
+        double factor = fields.TryGetValue("factor", out var f) ? ParseDouble(f, "factor") : ComPeftOptions.DefaultFactor;
+        return new CodecOptions { Codec = codec, ComPeft = new ComPeftOptions { Density = density, Factor = factor } };
+    }
+
+    private static double ParseDouble(string text, string field) =>
+        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v
+        : throw new AdapterValidationException(AdapterErrors.CodecInvalid, $"'{field}' must be a number, got '{text}'.", status: 400);
+
+    private static bool ParseBool(string text, string field) =>
+        bool.TryParse(text, out bool v) ? v
+        : throw new AdapterValidationException(AdapterErrors.UploadInvalid, $"'{field}' must be true or false, got '{text}'.", status: 400);
+
+    /// <summary>Streams the multipart body, counting bytes against the limit; files by field or file name, or one archive.</summary>
+    private static async Task<(PeftFiles Files, Dictionary<string, string> Fields)> ReadUploadAsync(HttpRequest request, long maxBytes, CancellationToken cancellationToken)
+    {
+        if (request.ContentLength is long declared && declared > maxBytes) throw PeftArchive.TooLarge(maxBytes);
+        if (request.HttpContext.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = maxBytes + (64 << 10);
+        if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType) || !mediaType.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase))
+            throw new AdapterValidationException(AdapterErrors.UploadInvalid, "Send multipart/form-data with adapter_config.json and adapter_model.safetensors, or one .tar/.zip archive.", status: 400);
+        string boundary = HeaderUtilities.RemoveQuotes(mediaType.Boundary).Value ?? "";
+        if (boundary.Length == 0) throw new AdapterValidationException(AdapterErrors.UploadInvalid, "multipart/form-data without a boundary.", status: 400);
+
+        var reader = new MultipartReader(boundary, request.Body) { BodyLengthLimit = null };
+        var fields = new Dictionary<string, string>(StringComparer.Ordinal);
+        byte[]? config = null, weights = null, archive = null;
+        bool pickle = false;
+        long total = 0;
+        try
+        {
+            while (await reader.ReadNextSectionAsync(cancellationToken) is { } section)
+            {
+                if (!ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var cd)) continue;
+                string field = HeaderUtilities.RemoveQuotes(cd.Name).Value ?? "";
+                string? fileName = HeaderUtilities.RemoveQuotes(cd.FileNameStar.HasValue ? cd.FileNameStar : cd.FileName).Value;
+                var data = await ReadLimitedAsync(section.Body, maxBytes - total, maxBytes, cancellationToken);
+                total += data.Length;
+                if (string.IsNullOrEmpty(fileName))
+                {
+                    fields[field] = System.Text.Encoding.UTF8.GetString(data);
+                    continue;
+                }
+                string file = Path.GetFileName(fileName.Replace('\\', '/'));
+                if (file.EndsWith(".bin", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".pt", StringComparison.OrdinalIgnoreCase)
+                    || file.EndsWith(".pth", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".ckpt", StringComparison.OrdinalIgnoreCase)) pickle = true;
+                else if (file == PeftFiles.ConfigName || field is "config" or "adapter_config") config = data;
+                else if (file == PeftFiles.WeightsName || field is "weights" or "adapter_model") weights = data;
+                else if (field == "archive" || file.EndsWith(".tar", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".zip", StringComparison.OrdinalIgnoreCase)) archive = data;
+            }
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            throw PeftArchive.TooLarge(maxBytes);
+        }
+        catch (IOException e) when (e is not EndOfStreamException)
+        {
+            throw new AdapterValidationException(AdapterErrors.UploadInvalid, $"The multipart body cannot be read: {e.Message}", status: 400);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new AdapterValidationException(AdapterErrors.UploadInvalid, $"The multipart body is malformed: {e.Message}", status: 400);
+        }
+        if (archive is not null && config is null && weights is null) return (PeftArchive.Read(archive, maxBytes), fields);
+        return (PeftFiles.From(config, weights, pickle), fields);
+    }
+
+    private static async Task<byte[]> ReadLimitedAsync(Stream s, long remaining, long max, CancellationToken cancellationToken)
+    {
+        using var ms = new MemoryStream();
+        var buffer = new byte[81920];
+        int read;
+        while ((read = await s.ReadAsync(buffer, cancellationToken)) > 0)
+        {
+            if (ms.Length + read > remaining) throw PeftArchive.TooLarge(max);
+            ms.Write(buffer, 0, read);
+        }
+        return ms.ToArray();
+    }
+
+    internal static async Task<Ok<IReadOnlyList<AdapterMetadata>>> ListAsync(ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken) =>
+        TypedResults.Ok(await store.ListAsync(tenant.TenantId, cancellationToken));
+
+    internal static async Task<Results<Ok<AdapterMetadata>, ProblemHttpResult>> GetAsync(string name, ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken) =>
+        await GetVersionCoreAsync(name, null, tenant, store, cancellationToken);
+
+    internal static async Task<Results<Ok<AdapterMetadata>, ProblemHttpResult>> GetVersionAsync(string name, long version, ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken) =>
+        await GetVersionCoreAsync(name, version, tenant, store, cancellationToken);
+
+    private static async Task<Results<Ok<AdapterMetadata>, ProblemHttpResult>> GetVersionCoreAsync(string name, long? version, ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken)
+    {
+        if (!AdapterKeys.IsValidName(name)) return NotFound($"No adapter '{name}'.");
+        var meta = await store.GetMetadataAsync(tenant.TenantId, name, version, cancellationToken);
+        return meta is null ? NotFound(version is null ? $"No adapter '{name}'." : $"No version {version} of adapter '{name}'.") : TypedResults.Ok(meta);
+    }
+
+    internal static async Task<Results<Ok<IReadOnlyList<AdapterMetadata>>, ProblemHttpResult>> VersionsAsync(string name, ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken)
+    {
+        if (!AdapterKeys.IsValidName(name)) return NotFound($"No adapter '{name}'.");
+        var versions = await store.ListVersionsAsync(tenant.TenantId, name, cancellationToken);
+        return versions.Count == 0 ? NotFound($"No adapter '{name}'.") : TypedResults.Ok(versions);
+    }
+
+    internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> OriginalAsync(string name, long version, ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken)
+    {
+        if (!AdapterKeys.IsValidName(name)) return NotFound($"No adapter '{name}'.");
+        try
+        {
+            var tar = await store.ReadOriginalAsync(tenant.TenantId, name, version, cancellationToken);
+            return tar is null
+                ? NotFound($"No original kept for version {version} of adapter '{name}'.")
+                : TypedResults.File(tar, "application/x-tar", $"{name}-v{version}.tar");
+        }
+        catch (StoreCorruptException e)
+        {
+            return Problem(500, "store_corrupt", e.Message);
+        }
+    }
+
+    internal static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(string name, ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken)
+    {
+        if (!AdapterKeys.IsValidName(name)) return NotFound($"No adapter '{name}'.");
+        return await store.DeleteAsync(tenant.TenantId, name, null, cancellationToken) ? TypedResults.NoContent() : NotFound($"No adapter '{name}'.");
+    }
+
+    internal static async Task<Results<NoContent, ProblemHttpResult>> DeleteVersionAsync(string name, long version, ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken)
+    {
+        if (!AdapterKeys.IsValidName(name)) return NotFound($"No adapter '{name}'.");
+        return await store.DeleteAsync(tenant.TenantId, name, version, cancellationToken) ? TypedResults.NoContent() : NotFound($"No version {version} of adapter '{name}'.");
+    }
+}

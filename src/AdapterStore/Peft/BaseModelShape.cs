@@ -1,0 +1,78 @@
+using System.Text.RegularExpressions;
+using Serving.Checkpoints;
+
+namespace Serving.AdapterStore.Peft;
+
+/// <summary>The adaptable projections of a base model and their widths, derived from its config.json.</summary>
+/// <param name="Architecture"><c>gpt2</c> or <c>llama</c>.</param>
+/// <param name="NumLayers">Transformer blocks.</param>
+/// <param name="HiddenSize">d.</param>
+/// <param name="NumHeads">Query heads.</param>
+/// <param name="NumKvHeads">Key/value heads.</param>
+/// <param name="HeadDim">Head width.</param>
+/// <param name="IntermediateSize">MLP width (GPT-2 n_inner, default 4d).</param>
+public sealed partial record BaseModelShape(string Architecture, int NumLayers, int HiddenSize, int NumHeads, int NumKvHeads, int HeadDim, int IntermediateSize)
+{
+    /// <summary>GPT-2 family id.</summary>
+    public const string Gpt2 = "gpt2";
+    /// <summary>Llama family id.</summary>
+    public const string Llama = "llama";
+
+    /// <summary>Shape of a checkpoint described by its config.json.</summary>
+    public static BaseModelShape FromConfig(ModelConfig config) => new(
+        config.Architecture == ModelArchitecture.Gpt2 ? Gpt2 : Llama,
+        config.NumLayers, config.HiddenSize, config.NumHeads, config.NumKvHeads, config.HeadDim, config.IntermediateSize);
+
+    /// <summary>Layer-relative module names that may be adapted, in canonical order.</summary>
+    public IReadOnlyList<string> Modules => Architecture == Gpt2
+        ? ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
+        : ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+
+    /// <summary>Logical (in, out) widths of a module (y = W x; GPT-2's Conv1D stores W transposed, which A/B do not see).</summary>
+    public (int In, int Out)? Widths(string module)
+    {
+        int d = HiddenSize, q = NumHeads * HeadDim, kv = NumKvHeads * HeadDim, f = IntermediateSize;
+        return (Architecture, module) switch
+        {
+            (Gpt2, "attn.c_attn") => (d, 3 * d),
+            (Gpt2, "attn.c_proj") => (d, d),
+            (Gpt2, "mlp.c_fc") => (d, f),
+            (Gpt2, "mlp.c_proj") => (f, d),
+            (Llama, "self_attn.q_proj") => (d, q),
+            (Llama, "self_attn.k_proj") => (d, kv),
+            (Llama, "self_attn.v_proj") => (d, kv),
+            (Llama, "self_attn.o_proj") => (q, d),
+            (Llama, "mlp.gate_proj") => (d, f),
+            (Llama, "mlp.up_proj") => (d, f),
+            (Llama, "mlp.down_proj") => (f, d),
+            _ => null,
+        };
+    }
+
+    /// <summary>Canonical module path, e.g. <c>transformer.h.3.attn.c_attn</c>.</summary>
+    public string PathOf(int layer, string module) => Architecture == Gpt2 ? $"transformer.h.{layer}.{module}" : $"model.layers.{layer}.{module}";
+
+    /// <summary>
+    /// Splits a module path into layer and module for this architecture (a headless GPT-2 path without
+    /// <c>transformer.</c> is accepted); false when the path is no adaptable module of this family.
+    /// </summary>
+    public bool TryParsePath(string path, out int layer, out string module)
+    {
+        var m = (Architecture == Gpt2 ? Gpt2Path() : LlamaPath()).Match(path);
+        layer = 0;
+        module = "";
+        if (!m.Success || !int.TryParse(m.Groups[1].ValueSpan, out layer)) return false;
+        module = m.Groups[2].Value;
+        return true;
+    }
+
+    /// <summary>Which family a path belongs to, if any (to tell "wrong base model" from "bad module name").</summary>
+    public static string? FamilyOf(string path) =>
+        Gpt2Path().IsMatch(path) ? Gpt2 : LlamaPath().IsMatch(path) ? Llama : null;
+
+    [GeneratedRegex(@"^(?:transformer\.)?h\.(\d{1,6})\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$")]
+    private static partial Regex Gpt2Path();
+
+    [GeneratedRegex(@"^model\.layers\.(\d{1,6})\.(self_attn\.[qkvo]_proj|mlp\.gate_proj|mlp\.up_proj|mlp\.down_proj)$")]
+    private static partial Regex LlamaPath();
+}
