@@ -23,6 +23,7 @@ internal sealed class StreamGuardHandler(TimeSpan idleTimeout, GatewayMetrics me
         var response = await base.SendAsync(request, cancellationToken);
         if (response.Content.Headers.ContentType?.MediaType != "text/event-stream") return response;
         var inner = await response.Content.ReadAsStreamAsync(cancellationToken);
+
         var guarded = new StreamContent(new GuardedStream(inner, idleTimeout, metrics));
         foreach (var h in response.Content.Headers) guarded.Headers.TryAddWithoutValidation(h.Key, h.Value);
         response.Content = guarded;
@@ -60,6 +61,8 @@ internal sealed class GuardedStream(Stream inner, TimeSpan idleTimeout, GatewayM
         try
         {
             int n = await inner.ReadAsync(buffer, idle.Token);
+            // A zero-byte read (YARP waits for data that way) says nothing about the end of the stream.
+            if (buffer.Length == 0) return 0;
             if (n == 0)
             {
                 _done = true;

@@ -95,7 +95,7 @@ public sealed class GatewayHost : IAsyncDisposable
     /// <summary>Stores an adapter record directly (the payload is opaque to the gateway).</summary>
     public Task<AdapterMetadata> PublishAdapterAsync(string tenant, string name, string baseModel = "fake", byte[]? original = null) =>
         Services.GetRequiredService<IAdapterStore>().PublishAsync(
-            new AdapterMetadata { Tenant = tenant, Name = name, BaseModel = baseModel, Checksum = "" }, [1, 2, 3, 4], original, CancellationToken.None);
+            new AdapterMetadata { Tenant = tenant, Name = name, BaseModel = baseModel, Checksum = "" }, new byte[64], original, CancellationToken.None);
 
     public async ValueTask DisposeAsync()
     {
