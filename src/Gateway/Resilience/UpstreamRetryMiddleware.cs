@@ -39,12 +39,14 @@ internal sealed partial class UpstreamRetryMiddleware
     {
         var proxy = context.GetReverseProxyFeature();
         var tried = new List<DestinationState>();
+        // Load balancing narrows AvailableDestinations to the one it picked; later attempts choose from the original set.
+        var candidates = proxy.AvailableDestinations;
         await _pipeline.ExecuteAsync(async _ =>
         {
             if (tried.Count > 0)
             {
                 // Reset what the failed attempt left, and offer only the nodes not tried yet.
-                var remaining = proxy.AvailableDestinations.Where(d => !tried.Contains(d)).ToList();
+                var remaining = candidates.Where(d => !tried.Contains(d)).ToList();
                 if (remaining.Count == 0) return false;
                 proxy.AvailableDestinations = remaining;
                 context.Features.Set<IForwarderErrorFeature>(null);

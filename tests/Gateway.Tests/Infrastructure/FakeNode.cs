@@ -160,6 +160,8 @@ public sealed class FakeNode : IAsyncDisposable
             {
                 if (DieAfterChunks == i)
                 {
+                    // Let the gateway read what was sent, then cut the connection as a crashed process would.
+                    if (i > 0) await Task.Delay(200);
                     ctx.Abort();
                     return;
                 }

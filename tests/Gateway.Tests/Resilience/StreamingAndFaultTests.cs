@@ -186,7 +186,9 @@ public sealed class StreamingAndFaultTests(RedisFixture redis)
         Assert.Equal(received.Count, received.Distinct().Count());          // none duplicated
         Assert.Equal(40, received.Count);                                    // none lost: each reached exactly one node
         var failed = outcomes.Where(o => o.Value != "done").ToList();
-        Assert.All(failed, f => Assert.Equal("event:upstream_disconnected", f.Value));
+        // A stream cut after its first bytes ends with an error event; one cut before the node sent its headers gets a
+        // 502 upstream_error (accepted by the node, so not replayed). Either way only requests the dead node had accepted fail.
+        Assert.All(failed, f => Assert.Contains(f.Value, new[] { "event:upstream_disconnected", "http:upstream_error" }));
         Assert.All(failed, f => Assert.Contains(n1.Received, x => x.User == f.Key));
         // Requests that started well after the kill were all served (by n2).
         Assert.All(started.Where(s => s.Value > killedAt!.Value.AddMilliseconds(200)), s => Assert.Equal("done", outcomes[s.Key]));

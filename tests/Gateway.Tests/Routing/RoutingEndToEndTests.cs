@@ -44,6 +44,15 @@ public sealed class RoutingEndToEndTests(RedisFixture redis)
         Assert.Equal(30, hotOnN1 + hotOnN2);
         Assert.True(hotOnN2 >= 27, $"hot adapter: {hotOnN2} of 30 on the holder");
         Assert.Equal(60, n1.Received.Count + n2.Received.Count);
+
+        using var anonymous = gw.Client(null);
+        string metrics = "";
+        for (int i = 0; i < 20 && !metrics.Contains("residency=\"device\""); i++)
+        {
+            if (i > 0) await Task.Delay(200);
+            metrics = await anonymous.GetStringAsync("/metrics");
+        }
+        Assert.Contains("gateway_routing_decisions_total{otel_scope_name=\"Serving.Gateway\",residency=\"device\"}", metrics);
     }
 
     [Fact]
