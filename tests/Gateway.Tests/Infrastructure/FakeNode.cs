@@ -67,7 +67,7 @@ public sealed class FakeNode : IAsyncDisposable
     public int QueueDepth { get; set; }
     public double KvUsage { get; set; }
     public int MaxRunning { get; set; } = 32;
-    public TimeSpan HeartbeatTtl { get; set; } = TimeSpan.FromSeconds(1);
+    public TimeSpan HeartbeatTtl { get; set; } = TimeSpan.FromSeconds(3);
 
     public static async Task<FakeNode> StartAsync(string redis, string registryPrefix, string id, string model = "fake", bool heartbeat = true)
     {

@@ -99,6 +99,8 @@ public sealed class RoutingEndToEndTests(RedisFixture redis)
         await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
         await gw.WaitForNodesAsync("n1");
         await using var n2 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n2");
+        n2.HeartbeatTtl = TimeSpan.FromSeconds(1);
+        await n2.PublishAsync();
         await gw.WaitForNodesAsync("n1", "n2");
 
         var killed = DateTime.UtcNow;
