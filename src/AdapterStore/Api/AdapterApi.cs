@@ -59,6 +59,7 @@ public static class AdapterApi
         AdapterErrors.TooLarge => "Upload too large",
         "not_found" => "Adapter not found",
         "store_corrupt" => "Stored adapter is damaged",
+        "store_unavailable" => "Adapter store unavailable",
         _ => "Adapter upload refused",
     };
 
@@ -81,6 +82,11 @@ public static class AdapterApi
         {
             return Problem(e);
         }
+        catch (Exception e) when (e is StoreCorruptException or StackExchange.Redis.RedisException)
+        {
+            // The upload was valid; the store failed (nothing became visible): the client may retry.
+            return Problem(503, "store_unavailable", $"The adapter store could not publish the upload: {e.Message}");
+        }
     }
 
     private static CodecOptions ParseCodec(Dictionary<string, string> fields)
@@ -97,7 +103,17 @@ public static class AdapterApi
         }
         double density = fields.TryGetValue("density", out var d) ? ParseDouble(d, "density") : ComPeftOptions.DefaultDensity;
         double factor = fields.TryGetValue("factor", out var f) ? ParseDouble(f, "factor") : ComPeftOptions.DefaultFactor;
-        return new CodecOptions { Codec = codec, ComPeft = new ComPeftOptions { Density = density, Factor = factor } };
+        var scope = ThresholdScope.Global;
+        if (fields.TryGetValue("scope", out var sc))
+        {
+            scope = sc.ToLowerInvariant() switch
+            {
+                "global" => ThresholdScope.Global,
+                "per_tensor" => ThresholdScope.PerTensor,
+                _ => throw new AdapterValidationException(AdapterErrors.CodecInvalid, $"scope '{sc}' is unknown; use 'global' or 'per_tensor'.", status: 400),
+            };
+        }
+        return new CodecOptions { Codec = codec, ComPeft = new ComPeftOptions { Density = density, Factor = factor, Scope = scope } };
     }
 
     private static double ParseDouble(string text, string field) =>

@@ -64,6 +64,13 @@ public static class AdapterContainer
             ? EncodeComPeft(payload, options.ComPeft, body)
             : EncodeLossless(payload, options.ZstdLevel, body);
 
+        return Assemble(header, body.GetBuffer().AsSpan(0, (int)body.Length));
+    }
+
+    /// <summary>Writes prefix, header, body and checksum (also used by tests to build hostile but well-checksummed containers).</summary>
+    internal static byte[] Assemble(ContainerHeader header, ReadOnlySpan<byte> body)
+    {
+        var codec = header.Codec;
         byte[] headerJson = JsonSerializer.SerializeToUtf8Bytes(header, Json);
         // Tensor names repeat a lot: zstd makes the header ~10x smaller, which matters next to a 0.6-bit-per-weight body.
         byte[] headerBytes;
@@ -74,7 +81,7 @@ public static class AdapterContainer
             headerBytes = headerJson;
             flags = 0;
         }
-        int total = PrefixSize + headerBytes.Length + (int)body.Length + TrailerSize;
+        int total = PrefixSize + headerBytes.Length + body.Length + TrailerSize;
         var result = new byte[total];
         Magic.CopyTo(result);
         BinaryPrimitives.WriteUInt16LittleEndian(result.AsSpan(4), FormatVersion);
@@ -82,7 +89,7 @@ public static class AdapterContainer
         result[7] = flags;
         BinaryPrimitives.WriteUInt32LittleEndian(result.AsSpan(8), (uint)headerBytes.Length);
         headerBytes.CopyTo(result.AsSpan(PrefixSize));
-        body.GetBuffer().AsSpan(0, (int)body.Length).CopyTo(result.AsSpan(PrefixSize + headerBytes.Length));
+        body.CopyTo(result.AsSpan(PrefixSize + headerBytes.Length));
         ulong hash = XxHash64.HashToUInt64(result.AsSpan(0, total - TrailerSize));
         BinaryPrimitives.WriteUInt64LittleEndian(result.AsSpan(total - TrailerSize), hash);
         return result;
@@ -153,9 +160,12 @@ public static class AdapterContainer
     {
         var tensorEntries = new List<TensorEntry>();
         var groups = new List<GroupEntry>();
-        foreach (string g in new[] { "A", "B" })
+        foreach (var t in payload.Tensors) _ = GroupOf(t.Name);
+        var plan = options.Scope == ThresholdScope.Global
+            ? new[] { "A", "B" }.Select(g => (Name: g, Members: payload.Tensors.Where(t => GroupOf(t.Name) == g).ToList())).ToList()
+            : payload.Tensors.Select((t, i) => (Name: "t" + i.ToString(System.Globalization.CultureInfo.InvariantCulture), Members: new List<AdapterTensor> { t })).ToList();
+        foreach (var (g, members) in plan)
         {
-            var members = payload.Tensors.Where(t => GroupOf(t.Name) == g).ToList();
             long n = members.Sum(t => t.ElementCount);
             if (n > int.MaxValue) throw new ArgumentException($"Group {g} has {n} elements; at most {int.MaxValue} are supported.");
             var flat = new float[n];

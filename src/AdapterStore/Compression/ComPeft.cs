@@ -1,8 +1,21 @@
 namespace Serving.AdapterStore.Compression;
 
+/// <summary>Over what the top-k threshold, σ and α are computed.</summary>
+[System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<ThresholdScope>))]
+public enum ThresholdScope
+{
+    /// <summary>The reference: one group of all lora_A tensors and one of all lora_B tensors.</summary>
+    Global,
+    /// <summary>Each tensor on its own: every module keeps its share, with its own σ and α.</summary>
+    PerTensor,
+}
+
 /// <summary>ComPEFT parameters (see docs/adapter-store.md for how the defaults were chosen).</summary>
 public sealed record ComPeftOptions
 {
+    /// <summary>Threshold scope; <see cref="ThresholdScope.Global"/> reproduces the reference exactly.</summary>
+    public ThresholdScope Scope { get; init; } = ThresholdScope.Global;
+
     /// <summary>Default kept fraction: 0.1 meets the ≥ 16× target against fp16 with margin.</summary>
     public const double DefaultDensity = 0.1;
 

@@ -53,8 +53,8 @@ public sealed partial record BaseModelShape(string Architecture, int NumLayers, 
     public string PathOf(int layer, string module) => Architecture == Gpt2 ? $"transformer.h.{layer}.{module}" : $"model.layers.{layer}.{module}";
 
     /// <summary>
-    /// Splits a module path into layer and module for this architecture (a headless GPT-2 path without
-    /// <c>transformer.</c> is accepted); false when the path is no adaptable module of this family.
+    /// Splits a module path into layer and module for this architecture (headless paths without
+    /// <c>transformer.</c> / <c>model.</c> are accepted); false when the path is no adaptable module of this family.
     /// </summary>
     public bool TryParsePath(string path, out int layer, out string module)
     {
@@ -73,6 +73,6 @@ public sealed partial record BaseModelShape(string Architecture, int NumLayers, 
     [GeneratedRegex(@"^(?:transformer\.)?h\.(\d{1,6})\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$")]
     private static partial Regex Gpt2Path();
 
-    [GeneratedRegex(@"^model\.layers\.(\d{1,6})\.(self_attn\.[qkvo]_proj|mlp\.gate_proj|mlp\.up_proj|mlp\.down_proj)$")]
+    [GeneratedRegex(@"^(?:model\.)?layers\.(\d{1,6})\.(self_attn\.[qkvo]_proj|mlp\.gate_proj|mlp\.up_proj|mlp\.down_proj)$")]
     private static partial Regex LlamaPath();
 }

@@ -72,7 +72,8 @@ public static class PeftAdapterReader
         if (config.LayersToTransform is { } layers && !layers.Contains(layer))
             throw new AdapterValidationException(AdapterErrors.NotTargeted, $"Tensor '{tensor}' is for layer {layer}, which layers_to_transform excludes.", tensor);
         var (inF, outF) = shape.Widths(module)!.Value;
-        return new ModuleRef(canonical, layer, module, inF, outF);
+        // Keep the path as uploaded (a headless GPT2Model adapter has no 'transformer.'): tensor names are rebuilt from it.
+        return new ModuleRef(path, layer, module, inF, outF);
     }
 
     private static void RefuseForeign(string name, AdapterKind kind)

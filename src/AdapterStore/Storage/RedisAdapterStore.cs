@@ -74,6 +74,9 @@ public sealed partial class RedisAdapterStore : IAdapterStore
     /// <summary>Test hook: runs after each staged chunk is written (used to kill the server mid-upload).</summary>
     internal Func<int, Task>? AfterChunkWritten { get; set; }
 
+    /// <summary>Test hook: runs between the metadata read and the chunk read.</summary>
+    internal Func<Task>? BeforeChunksRead { get; set; }
+
     /// <summary>Creates a store over an open connection.</summary>
     public RedisAdapterStore(IConnectionMultiplexer redis, AdapterStoreOptions options, TimeProvider? time = null, ILogger<RedisAdapterStore>? logger = null)
     {
@@ -216,7 +219,18 @@ public sealed partial class RedisAdapterStore : IAdapterStore
     {
         var meta = await GetMetadataAsync(tenant, name, version, cancellationToken);
         if (meta is null) return null;
-        var data = await ReadChunksAsync(meta, meta.Chunks, meta.ChunkHashes, meta.StoredBytes, i => _keys.Chunk(tenant, name, meta.Version, i), "payload", cancellationToken);
+        if (BeforeChunksRead is { } hook) await hook();
+        byte[] data;
+        try
+        {
+            data = await ReadChunksAsync(meta, meta.Chunks, meta.ChunkHashes, meta.StoredBytes, i => _keys.Chunk(tenant, name, meta.Version, i), "payload", cancellationToken);
+        }
+        catch (StoreCorruptException)
+        {
+            // Deleted (or cleaned up) between reading the metadata and the chunks: absent, not damaged.
+            if (!await Db.KeyExistsAsync(_keys.Meta(tenant, name, meta.Version))) return null;
+            throw;
+        }
         string actual = AdapterContainer.ChecksumOf(data);
         if (actual != meta.Checksum)
             throw new StoreCorruptException($"Adapter {tenant}/{name} v{meta.Version}: container checksum {actual} differs from metadata {meta.Checksum}.");
@@ -313,8 +327,16 @@ public sealed partial class RedisAdapterStore : IAdapterStore
         var queue = await subscriber.SubscribeAsync(channel).WaitAsync(cancellationToken);
         queue.OnMessage(message =>
         {
-            var e = JsonSerializer.Deserialize<AdapterEvent>((string)message.Message!, AdapterContainer.Json);
-            if (e is not null) handler(e);
+            try
+            {
+                var e = JsonSerializer.Deserialize<AdapterEvent>((string)message.Message!, AdapterContainer.Json);
+                if (e is not null) handler(e);
+            }
+            catch (Exception ex) when (ex is JsonException or InvalidOperationException or ArgumentException)
+            {
+                // One bad message or handler failure must not end the subscription.
+                Log.EventFailed(_logger, ex);
+            }
         });
         return new Subscription(queue);
     }
@@ -349,5 +371,8 @@ public sealed partial class RedisAdapterStore : IAdapterStore
 
         [LoggerMessage(EventId = 4102, Level = LogLevel.Information, Message = "Deleted adapter {Tenant}/{Name} v{Version}")]
         public static partial void Deleted(ILogger logger, string tenant, string name, long version);
+
+        [LoggerMessage(EventId = 4103, Level = LogLevel.Warning, Message = "Adapter event could not be handled")]
+        public static partial void EventFailed(ILogger logger, Exception exception);
     }
 }

@@ -53,6 +53,22 @@ public sealed class AdapterContainerTests
         AssertMatchesReference(payload, density, factor: 2.5);
     }
 
+    [Theory]
+    [InlineData(0.1)]
+    [InlineData(0.3)]
+    public void Decode_PerTensorScope_EqualsReferenceAppliedToEachTensor(double density)
+    {
+        var payload = TestAdapters.Gpt2Lora(layers: 2, d: 32, rank: 4, seed: 12);
+        var options = new CodecOptions { ComPeft = new ComPeftOptions { Density = density, Scope = ThresholdScope.PerTensor } };
+        var decoded = AdapterContainer.Decode(AdapterContainer.Encode(payload, options));
+        foreach (var t in payload.Tensors)
+        {
+            var expected = ComPeftReference.Apply(t.Data, density, 1.0, out _);
+            Assert.Equal(expected, decoded.Find(t.Name)!.Data);
+            Assert.True(decoded.Find(t.Name)!.Data.Count(v => v != 0) >= (int)Math.Floor(t.Data.Length * density), "every tensor keeps its share");
+        }
+    }
+
     [Fact]
     public void Decode_AllZeroTensor_EqualsReferenceAndIsZero()
     {

@@ -58,6 +58,27 @@ public sealed class PeftAdapterReaderTests
     }
 
     [Fact]
+    public void Read_HeadlessGpt2ModelKeys_AreAcceptedAndMaterialised()
+    {
+        var good = PeftFolders.Gpt2Lora();
+        var entries = good.Tensors.Select(kv => SafetensorsWriter.Entry.F32(kv.Key.Replace("base_model.model.transformer.", "base_model.model."), kv.Value.Shape, kv.Value.Data)).ToList();
+        var v = PeftAdapterReader.Read(good.ConfigBytes, SafetensorsWriter.ToBytes(entries), PeftFolders.Gpt2);
+        var adapter = AdapterMaterializer.Materialize(v.Payload);
+        Assert.Equal(8, adapter.Modules.Count);
+        Assert.Equal(good.Tensors["base_model.model.transformer.h.1.mlp.c_fc.lora_B.weight"].Data, adapter.Find(1, "mlp.c_fc")!.B);
+    }
+
+    [Fact]
+    public void Read_Fp16Upload_KeepsDtypeAndValues()
+    {
+        var folder = PeftFolders.Gpt2Lora(dtype: SafetensorsDType.F16);
+        var v = PeftAdapterReader.Read(folder.ConfigBytes, folder.Safetensors, PeftFolders.Gpt2);
+        Assert.All(v.Payload.Tensors, t => Assert.Equal(TensorElementType.F16, t.SourceType));
+        var t0 = v.Payload.Tensors[0];
+        Assert.Equal(folder.Tensors[t0.Name].Data.Select(x => (float)(Half)x), t0.Data);
+    }
+
+    [Fact]
     public void Read_RankPattern_OverridesRankAndScale()
     {
         var folder = PeftFolders.Gpt2Lora(rankPatternFc: true);

@@ -47,6 +47,18 @@ public abstract class AdapterStoreContractTests : IDisposable
     }
 
     [Fact]
+    public async Task Read_OtherTenant_SeesNothing()
+    {
+        await Store.PublishAsync(Draft("mine"), Container(1), null, Ct);
+        string other = Tenant + "x";
+        Assert.Null(await Store.GetMetadataAsync(other, "mine", null, Ct));
+        Assert.Null(await Store.ReadAsync(other, "mine", 1, Ct));
+        Assert.Empty(await Store.ListAsync(other, Ct));
+        Assert.False(await Store.DeleteAsync(other, "mine", null, Ct));
+        Assert.NotNull(await Store.GetMetadataAsync(Tenant, "mine", null, Ct));
+    }
+
+    [Fact]
     public async Task Publish_Twice_MovesPointerAndKeepsOldVersion()
     {
         await Store.PublishAsync(Draft("a2"), Container(1), null, Ct);
@@ -85,6 +97,16 @@ public abstract class AdapterStoreContractTests : IDisposable
         var e = await Assert.ThrowsAsync<StoreCorruptException>(() => Store.ReadAsync(Tenant, "bad", null, Ct));
         Assert.Contains("chunk 1", e.Message);
         Assert.Contains("corrupted", e.Message);
+    }
+
+    [Fact]
+    public async Task Read_VersionDeletedConcurrently_IsAbsentNotCorrupt()
+    {
+        var meta = await Store.PublishAsync(Draft("race"), Container(3), null, Ct);
+        // The delete lands between the metadata read and the chunk read.
+        Store.BeforeChunksRead = () => Store.DeleteAsync(Tenant, "race", meta.Version, Ct);
+        Assert.Null(await Store.ReadAsync(Tenant, "race", meta.Version, Ct));
+        Store.BeforeChunksRead = null;
     }
 
     [Fact]
@@ -172,7 +194,8 @@ public sealed class ServerCrashTests : IDisposable
     {
         using var server = new RedisServerProcess("--appendonly", "yes", "--appendfsync", "always", "--dir", _dir);
         string tenant = "crash";
-        using (var redis = await ConnectionMultiplexer.ConnectAsync(server.ConnectionString))
+        // Short timeouts: after the kill the client fails fast instead of waiting out the defaults.
+        using (var redis = await ConnectionMultiplexer.ConnectAsync(server.ConnectionString + ",asyncTimeout=1000,syncTimeout=1000,connectRetry=0"))
         {
             var store = new RedisAdapterStore(redis, new AdapterStoreOptions { ChunkBytes = 4096 });
             var draft = new AdapterMetadata { Tenant = tenant, Name = "x", BaseModel = "b", Checksum = "" };

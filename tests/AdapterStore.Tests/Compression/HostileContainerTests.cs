@@ -1,0 +1,90 @@
+using Serving.AdapterStore.Compression;
+
+namespace Serving.AdapterStore.Tests.Compression;
+
+/// <summary>Containers with a valid checksum but lying headers: the decoder must refuse each with a format error, never crash or over-read.</summary>
+public sealed class HostileContainerTests
+{
+    private static (ContainerHeader Header, byte[] Body) Valid(AdapterCodec codec)
+    {
+        var bytes = AdapterContainer.Encode(TestAdapters.Gpt2Lora(1, 16, 2, 3), new CodecOptions { Codec = codec, ComPeft = new() { Density = 0.3 } });
+        var header = AdapterContainer.ReadHeader(bytes, out var body);
+        return (header, body.ToArray());
+    }
+
+    public static TheoryData<string> ComPeftLies => new()
+    {
+        "positions_offset_past_body", "positions_length_negative", "signs_past_body", "kept_more_than_count", "kept_off_by_one",
+        "count_mismatch", "tensor_offset_gap", "shape_count_mismatch", "negative_dimension", "rice_parameter_huge", "coding_flip",
+    };
+
+    [Theory]
+    [MemberData(nameof(ComPeftLies))]
+    public void Decode_LyingComPeftHeader_ThrowsFormatException(string lie)
+    {
+        var (h, body) = Valid(AdapterCodec.ComPeft);
+        var g = h.Groups![0];
+        var t = h.Tensors[1];
+        var tensors = h.Tensors.ToList();
+        var groups = h.Groups.ToList();
+        switch (lie)
+        {
+            case "positions_offset_past_body": groups[0] = g with { PositionsOffset = body.Length + 5 }; break;
+            case "positions_length_negative": groups[0] = g with { PositionsLength = -1 }; break;
+            case "signs_past_body": groups[0] = g with { SignsLength = body.Length }; break;
+            case "kept_more_than_count": groups[0] = g with { Kept = g.Count + 1 }; break;
+            case "kept_off_by_one": groups[0] = g with { Kept = g.Kept + 1 }; break;
+            case "count_mismatch": groups[0] = g with { Count = g.Count + 1 }; break;
+            case "tensor_offset_gap": tensors[1] = t with { Offset = t.Offset + 1 }; break;
+            case "shape_count_mismatch": tensors[1] = t with { Shape = [t.Shape[0], t.Shape[1] + 1] }; break;
+            case "negative_dimension": tensors[1] = t with { Shape = [-t.Shape[0], t.Shape[1]] }; break;
+            case "rice_parameter_huge": groups[0] = g with { PositionCoding = PositionCoding.Rice, RiceParameter = 99 }; break;
+            case "coding_flip": groups[0] = g with { PositionCoding = g.PositionCoding == PositionCoding.Rice ? PositionCoding.Bitmap : PositionCoding.Rice, RiceParameter = 0 }; break;
+        }
+        var hostile = AdapterContainer.Assemble(h with { Tensors = tensors, Groups = groups }, body);
+        Assert.Throws<ContainerFormatException>(() => AdapterContainer.Decode(hostile));
+    }
+
+    [Theory]
+    [InlineData("raw_length_large")]
+    [InlineData("raw_length_small")]
+    [InlineData("section_past_body")]
+    [InlineData("tensor_past_raw")]
+    [InlineData("missing_section")]
+    public void Decode_LyingLosslessHeader_ThrowsFormatException(string lie)
+    {
+        var (h, body) = Valid(AdapterCodec.Lossless);
+        var l = h.Lossless!;
+        var tensors = h.Tensors.ToList();
+        var header = lie switch
+        {
+            "raw_length_large" => h with { Lossless = l with { RawLength = l.RawLength + 100 } },
+            "raw_length_small" => h with { Lossless = l with { RawLength = l.RawLength - 100 } },
+            "section_past_body" => h with { Lossless = l with { Length = l.Length + 1 } },
+            "tensor_past_raw" => h with { Tensors = [.. tensors.Take(tensors.Count - 1), tensors[^1] with { Offset = l.RawLength }] },
+            _ => h with { Lossless = null },
+        };
+        Assert.Throws<ContainerFormatException>(() => AdapterContainer.Decode(AdapterContainer.Assemble(header, body)));
+    }
+
+    [Fact]
+    public void Decode_CorruptedBodyWithFixedChecksum_NeverThrowsAnythingButFormatErrorsOrDecodes()
+    {
+        var (h, body) = Valid(AdapterCodec.ComPeft);
+        var rng = new Random(42);
+        for (int trial = 0; trial < 200; trial++)
+        {
+            var damaged = (byte[])body.Clone();
+            damaged[rng.Next(damaged.Length)] ^= (byte)(1 << rng.Next(8));
+            try
+            {
+                var payload = AdapterContainer.Decode(AdapterContainer.Assemble(h, damaged));
+                Assert.Equal(h.Tensors.Count, payload.Tensors.Count);
+            }
+            catch (ContainerFormatException)
+            {
+                // refused with a reason: fine
+            }
+        }
+    }
+}
