@@ -93,7 +93,15 @@ public static class GatewayApplication
         app.MapOpenApi().AllowAnonymous();
         app.MapScalarApiReference().AllowAnonymous();
         app.MapModelsApi();
-        app.MapAdapterApi().RequireAuthorization(TenancyPolicies.Tenant).RequireRateLimiting(RateLimitPolicies.TenantRequests);
+        app.MapAdapterApi().RequireAuthorization(TenancyPolicies.Tenant).RequireRateLimiting(RateLimitPolicies.TenantRequests)
+            .AddEndpointFilter(async (context, next) =>
+            {
+                // The store answers 503 while Redis is unreachable; tell clients when to come back.
+                var result = await next(context);
+                var inner = result is Microsoft.AspNetCore.Http.INestedHttpResult nested ? nested.Result : result;
+                if (inner is Microsoft.AspNetCore.Http.IStatusCodeHttpResult { StatusCode: StatusCodes.Status503ServiceUnavailable }) context.HttpContext.Response.Headers.RetryAfter = "2";
+                return result;
+            });
         app.MapAdminApi();
         app.MapReverseProxy(proxy =>
         {
