@@ -116,6 +116,12 @@ internal sealed class OpenAiRequestMiddleware(
             await ModelNotFoundAsync(context, fields.Model);
             return;
         }
+        if (!ServedNow(model.BaseModel))
+        {
+            context.Response.Headers.RetryAfter = "2";
+            await OpenAiErrors.WriteAsync(context, 503, "no_node_available", $"No inference node serving '{model.BaseModel}' is available right now; retry shortly.");
+            return;
+        }
         if (model.HasAdapter)
         {
             try
@@ -153,6 +159,15 @@ internal sealed class OpenAiRequestMiddleware(
         context.Request.Headers[TenantHeader] = tenant;
         context.Features.Set(new RoutingRequest(model, tenant, (ulong)RandomNumberGenerator.GetInt32(int.MaxValue)));
         await next();
+    }
+
+    private bool ServedNow(string baseModel)
+    {
+        foreach (var n in view.Current.Nodes.Values)
+        {
+            if (n.Heartbeat.Ready && n.Heartbeat.Model == baseModel) return true;
+        }
+        return false;
     }
 
     private static Task ModelNotFoundAsync(HttpContext context, string model) =>

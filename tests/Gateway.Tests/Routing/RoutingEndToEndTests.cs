@@ -119,6 +119,21 @@ public sealed class RoutingEndToEndTests(RedisFixture redis)
     }
 
     [Fact]
+    public async Task Forward_OnlyNodesOfAnotherModel_503NotForwarded()
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString);
+        await using var a = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "a", model: "model-a");
+        await using var b = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "b", model: "model-b");
+        await gw.WaitForNodesAsync("a", "b");
+        await b.KillAsync();
+        await gw.WaitForNodesAsync("a");
+        using var client = gw.Client(GatewayHost.KeyA);
+        using var r = await Chat.SendAsync(client, "model-b");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, r.StatusCode);
+        Assert.Empty(a.Received);
+    }
+
+    [Fact]
     public async Task Forward_NoNodeForModel_503WithOpenAiError()
     {
         await using var gw = await GatewayHost.StartAsync(redis.ConnectionString);
@@ -129,6 +144,7 @@ public sealed class RoutingEndToEndTests(RedisFixture redis)
         using var client = gw.Client(GatewayHost.KeyA);
         using var r = await Chat.SendAsync(client, "fake");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, r.StatusCode);
+        Assert.NotNull(r.Headers.RetryAfter);
         Assert.Equal("no_node_available", Chat.ErrorCode(await r.Content.ReadAsStringAsync()));
 
         using var unknown = await Chat.SendAsync(client, "nonexistent-model");
