@@ -78,6 +78,26 @@ public sealed class NodeRegistryTests(RedisFixture redis) : IAsyncLifetime
         Assert.Empty(await _registry.ReadAllAsync());
     }
 
+    [Fact]
+    public async Task HeartbeatPublisher_PublishesWhileRunning_RemovesOnStop()
+    {
+        int beats = 0;
+        var publisher = new HeartbeatPublisher(_registry, () => Beat("pub") with { Running = Interlocked.Increment(ref beats) },
+            TimeSpan.FromMilliseconds(50), TimeSpan.FromSeconds(10));
+        await publisher.StartAsync(CancellationToken.None);
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (Volatile.Read(ref beats) < 3)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "publisher did not beat");
+            await Task.Delay(20);
+        }
+        var live = Assert.Single(await _registry.ReadAllAsync());
+        Assert.Equal("pub", live.NodeId);
+        Assert.True(live.Running >= 2);
+        await publisher.StopAsync(CancellationToken.None);
+        Assert.Empty(await _registry.ReadAllAsync());
+    }
+
     [Theory]
     [InlineData("not json")]
     [InlineData("{\"base_url\":\"x\"}")]
