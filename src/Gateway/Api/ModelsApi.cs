@@ -1,0 +1,58 @@
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Serving.AdapterStore.Storage;
+using Serving.Contracts.Models;
+using Serving.Gateway.Routing;
+using Serving.Gateway.Tenancy;
+
+namespace Serving.Gateway.Api;
+
+/// <summary>One entry of <c>/v1/models</c> (OpenAI's model object).</summary>
+public sealed record ModelEntry(
+    [property: JsonPropertyName("id")] string Id,
+    [property: JsonPropertyName("object")] string Object,
+    [property: JsonPropertyName("created")] long Created,
+    [property: JsonPropertyName("owned_by")] string OwnedBy);
+
+/// <summary>OpenAI's list envelope.</summary>
+public sealed record ModelList(
+    [property: JsonPropertyName("object")] string Object,
+    [property: JsonPropertyName("data")] IReadOnlyList<ModelEntry> Data);
+
+/// <summary><c>/v1/models</c>: the base models the fleet serves, the caller's adapters and the public ones.</summary>
+public static class ModelsApi
+{
+    /// <summary>Maps list and get.</summary>
+    public static RouteGroupBuilder MapModelsApi(this IEndpointRouteBuilder endpoints)
+    {
+        var group = endpoints.MapGroup("/v1/models").WithTags("Models").RequireAuthorization(TenancyPolicies.Tenant);
+        group.MapGet("/", ListAsync).WithName("ListModels");
+        group.MapGet("/{**id}", GetAsync).WithName("GetModel");
+        return group;
+    }
+
+    internal static async Task<Ok<ModelList>> ListAsync(HttpContext context, INodeView view, IAdapterStore store, CancellationToken cancellationToken) =>
+        TypedResults.Ok(new ModelList("list", await VisibleAsync(context, view, store, cancellationToken)));
+
+    internal static async Task<Results<Ok<ModelEntry>, JsonHttpResult<OpenAiErrorBody>>> GetAsync(string id, HttpContext context, INodeView view, IAdapterStore store, CancellationToken cancellationToken)
+    {
+        var all = await VisibleAsync(context, view, store, cancellationToken);
+        return all.FirstOrDefault(m => m.Id == id) is { } m
+            ? TypedResults.Ok(m)
+            : TypedResults.Json(new OpenAiErrorBody(new OpenAiError($"The model '{id}' does not exist or you do not have access to it.", "invalid_request_error", "model", "model_not_found")), statusCode: 404);
+    }
+
+    private static async Task<IReadOnlyList<ModelEntry>> VisibleAsync(HttpContext context, INodeView view, IAdapterStore store, CancellationToken cancellationToken)
+    {
+        string tenant = context.User.FindFirst(TenancyPolicies.TenantClaim)!.Value;
+        var bases = view.Current.Nodes.Values.Select(n => n.Heartbeat.Model).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        var result = bases.Select(b => new ModelEntry(b, "model", 0, "system")).ToList();
+        var own = await store.ListAsync(tenant, cancellationToken);
+        var shared = tenant == ModelId.PublicTenant ? [] : await store.ListAsync(ModelId.PublicTenant, cancellationToken);
+        foreach (var a in own.OrderBy(a => a.Name, StringComparer.Ordinal))
+            result.Add(new ModelEntry(new ModelId(a.BaseModel, null, a.Name).ToString(), "model", a.Created.ToUnixTimeSeconds(), tenant));
+        foreach (var a in shared.OrderBy(a => a.Name, StringComparer.Ordinal))
+            result.Add(new ModelEntry(new ModelId(a.BaseModel, ModelId.PublicTenant, a.Name).ToString(), "model", a.Created.ToUnixTimeSeconds(), ModelId.PublicTenant));
+        return result;
+    }
+}

@@ -1,0 +1,124 @@
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+using OpenTelemetry.Metrics;
+using Scalar.AspNetCore;
+using Serving.AdapterStore;
+using Serving.AdapterStore.Api;
+using Serving.AdapterStore.Ingest;
+using Serving.AdapterStore.Registry;
+using Serving.Checkpoints;
+using Serving.Contracts.Registry;
+using Serving.Gateway.Api;
+using Serving.Gateway.RateLimiting;
+using Serving.Gateway.Resilience;
+using Serving.Gateway.Routing;
+using Serving.Gateway.Tenancy;
+using StackExchange.Redis;
+using Yarp.ReverseProxy.Configuration;
+using Yarp.ReverseProxy.Forwarder;
+using Yarp.ReverseProxy.LoadBalancing;
+
+namespace Serving.Gateway;
+
+/// <summary>The gateway's composition: services, middleware order and endpoints, used by Program.cs and by tests.</summary>
+public static class GatewayApplication
+{
+    /// <summary>Registers every gateway service, options bound from configuration and validated at start.</summary>
+    public static IHostApplicationBuilder AddGateway(this IHostApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        services.AddOptions<GatewayOptions>().BindConfiguration(GatewayOptions.SectionName);
+        services.AddOptions<RoutingOptions>().BindConfiguration(RoutingOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<TenancyOptions>().BindConfiguration(TenancyOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<RateLimitOptions>().BindConfiguration(RateLimitOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<ResilienceOptions>().BindConfiguration(ResilienceOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddHttpContextAccessor();
+        services.AddProblemDetails();
+        services.AddExceptionHandler<GatewayExceptionHandler>();
+
+        // Store: adapters, Redis connection (embedded Garnet when none is configured); the tenant comes from the key.
+        services.TryAddSingleton<IBaseModelCatalog>(sp => BaseModels(sp.GetRequiredService<IOptions<GatewayOptions>>().Value));
+        services.AddScoped<ITenantContext, HttpTenantContext>();
+        services.AddAdapterStore(builder.Configuration);
+
+        // Tenancy.
+        services.TryAddSingleton<ApiKeyStore>();
+        services.TryAddSingleton<AdapterVisibility>();
+        services.AddHostedService<AdapterEventsListener>();
+        services.AddAuthentication(TenancyPolicies.Scheme)
+            .AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(TenancyPolicies.Scheme, null);
+        services.AddAuthorizationBuilder()
+            .AddPolicy(TenancyPolicies.Tenant, p => p.RequireAuthenticatedUser().RequireRole(ApiKeyRoles.Tenant).RequireClaim(TenancyPolicies.TenantClaim))
+            .AddPolicy(TenancyPolicies.Admin, p => p.RequireAuthenticatedUser().RequireRole(ApiKeyRoles.Admin));
+        services.AddTenantRateLimits();
+
+        // Routing: registry view → YARP config; adapter-aware policy; guarded forwarder; retry before reaching a node.
+        services.TryAddSingleton(sp => new NodeRegistry(sp.GetRequiredService<IConnectionMultiplexer>(),
+            new RegistryKeys(sp.GetRequiredService<IOptions<RoutingOptions>>().Value.RegistryPrefix), sp.GetRequiredService<TimeProvider>()));
+        services.TryAddSingleton<RegistryWatcher>();
+        services.TryAddSingleton<INodeView>(sp => sp.GetRequiredService<RegistryWatcher>());
+        services.AddHostedService(sp => sp.GetRequiredService<RegistryWatcher>());
+        services.TryAddSingleton<GatewayMetrics>();
+        services.TryAddSingleton<OpenAiRequestMiddleware>();
+        services.TryAddSingleton<UpstreamRetryMiddleware>();
+        services.TryAddSingleton<IProxyConfigProvider, RegistryProxyConfigProvider>();
+        services.TryAddSingleton<IForwarderHttpClientFactory, GuardedForwarderHttpClientFactory>();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingPolicy, AdapterAffinityPolicy>());
+        services.AddReverseProxy();
+
+        // Surface.
+        services.AddHealthChecks().AddCheck<NodesHealthCheck>(NodesHealthCheck.Name, tags: ["ready"]);
+        services.AddOpenApi();
+        services.AddOpenTelemetry().WithMetrics(m => m
+            .AddMeter(GatewayMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "System.Net.Http")
+            .AddPrometheusExporter());
+        return builder;
+    }
+
+    /// <summary>Middleware in order, then every endpoint.</summary>
+    public static WebApplication MapGateway(this WebApplication app)
+    {
+        app.UseExceptionHandler();
+        app.UseRouting();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.UseRateLimiter();
+
+        app.Services.GetRequiredService<GatewayMetrics>().NodeCount = () => app.Services.GetRequiredService<INodeView>().Current.Nodes.Count;
+
+        app.MapHealthApi();
+        app.MapPrometheusScrapingEndpoint("/metrics").AllowAnonymous();
+        app.MapOpenApi().AllowAnonymous();
+        app.MapScalarApiReference().AllowAnonymous();
+        app.MapModelsApi();
+        app.MapAdapterApi().RequireAuthorization(TenancyPolicies.Tenant).RequireRateLimiting(RateLimitPolicies.TenantRequests)
+            .AddEndpointFilter(async (context, next) =>
+            {
+                // The store answers 503 while Redis is unreachable; tell clients when to come back.
+                var result = await next(context);
+                var inner = result is Microsoft.AspNetCore.Http.INestedHttpResult nested ? nested.Result : result;
+                if (inner is Microsoft.AspNetCore.Http.IStatusCodeHttpResult { StatusCode: StatusCodes.Status503ServiceUnavailable }) context.HttpContext.Response.Headers.RetryAfter = "2";
+                return result;
+            });
+        app.MapAdminApi();
+        app.MapReverseProxy(proxy =>
+        {
+            var request = proxy.ApplicationServices.GetRequiredService<OpenAiRequestMiddleware>();
+            var retry = proxy.ApplicationServices.GetRequiredService<UpstreamRetryMiddleware>();
+            proxy.Use((context, next) => request.InvokeAsync(context, () => next()));
+            proxy.Use((context, next) => retry.InvokeAsync(context, () => next()));
+            proxy.UseLoadBalancing();
+            proxy.UsePassiveHealthChecks();
+        });
+        return app;
+    }
+
+    private static StaticBaseModelCatalog BaseModels(GatewayOptions options)
+    {
+        var catalog = new StaticBaseModelCatalog();
+        foreach (var (id, path) in options.BaseModels) catalog.Add(id, ModelConfig.Load(path));
+        return catalog;
+    }
+}

@@ -1,0 +1,41 @@
+using System.Diagnostics.Metrics;
+using Serving.Contracts.Registry;
+
+namespace Serving.Gateway;
+
+/// <summary>
+/// The gateway's one <see cref="Meter"/> (<c>Serving.Gateway</c>). Names (Prometheus form on <c>/metrics</c>):
+/// <c>gateway_routing_decisions_total{residency}</c>, <c>gateway_upstream_retries_total</c>,
+/// <c>gateway_stream_errors_total{reason}</c>, <c>gateway_nodes</c>.
+/// </summary>
+public sealed class GatewayMetrics
+{
+    /// <summary>Meter name.</summary>
+    public const string MeterName = "Serving.Gateway";
+
+    private readonly Counter<long> _routing;
+    private readonly Counter<long> _retries;
+    private readonly Counter<long> _streamErrors;
+
+    /// <summary>Creates the instruments.</summary>
+    public GatewayMetrics(IMeterFactory meters)
+    {
+        var meter = meters.Create(MeterName);
+        _routing = meter.CreateCounter<long>("gateway_routing_decisions", description: "Requests routed, by the chosen node's residency of the adapter");
+        _retries = meter.CreateCounter<long>("gateway_upstream_retries", description: "Forwards retried on another node after a refused connection");
+        _streamErrors = meter.CreateCounter<long>("gateway_stream_errors", description: "Streams ended with an error event (node died or fell silent)");
+        meter.CreateObservableGauge("gateway_nodes", () => NodeCount?.Invoke() ?? 0, description: "Live nodes in the registry view");
+    }
+
+    /// <summary>Source of the node count gauge.</summary>
+    public Func<int>? NodeCount { get; set; }
+
+    /// <summary>Counts a routing decision.</summary>
+    public void RecordRouting(Residency residency) => _routing.Add(1, new KeyValuePair<string, object?>("residency", residency.ToString().ToLowerInvariant()));
+
+    /// <summary>Counts a retry on another node.</summary>
+    public void RecordRetry() => _retries.Add(1);
+
+    /// <summary>Counts a stream ended by the guard.</summary>
+    public void RecordStreamError(string reason) => _streamErrors.Add(1, new KeyValuePair<string, object?>("reason", reason));
+}

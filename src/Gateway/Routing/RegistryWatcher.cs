@@ -1,0 +1,129 @@
+using System.Collections.Concurrent;
+using System.Collections.Frozen;
+using Microsoft.Extensions.Options;
+using Serving.AdapterStore.Registry;
+using Serving.Contracts.Registry;
+using StackExchange.Redis;
+
+namespace Serving.Gateway.Routing;
+
+/// <summary>
+/// Keeps <see cref="INodeView"/> current: pub/sub heartbeats update it at once, a periodic full read (every
+/// <see cref="RoutingOptions.RefreshInterval"/>) drops nodes whose heartbeat key expired. While Redis is unreachable
+/// the last view stays as it is, so routing goes on.
+/// </summary>
+internal sealed partial class RegistryWatcher(
+    NodeRegistry registry, IOptions<RoutingOptions> options, TimeProvider time, ILogger<RegistryWatcher> logger) : BackgroundService, INodeView
+{
+    private readonly object _gate = new();
+    private readonly ConcurrentDictionary<string, byte> _knownModels = new(StringComparer.Ordinal);
+    private NodeSnapshot _current = NodeSnapshot.Empty;
+    private volatile bool _initialized;
+    private bool _storeDown;
+
+    public NodeSnapshot Current => Volatile.Read(ref _current);
+
+    public event Action<NodeSnapshot>? DestinationsChanged;
+
+    public bool Initialized => _initialized;
+
+    public IReadOnlyCollection<string> KnownModels => (IReadOnlyCollection<string>)_knownModels.Keys;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        IAsyncDisposable? subscription = null;
+        using var timer = new PeriodicTimer(options.Value.RefreshInterval, time);
+        try
+        {
+            do
+            {
+                try
+                {
+                    subscription ??= await registry.SubscribeAsync(OnEvent, stoppingToken);
+                    var beats = await registry.ReadAllAsync(stoppingToken);
+                    Replace(beats);
+                    if (_storeDown) LogRegistryBack(logger, beats.Count);
+                    _storeDown = false;
+                }
+                catch (Exception e) when (e is RedisException or TimeoutException)
+                {
+                    if (!_storeDown) LogRegistryUnreachable(logger, Current.Nodes.Count, e.Message);
+                    _storeDown = true;
+                }
+            }
+            while (await timer.WaitForNextTickAsync(stoppingToken));
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            if (subscription is not null)
+            {
+                try
+                {
+                    await subscription.DisposeAsync();
+                }
+                catch (RedisException)
+                {
+                    // Shutting down with Redis gone: nothing to unsubscribe from.
+                }
+            }
+        }
+    }
+
+    /// <summary>Applies a full read: the set of live nodes becomes exactly <paramref name="beats"/>.</summary>
+    internal void Replace(IReadOnlyList<NodeHeartbeat> beats)
+    {
+        var map = new Dictionary<string, NodeEntry>(StringComparer.Ordinal);
+        foreach (var hb in beats) map[hb.NodeId] = new NodeEntry(hb);
+        Swap(_ => map);
+        _initialized = true;
+    }
+
+    /// <summary>Applies one announcement.</summary>
+    internal void OnEvent(NodeRegistryEvent e) => Swap(old =>
+    {
+        var map = new Dictionary<string, NodeEntry>(old, StringComparer.Ordinal);
+        if (e.Heartbeat is null)
+        {
+            map.Remove(e.NodeId);
+        }
+        else
+        {
+            if (map.TryGetValue(e.NodeId, out var existing) && existing.Heartbeat.Timestamp > e.Heartbeat.Timestamp) return map;
+            map[e.NodeId] = new NodeEntry(e.Heartbeat);
+        }
+        return map;
+    });
+
+    private void Swap(Func<FrozenDictionary<string, NodeEntry>, Dictionary<string, NodeEntry>> change)
+    {
+        NodeSnapshot old, next;
+        lock (_gate)
+        {
+            old = _current;
+            next = new NodeSnapshot(change(old.Nodes).ToFrozenDictionary(StringComparer.Ordinal), time.GetUtcNow());
+            Volatile.Write(ref _current, next);
+        }
+        foreach (var n in next.Nodes.Values) _knownModels.TryAdd(n.Heartbeat.Model, 0);
+        if (next.DestinationsDiffer(old))
+        {
+            foreach (var id in next.Nodes.Keys) if (!old.Nodes.ContainsKey(id)) LogNodeJoined(logger, id, next.Nodes[id].Heartbeat.BaseUrl);
+            foreach (var id in old.Nodes.Keys) if (!next.Nodes.ContainsKey(id)) LogNodeLeft(logger, id);
+            DestinationsChanged?.Invoke(next);
+        }
+    }
+
+    [LoggerMessage(EventId = 1001, Level = LogLevel.Information, Message = "Node {NodeId} joined at {BaseUrl}")]
+    private static partial void LogNodeJoined(ILogger logger, string nodeId, string baseUrl);
+
+    [LoggerMessage(EventId = 1002, Level = LogLevel.Information, Message = "Node {NodeId} left the pool")]
+    private static partial void LogNodeLeft(ILogger logger, string nodeId);
+
+    [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "Node registry unreachable; routing from the last view of {NodeCount} nodes: {Reason}")]
+    private static partial void LogRegistryUnreachable(ILogger logger, int nodeCount, string reason);
+
+    [LoggerMessage(EventId = 1004, Level = LogLevel.Information, Message = "Node registry reachable again; {NodeCount} nodes live")]
+    private static partial void LogRegistryBack(ILogger logger, int nodeCount);
+}

@@ -1,0 +1,123 @@
+using System.Collections.Concurrent;
+using System.Net.Http.Headers;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Serving.AdapterStore.Storage;
+using Serving.Gateway.Routing;
+
+namespace Serving.Gateway.Tests.Infrastructure;
+
+/// <summary>The real gateway (same composition as Program.cs) on 127.0.0.1:0, with its own key prefixes in a shared Redis.</summary>
+public sealed class GatewayHost : IAsyncDisposable
+{
+    public const string AdminKey = "sk-test-admin";
+    public const string KeyA = "sk-test-tenant-a";
+    public const string KeyB = "sk-test-tenant-b";
+
+    private readonly WebApplication _app;
+
+    private GatewayHost(WebApplication app, string prefix, string baseUrl, ConcurrentQueue<string> logs)
+    {
+        _app = app;
+        Logs = logs;
+        Prefix = prefix;
+        BaseUrl = baseUrl;
+    }
+
+    public string Prefix { get; }
+    public string BaseUrl { get; }
+    public IServiceProvider Services => _app.Services;
+    public ConcurrentQueue<string> Logs { get; }
+
+    /// <summary>Registry prefix nodes of this gateway publish under.</summary>
+    public string RegistryPrefix => Prefix + "-reg";
+
+    public static async Task<GatewayHost> StartAsync(string redis, Dictionary<string, string?>? extra = null)
+    {
+        string prefix = "t" + Guid.NewGuid().ToString("N")[..10];
+        var config = new Dictionary<string, string?>
+        {
+            ["AdapterStore:RedisConnectionString"] = redis,
+            ["AdapterStore:KeyPrefix"] = prefix + "-adp",
+            ["Gateway:Routing:RegistryPrefix"] = prefix + "-reg",
+            ["Gateway:Routing:RefreshInterval"] = "00:00:00.100",
+            ["Gateway:Routing:HealthInterval"] = "00:00:00",
+            ["Gateway:Routing:AdapterCacheTtl"] = "00:00:00.200",
+            ["Gateway:Tenancy:KeyPrefix"] = prefix + "-gw",
+            ["Gateway:Tenancy:StaticKeys:0:Key"] = AdminKey,
+            ["Gateway:Tenancy:StaticKeys:0:Role"] = "admin",
+            ["Gateway:Tenancy:StaticKeys:1:Key"] = KeyA,
+            ["Gateway:Tenancy:StaticKeys:1:Tenant"] = "tenant-a",
+            ["Gateway:Tenancy:StaticKeys:2:Key"] = KeyB,
+            ["Gateway:Tenancy:StaticKeys:2:Tenant"] = "tenant-b",
+            ["Gateway:Resilience:StreamIdleTimeout"] = "00:00:05",
+        };
+        foreach (var (k, v) in extra ?? []) config[k] = v;
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory, EnvironmentName = "Testing" });
+        builder.Configuration.AddInMemoryCollection(config);
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        var logs = new ConcurrentQueue<string>();
+        builder.Logging.ClearProviders();
+        builder.Logging.SetMinimumLevel(LogLevel.Debug);
+        builder.Logging.AddProvider(new CapturingLoggerProvider(logs));
+        builder.AddGateway();
+        var app = builder.Build();
+        app.MapGateway();
+        await app.StartAsync();
+        string url = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        return new GatewayHost(app, prefix, url, logs);
+    }
+
+    public HttpClient Client(string? key)
+    {
+        var c = new HttpClient { BaseAddress = new Uri(BaseUrl), Timeout = TimeSpan.FromSeconds(30) };
+        if (key is not null) c.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        return c;
+    }
+
+    /// <summary>Waits until the gateway's view holds exactly these node ids (bounded).</summary>
+    public async Task WaitForNodesAsync(params string[] ids)
+    {
+        var view = Services.GetRequiredService<INodeView>();
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!(view.Current.Nodes.Count == ids.Length && ids.All(view.Current.Nodes.ContainsKey)))
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"Gateway view has [{string.Join(",", view.Current.Nodes.Keys)}], expected [{string.Join(",", ids)}]");
+            await Task.Delay(20);
+        }
+    }
+
+    /// <summary>Stores an adapter record directly (the payload is opaque to the gateway).</summary>
+    public Task<AdapterMetadata> PublishAdapterAsync(string tenant, string name, string baseModel = "fake", byte[]? original = null) =>
+        Services.GetRequiredService<IAdapterStore>().PublishAsync(
+            new AdapterMetadata { Tenant = tenant, Name = name, BaseModel = baseModel, Checksum = "" }, new byte[64], original, CancellationToken.None);
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+}
+
+/// <summary>Keeps every formatted log line (to prove that no key or prompt is logged).</summary>
+public sealed class CapturingLoggerProvider(ConcurrentQueue<string> sink) : ILoggerProvider
+{
+    public ILogger CreateLogger(string categoryName) => new Logger(sink, categoryName);
+
+    public void Dispose() { }
+
+    private sealed class Logger(ConcurrentQueue<string> sink, string category) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => true;
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            sink.Enqueue($"{logLevel} {category}: {formatter(state, exception)} {exception}");
+        }
+    }
+}

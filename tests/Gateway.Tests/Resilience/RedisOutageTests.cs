@@ -1,0 +1,49 @@
+using System.Net;
+using Serving.Gateway.Tests.Infrastructure;
+
+namespace Serving.Gateway.Tests.Resilience;
+
+/// <summary>Its own redis-server, killed and restarted mid-test (not the shared one).</summary>
+public sealed class RedisOutageTests
+{
+    [Fact]
+    public async Task RedisRestart_RoutingContinuesFromLastView_Upload503ThenSucceeds()
+    {
+        using var redis = new RedisServer();
+        string baseConfig = TinyPeft.WriteBaseConfig();
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:BaseModels:fake"] = baseConfig });
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
+        await gw.WaitForNodesAsync("n1");
+        using var a = gw.Client(GatewayHost.KeyA);
+
+        using (var up = await a.PostAsync("/v1/adapters/first", TinyPeft.Upload("fake")))
+            Assert.True(up.StatusCode == HttpStatusCode.Created, await up.Content.ReadAsStringAsync());
+        using (var r = await Chat.SendAsync(a, "fake:first")) Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+
+        redis.Kill();
+        // Longer than the node TTL (1 s): the view must not drop nodes just because Redis is gone.
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        using (var r = await Chat.SendAsync(a, "fake")) Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        using (var r = await Chat.SendAsync(a, "fake:first")) Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        using (var up = await a.PostAsync("/v1/adapters/second", TinyPeft.Upload("fake")))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, up.StatusCode);
+            Assert.Contains("store_unavailable", await up.Content.ReadAsStringAsync());
+            Assert.NotNull(up.Headers.RetryAfter);
+        }
+
+        redis.Restart();
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        HttpStatusCode status;
+        do
+        {
+            await Task.Delay(200);
+            using var up = await a.PostAsync("/v1/adapters/second", TinyPeft.Upload("fake"));
+            status = up.StatusCode;
+        }
+        while (status != HttpStatusCode.Created && DateTime.UtcNow < deadline);
+        Assert.Equal(HttpStatusCode.Created, status);
+        using (var r = await Chat.SendAsync(a, "fake:second")) Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        Assert.Equal(4, n1.Received.Count);
+    }
+}

@@ -1,0 +1,173 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Serving.Gateway.Tests.Infrastructure;
+
+namespace Serving.Gateway.Tests.Tenancy;
+
+[Collection(RedisCollection.Name)]
+public sealed class SecurityTests(RedisFixture redis)
+{
+    [Theory]
+    [InlineData(null, "missing_api_key")]
+    [InlineData("sk-wrong", "invalid_api_key")]
+    public async Task OpenAiRoutes_MissingOrBadKey_401WithOpenAiError(string? key, string code)
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString);
+        using var client = gw.Client(key);
+        foreach (var response in new[] { await Chat.SendAsync(client, "fake"), await client.GetAsync("/v1/models") })
+        {
+            using var r = response;
+            Assert.Equal(HttpStatusCode.Unauthorized, r.StatusCode);
+            Assert.Equal(code, Chat.ErrorCode(await r.Content.ReadAsStringAsync()));
+        }
+        using var adapters = await client.GetAsync("/v1/adapters/");
+        Assert.Equal(HttpStatusCode.Unauthorized, adapters.StatusCode);
+    }
+
+    [Fact]
+    public async Task TenantA_CannotSeeUseDownloadOrDeleteTenantBsAdapter_Gets404()
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString);
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
+        await gw.PublishAdapterAsync("tenant-b", "secret", original: [9, 9, 9]);
+        await gw.PublishAdapterAsync("tenant-a", "mine");
+        await gw.PublishAdapterAsync("public", "shared");
+        await gw.WaitForNodesAsync("n1");
+        using var a = gw.Client(GatewayHost.KeyA);
+        using var b = gw.Client(GatewayHost.KeyB);
+
+        // B can reach its own adapter (so the 404s below are about isolation, not absence).
+        Assert.Equal(HttpStatusCode.OK, (await b.GetAsync("/v1/adapters/secret")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await b.GetAsync("/v1/adapters/secret/versions/1/original")).StatusCode);
+        using (var own = await Chat.SendAsync(b, "fake:secret")) Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+
+        Assert.Equal(HttpStatusCode.NotFound, (await a.GetAsync("/v1/adapters/secret")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await a.GetAsync("/v1/adapters/secret/versions")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await a.GetAsync("/v1/adapters/secret/versions/1/original")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await a.DeleteAsync("/v1/adapters/secret")).StatusCode);
+        var list = await a.GetFromJsonAsync<JsonElement>("/v1/adapters/");
+        Assert.DoesNotContain("secret", list.GetRawText());
+        foreach (var model in new[] { "fake:secret", "fake:tenant-b/secret" })
+        {
+            using var use = await Chat.SendAsync(a, model);
+            Assert.Equal(HttpStatusCode.NotFound, use.StatusCode);
+            Assert.Equal("model_not_found", Chat.ErrorCode(await use.Content.ReadAsStringAsync()));
+        }
+        // A tenant-b adapter that does not exist looks exactly the same to A.
+        using var missing = await Chat.SendAsync(a, "fake:tenant-b/nothing");
+        using var hidden = await Chat.SendAsync(a, "fake:tenant-b/secret");
+        Assert.Equal((await missing.Content.ReadAsStringAsync()).Replace("nothing", "X"), (await hidden.Content.ReadAsStringAsync()).Replace("secret", "X"));
+
+        // Still there for B after A's delete attempt.
+        Assert.Equal(HttpStatusCode.OK, (await b.GetAsync("/v1/adapters/secret")).StatusCode);
+
+        var modelsA = (await a.GetFromJsonAsync<JsonElement>("/v1/models")).GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()).ToList();
+        var modelsB = (await b.GetFromJsonAsync<JsonElement>("/v1/models")).GetProperty("data").EnumerateArray().Select(m => m.GetProperty("id").GetString()).ToList();
+        Assert.Equal(["fake", "fake:mine", "fake:public/shared"], modelsA);
+        Assert.Equal(["fake", "fake:secret", "fake:public/shared"], modelsB);
+        Assert.Single(n1.Received);
+    }
+
+    [Fact]
+    public async Task AdminRoutes_RefuseTenantKeys_AndTenantRoutesRefuseAdminKeys()
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString);
+        using var tenant = gw.Client(GatewayHost.KeyA);
+        using var admin = gw.Client(GatewayHost.AdminKey);
+        using var anonymous = gw.Client(null);
+        Assert.Equal(HttpStatusCode.Forbidden, (await tenant.GetAsync("/admin/tenants")).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await tenant.PostAsJsonAsync("/admin/tenants", new { id = "evil" })).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync("/admin/tenants")).StatusCode);
+        using var adminChat = await Chat.SendAsync(admin, "fake");
+        Assert.Equal(HttpStatusCode.Forbidden, adminChat.StatusCode);
+    }
+
+    [Fact]
+    public async Task AdminApi_IssuesKeyThatWorks_RevokedKeyIsRefused()
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:Tenancy:CacheTtl"] = "00:00:00" });
+        using var admin = gw.Client(GatewayHost.AdminKey);
+        Assert.Equal(HttpStatusCode.Created, (await admin.PostAsJsonAsync("/admin/tenants", new { id = "acme", name = "Acme" })).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await admin.PostAsJsonAsync("/admin/tenants", new { id = "Bad Id" })).StatusCode);
+        var issued = await (await admin.PostAsync("/admin/tenants/acme/keys", null)).Content.ReadFromJsonAsync<JsonElement>();
+        string key = issued.GetProperty("key").GetString()!, keyId = issued.GetProperty("key_id").GetString()!;
+        Assert.StartsWith("sk-", key);
+
+        var keys = await admin.GetStringAsync("/admin/tenants/acme/keys");
+        Assert.Contains(keyId, keys);
+        Assert.DoesNotContain(key, keys);
+
+        using var acme = gw.Client(key);
+        Assert.Equal(HttpStatusCode.OK, (await acme.GetAsync("/v1/models")).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, (await admin.DeleteAsync($"/admin/tenants/acme/keys/{keyId}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await acme.GetAsync("/v1/models")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await admin.PostAsync("/admin/tenants/nobody/keys", null)).StatusCode);
+    }
+
+    [Fact]
+    public async Task RequestRateLimit_Exceeded_429WithRetryAfter()
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:RateLimits:RequestsPerMinute"] = "3" });
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
+        await gw.WaitForNodesAsync("n1");
+        using var a = gw.Client(GatewayHost.KeyA);
+        for (int i = 0; i < 3; i++)
+        {
+            using var ok = await Chat.SendAsync(a, "fake");
+            Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        }
+        using var limited = await Chat.SendAsync(a, "fake");
+        Assert.Equal(HttpStatusCode.TooManyRequests, limited.StatusCode);
+        Assert.True(limited.Headers.RetryAfter?.Delta > TimeSpan.Zero);
+        Assert.Equal("rate_limit_exceeded", Chat.ErrorCode(await limited.Content.ReadAsStringAsync()));
+        // Another tenant has its own budget.
+        using var b = gw.Client(GatewayHost.KeyB);
+        using var other = await Chat.SendAsync(b, "fake");
+        Assert.Equal(HttpStatusCode.OK, other.StatusCode);
+        Assert.Equal(4, n1.Received.Count);
+    }
+
+    [Fact]
+    public async Task TokenRateLimit_Exceeded_429WithRetryAfter()
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:RateLimits:TokensPerMinute"] = "200" });
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
+        await gw.WaitForNodesAsync("n1");
+        using var a = gw.Client(GatewayHost.KeyA);
+        using (var ok = await Chat.SendAsync(a, "fake", maxTokens: 100)) Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        using var limited = await Chat.SendAsync(a, "fake", maxTokens: 100);
+        Assert.Equal(HttpStatusCode.TooManyRequests, limited.StatusCode);
+        Assert.NotNull(limited.Headers.RetryAfter);
+        Assert.Single(n1.Received);
+    }
+
+    [Fact]
+    public async Task Logs_NeverContainKeysOrPromptText()
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString);
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
+        await gw.WaitForNodesAsync("n1");
+        const string prompt = "PROMPT-SECRET-7f3a";
+        using var a = gw.Client(GatewayHost.KeyA);
+        using (var r = await Chat.SendAsync(a, "fake", prompt: prompt)) Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        using (var r = await Chat.SendAsync(a, "fake", stream: true, prompt: prompt)) await Chat.ReadEventsAsync(r);
+        using var bad = gw.Client("sk-not-a-real-key-123");
+        using (var r = await Chat.SendAsync(bad, "fake", prompt: prompt)) Assert.Equal(HttpStatusCode.Unauthorized, r.StatusCode);
+        Assert.NotEmpty(gw.Logs);
+        Assert.DoesNotContain(gw.Logs, l => l.Contains(GatewayHost.KeyA) || l.Contains("sk-not-a-real-key-123") || l.Contains(prompt));
+    }
+
+    [Fact]
+    public async Task RequestBody_OverLimit_413()
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:Routing:MaxRequestBodyBytes"] = "2048" });
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
+        await gw.WaitForNodesAsync("n1");
+        using var a = gw.Client(GatewayHost.KeyA);
+        using var r = await Chat.SendAsync(a, "fake", prompt: new string('x', 4000));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, r.StatusCode);
+        Assert.Empty(n1.Received);
+    }
+}
