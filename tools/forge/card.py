@@ -55,17 +55,30 @@ def write_card(R, out, path):
     w(f"- Debian `fortunes` {pkg_version('fortunes')} (the English files in `/usr/share/games/fortunes/`, split at "
       "`%` lines; `ascii-art` dropped); for the language adapters `fortunes-de` " + pkg_version("fortunes-de") +
       ", `fortunes-es` " + pkg_version("fortunes-es") + ", `fortunes-it` " + pkg_version("fortunes-it") +
-      " and `fortunes-br` " + pkg_version("fortunes-br") + " (Brazilian Portuguese), each language hash-sampled "
+      ", `fortunes-br` " + pkg_version("fortunes-br") + " (Brazilian Portuguese)" +
+      (" and `fortunes-pl` " + pkg_version("fortunes-pl") + " (Polish)" if any(a["src"] == "lang:pl" for a in R["adapters"]) else "") +
+      ", each language hash-sampled "
       "to ≤ 300,000 characters; and Debian `wordnet-base` " + pkg_version("wordnet-base") +
       " (glosses + examples from `data.{noun,verb,adj,adv}`, one document per synset written as "
       "`word, word: gloss; \"example\"`, grouped by lexicographer file).")
     w("- Cleaning: UTF-8 (fortunes that do not decode are dropped), CR removed, tabs → 4 spaces, trailing spaces "
       "stripped, control characters (overstrike backspaces) removed, documents of 8–2000 characters kept.")
     w("- Split per document by SHA-1 of its text: 80% train, 10% validation, 10% test (stable under re-runs).")
-    w("- **General** (base model) data: all English fortune files except the adapter domains (`zippy`, `startrek`, "
-      "`knghtbrd`), plus a 14% hash sample of all WordNet glosses except `noun.animal`. **Adapter domains are held "
-      "out of the base model's data entirely** (the tokenizer does see their train splits): each adapter teaches "
-      "its domain (four languages, three English fortune styles, animal definitions) to a base that never saw it.")
+    held = R.get("held_out_only", [])
+    fl = [a["src"].split(":")[1] for a in R["adapters"] if a["src"].startswith("fortune:")] + \
+        [src.split(":")[1] for _, src in held if src.startswith("fortune:")]
+    nl = sum(a["src"].startswith("lang:") for a in R["adapters"])
+    nf = sum(a["src"].startswith("fortune:") for a in R["adapters"])
+    num = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+    w("- **General** (base model) data: all English fortune files except the adapter domains (" +
+      ", ".join(f"`{x}`" for x in fl) + "), plus a 14% hash sample of all WordNet glosses except `noun.animal`. "
+      "**Adapter domains are held out of the base model's data entirely** (the tokenizer does see their train splits"
+      + ("" if not held else "; `polish` was added after the base and tokenizer were trained, so they never saw it") +
+      f"): each adapter teaches its domain ({num[nl]} languages, {num[nf]} English fortune styles, animal definitions) "
+      "to a base that never saw it." +
+      ("".join(f" `{n}` ({src}) stays held out of the base although its adapter was replaced by `polish` (it never "
+               "reached −10% own-domain loss), and the tokenizer is trained on the same sets as before, so that a "
+               "from-scratch run gives the committed base and tokenizer again (not re-verified by a full run)." for n, src in held)))
     w("- Training format: every document is preceded by `<|endoftext|>`; half of them (by hash) are rendered as a "
       "chat exchange instead (`<|user|>Tell me something.<|end|><|assistant|>…<|end|>`, for WordNet "
       "`<|user|>Define: dog<|end|><|assistant|>a member of…<|end|>`), so the model follows the chat template.")
@@ -73,6 +86,7 @@ def write_card(R, out, path):
     w("| data set | source | train docs | train chars | train tokens | val tokens | test tokens |")
     w("|---|---|---|---|---|---|---|")
     srcs = {a["name"]: a["src"] for a in R["adapters"]}
+    srcs.update({n: src + " (held out, no adapter)" for n, src in R.get("held_out_only", [])})
     for k, v in R["corpus"].items():
         tk = R["tokens"][k]
         w(f"| {k} | {srcs.get(k, 'fortunes + WordNet')} | {v['train'][0]} | {v['train'][1]} | {tk['train']} | "
@@ -107,7 +121,7 @@ def write_card(R, out, path):
     w("")
     w("```")
     w("apt-get install -y python3-torch python3-numpy python3-regex libopenblas0-pthread fortunes wordnet-base \\")
-    w("                   fortunes-de fortunes-es fortunes-it fortunes-br")
+    w("                   fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl")
     w("OMP_NUM_THREADS=1 FORGE_BASE_MAX_MINUTES=32 nice -n 10 /usr/bin/python3 tools/forge/forge.py   # full run: models/demo + models/README.md")
     w("/usr/bin/python3 tools/forge/forge.py --smoke --out /tmp/forge-smoke   # tiny, a few minutes")
     w("```")
@@ -120,7 +134,8 @@ def write_card(R, out, path):
       f"(CALM): the final norm + tied head is applied to every layer's residual stream and the losses are "
       f"weighted ∝ layer index (l / Σl).")
     a = S["adapter"]
-    w(f"- Adapters: {a['steps']} steps (3× that for the four English domains) × batch {a['batch']} × {a['ctx']}, AdamW lr {a['lr']}, final-layer loss, "
+    st = ", ".join(f"`{r['name']}` {r.get('steps', a['steps'])}" for r in R["adapters"])
+    w(f"- Adapters: {a['steps']} steps × a per-adapter multiplier (more for the small English domains; steps: {st}) × batch {a['batch']} × {a['ctx']}, AdamW lr {a['lr']}, final-layer loss, "
       f"base frozen; the checkpoint with the best own-domain validation loss (checked every {a['eval_every']} steps) is kept.")
     w(f"- Reward head: {S['reward']['epochs']} full-batch AdamW epochs, best validation AUC kept.")
     w(f"- Wall times on 2 shared cores (other developers compiling): corpus + tokenizer {fmt_s(t['corpus+tokenizer_s'])}, "
@@ -162,11 +177,16 @@ def write_card(R, out, path):
              if r["rel"] < 0.10]
     w(f"Every adapter lowers its own-domain loss by ≥ 10%: **{'yes' if ok else 'NO'}**" +
       ("" if ok else f" ({len(R['adapters']) - len(fails)} of {len(R['adapters'])} do; not: {', '.join(fails)}: "
-       "small English data sets; 3× the steps of the language adapters (a checkpoint every "
-       f"{S['adapter']['eval_every']} steps, best kept) was not enough") + ". "
-      "Every adapter changes the other domains far less than its own (others Δ). The language adapters raise "
-      "the loss on the base's general English data by 18–26%: they move the model towards their language, which is "
-      "what a tenant wants from them. ")
+       "small English data sets; the steps given above (a checkpoint every "
+       f"{S['adapter']['eval_every']} steps, best kept) were not enough") + ". " +
+      (("Every adapter changes the other domains less than its own (others Δ). ") if all(abs(r["others_rel"]) < r["rel"] for r in R["adapters"]) else
+       ("Not every adapter changes the other domains less than its own: " + ", ".join(
+           f"`{r['name']}` (own {-100 * r['rel']:.1f}%, others {100 * r['others_rel']:+.1f}%)" for r in R["adapters"]
+           if abs(r["others_rel"]) >= r["rel"]) + ". ")) +
+      "The language adapters raise the loss on the base's general English data by " +
+      f"{min(100 * r['general_rel'] for r in R['adapters'] if r['src'].startswith('lang:')):.0f}–"
+      f"{max(100 * r['general_rel'] for r in R['adapters'] if r['src'].startswith('lang:')):.0f}%: they move the model "
+      "towards their language, which is what a tenant wants from them. ")
     w("")
     w(
       "rank_pattern/alpha_pattern keys follow peft: key k applies to module m when `re.match(rf\"(.*\\.)?{k}$\", m)`. "

@@ -40,12 +40,19 @@ ADAPTERS = [
     dict(name="italian", src="lang:it", r=8, alpha=16, targets=MLP,
          rank_pattern={"down_proj": 16}, alpha_pattern={"down_proj": 16, "gate_proj": 32}),
     dict(name="portuguese", src="lang:brasil", r=8, alpha=8, targets="REGEX"),
-    dict(name="zippy", steps_mult=3.0, src="fortune:zippy", r=4, alpha=8, targets=ALL7),
+    dict(name="polish", src="lang:pl", r=4, alpha=8, targets=ALL7),
     dict(name="startrek", steps_mult=3.0, src="fortune:startrek", r=16, alpha=16, targets=ATTN, use_rslora=True),
     dict(name="irc", steps_mult=3.0, src="fortune:knghtbrd", r=8, alpha=16, targets=["q_proj", "v_proj"] + MLP),
-    dict(name="animals", steps_mult=3.0, src="wordnet:noun.animal", r=4, alpha=16, targets=["q_proj", "v_proj", "down_proj"],
+    dict(name="animals", steps_mult=8.0, src="wordnet:noun.animal", r=8, alpha=32, targets=["q_proj", "v_proj", "down_proj"],
          lora_dropout=0.0),
 ]
+# Held out of the base model's data although no adapter uses them any more: `zippy` had an adapter that never
+# reached -10% own-domain loss and was replaced by `polish`; keeping it out of the base (and in the tokenizer's
+# data) keeps a from-scratch run identical to the committed base.
+HELD_OUT_ONLY = [("zippy", "fortune:zippy")]
+# The tokenizer was trained on the train splits of these data sets, in this order (not on `polish`, which was added
+# after the base): a from-scratch run reproduces the committed tokenizer.
+TOKENIZER_SETS = ["general", "german", "spanish", "italian", "portuguese", "zippy", "startrek", "irc", "animals"]
 LANG_CAP_CHARS = 300_000  # per language, hash-sampled
 # the English files of Debian's `fortunes` package (fortunes-it also installs files into the same folder)
 ENGLISH_FILES = set("""art computers cookie debian definitions disclaimer drugs education ethnic food fortunes goedel
@@ -178,12 +185,12 @@ def load_wordnet():
 
 
 APT_LINE = ("apt-get install -y python3-torch python3-numpy python3-regex libopenblas0-pthread fortunes "
-            "wordnet-base fortunes-de fortunes-es fortunes-it fortunes-br")
+            "wordnet-base fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl")
 
 
 def check_inputs():
     need = [os.path.join(FORTUNE_DIR, "zippy"), os.path.join(FORTUNE_DIR, "de"), os.path.join(FORTUNE_DIR, "es"),
-            os.path.join(FORTUNE_DIR, "it"), os.path.join(FORTUNE_DIR, "brasil"),
+            os.path.join(FORTUNE_DIR, "it"), os.path.join(FORTUNE_DIR, "brasil"), os.path.join(FORTUNE_DIR, "pl"),
             os.path.join(WORDNET_DIR, "data.noun"), AFINN_PATH]
     missing = [p for p in need if not os.path.exists(p)]
     if missing:
@@ -196,7 +203,7 @@ def build_corpus(smoke):
     wn = load_wordnet()
     domains = {}
     held = set()
-    for a in ADAPTERS:
+    for a in ADAPTERS + [dict(name=n, src=src) for n, src in HELD_OUT_ONLY]:
         kind, key = a["src"].split(":")
         if kind == "lang":  # a whole language (Debian fortunes-de/-es/-it/-br), capped by hash sampling
             files = load_fortunes(key) if os.path.isdir(os.path.join(FORTUNE_DIR, key)) else load_fortunes(only={key})
@@ -228,7 +235,7 @@ def build_corpus(smoke):
     for kind, d in general:
         splits["general"][split_of(d)].append((kind, d))
     for k, docs in domains.items():
-        src = next(a["src"] for a in ADAPTERS if a["name"] == k)
+        src = next(a["src"] for a in ADAPTERS + [dict(name=n, src=v) for n, v in HELD_OUT_ONLY] if a["name"] == k)
         kind = {"wordnet": "wordnet", "fortune": "fortune", "lang": "fortune-lang"}[src.split(":")[0]]
         splits[k] = {"train": [], "val": [], "test": []}
         for d in docs:
@@ -1137,7 +1144,7 @@ def main():
     stats = {k: {p: (len(v), sum(len(d) for _, d in v)) for p, v in sp.items()} for k, sp in splits.items()}
     log("corpus", json.dumps(stats))
     # 2. tokenizer (trained on every train split, general and domains)
-    tok_texts = [d for sp in splits.values() for _, d in sp["train"]]
+    tok_texts = [d for k in TOKENIZER_SETS if k in splits for _, d in splits[k]["train"]]
     tok_texts += CHAT_PROMPTS + ["Define:"]
     vocab, merges = train_bpe(tok_texts, S["model"]["vocab_size"])
     tok = Tokenizer(vocab, merges)
@@ -1215,7 +1222,7 @@ def main():
                    train_s=secs, base=base_dom[n], adapter=own, adapter_test=own_test,
                    rel=(base_dom[n] - own) / base_dom[n],
                    others_rel=float(np.mean([(others[m] - base_dom[m]) / base_dom[m] for m in others])),
-                   general_rel=(gen - base_gen) / base_gen)
+                   general_rel=(gen - base_gen) / base_gen, steps=int(S["adapter"]["steps"] * spec.get("steps_mult", 1.0)))
         table.append(row)
         log(f"adapter {n}: own {base_dom[n]:.3f} -> {own:.3f} ({100 * row['rel']:.1f}% lower), others "
             f"{100 * row['others_rel']:+.1f}%, general {100 * row['general_rel']:+.1f}%, best step {best[1]}")
@@ -1261,7 +1268,7 @@ def main():
     model.eval()
     sprompts = [("chat", [{"role": "user", "content": "Tell me something."}]), ("plain", "The computer")]
     for sp in sprompts:
-        for who in ["base", "german", "zippy", "startrek"]:
+        for who in ["base", "german", "polish", "startrek"]:
             if who != "base":
                 load_adapter(model, os.path.join(out, "adapters", who))
             for s in range(2):

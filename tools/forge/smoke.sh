@@ -2,7 +2,7 @@
 # CI entry point: runs the whole forge pipeline with tiny settings into a temporary folder and checks
 # that every artifact was written. Installs nothing; needs (Debian 12):
 #   apt-get install -y python3-torch python3-numpy python3-regex libopenblas0-pthread fortunes wordnet-base \
-#                      fortunes-de fortunes-es fortunes-it fortunes-br
+#                      fortunes-de fortunes-es fortunes-it fortunes-br fortunes-pl
 # OMP_NUM_THREADS=1: on a busy 2-core machine OpenMP spinning made training several times slower.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
