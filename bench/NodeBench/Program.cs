@@ -41,7 +41,9 @@ if (!File.Exists(Path.Combine(dir, "model.safetensors")))
 string Prompt(int i) => string.Concat(Enumerable.Range(0, promptLen).Select(k => (char)('a' + (i * 7 + k * 3) % 26)));
 
 // 1. Engine in-process, batch 1, the same requests one after another (its own copy of the model).
-using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 1, MaxContext = context, Threads = threads });
+// Spinning off, as the node runs by default (NodeOptions.OrtSpin): the thread pool is process-wide, so the in-process
+// engine and the node share the setting and the overhead ratio compares like with like.
+using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 1, MaxContext = context, Threads = threads, SpinThreads = false });
 using var dec = new BatchDecoder(model, 1);
 var tokenizer = Serving.Inference.Tokenization.TokenizerLoader.Load(dir, model.Config.VocabSize);
 double EngineTokensPerSecond()

@@ -29,6 +29,7 @@ public sealed class ModelHost : IDisposable
             Threads = o.Threads,
             MaxBatch = o.MaxBatch,
             MaxContext = o.MaxContext,
+            SpinThreads = o.OrtSpin,
         });
         var c = _model.Config;
         var slots = o.MaxBatch;

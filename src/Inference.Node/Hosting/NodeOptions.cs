@@ -48,6 +48,12 @@ public sealed class NodeOptions
     /// <summary>Value of <c>Retry-After</c> on 429/503, in seconds.</summary>
     public int RetryAfterSeconds { get; set; } = 1;
 
+    /// <summary>
+    /// Let ONNX Runtime's idle pool threads spin (process-wide). Off by default in the node: spinning takes CPU from
+    /// Kestrel and the scheduler on small machines (measured in docs/benchmarks.md, node section).
+    /// </summary>
+    public bool OrtSpin { get; set; }
+
     /// <summary>Address to listen on (ignored when <c>urls</c>/<c>ASPNETCORE_URLS</c> is set).</summary>
     public string Host { get; set; } = "127.0.0.1";
 

@@ -15,8 +15,12 @@ public static class OrtRuntime
     /// <summary>Threads of the global pool, once initialised.</summary>
     public static int Threads => _threads;
 
-    /// <summary>Creates the environment on first call; later calls must agree on the thread count or pass 0.</summary>
-    public static void EnsureInitialized(int threads = 0)
+    /// <summary>
+    /// Creates the environment on first call (later calls change nothing). <paramref name="spin"/>: idle pool threads
+    /// spin before sleeping — fastest for a process that only decodes, but in a server it takes CPU from the HTTP
+    /// threads on small machines (the node turns it off).
+    /// </summary>
+    public static void EnsureInitialized(int threads = 0, bool spin = true)
     {
         lock (Gate)
         {
@@ -26,7 +30,7 @@ public static class OrtRuntime
             {
                 GlobalIntraOpNumThreads = n,
                 GlobalInterOpNumThreads = 1,
-                GlobalSpinControl = true,
+                GlobalSpinControl = spin,
             };
             var options = new EnvironmentCreationOptions
             {
@@ -42,7 +46,7 @@ public static class OrtRuntime
     /// <summary>Session options for one execution unit on the configured provider.</summary>
     public static SessionOptions CreateSessionOptions(RuntimeOptions options)
     {
-        EnsureInitialized(options.Threads);
+        EnsureInitialized(options.Threads, options.SpinThreads);
         var so = new SessionOptions
         {
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,

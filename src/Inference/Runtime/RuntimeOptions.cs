@@ -21,6 +21,12 @@ public sealed record RuntimeOptions
     /// <summary>Threads of the one global intra-op pool (0 = processor count).</summary>
     public int Threads { get; init; }
 
+    /// <summary>
+    /// Whether idle threads of the global pool spin (process-wide, fixed by the first model loaded). On: best for a
+    /// process that only decodes. Off: leaves CPU to other work in the process (HTTP serving on a small machine).
+    /// </summary>
+    public bool SpinThreads { get; init; } = true;
+
     /// <summary>Rows that decode together (KV slots).</summary>
     public int MaxBatch { get; init; } = 8;
 
