@@ -48,17 +48,8 @@ internal static class Gpt2FilesReader
         foreach (var name in declared)
             if (vocab.TryGetValue(name, out int id) && !added.Exists(a => a.Id == id)) added.Add(new AddedToken(name, id, Special: true));
 
-        int vocabSize = 0;
-        foreach (int id in vocab.Values) vocabSize = Math.Max(vocabSize, id + 1);
-        foreach (var t in added) vocabSize = Math.Max(vocabSize, t.Id + 1);
-        var tokens = new string?[vocabSize];
-        foreach (var (token, id) in vocab) tokens[id] ??= token;
-        var special = new bool[vocabSize];
-        foreach (var t in added)
-        {
-            tokens[t.Id] = t.Content;
-            special[t.Id] = t.Special || declared.Contains(t.Content);
-        }
+        var (tokens, special) = TokenTable.Build(vocab, added, declared);
+        int vocabSize = tokens.Length;
         var decoder = DecoderSpec.ByteLevel();
         var table = decoder.BuildTable(tokens, special);
 

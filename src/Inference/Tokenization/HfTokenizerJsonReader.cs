@@ -113,18 +113,8 @@ internal static class HfTokenizerJsonReader
         var preTokenizer = PreTokenizer.FromJson(JsonUtil.Property(root, "pre_tokenizer"), path);
         var decoder = DecoderSpec.FromJson(JsonUtil.Property(root, "decoder"), path, preTokenizer?.IsByteLevel ?? false);
 
-        int vocabSize = 0;
-        foreach (int id in vocab.Values) vocabSize = Math.Max(vocabSize, id + 1);
-        foreach (var t in added) vocabSize = Math.Max(vocabSize, t.Id + 1);
-
-        var tokens = new string?[vocabSize];
-        foreach (var (token, id) in vocab) tokens[id] ??= token;
-        var special = new bool[vocabSize];
-        foreach (var t in added)
-        {
-            tokens[t.Id] = t.Content;
-            special[t.Id] = t.Special || config.DeclaredSpecialTokens().Contains(t.Content);
-        }
+        var (tokens, special) = TokenTable.Build(vocab, added, new HashSet<string>(config.DeclaredSpecialTokens(), StringComparer.Ordinal));
+        int vocabSize = tokens.Length;
         var table = decoder.BuildTable(tokens, special);
 
         int? Lookup(string s) => added.Find(a => a.Content == s)?.Id ?? (vocab.TryGetValue(s, out int id) ? id : null);
