@@ -46,7 +46,8 @@ public sealed class AdmissionTests : IAsyncLifetime
         var response = await _server.Http.SendAsync(Sse.Post("v1/completions", Long()), HttpCompletionOption.ResponseHeadersRead, cts.Token);
         var enumerator = Sse.ReadAsync(response, cts.Token).GetAsyncEnumerator(cts.Token);
         Assert.True(await enumerator.MoveNextAsync()); // generating
-        var running = await StatusAsync();
+        // Status is published at the end of each iteration, so the first token can reach us before it: wait for it.
+        var running = await WaitForStatusAsync(s => (int)s["kv"]!["slots_used"]! == 1);
         Assert.Equal(1, (int)running["kv"]!["slots_used"]!);
         Assert.Equal(1, (int)running["running_rows"]!);
         var stepsBefore = (long)running["steps"]!;
