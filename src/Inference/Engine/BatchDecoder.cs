@@ -1,5 +1,6 @@
 using Microsoft.ML.OnnxRuntime;
 using Serving.Checkpoints;
+using Serving.Inference.Adapters;
 using Serving.Inference.Graphs;
 using Serving.Inference.KvCache;
 using Serving.Inference.Runtime;
@@ -32,6 +33,17 @@ public sealed class BatchDecoder : IDisposable
     private long _nextId;
     private bool _useFused;
 
+    // Adapters (null / empty when the model has no adapter slots).
+    private readonly NativeBuffer<long>? _loraIndex;       // [rows]: adapted token indices, grouped
+    private readonly NativeBuffer<long>? _loraSizes;       // [S]: tokens per group
+    private readonly OrtValue?[] _loraIndexViews = [];      // per na: [na]
+    private readonly OrtValue?[] _loraIndexNdViews = [];    // per na: [na, 1]
+    private readonly OrtValue[] _loraSizeViews = [];        // per bucket: [groups]
+    private readonly LoraBindings?[,] _loraBindings = new LoraBindings?[0, 0]; // [batch, bucket]
+    private readonly int[] _groupOfSlot = [];
+    private readonly int[] _groupSlots = [];
+    private readonly int[] _groupOffsets = [];
+
     public BatchDecoder(DecoderModel model, int? maxBatch = null)
     {
         _model = model;
@@ -48,6 +60,42 @@ public sealed class BatchDecoder : IDisposable
         _decodeBindings = new StepBindings?[Capacity + 1];
         _fusedBindings = new StepBindings?[Capacity + 1];
         _rotary = _c.Architecture == ModelArchitecture.Llama;
+        var slots = model.AdapterSlots;
+        if (slots > 0)
+        {
+            Adapters = new AdapterSlotTable(_c, slots, model.Options.AdapterMaxRank);
+            _loraIndex = new NativeBuffer<long>(rows);
+            _loraSizes = new NativeBuffer<long>(slots);
+            _loraIndexViews = new OrtValue?[Capacity + 1];
+            _loraIndexNdViews = new OrtValue?[Capacity + 1];
+            var buckets = model.LoraBuckets;
+            _loraSizeViews = new OrtValue[buckets.Length];
+            for (var k = 0; k < buckets.Length; k++) _loraSizeViews[k] = _loraSizes.View(0, buckets[k]);
+            _loraBindings = new LoraBindings?[Capacity + 1, buckets.Length];
+            _groupOfSlot = new int[slots];
+            Array.Fill(_groupOfSlot, -1);
+            _groupSlots = new int[slots];
+            _groupOffsets = new int[slots + 1];
+        }
+    }
+
+    /// <summary>The adapter slots rows can use (null when the model was loaded without <see cref="RuntimeOptions.AdapterSlots"/>).</summary>
+    public AdapterSlotTable? Adapters { get; }
+
+    /// <summary>
+    /// Makes <paramref name="seq"/> use the adapter in <paramref name="slot"/> from its next prefill or decode step on
+    /// (-1: the base model). A row keeps its slot when forked; the caller must not rewrite a slot its rows still use.
+    /// </summary>
+    public void SetAdapter(Sequence seq, int slot)
+    {
+        EnsureActive(seq);
+        if (slot != -1)
+        {
+            if (Adapters is null) throw new InvalidOperationException("this model was loaded without adapter slots (RuntimeOptions.AdapterSlots)");
+            if ((uint)slot >= (uint)Adapters.Count) throw new ArgumentOutOfRangeException(nameof(slot), slot, $"slots are [0, {Adapters.Count})");
+            if (Adapters[slot] is null) throw new InvalidOperationException($"adapter slot {slot} is empty");
+        }
+        seq.AdapterSlot = slot;
     }
 
     /// <summary>Most rows that can be active at once.</summary>
@@ -112,11 +160,19 @@ public sealed class BatchDecoder : IDisposable
         _total.Span[0] = seq.Length + t;
         if (hiddenCapture is not null) _hiddenA.Span[..(t * d)].CopyTo(hiddenCapture);
 
-        using (var step = new StepBindings(this, batch: 1, seqLen: t, slot: seq.Slot))
+        var adapted = seq.AdapterSlot >= 0;
+        if (adapted)
         {
+            for (var i = 0; i < t; i++) _loraIndex!.Span[i] = i;
+            _loraSizes!.Span[0] = t;
+        }
+        using (var step = new StepBindings(this, batch: 1, seqLen: t, slot: seq.Slot, bucket: adapted ? 0 : -1))
+        {
+            if (adapted) step.BindPrefillAdapter(this, seq.AdapterSlot, t);
+            var blocks = adapted ? _model.LoraBlocks[0] : _model.Blocks;
             for (var l = 0; l < _c.NumLayers; l++)
             {
-                _model.Blocks[l].RunWithBinding(_run, step.Layers[l]);
+                blocks[l].RunWithBinding(_run, step.Layers[l]);
                 if (hiddenCapture is not null)
                 {
                     Output(l).Span[..(t * d)].CopyTo(hiddenCapture.AsSpan((l + 1) * t * d, t * d));
@@ -161,10 +217,25 @@ public sealed class BatchDecoder : IDisposable
             maxTotal = Math.Max(maxTotal, seq.Length + 1);
         }
         _total.Span[0] = maxTotal;
+        var (groups, adaptedRows) = Adapters is null ? (0, 0) : GroupRowsByAdapter(b);
         if (_useFused)
         {
+            if (groups > 0) throw new InvalidOperationException("the fused measurement graph has no adapter inputs");
             var fused = _fusedBindings[b] ??= new StepBindings(this, batch: b, seqLen: 1, slot: 0, fused: true);
             _model.Fused!.RunWithBinding(_run, fused.Head!);
+        }
+        else if (groups > 0)
+        {
+            var bucket = 0;
+            while (_model.LoraBuckets[bucket] < groups) bucket++;
+            var step = _loraBindings[b, bucket] ??= new LoraBindings(new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true, bucket: bucket), _model.LoraBuckets[bucket], _c.NumLayers);
+            step.Bind(this, groups, adaptedRows);
+            var blocks = _model.LoraBlocks[bucket];
+            for (var l = 0; l < _c.NumLayers; l++)
+            {
+                blocks[l].RunWithBinding(_run, step.Step.Layers[l]);
+            }
+            _model.Head.RunWithBinding(_run, step.Step.Head!);
         }
         else
         {
@@ -192,6 +263,7 @@ public sealed class BatchDecoder : IDisposable
         if (child is null) return null;
         _kv.CopySlot(parent.Slot, child.Slot, parent.Length);
         child.Length = parent.Length;
+        child.AdapterSlot = parent.AdapterSlot;
         child.PendingToken = parent.PendingToken;
         return child;
     }
@@ -215,8 +287,58 @@ public sealed class BatchDecoder : IDisposable
     {
         foreach (var b in _decodeBindings) b?.Dispose();
         foreach (var b in _fusedBindings) b?.Dispose();
+        foreach (var b in _loraBindings) b?.Step.Dispose();
+        foreach (var v in _loraIndexViews) v?.Dispose();
+        foreach (var v in _loraIndexNdViews) v?.Dispose();
+        foreach (var v in _loraSizeViews) v.Dispose();
+        Adapters?.Dispose();
         _run.Dispose();
     }
+
+    /// <summary>
+    /// Groups the first <paramref name="b"/> rows by adapter slot: fills the index buffer (row indices, grouped in
+    /// order of first appearance), the size buffer and <c>_groupSlots</c>; returns (groups, adapted rows). Allocates nothing.
+    /// </summary>
+    private (int Groups, int AdaptedRows) GroupRowsByAdapter(int b)
+    {
+        var groups = 0;
+        for (var r = 0; r < b; r++)
+        {
+            var slot = _active[r].AdapterSlot;
+            if (slot < 0) continue;
+            if (_groupOfSlot[slot] < 0)
+            {
+                _groupOfSlot[slot] = groups;
+                _groupSlots[groups] = slot;
+                _groupOffsets[groups] = 0;
+                groups++;
+            }
+            _groupOffsets[_groupOfSlot[slot]]++;
+        }
+        if (groups == 0) return (0, 0);
+        // counts -> start offsets
+        var total = 0;
+        var sizes = _loraSizes!.Span;
+        for (var g = 0; g < groups; g++)
+        {
+            var n = _groupOffsets[g];
+            sizes[g] = n;
+            _groupOffsets[g] = total;
+            total += n;
+        }
+        var index = _loraIndex!.Span;
+        for (var r = 0; r < b; r++)
+        {
+            var slot = _active[r].AdapterSlot;
+            if (slot < 0) continue;
+            index[_groupOffsets[_groupOfSlot[slot]]++] = r;
+        }
+        for (var g = 0; g < groups; g++) _groupOfSlot[_groupSlots[g]] = -1;
+        return (groups, total);
+    }
+
+    private OrtValue LoraIndexView(int na) => _loraIndexViews[na] ??= _loraIndex!.View(0, na);
+    private OrtValue LoraIndexNdView(int na) => _loraIndexNdViews[na] ??= _loraIndex!.View(0, na, 1);
 
     private void EnsureActive(Sequence seq)
     {
@@ -245,7 +367,7 @@ public sealed class BatchDecoder : IDisposable
     {
         private readonly List<IDisposable> _owned = [];
 
-        public StepBindings(BatchDecoder dec, int batch, int seqLen, int slot, bool withHead = false, bool fused = false)
+        public StepBindings(BatchDecoder dec, int batch, int seqLen, int slot, bool withHead = false, bool fused = false, int bucket = -1)
         {
             var c = dec._c;
             long d = c.HiddenSize;
@@ -278,7 +400,7 @@ public sealed class BatchDecoder : IDisposable
             Layers = new OrtIoBinding[c.NumLayers];
             for (var l = 0; l < c.NumLayers; l++)
             {
-                var io = Own(dec._model.Blocks[l].CreateIoBinding());
+                var io = Own((bucket < 0 ? dec._model.Blocks[l] : dec._model.LoraBlocks[bucket][l]).CreateIoBinding());
                 var key = Own(dec._kv.Keys[l].View(slot * dec._kv.SlotStride, kvShape));
                 var value = Own(dec._kv.Values[l].View(slot * dec._kv.SlotStride, kvShape));
                 io.BindInput(BlockGraph.Hidden, l % 2 == 0 ? a : b);
@@ -304,6 +426,27 @@ public sealed class BatchDecoder : IDisposable
         public OrtIoBinding[] Layers { get; }
         public OrtIoBinding? Head { get; }
 
+        /// <summary>Binds a batch-1 prefill of <paramref name="tokens"/> tokens that all use <paramref name="slot"/> (bucket 0: one group).</summary>
+        public void BindPrefillAdapter(BatchDecoder dec, int slot, int tokens)
+        {
+            var index = Own(dec._loraIndex!.View(0, tokens));
+            var indexNd = Own(dec._loraIndex!.View(0, tokens, 1));
+            var table = dec.Adapters!;
+            for (var l = 0; l < Layers.Length; l++)
+            {
+                var io = Layers[l];
+                io.BindInput(BlockGraph.LoraIndex, index);
+                io.BindInput(BlockGraph.LoraIndexNd, indexNd);
+                io.BindInput(BlockGraph.LoraSizes, dec._loraSizeViews[0]);
+                for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
+                {
+                    var projection = (AdaptedProjection)p;
+                    io.BindInput(LoraNames.A[p][0], table.A(slot, l, projection));
+                    io.BindInput(LoraNames.B[p][0], table.B(slot, l, projection));
+                }
+            }
+        }
+
         public void Dispose()
         {
             for (var i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
@@ -313,6 +456,78 @@ public sealed class BatchDecoder : IDisposable
         {
             _owned.Add(item);
             return item;
+        }
+    }
+
+    /// <summary>
+    /// The bindings of one (batch size, group bucket) adapter step, and what is bound now: adapter inputs are rebound
+    /// only when the step's grouping differs from the last one that used these bindings (a new row count, another slot
+    /// in a group, or a slot rewritten since), so steady decoding binds nothing and allocates nothing.
+    /// </summary>
+    private sealed class LoraBindings(StepBindings step, int groups, int layers)
+    {
+        private readonly int[] _slots = new int[groups];
+        private readonly long[] _versions = new long[groups];
+        private int _boundRows = -1;
+        private int _boundGroups = -1;
+
+        public StepBindings Step { get; } = step;
+
+        public void Bind(BatchDecoder dec, int used, int adaptedRows)
+        {
+            var table = dec.Adapters!;
+            var sizes = dec._loraSizes!.Span;
+            for (var g = used; g < groups; g++) sizes[g] = 0;
+            if (adaptedRows != _boundRows)
+            {
+                var index = dec.LoraIndexView(adaptedRows);
+                var indexNd = dec.LoraIndexNdView(adaptedRows);
+                var bucketIndex = Array.IndexOf(dec._model.LoraBuckets, groups);
+                for (var l = 0; l < layers; l++)
+                {
+                    Step.Layers[l].BindInput(BlockGraph.LoraIndex, index);
+                    Step.Layers[l].BindInput(BlockGraph.LoraIndexNd, indexNd);
+                    Step.Layers[l].BindInput(BlockGraph.LoraSizes, dec._loraSizeViews[bucketIndex]);
+                }
+                _boundRows = adaptedRows;
+            }
+            for (var g = 0; g < groups; g++)
+            {
+                var slot = g < used ? dec._groupSlots[g] : -1;
+                var version = slot < 0 ? -1 : table.Version(slot);
+                if (_boundGroups >= 0 && _slots[g] == slot && _versions[g] == version) continue;
+                for (var l = 0; l < layers; l++)
+                {
+                    var io = Step.Layers[l];
+                    for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
+                    {
+                        var projection = (AdaptedProjection)p;
+                        io.BindInput(LoraNames.A[p][g], slot < 0 ? table.EmptyA(projection) : table.A(slot, l, projection));
+                        io.BindInput(LoraNames.B[p][g], slot < 0 ? table.EmptyB(projection) : table.B(slot, l, projection));
+                    }
+                }
+                _slots[g] = slot;
+                _versions[g] = version;
+            }
+            _boundGroups = used;
+        }
+    }
+
+    /// <summary>Input names of the adapter groups, built once (binding by name must not allocate per step).</summary>
+    private static class LoraNames
+    {
+        public static readonly string[][] A = Build(a: true);
+        public static readonly string[][] B = Build(a: false);
+
+        private static string[][] Build(bool a)
+        {
+            var names = new string[AdapterFactors.ProjectionCount][];
+            for (var p = 0; p < names.Length; p++)
+            {
+                names[p] = new string[256];
+                for (var g = 0; g < 256; g++) names[p][g] = BlockGraph.LoraInput((AdaptedProjection)p, g, a);
+            }
+            return names;
         }
     }
 }

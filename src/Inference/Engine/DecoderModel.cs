@@ -40,6 +40,15 @@ public sealed class DecoderModel : IDisposable
     internal InferenceSession[] Blocks { get; }
     internal InferenceSession Head { get; }
 
+    /// <summary>Group counts of the adapter variants (ascending; empty when adapters are off).</summary>
+    internal int[] LoraBuckets { get; private init; } = [];
+
+    /// <summary>Adapter variants of every block: <c>LoraBlocks[bucket][layer]</c>, bucket indexing <see cref="LoraBuckets"/>.</summary>
+    internal InferenceSession[][] LoraBlocks { get; private init; } = [];
+
+    /// <summary>Adapter slots this model was built for (<see cref="RuntimeOptions.AdapterSlots"/>).</summary>
+    public int AdapterSlots => Options.AdapterSlots;
+
     /// <summary>The whole model in one session, when <see cref="RuntimeOptions.BuildFusedGraph"/> asked for it.</summary>
     internal InferenceSession? Fused { get; private init; }
 
@@ -66,6 +75,9 @@ public sealed class DecoderModel : IDisposable
         var rotary = gpt2 ? null : new RotaryTables(maxContext, c.HeadDim, c.RopeTheta);
 
         var sessions = new List<InferenceSession>();
+        var buckets = GroupBuckets(options.AdapterSlots);
+        var loraBlocks = new InferenceSession[buckets.Length][];
+        for (var k = 0; k < buckets.Length; k++) loraBlocks[k] = new InferenceSession[c.NumLayers];
         try
         {
             using var so = OrtRuntime.CreateSessionOptions(options);
@@ -73,6 +85,13 @@ public sealed class DecoderModel : IDisposable
             {
                 var weights = LayerWeights.Read(ckpt, layer);
                 sessions.Add(new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary), $"block_{layer}"), so));
+                for (var k = 0; k < buckets.Length; k++)
+                {
+                    var graph = BlockGraph.Build(c, weights, layer, maxContext, rotary, buckets[k]);
+                    var session = new InferenceSession(Dump(graph, $"block_{layer}_lora{buckets[k]}"), so);
+                    sessions.Add(session);
+                    loraBlocks[k][layer] = session;
+                }
             }
             var normW = ckpt.ReadFloat32(gpt2 ? "transformer.ln_f.weight" : "model.norm.weight", d);
             var normB = gpt2 ? ckpt.ReadFloat32("transformer.ln_f.bias", d) : null;
@@ -86,13 +105,29 @@ public sealed class DecoderModel : IDisposable
             var head = new InferenceSession(Dump(HeadGraph.Build(c, normW, normB, headW), "head"), so);
             sessions.Add(head);
             var fused = options.BuildFusedGraph ? new InferenceSession(FusedGraph.Build(ckpt, maxContext, rotary, normW, normB, headW), so) : null;
-            return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, [.. sessions[..^1]], head, started.Elapsed) { Fused = fused };
+            var blocks = new InferenceSession[c.NumLayers];
+            for (var layer = 0; layer < c.NumLayers; layer++) blocks[layer] = sessions[layer * (1 + buckets.Length)];
+            return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, blocks, head, started.Elapsed)
+            {
+                Fused = fused,
+                LoraBuckets = buckets,
+                LoraBlocks = loraBlocks,
+            };
         }
         catch
         {
             foreach (var s in sessions) s.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Group counts with a built variant: powers of two below <paramref name="slots"/>, then <paramref name="slots"/>.</summary>
+    internal static int[] GroupBuckets(int slots)
+    {
+        var list = new List<int>();
+        for (var g = 1; g < slots; g *= 2) list.Add(g);
+        if (slots > 0) list.Add(slots);
+        return [.. list];
     }
 
     /// <summary>With SERVING_DUMP_GRAPHS=folder set, writes each generated graph there as .onnx (for Netron or debugging).</summary>
@@ -129,6 +164,10 @@ public sealed class DecoderModel : IDisposable
     public void Dispose()
     {
         foreach (var b in Blocks) b.Dispose();
+        foreach (var variant in LoraBlocks)
+        {
+            foreach (var b in variant) b.Dispose();
+        }
         Head.Dispose();
         Fused?.Dispose();
     }

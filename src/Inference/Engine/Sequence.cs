@@ -24,6 +24,9 @@ public sealed class Sequence
     /// <summary>The next token to feed (set by the caller after sampling).</summary>
     public int PendingToken { get; set; } = -1;
 
+    /// <summary>The adapter slot this row uses (see <see cref="BatchDecoder.SetAdapter"/>), or -1 for the base model.</summary>
+    public int AdapterSlot { get; internal set; } = -1;
+
     /// <summary>False once released.</summary>
     public bool IsActive { get; internal set; } = true;
 }

@@ -23,14 +23,32 @@ internal static class BlockGraph
     public const string TotalSeqLen = "total_seq_len";
     public const string PositionIds = "position_ids";
 
-    public static byte[] Build(ModelConfig c, LayerWeights w, int layer, int maxContext, RotaryTables? rotary)
+    /// <summary>int64 [na]: flattened (row·seq + position) indices of the tokens that use an adapter, grouped by adapter.</summary>
+    public const string LoraIndex = "lora_index";
+
+    /// <summary>int64 [na, 1]: the same indices shaped for ScatterND (bound to the same memory).</summary>
+    public const string LoraIndexNd = "lora_index_nd";
+
+    /// <summary>int64 [groups]: how many of <see cref="LoraIndex"/> belong to each group (zero for padding groups).</summary>
+    public const string LoraSizes = "lora_sizes";
+
+    /// <summary>Name of group <paramref name="group"/>'s A ([in, r]) or B ([r, out]) input for a projection.</summary>
+    public static string LoraInput(Adapters.AdaptedProjection projection, int group, bool a) =>
+        $"lora_{(int)projection}_{(a ? 'a' : 'b')}{group}";
+
+    /// <summary>
+    /// Builds block <paramref name="layer"/>. With <paramref name="loraGroups"/> &gt; 0 every projection also adds
+    /// <c>(x·A_g)·B_g</c> to the rows of group g (see <see cref="AddLora"/>); 0 builds the plain base block.
+    /// </summary>
+    public static byte[] Build(ModelConfig c, LayerWeights w, int layer, int maxContext, RotaryTables? rotary, int loraGroups = 0)
     {
-        var g = new GraphBuilder($"block_{layer}");
+        var g = new GraphBuilder(loraGroups == 0 ? $"block_{layer}" : $"block_{layer}_lora{loraGroups}");
         DeclareSharedInputs(g, c);
+        if (loraGroups > 0) DeclareLoraInputs(g, c, loraGroups);
         g.Input(Hidden, DT.Float, "batch", "seq", c.HiddenSize);
         g.Input(PastKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         g.Input(PastValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
-        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary);
+        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary, loraGroups);
         g.Output(PresentKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         g.Output(PresentValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         g.Output(HiddenOut, DT.Float, "batch", "seq", c.HiddenSize);
@@ -45,9 +63,60 @@ internal static class BlockGraph
         if (c.Architecture == ModelArchitecture.Llama) g.Input(PositionIds, DT.Int64, "batch", "seq");
     }
 
+    /// <summary>Declares the adapter inputs of a block with <paramref name="groups"/> groups.</summary>
+    private static void DeclareLoraInputs(GraphBuilder g, ModelConfig c, int groups)
+    {
+        g.Input(LoraIndex, DT.Int64, "lora_rows");
+        g.Input(LoraIndexNd, DT.Int64, "lora_rows", 1);
+        g.Input(LoraSizes, DT.Int64, groups);
+        for (var p = 0; p < Adapters.AdapterFactors.ProjectionCount; p++)
+        {
+            var projection = (Adapters.AdaptedProjection)p;
+            var (inDim, outDim) = Adapters.AdapterFactors.Shape(c, projection);
+            for (var k = 0; k < groups; k++)
+            {
+                g.Input(LoraInput(projection, k, a: true), DT.Float, inDim, $"rank_{p}_{k}");
+                g.Input(LoraInput(projection, k, a: false), DT.Float, $"rank_{p}_{k}", outDim);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Adds the per-group low-rank updates to projection output <paramref name="y"/> (input <paramref name="x"/>):
+    /// the adapted tokens are gathered from the flattened batch, split into their groups, each group multiplied by its
+    /// own A then B (bound directly from slot storage, so a rank-0 pair adds nothing), and the results added back into
+    /// the base output in place with ScatterND(reduction = add). Tokens of rows without an adapter are not touched.
+    /// </summary>
+    private static string AddLora(GraphBuilder g, string x, string y, Adapters.AdaptedProjection projection, int inDim, int outDim, string name, int groups)
+    {
+        var x2 = g.Node("Reshape", [x, g.Int64s(name + "_lx_shape", -1, inDim)], name + "_lx");
+        var xs = g.Node("Gather", [x2, LoraIndex], name + "_lxg", "", ("axis", 0L));
+        string[] parts;
+        if (groups == 1)
+        {
+            parts = [xs];
+        }
+        else
+        {
+            var names = new string[groups];
+            for (var k = 0; k < groups; k++) names[k] = $"{name}_lxp{k}";
+            parts = g.NodeMulti("Split", [xs, LoraSizes], names, "", ("axis", 0L));
+        }
+        var deltas = new string[groups];
+        for (var k = 0; k < groups; k++)
+        {
+            var low = g.Node("MatMul", [parts[k], LoraInput(projection, k, a: true)], $"{name}_lxa{k}");
+            deltas[k] = g.Node("MatMul", [low, LoraInput(projection, k, a: false)], $"{name}_ld{k}");
+        }
+        var delta = groups == 1 ? deltas[0] : g.Node("Concat", deltas, name + "_ld", "", ("axis", 0L));
+        var y2 = g.Node("Reshape", [y, g.Int64s(name + "_ly_shape", -1, outDim)], name + "_ly");
+        var sum = g.Node("ScatterND", [y2, LoraIndexNd, delta], name + "_lsum", "", ("reduction", "add"));
+        return g.Node("Reshape", [sum, g.Node("Shape", [y], name + "_lshape")], name + "_lora");
+    }
+
     /// <summary>Adds one block's nodes to <paramref name="g"/>, naming its internals with <paramref name="prefix"/>.</summary>
     public static void Add(GraphBuilder g, ModelConfig c, LayerWeights w, string prefix, string hidden, string hiddenOut,
-        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary)
+        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary, int loraGroups = 0)
     {
         int d = c.HiddenSize, hd = c.HeadDim, q = c.NumHeads * hd, kv = c.NumKvHeads * hd, f = c.IntermediateSize;
         var llama = c.Architecture == ModelArchitecture.Llama;
@@ -56,6 +125,7 @@ internal static class BlockGraph
         // Attention
         var n1 = Norm(g, c, hidden, w.Norm1Weight, w.Norm1Bias, N("ln1"));
         var qkv = Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, N("qkv"));
+        if (loraGroups > 0) qkv = AddLora(g, n1, qkv, Adapters.AdaptedProjection.Qkv, d, q + 2 * kv, N("qkv"), loraGroups);
         var parts = g.NodeMulti("Split", [qkv, g.Int64s(N("qkv_split"), q, kv, kv)], [N("q"), N("k"), N("v")], "", ("axis", 2L));
         string qIn = parts[0], kIn = parts[1];
         if (llama)
@@ -70,6 +140,7 @@ internal static class BlockGraph
             [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain,
             ("num_heads", (long)c.NumHeads), ("kv_num_heads", (long)c.NumKvHeads))[0];
         var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, N("o"));
+        if (loraGroups > 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, q, d, N("o"), loraGroups);
         var x2 = g.Node("Add", [hidden, o], N("resid1"));
 
         // Feed-forward
@@ -78,6 +149,7 @@ internal static class BlockGraph
         if (llama)
         {
             var gu = Linear(g, n2, w.UpWeight, w.UpBias, d, 2 * f, N("gate_up"));
+            if (loraGroups > 0) gu = AddLora(g, n2, gu, Adapters.AdaptedProjection.Up, d, 2 * f, N("gate_up"), loraGroups);
             var gates = g.NodeMulti("Split", [gu, g.Int64s(N("gu_split"), f, f)], [N("gate"), N("up")], "", ("axis", 2L));
             var silu = g.Node("Mul", [gates[0], g.Node("Sigmoid", [gates[0]], N("sig"))], N("silu"));
             act = g.Node("Mul", [silu, gates[1]], N("swiglu"));
@@ -85,9 +157,16 @@ internal static class BlockGraph
         else
         {
             var fc = g.Node("MatMul", [n2, g.Weight(N("fc_w"), w.UpWeight, d, f)], N("fc"));
-            act = g.Node("FastGelu", [fc, g.Weight(N("fc_b"), w.UpBias!, f)], N("gelu"), GraphBuilder.MicrosoftDomain);
+            var fcBias = g.Weight(N("fc_b"), w.UpBias!, f);
+            if (loraGroups > 0)
+            {
+                // FastGelu takes the bias separately; the update must land before the activation.
+                fc = AddLora(g, n2, fc, Adapters.AdaptedProjection.Up, d, f, N("fc"), loraGroups);
+            }
+            act = g.Node("FastGelu", [fc, fcBias], N("gelu"), GraphBuilder.MicrosoftDomain);
         }
         var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, N("down"));
+        if (loraGroups > 0) m = AddLora(g, act, m, Adapters.AdaptedProjection.Down, f, d, N("down"), loraGroups);
         g.Node("Add", [x2, m], hiddenOut);
     }
 

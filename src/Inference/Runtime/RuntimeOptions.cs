@@ -39,11 +39,24 @@ public sealed record RuntimeOptions
     /// </summary>
     public bool BuildFusedGraph { get; init; }
 
+    /// <summary>
+    /// Adapter slots S: how many distinct adapters one step can mix (0 = the model serves the base only). Each block
+    /// is then also built with 1, 2, 4, … S adapter groups; a step runs the smallest variant that fits its groups.
+    /// Every variant holds its own copy of the block's weights (ONNX Runtime shares weights between sessions only
+    /// through AddInitializer, which fails validation here; see docs/engine.md), so memory grows with log₂ S.
+    /// </summary>
+    public int AdapterSlots { get; init; }
+
+    /// <summary>Largest LoRA rank a slot accepts per module (fused projections take the sum of their parts).</summary>
+    public int AdapterMaxRank { get; init; } = 64;
+
     /// <summary>Validates ranges.</summary>
     public void Validate()
     {
         if (MaxBatch is < 1 or > 4096) throw new ArgumentOutOfRangeException(nameof(MaxBatch), MaxBatch, "must be in [1, 4096]");
         if (MaxContext < 2) throw new ArgumentOutOfRangeException(nameof(MaxContext), MaxContext, "must be at least 2");
         if (Threads < 0) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "must be non-negative");
+        if (AdapterSlots is < 0 or > 256) throw new ArgumentOutOfRangeException(nameof(AdapterSlots), AdapterSlots, "must be in [0, 256]");
+        if (AdapterMaxRank is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(AdapterMaxRank), AdapterMaxRank, "must be in [1, 1024]");
     }
 }

@@ -12,7 +12,9 @@ internal sealed class ReferenceModel
     private readonly Func<string, double[]> _w;
     private readonly Dictionary<string, double[]> _cache = [];
 
-    public ReferenceModel(string directory)
+    /// <param name="deltas">Optional updates added to stored weights by tensor name, in the checkpoint's own layout
+    /// (a LoRA merged into the base: the independent path adapter rows are checked against).</param>
+    public ReferenceModel(string directory, IReadOnlyDictionary<string, double[]>? deltas = null)
     {
         _c = ModelConfig.Load(Path.Combine(directory, "config.json"));
         var file = SafetensorsFile.Open(Path.Combine(directory, "model.safetensors"));
@@ -21,6 +23,11 @@ internal sealed class ReferenceModel
             if (!_cache.TryGetValue(name, out var v))
             {
                 v = file.ReadFloat32(name).Select(x => (double)x).ToArray();
+                if (deltas is not null && deltas.TryGetValue(name, out var delta))
+                {
+                    if (delta.Length != v.Length) throw new ArgumentException($"delta for {name} has {delta.Length} values, the weight {v.Length}");
+                    for (var i = 0; i < v.Length; i++) v[i] += delta[i];
+                }
                 _cache[name] = v;
             }
             return v;

@@ -1,0 +1,270 @@
+using Serving.Checkpoints;
+using Serving.Inference.Adapters;
+using Serving.Inference.Engine;
+using Serving.Inference.Runtime;
+using Serving.Inference.Tests.Reference;
+using Xunit;
+
+namespace Serving.Inference.Tests.Engine;
+
+/// <summary>
+/// Adapter rows against an independent path: the float64 reference model with <c>ΔW = s·B·A</c> merged into the base
+/// weights (computed here from the PEFT-oriented factors, not through <see cref="AdapterFactors"/>).
+/// </summary>
+public sealed class AdapterTests
+{
+    public static TheoryData<string> Models => ["gpt2", "llama"];
+
+    private static string Dir(string name) => name == "gpt2" ? Fixtures.TinyGpt2 : Fixtures.TinyLlama;
+
+    /// <summary>Random PEFT-oriented modules with mixed ranks and scales; some layers and modules left out.</summary>
+    internal static List<LoraModule> RandomModules(ModelConfig c, int seed, int rankBase)
+    {
+        var rng = new Random(seed);
+        string[] names = c.Architecture == ModelArchitecture.Gpt2
+            ? ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
+            : ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+        var list = new List<LoraModule>();
+        for (var l = 0; l < c.NumLayers; l++)
+        {
+            for (var m = 0; m < names.Length; m++)
+            {
+                if ((l + m + seed) % 5 == 4) continue; // leave some projections unadapted
+                var (inDim, outDim) = ModuleShape(c, names[m]);
+                var r = rankBase + (m + l) % 3;
+                var a = new float[r * inDim];
+                var b = new float[outDim * r];
+                for (var i = 0; i < a.Length; i++) a[i] = (float)(rng.NextDouble() * 2 - 1) * 0.3f;
+                for (var i = 0; i < b.Length; i++) b[i] = (float)(rng.NextDouble() * 2 - 1) * 0.3f;
+                list.Add(new LoraModule(names[m], l, r, 0.5f + (float)rng.NextDouble(), a, b));
+            }
+        }
+        return list;
+    }
+
+    private static (int In, int Out) ModuleShape(ModelConfig c, string module)
+    {
+        int d = c.HiddenSize, q = c.NumHeads * c.HeadDim, kv = c.NumKvHeads * c.HeadDim, f = c.IntermediateSize;
+        return module switch
+        {
+            "attn.c_attn" => (d, 3 * d),
+            "attn.c_proj" or "self_attn.o_proj" => (q, d),
+            "mlp.c_fc" or "mlp.gate_proj" or "mlp.up_proj" => (d, f),
+            "mlp.c_proj" or "mlp.down_proj" => (f, d),
+            "self_attn.q_proj" => (d, q),
+            _ => (d, kv),
+        };
+    }
+
+    /// <summary>Σ weight·s·B·A per weight tensor, in the checkpoint's layout (GPT-2 Conv1D stores [in, out]).</summary>
+    internal static Dictionary<string, double[]> MergedDeltas(ModelConfig c, params (IEnumerable<LoraModule> Modules, double Weight)[] adapters)
+    {
+        var deltas = new Dictionary<string, double[]>();
+        var gpt2 = c.Architecture == ModelArchitecture.Gpt2;
+        foreach (var (modules, weight) in adapters)
+        {
+            foreach (var m in modules)
+            {
+                var (inDim, outDim) = ModuleShape(c, m.Module);
+                var name = (gpt2 ? $"transformer.h.{m.Layer}." : $"model.layers.{m.Layer}.") + m.Module + ".weight";
+                if (!deltas.TryGetValue(name, out var delta)) deltas[name] = delta = new double[inDim * outDim];
+                for (var o = 0; o < outDim; o++)
+                {
+                    for (var i = 0; i < inDim; i++)
+                    {
+                        double sum = 0;
+                        for (var k = 0; k < m.Rank; k++) sum += (double)m.B[o * m.Rank + k] * m.A[k * inDim + i];
+                        delta[gpt2 ? i * outDim + o : o * inDim + i] += weight * m.Scale * sum;
+                    }
+                }
+            }
+        }
+        return deltas;
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void AdapterRow_PrefillAndDecode_MatchMergedFloat64Reference(string name)
+    {
+        var dir = Dir(name);
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 64, AdapterSlots = 2 });
+        using var dec = new BatchDecoder(model);
+        var c = model.Config;
+        var modules = RandomModules(c, seed: 7, rankBase: 2);
+        dec.Adapters!.Write(1, AdapterFactors.FromLora(c, modules));
+        var reference = new ReferenceModel(dir, MergedDeltas(c, (modules, 1.0)));
+        var baseReference = new ReferenceModel(dir);
+
+        var tokens = new List<int> { 3, 141, 59, 26, 5 };
+        var seq = dec.TryAllocate()!;
+        dec.SetAdapter(seq, 1);
+        var logits = dec.Prefill(seq, tokens.ToArray()).ToArray();
+        var (refLogits, _) = reference.Forward(tokens);
+        // The adapter must matter: the base model's logits differ clearly from the merged reference.
+        Assert.True(MaxDiff(baseReference.Forward(tokens).Logits[^1], refLogits[^1]) > 1e-2, "the random adapter barely changes the logits");
+        ReferenceLogitsTests.AssertClose(refLogits[^1], logits, 1e-4, "prefill logits");
+        for (var step = 0; step < 8; step++)
+        {
+            var next = ReferenceLogitsTests.ArgMax(logits);
+            tokens.Add(next);
+            seq.PendingToken = next;
+            logits = dec.Decode().ToArray();
+            ReferenceLogitsTests.AssertClose(reference.Forward(tokens).Logits[^1], logits, 1e-4, $"decode step {step}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void MixedBatch_BaseAdaptersOfDifferentRankAndAMerge_EachRowMatchesItsSoloRun(string name)
+    {
+        var dir = Dir(name);
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 6, MaxContext = 64, AdapterSlots = 4 });
+        var c = model.Config;
+        var x = AdapterFactors.FromLora(c, RandomModules(c, seed: 1, rankBase: 2));
+        var y = AdapterFactors.FromLora(c, RandomModules(c, seed: 2, rankBase: 6));
+        var merge = AdapterFactors.Merge(c, [(x, 0.5f), (y, 0.7f)]);
+        Assert.NotEqual(x.MaxRank, y.MaxRank);
+        // Rows: base, X, Y, merge, X again (two rows in one group), base again.
+        int[] slots = [-1, 0, 1, 2, 0, -1];
+        int[][] prompts = [[1, 2, 3], [4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14], [15, 16], [17]];
+        const int steps = 6;
+
+        float[][] Solo(int row)
+        {
+            using var dec = new BatchDecoder(model, maxBatch: 1);
+            Load(dec);
+            var seq = dec.TryAllocate()!;
+            dec.SetAdapter(seq, slots[row]);
+            var outs = new List<float[]> { dec.Prefill(seq, prompts[row]).ToArray() };
+            for (var s = 0; s < steps; s++)
+            {
+                seq.PendingToken = 20 + 3 * s + row;
+                outs.Add(dec.Decode().ToArray());
+            }
+            return [.. outs];
+        }
+
+        void Load(BatchDecoder dec)
+        {
+            dec.Adapters!.Write(0, x);
+            dec.Adapters.Write(1, y);
+            dec.Adapters.Write(2, merge);
+        }
+
+        var solo = Enumerable.Range(0, slots.Length).Select(Solo).ToArray();
+        using var batch = new BatchDecoder(model);
+        Load(batch);
+        var seqs = new Sequence[slots.Length];
+        for (var r = 0; r < slots.Length; r++)
+        {
+            seqs[r] = batch.TryAllocate()!;
+            batch.SetAdapter(seqs[r], slots[r]);
+            AssertRowClose(solo[r][0], batch.Prefill(seqs[r], prompts[r]), $"row {r} prefill");
+        }
+        for (var s = 0; s < steps; s++)
+        {
+            for (var r = 0; r < slots.Length; r++) seqs[r].PendingToken = 20 + 3 * s + r;
+            var logits = batch.Decode();
+            for (var r = 0; r < slots.Length; r++)
+            {
+                AssertRowClose(solo[r][s + 1], logits.Slice(r * c.VocabSize, c.VocabSize), $"row {r} step {s}");
+            }
+        }
+        // Rows 1 and 4 share adapter X; with the base in its place row 1 would differ (the adapters are not ignored).
+        slots[1] = -1;
+        Assert.True(MaxDiff(solo[1][^1], Solo(1)[^1]) > 1e-3, "adapter X does not change row 1");
+    }
+
+    [Fact]
+    public void Merge_MatchesWeightedSumOfDeltasInTheReference()
+    {
+        var dir = Fixtures.TinyLlama;
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 1, MaxContext = 32, AdapterSlots = 1 });
+        using var dec = new BatchDecoder(model);
+        var c = model.Config;
+        var mx = RandomModules(c, seed: 3, rankBase: 2);
+        var my = RandomModules(c, seed: 4, rankBase: 3);
+        dec.Adapters!.Write(0, AdapterFactors.Merge(c, [(AdapterFactors.FromLora(c, mx), 0.25f), (AdapterFactors.FromLora(c, my), -0.6f)]));
+        var seq = dec.TryAllocate()!;
+        dec.SetAdapter(seq, 0);
+        int[] prompt = [9, 8, 7, 6];
+        var logits = dec.Prefill(seq, prompt).ToArray();
+        var reference = new ReferenceModel(dir, MergedDeltas(c, (mx, 0.25), (my, -0.6)));
+        ReferenceLogitsTests.AssertClose(reference.Forward(prompt).Logits[^1], logits, 1e-4, "merged adapter");
+    }
+
+    [Fact]
+    public void HotSwap_RewritingASlotBetweenSteps_TakesEffectWithoutRebuildingAnything()
+    {
+        var dir = Fixtures.TinyGpt2;
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 32, AdapterSlots = 1 });
+        using var dec = new BatchDecoder(model);
+        var c = model.Config;
+        var mx = RandomModules(c, seed: 5, rankBase: 2);
+        var my = RandomModules(c, seed: 6, rankBase: 5);
+        int[] prompt = [1, 2, 3];
+
+        float[] RunOnce()
+        {
+            var seq = dec.TryAllocate()!;
+            dec.SetAdapter(seq, 0);
+            dec.Prefill(seq, prompt);
+            seq.PendingToken = 4;
+            var logits = dec.Decode().ToArray(); // batch-1 adapter bindings are cached across calls
+            dec.Release(seq);
+            return logits;
+        }
+
+        dec.Adapters!.Write(0, AdapterFactors.FromLora(c, mx));
+        var withX = RunOnce();
+        dec.Adapters.Write(0, AdapterFactors.FromLora(c, my));
+        var withY = RunOnce();
+        int[] tokens = [1, 2, 3, 4];
+        ReferenceLogitsTests.AssertClose(new ReferenceModel(dir, MergedDeltas(c, (mx, 1.0))).Forward(tokens).Logits[^1], withX, 1e-4, "before the swap");
+        ReferenceLogitsTests.AssertClose(new ReferenceModel(dir, MergedDeltas(c, (my, 1.0))).Forward(tokens).Logits[^1], withY, 1e-4, "after the swap");
+    }
+
+    [Fact]
+    public void BadAdapters_AreRefusedWithTheModuleNamed()
+    {
+        var c = ModelConfig.Load(Path.Combine(Fixtures.TinyLlama, "config.json"));
+        var good = RandomModules(c, seed: 1, rankBase: 2);
+        var unknown = good.Take(1).Select(m => m with { Module = "self_attn.x_proj" });
+        Assert.Contains("x_proj", Assert.Throws<ArgumentException>(() => AdapterFactors.FromLora(c, unknown)).Message);
+        var badLayer = good.Take(1).Select(m => m with { Layer = 99 });
+        Assert.Contains("99", Assert.Throws<ArgumentException>(() => AdapterFactors.FromLora(c, badLayer)).Message);
+        var badShape = good.Take(1).Select(m => m with { A = new float[3] });
+        Assert.Contains("expected A", Assert.Throws<ArgumentException>(() => AdapterFactors.FromLora(c, badShape)).Message);
+
+        using var table = new AdapterSlotTable(c, 1, maxRank: 2);
+        var tooBig = AdapterFactors.FromLora(c, RandomModules(c, seed: 1, rankBase: 3));
+        Assert.Contains("exceeds the slot capacity", Assert.Throws<ArgumentException>(() => table.Write(0, tooBig)).Message);
+        Assert.Null(table[0]);
+    }
+
+    [Fact]
+    public void SetAdapter_OnAnEmptySlotOrAModelWithoutSlots_Throws()
+    {
+        using var plain = DecoderModel.Load(Fixtures.TinyGpt2, new RuntimeOptions { MaxBatch = 1, MaxContext = 16 });
+        using var dec = new BatchDecoder(plain);
+        Assert.Null(dec.Adapters);
+        Assert.Throws<InvalidOperationException>(() => dec.SetAdapter(dec.TryAllocate()!, 0));
+
+        using var withSlots = DecoderModel.Load(Fixtures.TinyGpt2, new RuntimeOptions { MaxBatch = 1, MaxContext = 16, AdapterSlots = 2 });
+        using var dec2 = new BatchDecoder(withSlots);
+        Assert.Throws<InvalidOperationException>(() => dec2.SetAdapter(dec2.TryAllocate()!, 1));
+    }
+
+    private static void AssertRowClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (var i = 0; i < expected.Length; i++)
+        {
+            if (Math.Abs(expected[i] - actual[i]) > 1e-5) Assert.Fail($"{what}: logit {i} is {actual[i]}, alone {expected[i]}");
+        }
+    }
+
+    private static double MaxDiff(IReadOnlyList<double> a, IReadOnlyList<double> b) => a.Select((v, i) => Math.Abs(v - b[i])).Max();
+
+    private static double MaxDiff(float[] a, float[] b) => a.Select((v, i) => (double)Math.Abs(v - b[i])).Max();
+}
