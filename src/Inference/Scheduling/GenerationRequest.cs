@@ -24,10 +24,10 @@ public sealed record GenerationRequest
     public bool SkipSpecialTokens { get; init; } = true;
 
     /// <summary>
-    /// Adapter name for this request; reserved for per-row adapter slots (the adapters issue). Must be null for now:
-    /// the scheduler rejects a request that names one.
+    /// The adapter every choice of this request runs with (null: the base model). The scheduler puts it into a device
+    /// slot before admitting the request (hot swap, no rebuild) and keeps it there while any row uses it.
     /// </summary>
-    public string? Adapter { get; init; }
+    public AdapterRef? Adapter { get; init; }
 
     /// <summary>Absolute deadline; when it passes, waiting or running, the request ends with <see cref="FinishReason.Abort"/>.</summary>
     public DateTimeOffset? Deadline { get; init; }
@@ -35,6 +35,12 @@ public sealed record GenerationRequest
     /// <summary>Caller-chosen id for logs (e.g. the HTTP response id).</summary>
     public string? Id { get; init; }
 }
+
+/// <summary>
+/// An adapter as the scheduler sees it: <paramref name="Key"/> names one immutable content (e.g. <c>tenant/name@version</c>
+/// or a merge's canonical description): two refs with the same key must hold the same factors.
+/// </summary>
+public sealed record AdapterRef(string Key, Adapters.AdapterFactors Factors);
 
 /// <summary>What <see cref="GenerationScheduler.Submit"/> decided.</summary>
 public enum SubmitStatus

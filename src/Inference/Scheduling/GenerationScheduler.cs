@@ -50,6 +50,14 @@ public sealed class GenerationScheduler : IDisposable
     private volatile int _statusRows;
     private long _statusKvTokens;
 
+    // Adapter slots (scheduler thread only, except the published snapshot).
+    private readonly string?[] _slotKey;
+    private readonly int[] _slotRows;      // sequences using the slot
+    private readonly long[] _slotLastUse;  // step of last admission
+    private readonly Dictionary<string, int> _slotOf = [];
+    private volatile string[] _statusAdapters = [];
+    private volatile int _statusWaitingForSlot;
+
     /// <summary>Creates a scheduler over <paramref name="decoder"/>, which it then owns exclusively (but does not dispose).</summary>
     public GenerationScheduler(BatchDecoder decoder, ITokenizer tokenizer, SchedulerOptions? options = null,
         ISchedulerObserver? observer = null, TimeProvider? timeProvider = null)
@@ -63,6 +71,10 @@ public sealed class GenerationScheduler : IDisposable
         _vocab = decoder.Model.Config.VocabSize;
         _eosIds = tokenizer.EosTokenId is int eos ? [eos] : [];
         _stepRows = new Row[decoder.Capacity];
+        var slots = decoder.Adapters?.Count ?? 0;
+        _slotKey = new string?[slots];
+        _slotRows = new int[slots];
+        _slotLastUse = new long[slots];
     }
 
     /// <summary>Longest prompt + output of one row.</summary>
@@ -82,6 +94,9 @@ public sealed class GenerationScheduler : IDisposable
         KvTokenCapacity = (long)Capacity * MaxContext,
         Accepting = _accepting,
         Steps = Interlocked.Read(ref _steps),
+        AdapterSlots = _slotKey.Length,
+        DeviceAdapters = _statusAdapters,
+        WaitingForAdapterSlot = _statusWaitingForSlot,
     };
 
     /// <summary>Completes when the scheduler thread has ended.</summary>
@@ -96,9 +111,20 @@ public sealed class GenerationScheduler : IDisposable
     {
         ArgumentNullException.ThrowIfNull(request);
         handle = null;
-        if (request.Adapter is not null)
+        if (request.Adapter is { } adapter)
         {
-            throw new NotSupportedException("adapters are not supported by this scheduler yet");
+            if (_decoder.Adapters is null)
+            {
+                throw new SamplingParameterException("model", "This node serves the base model only (it has no adapter slots).");
+            }
+            try
+            {
+                _decoder.Adapters.EnsureFits(adapter.Factors);
+            }
+            catch (ArgumentException e)
+            {
+                throw new SamplingParameterException("model", $"The adapter does not fit this node's slots: {e.Message}");
+            }
         }
         var prompt = request.PromptTokens;
         if (prompt is null || prompt.Length == 0) throw new SamplingParameterException("prompt", "The prompt must contain at least one token.");
@@ -317,21 +343,37 @@ public sealed class GenerationScheduler : IDisposable
             var job = _running[i];
             if (job.Prefilling && !job.LastPromptTokenPending) budget -= AdvancePrefill(job, budget);
         }
+        var blockedOnSlots = 0;
+        var scan = 0;
         while (budget > 0)
         {
             Job? next = null;
+            var slot = -1;
             lock (_gate)
             {
-                if (_waiting.Count > 0 && Capacity - _decoder.ActiveCount - _reservedSlots >= _waiting[0].Rows.Length)
+                // FIFO by KV capacity; a request whose adapter finds no free slot is skipped (later requests may
+                // go ahead) until it has waited AdapterFairnessSteps, after which nothing may take or hold a slot
+                // ahead of it: slots drain as their rows finish, and it gets the next one.
+                while (scan < _waiting.Count)
                 {
-                    next = _waiting[0];
-                    _waiting.RemoveAt(0);
+                    var candidate = _waiting[scan];
+                    if (Capacity - _decoder.ActiveCount - _reservedSlots < candidate.Rows.Length) break;
+                    if (TryAcquireSlot(candidate, starving: blockedOnSlots > 0 && AnyStarving(scan), out slot))
+                    {
+                        next = candidate;
+                        _waiting.RemoveAt(scan);
+                        break;
+                    }
+                    if (candidate.BlockedSince < 0) candidate.BlockedSince = Interlocked.Read(ref _steps);
+                    blockedOnSlots++;
+                    scan++;
                 }
             }
             if (next is null) break;
-            Admit(next);
+            Admit(next, slot);
             budget -= AdvancePrefill(next, budget);
         }
+        _statusWaitingForSlot = blockedOnSlots;
         ReleaseFinished();
 
         // 3. One decode step for every row.
@@ -367,9 +409,62 @@ public sealed class GenerationScheduler : IDisposable
         ReleaseFinished();
     }
 
-    private void Admit(Job job)
+    /// <summary>Whether a request before <paramref name="end"/> in the queue has waited too long for an adapter slot (under the gate).</summary>
+    private bool AnyStarving(int end)
+    {
+        for (var i = 0; i < end; i++)
+        {
+            var job = _waiting[i];
+            if (job.BlockedSince >= 0 && Interlocked.Read(ref _steps) - job.BlockedSince >= _options.AdapterFairnessSteps) return true;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Finds the device slot for a job's adapter: the slot already holding it, else a slot no row uses (empty first,
+    /// then least recently used), into which it is copied now. With <paramref name="starving"/> (an earlier request has
+    /// waited too long for a slot) only adapter-free requests pass, so busy slots drain. Called under the gate.
+    /// </summary>
+    private bool TryAcquireSlot(Job job, bool starving, out int slot)
+    {
+        slot = -1;
+        if (job.Handle.Request.Adapter is not { } adapter) return true;
+        if (starving) return false;
+        if (_slotOf.TryGetValue(adapter.Key, out slot))
+        {
+            _observer.OnAdapterSlotHit(adapter.Key);
+            return true;
+        }
+        var victim = -1;
+        for (var s = 0; s < _slotKey.Length; s++)
+        {
+            if (_slotRows[s] > 0) continue;
+            if (_slotKey[s] is null) { victim = s; break; }
+            if (victim < 0 || _slotLastUse[s] < _slotLastUse[victim]) victim = s;
+        }
+        if (victim < 0) return false;
+        var started = Stopwatch.GetTimestamp();
+        var evicted = _slotKey[victim];
+        if (evicted is not null) _slotOf.Remove(evicted);
+        _slotKey[victim] = null;
+        _decoder.Adapters!.Write(victim, adapter.Factors);
+        _slotKey[victim] = adapter.Key;
+        _slotOf[adapter.Key] = victim;
+        _statusAdapters = Array.FindAll(_slotKey, k => k is not null)!;
+        _observer.OnAdapterActivated(adapter.Key, victim, evicted, Stopwatch.GetElapsedTime(started));
+        slot = victim;
+        return true;
+    }
+
+    private void Admit(Job job, int adapterSlot = -1)
     {
         var seq = _decoder.TryAllocate() ?? throw new InvalidOperationException("no free KV slot although one was counted");
+        if (adapterSlot >= 0)
+        {
+            _decoder.SetAdapter(seq, adapterSlot);
+            _slotRows[adapterSlot]++;
+            _slotLastUse[adapterSlot] = Interlocked.Read(ref _steps);
+        }
         job.Rows[0].Sequence = seq;
         _rows[seq] = job.Rows[0];
         _reservedSlots += job.Rows.Length - 1;
@@ -412,6 +507,7 @@ public sealed class GenerationScheduler : IDisposable
         {
             var child = _decoder.TryFork(parent) ?? throw new InvalidOperationException("no free KV slot for a reserved fork");
             _reservedSlots--;
+            if (child.AdapterSlot >= 0) _slotRows[child.AdapterSlot]++;
             job.Rows[c].Sequence = child;
             _rows[child] = job.Rows[c];
         }
@@ -511,6 +607,7 @@ public sealed class GenerationScheduler : IDisposable
 
     private void ReleaseRow(Row row, Sequence seq)
     {
+        if (seq.AdapterSlot >= 0) _slotRows[seq.AdapterSlot]--;
         _rows.Remove(seq);
         _decoder.Release(seq);
         row.Sequence = null;
@@ -573,6 +670,9 @@ public sealed class GenerationScheduler : IDisposable
         public bool Prefilling { get; set; }
         public bool LastPromptTokenPending { get; set; }
         public int Unfinished { get; set; }
+
+        /// <summary>The iteration in which this waiting request was first passed over for want of an adapter slot (-1: never).</summary>
+        public long BlockedSince { get; set; } = -1;
     }
 
     /// <summary>One choice of a request: its sequence, sampler and text pipeline.</summary>

@@ -25,6 +25,15 @@ public interface ISchedulerObserver
 
     /// <summary>An iteration threw; every running request was ended with <see cref="FinishReason.Abort"/>.</summary>
     void OnStepFailed(Exception error);
+
+    /// <summary>
+    /// An adapter was copied into device slot <paramref name="slot"/> (hot swap), replacing <paramref name="evicted"/>
+    /// (null when the slot was empty); <paramref name="copy"/> is the time the copy took.
+    /// </summary>
+    void OnAdapterActivated(string key, int slot, string? evicted, TimeSpan copy) { }
+
+    /// <summary>A request for a resident adapter found it in a device slot (a slot hit).</summary>
+    void OnAdapterSlotHit(string key) { }
 }
 
 /// <summary>Observer that does nothing.</summary>
@@ -70,4 +79,13 @@ public sealed record SchedulerStatus
 
     /// <summary>Iterations run since start.</summary>
     public long Steps { get; init; }
+
+    /// <summary>Adapter slots (0 when the model serves the base only).</summary>
+    public int AdapterSlots { get; init; }
+
+    /// <summary>Keys of the adapters in device slots (resident, whether or not rows use them now).</summary>
+    public IReadOnlyList<string> DeviceAdapters { get; init; } = [];
+
+    /// <summary>Requests waiting because every adapter slot is busy with other adapters.</summary>
+    public int WaitingForAdapterSlot { get; init; }
 }
