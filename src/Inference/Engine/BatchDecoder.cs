@@ -44,7 +44,8 @@ public sealed class BatchDecoder : IDisposable
     private readonly int[] _groupSlots = [];
     private readonly int[] _groupOffsets = [];
 
-    public BatchDecoder(DecoderModel model, int? maxBatch = null)
+    /// <param name="adapterSlots">Adapter slots of this decoder (default and maximum: the model's <see cref="RuntimeOptions.AdapterSlots"/>).</param>
+    public BatchDecoder(DecoderModel model, int? maxBatch = null, int? adapterSlots = null)
     {
         _model = model;
         _c = model.Config;
@@ -60,12 +61,12 @@ public sealed class BatchDecoder : IDisposable
         _decodeBindings = new StepBindings?[Capacity + 1];
         _fusedBindings = new StepBindings?[Capacity + 1];
         _rotary = _c.Architecture == ModelArchitecture.Llama;
-        var slots = model.AdapterSlots;
+        var slots = Math.Min(adapterSlots ?? model.AdapterSlots, model.AdapterSlots);
         if (slots > 0)
         {
             Adapters = new AdapterSlotTable(_c, slots, model.Options.AdapterMaxRank);
             _loraIndex = new NativeBuffer<long>(rows);
-            _loraSizes = new NativeBuffer<long>(slots);
+            _loraSizes = new NativeBuffer<long>(model.AdapterSlots); // sized for the largest variant
             _loraIndexViews = new OrtValue?[Capacity + 1];
             _loraIndexNdViews = new OrtValue?[Capacity + 1];
             var buckets = model.LoraBuckets;
@@ -78,6 +79,15 @@ public sealed class BatchDecoder : IDisposable
             _groupOffsets = new int[slots + 1];
         }
     }
+
+    /// <summary>Decode steps run (for statistics).</summary>
+    public long DecodeSteps { get; private set; }
+
+    /// <summary>Sum over decode steps of the distinct adapters in the step (average = this / <see cref="DecodeSteps"/>).</summary>
+    public long AdapterGroupsDecoded { get; private set; }
+
+    /// <summary>Sum over decode steps of the adapter bytes (A and B, fp32) the step read: each distinct adapter once.</summary>
+    public long AdapterBytesDecoded { get; private set; }
 
     /// <summary>The adapter slots rows can use (null when the model was loaded without <see cref="RuntimeOptions.AdapterSlots"/>).</summary>
     public AdapterSlotTable? Adapters { get; }
@@ -218,6 +228,9 @@ public sealed class BatchDecoder : IDisposable
         }
         _total.Span[0] = maxTotal;
         var (groups, adaptedRows) = Adapters is null ? (0, 0) : GroupRowsByAdapter(b);
+        DecodeSteps++;
+        AdapterGroupsDecoded += groups;
+        for (var g = 0; g < groups; g++) AdapterBytesDecoded += Adapters![_groupSlots[g]]!.Bytes;
         if (_useFused)
         {
             if (groups > 0) throw new InvalidOperationException("the fused measurement graph has no adapter inputs");

@@ -1,0 +1,347 @@
+// Adapter slots benchmark (issue #7), in process: the real GenerationScheduler and BatchDecoder, closed-loop clients.
+//  1. one adapter vs base only at batch 1, 8, 32;
+//  2. N distinct adapters (power law α = 1 and uniform) vs base only at concurrency 32, with the adapter bytes each
+//     step reads;
+//  3. heterogeneous batching (S slots) vs swap-and-merge (one adapter per batch: a single slot, so the scheduler runs
+//     one adapter's requests at a time; activation is a free in-place slot write, which flatters the baseline);
+//  4. cold activation store → slot (embedded Garnet: read + verify + decode + materialise + convert + slot write).
+// Base and adapter runs alternate within each repetition (BENCHMARKS.md). Not through HTTP: the load generator would
+// add the node's HTTP cost to both sides equally and blur the ratio this measures (docs/benchmarks.md).
+// usage: AdapterBench [--shape gpt2-small] [--rank 16] [--batches 1,8,32] [--ns 1,8,32,128,512] [--tokens 32]
+//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--only a,b,c,d]
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Serving.AdapterStore;
+using Serving.AdapterStore.Compression;
+using Serving.AdapterStore.Ingest;
+using Serving.AdapterStore.Peft;
+using Serving.AdapterStore.Storage;
+using Serving.Checkpoints;
+using Serving.Fixtures;
+using Serving.Inference.Adapters;
+using Serving.Inference.Engine;
+using Serving.Inference.Runtime;
+using Serving.Inference.Sampling;
+using Serving.Inference.Scheduling;
+using Serving.Inference.Tokenization;
+using StackExchange.Redis;
+
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+var opt = args.Select((a, i) => (a, i)).Where(x => x.a.StartsWith("--", StringComparison.Ordinal))
+    .ToDictionary(x => x.a[2..], x => x.i + 1 < args.Length && !args[x.i + 1].StartsWith("--", StringComparison.Ordinal) ? args[x.i + 1] : "true");
+string Str(string k, string d) => opt.TryGetValue(k, out var v) ? v : d;
+int Int(string k, int d) => int.Parse(Str(k, d.ToString()));
+var shapeName = Str("shape", "gpt2-small");
+int rank = Int("rank", 16), tokens = Int("tokens", 32), prompt = Int("prompt", 16), perClient = Int("requests", 3), reps = Int("reps", 3);
+int threads = Int("threads", Environment.ProcessorCount), slots = Int("slots", 32), coldReps = Int("cold-reps", 30);
+var batches = Str("batches", "1,8,32").Split(',').Select(int.Parse).ToArray();
+var ns = Str("ns", "1,8,32,128,512").Split(',').Select(int.Parse).ToArray();
+var only = Str("only", "a,b,c,d").Split(',');
+
+OrtRuntime.EnsureInitialized(threads);
+var dir = Path.GetFullPath(Path.Combine(".fixtures", shapeName));
+if (!File.Exists(Path.Combine(dir, "model.safetensors")))
+{
+    Console.WriteLine($"writing random {shapeName} checkpoint to {dir}");
+    FixtureCheckpoint.Write(dir, FixtureShape.Named(shapeName));
+}
+var concurrencyMax = Math.Max(batches.Max(), 32);
+using var model = DecoderModel.Load(dir, new RuntimeOptions
+{
+    MaxBatch = concurrencyMax, MaxContext = prompt + tokens + 8, Threads = threads, AdapterSlots = slots, AdapterMaxRank = Math.Max(64, rank),
+});
+var c = model.Config;
+var tokenizer = TokenizerLoader.Load(dir, c.VocabSize);
+Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base + {slots}-slot variants), {threads} threads, {Environment.ProcessorCount} cores");
+
+// A small pool of distinct random contents; N adapters reuse them under distinct keys (each still takes its own slot
+// and its own copy in slot storage, so device bytes and swaps are real; only host memory is shared).
+var pool = Enumerable.Range(0, 4).Select(i => AdapterFactors.FromLora(c, RandomLora(c, rank, seed: 10 + i))).ToArray();
+Console.WriteLine($"adapter: rank {rank} on all four projections of every layer = {pool[0].Bytes / 1e6:F2} MB fp32");
+Console.WriteLine();
+
+if (only.Contains("a"))
+{
+    Console.WriteLine("### One adapter vs base only (closed loop, concurrency = batch)");
+    Console.WriteLine();
+    Console.WriteLine("| batch | base tok/s | one adapter tok/s | overhead (median, min–max over reps) |");
+    Console.WriteLine("|---|---|---|---|");
+    foreach (var b in batches)
+    {
+        var one = new AdapterRef("bench/x@1", pool[0]);
+        var (bt, at, ratios) = Alternate(b, () => null, () => one, slots);
+        Console.WriteLine($"| {b} | {bt:F1} | {at:F1} | {Pct(ratios)} |");
+    }
+    Console.WriteLine();
+}
+
+if (only.Contains("b"))
+{
+    Console.WriteLine($"### N distinct adapters vs base only (closed loop, concurrency 32, {slots} slots)");
+    Console.WriteLine();
+    Console.WriteLine("| N | popularity | base tok/s | adapters tok/s | kept (median, min–max) | distinct adapters per step | adapter MB read per step | base weights MB per step | slot swaps |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
+    foreach (var n in ns)
+    {
+        foreach (var alpha in new[] { 1.0, 0.0 })
+        {
+            if (n == 1 && alpha == 0.0) continue;
+            var refs = Enumerable.Range(0, n).Select(i => new AdapterRef($"bench/a{i}@1", pool[i % pool.Length])).ToArray();
+            var zipf = new Zipf(n, alpha, seed: 7);
+            var stats = new RunStats();
+            var (bt, at, ratios) = Alternate(32, () => null, () => refs[zipf.Next()], slots, stats);
+            Console.WriteLine($"| {n} | {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {bt:F1} | {at:F1} | {Pct(ratios, kept: true)} | {stats.GroupsPerStep:F1} | {stats.BytesPerStep / 1e6:F1} | {WeightBytes(c) / 1e6:F0} | {stats.Swaps} |");
+        }
+    }
+    Console.WriteLine();
+}
+
+if (only.Contains("c"))
+{
+    Console.WriteLine("### Heterogeneous batching vs swap-and-merge (one adapter per batch), N = 32, concurrency 32");
+    Console.WriteLine();
+    Console.WriteLine("| popularity | swap-and-merge tok/s | heterogeneous tok/s | heterogeneous / swap (median, min–max) |");
+    Console.WriteLine("|---|---|---|---|");
+    foreach (var alpha in new[] { 1.0, 0.0 })
+    {
+        var refs = Enumerable.Range(0, 32).Select(i => new AdapterRef($"bench/m{i}@1", pool[i % pool.Length])).ToArray();
+        var zipf = new Zipf(32, alpha, seed: 9);
+        var swap = new List<double>();
+        var hetero = new List<double>();
+        for (var r = -1; r < reps; r++)
+        {
+            var s1 = ClosedLoop(32, () => refs[zipf.Next()], adapterSlots: 1, null, new SchedulerOptions { AdapterFairnessSteps = 8 });
+            var s2 = ClosedLoop(32, () => refs[zipf.Next()], adapterSlots: slots, null);
+            if (r < 0) continue;
+            swap.Add(s1);
+            hetero.Add(s2);
+        }
+        var ratios = hetero.Zip(swap, (h, s) => h / s).ToList();
+        Console.WriteLine($"| {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {Median(swap):F1} | {Median(hetero):F1} | {Median(ratios):F2}× ({ratios.Min():F2}–{ratios.Max():F2}) |");
+    }
+    Console.WriteLine();
+}
+
+if (only.Contains("d"))
+{
+    Console.WriteLine($"### Cold activation: store → slot (embedded Garnet, ComPEFT default codec and lossless), {coldReps} runs after one warm-up");
+    Console.WriteLine();
+    Console.WriteLine("| rank | codec | container bytes | store read+verify+decode+materialise ms p50 / p99 | convert ms p50 | slot write ms p50 / p99 | total p50 / p99 |");
+    Console.WriteLine("|---|---|---|---|---|---|---|");
+    using var garnet = new EmbeddedGarnet(memory: "1g");
+    using var mux = await ConnectionMultiplexer.ConnectAsync(garnet.ConnectionString);
+    var store = new RedisAdapterStore(mux, new AdapterStoreOptions { KeepVersions = 1 });
+    var shape = BaseModelShape.FromConfig(c);
+    var ingestor = new AdapterIngestor(store, new StaticBaseModelCatalog().Add("bench-base", shape));
+    using var table = new AdapterSlotTable(c, 2, 64);
+    foreach (var r in new[] { 8, 16, 64 })
+    {
+        var (cfg, file) = PeftGpt2(c, r, seed: r);
+        foreach (var (codecName, codec) in new[] { ("ComPEFT", new CodecOptions()), ("lossless", new CodecOptions { Codec = AdapterCodec.Lossless }) })
+        {
+            var name = $"r{r}-{codecName.ToLowerInvariant()}";
+            var report = await ingestor.IngestAsync(new UploadRequest("bench", name, "bench-base", new PeftFiles(cfg, file), codec, KeepOriginal: false), CancellationToken.None);
+            var read = new List<double>();
+            var convert = new List<double>();
+            var write = new List<double>();
+            var total = new List<double>();
+            for (var i = -1; i < coldReps; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                var loaded = await store.LoadAdapterAsync("bench", name, null, CancellationToken.None) ?? throw new InvalidOperationException("adapter vanished");
+                var t1 = sw.Elapsed.TotalMilliseconds;
+                var factors = AdapterFactors.FromLora(c, loaded.Adapter.Modules.Select(m => new LoraModule(m.Module, m.Layer, m.Rank, m.Scale, m.A, m.B)));
+                var t2 = sw.Elapsed.TotalMilliseconds;
+                table.Write(i & 1, factors);
+                var t3 = sw.Elapsed.TotalMilliseconds;
+                if (i < 0) continue;
+                read.Add(t1);
+                convert.Add(t2 - t1);
+                write.Add(t3 - t2);
+                total.Add(t3);
+            }
+            Console.WriteLine($"| {r} | {codecName} | {report.Metadata.StoredBytes:N0} | {Median(read):F1} / {P99(read):F1} | {Median(convert):F1} | {Median(write):F2} / {P99(write):F2} | {Median(total):F1} / {P99(total):F1} |");
+        }
+    }
+    Console.WriteLine();
+}
+return;
+
+// Alternates base and adapter closed-loop runs; returns median tok/s of each and the per-rep ratios adapter/base.
+(double Base, double Adapter, List<double> Ratios) Alternate(int concurrency, Func<AdapterRef?> baseDraw, Func<AdapterRef?> adapterDraw, int adapterSlots, RunStats? stats = null)
+{
+    var b = new List<double>();
+    var a = new List<double>();
+    for (var r = -1; r < reps; r++)
+    {
+        var tb = ClosedLoop(concurrency, baseDraw, adapterSlots, null);
+        var ta = ClosedLoop(concurrency, adapterDraw, adapterSlots, r < 0 ? null : stats);
+        if (r < 0) continue;
+        b.Add(tb);
+        a.Add(ta);
+    }
+    return (Median(b), Median(a), a.Zip(b, (x, y) => x / y).ToList());
+}
+
+// Closed loop: `concurrency` clients, each submits `perClient` requests one after another; returns output tok/s.
+double ClosedLoop(int concurrency, Func<AdapterRef?> draw, int adapterSlots, RunStats? stats, SchedulerOptions? options = null)
+{
+    using var decoder = new BatchDecoder(model, concurrency, adapterSlots);
+    var observer = new SwapCounter();
+    using var scheduler = new GenerationScheduler(decoder, tokenizer, options ?? new SchedulerOptions { MaxQueue = 4096 }, observer);
+    var rng = new Random(3);
+    var requests = new List<GenerationRequest>();
+    for (var i = 0; i < concurrency * perClient; i++)
+    {
+        var p = new int[prompt];
+        for (var k = 0; k < prompt; k++) p[k] = rng.Next(256);
+        requests.Add(new GenerationRequest
+        {
+            PromptTokens = p,
+            Sampling = new SamplingParameters { MaxTokens = tokens, Temperature = 0f, IgnoreEos = true },
+            Adapter = draw(),
+        });
+    }
+    scheduler.Start();
+    var next = -1;
+    long generated = 0;
+    var sw = Stopwatch.StartNew();
+    var clients = Enumerable.Range(0, concurrency).Select(_ => Task.Run(async () =>
+    {
+        int i;
+        while ((i = Interlocked.Increment(ref next)) < requests.Count)
+        {
+            if (scheduler.Submit(requests[i], out var h) != SubmitStatus.Accepted) throw new InvalidOperationException("refused");
+            await foreach (var _ in h!.Events.ReadAllAsync()) { }
+            Interlocked.Add(ref generated, h.CompletionTokens);
+        }
+    })).ToArray();
+    Task.WaitAll(clients);
+    var seconds = sw.Elapsed.TotalSeconds;
+    scheduler.StopAsync(TimeSpan.FromSeconds(5)).GetAwaiter().GetResult();
+    if (generated != (long)requests.Count * tokens) throw new InvalidOperationException($"generated {generated} tokens, expected {requests.Count * tokens}");
+    if (stats is not null)
+    {
+        stats.Steps += decoder.DecodeSteps;
+        stats.Groups += decoder.AdapterGroupsDecoded;
+        stats.Bytes += decoder.AdapterBytesDecoded;
+        stats.Swaps += observer.Swaps;
+    }
+    return generated / seconds;
+}
+
+static string Pct(List<double> ratios, bool kept = false)
+{
+    var v = ratios.Select(r => kept ? 100 * r : 100 * (1 / r - 1)).Order().ToList();
+    var unit = kept ? "%" : "%";
+    return $"{v[v.Count / 2]:F1}{unit} ({v[0]:F1}–{v[^1]:F1})";
+}
+
+static double Median(List<double> xs)
+{
+    var s = xs.Order().ToList();
+    return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
+}
+
+static double P99(List<double> xs)
+{
+    var s = xs.Order().ToList();
+    return s[Math.Min(s.Count - 1, (int)Math.Ceiling(0.99 * s.Count) - 1)];
+}
+
+static long WeightBytes(ModelConfig c)
+{
+    long d = c.HiddenSize, f = c.IntermediateSize, q = c.NumHeads * c.HeadDim, kv = c.NumKvHeads * c.HeadDim;
+    var up = c.Architecture == ModelArchitecture.Llama ? 2 * f : f;
+    return 4 * (c.NumLayers * (d * (q + 2 * kv) + q * d + d * up + f * d) + (long)c.VocabSize * d);
+}
+
+static List<LoraModule> RandomLora(ModelConfig c, int rank, int seed)
+{
+    var rng = new Random(seed);
+    var list = new List<LoraModule>();
+    int d = c.HiddenSize, f = c.IntermediateSize;
+    foreach (var (name, i, o) in new[] { ("attn.c_attn", d, 3 * d), ("attn.c_proj", d, d), ("mlp.c_fc", d, f), ("mlp.c_proj", f, d) })
+    {
+        for (var l = 0; l < c.NumLayers; l++)
+        {
+            var a = new float[rank * i];
+            var b = new float[o * rank];
+            for (var k = 0; k < a.Length; k++) a[k] = (float)(rng.NextDouble() - 0.5) * 0.05f;
+            for (var k = 0; k < b.Length; k++) b[k] = (float)(rng.NextDouble() - 0.5) * 0.05f;
+            list.Add(new LoraModule(name, l, rank, 2f, a, b));
+        }
+    }
+    return list;
+}
+
+static (byte[] Config, byte[] File) PeftGpt2(ModelConfig c, int rank, int seed)
+{
+    var rng = new Random(seed);
+    var entries = new List<SafetensorsWriter.Entry>();
+    int d = c.HiddenSize, f = c.IntermediateSize;
+    for (var l = 0; l < c.NumLayers; l++)
+    {
+        foreach (var (module, i, o) in new[] { ("attn.c_attn", d, 3 * d), ("attn.c_proj", d, d), ("mlp.c_fc", d, f), ("mlp.c_proj", f, d) })
+        {
+            var p = $"base_model.model.transformer.h.{l}.{module}";
+            entries.Add(SafetensorsWriter.Entry.F16($"{p}.lora_A.weight", [rank, i], Gaussian(rng, rank * i, 1.0 / Math.Sqrt(i))));
+            entries.Add(SafetensorsWriter.Entry.F16($"{p}.lora_B.weight", [o, rank], Gaussian(rng, o * rank, 0.01)));
+        }
+    }
+    var config = $$"""{"peft_type": "LORA", "r": {{rank}}, "lora_alpha": {{2 * rank}}, "target_modules": ["c_attn", "c_proj", "c_fc"], "fan_in_fan_out": true, "bias": "none", "task_type": "CAUSAL_LM"}""";
+    return (Encoding.UTF8.GetBytes(config), SafetensorsWriter.ToBytes(entries));
+}
+
+static float[] Gaussian(Random rng, int n, double std)
+{
+    var v = new float[n];
+    for (var k = 0; k < n; k++) v[k] = (float)(std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
+    return v;
+}
+
+/// <summary>Draws adapter indices with P(i) ∝ 1 / (i + 1)^α (α = 0: uniform), deterministic for a seed.</summary>
+sealed class Zipf
+{
+    private readonly double[] _cdf;
+    private readonly Random _rng;
+
+    public Zipf(int n, double alpha, int seed)
+    {
+        _rng = new Random(seed);
+        _cdf = new double[n];
+        double sum = 0;
+        for (var i = 0; i < n; i++) _cdf[i] = sum += 1 / Math.Pow(i + 1, alpha);
+        for (var i = 0; i < n; i++) _cdf[i] /= sum;
+    }
+
+    public int Next()
+    {
+        var u = _rng.NextDouble();
+        var i = Array.BinarySearch(_cdf, u);
+        return Math.Min(i < 0 ? ~i : i, _cdf.Length - 1);
+    }
+}
+
+sealed class RunStats
+{
+    public long Steps;
+    public long Groups;
+    public long Bytes;
+    public long Swaps;
+    public double GroupsPerStep => Steps == 0 ? 0 : (double)Groups / Steps;
+    public double BytesPerStep => Steps == 0 ? 0 : (double)Bytes / Steps;
+}
+
+sealed class SwapCounter : ISchedulerObserver
+{
+    public long Swaps;
+    public void OnRequestStarted(GenerationHandle request, TimeSpan queued) { }
+    public void OnFirstToken(GenerationHandle request, TimeSpan timeToFirstToken) { }
+    public void OnOutputToken(TimeSpan sincePrevious) { }
+    public void OnPromptTokens(int count) { }
+    public void OnRequestFinished(GenerationHandle request, FinishReason reason) { }
+    public void OnStepFailed(Exception error) => Console.Error.WriteLine(error);
+    public void OnAdapterActivated(string key, int slot, string? evicted, TimeSpan copy) => Swaps++;
+}
