@@ -40,6 +40,9 @@ public sealed class DecoderModel : IDisposable
     internal InferenceSession[] Blocks { get; }
     internal InferenceSession Head { get; }
 
+    /// <summary>Shared initializers, their per-layer session options and the prepacked-weights container (adapter variants).</summary>
+    private List<IDisposable> SharedResources { get; init; } = [];
+
     /// <summary>Group counts of the adapter variants (ascending; empty when adapters are off).</summary>
     internal int[] LoraBuckets { get; private init; } = [];
 
@@ -78,20 +81,44 @@ public sealed class DecoderModel : IDisposable
         var buckets = GroupBuckets(options.AdapterSlots);
         var loraBlocks = new InferenceSession[buckets.Length][];
         for (var k = 0; k < buckets.Length; k++) loraBlocks[k] = new InferenceSession[c.NumLayers];
+        var shared = new List<IDisposable>();
         try
         {
             using var so = OrtRuntime.CreateSessionOptions(options);
+            PrePackedWeightsContainer? prepacked = null;
+            if (buckets.Length > 0)
+            {
+                prepacked = new PrePackedWeightsContainer();
+                shared.Add(prepacked);
+            }
             for (var layer = 0; layer < c.NumLayers; layer++)
             {
                 var weights = LayerWeights.Read(ckpt, layer);
-                sessions.Add(new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary), $"block_{layer}"), so));
+                if (prepacked is null)
+                {
+                    sessions.Add(new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary), $"block_{layer}"), so));
+                    continue;
+                }
+                // With adapter variants, every session of this layer reads one copy of its projection weights
+                // (AddInitializer) and one packed copy (the shared container): a variant costs ~1 MB, not a layer.
+                var (baseGraph, sharedWeights) = BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: true);
+                var layerOptions = OrtRuntime.CreateSessionOptions(options);
+                shared.Add(layerOptions);
+                foreach (var (name, values, dims) in sharedWeights)
+                {
+                    var value = OrtValue.CreateTensorValueFromMemory(values, dims);
+                    shared.Add(value);
+                    layerOptions.AddInitializer(name, value);
+                }
+                sessions.Add(new InferenceSession(Dump(baseGraph, $"block_{layer}"), layerOptions, prepacked));
                 for (var k = 0; k < buckets.Length; k++)
                 {
-                    var graph = BlockGraph.Build(c, weights, layer, maxContext, rotary, buckets[k]);
-                    var session = new InferenceSession(Dump(graph, $"block_{layer}_lora{buckets[k]}"), so);
+                    var (graph, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, buckets[k], shareWeights: true);
+                    var session = new InferenceSession(Dump(graph, $"block_{layer}_lora{buckets[k]}"), layerOptions, prepacked);
                     sessions.Add(session);
                     loraBlocks[k][layer] = session;
                 }
+                TrimNativeHeap();
             }
             var normW = ckpt.ReadFloat32(gpt2 ? "transformer.ln_f.weight" : "model.norm.weight", d);
             var normB = gpt2 ? ckpt.ReadFloat32("transformer.ln_f.bias", d) : null;
@@ -112,14 +139,38 @@ public sealed class DecoderModel : IDisposable
                 Fused = fused,
                 LoraBuckets = buckets,
                 LoraBlocks = loraBlocks,
+                SharedResources = shared,
             };
         }
         catch
         {
             foreach (var s in sessions) s.Dispose();
+            foreach (var item in shared) item.Dispose();
             throw;
         }
     }
+
+    /// <summary>
+    /// Returns freed native heap to the OS: building a session parses the full-size zero placeholders, and glibc keeps
+    /// those pages otherwise (RSS would grow by a layer's weights per variant although nothing holds them).
+    /// </summary>
+    private static void TrimNativeHeap()
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            try
+            {
+                _ = MallocTrim(0);
+            }
+            catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+            {
+                // Not glibc (e.g. musl): nothing to trim.
+            }
+        }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(nuint pad);
 
     /// <summary>Group counts with a built variant: powers of two below <paramref name="slots"/>, then <paramref name="slots"/>.</summary>
     internal static int[] GroupBuckets(int slots)
@@ -170,5 +221,6 @@ public sealed class DecoderModel : IDisposable
         }
         Head.Dispose();
         Fused?.Dispose();
+        for (var i = SharedResources.Count - 1; i >= 0; i--) SharedResources[i].Dispose();
     }
 }

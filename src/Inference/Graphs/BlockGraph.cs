@@ -40,9 +40,17 @@ internal static class BlockGraph
     /// Builds block <paramref name="layer"/>. With <paramref name="loraGroups"/> &gt; 0 every projection also adds
     /// <c>(x·A_g)·B_g</c> to the rows of group g (see <see cref="AddLora"/>); 0 builds the plain base block.
     /// </summary>
-    public static byte[] Build(ModelConfig c, LayerWeights w, int layer, int maxContext, RotaryTables? rotary, int loraGroups = 0)
+    public static byte[] Build(ModelConfig c, LayerWeights w, int layer, int maxContext, RotaryTables? rotary, int loraGroups = 0) =>
+        Build(c, w, layer, maxContext, rotary, loraGroups, shareWeights: false).Model;
+
+    /// <summary>
+    /// As <see cref="Build(ModelConfig, LayerWeights, int, int, RotaryTables?, int)"/>; with <paramref name="shareWeights"/>
+    /// the projection weights are placeholders the caller supplies per session (returned as <c>Shared</c>).
+    /// </summary>
+    public static (byte[] Model, List<(string Name, float[] Values, long[] Dims)> Shared) Build(ModelConfig c, LayerWeights w, int layer,
+        int maxContext, RotaryTables? rotary, int loraGroups, bool shareWeights)
     {
-        var g = new GraphBuilder(loraGroups == 0 ? $"block_{layer}" : $"block_{layer}_lora{loraGroups}");
+        var g = new GraphBuilder(loraGroups == 0 ? $"block_{layer}" : $"block_{layer}_lora{loraGroups}") { ShareWeights = shareWeights };
         DeclareSharedInputs(g, c);
         if (loraGroups > 0) DeclareLoraInputs(g, c, loraGroups);
         g.Input(Hidden, DT.Float, "batch", "seq", c.HiddenSize);
@@ -52,7 +60,7 @@ internal static class BlockGraph
         g.Output(PresentKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         g.Output(PresentValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         g.Output(HiddenOut, DT.Float, "batch", "seq", c.HiddenSize);
-        return g.ToBytes();
+        return (g.ToBytes(), g.SharedWeights);
     }
 
     /// <summary>Declares the inputs every block reads: sequence lengths and (rotary models) positions.</summary>
@@ -156,7 +164,7 @@ internal static class BlockGraph
         }
         else
         {
-            var fc = g.Node("MatMul", [n2, g.Weight(N("fc_w"), w.UpWeight, d, f)], N("fc"));
+            var fc = g.Node("MatMul", [n2, g.ShareableWeight(N("fc_w"), w.UpWeight, d, f)], N("fc"));
             var fcBias = g.Weight(N("fc_b"), w.UpBias!, f);
             if (loraGroups > 0)
             {
@@ -183,7 +191,7 @@ internal static class BlockGraph
 
     private static string Linear(GraphBuilder g, string x, float[] weight, float[]? bias, int inDim, int outDim, string name)
     {
-        var y = g.Node("MatMul", [x, g.Weight(name + "_w", weight, inDim, outDim)], bias is null ? name : name + "_mm");
+        var y = g.Node("MatMul", [x, g.ShareableWeight(name + "_w", weight, inDim, outDim)], bias is null ? name : name + "_mm");
         return bias is null ? y : g.Node("Add", [y, g.Weight(name + "_b", bias, outDim)], name);
     }
 }

@@ -15,8 +15,25 @@ internal sealed class GraphBuilder(string name)
     private readonly GraphProto _graph = new() { Name = name };
     private int _counter;
 
-    /// <summary>Adds an fp32 weight. The array is wrapped, not copied, until <see cref="ToBytes"/>.</summary>
-    public string Weight(string weightName, float[] values, params long[] dims)
+    /// <summary>
+    /// When set, weights added with <see cref="ShareableWeight"/> are written as zero placeholders of full size and
+    /// listed in <see cref="SharedWeights"/>: the session supplies the real values with
+    /// <c>SessionOptions.AddInitializer</c>, so several sessions (graph variants) read one copy of the weights, and a
+    /// shared <c>PrePackedWeightsContainer</c> keeps one packed copy. (A shape-only placeholder fails ORT's validation
+    /// once a LayerNormalization is in the graph; a full-size zero one passes, and is dropped once the session is built.)
+    /// </summary>
+    public bool ShareWeights { get; init; }
+
+    /// <summary>The weights written as placeholders, by name (with <see cref="ShareWeights"/>).</summary>
+    public List<(string Name, float[] Values, long[] Dims)> SharedWeights { get; } = [];
+
+    /// <summary>Adds an fp32 weight, copied into the model at <see cref="ToBytes"/>.</summary>
+    public string Weight(string weightName, float[] values, params long[] dims) => AddWeight(weightName, values, dims, shareable: false);
+
+    /// <summary>Adds a large fp32 weight that sessions may share (see <see cref="ShareWeights"/>); inline otherwise.</summary>
+    public string ShareableWeight(string weightName, float[] values, params long[] dims) => AddWeight(weightName, values, dims, shareable: true);
+
+    private string AddWeight(string weightName, float[] values, long[] dims, bool shareable)
     {
         long n = 1;
         foreach (var d in dims) n *= d;
@@ -24,11 +41,15 @@ internal sealed class GraphBuilder(string name)
         {
             throw new ArgumentException($"weight '{weightName}': {values.Length} values for shape [{string.Join(", ", dims)}]");
         }
+        var shared = ShareWeights && shareable;
+        if (shared) SharedWeights.Add((weightName, values, dims));
         var tensor = new TensorProto
         {
             Name = weightName,
             DataType = (int)TensorProto.Types.DataType.Float,
-            RawData = UnsafeByteOperations.UnsafeWrap(MemoryMarshal.AsBytes(values.AsSpan()).ToArray()),
+            RawData = shared
+                ? UnsafeByteOperations.UnsafeWrap(new byte[values.Length * sizeof(float)])
+                : UnsafeByteOperations.UnsafeWrap(MemoryMarshal.AsBytes(values.AsSpan()).ToArray()),
         };
         tensor.Dims.AddRange(dims);
         _graph.Initializer.Add(tensor);

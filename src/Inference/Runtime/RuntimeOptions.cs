@@ -42,8 +42,8 @@ public sealed record RuntimeOptions
     /// <summary>
     /// Adapter slots S: how many distinct adapters one step can mix (0 = the model serves the base only). Each block
     /// is then also built with 1, 2, 4, … S adapter groups; a step runs the smallest variant that fits its groups.
-    /// Every variant holds its own copy of the block's weights (ONNX Runtime shares weights between sessions only
-    /// through AddInitializer, which fails validation here; see docs/engine.md), so memory grows with log₂ S.
+    /// All sessions of a layer share one copy of its projection weights (AddInitializer) and one packed copy
+    /// (PrePackedWeightsContainer); gpt2-small with S = 32 measured +0.66 GB RSS over S = 0 (docs/engine.md).
     /// </summary>
     public int AdapterSlots { get; init; }
 
