@@ -34,10 +34,9 @@ public sealed class BatchDecoder : IDisposable
     private bool _useFused;
 
     // Adapters (null / empty when the model has no adapter slots).
-    private readonly NativeBuffer<long>? _loraIndex;       // [rows]: adapted token indices, grouped
+    private readonly NativeBuffer<long>? _loraIndex;       // [rows, 2]: (row, position) of adapted tokens, grouped
     private readonly NativeBuffer<long>? _loraSizes;       // [S]: tokens per group
-    private readonly OrtValue?[] _loraIndexViews = [];      // per na: [na]
-    private readonly OrtValue?[] _loraIndexNdViews = [];    // per na: [na, 1]
+    private readonly OrtValue?[] _loraIndexViews = [];      // per na: [na, 2]
     private readonly OrtValue[] _loraSizeViews = [];        // per bucket: [groups]
     private readonly LoraBindings?[,] _loraBindings = new LoraBindings?[0, 0]; // [batch, bucket]
     private readonly int[] _groupOfSlot = [];
@@ -65,10 +64,9 @@ public sealed class BatchDecoder : IDisposable
         if (slots > 0)
         {
             Adapters = new AdapterSlotTable(_c, slots, model.Options.AdapterMaxRank);
-            _loraIndex = new NativeBuffer<long>(rows);
+            _loraIndex = new NativeBuffer<long>(2L * rows);
             _loraSizes = new NativeBuffer<long>(model.AdapterSlots); // sized for the largest variant
             _loraIndexViews = new OrtValue?[Capacity + 1];
-            _loraIndexNdViews = new OrtValue?[Capacity + 1];
             var buckets = model.LoraBuckets;
             _loraSizeViews = new OrtValue[buckets.Length];
             for (var k = 0; k < buckets.Length; k++) _loraSizeViews[k] = _loraSizes.View(0, buckets[k]);
@@ -173,7 +171,11 @@ public sealed class BatchDecoder : IDisposable
         var adapted = seq.AdapterSlot >= 0;
         if (adapted)
         {
-            for (var i = 0; i < t; i++) _loraIndex!.Span[i] = i;
+            for (var i = 0; i < t; i++)
+            {
+                _loraIndex!.Span[2 * i] = 0;
+                _loraIndex.Span[2 * i + 1] = i;
+            }
             _loraSizes!.Span[0] = t;
         }
         using (var step = new StepBindings(this, batch: 1, seqLen: t, slot: seq.Slot, bucket: adapted ? 0 : -1))
@@ -302,7 +304,6 @@ public sealed class BatchDecoder : IDisposable
         foreach (var b in _fusedBindings) b?.Dispose();
         foreach (var b in _loraBindings) b?.Step.Dispose();
         foreach (var v in _loraIndexViews) v?.Dispose();
-        foreach (var v in _loraIndexNdViews) v?.Dispose();
         foreach (var v in _loraSizeViews) v.Dispose();
         Adapters?.Dispose();
         _run.Dispose();
@@ -344,14 +345,15 @@ public sealed class BatchDecoder : IDisposable
         {
             var slot = _active[r].AdapterSlot;
             if (slot < 0) continue;
-            index[_groupOffsets[_groupOfSlot[slot]]++] = r;
+            var at = _groupOffsets[_groupOfSlot[slot]]++;
+            index[2 * at] = r;
+            index[2 * at + 1] = 0;
         }
         for (var g = 0; g < groups; g++) _groupOfSlot[_groupSlots[g]] = -1;
         return (groups, total);
     }
 
-    private OrtValue LoraIndexView(int na) => _loraIndexViews[na] ??= _loraIndex!.View(0, na);
-    private OrtValue LoraIndexNdView(int na) => _loraIndexNdViews[na] ??= _loraIndex!.View(0, na, 1);
+    private OrtValue LoraIndexView(int na) => _loraIndexViews[na] ??= _loraIndex!.View(0, na, 2);
 
     private void EnsureActive(Sequence seq)
     {
@@ -442,14 +444,12 @@ public sealed class BatchDecoder : IDisposable
         /// <summary>Binds a batch-1 prefill of <paramref name="tokens"/> tokens that all use <paramref name="slot"/> (bucket 0: one group).</summary>
         public void BindPrefillAdapter(BatchDecoder dec, int slot, int tokens)
         {
-            var index = Own(dec._loraIndex!.View(0, tokens));
-            var indexNd = Own(dec._loraIndex!.View(0, tokens, 1));
+            var index = Own(dec._loraIndex!.View(0, tokens, 2));
             var table = dec.Adapters!;
             for (var l = 0; l < Layers.Length; l++)
             {
                 var io = Layers[l];
                 io.BindInput(BlockGraph.LoraIndex, index);
-                io.BindInput(BlockGraph.LoraIndexNd, indexNd);
                 io.BindInput(BlockGraph.LoraSizes, dec._loraSizeViews[0]);
                 for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
                 {
@@ -494,12 +494,10 @@ public sealed class BatchDecoder : IDisposable
             if (adaptedRows != _boundRows)
             {
                 var index = dec.LoraIndexView(adaptedRows);
-                var indexNd = dec.LoraIndexNdView(adaptedRows);
                 var bucketIndex = Array.IndexOf(dec._model.LoraBuckets, groups);
                 for (var l = 0; l < layers; l++)
                 {
                     Step.Layers[l].BindInput(BlockGraph.LoraIndex, index);
-                    Step.Layers[l].BindInput(BlockGraph.LoraIndexNd, indexNd);
                     Step.Layers[l].BindInput(BlockGraph.LoraSizes, dec._loraSizeViews[bucketIndex]);
                 }
                 _boundRows = adaptedRows;

@@ -23,11 +23,8 @@ internal static class BlockGraph
     public const string TotalSeqLen = "total_seq_len";
     public const string PositionIds = "position_ids";
 
-    /// <summary>int64 [na]: flattened (row·seq + position) indices of the tokens that use an adapter, grouped by adapter.</summary>
+    /// <summary>int64 [na, 2]: (row, position) of each token that uses an adapter, grouped by adapter.</summary>
     public const string LoraIndex = "lora_index";
-
-    /// <summary>int64 [na, 1]: the same indices shaped for ScatterND (bound to the same memory).</summary>
-    public const string LoraIndexNd = "lora_index_nd";
 
     /// <summary>int64 [groups]: how many of <see cref="LoraIndex"/> belong to each group (zero for padding groups).</summary>
     public const string LoraSizes = "lora_sizes";
@@ -74,8 +71,7 @@ internal static class BlockGraph
     /// <summary>Declares the adapter inputs of a block with <paramref name="groups"/> groups.</summary>
     private static void DeclareLoraInputs(GraphBuilder g, ModelConfig c, int groups)
     {
-        g.Input(LoraIndex, DT.Int64, "lora_rows");
-        g.Input(LoraIndexNd, DT.Int64, "lora_rows", 1);
+        g.Input(LoraIndex, DT.Int64, "lora_tokens", 2);
         g.Input(LoraSizes, DT.Int64, groups);
         for (var p = 0; p < Adapters.AdapterFactors.ProjectionCount; p++)
         {
@@ -91,14 +87,14 @@ internal static class BlockGraph
 
     /// <summary>
     /// Adds the per-group low-rank updates to projection output <paramref name="y"/> (input <paramref name="x"/>):
-    /// the adapted tokens are gathered from the flattened batch, split into their groups, each group multiplied by its
-    /// own A then B (bound directly from slot storage, so a rank-0 pair adds nothing), and the results added back into
-    /// the base output in place with ScatterND(reduction = add). Tokens of rows without an adapter are not touched.
+    /// the adapted tokens are gathered by (row, position) with GatherND, split into their groups, each group multiplied
+    /// by its own A then B (bound directly from slot storage, so a rank-0 pair adds nothing), and the results added back
+    /// into the base output with ScatterND(reduction = add). Tokens of rows without an adapter are not touched. Four
+    /// nodes per projection with one group (every node costs microseconds at batch 1).
     /// </summary>
-    private static string AddLora(GraphBuilder g, string x, string y, Adapters.AdaptedProjection projection, int inDim, int outDim, string name, int groups)
+    private static string AddLora(GraphBuilder g, string x, string y, Adapters.AdaptedProjection projection, string name, int groups)
     {
-        var x2 = g.Node("Reshape", [x, g.Int64s(name + "_lx_shape", -1, inDim)], name + "_lx");
-        var xs = g.Node("Gather", [x2, LoraIndex], name + "_lxg", "", ("axis", 0L));
+        var xs = g.Node("GatherND", [x, LoraIndex], name + "_lxg");
         string[] parts;
         if (groups == 1)
         {
@@ -117,9 +113,7 @@ internal static class BlockGraph
             deltas[k] = g.Node("MatMul", [low, LoraInput(projection, k, a: false)], $"{name}_ld{k}");
         }
         var delta = groups == 1 ? deltas[0] : g.Node("Concat", deltas, name + "_ld", "", ("axis", 0L));
-        var y2 = g.Node("Reshape", [y, g.Int64s(name + "_ly_shape", -1, outDim)], name + "_ly");
-        var sum = g.Node("ScatterND", [y2, LoraIndexNd, delta], name + "_lsum", "", ("reduction", "add"));
-        return g.Node("Reshape", [sum, g.Node("Shape", [y], name + "_lshape")], name + "_lora");
+        return g.Node("ScatterND", [y, LoraIndex, delta], name + "_lora", "", ("reduction", "add"));
     }
 
     /// <summary>Adds one block's nodes to <paramref name="g"/>, naming its internals with <paramref name="prefix"/>.</summary>
@@ -133,7 +127,7 @@ internal static class BlockGraph
         // Attention
         var n1 = Norm(g, c, hidden, w.Norm1Weight, w.Norm1Bias, N("ln1"));
         var qkv = Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, N("qkv"));
-        if (loraGroups > 0) qkv = AddLora(g, n1, qkv, Adapters.AdaptedProjection.Qkv, d, q + 2 * kv, N("qkv"), loraGroups);
+        if (loraGroups > 0) qkv = AddLora(g, n1, qkv, Adapters.AdaptedProjection.Qkv, N("qkv"), loraGroups);
         var parts = g.NodeMulti("Split", [qkv, g.Int64s(N("qkv_split"), q, kv, kv)], [N("q"), N("k"), N("v")], "", ("axis", 2L));
         string qIn = parts[0], kIn = parts[1];
         if (llama)
@@ -148,7 +142,7 @@ internal static class BlockGraph
             [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain,
             ("num_heads", (long)c.NumHeads), ("kv_num_heads", (long)c.NumKvHeads))[0];
         var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, N("o"));
-        if (loraGroups > 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, q, d, N("o"), loraGroups);
+        if (loraGroups > 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, N("o"), loraGroups);
         var x2 = g.Node("Add", [hidden, o], N("resid1"));
 
         // Feed-forward
@@ -157,7 +151,7 @@ internal static class BlockGraph
         if (llama)
         {
             var gu = Linear(g, n2, w.UpWeight, w.UpBias, d, 2 * f, N("gate_up"));
-            if (loraGroups > 0) gu = AddLora(g, n2, gu, Adapters.AdaptedProjection.Up, d, 2 * f, N("gate_up"), loraGroups);
+            if (loraGroups > 0) gu = AddLora(g, n2, gu, Adapters.AdaptedProjection.Up, N("gate_up"), loraGroups);
             var gates = g.NodeMulti("Split", [gu, g.Int64s(N("gu_split"), f, f)], [N("gate"), N("up")], "", ("axis", 2L));
             var silu = g.Node("Mul", [gates[0], g.Node("Sigmoid", [gates[0]], N("sig"))], N("silu"));
             act = g.Node("Mul", [silu, gates[1]], N("swiglu"));
@@ -169,12 +163,12 @@ internal static class BlockGraph
             if (loraGroups > 0)
             {
                 // FastGelu takes the bias separately; the update must land before the activation.
-                fc = AddLora(g, n2, fc, Adapters.AdaptedProjection.Up, d, f, N("fc"), loraGroups);
+                fc = AddLora(g, n2, fc, Adapters.AdaptedProjection.Up, N("fc"), loraGroups);
             }
             act = g.Node("FastGelu", [fc, fcBias], N("gelu"), GraphBuilder.MicrosoftDomain);
         }
         var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, N("down"));
-        if (loraGroups > 0) m = AddLora(g, act, m, Adapters.AdaptedProjection.Down, f, d, N("down"), loraGroups);
+        if (loraGroups > 0) m = AddLora(g, act, m, Adapters.AdaptedProjection.Down, N("down"), loraGroups);
         g.Node("Add", [x2, m], hiddenOut);
     }
 
