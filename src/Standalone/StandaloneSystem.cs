@@ -4,9 +4,8 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Serving.AdapterStore.Storage;
 using Serving.Gateway;
 using Serving.Gateway.Tenancy;
+using Serving.Inference.Node;
 using Serving.Inference.Node.Hosting;
-using Serving.Inference.Node.OpenAI;
-using Serving.Inference.Node.Status;
 
 namespace Serving.Standalone;
 
@@ -132,12 +131,9 @@ public sealed class StandaloneSystem : IAsyncDisposable
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         Layer(builder, configuration, settings);
-        builder.AddNodeDefaults();
-        builder.Services.AddInferenceNode();
+        builder.AddNode();
         var app = builder.Build();
-        app.MapNodeDefaults();
-        app.MapOpenAIApi();
-        app.MapNodeStatusApi();
+        app.MapNode();
         return app;
     }
 
