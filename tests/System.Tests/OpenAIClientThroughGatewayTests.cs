@@ -80,9 +80,9 @@ public sealed class OpenAIClientThroughGatewayTests(ClusterFixture fixture) : IC
     {
         int[] before = fixture.Cluster.Nodes.Select(Cluster.ReceivedPosts).ToArray();
         var chat = Chat();
-        await Task.WhenAll(Enumerable.Range(0, 12).Select(_ => chat.CompleteChatAsync([new UserChatMessage("hi")], Greedy(24))));
+        await Task.WhenAll(Enumerable.Range(0, 24).Select(_ => chat.CompleteChatAsync([new UserChatMessage("hi")], Greedy(24))));
         int[] after = fixture.Cluster.Nodes.Select(Cluster.ReceivedPosts).ToArray();
-        Assert.Equal(12, after.Sum() - before.Sum());
+        Assert.Equal(24, after.Sum() - before.Sum());
         Assert.All(after.Zip(before, (a, b) => a - b), d => Assert.True(d > 0, $"a node got nothing: [{string.Join(",", after.Zip(before, (a, b) => a - b))}]"));
     }
 }
