@@ -1,15 +1,11 @@
-using Serving.Inference.Node.Hosting;
-using Serving.Inference.Node.OpenAI;
-using Serving.Inference.Node.Status;
+using Serving.Inference.Node;
 
-// Defaults: Serilog, options, metrics, health. Services: model, scheduler. Endpoints: OpenAI routes, node status.
+// Defaults: Serilog, options, metrics, health, registry heartbeats. Services: model, scheduler.
+// Endpoints: OpenAI routes, node status. (NodeApplication is shared with hosts that embed a node.)
 var builder = WebApplication.CreateBuilder(args);
-builder.AddNodeDefaults();
-builder.Services.AddInferenceNode();
+builder.AddNode();
 
 var app = builder.Build();
-app.MapNodeDefaults();
-app.MapOpenAIApi();
-app.MapNodeStatusApi();
+app.MapNode();
 
 app.Run();

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.Extensions.Options;
 using Serving.Contracts.Models;
@@ -89,7 +88,7 @@ internal sealed class OpenAiRequestMiddleware(
             await OpenAiErrors.WriteAsync(context, 413, "request_too_large", $"The request body exceeds {max} bytes.");
             return;
         }
-        byte[]? body = await ReadBodyAsync(context.Request.Body, max, context.RequestAborted);
+        byte[]? body = await ReadBodyAsync(context.Request.Body, context.Request.ContentLength, max, context.RequestAborted);
         if (body is null)
         {
             await OpenAiErrors.WriteAsync(context, 413, "request_too_large", $"The request body exceeds {max} bytes.");
@@ -157,7 +156,8 @@ internal sealed class OpenAiRequestMiddleware(
         context.Request.Headers.Authorization = default;
         context.Request.Headers.Remove("api-key");
         context.Request.Headers[TenantHeader] = tenant;
-        context.Features.Set(new RoutingRequest(model, tenant, (ulong)RandomNumberGenerator.GetInt32(int.MaxValue)));
+        // The spread key only scatters base-model requests over nodes: no need for a cryptographic generator.
+        context.Features.Set(new RoutingRequest(model, tenant, (ulong)Random.Shared.NextInt64()));
         await next();
     }
 
@@ -183,9 +183,25 @@ internal sealed class OpenAiRequestMiddleware(
         return result;
     }
 
-    /// <summary>The whole body, or null when it is longer than <paramref name="max"/>.</summary>
-    private static async Task<byte[]?> ReadBodyAsync(Stream stream, long max, CancellationToken cancellationToken)
+    /// <summary>
+    /// The whole body, or null when it is longer than <paramref name="max"/>. With a Content-Length (what OpenAI clients
+    /// send) it is read straight into one array of that size; chunked bodies go through a growing buffer.
+    /// </summary>
+    private static async Task<byte[]?> ReadBodyAsync(Stream stream, long? contentLength, long max, CancellationToken cancellationToken)
     {
+        if (contentLength is { } length and <= int.MaxValue)
+        {
+            var exact = new byte[length];
+            int filled = 0;
+            while (filled < exact.Length)
+            {
+                int read = await stream.ReadAsync(exact.AsMemory(filled), cancellationToken);
+                if (read == 0) break; // shorter than announced: Kestrel fails the request itself
+                filled += read;
+            }
+            return filled == exact.Length ? exact : exact[..filled];
+        }
+
         byte[] buffer = ArrayPool<byte>.Shared.Rent(16 << 10);
         try
         {

@@ -6,6 +6,7 @@ using OpenTelemetry.Metrics;
 using Serilog;
 using Serilog.Formatting.Compact;
 using Serving.Inference.Node.OpenAI;
+using Serving.Inference.Node.Registry;
 using Serving.Inference.Node.Telemetry;
 
 namespace Serving.Inference.Node.Hosting;
@@ -45,6 +46,7 @@ public static class NodeHostingExtensions
         builder.Services.AddSingleton<NodeMetrics>();
         builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(NodeMetrics.MeterName).AddPrometheusExporter());
         builder.Services.AddHealthChecks().AddCheck<ReadinessCheck>("scheduler", tags: ["ready"]);
+        builder.AddNodeRegistration(); // heartbeats to the gateway's registry when Node:Redis is set
         return builder;
     }
 

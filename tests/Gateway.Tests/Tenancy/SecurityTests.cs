@@ -170,4 +170,26 @@ public sealed class SecurityTests(RedisFixture redis)
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, r.StatusCode);
         Assert.Empty(n1.Received);
     }
+
+    [Fact]
+    public async Task RequestBody_WithContentLength_ForwardedWhole_OverLimit413()
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:Routing:MaxRequestBodyBytes"] = "2048" });
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
+        await gw.PublishAdapterAsync("tenant-a", "mine");
+        await gw.WaitForNodesAsync("n1");
+        using var a = gw.Client(GatewayHost.KeyA);
+
+        // StringContent sends Content-Length (JsonContent is chunked): the body is read into one exact buffer.
+        string Body(int padding) => $$"""{"messages":[{"role":"user","content":"{{new string('x', padding)}}"}],"model":"fake:mine","user":"len"}""";
+        using (var ok = await a.PostAsync("/v1/chat/completions", new StringContent(Body(1500), System.Text.Encoding.UTF8, "application/json")))
+            Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        var received = Assert.Single(n1.Received);
+        Assert.Equal("fake:tenant-a/mine", received.Model); // spliced into the exact-length body
+        Assert.Equal("len", received.User);                 // the rest of the body intact after the splice
+
+        using var tooLarge = await a.PostAsync("/v1/chat/completions", new StringContent(Body(4000), System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, tooLarge.StatusCode);
+        Assert.Single(n1.Received);
+    }
 }

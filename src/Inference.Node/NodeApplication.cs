@@ -1,0 +1,29 @@
+using Serving.Inference.Node.Hosting;
+using Serving.Inference.Node.OpenAI;
+using Serving.Inference.Node.Status;
+
+namespace Serving.Inference.Node;
+
+/// <summary>
+/// The node's whole composition, used by Program.cs and by hosts that embed a node (<c>src/Standalone</c>), so that a
+/// service or endpoint added here reaches every host.
+/// </summary>
+public static class NodeApplication
+{
+    /// <summary>Defaults (Serilog, options, metrics, health, registry heartbeats) and the model services.</summary>
+    public static WebApplicationBuilder AddNode(this WebApplicationBuilder builder)
+    {
+        builder.AddNodeDefaults();
+        builder.Services.AddInferenceNode();
+        return builder;
+    }
+
+    /// <summary>Health, metrics, the OpenAI routes and <c>/node/status</c>.</summary>
+    public static WebApplication MapNode(this WebApplication app)
+    {
+        app.MapNodeDefaults();
+        app.MapOpenAIApi();
+        app.MapNodeStatusApi();
+        return app;
+    }
+}

@@ -1,0 +1,75 @@
+using System.Globalization;
+
+namespace Serving.Standalone;
+
+/// <summary>
+/// <c>dotnet run -c Release --project src/Standalone</c>: gateway + node + store in one process. Ctrl+C (or SIGTERM)
+/// stops the gateway, drains the node and stops the store.
+/// </summary>
+public static class Program
+{
+    /// <summary>Entry point.</summary>
+    public static async Task<int> Main(string[] args)
+    {
+        // standalone.json first, so that environment variables and the command line override it.
+        var defaults = new ConfigurationManager();
+        defaults.SetBasePath(AppContext.BaseDirectory).AddJsonFile("standalone.json", optional: true);
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
+        {
+            Args = args, ContentRootPath = AppContext.BaseDirectory, Configuration = defaults,
+        });
+        StandaloneSystem.DropAppSettings(builder.Configuration);
+        builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
+        builder.Services.Configure<HostOptions>(o =>
+            o.ShutdownTimeout = TimeSpan.FromSeconds(builder.Configuration.GetValue("Node:ShutdownDrainSeconds", 30.0) + 15));
+        builder.Services.AddSingleton<IConfiguration>(builder.Configuration);
+        builder.Services.AddHostedService<StandaloneService>();
+        using var host = builder.Build();
+        try
+        {
+            await host.RunAsync();
+            return 0;
+        }
+        catch (Exception e) when (e is ArgumentException or TimeoutException or IOException or InvalidOperationException)
+        {
+            await Console.Error.WriteLineAsync("Serving did not start: " + e.Message);
+            return 1;
+        }
+    }
+}
+
+/// <summary>Starts <see cref="StandaloneSystem"/>, prints where to send requests, stops it in order.</summary>
+internal sealed class StandaloneService(IConfiguration configuration) : IHostedService
+{
+    private StandaloneSystem? _system;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        _system = await StandaloneSystem.StartAsync(configuration, cancellationToken);
+        await Console.Out.WriteLineAsync(Banner(_system));
+        await Console.Out.FlushAsync(cancellationToken);
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_system is null) return;
+        await Console.Out.WriteLineAsync("Stopping: gateway, node (drains running requests), store.");
+        await _system.StopAsync().WaitAsync(cancellationToken);
+    }
+
+    internal static string Banner(StandaloneSystem s) => string.Create(CultureInfo.InvariantCulture, $$"""
+
+        Serving is up (gateway + inference node + {{(s.EmbeddedStore ? "embedded Garnet" : "Redis")}} in one process).
+          Gateway   {{s.GatewayUrl}}   (OpenAPI UI {{s.GatewayUrl}}/scalar/v1, metrics /metrics, readiness /health/ready)
+          Model     {{s.ModelId}}   ({{s.ModelPath}}; adapters: POST /v1/adapters, then model "{{s.ModelId}}:<name>")
+          Dev key   {{s.DevKey}}   (tenant "{{s.DevTenant}}"; set --Standalone:DevKey to keep one across restarts)
+          Store     {{s.Redis}}
+          Node      {{s.NodeUrl}}   (internal)
+
+        Try:
+          curl -s {{s.GatewayUrl}}/v1/chat/completions -H "Authorization: Bearer {{s.DevKey}}" -H 'Content-Type: application/json' \
+            -d '{"model":"{{s.ModelId}}","messages":[{"role":"user","content":"Tell me a fortune"}],"max_tokens":48,"temperature":0.8,"seed":1}'
+
+        Ctrl+C stops everything.
+        """);
+}

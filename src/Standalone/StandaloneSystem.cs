@@ -1,0 +1,242 @@
+using System.Globalization;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Serving.AdapterStore.Storage;
+using Serving.Gateway;
+using Serving.Gateway.Tenancy;
+using Serving.Inference.Node;
+using Serving.Inference.Node.Hosting;
+
+namespace Serving.Standalone;
+
+/// <summary>
+/// The whole system in one process: the store (embedded Garnet unless <see cref="StandaloneOptions.Redis"/> is set),
+/// one inference node on an internal loopback port publishing heartbeats, and the gateway on the public port, all
+/// wired to the same Redis, with a development tenant and key. Stops in reverse order: gateway, node (drain), store.
+/// </summary>
+public sealed class StandaloneSystem : IAsyncDisposable
+{
+    private readonly EmbeddedGarnet? _garnet;
+    private readonly WebApplication _node;
+    private readonly WebApplication _gateway;
+    private int _stopped;
+
+    private StandaloneSystem(EmbeddedGarnet? garnet, WebApplication node, WebApplication gateway, string gatewayUrl, string nodeUrl,
+        string redis, string modelId, string modelPath, string devTenant, string devKey)
+    {
+        _garnet = garnet;
+        _node = node;
+        _gateway = gateway;
+        GatewayUrl = gatewayUrl;
+        NodeUrl = nodeUrl;
+        Redis = redis;
+        ModelId = modelId;
+        ModelPath = modelPath;
+        DevTenant = devTenant;
+        DevKey = devKey;
+    }
+
+    /// <summary>Public address of the gateway (a wildcard host shown as 127.0.0.1), no trailing slash.</summary>
+    public string GatewayUrl { get; }
+
+    /// <summary>Internal address of the node.</summary>
+    public string NodeUrl { get; }
+
+    /// <summary>Redis connection string in use.</summary>
+    public string Redis { get; }
+
+    /// <summary>True when the store is the embedded Garnet.</summary>
+    public bool EmbeddedStore => _garnet is not null;
+
+    /// <summary>Base model id.</summary>
+    public string ModelId { get; }
+
+    /// <summary>Checkpoint folder.</summary>
+    public string ModelPath { get; }
+
+    /// <summary>Development tenant.</summary>
+    public string DevTenant { get; }
+
+    /// <summary>Development tenant's API key.</summary>
+    public string DevKey { get; }
+
+    /// <summary>
+    /// Starts every part. <paramref name="configuration"/> is the process configuration (command line, environment,
+    /// <c>standalone.json</c>); keys of the <c>Node</c> and <c>Gateway</c> sections reach the node and the gateway as they are.
+    /// </summary>
+    public static async Task<StandaloneSystem> StartAsync(IConfiguration configuration, CancellationToken cancellationToken = default)
+    {
+        var options = configuration.GetSection(StandaloneOptions.Section).Get<StandaloneOptions>() ?? new StandaloneOptions();
+        if (options.Port is < 0 or > 65535) throw new ArgumentException("Standalone:Port must be in [0, 65535].");
+        if (!AdapterKeys.IsValidTenant(options.DevTenant)) throw new ArgumentException($"Standalone:DevTenant '{options.DevTenant}' is not a valid tenant id.");
+        string modelPath = Path.GetFullPath(options.ModelPath ?? configuration["Node:ModelPath"] ?? FindDemoModel());
+        if (!File.Exists(Path.Combine(modelPath, "config.json"))) throw new ArgumentException($"No checkpoint (config.json) at '{modelPath}'.");
+        string modelId = new NodeOptions { ModelPath = modelPath, ModelId = configuration["Node:ModelId"] }.ResolvedModelId;
+        string devKey = string.IsNullOrWhiteSpace(options.DevKey) ? ApiKeyStore.NewSecret() : options.DevKey;
+
+        EmbeddedGarnet? garnet = null;
+        WebApplication? node = null, gateway = null;
+        try
+        {
+            string redis;
+            if (string.IsNullOrWhiteSpace(options.Redis))
+            {
+                garnet = new EmbeddedGarnet();
+                redis = garnet.ConnectionString;
+            }
+            else
+            {
+                redis = options.Redis;
+            }
+
+            node = BuildNode(configuration, new Dictionary<string, string?>
+            {
+                ["urls"] = "http://127.0.0.1:0",
+                ["Node:ModelPath"] = modelPath,
+                ["Node:Redis"] = redis,
+                ["Node:Id"] = configuration["Node:Id"] ?? "standalone-node",
+            });
+            await node.StartAsync(cancellationToken);
+            string nodeUrl = Address(node);
+
+            var gatewaySettings = new Dictionary<string, string?>
+            {
+                ["urls"] = string.Create(CultureInfo.InvariantCulture, $"http://{options.Host}:{options.Port}"),
+                ["AdapterStore:RedisConnectionString"] = redis,
+                [$"Gateway:BaseModels:{modelId}"] = Path.Combine(modelPath, "config.json"),
+                ["Gateway:Tenancy:StaticKeys:0:Key"] = devKey,
+                ["Gateway:Tenancy:StaticKeys:0:Tenant"] = options.DevTenant,
+                ["Gateway:Tenancy:StaticKeys:0:Role"] = ApiKeyRoles.Tenant,
+            };
+            if (!string.IsNullOrWhiteSpace(options.AdminKey))
+            {
+                gatewaySettings["Gateway:Tenancy:StaticKeys:1:Key"] = options.AdminKey;
+                gatewaySettings["Gateway:Tenancy:StaticKeys:1:Role"] = ApiKeyRoles.Admin;
+            }
+            gateway = BuildGateway(configuration, gatewaySettings);
+            await gateway.StartAsync(cancellationToken);
+            await gateway.Services.GetRequiredService<ApiKeyStore>().CreateTenantAsync(options.DevTenant, "Development tenant", cancellationToken);
+            string gatewayUrl = Address(gateway);
+            await WaitReadyAsync(gatewayUrl, cancellationToken);
+            return new StandaloneSystem(garnet, node, gateway, gatewayUrl, nodeUrl, redis, modelId, modelPath, options.DevTenant, devKey);
+        }
+        catch
+        {
+            await StopAsync(gateway, node, garnet);
+            throw;
+        }
+    }
+
+    private static WebApplication BuildNode(IConfiguration configuration, Dictionary<string, string?> settings)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        Layer(builder, configuration, settings);
+        builder.AddNode();
+        var app = builder.Build();
+        app.MapNode();
+        return app;
+    }
+
+    private static WebApplication BuildGateway(IConfiguration configuration, Dictionary<string, string?> settings)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        Layer(builder, configuration, settings);
+        builder.AddGateway();
+        var app = builder.Build();
+        app.MapGateway();
+        return app;
+    }
+
+    /// <summary>The process configuration, then this part's fixed settings; the outer host owns signals and shutdown.</summary>
+    private static void Layer(WebApplicationBuilder builder, IConfiguration configuration, Dictionary<string, string?> settings)
+    {
+        DropAppSettings(builder.Configuration);
+        builder.Configuration.AddConfiguration(configuration);
+        builder.Configuration.AddInMemoryCollection(settings);
+        builder.Services.AddSingleton<IHostLifetime, OwnedLifetime>();
+    }
+
+    /// <summary>
+    /// Removes <c>appsettings*.json</c> sources: the referenced gateway's file is copied next to this executable, and this
+    /// host's defaults live in <c>standalone.json</c>.
+    /// </summary>
+    internal static void DropAppSettings(IConfigurationBuilder configuration)
+    {
+        var appSettings = configuration.Sources.OfType<Microsoft.Extensions.Configuration.Json.JsonConfigurationSource>()
+            .Where(s => s.Path?.StartsWith("appsettings", StringComparison.OrdinalIgnoreCase) == true).ToList();
+        foreach (var s in appSettings) configuration.Sources.Remove(s);
+    }
+
+    private static string Address(WebApplication app)
+    {
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        var b = new UriBuilder(address);
+        if (b.Host is "0.0.0.0" or "[::]" or "::" or "+" or "*") b.Host = "127.0.0.1";
+        return b.Uri.GetLeftPart(UriPartial.Authority);
+    }
+
+    /// <summary>Until the gateway has seen the node's heartbeat (its readiness), bounded.</summary>
+    private static async Task WaitReadyAsync(string gatewayUrl, CancellationToken cancellationToken)
+    {
+        using var http = new HttpClient { BaseAddress = new Uri(gatewayUrl), Timeout = TimeSpan.FromSeconds(5) };
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            try
+            {
+                using var r = await http.GetAsync("/health/ready", cancellationToken);
+                if (r.IsSuccessStatusCode) return;
+            }
+            catch (HttpRequestException)
+            {
+            }
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("The gateway did not see the node within 60 s (heartbeats not arriving?).");
+            await Task.Delay(100, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// <c>models/demo</c> in the nearest folder at or above the executable's folder, else above the working directory.
+    /// </summary>
+    public static string FindDemoModel()
+    {
+        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
+        {
+            for (var dir = new DirectoryInfo(start); dir is not null; dir = dir.Parent)
+            {
+                string candidate = Path.Combine(dir.FullName, "models", "demo");
+                if (File.Exists(Path.Combine(candidate, "config.json"))) return candidate;
+            }
+        }
+        throw new ArgumentException("models/demo not found above the executable or the working directory; set --Standalone:ModelPath.");
+    }
+
+    /// <summary>Gateway first (no new requests), then the node (drains running streams), then the store.</summary>
+    public Task StopAsync() => Interlocked.Exchange(ref _stopped, 1) == 0 ? StopAsync(_gateway, _node, _garnet) : Task.CompletedTask;
+
+    private static async Task StopAsync(WebApplication? gateway, WebApplication? node, EmbeddedGarnet? garnet)
+    {
+        if (gateway is not null)
+        {
+            await gateway.StopAsync();
+            await gateway.DisposeAsync();
+        }
+        if (node is not null)
+        {
+            await node.StopAsync();
+            await node.DisposeAsync();
+        }
+        garnet?.Dispose();
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync() => await StopAsync();
+
+    /// <summary>Lifetime of an inner app: no signal handling of its own (the outer host's console lifetime has it).</summary>
+    private sealed class OwnedLifetime : IHostLifetime
+    {
+        public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+}

@@ -1,0 +1,104 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Serving.AdapterStore.Registry;
+using Serving.Contracts.Registry;
+using Serving.Inference.Node.Registry;
+using Serving.Inference.Node.Tests.Http;
+using Xunit;
+
+namespace Serving.Inference.Node.Tests.Registry;
+
+/// <summary>A real node on loopback publishing heartbeats to a real redis-server, read back with the gateway's reader.</summary>
+public sealed class HeartbeatTests : IDisposable
+{
+    private readonly RedisProcess _redis = new();
+
+    public void Dispose() => _redis.Dispose();
+
+    private Task<NodeServer> StartNodeAsync(string prefix, string id) => NodeServer.StartAsync(new Dictionary<string, string?>
+    {
+        ["Node:ModelPath"] = Models.SlowGpt2,
+        ["Node:Redis"] = _redis.ConnectionString,
+        ["Node:Id"] = id,
+        ["Node:RegistryPrefix"] = prefix,
+        ["Node:HeartbeatInterval"] = "00:00:00.200",
+        ["Node:HeartbeatTtl"] = "00:00:01",
+    });
+
+    private static async Task<NodeHeartbeat> WaitForAsync(NodeRegistry registry, string id, Func<NodeHeartbeat, bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (true)
+        {
+            var hb = (await registry.ReadAllAsync()).FirstOrDefault(h => h.NodeId == id);
+            if (hb is not null && condition(hb)) return hb;
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"no matching heartbeat from {id}; last: {hb}");
+            await Task.Delay(50);
+        }
+    }
+
+    [Fact]
+    public async Task Node_PublishesIdentityAndLoad_AndLeavesOnStop()
+    {
+        var registry = new NodeRegistry(_redis.Connection, new RegistryKeys("hb1"));
+        var events = new List<NodeRegistryEvent>();
+        await using var sub = await registry.SubscribeAsync(e => { lock (events) events.Add(e); });
+        var node = await StartNodeAsync("hb1", "node-a");
+        try
+        {
+            var idle = await WaitForAsync(registry, "node-a", _ => true);
+            Assert.Equal(node.Address.ToString(), idle.BaseUrl);
+            Assert.Equal(NodeServer.ModelId, idle.Model);
+            Assert.False(string.IsNullOrEmpty(idle.Version));
+            Assert.True(idle.Ready);
+            Assert.Equal(16, idle.MaxRunning);
+            Assert.Equal(0, idle.Running);
+            Assert.Empty(idle.Adapters.Device);
+            Assert.InRange(idle.Timestamp, DateTimeOffset.UtcNow.AddSeconds(-5), DateTimeOffset.UtcNow.AddSeconds(1));
+
+            // Load shows up: a long stream holds a row and a KV slot.
+            using var response = await node.Http.SendAsync(Sse.Post("v1/completions", new Dictionary<string, object?>
+            {
+                ["model"] = NodeServer.ModelId, ["prompt"] = "load", ["max_tokens"] = 1500, ["ignore_eos"] = true, ["stream"] = true,
+            }), HttpCompletionOption.ResponseHeadersRead);
+            response.EnsureSuccessStatusCode();
+            var busy = await WaitForAsync(registry, "node-a", h => h.Running >= 1);
+            Assert.True(busy.KvUsage > 0);
+            response.Dispose(); // the client leaves; the row is freed
+
+            await node.StopAsync();
+            // Orderly departure: gone from the live set at once and announced, well within the TTL.
+            var deadline = DateTime.UtcNow.AddSeconds(1);
+            while ((await registry.ReadAllAsync()).Any(h => h.NodeId == "node-a"))
+            {
+                Assert.True(DateTime.UtcNow < deadline, "node still registered after stopping");
+                await Task.Delay(20);
+            }
+            await Task.Delay(100);
+            lock (events) Assert.Contains(events, e => e.NodeId == "node-a" && e.Heartbeat is null);
+        }
+        finally
+        {
+            await node.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task HeartbeatKey_CarriesTheConfiguredTtl()
+    {
+        var registry = new NodeRegistry(_redis.Connection, new RegistryKeys("hb2"));
+        await using var node = await StartNodeAsync("hb2", "node-b");
+        await WaitForAsync(registry, "node-b", _ => true);
+        var ttl = await _redis.Connection.GetDatabase().KeyTimeToLiveAsync("hb2:node:node-b");
+        Assert.NotNull(ttl);
+        Assert.InRange(ttl!.Value, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1));
+    }
+
+    [Fact]
+    public async Task WithoutRedis_NoHeartbeatService()
+    {
+        await using var node = await NodeServer.StartAsync();
+        Assert.DoesNotContain(node.Services.GetServices<IHostedService>(), s => s.GetType().Name == "NodeHeartbeats");
+        Assert.IsAssignableFrom<IAdapterResidencySource>(node.Services.GetRequiredService<IAdapterResidencySource>());
+    }
+}

@@ -1,0 +1,127 @@
+using System.Globalization;
+using System.Net.Http.Headers;
+using Serving.AdapterStore.Storage;
+
+namespace Serving.System.Tests.Infrastructure;
+
+/// <summary>
+/// The multi-process topology of <c>deploy/local/run.sh</c> on loopback: a real redis-server, the built gateway and two
+/// built inference nodes (demo model) publishing heartbeats. Every process is killed on dispose.
+/// </summary>
+public sealed class Cluster : IDisposable
+{
+    public const string TenantKey = "sk-system-tests-tenant";
+    public const string AdminKey = "sk-system-tests-admin";
+    public const string Tenant = "tenant-s";
+    public const string Model = "demo";
+
+    private readonly List<ServiceProcess> _processes = [];
+
+    private Cluster(RedisServer redis) => Redis = redis;
+
+    public RedisServer Redis { get; }
+    public ServiceProcess Gateway { get; private set; } = null!;
+    public string GatewayUrl { get; private set; } = "";
+    public ServiceProcess[] Nodes { get; private set; } = [];
+    public string[] NodeUrls { get; private set; } = [];
+
+    public static async Task<Cluster> StartAsync(int nodes = 2)
+    {
+        var cluster = new Cluster(new RedisServer());
+        try
+        {
+            await cluster.LaunchAsync(nodes);
+            return cluster;
+        }
+        catch
+        {
+            cluster.Dispose();
+            throw;
+        }
+    }
+
+    private async Task LaunchAsync(int count)
+    {
+        int gatewayPort = EmbeddedGarnet.FreePort();
+        GatewayUrl = $"http://127.0.0.1:{gatewayPort}";
+        Gateway = Track(ServiceProcess.Start("gateway", Paths.Gateway,
+            "--urls", GatewayUrl,
+            "--AdapterStore:RedisConnectionString", Redis.ConnectionString,
+            "--Gateway:BaseModels:" + Model, Path.Combine(Paths.DemoModel, "config.json"),
+            "--Gateway:Routing:RefreshInterval", "00:00:00.200",
+            "--Gateway:Routing:AdapterCacheTtl", "00:00:00.200",
+            "--Gateway:Tenancy:StaticKeys:0:Key", TenantKey, "--Gateway:Tenancy:StaticKeys:0:Tenant", Tenant,
+            "--Gateway:Tenancy:StaticKeys:1:Key", AdminKey, "--Gateway:Tenancy:StaticKeys:1:Role", "admin",
+            "--Gateway:RateLimits:RequestsPerMinute", "100000", "--Gateway:RateLimits:TokensPerMinute", "100000000",
+            "--Gateway:Resilience:StreamIdleTimeout", "00:00:05",
+            "--Logging:LogLevel:Default", "Warning"));
+
+        Nodes = new ServiceProcess[count];
+        NodeUrls = new string[count];
+        for (int i = 0; i < count; i++)
+        {
+            int port = EmbeddedGarnet.FreePort();
+            NodeUrls[i] = $"http://127.0.0.1:{port}";
+            Nodes[i] = Track(ServiceProcess.Start($"node-{i + 1}", Paths.Node,
+                "--Node:ModelPath", Paths.DemoModel,
+                "--Node:Port", port.ToString(CultureInfo.InvariantCulture),
+                "--Node:Threads", "1",
+                "--Node:ShutdownDrainSeconds", "2",
+                "--Node:Redis", Redis.ConnectionString,
+                "--Node:Id", $"node-{i + 1}",
+                "--Node:HeartbeatInterval", "00:00:00.500",
+                "--Node:HeartbeatTtl", "00:00:02",
+                "--Serilog:MinimumLevel:Default", "Warning",
+                // One line per request a node receives (before any endpoint code): the tests count them.
+                "--Serilog:MinimumLevel:Override:Microsoft.AspNetCore.Hosting.Diagnostics", "Information"));
+        }
+        await WaitForNodesAsync(count);
+    }
+
+    private ServiceProcess Track(ServiceProcess p)
+    {
+        _processes.Add(p);
+        return p;
+    }
+
+    /// <summary>Until the gateway's view holds <paramref name="count"/> nodes (its <c>gateway_nodes</c> gauge), bounded.</summary>
+    public async Task WaitForNodesAsync(int count, TimeSpan? timeout = null)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(60));
+        string last = "";
+        while (true)
+        {
+            if (Gateway.HasExited) throw new InvalidOperationException($"gateway exited:\n{Gateway.Tail()}");
+            try
+            {
+                string metrics = await http.GetStringAsync(GatewayUrl + "/metrics");
+                last = metrics.Split('\n').FirstOrDefault(l => l.StartsWith("gateway_nodes", StringComparison.Ordinal)) ?? "";
+                if (last.EndsWith(" " + count.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)) return;
+            }
+            catch (HttpRequestException)
+            {
+            }
+            if (DateTime.UtcNow > deadline)
+                throw new TimeoutException($"gateway sees '{last}', expected {count} nodes\n{string.Join("\n---\n", _processes.Select(p => p.Name + ":\n" + p.Tail(15)))}");
+            await Task.Delay(100);
+        }
+    }
+
+    /// <summary>POSTs to the model routes this node received (its request log lines).</summary>
+    public static int ReceivedPosts(ServiceProcess node) =>
+        node.Lines.Count(l => l.Contains("Request starting", StringComparison.Ordinal) && l.Contains("POST", StringComparison.Ordinal) && l.Contains("/v1/", StringComparison.Ordinal));
+
+    public HttpClient Client(string? key = TenantKey)
+    {
+        var c = new HttpClient { BaseAddress = new Uri(GatewayUrl), Timeout = TimeSpan.FromSeconds(60) };
+        if (key is not null) c.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        return c;
+    }
+
+    public void Dispose()
+    {
+        foreach (var p in _processes) p.Dispose();
+        Redis.Dispose();
+    }
+}

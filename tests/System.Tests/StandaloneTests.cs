@@ -1,0 +1,72 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Serving.AdapterStore.Storage;
+using Serving.System.Tests.Infrastructure;
+
+namespace Serving.System.Tests;
+
+/// <summary>README's run command: the built one-process host, driven only by what it prints.</summary>
+public sealed partial class StandaloneTests
+{
+    [Fact]
+    public async Task Standalone_PrintsKeyAndCurl_CompletionThroughGateway_StopsOnSigterm()
+    {
+        int port = EmbeddedGarnet.FreePort();
+        using var host = ServiceProcess.Start("standalone", Paths.Standalone, "--Standalone:Port", port.ToString(global::System.Globalization.CultureInfo.InvariantCulture));
+        await host.WaitForLineAsync(l => l.Contains("Ctrl+C stops everything", StringComparison.Ordinal), TimeSpan.FromSeconds(90));
+
+        // Everything below comes from the banner: the gateway URL, the dev key, the curl example's body.
+        string gateway = GatewayLine().Match(string.Join('\n', host.Lines)).Groups[1].Value;
+        string key = KeyLine().Match(string.Join('\n', host.Lines)).Groups[1].Value;
+        string curl = host.Lines.First(l => l.TrimStart().StartsWith("curl -s", StringComparison.Ordinal));
+        string body = BodyLine().Match(string.Join('\n', host.Lines)).Groups[1].Value;
+        Assert.Equal($"http://127.0.0.1:{port}", gateway);
+        Assert.StartsWith("sk-", key);
+        Assert.Contains($"{gateway}/v1/chat/completions", curl);
+        Assert.Contains($"Bearer {key}", curl);
+
+        using var http = new HttpClient { BaseAddress = new Uri(gateway), Timeout = TimeSpan.FromSeconds(60) };
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(body, null, "application/json") })
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            using var response = await http.SendAsync(request);
+            string json = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, json);
+            using var doc = JsonDocument.Parse(json);
+            var choice = doc.RootElement.GetProperty("choices")[0];
+            Assert.False(string.IsNullOrWhiteSpace(choice.GetProperty("message").GetProperty("content").GetString()));
+            Assert.Equal("demo", doc.RootElement.GetProperty("model").GetString());
+            Assert.True(doc.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32() > 0);
+        }
+
+        // The key is what lets it through.
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(body, null, "application/json") })
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", "sk-not-the-dev-key");
+            using var response = await http.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        }
+
+        // The dev tenant may upload an adapter for the demo model (its config is registered), and it is listed.
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/adapters/german") { Content = AdapterUpload.Demo("german") })
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            using var response = await http.SendAsync(request);
+            Assert.True(response.StatusCode == HttpStatusCode.Created, await response.Content.ReadAsStringAsync());
+        }
+
+        Assert.Equal(0, await host.TerminateAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains(host.Lines, l => l.StartsWith("Stopping:", StringComparison.Ordinal));
+    }
+
+    [GeneratedRegex(@"Gateway\s+(http://\S+)")]
+    private static partial Regex GatewayLine();
+
+    [GeneratedRegex(@"Dev key\s+(sk-\S+)")]
+    private static partial Regex KeyLine();
+
+    [GeneratedRegex(@"-d '(\{.*\})'")]
+    private static partial Regex BodyLine();
+}
