@@ -8,7 +8,8 @@
 // Base and adapter runs alternate within each repetition (BENCHMARKS.md). Not through HTTP: the load generator would
 // add the node's HTTP cost to both sides equally and blur the ratio this measures (docs/benchmarks.md).
 // usage: AdapterBench [--shape gpt2-small] [--rank 16] [--batches 1,8,32] [--ns 1,8,32,128,512] [--tokens 32]
-//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--only a,b,c,d]
+//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--only e,a,b,c,d]
+// (e: engine-only step diagnostic, alternating single decode steps; not part of the default run)
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -60,6 +61,59 @@ Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base +
 var pool = Enumerable.Range(0, 4).Select(i => AdapterFactors.FromLora(c, RandomLora(c, rank, seed: 10 + i))).ToArray();
 Console.WriteLine($"adapter: rank {rank} on all four projections of every layer = {pool[0].Bytes / 1e6:F2} MB fp32");
 Console.WriteLine();
+
+if (only.Contains("e"))
+{
+    // Engine only, step by step: two decoders on the same model, one with every row on adapter groups, alternating
+    // single decode steps so machine noise hits both sides alike. A diagnostic for the graph's cost.
+    Console.WriteLine("### Engine decode step, base vs adapters (alternating single steps, median of per-pair ratios)");
+    Console.WriteLine();
+    Console.WriteLine("| batch | distinct adapters | base step ms | adapter step ms | overhead (median, p10–p90) |");
+    Console.WriteLine("|---|---|---|---|---|");
+    foreach (var b in batches)
+    {
+        foreach (var groups in new[] { 1, Math.Min(b, slots) }.Distinct())
+        {
+            using var baseDec = new BatchDecoder(model, b);
+            using var adDec = new BatchDecoder(model, b);
+            for (var g = 0; g < groups; g++) adDec.Adapters!.Write(g, pool[g % pool.Length]);
+            var rng = new Random(5);
+            foreach (var (dec, adapted) in new[] { (baseDec, false), (adDec, true) })
+            {
+                for (var r = 0; r < b; r++)
+                {
+                    var seq = dec.TryAllocate()!;
+                    if (adapted) dec.SetAdapter(seq, r % groups);
+                    var p = new int[prompt];
+                    for (var k = 0; k < prompt; k++) p[k] = rng.Next(256);
+                    dec.Prefill(seq, p);
+                }
+            }
+            var baseMs = new List<double>();
+            var adMs = new List<double>();
+            var n = Math.Max(8, tokens);
+            for (var i = -2; i < n; i++)
+            {
+                var t1 = Step(baseDec);
+                var t2 = Step(adDec);
+                if (i < 0) continue;
+                baseMs.Add(t1);
+                adMs.Add(t2);
+            }
+            var ratios = adMs.Zip(baseMs, (x, y) => 100 * (x / y - 1)).Order().ToList();
+            Console.WriteLine($"| {b} | {groups} | {Median(baseMs):F2} | {Median(adMs):F2} | {Median(ratios):F1}% ({ratios[ratios.Count / 10]:F1}–{ratios[ratios.Count * 9 / 10]:F1}) |");
+        }
+    }
+    Console.WriteLine();
+
+    static double Step(BatchDecoder dec)
+    {
+        foreach (var seq in dec.Active) seq.PendingToken = 7;
+        var sw = Stopwatch.StartNew();
+        dec.Decode();
+        return sw.Elapsed.TotalMilliseconds;
+    }
+}
 
 if (only.Contains("a"))
 {
