@@ -5,7 +5,9 @@ using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
 using Serilog;
 using Serilog.Formatting.Compact;
+using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.OpenAI;
+using Serving.Inference.Node.Registry;
 using Serving.Inference.Node.Telemetry;
 
 namespace Serving.Inference.Node.Hosting;
@@ -55,6 +57,9 @@ public static class NodeHostingExtensions
         services.AddSingleton<ModelHost>();
         services.AddSingleton<ModelCatalog>();
         services.AddHostedService<SchedulerHostedService>();
+        services.AddNodeAdapters();
+        // The heartbeat's adapter tiers (registered after the registry's default, so this one wins).
+        services.AddSingleton<IAdapterResidencySource>(sp => sp.GetRequiredService<AdapterManager>());
         return services;
     }
 
