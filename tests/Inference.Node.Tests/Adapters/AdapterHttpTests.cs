@@ -44,15 +44,20 @@ public sealed class AdapterNodeFixture : IAsyncLifetime
         Server = await StartNodeAsync(Garnet.ConnectionString);
     }
 
-    public Task<NodeServer> StartNodeAsync(string redis, Action<IServiceCollection>? services = null) => NodeServer.StartAsync(new Dictionary<string, string?>
+    public Task<NodeServer> StartNodeAsync(string redis, Action<IServiceCollection>? services = null, Dictionary<string, string?>? extra = null)
     {
-        ["Node:ModelPath"] = Dir,
-        ["Node:ModelId"] = Base,
-        ["Node:Redis"] = redis,
-        ["Node:AdapterSlots"] = "4",
-        ["Node:MaxBatch"] = "24",
-        ["Node:MaxQueue"] = "128",
-    }, services);
+        var settings = new Dictionary<string, string?>
+        {
+            ["Node:ModelPath"] = Dir,
+            ["Node:ModelId"] = Base,
+            ["Node:Redis"] = redis,
+            ["Node:AdapterSlots"] = "4",
+            ["Node:MaxBatch"] = "24",
+            ["Node:MaxQueue"] = "128",
+        };
+        foreach (var (k, v) in extra ?? []) settings[k] = v;
+        return NodeServer.StartAsync(settings, services);
+    }
 
     /// <summary>A GPT-2 LoRA on every module strong enough to change greedy outputs.</summary>
     internal static PeftFolder Lora(BaseModelShape shape, int seed, int rank)
@@ -371,6 +376,26 @@ public sealed class AdapterHttpTests(AdapterNodeFixture fx) : IClassFixture<Adap
         var runs = Enumerable.Range(0, 12).Select(_ => SendAsync(Completion("slow:public/sf", 2), http: node.Http)).ToList();
         foreach (var (status, body, _) in await Task.WhenAll(runs)) Assert.True(status == HttpStatusCode.OK, body.ToJsonString());
         Assert.Equal(1, counting.Reads.GetValueOrDefault("public/sf"));
+    }
+
+    [Fact]
+    public async Task HostCache_EvictsLeastRecentlyUsedByBytes_NeverThePinned()
+    {
+        // Rank-64 adapters of this model take ~3 MiB each; the budget holds one.
+        foreach (var n in new[] { "big1", "big2", "big3" }) await fx.PublishAsync("public", n, seed: n[^1], rank: 64);
+        await using var node = await fx.StartNodeAsync(fx.Garnet.ConnectionString, null, new() { ["Node:AdapterHostCacheMiB"] = "4" });
+        async Task<JsonNode> Tiers() => JsonNode.Parse(await node.Http.GetStringAsync("node/status"))!["adapters"]!;
+        Assert.Equal(HttpStatusCode.OK, (await node.Http.PostAsync("node/adapters/public/big1/pin", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await node.Http.PostAsync("node/adapters/public/big2/prefetch", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await node.Http.PostAsync("node/adapters/public/big3/prefetch", null)).StatusCode);
+        var tiers = await Tiers();
+        Assert.Equal(["public/big1", "public/big3"], tiers["host"]!.AsArray().Select(x => (string)x!));
+        Assert.True((long)tiers["host_bytes"]! > 4L << 20, "pinned plus the newest entry may exceed the budget");
+
+        // Unpinned, big1 is the least recently used and goes at the next insertion.
+        Assert.Equal(HttpStatusCode.NoContent, (await node.Http.DeleteAsync("node/adapters/public/big1/pin")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await node.Http.PostAsync("node/adapters/public/big2/prefetch", null)).StatusCode);
+        Assert.Equal(["public/big2"], (await Tiers())["host"]!.AsArray().Select(x => (string)x!));
     }
 
     [Fact]
