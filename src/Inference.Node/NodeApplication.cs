@@ -1,3 +1,4 @@
+using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.Hosting;
 using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Status;
@@ -18,12 +19,13 @@ public static class NodeApplication
         return builder;
     }
 
-    /// <summary>Health, metrics, the OpenAI routes and <c>/node/status</c>.</summary>
+    /// <summary>Health, metrics, the OpenAI routes, <c>/node/status</c> and the adapter pin/prefetch routes.</summary>
     public static WebApplication MapNode(this WebApplication app)
     {
         app.MapNodeDefaults();
         app.MapOpenAIApi();
         app.MapNodeStatusApi();
+        app.MapAdapterAdminApi();
         return app;
     }
 }

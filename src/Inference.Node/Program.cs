@@ -1,7 +1,7 @@
 using Serving.Inference.Node;
 
-// Defaults: Serilog, options, metrics, health, registry heartbeats. Services: model, scheduler.
-// Endpoints: OpenAI routes, node status. (NodeApplication is shared with hosts that embed a node.)
+// Defaults: Serilog, options, metrics, health, registry heartbeats. Services: model, scheduler, adapters.
+// Endpoints: OpenAI routes, node status, adapter pin/prefetch. (NodeApplication is shared with hosts that embed a node.)
 var builder = WebApplication.CreateBuilder(args);
 builder.AddNode();
 

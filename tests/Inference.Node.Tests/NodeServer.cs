@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Serving.Fixtures;
+using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.Hosting;
 using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Status;
@@ -96,7 +97,7 @@ public sealed class NodeServer : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
-    public static async Task<NodeServer> StartAsync(IDictionary<string, string?>? settings = null)
+    public static async Task<NodeServer> StartAsync(IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Testing", ContentRootPath = AppContext.BaseDirectory });
         var config = new Dictionary<string, string?>
@@ -114,11 +115,13 @@ public sealed class NodeServer : IAsyncDisposable
         foreach (var (k, v) in settings ?? new Dictionary<string, string?>()) config[k] = v;
         builder.Configuration.AddInMemoryCollection(config);
         builder.AddNodeDefaults();
+        services?.Invoke(builder.Services);
         builder.Services.AddInferenceNode();
         var app = builder.Build();
         app.MapNodeDefaults();
         app.MapOpenAIApi();
         app.MapNodeStatusApi();
+        app.MapAdapterAdminApi();
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         return new NodeServer(app, new Uri(address.Replace("[::]", "127.0.0.1") + "/"));

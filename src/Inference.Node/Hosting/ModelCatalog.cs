@@ -1,3 +1,5 @@
+using Serving.Inference.Node.Adapters;
+
 namespace Serving.Inference.Node.Hosting;
 
 /// <summary>How a request's <c>model</c> resolved.</summary>
@@ -6,23 +8,23 @@ public enum ModelResolution
     /// <summary>The base model (or no model given).</summary>
     Base,
 
-    /// <summary>Neither the base nor <c>base:adapter</c>.</summary>
+    /// <summary>Neither the base nor <c>base:adapter</c>, and the node serves no adapters.</summary>
     UnknownModel,
 
-    /// <summary><c>base:adapter</c> where the adapter is not available on this node.</summary>
-    UnknownAdapter,
+    /// <summary><c>base:tenant/name</c> or <c>base:name</c>: resolved by the <see cref="AdapterManager"/>.</summary>
+    Adapter,
+
+    /// <summary>Another name: an adapter alone, resolved by the <see cref="AdapterManager"/> when unambiguous.</summary>
+    BareAdapter,
 }
 
-/// <summary>
-/// Maps <c>model</c> names to what this node serves: the base id, and (seam for the adapters work)
-/// <c>&lt;base&gt;:&lt;adapter&gt;</c>, which today always resolves to <see cref="ModelResolution.UnknownAdapter"/>.
-/// </summary>
-public sealed class ModelCatalog(ModelHost host)
+/// <summary>Maps <c>model</c> names to what this node serves: the base id, <c>&lt;base&gt;:&lt;adapter&gt;</c>, or an adapter alone.</summary>
+public sealed class ModelCatalog(ModelHost host, AdapterManager adapters)
 {
     /// <summary>The base model's id.</summary>
     public string BaseModelId => host.ModelId;
 
-    /// <summary>Resolves <paramref name="model"/>; <paramref name="adapter"/> is the suffix after <c>base:</c>, if any.</summary>
+    /// <summary>Resolves <paramref name="model"/>; <paramref name="adapter"/> is the adapter part (after <c>base:</c>, or the whole name).</summary>
     public ModelResolution Resolve(string? model, out string? adapter)
     {
         adapter = null;
@@ -30,11 +32,16 @@ public sealed class ModelCatalog(ModelHost host)
         if (model.StartsWith(host.ModelId + ":", StringComparison.Ordinal))
         {
             adapter = model[(host.ModelId.Length + 1)..];
-            return ModelResolution.UnknownAdapter;
+            return ModelResolution.Adapter;
+        }
+        if (adapters.Enabled && !model.Contains(':'))
+        {
+            adapter = model;
+            return ModelResolution.BareAdapter;
         }
         return ModelResolution.UnknownModel;
     }
 
-    /// <summary>Adapters loaded on this node (none until adapters land).</summary>
-    public IReadOnlyList<string> LoadedAdapters => [];
+    /// <summary>Adapters in device slots (canonical ids <c>tenant/name</c>).</summary>
+    public IReadOnlyList<string> LoadedAdapters => adapters.Snapshot().Device;
 }

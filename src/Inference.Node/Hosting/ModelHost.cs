@@ -30,6 +30,8 @@ public sealed class ModelHost : IDisposable
             MaxBatch = o.MaxBatch,
             MaxContext = o.MaxContext,
             SpinThreads = o.OrtSpin,
+            AdapterSlots = o.AdaptersEnabled ? o.AdapterSlots : 0,
+            AdapterMaxRank = o.AdapterMaxRank,
         });
         var c = _model.Config;
         var slots = o.MaxBatch;
@@ -41,9 +43,9 @@ public sealed class ModelHost : IDisposable
         _decoder = new BatchDecoder(_model, slots);
         Tokenizer = TokenizerLoader.Load(o.ModelPath, c.VocabSize);
         Template = ChatTemplate.FromCheckpoint(o.ModelPath, out var isDefault);
+        Observer = new SchedulerObserver(metrics, logger);
         Scheduler = new GenerationScheduler(_decoder, Tokenizer,
-            new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep },
-            new SchedulerObserver(metrics, logger), time);
+            new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep }, Observer, time);
         metrics.Observe(Scheduler);
         NodeLog.ModelLoaded(logger, ModelId, c.Architecture.ToString(), slots, _model.MaxContext, (long)_model.LoadTime.TotalMilliseconds, isDefault);
     }
@@ -51,11 +53,20 @@ public sealed class ModelHost : IDisposable
     /// <summary>The base model's id (<c>model</c> in requests).</summary>
     public string ModelId { get; }
 
+    /// <summary>The base model's configuration (adapters are converted against it).</summary>
+    public Serving.Checkpoints.ModelConfig Config => _model.Config;
+
     /// <summary>The checkpoint's tokenizer.</summary>
     public ITokenizer Tokenizer { get; }
 
     /// <summary>The checkpoint's chat template (or the documented default).</summary>
     public ChatTemplate Template { get; }
+
+    /// <summary>Scheduler events into metrics and logs.</summary>
+    internal SchedulerObserver Observer { get; }
+
+    /// <summary>Device adapter slots (0: the node serves the base only).</summary>
+    public int AdapterSlots => _decoder.Adapters?.Count ?? 0;
 
     /// <summary>The scheduler every request goes through.</summary>
     public GenerationScheduler Scheduler { get; }

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
 using Serilog;
 using Serilog.Formatting.Compact;
+using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Registry;
 using Serving.Inference.Node.Telemetry;
@@ -57,6 +58,9 @@ public static class NodeHostingExtensions
         services.AddSingleton<ModelHost>();
         services.AddSingleton<ModelCatalog>();
         services.AddHostedService<SchedulerHostedService>();
+        services.AddNodeAdapters();
+        // The heartbeat's adapter tiers (registered after the registry's default, so this one wins).
+        services.AddSingleton<IAdapterResidencySource>(sp => sp.GetRequiredService<AdapterManager>());
         return services;
     }
 

@@ -54,6 +54,36 @@ public sealed class NodeOptions
     /// </summary>
     public bool OrtSpin { get; set; }
 
+    /// <summary>
+    /// Device adapter slots S: how many distinct adapters one step can mix. Used only when the node has an adapter
+    /// source (<see cref="Redis"/> or <see cref="AdapterDirectory"/>); without one the node serves the base only.
+    /// </summary>
+    public int AdapterSlots { get; set; } = 8;
+
+    /// <summary>Largest LoRA rank per module a slot holds (a merge's rank is the sum of its parts').</summary>
+    public int AdapterMaxRank { get; set; } = 64;
+
+    /// <summary>Byte budget of the host cache of decoded adapters (LRU; pinned adapters are never evicted).</summary>
+    public long AdapterHostCacheMiB { get; set; } = 1024;
+
+    /// <summary>
+    /// Redis (or Garnet) connection string of the adapter store (StackExchange.Redis syntax); the node reads adapters
+    /// and their publish/delete events from it. The same connection serves the node registry's heartbeats.
+    /// </summary>
+    public string? Redis { get; set; }
+
+    /// <summary>Key prefix of the adapter store (the store's <c>AdapterStore:KeyPrefix</c>).</summary>
+    public string AdapterKeyPrefix { get; set; } = "adp";
+
+    /// <summary>
+    /// Without <see cref="Redis"/>: a folder of PEFT adapter folders (<c>&lt;dir&gt;/&lt;name&gt;/adapter_config.json</c> +
+    /// <c>adapter_model.safetensors</c>), validated and decoded by the store's reader at start and served as tenant <c>public</c>.
+    /// </summary>
+    public string? AdapterDirectory { get; set; }
+
+    /// <summary>True when adapters can be served (a store or a directory is configured).</summary>
+    public bool AdaptersEnabled => !string.IsNullOrWhiteSpace(Redis) || !string.IsNullOrWhiteSpace(AdapterDirectory);
+
     /// <summary>Address to listen on (ignored when <c>urls</c>/<c>ASPNETCORE_URLS</c> is set).</summary>
     public string Host { get; set; } = "127.0.0.1";
 
@@ -83,6 +113,13 @@ internal sealed class NodeOptionsValidator : IValidateOptions<NodeOptions>
         if (!(o.ShutdownDrainSeconds >= 0)) errors.Add("Node:ShutdownDrainSeconds must be non-negative.");
         if (o.RetryAfterSeconds < 1) errors.Add("Node:RetryAfterSeconds must be at least 1.");
         if (o.Threads < 0) errors.Add("Node:Threads must be non-negative.");
+        if (o.AdapterSlots is < 0 or > 256) errors.Add("Node:AdapterSlots must be in [0, 256].");
+        if (o.AdapterMaxRank is < 1 or > 1024) errors.Add("Node:AdapterMaxRank must be in [1, 1024].");
+        if (o.AdapterHostCacheMiB < 1) errors.Add("Node:AdapterHostCacheMiB must be at least 1.");
+        if (!string.IsNullOrWhiteSpace(o.Redis) && !string.IsNullOrWhiteSpace(o.AdapterDirectory))
+            errors.Add("Set either Node:Redis (adapters from the store) or Node:AdapterDirectory (local PEFT folders), not both.");
+        if (!string.IsNullOrWhiteSpace(o.AdapterDirectory) && !Directory.Exists(o.AdapterDirectory))
+            errors.Add($"Node:AdapterDirectory '{o.AdapterDirectory}' does not exist.");
         if (o.Port is < 0 or > 65535) errors.Add("Node:Port must be in [0, 65535].");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

@@ -1,6 +1,8 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
+using Serving.AdapterStore.Storage;
+using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.Hosting;
 using Serving.Inference.Node.Telemetry;
 using Serving.Inference.Sampling;
@@ -29,28 +31,127 @@ public static class OpenAIApi
     }
 
     /// <summary><c>POST /v1/completions</c>.</summary>
-    public static Task<IResult> CreateCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, IOptions<NodeOptions> options,
+    public static Task<IResult> CreateCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, IOptions<NodeOptions> options,
         NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
-        GenerateAsync<CompletionRequestBody>(context, host, catalog, options.Value, metrics, time, loggers, "cmpl-",
+        GenerateAsync<CompletionRequestBody>(context, host, catalog, adapters, options.Value, metrics, time, loggers, "cmpl-",
             (body, id, deadline) => OpenAIRequestMapper.Completion(body, host, id, deadline));
 
     /// <summary><c>POST /v1/chat/completions</c>.</summary>
-    public static Task<IResult> CreateChatCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, IOptions<NodeOptions> options,
+    public static Task<IResult> CreateChatCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, IOptions<NodeOptions> options,
         NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
-        GenerateAsync<ChatCompletionRequestBody>(context, host, catalog, options.Value, metrics, time, loggers, "chatcmpl-",
+        GenerateAsync<ChatCompletionRequestBody>(context, host, catalog, adapters, options.Value, metrics, time, loggers, "chatcmpl-",
             (body, id, deadline) => OpenAIRequestMapper.Chat(body, host, id, deadline));
 
-    /// <summary><c>GET /v1/models</c>: the base model (adapters join when they land).</summary>
-    public static Ok<ModelListResponse> ListModels(ModelHost host) =>
-        TypedResults.Ok(new ModelListResponse("list", [Model(host)]));
+    /// <summary>Header carrying the caller's tenant (set by the gateway); absent means tenant <c>public</c>.</summary>
+    public const string TenantHeader = "X-Serving-Tenant";
 
-    /// <summary><c>GET /v1/models/{id}</c>.</summary>
-    public static IResult GetModel(string id, ModelHost host) =>
-        id == host.ModelId ? TypedResults.Ok(Model(host)) : OpenAIErrors.ModelNotFound(id);
+    /// <summary>Response header naming the adapter content a request ran with (<c>tenant/name@version</c> or a merge key).</summary>
+    public const string AdapterHeader = "X-Serving-Adapter";
+
+    /// <summary>
+    /// <c>GET /v1/models</c>: the base model and the adapters the caller may use (its tenant's and <c>public</c>'s, made
+    /// for this base), as <c>base:tenant/name</c>.
+    /// </summary>
+    public static async Task<IResult> ListModels(HttpContext context, ModelHost host, AdapterManager adapters, IOptions<NodeOptions> options)
+    {
+        if (!TryTenant(context, out var tenant, out var error)) return error!;
+        var list = new List<ModelBody> { Model(host) };
+        try
+        {
+            foreach (var m in await adapters.ListVisibleAsync(tenant, context.RequestAborted).ConfigureAwait(false)) list.Add(AdapterModel(host, m));
+        }
+        catch (AdapterRequestException e)
+        {
+            return OpenAIErrors.Adapter(e, options.Value.RetryAfterSeconds);
+        }
+        return TypedResults.Ok(new ModelListResponse("list", list));
+    }
+
+    /// <summary><c>GET /v1/models/{id}</c>: the base or a visible adapter (<c>base:tenant/name</c>).</summary>
+    public static async Task<IResult> GetModel(string id, HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, IOptions<NodeOptions> options)
+    {
+        if (!TryTenant(context, out var tenant, out var error)) return error!;
+        if (id == host.ModelId) return TypedResults.Ok(Model(host));
+        if (catalog.Resolve(id, out var adapter) != ModelResolution.Adapter) return OpenAIErrors.ModelNotFound(id);
+        try
+        {
+            foreach (var m in await adapters.ListVisibleAsync(tenant, context.RequestAborted).ConfigureAwait(false))
+            {
+                if (adapter == $"{m.Tenant}/{m.Name}" || (adapter == m.Name && m.Tenant == (tenant ?? Serving.Contracts.Models.ModelId.PublicTenant)))
+                {
+                    return TypedResults.Ok(AdapterModel(host, m));
+                }
+            }
+        }
+        catch (AdapterRequestException e)
+        {
+            return OpenAIErrors.Adapter(e, options.Value.RetryAfterSeconds);
+        }
+        return OpenAIErrors.ModelNotFound(id);
+    }
 
     private static ModelBody Model(ModelHost host) => new(host.ModelId, "model", host.LoadedAt.ToUnixTimeSeconds(), "serving", host.MaxContext);
 
-    private static async Task<IResult> GenerateAsync<TBody>(HttpContext context, ModelHost host, ModelCatalog catalog, NodeOptions options,
+    private static ModelBody AdapterModel(ModelHost host, AdapterMetadata m) =>
+        new($"{host.ModelId}:{m.Tenant}/{m.Name}", "model", m.Created.ToUnixTimeSeconds(), m.Tenant, host.MaxContext) { Parent = host.ModelId, Version = m.Version };
+
+    /// <summary>Reads <c>X-Serving-Tenant</c>; a malformed value is a 400.</summary>
+    private static bool TryTenant(HttpContext context, out string? tenant, out IResult? error)
+    {
+        tenant = context.Request.Headers[TenantHeader].FirstOrDefault();
+        error = null;
+        if (tenant is null) return true;
+        if (AdapterKeys.IsValidTenant(tenant)) return true;
+        error = OpenAIErrors.Result(OpenAIRequestException.Invalid(null,
+            $"The {TenantHeader} header must be a tenant id (1–64 of a-z, 0-9, '_', '-'), got '{tenant}'.", "invalid_tenant"));
+        return false;
+    }
+
+    /// <summary>The adapter a request runs with: <c>model</c>'s adapter, or a <c>merged_adapters</c> merge (validated here).</summary>
+    private static async Task<Serving.Inference.Scheduling.AdapterRef?> ResolveAdapterAsync(GenerationRequestBody body, ModelResolution resolution, string? adapter,
+        string? tenant, AdapterManager adapters, CancellationToken ct)
+    {
+        if (body.MergedAdapters is { } merge)
+        {
+            if (resolution != ModelResolution.Base)
+            {
+                throw OpenAIRequestException.Invalid("merged_adapters", "merged_adapters takes the adapters to merge; set model to the base model alone.");
+            }
+            if (merge.MergeStrategy is { } strategy && strategy != "linear")
+            {
+                throw OpenAIRequestException.Invalid("merged_adapters.merge_strategy", $"merge_strategy '{strategy}' is not supported; use 'linear'.");
+            }
+            if (merge.Ids is not { Count: > 0 } ids || ids.Any(string.IsNullOrEmpty))
+            {
+                throw OpenAIRequestException.Invalid("merged_adapters.ids", "merged_adapters.ids must be a non-empty list of adapter ids (name, tenant/name or base:tenant/name).");
+            }
+            if (ids.Count > AdapterManager.MaxMergeParts)
+            {
+                throw OpenAIRequestException.Invalid("merged_adapters.ids", $"A merge takes at most {AdapterManager.MaxMergeParts} adapters, got {ids.Count}.");
+            }
+            if (merge.Weights is not { } weights || weights.Count != ids.Count)
+            {
+                throw OpenAIRequestException.Invalid("merged_adapters.weights", $"merged_adapters.weights must hold one number per id ({ids.Count}).");
+            }
+            for (var i = 0; i < weights.Count; i++)
+            {
+                if (!double.IsFinite(weights[i]) || Math.Abs(weights[i]) > 1e6)
+                {
+                    throw OpenAIRequestException.Invalid($"merged_adapters.weights[{i}]", $"Merge weights must be finite numbers of magnitude at most 1e6, got {weights[i]}.");
+                }
+            }
+            if (!adapters.Enabled) throw AdapterRequestException.NotFound(ids[0], "merged_adapters.ids[0]");
+            return await adapters.ResolveMergeAsync(ids, [.. weights.Select(w => (float)w)], tenant, ct).ConfigureAwait(false);
+        }
+        return resolution switch
+        {
+            ModelResolution.Adapter => await adapters.ResolveAsync(adapter!, tenant, body.Model!, ct).ConfigureAwait(false),
+            ModelResolution.BareAdapter => await adapters.ResolveBareAsync(adapter!, tenant, ct).ConfigureAwait(false),
+            _ => null,
+        };
+    }
+
+    private static async Task<IResult> GenerateAsync<TBody>(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, NodeOptions options,
         NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers, string idPrefix, Func<TBody, string, DateTimeOffset, PreparedRequest> prepare)
         where TBody : GenerationRequestBody
     {
@@ -59,6 +160,7 @@ public static class OpenAIApi
         var ct = context.RequestAborted;
         PreparedRequest prepared;
         TBody body;
+        if (!TryTenant(context, out var tenant, out var tenantError)) return tenantError!;
         try
         {
             try
@@ -71,14 +173,20 @@ public static class OpenAIApi
                 var param = e.Path is { Length: > 2 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : null;
                 throw OpenAIRequestException.Invalid(param, $"The request body is not valid JSON for this endpoint: {e.Message}", "invalid_json");
             }
-            switch (catalog.Resolve(body.Model, out var adapter))
-            {
-                case ModelResolution.UnknownModel:
-                    return OpenAIErrors.ModelNotFound(body.Model!);
-                case ModelResolution.UnknownAdapter:
-                    return OpenAIErrors.AdapterNotFound(body.Model!, adapter!);
-            }
+            var resolution = catalog.Resolve(body.Model, out var adapter);
+            if (resolution == ModelResolution.UnknownModel) return OpenAIErrors.ModelNotFound(body.Model!);
+            var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
             prepared = prepare(body, id, time.GetUtcNow().AddSeconds(options.RequestTimeoutSeconds));
+            if (adapterRef is not null)
+            {
+                prepared = prepared with { Generation = prepared.Generation with { Adapter = adapterRef } };
+                context.Response.Headers[AdapterHeader] = adapterRef.Key;
+            }
+        }
+        catch (AdapterRequestException e)
+        {
+            NodeLog.InvalidRequest(logger, id, e.Param ?? e.Code);
+            return OpenAIErrors.Adapter(e, options.RetryAfterSeconds);
         }
         catch (OpenAIRequestException e)
         {
@@ -104,7 +212,13 @@ public static class OpenAIApi
         catch (SamplingParameterException e)
         {
             var isChat = typeof(TBody) == typeof(ChatCompletionRequestBody);
-            var param = e.Param switch { "max_tokens" => prepared.MaxTokensParam, "prompt" when isChat => "messages", var other => other };
+            var param = e.Param switch
+            {
+                "max_tokens" => prepared.MaxTokensParam,
+                "prompt" when isChat => "messages",
+                "model" when body.MergedAdapters is not null => "merged_adapters",
+                var other => other,
+            };
             NodeLog.InvalidRequest(logger, id, param);
             return OpenAIErrors.Result(OpenAIRequestException.Invalid(param, e.Message));
         }

@@ -22,8 +22,13 @@ internal static class OpenAIErrors
     public static IResult ModelNotFound(string model) => Result(new OpenAIRequestException(StatusCodes.Status404NotFound,
         $"The model '{model}' does not exist on this node.", "invalid_request_error", "model", "model_not_found"));
 
-    public static IResult AdapterNotFound(string model, string adapter) => Result(new OpenAIRequestException(StatusCodes.Status404NotFound,
-        $"The model '{model}' does not exist: adapter '{adapter}' not found.", "invalid_request_error", "model", "adapter_not_found"));
+    /// <summary>An adapter refusal: 404 <c>model_not_found</c>, 400 naming the field, 503 with Retry-After when the store is down.</summary>
+    public static IResult Adapter(Adapters.AdapterRequestException e, int retryAfter) =>
+        Result(new OpenAIRequestException(e.Status, e.Message, e.Status switch
+        {
+            StatusCodes.Status503ServiceUnavailable => "service_unavailable_error",
+            _ => "invalid_request_error",
+        }, e.Param, e.Code), e.Status == StatusCodes.Status503ServiceUnavailable ? retryAfter : null);
 
     public static IResult QueueFull(int retryAfter) => Result(new OpenAIRequestException(StatusCodes.Status429TooManyRequests,
         "The node's request queue is full; retry later.", "rate_limit_error", null, "queue_full"), retryAfter);

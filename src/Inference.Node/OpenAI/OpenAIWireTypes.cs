@@ -26,6 +26,15 @@ public abstract class GenerationRequestBody
     public float? RepetitionPenalty { get; set; }
     public bool? IgnoreEos { get; set; }
     public bool? SkipSpecialTokens { get; set; }
+    public MergedAdaptersBody? MergedAdapters { get; set; }
+}
+
+/// <summary>LoRAX-style per-request merge: <c>{"ids": [...], "weights": [...], "merge_strategy": "linear"}</c>.</summary>
+public sealed class MergedAdaptersBody
+{
+    public List<string>? Ids { get; set; }
+    public List<double>? Weights { get; set; }
+    public string? MergeStrategy { get; set; }
 }
 
 /// <summary><c>stream_options</c>.</summary>
@@ -108,4 +117,13 @@ public sealed record ChatTopLogprob(string Token, float Logprob, IReadOnlyList<i
 public sealed record ModelListResponse(string Object, IReadOnlyList<ModelBody> Data);
 
 /// <summary>A model entry.</summary>
-public sealed record ModelBody(string Id, string Object, long Created, string OwnedBy, [property: JsonPropertyName("max_model_len")] int MaxModelLen);
+public sealed record ModelBody(string Id, string Object, long Created, string OwnedBy, [property: JsonPropertyName("max_model_len")] int MaxModelLen)
+{
+    /// <summary>For an adapter: the base model it runs on (vLLM's <c>parent</c>).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Parent { get; init; }
+
+    /// <summary>For an adapter: its store version.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public long? Version { get; init; }
+}

@@ -1,5 +1,6 @@
 using System.Reflection;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.Hosting;
 
 namespace Serving.Inference.Node.Status;
@@ -16,7 +17,7 @@ public sealed record NodeStatus(
     int RunningRequests,
     int RunningRows,
     KvStatus Kv,
-    IReadOnlyList<string> Adapters,
+    AdapterTiers Adapters,
     int MaxContext,
     long Steps);
 
@@ -34,11 +35,11 @@ public static class NodeStatusApi
         return app;
     }
 
-    /// <summary>Queue depth, running rows, KV usage, loaded adapters (empty until adapters land), model id, version.</summary>
-    public static Ok<NodeStatus> GetStatus(ModelHost host, ModelCatalog catalog)
+    /// <summary>Queue depth, running rows, KV usage, adapters per tier, model id, version.</summary>
+    public static Ok<NodeStatus> GetStatus(ModelHost host, AdapterManager adapters)
     {
         var s = host.Scheduler.Status;
         return TypedResults.Ok(new NodeStatus(host.ModelId, Version, s.Accepting, s.Waiting, s.RunningRequests, s.RunningRows,
-            new KvStatus(s.KvSlots, s.RunningRows, s.KvUsage, s.KvTokens, s.KvTokenCapacity), catalog.LoadedAdapters, host.MaxContext, s.Steps));
+            new KvStatus(s.KvSlots, s.RunningRows, s.KvUsage, s.KvTokens, s.KvTokenCapacity), adapters.Tiers(), host.MaxContext, s.Steps));
     }
 }

@@ -30,4 +30,25 @@ internal static partial class NodeLog
 
     [LoggerMessage(EventId = 1008, Level = LogLevel.Information, Message = "Invalid request {RequestId}: {Param}")]
     public static partial void InvalidRequest(ILogger logger, string requestId, string? param);
+
+    [LoggerMessage(EventId = 1010, Level = LogLevel.Debug, Message = "Adapter {Key} activated in slot {Slot} (evicted {Evicted}) in {CopyMs} ms")]
+    public static partial void AdapterActivated(ILogger logger, string key, int slot, string? evicted, double copyMs);
+
+    [LoggerMessage(EventId = 1011, Level = LogLevel.Information, Message = "Adapter {Key} loaded from the store in {ElapsedMs} ms ({Bytes} bytes)")]
+    public static partial void AdapterLoaded(ILogger logger, string key, double elapsedMs, long bytes);
+
+    [LoggerMessage(EventId = 1012, Level = LogLevel.Information, Message = "Adapter {Tenant}/{Name}: {Op} v{Version} (current {Current}); stale mapping dropped")]
+    public static partial void AdapterEvent(ILogger logger, string tenant, string name, string op, long version, long current);
+
+    [LoggerMessage(EventId = 1013, Level = LogLevel.Warning, Message = "Adapter store unreachable: {Reason}")]
+    public static partial void AdapterStoreUnavailable(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 1014, Level = LogLevel.Error, Message = "Adapter folder {Folder} skipped: {Reason}")]
+    public static partial void AdapterFolderSkipped(ILogger logger, string folder, string reason);
+
+    [LoggerMessage(EventId = 1015, Level = LogLevel.Information, Message = "Adapter directory {Directory}: {Count} adapters served as tenant public")]
+    public static partial void AdapterDirectoryLoaded(ILogger logger, string directory, int count);
+
+    [LoggerMessage(EventId = 1016, Level = LogLevel.Warning, Message = "Adapter event subscription failed; mappings expire after {TtlSeconds} s instead: {Reason}")]
+    public static partial void AdapterSubscriptionFailed(ILogger logger, double ttlSeconds, string reason);
 }

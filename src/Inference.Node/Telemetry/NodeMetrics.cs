@@ -9,7 +9,11 @@ namespace Serving.Inference.Node.Telemetry;
 /// <c>serving_node_rows_running</c>, <c>serving_node_kv_usage</c>, <c>serving_node_prompt_tokens_total</c>,
 /// <c>serving_node_generation_tokens_total</c>, <c>serving_node_requests_finished_total{finish_reason}</c>,
 /// <c>serving_node_requests_rejected_total{reason}</c>, <c>serving_node_time_to_first_token_seconds</c>,
-/// <c>serving_node_time_per_output_token_seconds</c>, <c>serving_node_queue_time_seconds</c>.
+/// <c>serving_node_time_per_output_token_seconds</c>, <c>serving_node_queue_time_seconds</c>; adapters:
+/// <c>serving_node_adapter_lookups_total{tier,result}</c>, <c>serving_node_adapter_load_time_seconds</c>,
+/// <c>serving_node_adapter_activation_time_seconds</c>, <c>serving_node_adapter_requests_total{adapter}</c>,
+/// <c>serving_node_adapter_prompt_tokens_total{adapter}</c>, <c>serving_node_adapter_generation_tokens_total{adapter}</c>,
+/// <c>serving_node_adapters{tier}</c>, <c>serving_node_adapter_host_cache_bytes</c>.
 /// </summary>
 public sealed class NodeMetrics
 {
@@ -25,7 +29,15 @@ public sealed class NodeMetrics
     private readonly Histogram<double> _ttft;
     private readonly Histogram<double> _tpot;
     private readonly Histogram<double> _queueTime;
+    private readonly Counter<long> _adapterLookups;
+    private readonly Histogram<double> _adapterLoad;
+    private readonly Histogram<double> _adapterActivation;
+    private readonly Counter<long> _adapterRequests;
+    private readonly Counter<long> _adapterPromptTokens;
+    private readonly Counter<long> _adapterGenerationTokens;
     private GenerationScheduler? _scheduler;
+    private Func<Contracts.Registry.AdapterResidency>? _residency;
+    private Func<long>? _hostBytes;
 
     public NodeMetrics(IMeterFactory meterFactory)
     {
@@ -38,6 +50,16 @@ public sealed class NodeMetrics
         _ttft = meter.CreateHistogram("serving.node.time_to_first_token", "s", "From arrival to the first sampled token.", advice: advice);
         _tpot = meter.CreateHistogram("serving.node.time_per_output_token", "s", "Between consecutive tokens of one choice.", advice: advice);
         _queueTime = meter.CreateHistogram("serving.node.queue_time", "s", "From arrival to admission into the batch.", advice: advice);
+        _adapterLookups = meter.CreateCounter<long>("serving.node.adapter.lookups", "{lookup}",
+            "Adapter lookups by tier (host: decoded cache, slot: device slot) and result (hit, miss).");
+        _adapterLoad = meter.CreateHistogram("serving.node.adapter.load_time", "s", "Store read, decode and conversion of an adapter (store → host).", advice: advice);
+        _adapterActivation = meter.CreateHistogram("serving.node.adapter.activation_time", "s", "Copy of an adapter into a device slot (host → slot).", advice: advice);
+        _adapterRequests = meter.CreateCounter<long>("serving.node.adapter.requests", "{request}",
+            "Finished requests per adapter (tenant/name; the first 50 distinct adapters keep their own label, later ones count as other; merges as merge).");
+        _adapterPromptTokens = meter.CreateCounter<long>("serving.node.adapter.prompt_tokens", "{token}", "Prompt tokens per adapter (labels as for requests).");
+        _adapterGenerationTokens = meter.CreateCounter<long>("serving.node.adapter.generation_tokens", "{token}", "Generated tokens per adapter (labels as for requests).");
+        meter.CreateObservableGauge("serving.node.adapters", ObserveTiers, "{adapter}", "Adapters per tier (device, host, loading).");
+        meter.CreateObservableGauge("serving.node.adapter.host_cache_bytes", () => _hostBytes?.Invoke() ?? 0, "By", "Bytes of decoded adapters in the host cache.");
         meter.CreateObservableGauge("serving.node.requests.waiting", () => _scheduler?.Status.Waiting ?? 0, "{request}", "Requests waiting for a KV slot.");
         meter.CreateObservableGauge("serving.node.requests.running", () => _scheduler?.Status.RunningRequests ?? 0, "{request}", "Requests in the running batch.");
         meter.CreateObservableGauge("serving.node.rows.running", () => _scheduler?.Status.RunningRows ?? 0, "{row}", "Rows (choices) holding a KV slot.");
@@ -45,6 +67,38 @@ public sealed class NodeMetrics
     }
 
     internal void Observe(GenerationScheduler scheduler) => _scheduler = scheduler;
+
+    internal void ObserveAdapters(Func<Contracts.Registry.AdapterResidency> residency, Func<long> hostBytes)
+    {
+        _residency = residency;
+        _hostBytes = hostBytes;
+    }
+
+    private IEnumerable<Measurement<int>> ObserveTiers()
+    {
+        if (_residency?.Invoke() is not { } r) return [];
+        return
+        [
+            new(r.Device.Count, new KeyValuePair<string, object?>("tier", "device")),
+            new(r.Host.Count, new KeyValuePair<string, object?>("tier", "host")),
+            new(r.Loading.Count, new KeyValuePair<string, object?>("tier", "loading")),
+        ];
+    }
+
+    internal void AdapterLookup(string tier, bool hit) =>
+        _adapterLookups.Add(1, new KeyValuePair<string, object?>("tier", tier), new KeyValuePair<string, object?>("result", hit ? "hit" : "miss"));
+
+    internal void AdapterLoaded(TimeSpan t) => _adapterLoad.Record(t.TotalSeconds);
+
+    internal void AdapterActivated(TimeSpan t) => _adapterActivation.Record(t.TotalSeconds);
+
+    internal void AdapterRequestFinished(string label, int promptTokens, int completionTokens)
+    {
+        var tag = new KeyValuePair<string, object?>("adapter", label);
+        _adapterRequests.Add(1, tag);
+        _adapterPromptTokens.Add(promptTokens, tag);
+        _adapterGenerationTokens.Add(completionTokens, tag);
+    }
 
     internal void PromptTokens(int count) => _promptTokens.Add(count);
 

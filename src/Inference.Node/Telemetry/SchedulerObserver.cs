@@ -6,6 +6,9 @@ namespace Serving.Inference.Node.Telemetry;
 /// <summary>Feeds scheduler events into <see cref="NodeMetrics"/> and the log.</summary>
 internal sealed class SchedulerObserver(NodeMetrics metrics, ILogger logger) : ISchedulerObserver
 {
+    /// <summary>Label of a finished request's adapter (set by the adapter manager; bounded cardinality).</summary>
+    public Func<string, string>? AdapterLabel { get; set; }
+
     public void OnRequestStarted(GenerationHandle request, TimeSpan queued)
     {
         metrics.QueueTime(queued);
@@ -31,8 +34,21 @@ internal sealed class SchedulerObserver(NodeMetrics metrics, ILogger logger) : I
     {
         var r = reason.ToOpenAIString();
         metrics.Finished(r);
+        if (request.Request.Adapter is { } adapter && AdapterLabel is { } label)
+        {
+            metrics.AdapterRequestFinished(label(adapter.Key), request.PromptTokens, request.CompletionTokens);
+        }
         NodeLog.RequestFinished(logger, request.Request.Id, r, request.CompletionTokens);
     }
 
     public void OnStepFailed(Exception error) => NodeLog.StepFailed(logger, error);
+
+    public void OnAdapterActivated(string key, int slot, string? evicted, TimeSpan copy)
+    {
+        metrics.AdapterLookup("slot", hit: false);
+        metrics.AdapterActivated(copy);
+        NodeLog.AdapterActivated(logger, key, slot, evicted, copy.TotalMilliseconds);
+    }
+
+    public void OnAdapterSlotHit(string key) => metrics.AdapterLookup("slot", hit: true);
 }

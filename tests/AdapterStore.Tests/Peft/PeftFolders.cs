@@ -80,11 +80,12 @@ internal static class PeftFolders
         return new SafetensorsWriter.Entry(name, SafetensorsDType.BF16, shape, bytes);
     }
 
-    /// <summary>GPT-2 LoRA on c_attn, c_proj (both), c_fc; rank r, alpha 16.</summary>
-    public static PeftFolder Gpt2Lora(int seed = 1, int r = 4, SafetensorsDType dtype = SafetensorsDType.F32, string extraConfig = "", bool rankPatternFc = false)
+    /// <summary>GPT-2 LoRA on c_attn, c_proj (both), c_fc; rank r, alpha 16 (on <paramref name="baseShape"/>, default <see cref="Gpt2"/>).</summary>
+    public static PeftFolder Gpt2Lora(int seed = 1, int r = 4, SafetensorsDType dtype = SafetensorsDType.F32, string extraConfig = "", bool rankPatternFc = false,
+        BaseModelShape? baseShape = null)
     {
         var rng = new Random(seed);
-        var shape = Gpt2;
+        var shape = baseShape ?? Gpt2;
         var list = new List<(string, long[], float[])>();
         for (int l = 0; l < shape.NumLayers; l++)
         {
@@ -103,11 +104,11 @@ internal static class PeftFolders
         return Build(config, list, dtype);
     }
 
-    /// <summary>Qwen2-style (GQA, k/v narrower than q) LoRA on all seven projections, rsLoRA.</summary>
-    public static PeftFolder LlamaLora(int seed = 2, int r = 8)
+    /// <summary>Qwen2-style (GQA, k/v narrower than q) LoRA on all seven projections, rsLoRA (on <paramref name="baseShape"/>, default <see cref="Llama"/>).</summary>
+    public static PeftFolder LlamaLora(int seed = 2, int r = 8, BaseModelShape? baseShape = null)
     {
         var rng = new Random(seed);
-        var shape = Llama;
+        var shape = baseShape ?? Llama;
         var list = new List<(string, long[], float[])>();
         for (int l = 0; l < shape.NumLayers; l++)
         {

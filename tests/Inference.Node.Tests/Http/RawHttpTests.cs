@@ -146,12 +146,12 @@ public sealed class RawHttpTests(SharedNode node) : IClassFixture<SharedNode>
     }
 
     [Fact]
-    public async Task AdapterSuffix_404AdapterNotFound()
+    public async Task AdapterOnANodeWithoutAdapterSource_404ModelNotFound()
     {
         using var response = await Http.SendAsync(Sse.Post("v1/chat/completions",
             new { model = NodeServer.ModelId + ":acme/support", messages = new[] { new { role = "user", content = "x" } } }));
         var error = await AssertErrorAsync(response, HttpStatusCode.NotFound, "model", "invalid_request_error");
-        Assert.Equal("adapter_not_found", (string)error["code"]!);
+        Assert.Equal("model_not_found", (string)error["code"]!);
     }
 
     [Fact]
@@ -237,7 +237,9 @@ public sealed class RawHttpTests(SharedNode node) : IClassFixture<SharedNode>
         Assert.True((bool)status["accepting"]!);
         Assert.Equal(0, (int)status["queue_depth"]!);
         Assert.Equal(16, (int)status["kv"]!["slots"]!);
-        Assert.Empty(status["adapters"]!.AsArray());
+        Assert.Empty(status["adapters"]!["device"]!.AsArray());
+        Assert.Empty(status["adapters"]!["host"]!.AsArray());
+        Assert.Equal(0, (int)status["adapters"]!["slots"]!);
 
         using var _ = await Http.SendAsync(Sse.Post("v1/completions", Completion()));
         var metrics = await Http.GetStringAsync("metrics");
