@@ -11,6 +11,7 @@ using Serving.Inference.Runtime;
 // and (c) PyTorch eager on the same checkpoint, alternating engine and PyTorch runs (BENCHMARKS.md).
 // usage: DecodeBench [--shape gpt2-small] [--batches 1,8,32] [--steps 32] [--reps 5] [--prompt 16] [--context 256]
 //                    [--threads N] [--no-torch] [--json FILE] [--md docs/benchmarks.md]
+//        DecodeBench --matmul-ceiling [--shape ..] [--batches ..]: the step time of the projection MatMuls alone
 var opts = Args.Parse(args);
 var inv = CultureInfo.InvariantCulture;
 var threads = opts.Int("threads", Environment.ProcessorCount);
@@ -23,6 +24,17 @@ if (!File.Exists(Path.Combine(dir, "model.safetensors")))
 {
     Console.WriteLine($"writing random {shape} checkpoint to {dir}");
     FixtureCheckpoint.Write(dir, FixtureShape.Named(shape));
+}
+
+if (opts.Flag("matmul-ceiling"))
+{
+    // What ONNX Runtime's MatMul alone reaches at decode shapes: one session per layer holding that layer's projection
+    // MatMuls (random weights of the checkpoint's shapes) plus the LM head, run in sequence like a decode step, M = batch.
+    // Same machine, same thread pool: the engine's step cannot be faster than this.
+    var cfg = Serving.Checkpoints.ModelConfig.Load(Path.Combine(dir, "config.json"));
+    Console.WriteLine($"{shape}: ORT fp32 GEMM probe (256 × 1024 × 4096) {Machine.GemmFlops(threads) / 1e9:F0} GFLOP/s; {threads} threads");
+    MatMulCeiling.Run(cfg, batches, threads, reps);
+    return 0;
 }
 
 var compareFused = opts.Flag("fused");
@@ -283,5 +295,70 @@ internal sealed class TorchServer : IDisposable
         _process.StandardInput.Close();
         _process.WaitForExit(10_000);
         _process.Dispose();
+    }
+}
+
+static class MatMulCeiling
+{
+    public static void Run(Serving.Checkpoints.ModelConfig c, int[] batches, int threads, int reps)
+    {
+        int d = c.HiddenSize, f = c.IntermediateSize, q = c.NumHeads * c.HeadDim, kv = c.NumKvHeads * c.HeadDim, v = c.VocabSize;
+        var llama = c.Architecture == Serving.Checkpoints.ModelArchitecture.Llama;
+        var shapes = new (int K, int N)[] { (d, q + 2 * kv), (q, d), (d, llama ? 2 * f : f), (f, d) };
+        var rng = new Random(1);
+        float[] W(int n)
+        {
+            var w = new float[n];
+            for (var i = 0; i < n; i++) w[i] = (float)(rng.NextDouble() - 0.5) * 0.02f;
+            return w;
+        }
+        using var so = OrtRuntime.CreateSessionOptions(new RuntimeOptions { Threads = threads });
+        var sessions = new List<InferenceSession>();
+        for (var l = 0; l < c.NumLayers; l++)
+        {
+            sessions.Add(new InferenceSession(Serving.Inference.Graphs.GemmProbe.BuildLayer(shapes.Select(s => (W(s.K * s.N), s.K, s.N)).ToList()), so));
+        }
+        sessions.Add(new InferenceSession(Serving.Inference.Graphs.GemmProbe.BuildLayer([(W(d * v), d, v)]), so));
+        long flopsPerRow = 2L * (c.NumLayers * shapes.Sum(s => (long)s.K * s.N) + (long)d * v);
+        Console.WriteLine("| batch (M) | MatMul-only step ms (median, min) | GFLOP/s |");
+        Console.WriteLine("|---|---|---|");
+        using var run = new RunOptions();
+        foreach (var b in batches)
+        {
+            var bindings = new List<(InferenceSession S, OrtIoBinding Io, List<OrtValue> Owned)>();
+            foreach (var s in sessions)
+            {
+                var io = s.CreateIoBinding();
+                var owned = new List<OrtValue>();
+                var names = s.InputMetadata.Keys.ToList();
+                for (var i = 0; i < names.Count; i++)
+                {
+                    var k = (int)s.InputMetadata[names[i]].Dimensions[1];
+                    var n = (int)s.OutputMetadata[$"y{i}"].Dimensions[1];
+                    var x = OrtValue.CreateTensorValueFromMemory(W(b * k), [b, k]);
+                    var y = OrtValue.CreateTensorValueFromMemory(new float[b * n], [b, n]);
+                    owned.Add(x);
+                    owned.Add(y);
+                    io.BindInput(names[i], x);
+                    io.BindOutput($"y{i}", y);
+                }
+                bindings.Add((s, io, owned));
+            }
+            var times = new List<double>();
+            for (var r = -3; r < Math.Max(reps, 5) * 4; r++)
+            {
+                var sw = Stopwatch.StartNew();
+                foreach (var (s, io, _) in bindings) s.RunWithBinding(run, io);
+                if (r >= 0) times.Add(sw.Elapsed.TotalMilliseconds);
+            }
+            var median = Stats.Median(times);
+            Console.WriteLine($"| {b} | {median:F2} ({times.Min():F2}) | {flopsPerRow * b / (times.Min() / 1000) / 1e9:F0} |");
+            foreach (var (_, io, owned) in bindings)
+            {
+                io.Dispose();
+                foreach (var o in owned) o.Dispose();
+            }
+        }
+        foreach (var s in sessions) s.Dispose();
     }
 }

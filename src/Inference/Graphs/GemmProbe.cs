@@ -13,4 +13,21 @@ public static class GemmProbe
         g.Output("y", DT.Float, "m", n);
         return g.ToBytes();
     }
+
+    /// <summary>
+    /// Independent MatMuls x_i [m, k_i] × W_i [k_i, n_i] in one graph (inputs <c>x{i}</c>, outputs <c>y{i}</c>): one
+    /// transformer layer's projections at decode shapes, to measure what ONNX Runtime's MatMul alone achieves there.
+    /// </summary>
+    public static byte[] BuildLayer(IReadOnlyList<(float[] Weight, int K, int N)> matmuls)
+    {
+        var g = new GraphBuilder("matmul_layer_probe");
+        for (var i = 0; i < matmuls.Count; i++)
+        {
+            var (w, k, n) = matmuls[i];
+            g.Input($"x{i}", DT.Float, "m", k);
+            g.Node("MatMul", [$"x{i}", g.Weight($"w{i}", w, k, n)], $"y{i}");
+            g.Output($"y{i}", DT.Float, "m", n);
+        }
+        return g.ToBytes();
+    }
 }
