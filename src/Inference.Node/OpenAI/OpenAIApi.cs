@@ -177,6 +177,7 @@ public static class OpenAIApi
             if (resolution == ModelResolution.UnknownModel) return OpenAIErrors.ModelNotFound(body.Model!);
             var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
             prepared = prepare(body, id, time.GetUtcNow().AddSeconds(options.RequestTimeoutSeconds));
+            if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };
             if (adapterRef is not null)
             {
                 prepared = prepared with { Generation = prepared.Generation with { Adapter = adapterRef } };

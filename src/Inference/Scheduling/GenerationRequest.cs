@@ -29,6 +29,12 @@ public sealed record GenerationRequest
     /// </summary>
     public AdapterRef? Adapter { get; init; }
 
+    /// <summary>
+    /// The tenant the request is served for (per-tenant fairness: waiting requests are admitted least-served tenant
+    /// first). Null: one shared anonymous tenant.
+    /// </summary>
+    public string? Tenant { get; init; }
+
     /// <summary>Absolute deadline; when it passes, waiting or running, the request ends with <see cref="FinishReason.Abort"/>.</summary>
     public DateTimeOffset? Deadline { get; init; }
 

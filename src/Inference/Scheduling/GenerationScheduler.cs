@@ -56,6 +56,9 @@ public sealed class GenerationScheduler : IDisposable
     private readonly long[] _slotLastUse;  // step of last admission
     private readonly Dictionary<string, int> _slotOf = [];
     private volatile string[] _statusAdapters = [];
+
+    // Per-tenant fairness (scheduler thread): tokens served per tenant with running requests (a virtual token counter).
+    private readonly Dictionary<string, TenantUsage> _tenants = [];
     private volatile int _statusWaitingForSlot;
 
     /// <summary>Creates a scheduler over <paramref name="decoder"/>, which it then owns exclusively (but does not dispose).</summary>
@@ -345,6 +348,7 @@ public sealed class GenerationScheduler : IDisposable
         }
         var blockedOnSlots = 0;
         var scan = 0;
+        lock (_gate) OrderWaitingByTenantService();
         while (budget > 0)
         {
             Job? next = null;
@@ -409,6 +413,62 @@ public sealed class GenerationScheduler : IDisposable
         ReleaseFinished();
     }
 
+    /// <summary>
+    /// Per-tenant fairness (VTC-style): stable-sorts the waiting queue by the tokens each request's tenant has been
+    /// served (prompt + output of its running and finished requests while it stayed busy), so a tenant with a long
+    /// backlog does not delay a lightly served one; within a tenant, and with one tenant, the order stays FIFO. A tenant
+    /// that was idle starts from the least-served busy tenant's count (it cannot bank service). Insertion sort over at
+    /// most MaxQueue entries, no allocation. Under the gate.
+    /// </summary>
+    private void OrderWaitingByTenantService()
+    {
+        if (_waiting.Count < 2) return;
+        var first = _waiting[0].Tenant;
+        var mixed = false;
+        for (var i = 1; i < _waiting.Count && !mixed; i++) mixed = !string.Equals(_waiting[i].Tenant, first, StringComparison.Ordinal);
+        if (!mixed) return;
+        // A tenant seen for the first time starts at the least-served busy tenant's count, frozen from now on.
+        var start = MinBusyServed();
+        foreach (var job in _waiting)
+        {
+            if (!_tenants.ContainsKey(job.Tenant)) _tenants[job.Tenant] = new TenantUsage { Served = start };
+        }
+        for (var i = 1; i < _waiting.Count; i++)
+        {
+            var job = _waiting[i];
+            var key = _tenants[job.Tenant].Served;
+            var j = i - 1;
+            while (j >= 0 && _tenants[_waiting[j].Tenant].Served > key)
+            {
+                _waiting[j + 1] = _waiting[j];
+                j--;
+            }
+            _waiting[j + 1] = job;
+        }
+    }
+
+    private bool HasWaiting(string tenant)
+    {
+        lock (_gate)
+        {
+            foreach (var job in _waiting)
+            {
+                if (string.Equals(job.Tenant, tenant, StringComparison.Ordinal)) return true;
+            }
+            return false;
+        }
+    }
+
+    private long MinBusyServed()
+    {
+        var min = long.MaxValue;
+        foreach (var usage in _tenants.Values)
+        {
+            if (usage.Running > 0) min = Math.Min(min, usage.Served);
+        }
+        return min == long.MaxValue ? 0 : min;
+    }
+
     /// <summary>Whether a request before <paramref name="end"/> in the queue has waited too long for an adapter slot (under the gate).</summary>
     private bool AnyStarving(int end)
     {
@@ -458,6 +518,14 @@ public sealed class GenerationScheduler : IDisposable
 
     private void Admit(Job job, int adapterSlot = -1)
     {
+        if (!_tenants.TryGetValue(job.Tenant, out var usage))
+        {
+            usage = new TenantUsage { Served = MinBusyServed() };
+            _tenants[job.Tenant] = usage;
+        }
+        usage.Running++;
+        usage.Served += job.Prompt.Length;
+        job.Usage = usage;
         var seq = _decoder.TryAllocate() ?? throw new InvalidOperationException("no free KV slot although one was counted");
         if (adapterSlot >= 0)
         {
@@ -527,6 +595,7 @@ public sealed class GenerationScheduler : IDisposable
         row.LastTokenAt = now;
         row.Sampler.Accept(token);
         row.Generated++;
+        job.Usage!.Served++;
         job.Handle.AddCompletionTokens(1);
 
         var finish = row.Stop.Check(token, row.Generated);
@@ -615,6 +684,13 @@ public sealed class GenerationScheduler : IDisposable
 
     private void CompleteJob(Job job)
     {
+        if (job.Usage is { } usage)
+        {
+            job.Usage = null;
+            usage.Running--;
+        }
+        // Forget an idle tenant (also one whose only requests ended while waiting), so the table stays small.
+        if (_tenants.TryGetValue(job.Tenant, out var state) && state.Running == 0 && !HasWaiting(job.Tenant)) _tenants.Remove(job.Tenant);
         foreach (var row in job.Rows)
         {
             if (row.Sequence is { IsActive: true } seq) ReleaseRow(row, seq);
@@ -651,6 +727,13 @@ public sealed class GenerationScheduler : IDisposable
         return rows;
     }
 
+    /// <summary>Tokens served to a busy tenant and its running requests.</summary>
+    private sealed class TenantUsage
+    {
+        public long Served { get; set; }
+        public int Running { get; set; }
+    }
+
     /// <summary>A request in the scheduler.</summary>
     private sealed class Job
     {
@@ -670,6 +753,12 @@ public sealed class GenerationScheduler : IDisposable
         public bool Prefilling { get; set; }
         public bool LastPromptTokenPending { get; set; }
         public int Unfinished { get; set; }
+
+        /// <summary>The request's tenant ("" when none was given).</summary>
+        public string Tenant => Handle.Request.Tenant ?? string.Empty;
+
+        /// <summary>The tenant's service counter while the request runs.</summary>
+        public TenantUsage? Usage { get; set; }
 
         /// <summary>The iteration in which this waiting request was first passed over for want of an adapter slot (-1: never).</summary>
         public long BlockedSince { get; set; } = -1;

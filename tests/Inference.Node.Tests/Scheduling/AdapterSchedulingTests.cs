@@ -162,6 +162,30 @@ public sealed class AdapterSchedulingTests : IDisposable
     }
 
     [Fact]
+    public void TenantWithABacklog_DoesNotDelayALightlyServedTenant()
+    {
+        const int maxTokens = 6;
+        var s = Scheduler(rows: 2);
+        GenerationRequest For(string tenant, int i) => Request([1 + i, 2], maxTokens, null) with { Tenant = tenant };
+        // Tenant A queues 12 requests; then tenant B sends 2.
+        var a = Enumerable.Range(0, 12).Select(i => new Tracked(Submit(s, For("a", i)), 0)).ToList();
+        var b = Enumerable.Range(0, 2).Select(i => new Tracked(Submit(s, For("b", i)), 0)).ToList();
+        var all = a.Concat(b).ToList();
+        for (var step = 0; step < 500 && all.Any(t => !t.Handle.Events.Completion.IsCompleted); step++)
+        {
+            s.Step();
+            Pump(s, all);
+        }
+        Assert.All(all, t => Assert.True(t.Handle.Events.Completion.IsCompleted));
+        // FIFO would start B after all 12 of A's; least-served-first starts both of B's among the first few.
+        var order = all.OrderBy(t => t.FirstTokenAt).ToList();
+        Assert.True(order.IndexOf(b[0]) <= 3 && order.IndexOf(b[1]) <= 5,
+            $"B's requests started {order.IndexOf(b[0])}th and {order.IndexOf(b[1])}th");
+        // Within a tenant the order stays FIFO.
+        Assert.Equal(a.Select(t => t.FirstTokenAt).Order(), a.Select(t => t.FirstTokenAt));
+    }
+
+    [Fact]
     public void AdapterThatDoesNotFit_OrANodeWithoutSlots_IsRefusedAtSubmit()
     {
         var c = _model.Config;
