@@ -1,10 +1,14 @@
 // Gateway overhead: the same closed-loop load sent directly to a node and through the gateway, alternating A/B rounds.
 // The node is a minimal OpenAI-shaped stub (no model) so that what is measured is the gateway's own cost.
+// The load is the load generator's (tools/LoadGen.Core): its client, closed-loop runner and metrics (E2E for
+// non-streamed requests; TTFT and ITL for streamed ones), fixed prompt and output lengths.
 // Usage: dotnet run -c Release --project bench/Gateway.Benchmarks -- [requestsPerRound=2000] [rounds=5]
-using System.Diagnostics;
-using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Serving.LoadGen;
+using Serving.LoadGen.Client;
+using Serving.LoadGen.Metrics;
+using Serving.LoadGen.Workload;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Serving.AdapterStore.Registry;
@@ -26,11 +30,29 @@ nodeBuilder.WebHost.UseUrls("http://127.0.0.1:0");
 nodeBuilder.Logging.ClearProviders();
 var node = nodeBuilder.Build();
 byte[] answer = Encoding.UTF8.GetBytes("""{"id":"c","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}""");
+// Streamed answer: StreamTokens content chunks, each flushed at once, then usage and [DONE].
+const int StreamTokens = 16;
+byte[] chunk = Encoding.UTF8.GetBytes("""data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"bench","choices":[{"index":0,"delta":{"content":" ok"},"finish_reason":null}]}""" + "\n\n");
+byte[] tail = Encoding.UTF8.GetBytes("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":"
+    + StreamTokens + ",\"total_tokens\":" + (8 + StreamTokens) + "}}\n\ndata: [DONE]\n\n");
+byte[] streamFlag = "\"stream\":true"u8.ToArray();
 node.MapPost("/v1/chat/completions", async (HttpContext ctx) =>
 {
-    await ctx.Request.Body.CopyToAsync(Stream.Null);
-    ctx.Response.ContentType = "application/json";
-    await ctx.Response.Body.WriteAsync(answer);
+    using var body = new MemoryStream();
+    await ctx.Request.Body.CopyToAsync(body);
+    if (body.GetBuffer().AsSpan(0, (int)body.Length).IndexOf(streamFlag) < 0)
+    {
+        ctx.Response.ContentType = "application/json";
+        await ctx.Response.Body.WriteAsync(answer);
+        return;
+    }
+    ctx.Response.ContentType = "text/event-stream";
+    for (var i = 0; i < StreamTokens; i++)
+    {
+        await ctx.Response.Body.WriteAsync(chunk);
+        await ctx.Response.Body.FlushAsync();
+    }
+    await ctx.Response.Body.WriteAsync(tail);
 });
 node.MapGet("/health/ready", () => Results.Ok());
 await node.StartAsync();
@@ -60,32 +82,19 @@ await gateway.StartAsync();
 string gatewayUrl = gateway.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
 while (gateway.Services.GetRequiredService<Serving.Gateway.Routing.INodeView>().Current.Nodes.Count == 0) await Task.Delay(20);
 
-byte[] body = JsonSerializer.SerializeToUtf8Bytes(new { model = "bench", max_tokens = 1, messages = new[] { new { role = "user", content = "hello" } } });
-using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 256 });
-
-async Task<(double P50, double P99, double Rps)> RunAsync(string baseUrl, int concurrency, int count)
+// One client per mode, shared by direct and gateway rounds (both reach 127.0.0.1; the URL is given per sender).
+OpenAiLoadClient Client(string baseUrl, bool stream) => new(new ClientOptions
 {
-    var latencies = new double[count];
-    int next = -1;
-    var wall = Stopwatch.StartNew();
-    await Task.WhenAll(Enumerable.Range(0, concurrency).Select(async _ =>
-    {
-        int i;
-        while ((i = Interlocked.Increment(ref next)) < count)
-        {
-            using var req = new HttpRequestMessage(HttpMethod.Post, baseUrl + "/v1/chat/completions") { Content = new ByteArrayContent(body) };
-            req.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-            req.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Key);
-            long t0 = Stopwatch.GetTimestamp();
-            using var resp = await http.SendAsync(req);
-            await resp.Content.LoadIntoBufferAsync();
-            if (!resp.IsSuccessStatusCode) throw new InvalidOperationException($"{baseUrl}: {(int)resp.StatusCode}");
-            latencies[i] = Stopwatch.GetElapsedTime(t0).TotalMilliseconds;
-        }
-    }));
-    double seconds = wall.Elapsed.TotalSeconds;
-    Array.Sort(latencies);
-    return (latencies[count / 2], latencies[(int)(count * 0.99)], count / seconds);
+    BaseUrl = new Uri(baseUrl), BaseModel = "bench", ApiKey = Key, Stream = stream, Endpoint = ApiEndpoint.Chat, Timeout = TimeSpan.FromSeconds(30),
+});
+
+// Closed loop: `concurrency` requests in flight, `count` requests of 8 prompt words; streamed ones ask for StreamTokens tokens.
+async Task<RunMetrics> RunAsync(OpenAiLoadClient client, int concurrency, int count, bool stream)
+{
+    var trace = LoadBenchmark.FixedLengthTrace(count, 8, stream ? StreamTokens : 1);
+    var point = await LoadBenchmark.ClosedLoopAsync(client, trace, concurrency);
+    if (point.Failures.Count > 0) throw new InvalidOperationException($"{client.Url}: {point.Failures.Count} failed, e.g. {point.Failures[0].Error} {point.Failures[0].ErrorDetail}");
+    return point.Metrics;
 }
 
 static double Median(IEnumerable<double> v)
@@ -98,25 +107,37 @@ Console.WriteLine($"machine: {Environment.ProcessorCount} cores, {System.Runtime
 Console.WriteLine($"command: dotnet run -c Release --project bench/Gateway.Benchmarks -- {perRound} {rounds}");
 Console.WriteLine("client, gateway and node stub share this process and its cores; numbers are ratios/differences of alternating rounds.");
 var results = new List<object>();
-foreach (var (label, concurrency) in new[] { ("moderate (1 in flight)", 1), ("saturating (64 in flight)", 64) })
+foreach (var (label, concurrency, stream) in new[] { ("moderate (1 in flight)", 1, false), ("saturating (64 in flight)", 64, false), ("streamed, moderate (1 in flight)", 1, true) })
 {
-    await RunAsync(nodeUrl, concurrency, perRound / 4);     // warm-up
-    await RunAsync(gatewayUrl, concurrency, perRound / 4);
-    var direct = new List<(double P50, double P99, double Rps)>();
-    var viaGateway = new List<(double P50, double P99, double Rps)>();
+    using var directClient = Client(nodeUrl, stream);
+    using var gatewayClient = Client(gatewayUrl, stream);
+    await RunAsync(directClient, concurrency, perRound / 4, stream);     // warm-up
+    await RunAsync(gatewayClient, concurrency, perRound / 4, stream);
+    var direct = new List<RunMetrics>();
+    var viaGateway = new List<RunMetrics>();
     for (int r = 0; r < rounds; r++)
     {
-        direct.Add(await RunAsync(nodeUrl, concurrency, perRound));
-        viaGateway.Add(await RunAsync(gatewayUrl, concurrency, perRound));
+        direct.Add(await RunAsync(directClient, concurrency, perRound, stream));
+        viaGateway.Add(await RunAsync(gatewayClient, concurrency, perRound, stream));
     }
-    var addedP50 = direct.Zip(viaGateway, (d, g) => g.P50 - d.P50).ToList();
-    var addedP99 = direct.Zip(viaGateway, (d, g) => g.P99 - d.P99).ToList();
-    var rpsRatio = direct.Zip(viaGateway, (d, g) => g.Rps / d.Rps).ToList();
-    Console.WriteLine($"{label}: direct p50 {Median(direct.Select(x => x.P50)):0.000} ms p99 {Median(direct.Select(x => x.P99)):0.000} ms {Median(direct.Select(x => x.Rps)):0} req/s | " +
-        $"gateway p50 {Median(viaGateway.Select(x => x.P50)):0.000} ms p99 {Median(viaGateway.Select(x => x.P99)):0.000} ms {Median(viaGateway.Select(x => x.Rps)):0} req/s | " +
+    // Non-streamed: end-to-end latency. Streamed: time to first token (and inter-token latency below).
+    Distribution Latency(RunMetrics m) => stream ? m.TtftMs : m.E2eMs;
+    string what = stream ? "TTFT" : "E2E";
+    var addedP50 = direct.Zip(viaGateway, (d, g) => Latency(g).P50 - Latency(d).P50).ToList();
+    var addedP99 = direct.Zip(viaGateway, (d, g) => Latency(g).P99 - Latency(d).P99).ToList();
+    var rpsRatio = direct.Zip(viaGateway, (d, g) => g.RequestThroughput / d.RequestThroughput).ToList();
+    Console.WriteLine($"{label}: direct {what} p50 {Median(direct.Select(x => Latency(x).P50)):0.000} ms p99 {Median(direct.Select(x => Latency(x).P99)):0.000} ms {Median(direct.Select(x => x.RequestThroughput)):0} req/s | " +
+        $"gateway {what} p50 {Median(viaGateway.Select(x => Latency(x).P50)):0.000} ms p99 {Median(viaGateway.Select(x => Latency(x).P99)):0.000} ms {Median(viaGateway.Select(x => x.RequestThroughput)):0} req/s | " +
         $"added p50 {Median(addedP50):0.000} ms (min {addedP50.Min():0.000}, max {addedP50.Max():0.000}), added p99 {Median(addedP99):0.000} ms (min {addedP99.Min():0.000}, max {addedP99.Max():0.000}), " +
-        $"throughput gateway/direct {Median(rpsRatio):0.00} (min {rpsRatio.Min():0.00}, max {rpsRatio.Max():0.00})");
-    results.Add(new { label, concurrency, perRound, rounds, direct, viaGateway, addedP50, addedP99, rpsRatio });
+        $"throughput gateway/direct {Median(rpsRatio):0.00} (min {rpsRatio.Min():0.00}, max {rpsRatio.Max():0.00})" +
+        (stream ? $" | ITL p50 direct {Median(direct.Select(x => x.ItlMs.P50)):0.000} ms, gateway {Median(viaGateway.Select(x => x.ItlMs.P50)):0.000} ms" : ""));
+    results.Add(new
+    {
+        label, concurrency, stream, perRound, rounds, latency = what,
+        direct = direct.Select(m => new { p50 = Latency(m).P50, p99 = Latency(m).P99, rps = m.RequestThroughput, itlP50 = m.ItlMs.P50 }),
+        viaGateway = viaGateway.Select(m => new { p50 = Latency(m).P50, p99 = Latency(m).P99, rps = m.RequestThroughput, itlP50 = m.ItlMs.P50 }),
+        addedP50, addedP99, rpsRatio,
+    });
 }
 Directory.CreateDirectory("bench/results");
 File.WriteAllText("bench/results/gateway-bench.json", JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true, IncludeFields = true }));

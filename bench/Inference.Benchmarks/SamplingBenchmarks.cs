@@ -66,4 +66,14 @@ public class SamplingBenchmarks
         _sampler.Accept(token);
         return token;
     }
+
+    [Benchmark(Description = "Sample without logprob + FillTopLogprobs + Accept")]
+    public int StepWithoutLogprob()
+    {
+        // What the scheduler calls for requests that did not ask for logprobs.
+        int token = _sampler.Sample(_logits[_step++ & 15]);
+        _sampler.FillTopLogprobs(_topIds, _topLogprobs);
+        _sampler.Accept(token);
+        return token;
+    }
 }

@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net.Http.Json;
-using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -14,11 +12,17 @@ using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Status;
 using Serving.Inference.Runtime;
 using Serving.Inference.Sampling;
+using Serving.Inference.Tokenization;
+using Serving.LoadGen;
+using Serving.LoadGen.Client;
+using Serving.LoadGen.Metrics;
+using Serving.LoadGen.Workload;
 
 // Node throughput: aggregate output tokens/s of streaming HTTP clients at several concurrencies against the same
 // requests sent one after another, and the HTTP + scheduling overhead against driving the engine in-process
 // (batch 1, same sampler) for the same requests. Greedy, ignore_eos, fixed lengths, so every run generates the same tokens.
-// usage: NodeBench [--shape gpt2-small] [--levels 1,8,32] [--tokens 32] [--prompt 16] [--sequential 8] [--threads N] [--reps 2]
+// The HTTP clients are the load generator's (tools/LoadGen.Core), so TTFT/ITL and throughput use its definitions.
+// usage: NodeBench [--shape gpt2-small] [--levels 1,8,32] [--tokens 32] [--prompt 16] [--sequential 8] [--rounds 1] [--threads N] [--reps 2]
 var opts = args.Select((a, i) => (a, i)).Where(p => p.a.StartsWith("--", StringComparison.Ordinal))
     .ToDictionary(p => p.a[2..], p => p.i + 1 < args.Length ? args[p.i + 1] : "");
 string Opt(string k, string d) => opts.TryGetValue(k, out var v) ? v : d;
@@ -27,17 +31,23 @@ var shape = Opt("shape", "gpt2-small");
 var levels = Opt("levels", "1,8,32").Split(',').Select(int.Parse).ToArray();
 int tokens = int.Parse(Opt("tokens", "32"), inv), promptLen = int.Parse(Opt("prompt", "16"), inv);
 int sequential = int.Parse(Opt("sequential", "8"), inv), reps = int.Parse(Opt("reps", "2"), inv);
+int rounds = int.Parse(Opt("rounds", "1"), inv);
 var threads = int.Parse(Opt("threads", Environment.ProcessorCount.ToString(inv)), inv);
 var maxBatch = levels.Max();
 var context = promptLen + tokens + 8;
 
-var dir = Path.GetFullPath(Path.Combine(".fixtures", shape));
+string dir = Path.GetFullPath(Path.Combine(".fixtures", shape));
 if (!File.Exists(Path.Combine(dir, "model.safetensors")))
 {
     Console.WriteLine($"writing random {shape} checkpoint to {dir}");
     FixtureCheckpoint.Write(dir, FixtureShape.Named(shape));
 }
-// Byte-tokenizer prompts of exactly promptLen tokens, different per request.
+// The fixture's byte tokenizer gives text only to ids 0..255, so a random model's tokens (almost all above 255) would
+// stream no text and the node would send no per-token chunk at all: the streaming path would go unmeasured. The node
+// and the engine therefore load a copy of the checkpoint with a GPT-2-format tokenizer in which
+// every id has text: the 256 byte-level symbols, then " w" + letters for each further id, <|endoftext|> last, no merges.
+dir = WithTextForEveryToken(dir);
+// Prompts of exactly promptLen tokens (one letter = one token without merges), different per request.
 string Prompt(int i) => string.Concat(Enumerable.Range(0, promptLen).Select(k => (char)('a' + (i * 7 + k * 3) % 26)));
 
 // 1. Engine in-process, batch 1, the same requests one after another (its own copy of the model).
@@ -60,7 +70,7 @@ double EngineTokensPerSecond()
         var logits = dec.Prefill(seq, prompt);
         for (var t = 0; t < tokens; t++)
         {
-            var next = sampler.Sample(logits, out _);
+            var next = sampler.Sample(logits);
             sampler.Accept(next);
             _ = detok.Append(next);
             if (t == tokens - 1) break;
@@ -70,6 +80,46 @@ double EngineTokensPerSecond()
         dec.Release(seq);
     }
     return sequential * tokens / sw.Elapsed.TotalSeconds;
+}
+
+// 1b. Engine in-process at batch c: the same c requests as the node's concurrency-c point, prefilled one at a time
+// (batch 1, as the scheduler does) and then decoded together, each row sampled and detokenised. The node's ceiling:
+// what it would reach with no scheduling, HTTP or client cost. (DecodeBench's batch-32 figure has no prefill.)
+using var batchModel = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = maxBatch, MaxContext = context, Threads = threads, SpinThreads = false });
+using var batchDec = new BatchDecoder(batchModel, maxBatch);
+double EngineBatchTokensPerSecond(int c)
+{
+    var p = new SamplingParameters { Temperature = 0, MaxTokens = tokens, IgnoreEos = true };
+    var vocab = batchModel.Config.VocabSize;
+    var sw = Stopwatch.StartNew();
+    var rows = new (Sequence Seq, TokenSampler Sampler, StreamingDecoder Detok)[c];
+    for (var i = 0; i < c; i++)
+    {
+        var prompt = tokenizer.Encode(Prompt(2000 + i));
+        var seq = batchDec.TryAllocate()!;
+        rows[i] = (seq, new TokenSampler(p, vocab, prompt), tokenizer.CreateStreamingDecoder());
+        var logits = batchDec.Prefill(seq, prompt);
+        var next = rows[i].Sampler.Sample(logits);
+        rows[i].Sampler.Accept(next);
+        _ = rows[i].Detok.Append(next);
+        seq.PendingToken = next;
+    }
+    for (var t = 1; t < tokens; t++)
+    {
+        var logits = batchDec.Decode();
+        var active = batchDec.Active;
+        for (var r = 0; r < active.Count; r++)
+        {
+            var row = Array.FindIndex(rows, x => x.Seq == active[r]);
+            var next = rows[row].Sampler.Sample(logits.Slice(r * vocab, vocab));
+            rows[row].Sampler.Accept(next);
+            _ = rows[row].Detok.Append(next);
+            active[r].PendingToken = next;
+        }
+    }
+    var elapsed = sw.Elapsed.TotalSeconds;
+    foreach (var row in rows) batchDec.Release(row.Seq);
+    return c * tokens / elapsed;
 }
 
 Console.WriteLine($"{shape}, {threads} threads, prompt {promptLen}, {tokens} output tokens per request, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
@@ -90,62 +140,57 @@ app.MapOpenAIApi();
 app.MapNodeStatusApi();
 await app.StartAsync();
 var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-using var http = new HttpClient { BaseAddress = new Uri(address + "/"), Timeout = TimeSpan.FromMinutes(30) };
 
-async Task<int> StreamAsync(int i)
+// The HTTP side is the load generator's (tools/LoadGen.Core): streaming /v1/completions, closed loop, TTFT/ITL/throughput
+// from its metrics. Prompts are this benchmark's own (exact token counts for the byte tokenizer); lengths are fixed.
+using var load = new OpenAiLoadClient(new ClientOptions
 {
-    var body = new { model = "bench", prompt = Prompt(i), max_tokens = tokens, temperature = 0, ignore_eos = true, stream = true, stream_options = new { include_usage = true } };
-    using var request = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = JsonContent.Create(body) };
-    using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-    response.EnsureSuccessStatusCode();
-    using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
-    var completion = 0;
-    while (await reader.ReadLineAsync() is { } line)
+    BaseUrl = new Uri(address), BaseModel = "bench", Endpoint = ApiEndpoint.Completions, IgnoreEos = true, Timeout = TimeSpan.FromMinutes(30),
+});
+IReadOnlyList<TraceRequest> Trace(int firstPrompt, int count) =>
+    Enumerable.Range(0, count).Select(k => new TraceRequest(k, 0, null, promptLen, tokens, Prompt(firstPrompt + k))).ToArray();
+
+// `count` requests, `concurrency` in flight; every request must return exactly `tokens` tokens (checked through usage).
+async Task<RunMetrics> PointAsync(int firstPrompt, int count, int concurrency)
+{
+    var point = await LoadBenchmark.ClosedLoopAsync(load, Trace(firstPrompt, count), concurrency);
+    if (point.Failures.Count > 0) throw new InvalidOperationException($"{point.Failures.Count} requests failed: {point.Failures[0].Error} {point.Failures[0].ErrorDetail}");
+    if (point.Outcome.Records.FirstOrDefault(r => !r.UsageReported || r.OutputTokens != tokens) is { } bad)
     {
-        if (!line.StartsWith("data: {", StringComparison.Ordinal)) continue;
-        var usage = JsonNode.Parse(line[6..])!["usage"];
-        if (usage is not null) completion = (int)usage["completion_tokens"]!;
+        throw new InvalidOperationException($"expected {tokens} tokens with usage, got {bad.OutputTokens} (usage reported: {bad.UsageReported})");
     }
-    if (completion != tokens) throw new InvalidOperationException($"expected {tokens} tokens, got {completion}");
-    return completion;
+    return point.Metrics;
 }
-
-async Task<double> SequentialAsync()
-{
-    var sw = Stopwatch.StartNew();
-    var total = 0;
-    for (var i = 0; i < sequential; i++) total += await StreamAsync(1000 + i);
-    return total / sw.Elapsed.TotalSeconds;
-}
-
-async Task<double> ConcurrentAsync(int c)
-{
-    var sw = Stopwatch.StartNew();
-    var counts = await Task.WhenAll(Enumerable.Range(0, c).Select(i => Task.Run(() => StreamAsync(2000 + i))));
-    return counts.Sum() / sw.Elapsed.TotalSeconds;
-}
+Task<RunMetrics> SequentialAsync() => PointAsync(1000, sequential, 1);
+// c clients at once, each sending `rounds` requests one after another (rounds 1: one burst of c requests).
+Task<RunMetrics> ConcurrentAsync(int c) => PointAsync(2000, c * rounds, c);
+static string Latency(RunMetrics m) => $"TTFT p50 {m.TtftMs.P50:F0} ms, ITL p50 {m.ItlMs.P50:F1} / p99 {m.ItlMs.P99:F1} ms";
 
 // Runs alternate (engine, node sequential, node at each concurrency) so that a shared machine's load hits all alike;
 // ratios are taken within a repetition and the median over repetitions is reported.
-await StreamAsync(999); // warm-up
+await PointAsync(999, 1, 1); // warm-up
 foreach (var c in levels.Where(l => l > 1)) await ConcurrentAsync(c);
 var engineRuns = new List<double>();
 var seqRuns = new List<double>();
-var concRuns = levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<double>());
+var concRuns = levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<RunMetrics>());
+var engineBatchRuns = levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<double>());
 for (var r = 0; r < reps; r++)
 {
     var e = EngineTokensPerSecond();
-    var s1 = await SequentialAsync();
+    var seq = await SequentialAsync();
+    var s1 = seq.OutputTokenThroughput;
     engineRuns.Add(e);
     seqRuns.Add(s1);
-    var line = $"rep {r}: engine {e:F1}, node sequential {s1:F1} ({(1 - s1 / e) * 100:F1}% overhead)";
+    Console.WriteLine($"rep {r}: engine {e:F1}, node sequential {s1:F1} ({(1 - s1 / e) * 100:F1}% overhead; {Latency(seq)})");
     foreach (var c in concRuns.Keys)
     {
-        var v = await ConcurrentAsync(c);
-        concRuns[c].Add(v);
-        line += $", concurrency {c}: {v:F1} ({v / s1:F2}×)";
+        var eb = EngineBatchTokensPerSecond(c);
+        engineBatchRuns[c].Add(eb / e);
+        var m = await ConcurrentAsync(c);
+        concRuns[c].Add(m);
+        Console.WriteLine($"rep {r}:   concurrency {c}: {m.OutputTokenThroughput:F1} tok/s ({m.OutputTokenThroughput / s1:F2}×; {Latency(m)}); " +
+            $"engine in-process at batch {c} (batch-1 prefills): {eb:F1} tok/s ({eb / e:F2}× engine batch 1; node reaches {m.OutputTokenThroughput / eb:P0} of it)");
     }
-    Console.WriteLine(line);
 }
 static double Median(IEnumerable<double> v)
 {
@@ -154,13 +199,48 @@ static double Median(IEnumerable<double> v)
 }
 var overhead = Median(engineRuns.Zip(seqRuns, (e, s1) => 1 - s1 / e));
 Console.WriteLine();
-Console.WriteLine("| concurrency | aggregate output tok/s (median) | vs sequential (median of per-rep ratios) |");
-Console.WriteLine("|---|---|---|");
-Console.WriteLine($"| 1 (one after another) | {Median(seqRuns):F1} | 1.00× |");
+Console.WriteLine("| concurrency | aggregate output tok/s (median) | vs sequential (median of per-rep ratios) | engine in-process at this batch vs engine batch 1 | TTFT p50 ms | ITL p50 / p99 ms |");
+Console.WriteLine("|---|---|---|---|---|---|");
+Console.WriteLine($"| 1 (one after another) | {Median(seqRuns):F1} | 1.00× | 1.00× | | |");
 foreach (var (c, runs) in concRuns)
 {
-    Console.WriteLine($"| {c} | {Median(runs):F1} | {Median(runs.Zip(seqRuns, (v, s1) => v / s1)):F2}× |");
+    var tps = runs.Select(m => m.OutputTokenThroughput).ToList();
+    Console.WriteLine($"| {c} | {Median(tps):F1} | {Median(tps.Zip(seqRuns, (v, s1) => v / s1)):F2}× | {Median(engineBatchRuns[c]):F2}× | " +
+        $"{Median(runs.Select(m => m.TtftMs.P50)):F0} | {Median(runs.Select(m => m.ItlMs.P50)):F1} / {Median(runs.Select(m => m.ItlMs.P99)):F1} |");
 }
 Console.WriteLine($"engine in-process batch 1: {Median(engineRuns):F1} tok/s; node at concurrency 1: {Median(seqRuns):F1} tok/s; " +
     $"HTTP + scheduling overhead (median of per-rep ratios) {overhead * 100:F1}%");
 await app.StopAsync();
+
+static string WithTextForEveryToken(string source)
+{
+    var target = source + "-text";
+    if (File.Exists(Path.Combine(target, "vocab.json"))) return target;
+    Directory.CreateDirectory(target);
+    foreach (var file in Directory.GetFiles(source))
+    {
+        var name = Path.GetFileName(file);
+        if (name.StartsWith("tokenizer", StringComparison.Ordinal)) continue;
+        File.Copy(file, Path.Combine(target, name), overwrite: true); // a copy: the checkpoint reader sizes files without following links
+    }
+    using var config = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(source, "config.json")));
+    var vocabSize = config.RootElement.GetProperty("vocab_size").GetInt32();
+    // GPT-2's byte → symbol map (bytes_to_unicode): printable Latin-1 bytes map to themselves, the rest to U+0100 + n.
+    var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+    var n = 0;
+    for (var b = 0; b < 256; b++)
+    {
+        var printable = b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF;
+        vocab[((char)(printable ? b : 256 + n++)).ToString()] = b;
+    }
+    for (var id = 256; id < vocabSize - 1; id++)
+    {
+        var letters = "";
+        for (var v = id; v > 0; v /= 26) letters = (char)('a' + v % 26) + letters;
+        vocab["\u0120w" + letters] = id; // \u0120 is the byte-level symbol of a space
+    }
+    vocab["<|endoftext|>"] = vocabSize - 1;
+    File.WriteAllText(Path.Combine(target, "vocab.json"), System.Text.Json.JsonSerializer.Serialize(vocab));
+    File.WriteAllText(Path.Combine(target, "merges.txt"), "#version: 0.2\n");
+    return target;
+}

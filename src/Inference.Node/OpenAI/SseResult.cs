@@ -37,7 +37,11 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
                 await pipe.FlushAsync(ct).ConfigureAwait(false);
             }
             var events = r.Handle.Events;
-            while (await events.WaitToReadAsync(ct).ConfigureAwait(false))
+            // The wait takes no token: a cancellable wait on the channel allocates a waiter (~100 B) for every token,
+            // an uncancellable one reuses a single waiter. A disconnect cancels the request instead, and the scheduler
+            // then ends its events (abort, done) before its next decode step, which ends this loop.
+            using var disconnect = ct.Register(static h => ((GenerationHandle)h!).Cancel(), r.Handle);
+            while (await events.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
             {
                 while (events.TryRead(out var e))
                 {

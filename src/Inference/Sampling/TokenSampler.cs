@@ -17,7 +17,7 @@ namespace Serving.Inference.Sampling;
 /// <item>draw from the remaining distribution with the sequence's own xoshiro256** stream.</item>
 /// </list>
 /// Reported logprobs are the log-softmax of the raw logits (before penalties and temperature), as vLLM reports by default.
-/// All buffers are allocated in the constructor; <see cref="Sample"/> and <see cref="Accept"/> allocate nothing.
+/// All buffers are allocated in the constructor; <see cref="Sample(ReadOnlySpan{float}, out float)"/> and <see cref="Accept"/> allocate nothing.
 /// Not thread-safe: one instance per sequence.
 /// </summary>
 public sealed class TokenSampler
@@ -154,7 +154,7 @@ public sealed class TokenSampler
     /// <summary>The validated parameters this sampler was built with.</summary>
     public SamplingParameters Parameters => _parameters;
 
-    /// <summary>Vocabulary size; <see cref="Sample"/> expects exactly this many logits.</summary>
+    /// <summary>Vocabulary size; <see cref="Sample(ReadOnlySpan{float}, out float)"/> expects exactly this many logits.</summary>
     public int VocabSize => _vocabSize;
 
     /// <summary>Seed of the random stream (drawn at random when the request gave none), for logs and replays.</summary>
@@ -163,7 +163,7 @@ public sealed class TokenSampler
     /// <summary>Tokens passed to <see cref="Accept"/> so far.</summary>
     public int GeneratedCount => _generated;
 
-    /// <summary>Entries <see cref="FillTopLogprobs"/> writes after the last <see cref="Sample"/>.</summary>
+    /// <summary>Entries <see cref="FillTopLogprobs"/> writes after the last <see cref="Sample(ReadOnlySpan{float}, out float)"/>.</summary>
     public int TopLogprobsCount => _topCount;
 
     /// <summary>
@@ -171,11 +171,35 @@ public sealed class TokenSampler
     /// (log-softmax of the unprocessed logits). Does not record the token: call <see cref="Accept"/> with the token kept.
     /// Masked tokens may be -inf; NaN or +inf, or all -inf, throws <see cref="ArgumentException"/>.
     /// </summary>
-    public int Sample(ReadOnlySpan<float> logits, out float logprob)
+    public int Sample(ReadOnlySpan<float> logits, out float logprob) => SampleCore(logits, wantLogprob: true, out logprob);
+
+    /// <summary>
+    /// The same token as <see cref="Sample(ReadOnlySpan{float}, out float)"/> (same random stream, same checks, same top
+    /// logprobs for <see cref="FillTopLogprobs"/>) without the chosen token's logprob, for requests that did not ask for
+    /// logprobs: the log-softmax normaliser is then computed only when top logprobs or the draw need it, so greedy
+    /// decoding without top logprobs is one pass over the logits instead of five.
+    /// </summary>
+    public int Sample(ReadOnlySpan<float> logits) => SampleCore(logits, wantLogprob: false, out _);
+
+    private int SampleCore(ReadOnlySpan<float> logits, bool wantLogprob, out float logprob)
     {
         if (logits.Length != _vocabSize)
         {
             throw new ArgumentException($"Expected {_vocabSize} logits, got {logits.Length}.", nameof(logits));
+        }
+
+        if (_greedy && !wantLogprob && _topLogprobs == 0 && _counts is null)
+        {
+            // IndexOfMax returns the first NaN if there is one, else the first maximum; so this one pass makes the
+            // same choice and the same finiteness check as the general path below.
+            int best = TensorPrimitives.IndexOfMax(logits);
+            if (!float.IsFinite(logits[best]))
+            {
+                throw new ArgumentException($"Logits must have a finite maximum, got {logits[best]}.", nameof(logits));
+            }
+            _topCount = 0;
+            logprob = 0f;
+            return best;
         }
 
         // Raw log-softmax normaliser, summed in double so logprobs hold to ~1e-7 over a 50k vocabulary.
@@ -185,19 +209,28 @@ public sealed class TokenSampler
             // NaN anywhere, +inf, or every token masked: an engine bug, not something to sample from.
             throw new ArgumentException($"Logits must have a finite maximum, got {rawMax}.", nameof(logits));
         }
-        TensorPrimitives.Subtract(logits, rawMax, _exp);
-        TensorPrimitives.Exp(_exp, _exp);
-        double logZ = rawMax + Math.Log(SumAsDouble(_exp));
+        // exp(raw - max) serves both the normaliser and, at temperature 1 without penalties, the draw.
+        bool drawUsesRawExp = !_greedy && _counts is null && _temperature == 1f;
+        bool needZ = wantLogprob || _topLogprobs > 0;
+        double logZ = 0;
+        if (needZ || drawUsesRawExp)
+        {
+            TensorPrimitives.Subtract(logits, rawMax, _exp);
+            TensorPrimitives.Exp(_exp, _exp);
+        }
+        if (needZ)
+        {
+            logZ = rawMax + Math.Log(SumAsDouble(_exp));
+        }
         CaptureTopLogprobs(logits, logZ);
 
         ReadOnlySpan<float> processed = logits;
-        bool expReady = true;
+        bool expReady = drawUsesRawExp;
         if (_counts is not null)
         {
             logits.CopyTo(_work);
             ApplyPenalties(_work);
             processed = _work;
-            expReady = false;
         }
 
         int token;
@@ -212,17 +245,16 @@ public sealed class TokenSampler
             {
                 TensorPrimitives.Divide(processed, _temperature, _work);
                 processed = _work;
-                expReady = false;
             }
             token = Draw(processed, expReady);
         }
 
-        logprob = (float)(logits[token] - logZ);
+        logprob = wantLogprob ? (float)(logits[token] - logZ) : 0f;
         return token;
     }
 
     /// <summary>
-    /// Copies the top alternatives of the last <see cref="Sample"/> (raw log-softmax, best first, ties to the lowest id)
+    /// Copies the top alternatives of the last <see cref="Sample(ReadOnlySpan{float}, out float)"/> (raw log-softmax, best first, ties to the lowest id)
     /// and returns how many were written: the smaller of <see cref="TopLogprobsCount"/> and the spans' lengths.
     /// </summary>
     public int FillTopLogprobs(Span<int> ids, Span<float> logprobs)

@@ -36,6 +36,9 @@ public sealed class GenerationScheduler : IDisposable
     private readonly List<Job> _expired = [];          // scratch
     private readonly Dictionary<Sequence, Row> _rows = [];
     private Row[] _stepRows;
+    private const int MaxInternedTexts = 1 << 16, MaxInternedTextLength = 32;
+    private readonly Dictionary<string, string> _texts = new(StringComparer.Ordinal); // scheduler thread only: see InternText
+    private readonly Dictionary<string, string>.AlternateLookup<ReadOnlySpan<char>> _textLookup;
     private readonly SemaphoreSlim _signal = new(0);
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -78,6 +81,7 @@ public sealed class GenerationScheduler : IDisposable
         _slotKey = new string?[slots];
         _slotRows = new int[slots];
         _slotLastUse = new long[slots];
+        _textLookup = _texts.GetAlternateLookup<ReadOnlySpan<char>>();
     }
 
     /// <summary>Longest prompt + output of one row.</summary>
@@ -406,7 +410,7 @@ public sealed class GenerationScheduler : IDisposable
                 continue;
             }
             if (row.Finished) continue;
-            var token = row.Sampler.Sample(span, out var logprob);
+            var token = SampleRow(row, span, out var logprob);
             OnToken(row, token, logprob);
         }
         Array.Clear(_stepRows, 0, b);
@@ -582,9 +586,30 @@ public sealed class GenerationScheduler : IDisposable
         _observer.OnFirstToken(job.Handle, _time.GetUtcNow() - job.Handle.SubmittedAt);
         foreach (var row in job.Rows)
         {
-            var token = row.Sampler.Sample(logits, out var logprob);
+            var token = SampleRow(row, logits, out var logprob);
             OnToken(row, token, logprob);
         }
+    }
+
+    /// <summary>Samples a row; the token's logprob is computed only when the request asked for logprobs (0 otherwise).</summary>
+    private static int SampleRow(Row row, ReadOnlySpan<float> logits, out float logprob)
+    {
+        if (row.Job.Handle.Request.Logprobs) return row.Sampler.Sample(logits, out logprob);
+        logprob = 0f;
+        return row.Sampler.Sample(logits);
+    }
+
+    /// <summary>
+    /// The text of a token event, interned: a token's text is nearly always one of a few thousand short strings, so each
+    /// is allocated once and then found by content (no allocation per token). Bounded: past <see cref="MaxInternedTexts"/>
+    /// entries, or for long texts, a new string is made each time.
+    /// </summary>
+    private string InternText(ReadOnlySpan<char> emit)
+    {
+        if (_textLookup.TryGetValue(emit, out var text)) return text;
+        text = new string(emit);
+        if (emit.Length <= MaxInternedTextLength && _texts.Count < MaxInternedTexts) _texts.Add(text, text);
+        return text;
     }
 
     private void OnToken(Row row, int token, float logprob)
@@ -606,7 +631,7 @@ public sealed class GenerationScheduler : IDisposable
             if (row.Detokenizer.TryAppend(token, row.Chars, out var n) && n > 0)
             {
                 if (row.Matcher.Push(row.Chars.AsSpan(0, n), out var emit)) finish = FinishReason.Stop;
-                if (!emit.IsEmpty) text = new string(emit);
+                if (!emit.IsEmpty) text = InternText(emit);
             }
             if (job.Handle.Request.Logprobs)
             {

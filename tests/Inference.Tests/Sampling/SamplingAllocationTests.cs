@@ -14,6 +14,7 @@ public sealed class SamplingAllocationTests
         { "top-p over the whole vocabulary", new SamplingParameters { Temperature = 1.2f, TopP = 0.95f, MinP = 0.01f, RepetitionPenalty = 1.1f, PresencePenalty = 0.3f, FrequencyPenalty = 0.2f, TopLogprobs = 20 } },
         { "plain temperature", new SamplingParameters { Temperature = 0.7f } },
         { "greedy with logprobs", new SamplingParameters { Temperature = 0, RepetitionPenalty = 1.2f, TopLogprobs = 3 } },
+        { "greedy", new SamplingParameters { Temperature = 0 } },
     };
 
     [Theory]
@@ -27,7 +28,9 @@ public sealed class SamplingAllocationTests
 
         void Step(int i)
         {
-            int token = sampler.Sample(logits[i % logits.Length], out _);
+            // Alternate the two entry points: with the chosen token's logprob and without (what the scheduler calls
+            // when a request did not ask for logprobs).
+            int token = i % 2 == 0 ? sampler.Sample(logits[i % logits.Length], out _) : sampler.Sample(logits[i % logits.Length]);
             sampler.FillTopLogprobs(ids, lps);
             sampler.Accept(token);
         }

@@ -491,4 +491,62 @@ public sealed class TokenSamplerTests
         var ex = Assert.Throws<SamplingParameterException>(() => Sampler(new SamplingParameters { TopP = 0 }, 10));
         Assert.Equal("top_p", ex.Param);
     }
+
+    // ---- Sample(logits): no logprob wanted ----
+
+    public static TheoryData<string, SamplingParameters> WithoutLogprobCases => new()
+    {
+        { "greedy", new SamplingParameters { Temperature = 0 } },
+        { "greedy, penalties", new SamplingParameters { Temperature = 0, RepetitionPenalty = 1.3f, PresencePenalty = 0.5f, FrequencyPenalty = 0.4f } },
+        { "greedy, top logprobs", new SamplingParameters { Temperature = 0, TopLogprobs = 4 } },
+        { "temperature 1", new SamplingParameters { Seed = 7 } },
+        { "temperature 0.7, top-k, top-p, min-p", new SamplingParameters { Temperature = 0.7f, TopK = 40, TopP = 0.9f, MinP = 0.02f, Seed = 7 } },
+        { "top-p over the vocabulary, penalties, top logprobs", new SamplingParameters { Temperature = 1.2f, TopP = 0.95f, RepetitionPenalty = 1.1f, FrequencyPenalty = 0.2f, TopLogprobs = 3, Seed = 9 } },
+        { "temperature 1, min-p", new SamplingParameters { MinP = 0.05f, Seed = 3 } },
+    };
+
+    [Theory]
+    [MemberData(nameof(WithoutLogprobCases))]
+    public void SampleWithoutLogprob_ChoosesExactlyWhatSampleWithLogprobChooses(string name, SamplingParameters p)
+    {
+        // Two samplers in lockstep over the same logits: same tokens, same random stream, same top logprobs.
+        const int vocab = 3000;
+        var withLogprob = Sampler(p, vocab, 1, 2, 3);
+        var without = Sampler(p, vocab, 1, 2, 3);
+        int[] idsA = new int[4], idsB = new int[4];
+        float[] lpA = new float[4], lpB = new float[4];
+        for (int step = 0; step < 200; step++)
+        {
+            float[] logits = step % 2 == 0 ? RandomLogits(vocab, step) : PeakedLogits(vocab, step);
+            int a = withLogprob.Sample(logits, out _);
+            int b = without.Sample(logits);
+            Assert.True(a == b, $"{name}: step {step}: {a} with logprob, {b} without");
+            Assert.Equal(withLogprob.FillTopLogprobs(idsA, lpA), without.FillTopLogprobs(idsB, lpB));
+            Assert.Equal(idsA, idsB);
+            Assert.Equal(lpA, lpB);
+            withLogprob.Accept(a);
+            without.Accept(b);
+        }
+    }
+
+    [Fact]
+    public void SampleWithoutLogprob_Greedy_TiesToLowestIdAndRejectsNonFiniteMaximum()
+    {
+        var sampler = Sampler(new SamplingParameters { Temperature = 0 }, 100);
+        float[] logits = new float[100];
+        logits[9] = 5f;
+        logits[5] = 5f;
+        Assert.Equal(5, sampler.Sample(logits));
+        logits[50] = float.NegativeInfinity;
+        Assert.Equal(5, sampler.Sample(logits));
+
+        foreach (float bad in new[] { float.NaN, float.PositiveInfinity })
+        {
+            float[] broken = new float[100];
+            broken[3] = bad;
+            Assert.Throws<ArgumentException>(() => sampler.Sample(broken));
+        }
+        Assert.Throws<ArgumentException>(() => sampler.Sample(Enumerable.Repeat(float.NegativeInfinity, 100).ToArray()));
+        Assert.Throws<ArgumentException>(() => sampler.Sample(new float[99]));
+    }
 }

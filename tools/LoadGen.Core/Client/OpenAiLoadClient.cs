@@ -22,18 +22,28 @@ public sealed class OpenAiLoadClient : IRequestSender, IDisposable
 
     /// <summary>Creates a client with its own connection pool.</summary>
     public OpenAiLoadClient(ClientOptions options, TimeProvider? time = null)
-    {
-        _options = options;
-        _time = time ?? TimeProvider.System;
-        var handler = new SocketsHttpHandler
+        : this(options, new SocketsHttpHandler
         {
             MaxConnectionsPerServer = int.MaxValue,
             EnableMultipleHttp2Connections = true,
             ConnectTimeout = options.Timeout,
             AutomaticDecompression = DecompressionMethods.None,
             UseProxy = false,
-        };
-        _http = new HttpClient(handler) { Timeout = System.Threading.Timeout.InfiniteTimeSpan };
+        }, time)
+    {
+    }
+
+    /// <summary>
+    /// Creates a client that sends through <paramref name="handler"/> (which it then owns), e.g. an in-memory
+    /// <c>TestServer</c> handler so a benchmark can drive a server without sockets.
+    /// </summary>
+    public OpenAiLoadClient(ClientOptions options, HttpMessageHandler handler, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(handler);
+        _options = options;
+        _time = time ?? TimeProvider.System;
+        _http = new HttpClient(handler, disposeHandler: true) { Timeout = System.Threading.Timeout.InfiniteTimeSpan };
         string root = options.BaseUrl.ToString();
         _url = new Uri(new Uri(root.EndsWith('/') ? root : root + "/"), RequestBody.PathFor(options.Endpoint));
     }

@@ -37,6 +37,28 @@ public sealed record AdapterPopularitySpec
 
     /// <summary>Relative weights matching <see cref="Names"/>; empty means equal weights.</summary>
     public IReadOnlyList<double> Weights { get; init; } = [];
+
+    /// <summary>
+    /// The power law of <see cref="AdapterPopularityKind.PowerLaw"/> over given names (real adapters) instead of generated
+    /// ones: <paramref name="names"/>[k] has weight (k + 1)^(−α), so the first name is the most popular.
+    /// </summary>
+    public static AdapterPopularitySpec PowerLawOver(IReadOnlyList<string> names, double alpha)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        if (!(alpha >= 0) || !double.IsFinite(alpha))
+        {
+            throw new ArgumentOutOfRangeException(nameof(alpha), alpha, "Power-law exponent must be finite and >= 0.");
+        }
+
+        return new AdapterPopularitySpec
+        {
+            Kind = AdapterPopularityKind.List,
+            Names = names.ToArray(),
+            Weights = Enumerable.Range(0, names.Count).Select(k => Math.Pow(k + 1, -alpha)).ToArray(),
+            Alpha = alpha,
+            Count = names.Count,
+        };
+    }
 }
 
 /// <summary>Samples adapter names for requests from an <see cref="AdapterPopularitySpec"/>.</summary>

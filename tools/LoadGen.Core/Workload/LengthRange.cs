@@ -23,6 +23,13 @@ public readonly record struct LengthRange(int Min, int MaxExclusive)
         return range;
     }
 
+    /// <summary>Exactly <paramref name="tokens"/> tokens (the range [N, N + 1)), as a benchmark with fixed lengths wants.</summary>
+    public static LengthRange Exactly(int tokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
+        return new LengthRange(tokens, tokens + 1);
+    }
+
     /// <summary>Draws a length uniformly from the range.</summary>
     public int Sample(DeterministicRandom rng) => rng.NextInt(Min, MaxExclusive);
 
