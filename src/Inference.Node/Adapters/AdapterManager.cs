@@ -77,6 +77,7 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
     private readonly ILogger _logger;
     private readonly long _budget;
     private readonly CancellationTokenSource _stopping = new();
+    private int _disposed;
 
     private readonly Lock _gate = new();
     private readonly Dictionary<string, Mapping> _current = new(StringComparer.Ordinal);
@@ -559,8 +560,10 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
 
     private static bool IsStoreFailure(Exception e) => e is RedisException or TimeoutException or ObjectDisposedException;
 
+    /// <summary>Idempotent: the container disposes this instance once per registration (it is also the residency source).</summary>
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         await _stopping.CancelAsync().ConfigureAwait(false);
         if (_subscription is not null)
         {

@@ -250,6 +250,34 @@ public sealed class AdapterTests
     }
 
     [Fact]
+    public void Decode_WithMixedAdapterGroups_AllocatesNothingPerStep()
+    {
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 4, MaxContext = 128, AdapterSlots = 2 });
+        using var dec = new BatchDecoder(model);
+        var c = model.Config;
+        dec.Adapters!.Write(0, AdapterFactors.FromLora(c, RandomModules(c, seed: 1, rankBase: 2)));
+        dec.Adapters.Write(1, AdapterFactors.FromLora(c, RandomModules(c, seed: 2, rankBase: 4)));
+        int[] slots = [0, -1, 1, 0];
+        for (var i = 0; i < 4; i++)
+        {
+            var seq = dec.TryAllocate()!;
+            dec.SetAdapter(seq, slots[i]);
+            seq.PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(seq, [1 + i, 2, 3]));
+        }
+        var v = c.VocabSize;
+        void Step()
+        {
+            var logits = dec.Decode();
+            for (var r = 0; r < dec.ActiveCount; r++) dec.Active[r].PendingToken = ReferenceLogitsTests.ArgMax(logits.Slice(r * v, v));
+        }
+        for (var s = 0; s < 5; s++) Step(); // bindings for this (batch, variant) are created and bound once
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var s = 0; s < 50; s++) Step();
+        var perStep = (GC.GetAllocatedBytesForCurrentThread() - before) / 50.0;
+        Assert.True(perStep == 0, $"an adapter decode step allocated {perStep} bytes");
+    }
+
+    [Fact]
     public void BadAdapters_AreRefusedWithTheModuleNamed()
     {
         var c = ModelConfig.Load(Path.Combine(Fixtures.TinyLlama, "config.json"));

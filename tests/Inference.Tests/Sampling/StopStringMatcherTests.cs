@@ -131,11 +131,18 @@ public sealed class StopStringMatcherTests
         {
             matcher.Push(chunks[i % chunks.Length], out _);
         }
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 10_000; i++)
+        // Best of three runs: a per-call allocation shows in every run (≥ 10,000 × its size); a one-off runtime
+        // allocation on this thread while tiered compilation swaps code in (seen on a loaded machine) does not.
+        long least = long.MaxValue;
+        for (int run = 0; run < 3; run++)
         {
-            matcher.Push(chunks[i % chunks.Length], out _);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 10_000; i++)
+            {
+                matcher.Push(chunks[i % chunks.Length], out _);
+            }
+            least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
         }
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(0, least);
     }
 }
