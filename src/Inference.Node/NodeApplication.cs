@@ -1,6 +1,7 @@
 using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.Hosting;
 using Serving.Inference.Node.OpenAI;
+using Serving.Inference.Node.Registry;
 using Serving.Inference.Node.Status;
 
 namespace Serving.Inference.Node;
@@ -19,9 +20,13 @@ public static class NodeApplication
         return builder;
     }
 
-    /// <summary>Health, metrics, the OpenAI routes, <c>/node/status</c> and the adapter pin/prefetch routes.</summary>
+    /// <summary>
+    /// Health, metrics, the OpenAI routes, <c>/node/status</c> and the adapter pin/prefetch routes; responses carry
+    /// <c>X-Serving-Node</c> once the node has joined a registry.
+    /// </summary>
     public static WebApplication MapNode(this WebApplication app)
     {
+        app.UseNodeIdentityHeader();
         app.MapNodeDefaults();
         app.MapOpenAIApi();
         app.MapNodeStatusApi();

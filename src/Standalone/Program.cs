@@ -57,7 +57,17 @@ internal sealed class StandaloneService(IConfiguration configuration) : IHostedS
         await _system.StopAsync().WaitAsync(cancellationToken);
     }
 
-    internal static string Banner(StandaloneSystem s) => string.Create(CultureInfo.InvariantCulture, $$"""
+    internal static string Banner(StandaloneSystem s)
+    {
+        // The same prompt with an adapter of tenant public (every tenant may use those), when there is one.
+        string? adapter = s.PublicAdapters.Contains("german") ? "german" : s.PublicAdapters.FirstOrDefault();
+        string adapterExample = adapter is null ? "" : string.Create(CultureInfo.InvariantCulture, $$"""
+
+          # the same request through the public adapter "{{adapter}}" (public adapters: {{string.Join(", ", s.PublicAdapters)}})
+          curl -s {{s.GatewayUrl}}/v1/chat/completions -H "Authorization: Bearer {{s.DevKey}}" -H 'Content-Type: application/json' \
+            -d '{"model":"{{s.ModelId}}:public/{{adapter}}","messages":[{"role":"user","content":"Tell me a fortune"}],"max_tokens":48,"temperature":0.8,"seed":1}'
+        """);
+        return string.Create(CultureInfo.InvariantCulture, $$"""
 
         Serving is up (gateway + inference node + {{(s.EmbeddedStore ? "embedded Garnet" : "Redis")}} in one process).
           Gateway   {{s.GatewayUrl}}   (OpenAPI UI {{s.GatewayUrl}}/scalar/v1, metrics /metrics, readiness /health/ready)
@@ -68,8 +78,9 @@ internal sealed class StandaloneService(IConfiguration configuration) : IHostedS
 
         Try:
           curl -s {{s.GatewayUrl}}/v1/chat/completions -H "Authorization: Bearer {{s.DevKey}}" -H 'Content-Type: application/json' \
-            -d '{"model":"{{s.ModelId}}","messages":[{"role":"user","content":"Tell me a fortune"}],"max_tokens":48,"temperature":0.8,"seed":1}'
+            -d '{"model":"{{s.ModelId}}","messages":[{"role":"user","content":"Tell me a fortune"}],"max_tokens":48,"temperature":0.8,"seed":1}'{{adapterExample}}
 
         Ctrl+C stops everything.
         """);
+    }
 }

@@ -26,4 +26,10 @@ public sealed class StandaloneOptions
 
     /// <summary>An admin key to configure (none by default).</summary>
     public string? AdminKey { get; set; }
+
+    /// <summary>
+    /// At start, upload the PEFT folders under <c>{ModelPath}/adapters</c> as tenant <c>public</c> (every tenant may use
+    /// them) through the store's ingest path, each only when the store has no adapter of that name yet.
+    /// </summary>
+    public bool SeedPublicAdapters { get; set; } = true;
 }

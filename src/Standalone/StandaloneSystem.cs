@@ -1,6 +1,11 @@
 using System.Globalization;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.Logging;
+using Serving.AdapterStore.Api;
+using Serving.AdapterStore.Compression;
+using Serving.AdapterStore.Ingest;
+using Serving.AdapterStore.Peft;
 using Serving.AdapterStore.Storage;
 using Serving.Gateway;
 using Serving.Gateway.Tenancy;
@@ -14,16 +19,20 @@ namespace Serving.Standalone;
 /// one inference node on an internal loopback port publishing heartbeats, and the gateway on the public port, all
 /// wired to the same Redis, with a development tenant and key. Stops in reverse order: gateway, node (drain), store.
 /// </summary>
-public sealed class StandaloneSystem : IAsyncDisposable
+public sealed partial class StandaloneSystem : IAsyncDisposable
 {
+    /// <summary>The tenant whose adapters every tenant may use.</summary>
+    public const string PublicTenant = Serving.Contracts.Models.ModelId.PublicTenant;
+
     private readonly EmbeddedGarnet? _garnet;
     private readonly WebApplication _node;
     private readonly WebApplication _gateway;
     private int _stopped;
 
     private StandaloneSystem(EmbeddedGarnet? garnet, WebApplication node, WebApplication gateway, string gatewayUrl, string nodeUrl,
-        string redis, string modelId, string modelPath, string devTenant, string devKey)
+        string redis, string modelId, string modelPath, string devTenant, string devKey, IReadOnlyList<string> publicAdapters)
     {
+        PublicAdapters = publicAdapters;
         _garnet = garnet;
         _node = node;
         _gateway = gateway;
@@ -59,6 +68,9 @@ public sealed class StandaloneSystem : IAsyncDisposable
 
     /// <summary>Development tenant's API key.</summary>
     public string DevKey { get; }
+
+    /// <summary>Names of the adapters tenant <c>public</c> has for this base model (seeded or already stored), sorted.</summary>
+    public IReadOnlyList<string> PublicAdapters { get; }
 
     /// <summary>
     /// Starts every part. <paramref name="configuration"/> is the process configuration (command line, environment,
@@ -116,9 +128,12 @@ public sealed class StandaloneSystem : IAsyncDisposable
             gateway = BuildGateway(configuration, gatewaySettings);
             await gateway.StartAsync(cancellationToken);
             await gateway.Services.GetRequiredService<ApiKeyStore>().CreateTenantAsync(options.DevTenant, "Development tenant", cancellationToken);
+            if (options.SeedPublicAdapters) await SeedPublicAdaptersAsync(gateway.Services, modelId, Path.Combine(modelPath, "adapters"), cancellationToken);
+            var publicAdapters = (await gateway.Services.GetRequiredService<IAdapterStore>().ListAsync(PublicTenant, cancellationToken))
+                .Where(a => a.BaseModel == modelId).Select(a => a.Name).Order(StringComparer.Ordinal).ToList();
             string gatewayUrl = Address(gateway);
             await WaitReadyAsync(gatewayUrl, cancellationToken);
-            return new StandaloneSystem(garnet, node, gateway, gatewayUrl, nodeUrl, redis, modelId, modelPath, options.DevTenant, devKey);
+            return new StandaloneSystem(garnet, node, gateway, gatewayUrl, nodeUrl, redis, modelId, modelPath, options.DevTenant, devKey, publicAdapters);
         }
         catch
         {
@@ -126,6 +141,51 @@ public sealed class StandaloneSystem : IAsyncDisposable
             throw;
         }
     }
+
+    /// <summary>
+    /// Uploads every PEFT folder under <paramref name="folder"/> (<c>adapter_config.json</c> + <c>adapter_model.safetensors</c>)
+    /// as tenant <c>public</c> through the store's ingest pipeline (validation against the base, compression, publish),
+    /// unless the store already has an adapter of that name there; a folder that fails validation is logged and skipped.
+    /// Stored losslessly: the demo adapters are small (4.4 MB in all), and ComPEFT at its default density 0.1 leaves a mean
+    /// relative ΔW error of ~0.96 on them (measured on <c>german</c>), which erases what they teach the demo model.
+    /// </summary>
+    internal static async Task SeedPublicAdaptersAsync(IServiceProvider services, string modelId, string folder, CancellationToken cancellationToken)
+    {
+        if (!Directory.Exists(folder)) return;
+        var store = services.GetRequiredService<IAdapterStore>();
+        var ingestor = services.GetRequiredService<AdapterIngestor>();
+        var api = services.GetRequiredService<AdapterApiOptions>();
+        var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Serving.Standalone");
+        var keys = services.GetRequiredService<ApiKeyStore>();
+        if (await keys.GetTenantAsync(PublicTenant, cancellationToken) is null)
+            await keys.CreateTenantAsync(PublicTenant, "Public adapters (every tenant may use them)", cancellationToken);
+        var seeded = new List<string>();
+        foreach (var dir in Directory.GetDirectories(folder).Order(StringComparer.Ordinal))
+        {
+            string name = Path.GetFileName(dir);
+            string config = Path.Combine(dir, PeftFiles.ConfigName), weights = Path.Combine(dir, PeftFiles.WeightsName);
+            if (!File.Exists(config) || !File.Exists(weights) || !AdapterKeys.IsValidName(name)) continue;
+            if (await store.GetMetadataAsync(PublicTenant, name, null, cancellationToken) is not null) continue;
+            try
+            {
+                var files = PeftFiles.From(await File.ReadAllBytesAsync(config, cancellationToken), await File.ReadAllBytesAsync(weights, cancellationToken), sawPickle: false);
+                await ingestor.IngestAsync(new UploadRequest(PublicTenant, name, modelId, files, new CodecOptions { Codec = AdapterCodec.Lossless },
+                    api.KeepOriginalByDefault), cancellationToken);
+                seeded.Add(name);
+            }
+            catch (AdapterValidationException e)
+            {
+                LogNotSeeded(logger, dir, e.Message);
+            }
+        }
+        if (seeded.Count > 0) LogSeeded(logger, seeded.Count, string.Join(", ", seeded), folder);
+    }
+
+    [LoggerMessage(EventId = 9001, Level = LogLevel.Information, Message = "Seeded {Count} adapters of tenant public ({Names}) from {Folder}")]
+    private static partial void LogSeeded(ILogger logger, int count, string names, string folder);
+
+    [LoggerMessage(EventId = 9002, Level = LogLevel.Warning, Message = "Adapter folder {Folder} not seeded: {Reason}")]
+    private static partial void LogNotSeeded(ILogger logger, string folder, string reason);
 
     private static WebApplication BuildNode(IConfiguration configuration, Dictionary<string, string?> settings)
     {

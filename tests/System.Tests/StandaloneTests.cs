@@ -21,13 +21,16 @@ public sealed partial class StandaloneTests
         string gateway = GatewayLine().Match(string.Join('\n', host.Lines)).Groups[1].Value;
         string key = KeyLine().Match(string.Join('\n', host.Lines)).Groups[1].Value;
         string curl = host.Lines.First(l => l.TrimStart().StartsWith("curl -s", StringComparison.Ordinal));
-        string body = BodyLine().Match(string.Join('\n', host.Lines)).Groups[1].Value;
+        var bodies = BodyLine().Matches(string.Join('\n', host.Lines)).Select(m => m.Groups[1].Value).ToList();
+        Assert.Equal(2, bodies.Count); // the base model, then the same request through a public adapter
+        string body = bodies[0];
         Assert.Equal($"http://127.0.0.1:{port}", gateway);
         Assert.StartsWith("sk-", key);
         Assert.Contains($"{gateway}/v1/chat/completions", curl);
         Assert.Contains($"Bearer {key}", curl);
 
         using var http = new HttpClient { BaseAddress = new Uri(gateway), Timeout = TimeSpan.FromSeconds(60) };
+        string baseText;
         using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(body, null, "application/json") })
         {
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
@@ -36,9 +39,36 @@ public sealed partial class StandaloneTests
             Assert.True(response.StatusCode == HttpStatusCode.OK, json);
             using var doc = JsonDocument.Parse(json);
             var choice = doc.RootElement.GetProperty("choices")[0];
-            Assert.False(string.IsNullOrWhiteSpace(choice.GetProperty("message").GetProperty("content").GetString()));
+            baseText = choice.GetProperty("message").GetProperty("content").GetString()!;
+            Assert.False(string.IsNullOrWhiteSpace(baseText));
             Assert.Equal("demo", doc.RootElement.GetProperty("model").GetString());
             Assert.True(doc.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32() > 0);
+            Assert.False(response.Headers.Contains("X-Serving-Adapter"));
+        }
+
+        // The second example: the demo adapters were seeded as tenant public at start; the dev tenant may use them, and the
+        // same prompt and seed give another text.
+        Assert.Contains("\"model\":\"demo:public/german\"", bodies[1]);
+        Assert.Contains(host.Lines, l => l.Contains("Seeded 8 adapters of tenant public", StringComparison.Ordinal));
+        using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = new StringContent(bodies[1], null, "application/json") })
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            using var response = await http.SendAsync(request);
+            string json = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, json);
+            Assert.StartsWith("public/german@", Assert.Single(response.Headers.GetValues("X-Serving-Adapter")), StringComparison.Ordinal);
+            using var doc = JsonDocument.Parse(json);
+            string adapterText = doc.RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString()!;
+            Assert.False(string.IsNullOrWhiteSpace(adapterText));
+            Assert.NotEqual(baseText, adapterText);
+        }
+        using (var request = new HttpRequestMessage(HttpMethod.Get, "/v1/models"))
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            using var response = await http.SendAsync(request);
+            string models = await response.Content.ReadAsStringAsync();
+            foreach (var name in Directory.GetDirectories(Path.Combine(Paths.DemoModel, "adapters")).Select(Path.GetFileName))
+                Assert.Contains($"\"demo:public/{name}\"", models);
         }
 
         // The key is what lets it through.

@@ -22,6 +22,7 @@ internal sealed partial class NodeHeartbeats(
     IAdapterResidencySource adapters,
     Microsoft.AspNetCore.Hosting.Server.IServer server,
     IHostApplicationLifetime lifetime,
+    NodeIdentity identity,
     TimeProvider time,
     ILoggerFactory loggers) : IHostedService, IAsyncDisposable
 {
@@ -50,6 +51,7 @@ internal sealed partial class NodeHeartbeats(
             var bound = new Uri(address);
             _baseUrl = AdvertisedUrl(_options.AdvertisedUrl, bound);
             _nodeId = _options.Id ?? $"{Dns.GetHostName()}-{bound.Port}";
+            identity.Id = _nodeId;
             var config = ConfigurationOptions.Parse(_options.Redis!);
             config.AbortOnConnectFail = false; // start (and serve) while Redis is down; heartbeats resume when it is back
             _redis = ConnectionMultiplexer.Connect(config);
@@ -141,6 +143,7 @@ public static class NodeRegistrationExtensions
         builder.Services.AddOptions<NodeRegistrationOptions>().Bind(builder.Configuration.GetSection(NodeOptions.Section)).ValidateOnStart();
         builder.Services.AddSingleton<IValidateOptions<NodeRegistrationOptions>, NodeRegistrationOptionsValidator>();
         builder.Services.TryAddSingleton<IAdapterResidencySource, CatalogAdapterResidency>();
+        builder.Services.TryAddSingleton<NodeIdentity>();
         if (!string.IsNullOrWhiteSpace(builder.Configuration[$"{NodeOptions.Section}:{nameof(NodeRegistrationOptions.Redis)}"]))
             builder.Services.AddHostedService<NodeHeartbeats>();
         return builder;
