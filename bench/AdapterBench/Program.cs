@@ -5,8 +5,10 @@
 //  3. heterogeneous batching (S slots) vs swap-and-merge (one adapter per batch: a single slot, so the scheduler runs
 //     one adapter's requests at a time; activation is a free in-place slot write, which flatters the baseline);
 //  4. cold activation store → slot (embedded Garnet: read + verify + decode + materialise + convert + slot write).
-// Base and adapter runs alternate within each repetition (BENCHMARKS.md). Not through HTTP: the load generator would
-// add the node's HTTP cost to both sides equally and blur the ratio this measures (docs/benchmarks.md).
+// Base and adapter runs alternate within each repetition (BENCHMARKS.md). The load is the load generator's library
+// (tools/LoadGen.Core: fixed-length trace, power-law/uniform adapter popularity, closed-loop runner, metrics) with an
+// in-process sender that submits to the scheduler instead of HTTP: the node's HTTP cost would be added to both sides
+// equally and blur the ratio this measures (the node benchmark measures HTTP).
 // usage: AdapterBench [--shape gpt2-small] [--rank 16] [--batches 1,8,32] [--ns 1,8,32,128,512] [--tokens 32]
 //                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--only e,a,b,c,d]
 // (e: engine-only step diagnostic, alternating single decode steps; not part of the default run)
@@ -26,6 +28,9 @@ using Serving.Inference.Runtime;
 using Serving.Inference.Sampling;
 using Serving.Inference.Scheduling;
 using Serving.Inference.Tokenization;
+using Serving.LoadGen.Client;
+using Serving.LoadGen.Metrics;
+using Serving.LoadGen.Workload;
 using StackExchange.Redis;
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
@@ -123,8 +128,8 @@ if (only.Contains("a"))
     Console.WriteLine("|---|---|---|---|");
     foreach (var b in batches)
     {
-        var one = new AdapterRef("bench/x@1", pool[0]);
-        var (bt, at, ratios) = Alternate(b, () => null, () => one, slots);
+        var one = new Dictionary<string, AdapterRef> { ["x"] = new AdapterRef("bench/x@1", pool[0]) };
+        var (bt, at, ratios) = Alternate(b, null, one, new AdapterPopularitySpec { Kind = AdapterPopularityKind.Single, Names = ["x"] }, slots);
         Console.WriteLine($"| {b} | {bt:F1} | {at:F1} | {Pct(ratios)} |");
     }
     Console.WriteLine();
@@ -141,10 +146,10 @@ if (only.Contains("b"))
         foreach (var alpha in new[] { 1.0, 0.0 })
         {
             if (n == 1 && alpha == 0.0) continue;
-            var refs = Enumerable.Range(0, n).Select(i => new AdapterRef($"bench/a{i}@1", pool[i % pool.Length])).ToArray();
-            var zipf = new Zipf(n, alpha, seed: 7);
+            var names = Enumerable.Range(0, n).Select(i => $"a{i}").ToArray();
+            var refs = names.Select((name, i) => (name, r: new AdapterRef($"bench/{name}@1", pool[i % pool.Length]))).ToDictionary(x => x.name, x => x.r);
             var stats = new RunStats();
-            var (bt, at, ratios) = Alternate(32, () => null, () => refs[zipf.Next()], slots, stats);
+            var (bt, at, ratios) = Alternate(32, null, refs, AdapterPopularitySpec.PowerLawOver(names, alpha), slots, stats);
             Console.WriteLine($"| {n} | {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {bt:F1} | {at:F1} | {Pct(ratios, kept: true)} | {stats.GroupsPerStep:F1} | {stats.BytesPerStep / 1e6:F1} | {WeightBytes(c) / 1e6:F0} | {stats.Swaps} |");
         }
     }
@@ -159,14 +164,15 @@ if (only.Contains("c"))
     Console.WriteLine("|---|---|---|---|");
     foreach (var alpha in new[] { 1.0, 0.0 })
     {
-        var refs = Enumerable.Range(0, 32).Select(i => new AdapterRef($"bench/m{i}@1", pool[i % pool.Length])).ToArray();
-        var zipf = new Zipf(32, alpha, seed: 9);
+        var names = Enumerable.Range(0, 32).Select(i => $"m{i}").ToArray();
+        var refs = names.Select((name, i) => (name, r: new AdapterRef($"bench/{name}@1", pool[i % pool.Length]))).ToDictionary(x => x.name, x => x.r);
+        var spec = AdapterPopularitySpec.PowerLawOver(names, alpha);
         var swap = new List<double>();
         var hetero = new List<double>();
         for (var r = -1; r < reps; r++)
         {
-            var s1 = ClosedLoop(32, () => refs[zipf.Next()], adapterSlots: 1, null, new SchedulerOptions { AdapterFairnessSteps = 8 });
-            var s2 = ClosedLoop(32, () => refs[zipf.Next()], adapterSlots: slots, null);
+            var s1 = ClosedLoop(32, refs, spec, adapterSlots: 1, null, new SchedulerOptions { AdapterFairnessSteps = 8, MaxQueue = 4096 });
+            var s2 = ClosedLoop(32, refs, spec, adapterSlots: slots, null);
             if (r < 0) continue;
             swap.Add(s1);
             hetero.Add(s2);
@@ -223,14 +229,15 @@ if (only.Contains("d"))
 return;
 
 // Alternates base and adapter closed-loop runs; returns median tok/s of each and the per-rep ratios adapter/base.
-(double Base, double Adapter, List<double> Ratios) Alternate(int concurrency, Func<AdapterRef?> baseDraw, Func<AdapterRef?> adapterDraw, int adapterSlots, RunStats? stats = null)
+(double Base, double Adapter, List<double> Ratios) Alternate(int concurrency, IReadOnlyDictionary<string, AdapterRef>? none,
+    IReadOnlyDictionary<string, AdapterRef> adapters, AdapterPopularitySpec spec, int adapterSlots, RunStats? stats = null)
 {
     var b = new List<double>();
     var a = new List<double>();
     for (var r = -1; r < reps; r++)
     {
-        var tb = ClosedLoop(concurrency, baseDraw, adapterSlots, null);
-        var ta = ClosedLoop(concurrency, adapterDraw, adapterSlots, r < 0 ? null : stats);
+        var tb = ClosedLoop(concurrency, none, null, adapterSlots, null);
+        var ta = ClosedLoop(concurrency, adapters, spec, adapterSlots, r < 0 ? null : stats);
         if (r < 0) continue;
         b.Add(tb);
         a.Add(ta);
@@ -238,43 +245,23 @@ return;
     return (Median(b), Median(a), a.Zip(b, (x, y) => x / y).ToList());
 }
 
-// Closed loop: `concurrency` clients, each submits `perClient` requests one after another; returns output tok/s.
-double ClosedLoop(int concurrency, Func<AdapterRef?> draw, int adapterSlots, RunStats? stats, SchedulerOptions? options = null)
+// Closed loop through LoadGen.Core: `concurrency` requests in flight, concurrency × perClient requests of fixed
+// lengths whose adapters follow `spec` (base only when null); returns output tok/s from LoadGen's metrics.
+double ClosedLoop(int concurrency, IReadOnlyDictionary<string, AdapterRef>? adapters, AdapterPopularitySpec? spec, int adapterSlots,
+    RunStats? stats, SchedulerOptions? options = null)
 {
     using var decoder = new BatchDecoder(model, concurrency, adapterSlots);
     var observer = new SwapCounter();
     using var scheduler = new GenerationScheduler(decoder, tokenizer, options ?? new SchedulerOptions { MaxQueue = 4096 }, observer);
-    var rng = new Random(3);
-    var requests = new List<GenerationRequest>();
-    for (var i = 0; i < concurrency * perClient; i++)
-    {
-        var p = new int[prompt];
-        for (var k = 0; k < prompt; k++) p[k] = rng.Next(256);
-        requests.Add(new GenerationRequest
-        {
-            PromptTokens = p,
-            Sampling = new SamplingParameters { MaxTokens = tokens, Temperature = 0f, IgnoreEos = true },
-            Adapter = draw(),
-        });
-    }
+    var trace = Serving.LoadGen.LoadBenchmark.FixedLengthTrace(concurrency * perClient, prompt, tokens, spec, seed: 7);
     scheduler.Start();
-    var next = -1;
-    long generated = 0;
-    var sw = Stopwatch.StartNew();
-    var clients = Enumerable.Range(0, concurrency).Select(_ => Task.Run(async () =>
-    {
-        int i;
-        while ((i = Interlocked.Increment(ref next)) < requests.Count)
-        {
-            if (scheduler.Submit(requests[i], out var h) != SubmitStatus.Accepted) throw new InvalidOperationException("refused");
-            await foreach (var _ in h!.Events.ReadAllAsync()) { }
-            Interlocked.Add(ref generated, h.CompletionTokens);
-        }
-    })).ToArray();
-    Task.WaitAll(clients);
-    var seconds = sw.Elapsed.TotalSeconds;
+    var point = Serving.LoadGen.LoadBenchmark.ClosedLoopAsync(new SchedulerSender(scheduler, adapters, c.VocabSize), trace, concurrency).GetAwaiter().GetResult();
     scheduler.StopAsync(TimeSpan.FromSeconds(5)).GetAwaiter().GetResult();
-    if (generated != (long)requests.Count * tokens) throw new InvalidOperationException($"generated {generated} tokens, expected {requests.Count * tokens}");
+    var m = point.Metrics;
+    if (m.Completed != trace.Count || m.TotalOutputTokens != (long)trace.Count * tokens)
+    {
+        throw new InvalidOperationException($"{m.Completed}/{trace.Count} requests, {m.TotalOutputTokens} tokens; failures: {string.Join(", ", point.Failures.Select(f => f.Error))}");
+    }
     if (stats is not null)
     {
         stats.Steps += decoder.DecodeSteps;
@@ -282,7 +269,7 @@ double ClosedLoop(int concurrency, Func<AdapterRef?> draw, int adapterSlots, Run
         stats.Bytes += decoder.AdapterBytesDecoded;
         stats.Swaps += observer.Swaps;
     }
-    return generated / seconds;
+    return m.OutputTokenThroughput;
 }
 
 static string Pct(List<double> ratios, bool kept = false)
@@ -355,29 +342,6 @@ static float[] Gaussian(Random rng, int n, double std)
     return v;
 }
 
-/// <summary>Draws adapter indices with P(i) ∝ 1 / (i + 1)^α (α = 0: uniform), deterministic for a seed.</summary>
-sealed class Zipf
-{
-    private readonly double[] _cdf;
-    private readonly Random _rng;
-
-    public Zipf(int n, double alpha, int seed)
-    {
-        _rng = new Random(seed);
-        _cdf = new double[n];
-        double sum = 0;
-        for (var i = 0; i < n; i++) _cdf[i] = sum += 1 / Math.Pow(i + 1, alpha);
-        for (var i = 0; i < n; i++) _cdf[i] /= sum;
-    }
-
-    public int Next()
-    {
-        var u = _rng.NextDouble();
-        var i = Array.BinarySearch(_cdf, u);
-        return Math.Min(i < 0 ? ~i : i, _cdf.Length - 1);
-    }
-}
-
 sealed class RunStats
 {
     public long Steps;
@@ -398,4 +362,45 @@ sealed class SwapCounter : ISchedulerObserver
     public void OnRequestFinished(GenerationHandle request, FinishReason reason) { }
     public void OnStepFailed(Exception error) => Console.Error.WriteLine(error);
     public void OnAdapterActivated(string key, int slot, string? evicted, TimeSpan copy) => Swaps++;
+}
+
+/// <summary>
+/// LoadGen's request sender, in process: the trace's prompt length becomes random token ids, its adapter name the
+/// matching <see cref="AdapterRef"/>; every generated token is a chunk (timestamps for TTFT/ITL).
+/// </summary>
+sealed class SchedulerSender(GenerationScheduler scheduler, IReadOnlyDictionary<string, AdapterRef>? adapters, int vocab) : IRequestSender
+{
+    public async Task<RequestRecord> SendAsync(TraceRequest request, long originTimestamp, CancellationToken cancellationToken)
+    {
+        double Now() => Stopwatch.GetElapsedTime(originTimestamp).TotalSeconds;
+        var rng = new Random(request.Id);
+        var prompt = new int[request.PromptTokens];
+        for (var i = 0; i < prompt.Length; i++) prompt[i] = rng.Next(Math.Min(vocab, 256));
+        var start = Now();
+        var generation = new GenerationRequest
+        {
+            PromptTokens = prompt,
+            Sampling = new SamplingParameters { MaxTokens = request.OutputTokens, Temperature = 0f, IgnoreEos = true },
+            Adapter = request.Adapter is null ? null : adapters![request.Adapter],
+        };
+        if (scheduler.Submit(generation, out var handle) != SubmitStatus.Accepted)
+        {
+            return new RequestRecord { Id = request.Id, Adapter = request.Adapter, StartSeconds = start, EndSeconds = Now(), Error = "refused" };
+        }
+        var chunks = new List<double>(request.OutputTokens);
+        var tokens = 0;
+        await foreach (var e in handle!.Events.ReadAllAsync(cancellationToken))
+        {
+            if (e.Kind == GenerationEventKind.Token && e.TokenId >= 0)
+            {
+                tokens++;
+                chunks.Add(Now());
+            }
+        }
+        return new RequestRecord
+        {
+            Id = request.Id, Adapter = request.Adapter, StartSeconds = start, EndSeconds = Now(), ChunkSeconds = chunks,
+            PromptTokens = prompt.Length, OutputTokens = handle.CompletionTokens, UsageReported = true,
+        };
+    }
 }
