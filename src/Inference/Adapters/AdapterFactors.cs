@@ -134,10 +134,11 @@ public sealed class AdapterFactors
                 {
                     for (var i = 0; i < inDim; i++) a[i * rank + r0 + k] = m.A[k * inDim + i];
                 }
-                // B_engine[r0 + k, offset + o] = Scale · B[o, k]
-                for (var o = 0; o < partOut; o++)
+                // B_engine[r0 + k, offset + o] = Scale · B[o, k]; destination rows written contiguously
+                for (var k = 0; k < r; k++)
                 {
-                    for (var k = 0; k < r; k++) b[(r0 + k) * outDim + offset + o] = m.Scale * m.B[o * r + k];
+                    var row = b.AsSpan((r0 + k) * outDim + offset, partOut);
+                    for (var o = 0; o < partOut; o++) row[o] = m.Scale * m.B[o * r + k];
                 }
                 r0 += r;
             }

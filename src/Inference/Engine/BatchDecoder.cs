@@ -39,6 +39,8 @@ public sealed class BatchDecoder : IDisposable
     private readonly OrtValue?[] _loraIndexViews = [];      // per na: [na, 2]
     private readonly OrtValue[] _loraSizeViews = [];        // per bucket: [groups]
     private readonly LoraBindings?[,] _loraBindings = new LoraBindings?[0, 0]; // [batch, bucket]
+    private readonly LoraBindings?[] _denseBindings = [];   // [batch]: every row on one adapter
+    private const int DenseVariant = -2;                     // StepBindings "bucket" of the all-one-adapter blocks
     private readonly int[] _groupOfSlot = [];
     private readonly int[] _groupSlots = [];
     private readonly int[] _groupOffsets = [];
@@ -71,6 +73,7 @@ public sealed class BatchDecoder : IDisposable
             _loraSizeViews = new OrtValue[buckets.Length];
             for (var k = 0; k < buckets.Length; k++) _loraSizeViews[k] = _loraSizes.View(0, buckets[k]);
             _loraBindings = new LoraBindings?[Capacity + 1, buckets.Length];
+            _denseBindings = new LoraBindings?[Capacity + 1];
             _groupOfSlot = new int[slots];
             Array.Fill(_groupOfSlot, -1);
             _groupSlots = new int[slots];
@@ -169,19 +172,11 @@ public sealed class BatchDecoder : IDisposable
         if (hiddenCapture is not null) _hiddenA.Span[..(t * d)].CopyTo(hiddenCapture);
 
         var adapted = seq.AdapterSlot >= 0;
-        if (adapted)
+        using (var step = new StepBindings(this, batch: 1, seqLen: t, slot: seq.Slot, bucket: adapted ? DenseVariant : -1))
         {
-            for (var i = 0; i < t; i++)
-            {
-                _loraIndex!.Span[2 * i] = 0;
-                _loraIndex.Span[2 * i + 1] = i;
-            }
-            _loraSizes!.Span[0] = t;
-        }
-        using (var step = new StepBindings(this, batch: 1, seqLen: t, slot: seq.Slot, bucket: adapted ? 0 : -1))
-        {
-            if (adapted) step.BindPrefillAdapter(this, seq.AdapterSlot, t);
-            var blocks = adapted ? _model.LoraBlocks[0] : _model.Blocks;
+            // Every token of a prefill uses the row's adapter: the variant without gather/scatter.
+            if (adapted) step.BindPrefillAdapter(this, seq.AdapterSlot);
+            var blocks = adapted ? _model.LoraDenseBlocks : _model.Blocks;
             for (var l = 0; l < _c.NumLayers; l++)
             {
                 blocks[l].RunWithBinding(_run, step.Layers[l]);
@@ -238,6 +233,17 @@ public sealed class BatchDecoder : IDisposable
             if (groups > 0) throw new InvalidOperationException("the fused measurement graph has no adapter inputs");
             var fused = _fusedBindings[b] ??= new StepBindings(this, batch: b, seqLen: 1, slot: 0, fused: true);
             _model.Fused!.RunWithBinding(_run, fused.Head!);
+        }
+        else if (groups == 1 && adaptedRows == b)
+        {
+            // Every row on one adapter: the variant without gather/scatter.
+            var step = _denseBindings[b] ??= new LoraBindings(new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true, bucket: DenseVariant), 1, _c.NumLayers, dense: true);
+            step.Bind(this, groups, adaptedRows);
+            for (var l = 0; l < _c.NumLayers; l++)
+            {
+                _model.LoraDenseBlocks[l].RunWithBinding(_run, step.Step.Layers[l]);
+            }
+            _model.Head.RunWithBinding(_run, step.Step.Head!);
         }
         else if (groups > 0)
         {
@@ -303,6 +309,7 @@ public sealed class BatchDecoder : IDisposable
         foreach (var b in _decodeBindings) b?.Dispose();
         foreach (var b in _fusedBindings) b?.Dispose();
         foreach (var b in _loraBindings) b?.Step.Dispose();
+        foreach (var b in _denseBindings) b?.Step.Dispose();
         foreach (var v in _loraIndexViews) v?.Dispose();
         foreach (var v in _loraSizeViews) v.Dispose();
         Adapters?.Dispose();
@@ -415,7 +422,13 @@ public sealed class BatchDecoder : IDisposable
             Layers = new OrtIoBinding[c.NumLayers];
             for (var l = 0; l < c.NumLayers; l++)
             {
-                var io = Own((bucket < 0 ? dec._model.Blocks[l] : dec._model.LoraBlocks[bucket][l]).CreateIoBinding());
+                var unit = bucket switch
+                {
+                    DenseVariant => dec._model.LoraDenseBlocks[l],
+                    < 0 => dec._model.Blocks[l],
+                    _ => dec._model.LoraBlocks[bucket][l],
+                };
+                var io = Own(unit.CreateIoBinding());
                 var key = Own(dec._kv.Keys[l].View(slot * dec._kv.SlotStride, kvShape));
                 var value = Own(dec._kv.Values[l].View(slot * dec._kv.SlotStride, kvShape));
                 io.BindInput(BlockGraph.Hidden, l % 2 == 0 ? a : b);
@@ -441,21 +454,17 @@ public sealed class BatchDecoder : IDisposable
         public OrtIoBinding[] Layers { get; }
         public OrtIoBinding? Head { get; }
 
-        /// <summary>Binds a batch-1 prefill of <paramref name="tokens"/> tokens that all use <paramref name="slot"/> (bucket 0: one group).</summary>
-        public void BindPrefillAdapter(BatchDecoder dec, int slot, int tokens)
+        /// <summary>Binds a batch-1 prefill whose tokens all use <paramref name="slot"/> (the all-one-adapter variant).</summary>
+        public void BindPrefillAdapter(BatchDecoder dec, int slot)
         {
-            var index = Own(dec._loraIndex!.View(0, tokens, 2));
             var table = dec.Adapters!;
             for (var l = 0; l < Layers.Length; l++)
             {
-                var io = Layers[l];
-                io.BindInput(BlockGraph.LoraIndex, index);
-                io.BindInput(BlockGraph.LoraSizes, dec._loraSizeViews[0]);
                 for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
                 {
                     var projection = (AdaptedProjection)p;
-                    io.BindInput(LoraNames.A[p][0], table.A(slot, l, projection));
-                    io.BindInput(LoraNames.B[p][0], table.B(slot, l, projection));
+                    Layers[l].BindInput(LoraNames.A[p][0], table.A(slot, l, projection));
+                    Layers[l].BindInput(LoraNames.B[p][0], table.B(slot, l, projection));
                 }
             }
         }
@@ -477,7 +486,7 @@ public sealed class BatchDecoder : IDisposable
     /// only when the step's grouping differs from the last one that used these bindings (a new row count, another slot
     /// in a group, or a slot rewritten since), so steady decoding binds nothing and allocates nothing.
     /// </summary>
-    private sealed class LoraBindings(StepBindings step, int groups, int layers)
+    private sealed class LoraBindings(StepBindings step, int groups, int layers, bool dense = false)
     {
         private readonly int[] _slots = new int[groups];
         private readonly long[] _versions = new long[groups];
@@ -491,7 +500,7 @@ public sealed class BatchDecoder : IDisposable
             var table = dec.Adapters!;
             var sizes = dec._loraSizes!.Span;
             for (var g = used; g < groups; g++) sizes[g] = 0;
-            if (adaptedRows != _boundRows)
+            if (!dense && adaptedRows != _boundRows)
             {
                 var index = dec.LoraIndexView(adaptedRows);
                 var bucketIndex = Array.IndexOf(dec._model.LoraBuckets, groups);

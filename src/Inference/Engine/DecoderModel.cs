@@ -49,6 +49,9 @@ public sealed class DecoderModel : IDisposable
     /// <summary>Adapter variants of every block: <c>LoraBlocks[bucket][layer]</c>, bucket indexing <see cref="LoraBuckets"/>.</summary>
     internal InferenceSession[][] LoraBlocks { get; private init; } = [];
 
+    /// <summary>Per layer, the variant for steps whose every token uses one adapter (empty when adapters are off).</summary>
+    internal InferenceSession[] LoraDenseBlocks { get; private init; } = [];
+
     /// <summary>Adapter slots this model was built for (<see cref="RuntimeOptions.AdapterSlots"/>).</summary>
     public int AdapterSlots => Options.AdapterSlots;
 
@@ -80,6 +83,7 @@ public sealed class DecoderModel : IDisposable
         var sessions = new List<InferenceSession>();
         var buckets = GroupBuckets(options.AdapterSlots);
         var loraBlocks = new InferenceSession[buckets.Length][];
+        var denseBlocks = buckets.Length > 0 ? new InferenceSession[c.NumLayers] : [];
         for (var k = 0; k < buckets.Length; k++) loraBlocks[k] = new InferenceSession[c.NumLayers];
         var shared = new List<IDisposable>();
         try
@@ -118,6 +122,9 @@ public sealed class DecoderModel : IDisposable
                     sessions.Add(session);
                     loraBlocks[k][layer] = session;
                 }
+                var (dense, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.AllTokensOneAdapter, shareWeights: true);
+                denseBlocks[layer] = new InferenceSession(Dump(dense, $"block_{layer}_lora_all"), layerOptions, prepacked);
+                sessions.Add(denseBlocks[layer]);
                 TrimNativeHeap();
             }
             var normW = ckpt.ReadFloat32(gpt2 ? "transformer.ln_f.weight" : "model.norm.weight", d);
@@ -133,12 +140,14 @@ public sealed class DecoderModel : IDisposable
             sessions.Add(head);
             var fused = options.BuildFusedGraph ? new InferenceSession(FusedGraph.Build(ckpt, maxContext, rotary, normW, normB, headW), so) : null;
             var blocks = new InferenceSession[c.NumLayers];
-            for (var layer = 0; layer < c.NumLayers; layer++) blocks[layer] = sessions[layer * (1 + buckets.Length)];
+            var perLayer = buckets.Length == 0 ? 1 : 2 + buckets.Length; // base, variants, all-one-adapter
+            for (var layer = 0; layer < c.NumLayers; layer++) blocks[layer] = sessions[layer * perLayer];
             return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, blocks, head, started.Elapsed)
             {
                 Fused = fused,
                 LoraBuckets = buckets,
                 LoraBlocks = loraBlocks,
+                LoraDenseBlocks = denseBlocks,
                 SharedResources = shared,
             };
         }
@@ -219,6 +228,7 @@ public sealed class DecoderModel : IDisposable
         {
             foreach (var b in variant) b.Dispose();
         }
+        foreach (var b in LoraDenseBlocks) b.Dispose();
         Head.Dispose();
         Fused?.Dispose();
         for (var i = SharedResources.Count - 1; i >= 0; i--) SharedResources[i].Dispose();

@@ -29,6 +29,12 @@ internal static class BlockGraph
     /// <summary>int64 [groups]: how many of <see cref="LoraIndex"/> belong to each group (zero for padding groups).</summary>
     public const string LoraSizes = "lora_sizes";
 
+    /// <summary>
+    /// <c>loraGroups</c> value of the variant for steps whose every token uses one adapter: <c>y + (x·A₀)·B₀</c> on the
+    /// whole batch, without the gather/scatter (three nodes per projection instead of four).
+    /// </summary>
+    public const int AllTokensOneAdapter = -1;
+
     /// <summary>Name of group <paramref name="group"/>'s A ([in, r]) or B ([r, out]) input for a projection.</summary>
     public static string LoraInput(Adapters.AdaptedProjection projection, int group, bool a) =>
         $"lora_{(int)projection}_{(a ? 'a' : 'b')}{group}";
@@ -47,9 +53,10 @@ internal static class BlockGraph
     public static (byte[] Model, List<(string Name, float[] Values, long[] Dims)> Shared) Build(ModelConfig c, LayerWeights w, int layer,
         int maxContext, RotaryTables? rotary, int loraGroups, bool shareWeights)
     {
-        var g = new GraphBuilder(loraGroups == 0 ? $"block_{layer}" : $"block_{layer}_lora{loraGroups}") { ShareWeights = shareWeights };
+        var name = loraGroups switch { 0 => $"block_{layer}", AllTokensOneAdapter => $"block_{layer}_lora_all", _ => $"block_{layer}_lora{loraGroups}" };
+        var g = new GraphBuilder(name) { ShareWeights = shareWeights };
         DeclareSharedInputs(g, c);
-        if (loraGroups > 0) DeclareLoraInputs(g, c, loraGroups);
+        if (loraGroups != 0) DeclareLoraInputs(g, c, loraGroups);
         g.Input(Hidden, DT.Float, "batch", "seq", c.HiddenSize);
         g.Input(PastKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         g.Input(PastValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
@@ -71,8 +78,15 @@ internal static class BlockGraph
     /// <summary>Declares the adapter inputs of a block with <paramref name="groups"/> groups.</summary>
     private static void DeclareLoraInputs(GraphBuilder g, ModelConfig c, int groups)
     {
-        g.Input(LoraIndex, DT.Int64, "lora_tokens", 2);
-        g.Input(LoraSizes, DT.Int64, groups);
+        if (groups == AllTokensOneAdapter)
+        {
+            groups = 1;
+        }
+        else
+        {
+            g.Input(LoraIndex, DT.Int64, "lora_tokens", 2);
+            g.Input(LoraSizes, DT.Int64, groups);
+        }
         for (var p = 0; p < Adapters.AdapterFactors.ProjectionCount; p++)
         {
             var projection = (Adapters.AdaptedProjection)p;
@@ -94,6 +108,12 @@ internal static class BlockGraph
     /// </summary>
     private static string AddLora(GraphBuilder g, string x, string y, Adapters.AdaptedProjection projection, string name, int groups)
     {
+        if (groups == AllTokensOneAdapter)
+        {
+            var low = g.Node("MatMul", [x, LoraInput(projection, 0, a: true)], name + "_lxa0");
+            var delta0 = g.Node("MatMul", [low, LoraInput(projection, 0, a: false)], name + "_ld0");
+            return g.Node("Add", [y, delta0], name + "_lora");
+        }
         var xs = g.Node("GatherND", [x, LoraIndex], name + "_lxg");
         string[] parts;
         if (groups == 1)
@@ -127,7 +147,7 @@ internal static class BlockGraph
         // Attention
         var n1 = Norm(g, c, hidden, w.Norm1Weight, w.Norm1Bias, N("ln1"));
         var qkv = Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, N("qkv"));
-        if (loraGroups > 0) qkv = AddLora(g, n1, qkv, Adapters.AdaptedProjection.Qkv, N("qkv"), loraGroups);
+        if (loraGroups != 0) qkv = AddLora(g, n1, qkv, Adapters.AdaptedProjection.Qkv, N("qkv"), loraGroups);
         var parts = g.NodeMulti("Split", [qkv, g.Int64s(N("qkv_split"), q, kv, kv)], [N("q"), N("k"), N("v")], "", ("axis", 2L));
         string qIn = parts[0], kIn = parts[1];
         if (llama)
@@ -142,7 +162,7 @@ internal static class BlockGraph
             [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain,
             ("num_heads", (long)c.NumHeads), ("kv_num_heads", (long)c.NumKvHeads))[0];
         var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, N("o"));
-        if (loraGroups > 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, N("o"), loraGroups);
+        if (loraGroups != 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, N("o"), loraGroups);
         var x2 = g.Node("Add", [hidden, o], N("resid1"));
 
         // Feed-forward
@@ -151,7 +171,7 @@ internal static class BlockGraph
         if (llama)
         {
             var gu = Linear(g, n2, w.UpWeight, w.UpBias, d, 2 * f, N("gate_up"));
-            if (loraGroups > 0) gu = AddLora(g, n2, gu, Adapters.AdaptedProjection.Up, N("gate_up"), loraGroups);
+            if (loraGroups != 0) gu = AddLora(g, n2, gu, Adapters.AdaptedProjection.Up, N("gate_up"), loraGroups);
             var gates = g.NodeMulti("Split", [gu, g.Int64s(N("gu_split"), f, f)], [N("gate"), N("up")], "", ("axis", 2L));
             var silu = g.Node("Mul", [gates[0], g.Node("Sigmoid", [gates[0]], N("sig"))], N("silu"));
             act = g.Node("Mul", [silu, gates[1]], N("swiglu"));
@@ -160,7 +180,7 @@ internal static class BlockGraph
         {
             var fc = g.Node("MatMul", [n2, g.ShareableWeight(N("fc_w"), w.UpWeight, d, f)], N("fc"));
             var fcBias = g.Weight(N("fc_b"), w.UpBias!, f);
-            if (loraGroups > 0)
+            if (loraGroups != 0)
             {
                 // FastGelu takes the bias separately; the update must land before the activation.
                 fc = AddLora(g, n2, fc, Adapters.AdaptedProjection.Up, N("fc"), loraGroups);
@@ -168,7 +188,7 @@ internal static class BlockGraph
             act = g.Node("FastGelu", [fc, fcBias], N("gelu"), GraphBuilder.MicrosoftDomain);
         }
         var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, N("down"));
-        if (loraGroups > 0) m = AddLora(g, act, m, Adapters.AdaptedProjection.Down, N("down"), loraGroups);
+        if (loraGroups != 0) m = AddLora(g, act, m, Adapters.AdaptedProjection.Down, N("down"), loraGroups);
         g.Node("Add", [x2, m], hiddenOut);
     }
 
