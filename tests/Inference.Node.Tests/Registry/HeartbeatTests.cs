@@ -89,9 +89,18 @@ public sealed class HeartbeatTests : IDisposable
         var registry = new NodeRegistry(_redis.Connection, new RegistryKeys("hb2"));
         await using var node = await StartNodeAsync("hb2", "node-b");
         await WaitForAsync(registry, "node-b", _ => true);
-        var ttl = await _redis.Connection.GetDatabase().KeyTimeToLiveAsync("hb2:node:node-b");
-        Assert.NotNull(ttl);
-        Assert.InRange(ttl!.Value, TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1));
+        // The remaining TTL depends on when the last beat landed (a loaded machine delays beats), so sample it for a
+        // while: right after a beat it is the configured 1 s, and it never exceeds it.
+        var most = TimeSpan.Zero;
+        for (var i = 0; i < 30; i++)
+        {
+            var ttl = await _redis.Connection.GetDatabase().KeyTimeToLiveAsync("hb2:node:node-b");
+            Assert.NotNull(ttl);
+            Assert.True(ttl!.Value <= TimeSpan.FromSeconds(1), $"TTL {ttl} exceeds the configured 1 s");
+            if (ttl.Value > most) most = ttl.Value;
+            await Task.Delay(50);
+        }
+        Assert.InRange(most, TimeSpan.FromMilliseconds(500), TimeSpan.FromSeconds(1));
     }
 
     [Fact]
