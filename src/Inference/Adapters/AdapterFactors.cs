@@ -122,29 +122,44 @@ public sealed class AdapterFactors
             list.Sort((x, y) => x.Offset.CompareTo(y.Offset));
             var rank = 0;
             foreach (var (_, m) in list) rank += m.Rank;
-            var a = new float[inDim * rank];
-            var b = new float[rank * outDim];
+            // Every element of A is written; B too when one part covers the whole projection (else block-diagonal zeros).
+            var a = GC.AllocateUninitializedArray<float>(inDim * rank);
+            var b = list.Count == 1 && list[0].M.B.Length / list[0].M.Rank == outDim
+                ? GC.AllocateUninitializedArray<float>(rank * outDim)
+                : new float[rank * outDim];
             var r0 = 0;
             foreach (var (offset, m) in list)
             {
-                var r = m.Rank;
-                var partOut = m.B.Length / r;
-                // A_engine[i, r0 + k] = A[k, i]
-                for (var k = 0; k < r; k++)
-                {
-                    for (var i = 0; i < inDim; i++) a[i * rank + r0 + k] = m.A[k * inDim + i];
-                }
-                // B_engine[r0 + k, offset + o] = Scale · B[o, k]; destination rows written contiguously
-                for (var k = 0; k < r; k++)
-                {
-                    var row = b.AsSpan((r0 + k) * outDim + offset, partOut);
-                    for (var o = 0; o < partOut; o++) row[o] = m.Scale * m.B[o * r + k];
-                }
-                r0 += r;
+                TransposeInto(m.A, m.Rank, inDim, 1f, a, rank, r0);                       // A'[i, r0 + k] = A[k, i]
+                TransposeInto(m.B, m.B.Length / m.Rank, m.Rank, m.Scale, b, outDim, offset, r0); // B'[r0 + k, offset + o] = s·B[o, k]
+                r0 += m.Rank;
             }
             updates[layer * ProjectionCount + (int)projection] = new LowRankUpdate(rank, a, b);
         }
         return new AdapterFactors(c.NumLayers, updates);
+    }
+
+    /// <summary>
+    /// dst[(rowOffset + j)·dstStride + colOffset + i] = scale · src[i·cols + j] for a row-major src [rows, cols], in 8×8
+    /// tiles so both sides stay in cache lines (a strided scalar transpose was a quarter of a cold activation).
+    /// </summary>
+    private static void TransposeInto(float[] src, int rows, int cols, float scale, float[] dst, int dstStride, int colOffset, int rowOffset = 0)
+    {
+        const int T = 8;
+        var s = src.AsSpan(0, rows * cols);
+        for (var i0 = 0; i0 < rows; i0 += T)
+        {
+            var iEnd = Math.Min(i0 + T, rows);
+            for (var j0 = 0; j0 < cols; j0 += T)
+            {
+                var jEnd = Math.Min(j0 + T, cols);
+                for (var j = j0; j < jEnd; j++)
+                {
+                    var d = dst.AsSpan((rowOffset + j) * dstStride + colOffset, rows);
+                    for (var i = i0; i < iEnd; i++) d[i] = scale * s[i * cols + j];
+                }
+            }
+        }
     }
 
     /// <summary>
