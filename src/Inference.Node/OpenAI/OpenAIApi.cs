@@ -160,6 +160,7 @@ public static class OpenAIApi
         var ct = context.RequestAborted;
         PreparedRequest prepared;
         TBody body;
+        var responseModel = host.ModelId; // echoed as the response's "model": the base, or what the client asked for with an adapter
         if (!TryTenant(context, out var tenant, out var tenantError)) return tenantError!;
         try
         {
@@ -180,6 +181,7 @@ public static class OpenAIApi
             if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };
             if (adapterRef is not null)
             {
+                responseModel = string.IsNullOrEmpty(body.Model) ? host.ModelId : body.Model;
                 prepared = prepared with { Generation = prepared.Generation with { Adapter = adapterRef } };
                 context.Response.Headers[AdapterHeader] = adapterRef.Key;
             }
@@ -235,7 +237,7 @@ public static class OpenAIApi
                 return OpenAIErrors.Unavailable(options.RetryAfterSeconds);
         }
 
-        var response = new ResponseContext(id, host.ModelId, time.GetUtcNow().ToUnixTimeSeconds(), host.Tokenizer, prepared, handle!,
+        var response = new ResponseContext(id, responseModel, time.GetUtcNow().ToUnixTimeSeconds(), host.Tokenizer, prepared, handle!,
             typeof(TBody) == typeof(ChatCompletionRequestBody));
         if (prepared.Stream) return new SseResult(response, logger);
         try

@@ -151,8 +151,11 @@ public sealed class AdapterHttpTests(AdapterNodeFixture fx) : IClassFixture<Adap
         foreach (var (m, text) in await Task.WhenAll(runs)) Assert.Equal(solo[m], text);
 
         // base:name means the caller's tenant (public without the header), and the header names the version served.
-        var (_, _, adapter) = await SendAsync(Completion("slow:a", 2));
+        var (_, echoed, adapter) = await SendAsync(Completion("slow:a", 2));
         Assert.Equal("public/a@1", adapter);
+        Assert.Equal("slow:a", (string)echoed["model"]!); // the response names the model as asked, like OpenAI's
+        var (_, baseBody, _) = await SendAsync(Completion("slow", 2));
+        Assert.Equal("slow", (string)baseBody["model"]!);
         Assert.Equal(solo["slow:public/a"], await TextAsync("slow:a", 24));
     }
 
