@@ -1,6 +1,8 @@
 using System.Net;
 using Serving.Gateway.Tests.Infrastructure;
 
+using Serving.Tests.Shared;
+
 namespace Serving.Gateway.Tests.Resilience;
 
 /// <summary>Its own redis-server, killed and restarted mid-test (not the shared one).</summary>

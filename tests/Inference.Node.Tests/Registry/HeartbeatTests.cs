@@ -4,6 +4,8 @@ using Serving.AdapterStore.Registry;
 using Serving.Contracts.Registry;
 using Serving.Inference.Node.Registry;
 using Serving.Inference.Node.Tests.Http;
+using Serving.Tests.Shared;
+using StackExchange.Redis;
 using Xunit;
 
 namespace Serving.Inference.Node.Tests.Registry;
@@ -11,9 +13,16 @@ namespace Serving.Inference.Node.Tests.Registry;
 /// <summary>A real node on loopback publishing heartbeats to a real redis-server, read back with the gateway's reader.</summary>
 public sealed class HeartbeatTests : IDisposable
 {
-    private readonly RedisProcess _redis = new();
+    private readonly RedisServer _redis = new();
+    private readonly ConnectionMultiplexer _client;
 
-    public void Dispose() => _redis.Dispose();
+    public HeartbeatTests() => _client = ConnectionMultiplexer.Connect(_redis.ConnectionString);
+
+    public void Dispose()
+    {
+        _client.Dispose();
+        _redis.Dispose();
+    }
 
     private Task<NodeServer> StartNodeAsync(string prefix, string id) => NodeServer.StartAsync(new Dictionary<string, string?>
     {
@@ -40,7 +49,7 @@ public sealed class HeartbeatTests : IDisposable
     [Fact]
     public async Task Node_PublishesIdentityAndLoad_AndLeavesOnStop()
     {
-        var registry = new NodeRegistry(_redis.Connection, new RegistryKeys("hb1"));
+        var registry = new NodeRegistry(_client, new RegistryKeys("hb1"));
         var events = new List<NodeRegistryEvent>();
         await using var sub = await registry.SubscribeAsync(e => { lock (events) events.Add(e); });
         var node = await StartNodeAsync("hb1", "node-a");
@@ -86,7 +95,7 @@ public sealed class HeartbeatTests : IDisposable
     [Fact]
     public async Task HeartbeatKey_CarriesTheConfiguredTtl()
     {
-        var registry = new NodeRegistry(_redis.Connection, new RegistryKeys("hb2"));
+        var registry = new NodeRegistry(_client, new RegistryKeys("hb2"));
         await using var node = await StartNodeAsync("hb2", "node-b");
         await WaitForAsync(registry, "node-b", _ => true);
         // The remaining TTL depends on when the last beat landed (a loaded machine delays beats), so sample it for a
@@ -94,7 +103,7 @@ public sealed class HeartbeatTests : IDisposable
         var most = TimeSpan.Zero;
         for (var i = 0; i < 30; i++)
         {
-            var ttl = await _redis.Connection.GetDatabase().KeyTimeToLiveAsync("hb2:node:node-b");
+            var ttl = await _client.GetDatabase().KeyTimeToLiveAsync("hb2:node:node-b");
             Assert.NotNull(ttl);
             Assert.True(ttl!.Value <= TimeSpan.FromSeconds(1), $"TTL {ttl} exceeds the configured 1 s");
             if (ttl.Value > most) most = ttl.Value;

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net.Http.Headers;
 using Serving.AdapterStore.Storage;
+using Serving.Tests.Shared;
 
 namespace Serving.System.Tests.Infrastructure;
 

@@ -1,10 +1,11 @@
 using System.Diagnostics;
+using System.Globalization;
 using Serving.AdapterStore.Storage;
 using StackExchange.Redis;
 
-namespace Serving.Gateway.Tests.Infrastructure;
+namespace Serving.Tests.Shared;
 
-/// <summary>A real redis-server on a free loopback port (no persistence), stopped by its pid.</summary>
+/// <summary>A real redis-server on a free loopback port (no persistence), killed by its pid. Linked into the test projects that need one.</summary>
 public sealed class RedisServer : IDisposable
 {
     private Process _process;
@@ -23,7 +24,7 @@ public sealed class RedisServer : IDisposable
     private Process Launch()
     {
         var psi = new ProcessStartInfo("redis-server") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var a in new[] { "--port", Port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no" }) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "--port", Port.ToString(CultureInfo.InvariantCulture), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no" }) psi.ArgumentList.Add(a);
         var p = Process.Start(psi) ?? throw new InvalidOperationException("redis-server did not start (apt-get install -y redis-server).");
         p.OutputDataReceived += (_, _) => { };
         p.ErrorDataReceived += (_, _) => { };
@@ -48,32 +49,21 @@ public sealed class RedisServer : IDisposable
     /// <summary>SIGKILL, as a crash would.</summary>
     public void Kill()
     {
+        if (_process.HasExited) return;
         _process.Kill();
         _process.WaitForExit();
     }
 
     /// <summary>Starts again on the same port (empty: no persistence).</summary>
-    public void Restart() => _process = Launch();
+    public void Restart()
+    {
+        _process.Dispose();
+        _process = Launch();
+    }
 
     public void Dispose()
     {
-        if (!_process.HasExited) Kill();
+        Kill();
         _process.Dispose();
     }
-}
-
-/// <summary>One redis-server shared by the tests of a collection; each test uses its own key prefixes.</summary>
-public sealed class RedisFixture : IDisposable
-{
-    public RedisServer Server { get; } = new();
-
-    public string ConnectionString => Server.ConnectionString;
-
-    public void Dispose() => Server.Dispose();
-}
-
-[CollectionDefinition(Name)]
-public sealed class RedisCollection : ICollectionFixture<RedisFixture>
-{
-    public const string Name = "redis";
 }
