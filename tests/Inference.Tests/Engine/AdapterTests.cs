@@ -95,15 +95,21 @@ public sealed class AdapterTests
         var reference = new ReferenceModel(dir, MergedDeltas(c, (modules, 1.0)));
         var baseReference = new ReferenceModel(dir);
 
-        var tokens = new List<int> { 3, 141, 59, 26, 5 };
+        List<int> prompt = [3, 141, 59, 26, 5];
+        // The adapter must matter: the base model's logits differ clearly from the merged reference.
+        Assert.True(MaxDiff(baseReference.Forward(prompt).Logits[^1], reference.Forward(prompt).Logits[^1]) > 1e-2, "the random adapter barely changes the logits");
         var seq = dec.TryAllocate()!;
         dec.SetAdapter(seq, 1);
+        AssertGreedyRunMatches(dec, seq, reference, prompt, steps: 8);
+    }
+
+    /// <summary>Prefills <paramref name="prompt"/>, then decodes greedily, comparing every step's logits with the reference (≤ 1e-4).</summary>
+    private static void AssertGreedyRunMatches(BatchDecoder dec, Sequence seq, ReferenceModel reference, List<int> prompt, int steps)
+    {
+        var tokens = new List<int>(prompt);
         var logits = dec.Prefill(seq, tokens.ToArray()).ToArray();
-        var (refLogits, _) = reference.Forward(tokens);
-        // The adapter must matter: the base model's logits differ clearly from the merged reference.
-        Assert.True(MaxDiff(baseReference.Forward(tokens).Logits[^1], refLogits[^1]) > 1e-2, "the random adapter barely changes the logits");
-        ReferenceLogitsTests.AssertClose(refLogits[^1], logits, 1e-4, "prefill logits");
-        for (var step = 0; step < 8; step++)
+        ReferenceLogitsTests.AssertClose(reference.Forward(tokens).Logits[^1], logits, 1e-4, "prefill logits");
+        for (var step = 0; step < steps; step++)
         {
             var next = ReferenceLogitsTests.ArgMax(logits);
             tokens.Add(next);
@@ -123,19 +129,7 @@ public sealed class AdapterTests
         using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 64, AdapterSlots = 3 });
         Assert.Equal([1, 2, 3], model.LoraBuckets);
         using var dec = new BatchDecoder(model);
-        var reference = new ReferenceModel(dir);
-        var tokens = new List<int> { 17, 4, 250, 31 };
-        var seq = dec.TryAllocate()!;
-        var logits = dec.Prefill(seq, tokens.ToArray()).ToArray();
-        ReferenceLogitsTests.AssertClose(reference.Forward(tokens).Logits[^1], logits, 1e-4, "prefill");
-        for (var step = 0; step < 4; step++)
-        {
-            var next = ReferenceLogitsTests.ArgMax(logits);
-            tokens.Add(next);
-            seq.PendingToken = next;
-            logits = dec.Decode().ToArray();
-            ReferenceLogitsTests.AssertClose(reference.Forward(tokens).Logits[^1], logits, 1e-4, $"decode step {step}");
-        }
+        AssertGreedyRunMatches(dec, dec.TryAllocate()!, new ReferenceModel(dir), [17, 4, 250, 31], steps: 4);
     }
 
     [Theory]
