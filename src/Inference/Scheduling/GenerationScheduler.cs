@@ -357,6 +357,7 @@ public sealed class GenerationScheduler : IDisposable
         {
             Job? next = null;
             var slot = -1;
+            var copy = false;
             lock (_gate)
             {
                 // FIFO by KV capacity; a request whose adapter finds no free slot is skipped (later requests may
@@ -366,7 +367,7 @@ public sealed class GenerationScheduler : IDisposable
                 {
                     var candidate = _waiting[scan];
                     if (Capacity - _decoder.ActiveCount - _reservedSlots < candidate.Rows.Length) break;
-                    if (TryAcquireSlot(candidate, starving: blockedOnSlots > 0 && AnyStarving(scan), out slot))
+                    if (TryAcquireSlot(candidate, starving: blockedOnSlots > 0 && AnyStarving(scan), out slot, out copy))
                     {
                         next = candidate;
                         _waiting.RemoveAt(scan);
@@ -378,6 +379,20 @@ public sealed class GenerationScheduler : IDisposable
                 }
             }
             if (next is null) break;
+            if (copy)
+            {
+                try
+                {
+                    ActivateAdapter(next.Handle.Request.Adapter!, slot);
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    // The slot is left marked empty; the request ends (abort) instead of vanishing from the queue.
+                    _observer.OnStepFailed(e);
+                    AbortJob(next);
+                    continue;
+                }
+            }
             Admit(next, slot);
             budget -= AdvancePrefill(next, budget);
         }
@@ -489,9 +504,10 @@ public sealed class GenerationScheduler : IDisposable
     /// then least recently used), into which it is copied now. With <paramref name="starving"/> (an earlier request has
     /// waited too long for a slot) only adapter-free requests pass, so busy slots drain. Called under the gate.
     /// </summary>
-    private bool TryAcquireSlot(Job job, bool starving, out int slot)
+    private bool TryAcquireSlot(Job job, bool starving, out int slot, out bool copy)
     {
         slot = -1;
+        copy = false;
         if (job.Handle.Request.Adapter is not { } adapter) return true;
         if (starving) return false;
         if (_slotOf.TryGetValue(adapter.Key, out slot))
@@ -507,17 +523,26 @@ public sealed class GenerationScheduler : IDisposable
             if (victim < 0 || _slotLastUse[s] < _slotLastUse[victim]) victim = s;
         }
         if (victim < 0) return false;
-        var started = Stopwatch.GetTimestamp();
-        var evicted = _slotKey[victim];
-        if (evicted is not null) _slotOf.Remove(evicted);
-        _slotKey[victim] = null;
-        _decoder.Adapters!.Write(victim, adapter.Factors);
-        _slotKey[victim] = adapter.Key;
-        _slotOf[adapter.Key] = victim;
-        _statusAdapters = Array.FindAll(_slotKey, k => k is not null)!;
-        _observer.OnAdapterActivated(adapter.Key, victim, evicted, Stopwatch.GetElapsedTime(started));
         slot = victim;
+        copy = true;
         return true;
+    }
+
+    /// <summary>
+    /// Copies a job's adapter into the slot <see cref="TryAcquireSlot"/> chose (hot swap), outside the queue lock so
+    /// submitters never wait for the copy. Slots are touched by the scheduler thread only.
+    /// </summary>
+    private void ActivateAdapter(AdapterRef adapter, int slot)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var evicted = _slotKey[slot];
+        if (evicted is not null) _slotOf.Remove(evicted);
+        _slotKey[slot] = null;
+        _decoder.Adapters!.Write(slot, adapter.Factors);
+        _slotKey[slot] = adapter.Key;
+        _slotOf[adapter.Key] = slot;
+        _statusAdapters = Array.FindAll(_slotKey, k => k is not null)!;
+        _observer.OnAdapterActivated(adapter.Key, slot, evicted, Stopwatch.GetElapsedTime(started));
     }
 
     private void Admit(Job job, int adapterSlot = -1)
