@@ -15,16 +15,19 @@ public sealed class NodeKillTests(Xunit.Abstractions.ITestOutputHelper output)
         using var cluster = await Cluster.StartAsync();
         var (dead, survivor) = (cluster.Nodes[0], cluster.Nodes[1]);
         using var client = cluster.Client();
-        const int Total = 48, Concurrency = 6;
+        const int Total = 36, Concurrency = 6; // long streams (384 tokens): the kill lands mid-stream even on a fast machine
 
         var outcomes = new ConcurrentDictionary<int, string>();
         var started = new ConcurrentDictionary<int, DateTime>();
         DateTime killedAt = DateTime.MaxValue;
+        // Streams the dead node is running right now (first token received, not yet ended), told by X-Serving-Node:
+        // the kill waits for one, so it always lands mid-stream however fast the machine decodes.
+        int runningOnDead = 0;
         using var gate = new SemaphoreSlim(Concurrency);
         var killer = Task.Run(async () =>
         {
             var deadline = DateTime.UtcNow + Bound;
-            while (Cluster.ReceivedPosts(dead) < 6 && DateTime.UtcNow < deadline) await Task.Delay(5);
+            while ((Cluster.ReceivedPosts(dead) < 2 || Volatile.Read(ref runningOnDead) < 1) && DateTime.UtcNow < deadline) await Task.Delay(1);
             killedAt = DateTime.UtcNow;
             dead.Kill();
         });
@@ -34,14 +37,28 @@ public sealed class NodeKillTests(Xunit.Abstractions.ITestOutputHelper output)
             try
             {
                 started[i] = DateTime.UtcNow;
-                using var r = await client.SendAsync(Sse.Completion($"Request {i}:", 48, stream: true), HttpCompletionOption.ResponseHeadersRead).WaitAsync(Bound);
+                using var r = await client.SendAsync(Sse.Completion($"Request {i}:", 384, stream: true), HttpCompletionOption.ResponseHeadersRead).WaitAsync(Bound);
                 if (r.StatusCode != HttpStatusCode.OK)
                 {
                     outcomes[i] = "http:" + Sse.ErrorCode(await r.Content.ReadAsStringAsync());
                     return;
                 }
-                var events = await Sse.ReadEventsAsync(r).WaitAsync(Bound); // never a hang
-                outcomes[i] = events[^1] == "[DONE]" ? "done" : "event:" + Sse.ErrorCode(events[^1]);
+                bool onDead = r.Headers.TryGetValues("X-Serving-Node", out var node) && node.Single() == "node-1";
+                bool counted = false;
+                try
+                {
+                    var events = await Sse.ReadEventsAsync(r, onFirstEvent: () =>
+                    {
+                        if (!onDead) return;
+                        Interlocked.Increment(ref runningOnDead);
+                        counted = true;
+                    }).WaitAsync(Bound); // never a hang
+                    outcomes[i] = events[^1] == "[DONE]" ? "done" : "event:" + Sse.ErrorCode(events[^1]);
+                }
+                finally
+                {
+                    if (counted) Interlocked.Decrement(ref runningOnDead);
+                }
             }
             catch (HttpRequestException e)
             {

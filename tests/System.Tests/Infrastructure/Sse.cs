@@ -26,13 +26,17 @@ public static class Sse
             }),
         };
 
-    /// <summary>SSE <c>data:</c> payloads until the stream ends.</summary>
-    public static async Task<List<string>> ReadEventsAsync(HttpResponseMessage response, CancellationToken cancellationToken = default)
+    /// <summary>SSE <c>data:</c> payloads until the stream ends; <paramref name="onFirstEvent"/> runs when the first arrives.</summary>
+    public static async Task<List<string>> ReadEventsAsync(HttpResponseMessage response, CancellationToken cancellationToken = default, Action? onFirstEvent = null)
     {
         var events = new List<string>();
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancellationToken), Encoding.UTF8);
         while (await reader.ReadLineAsync(cancellationToken) is { } line)
-            if (line.StartsWith("data: ", StringComparison.Ordinal)) events.Add(line["data: ".Length..]);
+        {
+            if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+            events.Add(line["data: ".Length..]);
+            if (events.Count == 1) onFirstEvent?.Invoke();
+        }
         return events;
     }
 
