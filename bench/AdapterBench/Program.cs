@@ -55,7 +55,7 @@ if (!File.Exists(Path.Combine(dir, "model.safetensors")))
 var concurrencyMax = Math.Max(batches.Max(), 32);
 using var model = DecoderModel.Load(dir, new RuntimeOptions
 {
-    MaxBatch = concurrencyMax, MaxContext = prompt + tokens + 8, Threads = threads, AdapterSlots = slots, AdapterMaxRank = Math.Max(64, rank),
+    MaxBatch = concurrencyMax, MaxContext = prompt + tokens + 8, Threads = threads, AdapterSlots = slots, AdapterMaxRank = rank,
 });
 var c = model.Config;
 var tokenizer = TokenizerLoader.Load(dir, c.VocabSize);

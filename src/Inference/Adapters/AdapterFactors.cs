@@ -25,16 +25,20 @@ public enum AdaptedProjection
 /// <param name="Module">Layer-relative module name (<c>attn.c_attn</c>, <c>self_attn.q_proj</c>, <c>mlp.down_proj</c>, ...).</param>
 public sealed record LoraModule(string Module, int Layer, int Rank, float Scale, float[] A, float[] B);
 
-/// <summary>One projection's low-rank update in engine orientation: <c>y += (x · A) · B</c>, scale folded into B.</summary>
-/// <param name="Rank">Columns of A (for fused projections, the sum of the parts' ranks).</param>
-/// <param name="A">Row-major [in, Rank].</param>
+/// <summary>
+/// One projection's low-rank update in engine orientation: <c>y += (x · Aᵀ) · B</c>, scale folded into B. A keeps
+/// PEFT's [r, in] orientation (the graph multiplies by its transpose), so both factors have the rank as their outer
+/// dimension: a slot holding a rank-r update inside a larger rank capacity stores it as the first r rows of each.
+/// </summary>
+/// <param name="Rank">Rows of A and B (for fused projections, the sum of the parts' ranks).</param>
+/// <param name="A">Row-major [Rank, in].</param>
 /// <param name="B">Row-major [Rank, out].</param>
 public sealed record LowRankUpdate(int Rank, float[] A, float[] B);
 
 /// <summary>
 /// An adapter ready for a device slot: per layer and <see cref="AdaptedProjection"/>, a low-rank update in the engine's
 /// orientation with the LoRA scale folded into B. Llama's separate q/k/v (and gate/up) modules become one update of
-/// the fused projection: A side by side ([in, r_q + r_k + r_v]) and B block-diagonal, so <c>(x·A)·B</c> equals the sum
+/// the fused projection: A stacked ([r_q + r_k + r_v, in]) and B block-diagonal, so <c>(x·Aᵀ)·B</c> equals the sum
 /// of the parts' updates exactly. Immutable.
 /// </summary>
 public sealed class AdapterFactors
@@ -123,14 +127,14 @@ public sealed class AdapterFactors
             var rank = 0;
             foreach (var (_, m) in list) rank += m.Rank;
             // Every element of A is written; B too when one part covers the whole projection (else block-diagonal zeros).
-            var a = GC.AllocateUninitializedArray<float>(inDim * rank);
+            var a = GC.AllocateUninitializedArray<float>(rank * inDim);
             var b = list.Count == 1 && list[0].M.B.Length / list[0].M.Rank == outDim
                 ? GC.AllocateUninitializedArray<float>(rank * outDim)
                 : new float[rank * outDim];
             var r0 = 0;
             foreach (var (offset, m) in list)
             {
-                TransposeInto(m.A, m.Rank, inDim, 1f, a, rank, r0);                       // A'[i, r0 + k] = A[k, i]
+                m.A.AsSpan(0, m.Rank * inDim).CopyTo(a.AsSpan(r0 * inDim));                // A'[r0 + k, i] = A[k, i]
                 TransposeInto(m.B, m.B.Length / m.Rank, m.Rank, m.Scale, b, outDim, offset, r0); // B'[r0 + k, offset + o] = s·B[o, k]
                 r0 += m.Rank;
             }
@@ -163,8 +167,8 @@ public sealed class AdapterFactors
     }
 
     /// <summary>
-    /// A weighted linear merge <c>ΔW = Σ wᵢ·ΔWᵢ</c>, exact: the parts' A side by side and their B stacked, each scaled
-    /// by its weight (the merged rank is the sum of the parts' ranks).
+    /// A weighted linear merge <c>ΔW = Σ wᵢ·ΔWᵢ</c>, exact: the parts' A and B stacked, B scaled by the part's weight
+    /// (the merged rank is the sum of the parts' ranks).
     /// </summary>
     public static AdapterFactors Merge(ModelConfig c, IReadOnlyList<(AdapterFactors Adapter, float Weight)> parts)
     {
@@ -185,13 +189,13 @@ public sealed class AdapterFactors
                 var rank = 0;
                 foreach (var (adapter, _) in parts) rank += adapter.Get(layer, projection)?.Rank ?? 0;
                 if (rank == 0) continue;
-                var a = new float[inDim * rank];
+                var a = new float[rank * inDim];
                 var b = new float[rank * outDim];
                 var r0 = 0;
                 foreach (var (adapter, weight) in parts)
                 {
                     if (adapter.Get(layer, projection) is not { } u) continue;
-                    for (var i = 0; i < inDim; i++) u.A.AsSpan(i * u.Rank, u.Rank).CopyTo(a.AsSpan(i * rank + r0, u.Rank));
+                    u.A.CopyTo(a.AsSpan(r0 * inDim));
                     for (var k = 0; k < u.Rank; k++)
                     {
                         System.Numerics.Tensors.TensorPrimitives.Multiply(u.B.AsSpan(k * outDim, outDim), weight, b.AsSpan((r0 + k) * outDim, outDim));

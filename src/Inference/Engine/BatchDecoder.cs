@@ -33,17 +33,20 @@ public sealed class BatchDecoder : IDisposable
     private long _nextId;
     private bool _useFused;
 
-    // Adapters (null / empty when the model has no adapter slots).
-    private readonly NativeBuffer<long>? _loraIndex;       // [rows, 2]: (row, position) of adapted tokens, grouped
-    private readonly NativeBuffer<long>? _loraSizes;       // [S]: tokens per group
-    private readonly OrtValue?[] _loraIndexViews = [];      // per na: [na, 2]
-    private readonly OrtValue[] _loraSizeViews = [];        // per bucket: [groups]
-    private readonly LoraBindings?[,] _loraBindings = new LoraBindings?[0, 0]; // [batch, bucket]
-    private readonly LoraBindings?[] _denseBindings = [];   // [batch]: every row on one adapter
-    private const int DenseVariant = -2;                     // StepBindings "bucket" of the all-one-adapter blocks
+    // Adapters (null / empty when the model has no adapter slots). A mixed step's groups are the slot table's block
+    // positions [0, G) (the table compacts them); group g's tokens are entries [g, 0..n_g) of a [G, T] grid.
+    private readonly NativeBuffer<long>? _loraIndex;        // [G, T, 2]: (row, position) of each group's tokens, padded
+    private readonly NativeBuffer<float>? _loraMask;        // [G, T, 1]: 1 real, 0 padding
+    private readonly NativeBuffer<long>? _loraTokens;       // [batch, 1, 2]: (group, entry) of each row's update
+    private readonly OrtValue?[,] _loraIndexViews = new OrtValue?[0, 0]; // [G - 1, T - 1]
+    private readonly OrtValue?[,] _loraMaskViews = new OrtValue?[0, 0];
+    private readonly MixedBindings?[] _mixedBindings = [];  // [batch]: rows on several adapters (or some on none)
+    private readonly DenseBindings?[] _denseBindings = [];  // [batch]: every row on one adapter
+    private const int DenseVariant = -2;                     // StepBindings "variant" of the all-one-adapter blocks
+    private const int BatchedVariant = -3;                   // StepBindings "variant" of the batched blocks
     private readonly int[] _groupOfSlot = [];
     private readonly int[] _groupSlots = [];
-    private readonly int[] _groupOffsets = [];
+    private readonly int[] _groupFill = [];
 
     /// <param name="adapterSlots">Adapter slots of this decoder (default and maximum: the model's <see cref="RuntimeOptions.AdapterSlots"/>).</param>
     public BatchDecoder(DecoderModel model, int? maxBatch = null, int? adapterSlots = null)
@@ -66,18 +69,18 @@ public sealed class BatchDecoder : IDisposable
         if (slots > 0)
         {
             Adapters = new AdapterSlotTable(_c, slots, model.Options.AdapterMaxRank);
-            _loraIndex = new NativeBuffer<long>(2L * rows);
-            _loraSizes = new NativeBuffer<long>(model.AdapterSlots); // sized for the largest variant
-            _loraIndexViews = new OrtValue?[Capacity + 1];
-            var buckets = model.LoraBuckets;
-            _loraSizeViews = new OrtValue[buckets.Length];
-            for (var k = 0; k < buckets.Length; k++) _loraSizeViews[k] = _loraSizes.View(0, buckets[k]);
-            _loraBindings = new LoraBindings?[Capacity + 1, buckets.Length];
-            _denseBindings = new LoraBindings?[Capacity + 1];
+            var grid = (long)slots * (Capacity + 1); // T can exceed the largest group by one padding column
+            _loraIndex = new NativeBuffer<long>(2 * grid);
+            _loraMask = new NativeBuffer<float>(grid);
+            _loraTokens = new NativeBuffer<long>(2L * Capacity);
+            _loraIndexViews = new OrtValue?[slots, Capacity + 1];
+            _loraMaskViews = new OrtValue?[slots, Capacity + 1];
+            _mixedBindings = new MixedBindings?[Capacity + 1];
+            _denseBindings = new DenseBindings?[Capacity + 1];
             _groupOfSlot = new int[slots];
             Array.Fill(_groupOfSlot, -1);
             _groupSlots = new int[slots];
-            _groupOffsets = new int[slots + 1];
+            _groupFill = new int[slots];
         }
     }
 
@@ -87,7 +90,10 @@ public sealed class BatchDecoder : IDisposable
     /// <summary>Sum over decode steps of the distinct adapters in the step (average = this / <see cref="DecodeSteps"/>).</summary>
     public long AdapterGroupsDecoded { get; private set; }
 
-    /// <summary>Sum over decode steps of the adapter bytes (A and B, fp32) the step read: each distinct adapter once.</summary>
+    /// <summary>
+    /// Sum over decode steps of the adapter bytes (A and B, fp32) the step read: each distinct adapter once, at its own
+    /// rank when every row uses it, at the slot's rank capacity when a step mixes adapters.
+    /// </summary>
     public long AdapterBytesDecoded { get; private set; }
 
     /// <summary>The adapter slots rows can use (null when the model was loaded without <see cref="RuntimeOptions.AdapterSlots"/>).</summary>
@@ -172,7 +178,7 @@ public sealed class BatchDecoder : IDisposable
         if (hiddenCapture is not null) _hiddenA.Span[..(t * d)].CopyTo(hiddenCapture);
 
         var adapted = seq.AdapterSlot >= 0;
-        using (var step = new StepBindings(this, batch: 1, seqLen: t, slot: seq.Slot, bucket: adapted ? DenseVariant : -1))
+        using (var step = new StepBindings(this, batch: 1, seqLen: t, slot: seq.Slot, variant: adapted ? DenseVariant : -1))
         {
             // Every token of a prefill uses the row's adapter: the variant without gather/scatter.
             if (adapted) step.BindPrefillAdapter(this, seq.AdapterSlot);
@@ -227,7 +233,6 @@ public sealed class BatchDecoder : IDisposable
         var (groups, adaptedRows) = Adapters is null ? (0, 0) : GroupRowsByAdapter(b);
         DecodeSteps++;
         AdapterGroupsDecoded += groups;
-        for (var g = 0; g < groups; g++) AdapterBytesDecoded += Adapters![_groupSlots[g]]!.Bytes;
         if (_useFused)
         {
             if (groups > 0) throw new InvalidOperationException("the fused measurement graph has no adapter inputs");
@@ -236,36 +241,24 @@ public sealed class BatchDecoder : IDisposable
         }
         else if (groups == 1 && adaptedRows == b)
         {
-            // Every row on one adapter: the variant without gather/scatter.
-            var step = _denseBindings[b] ??= new LoraBindings(new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true, bucket: DenseVariant), 1, _c.NumLayers, dense: true);
-            step.Bind(this, groups, adaptedRows);
-            for (var l = 0; l < _c.NumLayers; l++)
-            {
-                _model.LoraDenseBlocks[l].RunWithBinding(_run, step.Step.Layers[l]);
-            }
-            _model.Head.RunWithBinding(_run, step.Step.Head!);
+            // Every row on one adapter: the variant without gather/scatter, at the adapter's own rank.
+            var slot = _groupSlots[0];
+            AdapterBytesDecoded += Adapters![slot]!.Bytes;
+            var step = _denseBindings[b] ??= new DenseBindings(new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true, variant: DenseVariant));
+            step.Bind(this, slot);
+            Run(_model.LoraDenseBlocks, step.Step);
         }
         else if (groups > 0)
         {
-            var bucket = 0;
-            while (_model.LoraBuckets[bucket] < groups) bucket++;
-            var step = _loraBindings[b, bucket] ??= new LoraBindings(new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true, bucket: bucket), _model.LoraBuckets[bucket], _c.NumLayers);
-            step.Bind(this, groups, adaptedRows);
-            var blocks = _model.LoraBlocks[bucket];
-            for (var l = 0; l < _c.NumLayers; l++)
-            {
-                blocks[l].RunWithBinding(_run, step.Step.Layers[l]);
-            }
-            _model.Head.RunWithBinding(_run, step.Step.Head!);
+            var t = LayOutGroups(b, groups, adaptedRows);
+            AdapterBytesDecoded += groups * Adapters!.SlotBytes;
+            var step = _mixedBindings[b] ??= new MixedBindings(this, new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true, variant: BatchedVariant), b);
+            step.Bind(this, groups, t);
+            Run(_model.LoraBatchedBlocks, step.Step);
         }
         else
         {
-            var step = _decodeBindings[b] ??= new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true);
-            for (var l = 0; l < _c.NumLayers; l++)
-            {
-                _model.Blocks[l].RunWithBinding(_run, step.Layers[l]);
-            }
-            _model.Head.RunWithBinding(_run, step.Head!);
+            Run(_model.Blocks, _decodeBindings[b] ??= new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true));
         }
         for (var r = 0; r < b; r++)
         {
@@ -274,6 +267,12 @@ public sealed class BatchDecoder : IDisposable
             seq.PendingToken = -1;
         }
         return _logits.Span[..(b * _c.VocabSize)];
+    }
+
+    private void Run(InferenceSession[] blocks, StepBindings step)
+    {
+        for (var l = 0; l < _c.NumLayers; l++) blocks[l].RunWithBinding(_run, step.Layers[l]);
+        _model.Head.RunWithBinding(_run, step.Head!);
     }
 
     /// <summary>Copies a sequence into a new slot (its cached prefix and pending token); null when no slot is free.</summary>
@@ -308,59 +307,81 @@ public sealed class BatchDecoder : IDisposable
     {
         foreach (var b in _decodeBindings) b?.Dispose();
         foreach (var b in _fusedBindings) b?.Dispose();
-        foreach (var b in _loraBindings) b?.Step.Dispose();
+        foreach (var b in _mixedBindings) b?.Step.Dispose();
         foreach (var b in _denseBindings) b?.Step.Dispose();
         foreach (var v in _loraIndexViews) v?.Dispose();
-        foreach (var v in _loraSizeViews) v.Dispose();
+        foreach (var v in _loraMaskViews) v?.Dispose();
         Adapters?.Dispose();
         _run.Dispose();
     }
 
     /// <summary>
-    /// Groups the first <paramref name="b"/> rows by adapter slot: fills the index buffer (row indices, grouped in
-    /// order of first appearance), the size buffer and <c>_groupSlots</c>; returns (groups, adapted rows). Allocates nothing.
+    /// Finds the distinct adapter slots of the first <paramref name="b"/> rows (in order of first appearance, into
+    /// <c>_groupSlots</c>) and how many rows each has (<c>_groupFill</c>); returns (groups, adapted rows). Allocates nothing.
     /// </summary>
     private (int Groups, int AdaptedRows) GroupRowsByAdapter(int b)
     {
-        var groups = 0;
+        int groups = 0, adapted = 0;
         for (var r = 0; r < b; r++)
         {
             var slot = _active[r].AdapterSlot;
             if (slot < 0) continue;
+            adapted++;
             if (_groupOfSlot[slot] < 0)
             {
                 _groupOfSlot[slot] = groups;
                 _groupSlots[groups] = slot;
-                _groupOffsets[groups] = 0;
+                _groupFill[groups] = 0;
                 groups++;
             }
-            _groupOffsets[_groupOfSlot[slot]]++;
+            _groupFill[_groupOfSlot[slot]]++;
         }
-        if (groups == 0) return (0, 0);
-        // counts -> start offsets
-        var total = 0;
-        var sizes = _loraSizes!.Span;
-        for (var g = 0; g < groups; g++)
-        {
-            var n = _groupOffsets[g];
-            sizes[g] = n;
-            _groupOffsets[g] = total;
-            total += n;
-        }
-        var index = _loraIndex!.Span;
+        for (var g = 0; g < groups; g++) _groupOfSlot[_groupSlots[g]] = -1;
+        return (groups, adapted);
+    }
+
+    /// <summary>
+    /// For a mixed step: compacts the step's slots to block positions [0, G) and fills the [G, T] grid (index, mask)
+    /// and each row's (group, entry); returns T. Rows without an adapter read a padding entry, whose update the mask
+    /// zeroes (T grows by one when the grid would have none). Allocates nothing.
+    /// </summary>
+    private int LayOutGroups(int b, int groups, int adaptedRows)
+    {
+        var table = Adapters!;
+        table.Compact(_groupSlots.AsSpan(0, groups));
+        var t = 0;
+        for (var g = 0; g < groups; g++) t = Math.Max(t, _groupFill[g]);
+        if (groups * t == adaptedRows && adaptedRows < b) t++;
+        var index = _loraIndex!.Span[..(2 * groups * t)];
+        var mask = _loraMask!.Span[..(groups * t)];
+        index.Clear(); // padding gathers (row 0, position 0): any valid token
+        mask.Clear();
+        Array.Clear(_groupFill, 0, groups); // now: entries filled per block position
+        var tokens = _loraTokens!.Span;
         for (var r = 0; r < b; r++)
         {
             var slot = _active[r].AdapterSlot;
             if (slot < 0) continue;
-            var at = _groupOffsets[_groupOfSlot[slot]]++;
-            index[2 * at] = r;
-            index[2 * at + 1] = 0;
+            var g = table.PositionOf(slot);
+            var e = g * t + _groupFill[g]++;
+            index[2 * e] = r;
+            mask[e] = 1f;
+            tokens[2 * r] = g;
+            tokens[2 * r + 1] = e - g * t;
         }
-        for (var g = 0; g < groups; g++) _groupOfSlot[_groupSlots[g]] = -1;
-        return (groups, total);
+        if (adaptedRows < b)
+        {
+            var pad = 0;
+            while (_groupFill[pad] == t) pad++;
+            for (var r = 0; r < b; r++)
+            {
+                if (_active[r].AdapterSlot >= 0) continue;
+                tokens[2 * r] = pad;
+                tokens[2 * r + 1] = t - 1;
+            }
+        }
+        return t;
     }
-
-    private OrtValue LoraIndexView(int na) => _loraIndexViews[na] ??= _loraIndex!.View(0, na, 2);
 
     private void EnsureActive(Sequence seq)
     {
@@ -389,7 +410,7 @@ public sealed class BatchDecoder : IDisposable
     {
         private readonly List<IDisposable> _owned = [];
 
-        public StepBindings(BatchDecoder dec, int batch, int seqLen, int slot, bool withHead = false, bool fused = false, int bucket = -1)
+        public StepBindings(BatchDecoder dec, int batch, int seqLen, int slot, bool withHead = false, bool fused = false, int variant = -1)
         {
             var c = dec._c;
             long d = c.HiddenSize;
@@ -422,11 +443,11 @@ public sealed class BatchDecoder : IDisposable
             Layers = new OrtIoBinding[c.NumLayers];
             for (var l = 0; l < c.NumLayers; l++)
             {
-                var unit = bucket switch
+                var unit = variant switch
                 {
                     DenseVariant => dec._model.LoraDenseBlocks[l],
-                    < 0 => dec._model.Blocks[l],
-                    _ => dec._model.LoraBlocks[bucket][l],
+                    BatchedVariant => dec._model.LoraBatchedBlocks[l],
+                    _ => dec._model.Blocks[l],
                 };
                 var io = Own(unit.CreateIoBinding());
                 var key = Own(dec._kv.Keys[l].View(slot * dec._kv.SlotStride, kvShape));
@@ -463,8 +484,8 @@ public sealed class BatchDecoder : IDisposable
                 for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
                 {
                     var projection = (AdaptedProjection)p;
-                    Layers[l].BindInput(LoraNames.A[p][0], table.A(slot, l, projection));
-                    Layers[l].BindInput(LoraNames.B[p][0], table.B(slot, l, projection));
+                    Layers[l].BindInput(LoraNames.A[p], table.A(slot, l, projection));
+                    Layers[l].BindInput(LoraNames.B[p], table.B(slot, l, projection));
                 }
             }
         }
@@ -474,7 +495,7 @@ public sealed class BatchDecoder : IDisposable
             for (var i = _owned.Count - 1; i >= 0; i--) _owned[i].Dispose();
         }
 
-        private T Own<T>(T item) where T : IDisposable
+        public T Own<T>(T item) where T : IDisposable
         {
             _owned.Add(item);
             return item;
@@ -482,71 +503,79 @@ public sealed class BatchDecoder : IDisposable
     }
 
     /// <summary>
-    /// The bindings of one (batch size, group bucket) adapter step, and what is bound now: adapter inputs are rebound
-    /// only when the step's grouping differs from the last one that used these bindings (a new row count, another slot
-    /// in a group, or a slot rewritten since), so steady decoding binds nothing and allocates nothing.
+    /// The bindings of one batch size's all-rows-on-one-adapter step and which slot content is bound: the exact-rank
+    /// views are rebound only when the slot or its content (version) changes, so steady decoding binds nothing.
     /// </summary>
-    private sealed class LoraBindings(StepBindings step, int groups, int layers, bool dense = false)
+    private sealed class DenseBindings(StepBindings step)
     {
-        private readonly int[] _slots = new int[groups];
-        private readonly long[] _versions = new long[groups];
-        private int _boundRows = -1;
-        private int _boundGroups = -1;
+        private int _slot = -1;
+        private long _version = -1;
 
         public StepBindings Step { get; } = step;
 
-        public void Bind(BatchDecoder dec, int used, int adaptedRows)
+        public void Bind(BatchDecoder dec, int slot)
         {
-            var table = dec.Adapters!;
-            var sizes = dec._loraSizes!.Span;
-            for (var g = used; g < groups; g++) sizes[g] = 0;
-            if (!dense && adaptedRows != _boundRows)
-            {
-                var index = dec.LoraIndexView(adaptedRows);
-                var bucketIndex = Array.IndexOf(dec._model.LoraBuckets, groups);
-                for (var l = 0; l < layers; l++)
-                {
-                    Step.Layers[l].BindInput(BlockGraph.LoraIndex, index);
-                    Step.Layers[l].BindInput(BlockGraph.LoraSizes, dec._loraSizeViews[bucketIndex]);
-                }
-                _boundRows = adaptedRows;
-            }
-            for (var g = 0; g < groups; g++)
-            {
-                var slot = g < used ? dec._groupSlots[g] : -1;
-                var version = slot < 0 ? -1 : table.Version(slot);
-                if (_boundGroups >= 0 && _slots[g] == slot && _versions[g] == version) continue;
-                for (var l = 0; l < layers; l++)
-                {
-                    var io = Step.Layers[l];
-                    for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
-                    {
-                        var projection = (AdaptedProjection)p;
-                        io.BindInput(LoraNames.A[p][g], slot < 0 ? table.EmptyA(projection) : table.A(slot, l, projection));
-                        io.BindInput(LoraNames.B[p][g], slot < 0 ? table.EmptyB(projection) : table.B(slot, l, projection));
-                    }
-                }
-                _slots[g] = slot;
-                _versions[g] = version;
-            }
-            _boundGroups = used;
+            var version = dec.Adapters!.Version(slot);
+            if (_slot == slot && _version == version) return;
+            Step.BindPrefillAdapter(dec, slot);
+            _slot = slot;
+            _version = version;
         }
     }
 
-    /// <summary>Input names of the adapter groups, built once (binding by name must not allocate per step).</summary>
+    /// <summary>
+    /// The bindings of one batch size's mixed-adapter step. The stacked A/B views start at block 0 whatever slots the
+    /// step uses, so they are rebound only when the group count G changes, and the grid views when (G, T) changes;
+    /// a slot written or moved since needs no rebinding. Steady decoding binds nothing and allocates nothing.
+    /// </summary>
+    private sealed class MixedBindings
+    {
+        private int _groups = -1;
+        private int _t = -1;
+
+        public MixedBindings(BatchDecoder dec, StepBindings step, int batch)
+        {
+            Step = step;
+            var tokens = step.Own(dec._loraTokens!.View(0, batch, 1, 2));
+            foreach (var io in step.Layers) io.BindInput(BlockGraph.LoraTokens, tokens);
+        }
+
+        public StepBindings Step { get; }
+
+        public void Bind(BatchDecoder dec, int groups, int t)
+        {
+            if (groups == _groups && t == _t) return;
+            var index = dec._loraIndexViews[groups - 1, t - 1] ??= dec._loraIndex!.View(0, groups, t, 2);
+            var mask = dec._loraMaskViews[groups - 1, t - 1] ??= dec._loraMask!.View(0, groups, t, 1);
+            var table = dec.Adapters!;
+            for (var l = 0; l < Step.Layers.Length; l++)
+            {
+                var io = Step.Layers[l];
+                io.BindInput(BlockGraph.LoraIndex, index);
+                io.BindInput(BlockGraph.LoraMask, mask);
+                if (groups == _groups) continue;
+                for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
+                {
+                    var projection = (AdaptedProjection)p;
+                    io.BindInput(LoraNames.A[p], table.StackedA(l, projection, groups));
+                    io.BindInput(LoraNames.B[p], table.StackedB(l, projection, groups));
+                }
+            }
+            _groups = groups;
+            _t = t;
+        }
+    }
+
+    /// <summary>Input names of the adapter factors per projection, built once (binding by name must not allocate per step).</summary>
     private static class LoraNames
     {
-        public static readonly string[][] A = Build(a: true);
-        public static readonly string[][] B = Build(a: false);
+        public static readonly string[] A = Build(a: true);
+        public static readonly string[] B = Build(a: false);
 
-        private static string[][] Build(bool a)
+        private static string[] Build(bool a)
         {
-            var names = new string[AdapterFactors.ProjectionCount][];
-            for (var p = 0; p < names.Length; p++)
-            {
-                names[p] = new string[256];
-                for (var g = 0; g < 256; g++) names[p][g] = BlockGraph.LoraInput((AdaptedProjection)p, g, a);
-            }
+            var names = new string[AdapterFactors.ProjectionCount];
+            for (var p = 0; p < names.Length; p++) names[p] = BlockGraph.LoraInput((AdaptedProjection)p, a);
             return names;
         }
     }

@@ -43,11 +43,8 @@ public sealed class DecoderModel : IDisposable
     /// <summary>Shared initializers, their per-layer session options and the prepacked-weights container (adapter variants).</summary>
     private List<IDisposable> SharedResources { get; init; } = [];
 
-    /// <summary>Group counts of the adapter variants (ascending; empty when adapters are off).</summary>
-    internal int[] LoraBuckets { get; private init; } = [];
-
-    /// <summary>Adapter variants of every block: <c>LoraBlocks[bucket][layer]</c>, bucket indexing <see cref="LoraBuckets"/>.</summary>
-    internal InferenceSession[][] LoraBlocks { get; private init; } = [];
+    /// <summary>Per layer, the variant for steps that mix adapters (<see cref="BlockGraph.BatchedGroups"/>; empty when adapters are off).</summary>
+    internal InferenceSession[] LoraBatchedBlocks { get; private init; } = [];
 
     /// <summary>Per layer, the variant for steps whose every token uses one adapter (empty when adapters are off).</summary>
     internal InferenceSession[] LoraDenseBlocks { get; private init; } = [];
@@ -81,16 +78,15 @@ public sealed class DecoderModel : IDisposable
         var rotary = gpt2 ? null : new RotaryTables(maxContext, c.HeadDim, c.RopeTheta);
 
         var sessions = new List<InferenceSession>();
-        var buckets = GroupBuckets(options.AdapterSlots);
-        var loraBlocks = new InferenceSession[buckets.Length][];
-        var denseBlocks = buckets.Length > 0 ? new InferenceSession[c.NumLayers] : [];
-        for (var k = 0; k < buckets.Length; k++) loraBlocks[k] = new InferenceSession[c.NumLayers];
+        var adapters = options.AdapterSlots > 0;
+        var batchedBlocks = adapters ? new InferenceSession[c.NumLayers] : [];
+        var denseBlocks = adapters ? new InferenceSession[c.NumLayers] : [];
         var shared = new List<IDisposable>();
         try
         {
             using var so = OrtRuntime.CreateSessionOptions(options);
             PrePackedWeightsContainer? prepacked = null;
-            if (buckets.Length > 0)
+            if (adapters)
             {
                 prepacked = new PrePackedWeightsContainer();
                 shared.Add(prepacked);
@@ -115,13 +111,9 @@ public sealed class DecoderModel : IDisposable
                     layerOptions.AddInitializer(name, value);
                 }
                 sessions.Add(new InferenceSession(Dump(baseGraph, $"block_{layer}"), layerOptions, prepacked));
-                for (var k = 0; k < buckets.Length; k++)
-                {
-                    var (graph, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, buckets[k], shareWeights: true);
-                    var session = new InferenceSession(Dump(graph, $"block_{layer}_lora{buckets[k]}"), layerOptions, prepacked);
-                    sessions.Add(session);
-                    loraBlocks[k][layer] = session;
-                }
+                var (batched, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.BatchedGroups, shareWeights: true);
+                batchedBlocks[layer] = new InferenceSession(Dump(batched, $"block_{layer}_lora_batched"), layerOptions, prepacked);
+                sessions.Add(batchedBlocks[layer]);
                 var (dense, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.AllTokensOneAdapter, shareWeights: true);
                 denseBlocks[layer] = new InferenceSession(Dump(dense, $"block_{layer}_lora_all"), layerOptions, prepacked);
                 sessions.Add(denseBlocks[layer]);
@@ -140,13 +132,12 @@ public sealed class DecoderModel : IDisposable
             sessions.Add(head);
             var fused = options.BuildFusedGraph ? new InferenceSession(FusedGraph.Build(ckpt, maxContext, rotary, normW, normB, headW), so) : null;
             var blocks = new InferenceSession[c.NumLayers];
-            var perLayer = buckets.Length == 0 ? 1 : 2 + buckets.Length; // base, variants, all-one-adapter
+            var perLayer = adapters ? 3 : 1; // base, batched, all-one-adapter
             for (var layer = 0; layer < c.NumLayers; layer++) blocks[layer] = sessions[layer * perLayer];
             return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, blocks, head, started.Elapsed)
             {
                 Fused = fused,
-                LoraBuckets = buckets,
-                LoraBlocks = loraBlocks,
+                LoraBatchedBlocks = batchedBlocks,
                 LoraDenseBlocks = denseBlocks,
                 SharedResources = shared,
             };
@@ -180,15 +171,6 @@ public sealed class DecoderModel : IDisposable
 
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "malloc_trim")]
     private static extern int MallocTrim(nuint pad);
-
-    /// <summary>Group counts with a built variant: powers of two below <paramref name="slots"/>, then <paramref name="slots"/>.</summary>
-    internal static int[] GroupBuckets(int slots)
-    {
-        var list = new List<int>();
-        for (var g = 1; g < slots; g *= 2) list.Add(g);
-        if (slots > 0) list.Add(slots);
-        return [.. list];
-    }
 
     /// <summary>With SERVING_DUMP_GRAPHS=folder set, writes each generated graph there as .onnx (for Netron or debugging).</summary>
     private static byte[] Dump(byte[] model, string name)
@@ -224,10 +206,7 @@ public sealed class DecoderModel : IDisposable
     public void Dispose()
     {
         foreach (var b in Blocks) b.Dispose();
-        foreach (var variant in LoraBlocks)
-        {
-            foreach (var b in variant) b.Dispose();
-        }
+        foreach (var b in LoraBatchedBlocks) b.Dispose();
         foreach (var b in LoraDenseBlocks) b.Dispose();
         Head.Dispose();
         Fused?.Dispose();

@@ -23,44 +23,66 @@ internal static class BlockGraph
     public const string TotalSeqLen = "total_seq_len";
     public const string PositionIds = "position_ids";
 
-    /// <summary>int64 [na, 2]: (row, position) of each token that uses an adapter, grouped by adapter.</summary>
+    /// <summary>
+    /// int64 [G, T, 2]: (row, position) of the tokens of each adapter group, padded to the largest group's T with any
+    /// valid token (the padding's update is masked to zero by <see cref="LoraMask"/>).
+    /// </summary>
     public const string LoraIndex = "lora_index";
 
-    /// <summary>int64 [groups]: how many of <see cref="LoraIndex"/> belong to each group (zero for padding groups).</summary>
-    public const string LoraSizes = "lora_sizes";
+    /// <summary>float [G, T, 1]: 1 for a real entry of <see cref="LoraIndex"/>, 0 for padding.</summary>
+    public const string LoraMask = "lora_mask";
 
     /// <summary>
-    /// <c>loraGroups</c> value of the variant for steps whose every token uses one adapter: <c>y + (x·A₀)·B₀</c> on the
-    /// whole batch, without the gather/scatter (three nodes per projection instead of four).
+    /// int64 [batch, seq, 2]: for every token, the (group, entry) of <see cref="LoraIndex"/> that holds its update, or
+    /// a padding entry (whose update is zero) for tokens without an adapter.
+    /// </summary>
+    public const string LoraTokens = "lora_tokens";
+
+    /// <summary>
+    /// <c>loraVariant</c> of the block for steps whose every token uses one adapter: <c>y + (x·Aᵀ)·B</c> on the whole
+    /// batch with that adapter's exact-rank A [r, in] and B [r, out], no gather or scatter.
     /// </summary>
     public const int AllTokensOneAdapter = -1;
 
-    /// <summary>Name of group <paramref name="group"/>'s A ([in, r]) or B ([r, out]) input for a projection.</summary>
-    public static string LoraInput(Adapters.AdaptedProjection projection, int group, bool a) =>
-        $"lora_{(int)projection}_{(a ? 'a' : 'b')}{group}";
+    /// <summary>
+    /// <c>loraVariant</c> of the block for steps that mix adapters: A [G, R, in] and B [G, R, out] are the first G slot
+    /// blocks (rank capacity R, zero-padded), and every projection runs one batched MatMul per side for all groups.
+    /// </summary>
+    public const int BatchedGroups = -2;
+
+    /// <summary>Name of a projection's A or B input.</summary>
+    public static string LoraInput(Adapters.AdaptedProjection projection, bool a) =>
+        $"lora_{(int)projection}_{(a ? 'a' : 'b')}";
 
     /// <summary>
-    /// Builds block <paramref name="layer"/>. With <paramref name="loraGroups"/> &gt; 0 every projection also adds
-    /// <c>(x·A_g)·B_g</c> to the rows of group g (see <see cref="AddLora"/>); 0 builds the plain base block.
+    /// Builds block <paramref name="layer"/>. With <paramref name="loraVariant"/> <see cref="AllTokensOneAdapter"/> or
+    /// <see cref="BatchedGroups"/> every projection also adds its low-rank update (see <see cref="AddLora"/>); 0 builds
+    /// the plain base block.
     /// </summary>
-    public static byte[] Build(ModelConfig c, LayerWeights w, int layer, int maxContext, RotaryTables? rotary, int loraGroups = 0) =>
-        Build(c, w, layer, maxContext, rotary, loraGroups, shareWeights: false).Model;
+    public static byte[] Build(ModelConfig c, LayerWeights w, int layer, int maxContext, RotaryTables? rotary, int loraVariant = 0) =>
+        Build(c, w, layer, maxContext, rotary, loraVariant, shareWeights: false).Model;
 
     /// <summary>
     /// As <see cref="Build(ModelConfig, LayerWeights, int, int, RotaryTables?, int)"/>; with <paramref name="shareWeights"/>
     /// the projection weights are placeholders the caller supplies per session (returned as <c>Shared</c>).
     /// </summary>
     public static (byte[] Model, List<(string Name, float[] Values, long[] Dims)> Shared) Build(ModelConfig c, LayerWeights w, int layer,
-        int maxContext, RotaryTables? rotary, int loraGroups, bool shareWeights)
+        int maxContext, RotaryTables? rotary, int loraVariant, bool shareWeights)
     {
-        var name = loraGroups switch { 0 => $"block_{layer}", AllTokensOneAdapter => $"block_{layer}_lora_all", _ => $"block_{layer}_lora{loraGroups}" };
+        var name = loraVariant switch
+        {
+            0 => $"block_{layer}",
+            AllTokensOneAdapter => $"block_{layer}_lora_all",
+            BatchedGroups => $"block_{layer}_lora_batched",
+            _ => throw new ArgumentOutOfRangeException(nameof(loraVariant), loraVariant, "0, AllTokensOneAdapter or BatchedGroups"),
+        };
         var g = new GraphBuilder(name) { ShareWeights = shareWeights };
         DeclareSharedInputs(g, c);
-        if (loraGroups != 0) DeclareLoraInputs(g, c, loraGroups);
+        if (loraVariant != 0) DeclareLoraInputs(g, c, loraVariant);
         g.Input(Hidden, DT.Float, "batch", "seq", c.HiddenSize);
         g.Input(PastKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         g.Input(PastValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
-        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary, loraGroups);
+        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary, loraVariant);
         g.Output(PresentKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         g.Output(PresentValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         g.Output(HiddenOut, DT.Float, "batch", "seq", c.HiddenSize);
@@ -75,70 +97,67 @@ internal static class BlockGraph
         if (c.Architecture == ModelArchitecture.Llama) g.Input(PositionIds, DT.Int64, "batch", "seq");
     }
 
-    /// <summary>Declares the adapter inputs of a block with <paramref name="groups"/> groups.</summary>
-    private static void DeclareLoraInputs(GraphBuilder g, ModelConfig c, int groups)
+    /// <summary>Declares the adapter inputs of a <paramref name="variant"/> block.</summary>
+    private static void DeclareLoraInputs(GraphBuilder g, ModelConfig c, int variant)
     {
-        if (groups == AllTokensOneAdapter)
+        var batched = variant == BatchedGroups;
+        if (batched)
         {
-            groups = 1;
-        }
-        else
-        {
-            g.Input(LoraIndex, DT.Int64, "lora_tokens", 2);
-            g.Input(LoraSizes, DT.Int64, groups);
+            g.Input(LoraIndex, DT.Int64, "lora_groups", "lora_group_tokens", 2);
+            g.Input(LoraMask, DT.Float, "lora_groups", "lora_group_tokens", 1);
+            g.Input(LoraTokens, DT.Int64, "batch", "seq", 2);
         }
         for (var p = 0; p < Adapters.AdapterFactors.ProjectionCount; p++)
         {
             var projection = (Adapters.AdaptedProjection)p;
             var (inDim, outDim) = Adapters.AdapterFactors.Shape(c, projection);
-            for (var k = 0; k < groups; k++)
+            if (batched)
             {
-                g.Input(LoraInput(projection, k, a: true), DT.Float, inDim, $"rank_{p}_{k}");
-                g.Input(LoraInput(projection, k, a: false), DT.Float, $"rank_{p}_{k}", outDim);
+                g.Input(LoraInput(projection, a: true), DT.Float, "lora_groups", $"rank_{p}", inDim);
+                g.Input(LoraInput(projection, a: false), DT.Float, "lora_groups", $"rank_{p}", outDim);
+            }
+            else
+            {
+                g.Input(LoraInput(projection, a: true), DT.Float, $"rank_{p}", inDim);
+                g.Input(LoraInput(projection, a: false), DT.Float, $"rank_{p}", outDim);
             }
         }
     }
 
     /// <summary>
-    /// Adds the per-group low-rank updates to projection output <paramref name="y"/> (input <paramref name="x"/>):
-    /// the adapted tokens are gathered by (row, position) with GatherND, split into their groups, each group multiplied
-    /// by its own A then B (bound directly from slot storage, so a rank-0 pair adds nothing), and the results added back
-    /// into the base output with ScatterND(reduction = add). Tokens of rows without an adapter are not touched. Four
-    /// nodes per projection with one group (every node costs microseconds at batch 1).
+    /// Adds the low-rank update to projection output <paramref name="y"/> (input <paramref name="x"/>). A is [r, in]
+    /// (PEFT's orientation), so the first product is FusedMatMul with transB.
+    /// <list type="bullet">
+    /// <item><see cref="AllTokensOneAdapter"/>: <c>y + (x·Aᵀ)·B</c>; three nodes, and a rank-0 (empty) pair adds nothing.</item>
+    /// <item><see cref="BatchedGroups"/>: the groups' tokens are gathered by (row, position) into [G, T, in], multiplied
+    /// by the stacked [G, R, in]ᵀ and [G, R, out] in one batched MatMul each (one MLAS GEMM per group inside one node),
+    /// padding masked to zero, and every token's update gathered back in token order (tokens without an adapter read a
+    /// zero padding entry) and added to the base output. Six nodes per projection whatever G is. (ScatterND with
+    /// reduction = add would save the full-size add, but ONNX Runtime's CPU kernel scatters in parallel, so padding
+    /// entries sharing a target would race with the real update.)</item>
+    /// </list>
     /// </summary>
-    private static string AddLora(GraphBuilder g, string x, string y, Adapters.AdaptedProjection projection, string name, int groups)
+    private static string AddLora(GraphBuilder g, string x, string y, Adapters.AdaptedProjection projection, string name, int variant)
     {
-        if (groups == AllTokensOneAdapter)
+        var a = LoraInput(projection, a: true);
+        var b = LoraInput(projection, a: false);
+        if (variant == AllTokensOneAdapter)
         {
-            var low = g.Node("MatMul", [x, LoraInput(projection, 0, a: true)], name + "_lxa0");
-            var delta0 = g.Node("MatMul", [low, LoraInput(projection, 0, a: false)], name + "_ld0");
-            return g.Node("Add", [y, delta0], name + "_lora");
+            var low = g.Node("FusedMatMul", [x, a], name + "_lxa", GraphBuilder.MicrosoftDomain, ("transB", 1L));
+            var delta = g.Node("MatMul", [low, b], name + "_ld");
+            return g.Node("Add", [y, delta], name + "_lora");
         }
-        var xs = g.Node("GatherND", [x, LoraIndex], name + "_lxg");
-        string[] parts;
-        if (groups == 1)
-        {
-            parts = [xs];
-        }
-        else
-        {
-            var names = new string[groups];
-            for (var k = 0; k < groups; k++) names[k] = $"{name}_lxp{k}";
-            parts = g.NodeMulti("Split", [xs, LoraSizes], names, "", ("axis", 0L));
-        }
-        var deltas = new string[groups];
-        for (var k = 0; k < groups; k++)
-        {
-            var low = g.Node("MatMul", [parts[k], LoraInput(projection, k, a: true)], $"{name}_lxa{k}");
-            deltas[k] = g.Node("MatMul", [low, LoraInput(projection, k, a: false)], $"{name}_ld{k}");
-        }
-        var delta = groups == 1 ? deltas[0] : g.Node("Concat", deltas, name + "_ld", "", ("axis", 0L));
-        return g.Node("ScatterND", [y, LoraIndex, delta], name + "_lora", "", ("reduction", "add"));
+        var xs = g.Node("GatherND", [x, LoraIndex], name + "_lxg");                                                   // [G, T, in]
+        var lows = g.Node("FusedMatMul", [xs, a], name + "_lxa", GraphBuilder.MicrosoftDomain, ("transB", 1L));      // [G, T, R]
+        var masked = g.Node("Mul", [lows, LoraMask], name + "_lxm");
+        var deltas = g.Node("MatMul", [masked, b], name + "_ld");                                                     // [G, T, out]
+        var perToken = g.Node("GatherND", [deltas, LoraTokens], name + "_ldg");                                      // [batch, seq, out]
+        return g.Node("Add", [y, perToken], name + "_lora");
     }
 
     /// <summary>Adds one block's nodes to <paramref name="g"/>, naming its internals with <paramref name="prefix"/>.</summary>
     public static void Add(GraphBuilder g, ModelConfig c, LayerWeights w, string prefix, string hidden, string hiddenOut,
-        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary, int loraGroups = 0)
+        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary, int loraVariant = 0)
     {
         int d = c.HiddenSize, hd = c.HeadDim, q = c.NumHeads * hd, kv = c.NumKvHeads * hd, f = c.IntermediateSize;
         var llama = c.Architecture == ModelArchitecture.Llama;
@@ -147,7 +166,7 @@ internal static class BlockGraph
         // Attention
         var n1 = Norm(g, c, hidden, w.Norm1Weight, w.Norm1Bias, N("ln1"));
         var qkv = Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, N("qkv"));
-        if (loraGroups != 0) qkv = AddLora(g, n1, qkv, Adapters.AdaptedProjection.Qkv, N("qkv"), loraGroups);
+        if (loraVariant != 0) qkv = AddLora(g, n1, qkv, Adapters.AdaptedProjection.Qkv, N("qkv"), loraVariant);
         var parts = g.NodeMulti("Split", [qkv, g.Int64s(N("qkv_split"), q, kv, kv)], [N("q"), N("k"), N("v")], "", ("axis", 2L));
         string qIn = parts[0], kIn = parts[1];
         if (llama)
@@ -162,7 +181,7 @@ internal static class BlockGraph
             [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain,
             ("num_heads", (long)c.NumHeads), ("kv_num_heads", (long)c.NumKvHeads))[0];
         var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, N("o"));
-        if (loraGroups != 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, N("o"), loraGroups);
+        if (loraVariant != 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, N("o"), loraVariant);
         var x2 = g.Node("Add", [hidden, o], N("resid1"));
 
         // Feed-forward
@@ -171,7 +190,7 @@ internal static class BlockGraph
         if (llama)
         {
             var gu = Linear(g, n2, w.UpWeight, w.UpBias, d, 2 * f, N("gate_up"));
-            if (loraGroups != 0) gu = AddLora(g, n2, gu, Adapters.AdaptedProjection.Up, N("gate_up"), loraGroups);
+            if (loraVariant != 0) gu = AddLora(g, n2, gu, Adapters.AdaptedProjection.Up, N("gate_up"), loraVariant);
             var gates = g.NodeMulti("Split", [gu, g.Int64s(N("gu_split"), f, f)], [N("gate"), N("up")], "", ("axis", 2L));
             var silu = g.Node("Mul", [gates[0], g.Node("Sigmoid", [gates[0]], N("sig"))], N("silu"));
             act = g.Node("Mul", [silu, gates[1]], N("swiglu"));
@@ -180,15 +199,15 @@ internal static class BlockGraph
         {
             var fc = g.Node("MatMul", [n2, g.ShareableWeight(N("fc_w"), w.UpWeight, d, f)], N("fc"));
             var fcBias = g.Weight(N("fc_b"), w.UpBias!, f);
-            if (loraGroups != 0)
+            if (loraVariant != 0)
             {
                 // FastGelu takes the bias separately; the update must land before the activation.
-                fc = AddLora(g, n2, fc, Adapters.AdaptedProjection.Up, N("fc"), loraGroups);
+                fc = AddLora(g, n2, fc, Adapters.AdaptedProjection.Up, N("fc"), loraVariant);
             }
             act = g.Node("FastGelu", [fc, fcBias], N("gelu"), GraphBuilder.MicrosoftDomain);
         }
         var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, N("down"));
-        if (loraGroups != 0) m = AddLora(g, act, m, Adapters.AdaptedProjection.Down, N("down"), loraGroups);
+        if (loraVariant != 0) m = AddLora(g, act, m, Adapters.AdaptedProjection.Down, N("down"), loraVariant);
         g.Node("Add", [x2, m], hiddenOut);
     }
 

@@ -41,13 +41,18 @@ public sealed record RuntimeOptions
 
     /// <summary>
     /// Adapter slots S: how many distinct adapters one step can mix (0 = the model serves the base only). Each block
-    /// is then also built with 1, 2, 4, … S adapter groups; a step runs the smallest variant that fits its groups.
-    /// All sessions of a layer share one copy of its projection weights (AddInitializer) and one packed copy
-    /// (PrePackedWeightsContainer); gpt2-small with S = 32 measured +0.66 GB RSS over S = 0 (docs/engine.md).
+    /// is then also built in two adapter variants (one adapter on every token; a batched mix of up to S adapters). All
+    /// sessions of a layer share one copy of its projection weights (AddInitializer) and one packed copy
+    /// (PrePackedWeightsContainer). Each decoder reserves S slots of <see cref="AdapterMaxRank"/> capacity
+    /// (<see cref="Adapters.AdapterSlotTable"/>): gpt2-small at rank 16 is 9.4 MB per slot.
     /// </summary>
     public int AdapterSlots { get; init; }
 
-    /// <summary>Largest LoRA rank a slot accepts per module (fused projections take the sum of their parts).</summary>
+    /// <summary>
+    /// Largest LoRA rank a slot accepts per module (fused projections take the sum of their parts). Steps that mix
+    /// adapters compute and read every slot at this rank (lower ranks are zero-padded, as vLLM's <c>max_lora_rank</c>),
+    /// so set it to the largest rank you serve, not higher.
+    /// </summary>
     public int AdapterMaxRank { get; init; } = 64;
 
     /// <summary>Validates ranges.</summary>

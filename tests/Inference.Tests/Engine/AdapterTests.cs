@@ -127,7 +127,7 @@ public sealed class AdapterTests
         // in the graphs): the base blocks and each variant must still compute with the real weights.
         var dir = Dir(name);
         using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 64, AdapterSlots = 3 });
-        Assert.Equal([1, 2, 3], model.LoraBuckets);
+        Assert.Equal(model.Config.NumLayers, model.LoraBatchedBlocks.Length);
         using var dec = new BatchDecoder(model);
         AssertGreedyRunMatches(dec, dec.TryAllocate()!, new ReferenceModel(dir), [17, 4, 250, 31], steps: 4);
     }
@@ -143,8 +143,9 @@ public sealed class AdapterTests
         var y = AdapterFactors.FromLora(c, RandomModules(c, seed: 2, rankBase: 6));
         var merge = AdapterFactors.Merge(c, [(x, 0.5f), (y, 0.7f)]);
         Assert.NotEqual(x.MaxRank, y.MaxRank);
-        // Rows: base, X, Y, merge, X again (two rows in one group), base again.
-        int[] slots = [-1, 0, 1, 2, 0, -1];
+        // Rows: base, X, Y, merge, X again (two rows in one group), base again. X sits in slot 3, so the mixed step
+        // first moves it into block position 0 (an empty slot's place).
+        int[] slots = [-1, 3, 1, 2, 3, -1];
         int[][] prompts = [[1, 2, 3], [4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14], [15, 16], [17]];
         const int steps = 6;
 
@@ -165,7 +166,7 @@ public sealed class AdapterTests
 
         void Load(BatchDecoder dec)
         {
-            dec.Adapters!.Write(0, x);
+            dec.Adapters!.Write(3, x);
             dec.Adapters.Write(1, y);
             dec.Adapters.Write(2, merge);
         }
@@ -189,9 +190,57 @@ public sealed class AdapterTests
                 AssertRowClose(solo[r][s + 1], logits.Slice(r * c.VocabSize, c.VocabSize), $"row {r} step {s}");
             }
         }
+        Assert.True(batch.Adapters!.Swaps > 0, "slot 3 should have been moved into the first G block positions");
         // Rows 1 and 4 share adapter X; with the base in its place row 1 would differ (the adapters are not ignored).
         slots[1] = -1;
         Assert.True(MaxDiff(solo[1][^1], Solo(1)[^1]) > 1e-3, "adapter X does not change row 1");
+    }
+
+    [Fact]
+    public void SlotTable_Compact_MovesTheListedSlotsToTheFrontAndKeepsEverySlotsContent()
+    {
+        var c = ModelConfig.Load(Path.Combine(Fixtures.TinyLlama, "config.json"));
+        using var table = new AdapterSlotTable(c, 5, maxRank: 8);
+        var adapters = new AdapterFactors?[5];
+        for (var s = 0; s < 4; s++) table.Write(s, adapters[s] = AdapterFactors.FromLora(c, RandomModules(c, seed: 40 + s, rankBase: 1 + s)));
+        var rng = new Random(7);
+        for (var round = 0; round < 30; round++)
+        {
+            // A random subset (including the empty slot 4 sometimes), in random order.
+            var listed = Enumerable.Range(0, 5).Where(_ => rng.Next(2) == 0).OrderBy(_ => rng.Next()).ToArray();
+            if (round % 5 == 4)
+            {
+                // Rewrite a slot with another rank: what a larger adapter left past the new rank must read as zero.
+                var w = rng.Next(5);
+                table.Write(w, adapters[w] = AdapterFactors.FromLora(c, RandomModules(c, seed: 60 + round, rankBase: 1 + rng.Next(4))));
+            }
+            if (listed.Length == 0) continue;
+            table.Compact(listed);
+            Assert.All(listed, s => Assert.True(table.PositionOf(s) < listed.Length, $"round {round}: slot {s} at {table.PositionOf(s)}"));
+            Assert.Equal(5, Enumerable.Range(0, 5).Select(table.PositionOf).Distinct().Count());
+            for (var s = 0; s < 5; s++)
+            {
+                Assert.Same(adapters[s], table[s]);
+                for (var l = 0; l < c.NumLayers; l++)
+                {
+                    for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
+                    {
+                        var projection = (AdaptedProjection)p;
+                        var u = adapters[s]?.Get(l, projection);
+                        Assert.Equal(u?.A ?? [], table.A(s, l, projection).GetTensorDataAsSpan<float>().ToArray());
+                        Assert.Equal(u?.B ?? [], table.B(s, l, projection).GetTensorDataAsSpan<float>().ToArray());
+                        // The stacked view's block at the slot's position: its factors, then zeros to the capacity.
+                        var stackedA = table.StackedA(l, projection, 5).GetTensorDataAsSpan<float>();
+                        var block = stackedA.Length / 5;
+                        var mine = stackedA.Slice(table.PositionOf(s) * block, block).ToArray();
+                        var expected = new float[block];
+                        u?.A.CopyTo(expected, 0);
+                        Assert.Equal(expected, mine);
+                    }
+                }
+            }
+        }
+        Assert.True(table.Swaps > 0);
     }
 
     [Fact]
