@@ -77,18 +77,29 @@ if (only.Contains("e"))
     Console.WriteLine("|---|---|---|---|---|");
     foreach (var b in batches)
     {
-        foreach (var groups in new[] { 1, Math.Min(b, slots) }.Distinct())
+        // Row → adapter assignments: all rows on one adapter; every row on its own; and at batch 32 a skewed mix like
+        // power-law traffic (group sizes 8, 4, 3, 2, 2, 2 and eleven of 1: 17 adapters, the largest group pads T to 8).
+        var layouts = new List<int[]> { new int[b] };
+        if (Math.Min(b, slots) > 1) layouts.Add(Enumerable.Range(0, b).Select(r => r % Math.Min(b, slots)).ToArray());
+        if (b == 32 && slots >= 17)
         {
+            int[] sizes = [8, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+            layouts.Add(sizes.SelectMany((n, g) => Enumerable.Repeat(g, n)).ToArray());
+        }
+        foreach (var layout in layouts)
+        {
+            var groups = layout.Distinct().Count();
             using var baseDec = new BatchDecoder(model, b);
             using var adDec = new BatchDecoder(model, b);
-            for (var g = 0; g < groups; g++) adDec.Adapters!.Write(g, pool[g % pool.Length]);
+            // Adapters in the highest slots first, so the first mixed step compacts them (then they stay).
+            for (var g = 0; g < groups; g++) adDec.Adapters!.Write(slots - 1 - g, pool[g % pool.Length]);
             var rng = new Random(5);
             foreach (var (dec, adapted) in new[] { (baseDec, false), (adDec, true) })
             {
                 for (var r = 0; r < b; r++)
                 {
                     var seq = dec.TryAllocate()!;
-                    if (adapted) dec.SetAdapter(seq, r % groups);
+                    if (adapted) dec.SetAdapter(seq, slots - 1 - layout[r]);
                     var p = new int[prompt];
                     for (var k = 0; k < prompt; k++) p[k] = rng.Next(256);
                     dec.Prefill(seq, p);
@@ -106,7 +117,8 @@ if (only.Contains("e"))
                 adMs.Add(t2);
             }
             var ratios = adMs.Zip(baseMs, (x, y) => 100 * (x / y - 1)).Order().ToList();
-            Console.WriteLine($"| {b} | {groups} | {Median(baseMs):F2} | {Median(adMs):F2} | {Median(ratios):F1}% ({ratios[ratios.Count / 10]:F1}–{ratios[ratios.Count * 9 / 10]:F1}) |");
+            var largest = layout.GroupBy(x => x).Max(x => x.Count());
+            Console.WriteLine($"| {b} | {groups} (largest {largest}) | {Median(baseMs):F2} | {Median(adMs):F2} | {Median(ratios):F1}% ({ratios[ratios.Count / 10]:F1}–{ratios[ratios.Count * 9 / 10]:F1}) |");
         }
     }
     Console.WriteLine();
@@ -139,8 +151,8 @@ if (only.Contains("b"))
 {
     Console.WriteLine($"### N distinct adapters vs base only (closed loop, concurrency 32, {slots} slots)");
     Console.WriteLine();
-    Console.WriteLine("| N | popularity | base tok/s | adapters tok/s | kept (median, min–max) | distinct adapters per step | adapter MB read per step | base weights MB per step | slot swaps |");
-    Console.WriteLine("|---|---|---|---|---|---|---|---|---|");
+    Console.WriteLine("| N | popularity | base tok/s | adapters tok/s | kept (median, min–max) | distinct adapters per step | adapter MB read per step | base weights MB per step | slot writes | block swaps (ms each) per 100 steps | grid G×T per mixed step |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
     foreach (var n in ns)
     {
         foreach (var alpha in new[] { 1.0, 0.0 })
@@ -150,7 +162,7 @@ if (only.Contains("b"))
             var refs = names.Select((name, i) => (name, r: new AdapterRef($"bench/{name}@1", pool[i % pool.Length]))).ToDictionary(x => x.name, x => x.r);
             var stats = new RunStats();
             var (bt, at, ratios) = Alternate(32, null, refs, AdapterPopularitySpec.PowerLawOver(names, alpha), slots, stats);
-            Console.WriteLine($"| {n} | {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {bt:F1} | {at:F1} | {Pct(ratios, kept: true)} | {stats.GroupsPerStep:F1} | {stats.BytesPerStep / 1e6:F1} | {WeightBytes(c) / 1e6:F0} | {stats.Swaps} |");
+            Console.WriteLine($"| {n} | {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {bt:F1} | {at:F1} | {Pct(ratios, kept: true)} | {stats.GroupsPerStep:F1} | {stats.BytesPerStep / 1e6:F1} | {WeightBytes(c) / 1e6:F0} | {stats.Swaps} | {100.0 * stats.Moves / Math.Max(1, stats.Steps):F1} ({stats.MoveMs / Math.Max(1, stats.Moves):F2}) | {(double)stats.Grid / Math.Max(1, stats.MixedSteps):F1} |");
         }
     }
     Console.WriteLine();
@@ -268,6 +280,10 @@ double ClosedLoop(int concurrency, IReadOnlyDictionary<string, AdapterRef>? adap
         stats.Groups += decoder.AdapterGroupsDecoded;
         stats.Bytes += decoder.AdapterBytesDecoded;
         stats.Swaps += observer.Swaps;
+        stats.Moves += decoder.Adapters!.Swaps;
+        stats.MoveMs += decoder.Adapters.SwapTime.TotalMilliseconds;
+        stats.Grid += decoder.AdapterGridEntriesDecoded;
+        stats.MixedSteps += decoder.MixedAdapterSteps;
     }
     return m.OutputTokenThroughput;
 }
@@ -348,6 +364,10 @@ sealed class RunStats
     public long Groups;
     public long Bytes;
     public long Swaps;
+    public long Moves;
+    public double MoveMs;
+    public long Grid;
+    public long MixedSteps;
     public double GroupsPerStep => Steps == 0 ? 0 : (double)Groups / Steps;
     public double BytesPerStep => Steps == 0 ? 0 : (double)Bytes / Steps;
 }

@@ -98,6 +98,11 @@ public sealed class AdapterSlotTable : IDisposable
     /// <summary>Block swaps <see cref="Compact"/> has made (each copies two slots' factors through a scratch block).</summary>
     public long Swaps { get; private set; }
 
+    /// <summary>Time those swaps took.</summary>
+    public TimeSpan SwapTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, _swapTicks);
+
+    private long _swapTicks;
+
     /// <summary>The adapter in a slot (null when empty).</summary>
     public AdapterFactors? this[int slot] => _slots[slot].Factors;
 
@@ -208,6 +213,7 @@ public sealed class AdapterSlotTable : IDisposable
 
     private void Swap(int x, int y)
     {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         int px = _physical[x], py = _physical[y];
         var sx = _slots[x];
         var sy = _slots[y];
@@ -227,6 +233,7 @@ public sealed class AdapterSlotTable : IDisposable
         sx.Version++;
         sy.Version++;
         Swaps++;
+        _swapTicks += System.Diagnostics.Stopwatch.GetTimestamp() - started;
     }
 
     private void SwapRows(Span<float> x, Span<float> y, int n)

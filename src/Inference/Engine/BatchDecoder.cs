@@ -90,6 +90,12 @@ public sealed class BatchDecoder : IDisposable
     /// <summary>Sum over decode steps of the distinct adapters in the step (average = this / <see cref="DecodeSteps"/>).</summary>
     public long AdapterGroupsDecoded { get; private set; }
 
+    /// <summary>Sum over mixed-adapter decode steps of the grid entries G × T (tokens plus padding the adapter GEMMs ran on).</summary>
+    public long AdapterGridEntriesDecoded { get; private set; }
+
+    /// <summary>Decode steps that ran the batched (mixed-adapter) variant.</summary>
+    public long MixedAdapterSteps { get; private set; }
+
     /// <summary>
     /// Sum over decode steps of the adapter bytes (A and B, fp32) the step read: each distinct adapter once, at its own
     /// rank when every row uses it, at the slot's rank capacity when a step mixes adapters.
@@ -252,6 +258,8 @@ public sealed class BatchDecoder : IDisposable
         {
             var t = LayOutGroups(b, groups, adaptedRows);
             AdapterBytesDecoded += groups * Adapters!.SlotBytes;
+            AdapterGridEntriesDecoded += groups * t;
+            MixedAdapterSteps++;
             var step = _mixedBindings[b] ??= new MixedBindings(this, new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true, variant: BatchedVariant), b);
             step.Bind(this, groups, t);
             Run(_model.LoraBatchedBlocks, step.Step);
