@@ -86,7 +86,14 @@ public static class GatewayApplication
         app.UseAuthorization();
         app.UseRateLimiter();
 
-        app.Services.GetRequiredService<GatewayMetrics>().NodeCount = () => app.Services.GetRequiredService<INodeView>().Current.Nodes.Count;
+        var metrics = app.Services.GetRequiredService<GatewayMetrics>();
+        metrics.NodeCount = () => app.Services.GetRequiredService<INodeView>().Current.Nodes.Count;
+        metrics.HealthyNodeCount = () =>
+            app.Services.GetRequiredService<Yarp.ReverseProxy.IProxyStateLookup>().TryGetCluster(RoutingPolicies.NodesCluster, out var cluster)
+                ? cluster.Destinations.Values.Count(d =>
+                    d.Health.Active != Yarp.ReverseProxy.Model.DestinationHealth.Unhealthy
+                    && d.Health.Passive != Yarp.ReverseProxy.Model.DestinationHealth.Unhealthy)
+                : 0;
 
         app.MapHealthApi();
         app.MapPrometheusScrapingEndpoint("/metrics").AllowAnonymous();

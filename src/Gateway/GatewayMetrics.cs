@@ -6,7 +6,7 @@ namespace Serving.Gateway;
 /// <summary>
 /// The gateway's one <see cref="Meter"/> (<c>Serving.Gateway</c>). Names (Prometheus form on <c>/metrics</c>):
 /// <c>gateway_routing_decisions_total{residency}</c>, <c>gateway_upstream_retries_total</c>,
-/// <c>gateway_stream_errors_total{reason}</c>, <c>gateway_nodes</c>.
+/// <c>gateway_stream_errors_total{reason}</c>, <c>gateway_nodes</c>, <c>gateway_nodes_healthy</c>.
 /// </summary>
 public sealed class GatewayMetrics
 {
@@ -25,10 +25,15 @@ public sealed class GatewayMetrics
         _retries = meter.CreateCounter<long>("gateway_upstream_retries", description: "Forwards retried on another node after a refused connection");
         _streamErrors = meter.CreateCounter<long>("gateway_stream_errors", description: "Streams ended with an error event (node died or fell silent)");
         meter.CreateObservableGauge("gateway_nodes", () => NodeCount?.Invoke() ?? 0, description: "Live nodes in the registry view");
+        meter.CreateObservableGauge("gateway_nodes_healthy", () => HealthyNodeCount?.Invoke() ?? 0,
+            description: "Nodes the proxy may route to now: in the registry view and not marked unhealthy by active or passive health checks");
     }
 
     /// <summary>Source of the node count gauge.</summary>
     public Func<int>? NodeCount { get; set; }
+
+    /// <summary>Source of the healthy node count gauge.</summary>
+    public Func<int>? HealthyNodeCount { get; set; }
 
     /// <summary>Counts a routing decision.</summary>
     public void RecordRouting(Residency residency) => _routing.Add(1, new KeyValuePair<string, object?>("residency", residency.ToString().ToLowerInvariant()));

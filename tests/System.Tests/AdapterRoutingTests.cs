@@ -43,6 +43,7 @@ public sealed class AdapterRoutingTests(ClusterFixture fixture, Xunit.Abstractio
             1 => "demo",
             _ => i % 8 == 3 ? "demo:spanish" : "demo:italian",
         }).ToArray();
+        await Cluster.WaitForNodesAsync(2); // both routable (healthy), so a miss is the policy's, not a probe's
         var served = await SendAsync(client, models, concurrency: 12);
 
         var hot = served.Where(s => s.Model == "demo:german").ToList();
@@ -64,6 +65,7 @@ public sealed class AdapterRoutingTests(ClusterFixture fixture, Xunit.Abstractio
         Assert.All(await HeartbeatsAsync(), h => Assert.DoesNotContain(Cold, Tiers(h)));
         string expected = RendezvousOrder(Cold, NodeIds)[0];
         await WaitForIdleAsync(); // bounded load counts the load the last heartbeats report (other tests' tails)
+        await Cluster.WaitForNodesAsync(2);
 
         // Sequential: nothing is in flight, so every request goes to the adapter's first node in rendezvous order, which
         // loads it and reports it in its heartbeats.

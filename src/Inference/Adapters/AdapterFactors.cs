@@ -92,7 +92,8 @@ public sealed class AdapterFactors
     }
 
     /// <summary>
-    /// Converts PEFT-oriented modules into engine updates for <paramref name="c"/>. Throws
+    /// Converts PEFT-oriented modules into engine updates for <paramref name="c"/> (an update made of one module keeps
+    /// that module's A array rather than copying it: callers must not change the arrays afterwards). Throws
     /// <see cref="ArgumentException"/> naming the module for an unknown name, a layer out of range, a duplicate, or a
     /// shape that does not match the base model (the store validates uploads; this guards the node).
     /// </summary>
@@ -126,15 +127,17 @@ public sealed class AdapterFactors
             list.Sort((x, y) => x.Offset.CompareTo(y.Offset));
             var rank = 0;
             foreach (var (_, m) in list) rank += m.Rank;
-            // Every element of A is written; B too when one part covers the whole projection (else block-diagonal zeros).
-            var a = GC.AllocateUninitializedArray<float>(rank * inDim);
+            // A single part's A is already in engine orientation: keep the module's array (no copy; neither side
+            // mutates it). Otherwise every element of A is written; B too when one part covers the whole projection
+            // (else block-diagonal zeros).
+            var a = list.Count == 1 ? list[0].M.A : GC.AllocateUninitializedArray<float>(rank * inDim);
             var b = list.Count == 1 && list[0].M.B.Length / list[0].M.Rank == outDim
                 ? GC.AllocateUninitializedArray<float>(rank * outDim)
                 : new float[rank * outDim];
             var r0 = 0;
             foreach (var (offset, m) in list)
             {
-                m.A.AsSpan(0, m.Rank * inDim).CopyTo(a.AsSpan(r0 * inDim));                // A'[r0 + k, i] = A[k, i]
+                if (!ReferenceEquals(a, m.A)) m.A.AsSpan(0, m.Rank * inDim).CopyTo(a.AsSpan(r0 * inDim)); // A'[r0 + k, i] = A[k, i]
                 TransposeInto(m.B, m.B.Length / m.Rank, m.Rank, m.Scale, b, outDim, offset, r0); // B'[r0 + k, offset + o] = s·B[o, k]
                 r0 += m.Rank;
             }

@@ -35,6 +35,38 @@ public sealed class SurfaceTests(RedisFixture redis)
     }
 
     [Fact]
+    public async Task HealthyNodesGauge_FollowsActiveHealthProbes()
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:Routing:HealthInterval"] = "00:00:00.200" });
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
+        await gw.WaitForNodesAsync("n1");
+        using var anonymous = gw.Client(null);
+
+        async Task<string> GaugesUntil(string wanted)
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            string lines = "";
+            while (DateTime.UtcNow < deadline)
+            {
+                var metrics = await anonymous.GetStringAsync("/metrics");
+                lines = string.Join("; ", metrics.Split('\n').Where(l => l.StartsWith("gateway_nodes", StringComparison.Ordinal)));
+                if (lines.Contains(wanted, StringComparison.Ordinal)) return lines;
+                await Task.Delay(100);
+            }
+            return lines;
+        }
+
+        // A node failing its readiness probe stays in the registry view but leaves routing; it comes back when it passes.
+        n1.Ready = false;
+        var down = await GaugesUntil("gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 0");
+        Assert.Contains("gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 0", down);
+        Assert.Contains("gateway_nodes{otel_scope_name=\"Serving.Gateway\"} 1", down);
+        n1.Ready = true;
+        var up = await GaugesUntil("gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 1");
+        Assert.Contains("gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 1", up);
+    }
+
+    [Fact]
     public async Task Health_Metrics_OpenApi_Served()
     {
         await using var gw = await GatewayHost.StartAsync(redis.ConnectionString);
@@ -57,6 +89,7 @@ public sealed class SurfaceTests(RedisFixture redis)
         }
         // One destination: YARP skips the policy, so no routing decision is counted here (RoutingEndToEndTests cover it).
         Assert.Contains("gateway_nodes{otel_scope_name=\"Serving.Gateway\"} 1", metrics);
+        Assert.Contains("gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 1", metrics);
         Assert.Contains("http_server_request_duration_seconds", metrics);
         string openapi = await anonymous.GetStringAsync("/openapi/v1.json");
         Assert.Contains("/admin/tenants", openapi);

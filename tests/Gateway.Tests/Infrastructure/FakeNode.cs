@@ -54,6 +54,9 @@ public sealed class FakeNode : IAsyncDisposable
     public TimeSpan TokenDelay { get; set; } = TimeSpan.Zero;
     /// <summary>Abort the connection after this many chunks (node death mid-stream).</summary>
     public int? DieAfterChunks { get; set; }
+
+    /// <summary>What its readiness probe answers (the gateway's active health checks read it).</summary>
+    public bool Ready { get; set; } = true;
     /// <summary>Stop sending (but keep the connection) after this many chunks.</summary>
     public int? HangAfterChunks { get; set; }
     /// <summary>When set, the stream waits for it after the first chunk.</summary>
@@ -78,7 +81,7 @@ public sealed class FakeNode : IAsyncDisposable
         var node = new FakeNode(app, await ConnectionMultiplexer.ConnectAsync(redis), registryPrefix, id, model);
         app.MapPost("/v1/chat/completions", node.HandleAsync);
         app.MapPost("/v1/completions", node.HandleAsync);
-        app.MapGet("/health/ready", () => Results.Ok());
+        app.MapGet("/health/ready", () => node.Ready ? Results.Ok() : Results.StatusCode(503));
         await app.StartAsync();
         node.BaseUrl = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First() + "/";
         if (heartbeat) node.StartHeartbeats();

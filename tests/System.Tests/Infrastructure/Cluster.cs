@@ -51,6 +51,7 @@ public sealed class Cluster : IDisposable
             "--Gateway:BaseModels:" + Model, Path.Combine(Paths.DemoModel, "config.json"),
             "--Gateway:Routing:RefreshInterval", "00:00:00.200",
             "--Gateway:Routing:AdapterCacheTtl", "00:00:00.200",
+            "--Gateway:Routing:HealthInterval", "00:00:01",
             "--Gateway:Tenancy:StaticKeys:0:Key", TenantKey, "--Gateway:Tenancy:StaticKeys:0:Tenant", Tenant,
             "--Gateway:Tenancy:StaticKeys:1:Key", AdminKey, "--Gateway:Tenancy:StaticKeys:1:Role", "admin",
             "--Gateway:RateLimits:RequestsPerMinute", "100000", "--Gateway:RateLimits:TokensPerMinute", "100000000",
@@ -85,7 +86,11 @@ public sealed class Cluster : IDisposable
         return p;
     }
 
-    /// <summary>Until the gateway's view holds <paramref name="count"/> nodes (its <c>gateway_nodes</c> gauge), bounded.</summary>
+    /// <summary>
+    /// Until the gateway's view holds <paramref name="count"/> nodes and the proxy may route to all of them (its
+    /// <c>gateway_nodes</c> and <c>gateway_nodes_healthy</c> gauges), bounded. A node whose first health probe timed
+    /// out while it warmed up stays out of routing until a later probe passes.
+    /// </summary>
     public async Task WaitForNodesAsync(int count, TimeSpan? timeout = null)
     {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
@@ -97,8 +102,10 @@ public sealed class Cluster : IDisposable
             try
             {
                 string metrics = await http.GetStringAsync(GatewayUrl + "/metrics");
-                last = metrics.Split('\n').FirstOrDefault(l => l.StartsWith("gateway_nodes", StringComparison.Ordinal)) ?? "";
-                if (last.EndsWith(" " + count.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal)) return;
+                var lines = metrics.Split('\n').Where(l => l.StartsWith("gateway_nodes", StringComparison.Ordinal)).ToList();
+                last = string.Join("; ", lines);
+                var wanted = " " + count.ToString(CultureInfo.InvariantCulture);
+                if (lines.Count == 2 && lines.All(l => l.EndsWith(wanted, StringComparison.Ordinal))) return;
             }
             catch (HttpRequestException)
             {
