@@ -75,7 +75,7 @@ public sealed class AdapterSlotTable : IDisposable
         {
             var (inDim, outDim) = _shapes[i % P];
             var r = _rankCapacity[i % P];
-            // Zeroed at allocation; untouched pages cost no resident memory until a slot is first written.
+            // Zeroed at allocation: rows past an adapter's rank must read as zero.
             _a[i] = new NativeBuffer<float>(Math.Max(1L, (long)slots * r * inDim));
             _b[i] = new NativeBuffer<float>(Math.Max(1L, (long)slots * r * outDim));
             _stackedA[i] = new OrtValue?[slots];
