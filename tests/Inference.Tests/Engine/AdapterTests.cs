@@ -197,6 +197,45 @@ public sealed class AdapterTests
     }
 
     [Fact]
+    public void MixedBatch_GroupsFillTheGridExactly_BaseRowStillReadsAZeroUpdate()
+    {
+        // Two groups of two rows and one base row: the [G, T] grid has no padding entry of its own, so the decoder adds
+        // a padding column for the base row to read. Every row must match its solo run.
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 5, MaxContext = 32, AdapterSlots = 2 });
+        var c = model.Config;
+        var x = AdapterFactors.FromLora(c, RandomModules(c, seed: 7, rankBase: 2));
+        var y = AdapterFactors.FromLora(c, RandomModules(c, seed: 8, rankBase: 3));
+        int[] slots = [0, 1, -1, 1, 0];
+
+        float[] Solo(int row)
+        {
+            using var dec = new BatchDecoder(model, maxBatch: 1);
+            dec.Adapters!.Write(0, x);
+            dec.Adapters.Write(1, y);
+            var seq = dec.TryAllocate()!;
+            dec.SetAdapter(seq, slots[row]);
+            dec.Prefill(seq, [1 + row, 2, 3]);
+            seq.PendingToken = 9 + row;
+            return dec.Decode().ToArray();
+        }
+
+        using var batch = new BatchDecoder(model);
+        batch.Adapters!.Write(0, x);
+        batch.Adapters.Write(1, y);
+        for (var r = 0; r < slots.Length; r++)
+        {
+            var seq = batch.TryAllocate()!;
+            batch.SetAdapter(seq, slots[r]);
+            batch.Prefill(seq, [1 + r, 2, 3]);
+            seq.PendingToken = 9 + r;
+        }
+        var logits = batch.Decode();
+        Assert.Equal(1, batch.MixedAdapterSteps);
+        Assert.Equal(2 * 3, batch.AdapterGridEntriesDecoded); // T = 2 rows per group + the padding column
+        for (var r = 0; r < slots.Length; r++) AssertRowClose(Solo(r), logits.Slice(r * c.VocabSize, c.VocabSize), $"row {r}");
+    }
+
+    [Fact]
     public void SlotTable_Compact_MovesTheListedSlotsToTheFrontAndKeepsEverySlotsContent()
     {
         var c = ModelConfig.Load(Path.Combine(Fixtures.TinyLlama, "config.json"));
