@@ -207,28 +207,31 @@ public sealed class AdapterTests
         var y = AdapterFactors.FromLora(c, RandomModules(c, seed: 8, rankBase: 3));
         int[] slots = [0, 1, -1, 1, 0];
 
-        float[] Solo(int row)
+        BatchDecoder Decoder(int maxBatch)
         {
-            using var dec = new BatchDecoder(model, maxBatch: 1);
+            var dec = new BatchDecoder(model, maxBatch);
             dec.Adapters!.Write(0, x);
             dec.Adapters.Write(1, y);
+            return dec;
+        }
+
+        void AddRow(BatchDecoder dec, int row)
+        {
             var seq = dec.TryAllocate()!;
             dec.SetAdapter(seq, slots[row]);
             dec.Prefill(seq, [1 + row, 2, 3]);
             seq.PendingToken = 9 + row;
+        }
+
+        float[] Solo(int row)
+        {
+            using var dec = Decoder(1);
+            AddRow(dec, row);
             return dec.Decode().ToArray();
         }
 
-        using var batch = new BatchDecoder(model);
-        batch.Adapters!.Write(0, x);
-        batch.Adapters.Write(1, y);
-        for (var r = 0; r < slots.Length; r++)
-        {
-            var seq = batch.TryAllocate()!;
-            batch.SetAdapter(seq, slots[r]);
-            batch.Prefill(seq, [1 + r, 2, 3]);
-            seq.PendingToken = 9 + r;
-        }
+        using var batch = Decoder(slots.Length);
+        for (var r = 0; r < slots.Length; r++) AddRow(batch, r);
         var logits = batch.Decode();
         Assert.Equal(1, batch.MixedAdapterSteps);
         Assert.Equal(2 * 3, batch.AdapterGridEntriesDecoded); // T = 2 rows per group + the padding column
