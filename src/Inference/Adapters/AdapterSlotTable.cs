@@ -32,6 +32,8 @@ public sealed class AdapterSlotTable : IDisposable
     private readonly NativeBuffer<float>[] _b; // [layer * P + p]: [S, R_p, out_p]
     private readonly OrtValue?[][] _stackedA; // [layer * P + p][G - 1]: view [G, R_p, in_p] from position 0
     private readonly OrtValue?[][] _stackedB;
+    private readonly NativeBuffer<long>[] _ranks; // [layer * P + p]: [S], rank by physical position (segmented operator)
+    private readonly OrtValue?[] _rankViews;
     private readonly float[] _scratch;
     private readonly NativeBuffer<float> _empty = new(1);
     private readonly OrtValue[] _emptyA = new OrtValue[P];
@@ -71,6 +73,8 @@ public sealed class AdapterSlotTable : IDisposable
         _b = new NativeBuffer<float>[units];
         _stackedA = new OrtValue?[units][];
         _stackedB = new OrtValue?[units][];
+        _ranks = new NativeBuffer<long>[units];
+        _rankViews = new OrtValue?[units];
         for (var i = 0; i < units; i++)
         {
             var (inDim, outDim) = _shapes[i % P];
@@ -80,6 +84,7 @@ public sealed class AdapterSlotTable : IDisposable
             _b[i] = new NativeBuffer<float>(Math.Max(1L, (long)slots * r * outDim));
             _stackedA[i] = new OrtValue?[slots];
             _stackedB[i] = new OrtValue?[slots];
+            _ranks[i] = new NativeBuffer<long>(Math.Max(1, slots));
         }
     }
 
@@ -163,6 +168,7 @@ public sealed class AdapterSlotTable : IDisposable
                     b[(rank * _shapes[p].Out)..(s.Ranks[i] * _shapes[p].Out)].Clear();
                 }
                 s.Ranks[i] = rank;
+                _ranks[i].Span[pos] = rank;
             }
         }
         s.Factors = adapter;
@@ -182,6 +188,7 @@ public sealed class AdapterSlotTable : IDisposable
             Block(_b[i], i, pos, _shapes[i % P].Out)[..(s.Ranks[i] * _shapes[i % P].Out)].Clear();
         }
         Array.Clear(s.Ranks);
+        foreach (var ranks in _ranks) ranks.Span[pos] = 0;
         s.Factors = null;
         s.Version++;
     }
@@ -224,6 +231,8 @@ public sealed class AdapterSlotTable : IDisposable
             if (rows == 0) continue;
             SwapRows(Block(_a[i], i, px, _shapes[p].In), Block(_a[i], i, py, _shapes[p].In), rows * _shapes[p].In);
             SwapRows(Block(_b[i], i, px, _shapes[p].Out), Block(_b[i], i, py, _shapes[p].Out), rows * _shapes[p].Out);
+            var ranks = _ranks[i].Span;
+            (ranks[px], ranks[py]) = (ranks[py], ranks[px]);
         }
         (_physical[x], _physical[y]) = (py, px);
         _logical[px] = y;
@@ -283,8 +292,16 @@ public sealed class AdapterSlotTable : IDisposable
         return _stackedB[i][groups - 1] ??= _b[i].View(0, groups, _rankCapacity[(int)p], _shapes[(int)p].Out);
     }
 
+    /// <summary>View int64 [S] of the ranks of (layer, projection) by block position (0 for an empty slot).</summary>
+    internal OrtValue Ranks(int layer, AdaptedProjection p)
+    {
+        var i = layer * P + (int)p;
+        return _rankViews[i] ??= _ranks[i].View(0, Count);
+    }
+
     public void Dispose()
     {
+        foreach (var v in _rankViews) v?.Dispose();
         foreach (var s in _slots) s.DisposeViews();
         foreach (var views in _stackedA) foreach (var v in views) v?.Dispose();
         foreach (var views in _stackedB) foreach (var v in views) v?.Dispose();

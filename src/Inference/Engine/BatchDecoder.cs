@@ -44,6 +44,10 @@ public sealed class BatchDecoder : IDisposable
     private readonly DenseBindings?[] _denseBindings = [];  // [batch]: every row on one adapter
     private const int DenseVariant = -2;                     // StepBindings "variant" of the all-one-adapter blocks
     private const int BatchedVariant = -3;                   // StepBindings "variant" of the batched blocks
+    private const int SegmentedVariant = -4;                 // StepBindings "variant" of the segmented blocks
+    private readonly bool _segmented;                        // adapters run SegmentedLoraOp (one variant for every step)
+    private readonly NativeBuffer<long>? _plan;             // SegmentedLoraOp plan: G, G × (position, start, count), tokens
+    private readonly StepBindings?[] _segmentedBindings = []; // [batch]
     private readonly int[] _groupOfSlot = [];
     private readonly int[] _groupSlots = [];
     private readonly int[] _groupFill = [];
@@ -81,6 +85,12 @@ public sealed class BatchDecoder : IDisposable
             Array.Fill(_groupOfSlot, -1);
             _groupSlots = new int[slots];
             _groupFill = new int[slots];
+            _segmented = model.SegmentedAdapters;
+            if (_segmented)
+            {
+                _plan = new NativeBuffer<long>(1 + 3L * slots + rows);
+                _segmentedBindings = new StepBindings?[Capacity + 1];
+            }
         }
     }
 
@@ -184,11 +194,13 @@ public sealed class BatchDecoder : IDisposable
         if (hiddenCapture is not null) _hiddenA.Span[..(t * d)].CopyTo(hiddenCapture);
 
         var adapted = seq.AdapterSlot >= 0;
-        using (var step = new StepBindings(this, batch: 1, seqLen: t, slot: seq.Slot, variant: adapted ? DenseVariant : -1))
+        var variant = !adapted ? -1 : _segmented ? SegmentedVariant : DenseVariant;
+        using (var step = new StepBindings(this, batch: 1, seqLen: t, slot: seq.Slot, variant: variant))
         {
-            // Every token of a prefill uses the row's adapter: the variant without gather/scatter.
-            if (adapted) step.BindPrefillAdapter(this, seq.AdapterSlot);
-            var blocks = adapted ? _model.LoraDenseBlocks : _model.Blocks;
+            // Every token of a prefill uses the row's adapter: one segment, or the variant without gather/scatter.
+            if (adapted && _segmented) WritePrefillPlan(seq.AdapterSlot, t);
+            else if (adapted) step.BindPrefillAdapter(this, seq.AdapterSlot);
+            var blocks = !adapted ? _model.Blocks : _segmented ? _model.LoraSegmentedBlocks : _model.LoraDenseBlocks;
             for (var l = 0; l < _c.NumLayers; l++)
             {
                 blocks[l].RunWithBinding(_run, step.Layers[l]);
@@ -244,6 +256,12 @@ public sealed class BatchDecoder : IDisposable
             if (groups > 0) throw new InvalidOperationException("the fused measurement graph has no adapter inputs");
             var fused = _fusedBindings[b] ??= new StepBindings(this, batch: b, seqLen: 1, slot: 0, fused: true);
             _model.Fused!.RunWithBinding(_run, fused.Head!);
+        }
+        else if (groups > 0 && _segmented)
+        {
+            AdapterBytesDecoded += WriteDecodePlan(b, groups);
+            if (groups > 1 || adaptedRows < b) MixedAdapterSteps++;
+            Run(_model.LoraSegmentedBlocks, _segmentedBindings[b] ??= new StepBindings(this, batch: b, seqLen: 1, slot: 0, withHead: true, variant: SegmentedVariant));
         }
         else if (groups == 1 && adaptedRows == b)
         {
@@ -317,6 +335,7 @@ public sealed class BatchDecoder : IDisposable
         foreach (var b in _fusedBindings) b?.Dispose();
         foreach (var b in _mixedBindings) b?.Step.Dispose();
         foreach (var b in _denseBindings) b?.Step.Dispose();
+        foreach (var b in _segmentedBindings) b?.Dispose();
         foreach (var v in _loraIndexViews) v?.Dispose();
         foreach (var v in _loraMaskViews) v?.Dispose();
         Adapters?.Dispose();
@@ -346,6 +365,51 @@ public sealed class BatchDecoder : IDisposable
         }
         for (var g = 0; g < groups; g++) _groupOfSlot[_groupSlots[g]] = -1;
         return (groups, adapted);
+    }
+
+    /// <summary>Plan of a prefill whose <paramref name="t"/> tokens all use <paramref name="slot"/>: one segment.</summary>
+    private void WritePrefillPlan(int slot, int t)
+    {
+        var plan = _plan!.Span;
+        plan[0] = 1;
+        plan[1] = Adapters!.PositionOf(slot);
+        plan[2] = 0;
+        plan[3] = t;
+        var order = plan.Slice(4, t);
+        for (var i = 0; i < t; i++) order[i] = i;
+    }
+
+    /// <summary>
+    /// Plan of a decode step over the <paramref name="groups"/> found by <see cref="GroupRowsByAdapter"/>: one segment
+    /// per adapter, its rows contiguous in the order list (rows without an adapter are left out and get the base
+    /// output). Returns the adapter bytes the step reads (each adapter once, at its own rank). Allocates nothing.
+    /// </summary>
+    private long WriteDecodePlan(int b, int groups)
+    {
+        var table = Adapters!;
+        var plan = _plan!.Span;
+        var order = plan[(1 + 3 * groups)..];
+        plan[0] = groups;
+        long bytes = 0;
+        var start = 0;
+        for (var g = 0; g < groups; g++)
+        {
+            var slot = _groupSlots[g];
+            plan[1 + 3 * g] = table.PositionOf(slot);
+            plan[2 + 3 * g] = start;
+            plan[3 + 3 * g] = _groupFill[g];
+            bytes += table[slot]!.Bytes;
+            _groupOfSlot[slot] = g;
+            _groupFill[g] = start; // now: next entry of the segment
+            start += (int)plan[3 + 3 * g];
+        }
+        for (var r = 0; r < b; r++)
+        {
+            var slot = _active[r].AdapterSlot;
+            if (slot >= 0) order[_groupFill[_groupOfSlot[slot]]++] = r;
+        }
+        for (var g = 0; g < groups; g++) _groupOfSlot[_groupSlots[g]] = -1;
+        return bytes;
     }
 
     /// <summary>
@@ -455,6 +519,7 @@ public sealed class BatchDecoder : IDisposable
                 {
                     DenseVariant => dec._model.LoraDenseBlocks[l],
                     BatchedVariant => dec._model.LoraBatchedBlocks[l],
+                    SegmentedVariant => dec._model.LoraSegmentedBlocks[l],
                     _ => dec._model.Blocks[l],
                 };
                 var io = Own(unit.CreateIoBinding());
@@ -469,6 +534,7 @@ public sealed class BatchDecoder : IDisposable
                 io.BindInput(BlockGraph.SeqLensK, seqLens);
                 io.BindInput(BlockGraph.TotalSeqLen, total);
                 if (dec._rotary) io.BindInput(BlockGraph.PositionIds, positions);
+                if (variant == SegmentedVariant) BindSegmented(dec, io, l, batch * seqLen);
                 Layers[l] = io;
             }
             if (withHead)
@@ -482,6 +548,24 @@ public sealed class BatchDecoder : IDisposable
 
         public OrtIoBinding[] Layers { get; }
         public OrtIoBinding? Head { get; }
+
+        /// <summary>
+        /// Binds the segmented variant's adapter inputs: every slot's A/B, the slot ranks (all fixed buffers whose
+        /// content the slot table updates in place) and the plan, sized for <paramref name="tokens"/> entries.
+        /// </summary>
+        private void BindSegmented(BatchDecoder dec, OrtIoBinding io, int layer, int tokens)
+        {
+            var table = dec.Adapters!;
+            var plan = Own(dec._plan!.View(0, 1 + 3L * table.Count + tokens));
+            io.BindInput(BlockGraph.LoraPlan, plan);
+            for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
+            {
+                var projection = (AdaptedProjection)p;
+                io.BindInput(LoraNames.A[p], table.StackedA(layer, projection, table.Count));
+                io.BindInput(LoraNames.B[p], table.StackedB(layer, projection, table.Count));
+                io.BindInput(LoraNames.Ranks[p], table.Ranks(layer, projection));
+            }
+        }
 
         /// <summary>Binds a batch-1 prefill whose tokens all use <paramref name="slot"/> (the all-one-adapter variant).</summary>
         public void BindPrefillAdapter(BatchDecoder dec, int slot)
@@ -579,6 +663,7 @@ public sealed class BatchDecoder : IDisposable
     {
         public static readonly string[] A = Build(a: true);
         public static readonly string[] B = Build(a: false);
+        public static readonly string[] Ranks = Enumerable.Range(0, AdapterFactors.ProjectionCount).Select(p => BlockGraph.LoraRanks((AdaptedProjection)p)).ToArray();
 
         private static string[] Build(bool a)
         {

@@ -49,6 +49,12 @@ public sealed class DecoderModel : IDisposable
     /// <summary>Per layer, the variant for steps whose every token uses one adapter (empty when adapters are off).</summary>
     internal InferenceSession[] LoraDenseBlocks { get; private init; } = [];
 
+    /// <summary>Per layer, the <see cref="BlockGraph.Segmented"/> variant (empty unless <see cref="SegmentedAdapters"/>).</summary>
+    internal InferenceSession[] LoraSegmentedBlocks { get; private init; } = [];
+
+    /// <summary>Whether adapter steps run the segmented operator (<see cref="RuntimeOptions.UsesSegmentedAdapters"/>).</summary>
+    internal bool SegmentedAdapters => LoraSegmentedBlocks.Length > 0;
+
     /// <summary>Adapter slots this model was built for (<see cref="RuntimeOptions.AdapterSlots"/>).</summary>
     public int AdapterSlots => Options.AdapterSlots;
 
@@ -79,8 +85,10 @@ public sealed class DecoderModel : IDisposable
 
         var sessions = new List<InferenceSession>();
         var adapters = options.AdapterSlots > 0;
-        var batchedBlocks = adapters ? new InferenceSession[c.NumLayers] : [];
-        var denseBlocks = adapters ? new InferenceSession[c.NumLayers] : [];
+        var segmented = adapters && options.UsesSegmentedAdapters;
+        var batchedBlocks = adapters && !segmented ? new InferenceSession[c.NumLayers] : [];
+        var denseBlocks = adapters && !segmented ? new InferenceSession[c.NumLayers] : [];
+        var segmentedBlocks = segmented ? new InferenceSession[c.NumLayers] : [];
         var shared = new List<IDisposable>();
         try
         {
@@ -104,6 +112,7 @@ public sealed class DecoderModel : IDisposable
                 var (baseGraph, sharedWeights) = BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: true);
                 var layerOptions = OrtRuntime.CreateSessionOptions(options);
                 shared.Add(layerOptions);
+                if (segmented) Adapters.SegmentedLoraOp.Register(layerOptions);
                 foreach (var (name, values, dims) in sharedWeights)
                 {
                     var value = OrtValue.CreateTensorValueFromMemory(values, dims);
@@ -111,6 +120,14 @@ public sealed class DecoderModel : IDisposable
                     layerOptions.AddInitializer(name, value);
                 }
                 sessions.Add(new InferenceSession(Dump(baseGraph, $"block_{layer}"), layerOptions, prepacked));
+                if (segmented)
+                {
+                    var (variant, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.Segmented, shareWeights: true);
+                    segmentedBlocks[layer] = new InferenceSession(Dump(variant, $"block_{layer}_lora_segmented"), layerOptions, prepacked);
+                    sessions.Add(segmentedBlocks[layer]);
+                    TrimNativeHeap();
+                    continue;
+                }
                 var (batched, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.BatchedGroups, shareWeights: true);
                 batchedBlocks[layer] = new InferenceSession(Dump(batched, $"block_{layer}_lora_batched"), layerOptions, prepacked);
                 sessions.Add(batchedBlocks[layer]);
@@ -132,13 +149,14 @@ public sealed class DecoderModel : IDisposable
             sessions.Add(head);
             var fused = options.BuildFusedGraph ? new InferenceSession(FusedGraph.Build(ckpt, maxContext, rotary, normW, normB, headW), so) : null;
             var blocks = new InferenceSession[c.NumLayers];
-            var perLayer = adapters ? 3 : 1; // base, batched, all-one-adapter
+            var perLayer = segmented ? 2 : adapters ? 3 : 1; // base (+ segmented | + batched, all-one-adapter)
             for (var layer = 0; layer < c.NumLayers; layer++) blocks[layer] = sessions[layer * perLayer];
             return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, blocks, head, started.Elapsed)
             {
                 Fused = fused,
                 LoraBatchedBlocks = batchedBlocks,
                 LoraDenseBlocks = denseBlocks,
+                LoraSegmentedBlocks = segmentedBlocks,
                 SharedResources = shared,
             };
         }
@@ -208,6 +226,7 @@ public sealed class DecoderModel : IDisposable
         foreach (var b in Blocks) b.Dispose();
         foreach (var b in LoraBatchedBlocks) b.Dispose();
         foreach (var b in LoraDenseBlocks) b.Dispose();
+        foreach (var b in LoraSegmentedBlocks) b.Dispose();
         Head.Dispose();
         Fused?.Dispose();
         for (var i = SharedResources.Count - 1; i >= 0; i--) SharedResources[i].Dispose();

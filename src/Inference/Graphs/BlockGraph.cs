@@ -50,6 +50,19 @@ internal static class BlockGraph
     /// </summary>
     public const int BatchedGroups = -2;
 
+    /// <summary>
+    /// <c>loraVariant</c> of the block for any step with adapters on the CPU provider: every projection adds its update
+    /// with one <see cref="Adapters.SegmentedLoraOp"/> node that reads A [S, R, in] and B [S, R, out] of every slot, the
+    /// slot ranks and the step's <see cref="LoraPlan"/>. Serves prefills, one-adapter and mixed steps alike.
+    /// </summary>
+    public const int Segmented = -3;
+
+    /// <summary>int64 [P]: the step's segments and their tokens (layout in <see cref="Adapters.SegmentedLoraOp"/>).</summary>
+    public const string LoraPlan = "lora_plan";
+
+    /// <summary>Name of a projection's slot-ranks input (int64 [S], by block position) in the <see cref="Segmented"/> variant.</summary>
+    public static string LoraRanks(Adapters.AdaptedProjection projection) => $"lora_{(int)projection}_ranks";
+
     /// <summary>Name of a projection's A or B input.</summary>
     public static string LoraInput(Adapters.AdaptedProjection projection, bool a) =>
         $"lora_{(int)projection}_{(a ? 'a' : 'b')}";
@@ -74,7 +87,8 @@ internal static class BlockGraph
             0 => $"block_{layer}",
             AllTokensOneAdapter => $"block_{layer}_lora_all",
             BatchedGroups => $"block_{layer}_lora_batched",
-            _ => throw new ArgumentOutOfRangeException(nameof(loraVariant), loraVariant, "0, AllTokensOneAdapter or BatchedGroups"),
+            Segmented => $"block_{layer}_lora_segmented",
+            _ => throw new ArgumentOutOfRangeException(nameof(loraVariant), loraVariant, "0, AllTokensOneAdapter, BatchedGroups or Segmented"),
         };
         var g = new GraphBuilder(name) { ShareWeights = shareWeights };
         DeclareSharedInputs(g, c);
@@ -100,6 +114,19 @@ internal static class BlockGraph
     /// <summary>Declares the adapter inputs of a <paramref name="variant"/> block.</summary>
     private static void DeclareLoraInputs(GraphBuilder g, ModelConfig c, int variant)
     {
+        if (variant == Segmented)
+        {
+            g.Input(LoraPlan, DT.Int64, "lora_plan_length");
+            for (var p = 0; p < Adapters.AdapterFactors.ProjectionCount; p++)
+            {
+                var projection = (Adapters.AdaptedProjection)p;
+                var (inDim, outDim) = Adapters.AdapterFactors.Shape(c, projection);
+                g.Input(LoraInput(projection, a: true), DT.Float, "lora_slots", $"rank_{p}", inDim);
+                g.Input(LoraInput(projection, a: false), DT.Float, "lora_slots", $"rank_{p}", outDim);
+                g.Input(LoraRanks(projection), DT.Int64, "lora_slots");
+            }
+            return;
+        }
         var batched = variant == BatchedGroups;
         if (batched)
         {
@@ -128,6 +155,7 @@ internal static class BlockGraph
     /// Adds the low-rank update to projection output <paramref name="y"/> (input <paramref name="x"/>). A is [r, in]
     /// (PEFT's orientation), so the first product is FusedMatMul with transB.
     /// <list type="bullet">
+    /// <item><see cref="Segmented"/>: one custom node (<see cref="Adapters.SegmentedLoraOp"/>).</item>
     /// <item><see cref="AllTokensOneAdapter"/>: <c>y + (x·Aᵀ)·B</c>; three nodes, and a rank-0 (empty) pair adds nothing.</item>
     /// <item><see cref="BatchedGroups"/>: the groups' tokens are gathered by (row, position) into [G, T, in], multiplied
     /// by the stacked [G, R, in]ᵀ and [G, R, out] in one batched MatMul each (one MLAS GEMM per group inside one node),
@@ -141,6 +169,10 @@ internal static class BlockGraph
     {
         var a = LoraInput(projection, a: true);
         var b = LoraInput(projection, a: false);
+        if (variant == Segmented)
+        {
+            return g.Node(Adapters.SegmentedLoraOp.Name, [y, x, a, b, LoraRanks(projection), LoraPlan], name + "_lora", Adapters.SegmentedLoraOp.Domain);
+        }
         if (variant == AllTokensOneAdapter)
         {
             var low = g.Node("FusedMatMul", [x, a], name + "_lxa", GraphBuilder.MicrosoftDomain, ("transB", 1L));

@@ -106,6 +106,10 @@ internal sealed class GraphBuilder(string name)
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = OnnxOpset });
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = MicrosoftDomain, Version = 1 });
+        foreach (var domain in _graph.Node.Select(n => n.Domain).Where(d => d is not ("" or MicrosoftDomain)).Distinct())
+        {
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = domain, Version = 1 }); // custom operators
+        }
         return model.ToByteArray();
     }
 

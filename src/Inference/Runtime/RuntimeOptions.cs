@@ -9,6 +9,25 @@ public enum ExecutionProviderKind
     Cuda,
 }
 
+/// <summary>How adapter updates are computed in the graphs (see docs/engine.md, "Adapters").</summary>
+public enum AdapterKernelKind
+{
+    /// <summary><see cref="Segmented"/> on the CPU provider, <see cref="BatchedMatMul"/> on CUDA.</summary>
+    Auto,
+
+    /// <summary>
+    /// One <c>serving.lora::SegmentedLora</c> custom operator per projection (CPU only): reads each adapter of a step
+    /// once at its own rank, straight from the slots; one block variant serves prefills, one-adapter and mixed steps.
+    /// </summary>
+    Segmented,
+
+    /// <summary>
+    /// Stock ONNX operators only (any provider): an all-tokens-one-adapter variant (FusedMatMul + MatMul + Add) and a
+    /// batched variant that gathers a mixed step's tokens into a padded [G, T] grid over compacted slots.
+    /// </summary>
+    BatchedMatMul,
+}
+
 /// <summary>How a model is loaded and run.</summary>
 public sealed record RuntimeOptions
 {
@@ -41,7 +60,8 @@ public sealed record RuntimeOptions
 
     /// <summary>
     /// Adapter slots S: how many distinct adapters one step can mix (0 = the model serves the base only). Each block
-    /// is then also built in two adapter variants (one adapter on every token; a batched mix of up to S adapters). All
+    /// is then also built in adapter variants (<see cref="AdapterKernel"/>: one segmented variant, or one adapter on
+    /// every token plus a batched mix of up to S adapters). All
     /// sessions of a layer share one copy of its projection weights (AddInitializer) and one packed copy
     /// (PrePackedWeightsContainer). Each decoder reserves S slots of <see cref="AdapterMaxRank"/> capacity
     /// (<see cref="Adapters.AdapterSlotTable"/>): gpt2-small at rank 16 is 9.4 MB per slot.
@@ -55,6 +75,17 @@ public sealed record RuntimeOptions
     /// </summary>
     public int AdapterMaxRank { get; init; } = 64;
 
+    /// <summary>How adapter updates are computed (<see cref="AdapterKernelKind.Auto"/>: segmented on CPU).</summary>
+    public AdapterKernelKind AdapterKernel { get; init; }
+
+    /// <summary>Whether adapters use the <see cref="AdapterKernelKind.Segmented"/> operator with these options.</summary>
+    public bool UsesSegmentedAdapters => AdapterKernel switch
+    {
+        AdapterKernelKind.Segmented => true,
+        AdapterKernelKind.BatchedMatMul => false,
+        _ => ExecutionProvider == ExecutionProviderKind.Cpu,
+    };
+
     /// <summary>Validates ranges.</summary>
     public void Validate()
     {
@@ -63,5 +94,9 @@ public sealed record RuntimeOptions
         if (Threads < 0) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "must be non-negative");
         if (AdapterSlots is < 0 or > 256) throw new ArgumentOutOfRangeException(nameof(AdapterSlots), AdapterSlots, "must be in [0, 256]");
         if (AdapterMaxRank is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(AdapterMaxRank), AdapterMaxRank, "must be in [1, 1024]");
+        if (AdapterKernel == AdapterKernelKind.Segmented && ExecutionProvider != ExecutionProviderKind.Cpu)
+        {
+            throw new ArgumentException("the Segmented adapter kernel runs on the CPU provider only; use Auto or BatchedMatMul with CUDA", nameof(AdapterKernel));
+        }
     }
 }

@@ -15,6 +15,17 @@ public sealed class AdapterTests
 {
     public static TheoryData<string> Models => ["gpt2", "llama"];
 
+    /// <summary>Both model families on both adapter kernels (the segmented operator; the stock-ONNX batched graphs).</summary>
+    public static TheoryData<string, AdapterKernelKind> ModelsAndKernels => new()
+    {
+        { "gpt2", AdapterKernelKind.Segmented },
+        { "llama", AdapterKernelKind.Segmented },
+        { "gpt2", AdapterKernelKind.BatchedMatMul },
+        { "llama", AdapterKernelKind.BatchedMatMul },
+    };
+
+    public static TheoryData<AdapterKernelKind> Kernels => [AdapterKernelKind.Segmented, AdapterKernelKind.BatchedMatMul];
+
     private static string Dir(string name) => name == "gpt2" ? Fixtures.TinyGpt2 : Fixtures.TinyLlama;
 
     /// <summary>Random PEFT-oriented modules with mixed ranks and scales; some layers and modules left out.</summary>
@@ -83,11 +94,11 @@ public sealed class AdapterTests
     }
 
     [Theory]
-    [MemberData(nameof(Models))]
-    public void AdapterRow_PrefillAndDecode_MatchMergedFloat64Reference(string name)
+    [MemberData(nameof(ModelsAndKernels))]
+    public void AdapterRow_PrefillAndDecode_MatchMergedFloat64Reference(string name, AdapterKernelKind kernel)
     {
         var dir = Dir(name);
-        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 64, AdapterSlots = 2 });
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 64, AdapterSlots = 2, AdapterKernel = kernel });
         using var dec = new BatchDecoder(model);
         var c = model.Config;
         var modules = RandomModules(c, seed: 7, rankBase: 2);
@@ -120,31 +131,32 @@ public sealed class AdapterTests
     }
 
     [Theory]
-    [MemberData(nameof(Models))]
-    public void BaseRows_OnAModelWithAdapterVariants_MatchFloat64Reference(string name)
+    [MemberData(nameof(ModelsAndKernels))]
+    public void BaseRows_OnAModelWithAdapterVariants_MatchFloat64Reference(string name, AdapterKernelKind kernel)
     {
         // With slots, every session of a layer reads shared weights supplied through AddInitializer (zero placeholders
         // in the graphs): the base blocks and each variant must still compute with the real weights.
         var dir = Dir(name);
-        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 64, AdapterSlots = 3 });
-        Assert.Equal(model.Config.NumLayers, model.LoraBatchedBlocks.Length);
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 64, AdapterSlots = 3, AdapterKernel = kernel });
+        var variants = kernel == AdapterKernelKind.Segmented ? model.LoraSegmentedBlocks : model.LoraBatchedBlocks;
+        Assert.Equal(model.Config.NumLayers, variants.Length);
         using var dec = new BatchDecoder(model);
         AssertGreedyRunMatches(dec, dec.TryAllocate()!, new ReferenceModel(dir), [17, 4, 250, 31], steps: 4);
     }
 
     [Theory]
-    [MemberData(nameof(Models))]
-    public void MixedBatch_BaseAdaptersOfDifferentRankAndAMerge_EachRowMatchesItsSoloRun(string name)
+    [MemberData(nameof(ModelsAndKernels))]
+    public void MixedBatch_BaseAdaptersOfDifferentRankAndAMerge_EachRowMatchesItsSoloRun(string name, AdapterKernelKind kernel)
     {
         var dir = Dir(name);
-        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 6, MaxContext = 64, AdapterSlots = 4 });
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 6, MaxContext = 64, AdapterSlots = 4, AdapterKernel = kernel });
         var c = model.Config;
         var x = AdapterFactors.FromLora(c, RandomModules(c, seed: 1, rankBase: 2));
         var y = AdapterFactors.FromLora(c, RandomModules(c, seed: 2, rankBase: 6));
         var merge = AdapterFactors.Merge(c, [(x, 0.5f), (y, 0.7f)]);
         Assert.NotEqual(x.MaxRank, y.MaxRank);
-        // Rows: base, X, Y, merge, X again (two rows in one group), base again. X sits in slot 3, so the mixed step
-        // first moves it into block position 0 (an empty slot's place).
+        // Rows: base, X, Y, merge, X again (two rows in one group), base again. X sits in slot 3: the batched graphs
+        // first move it into block position 0 (an empty slot's place); the segmented operator reads it where it is.
         int[] slots = [-1, 3, 1, 2, 3, -1];
         int[][] prompts = [[1, 2, 3], [4, 5, 6, 7], [8, 9], [10, 11, 12, 13, 14], [15, 16], [17]];
         const int steps = 6;
@@ -190,7 +202,9 @@ public sealed class AdapterTests
                 AssertRowClose(solo[r][s + 1], logits.Slice(r * c.VocabSize, c.VocabSize), $"row {r} step {s}");
             }
         }
-        Assert.True(batch.Adapters!.Swaps > 0, "slot 3 should have been moved into the first G block positions");
+        Assert.Equal(steps, batch.MixedAdapterSteps);
+        if (kernel == AdapterKernelKind.BatchedMatMul) Assert.True(batch.Adapters!.Swaps > 0, "slot 3 should have been moved into the first G block positions");
+        else Assert.Equal(0, batch.Adapters!.Swaps);
         // Rows 1 and 4 share adapter X; with the base in its place row 1 would differ (the adapters are not ignored).
         slots[1] = -1;
         Assert.True(MaxDiff(solo[1][^1], Solo(1)[^1]) > 1e-3, "adapter X does not change row 1");
@@ -201,7 +215,7 @@ public sealed class AdapterTests
     {
         // Two groups of two rows and one base row: the [G, T] grid has no padding entry of its own, so the decoder adds
         // a padding column for the base row to read. Every row must match its solo run.
-        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 5, MaxContext = 32, AdapterSlots = 2 });
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 5, MaxContext = 32, AdapterSlots = 2, AdapterKernel = AdapterKernelKind.BatchedMatMul });
         var c = model.Config;
         var x = AdapterFactors.FromLora(c, RandomModules(c, seed: 7, rankBase: 2));
         var y = AdapterFactors.FromLora(c, RandomModules(c, seed: 8, rankBase: 3));
@@ -303,11 +317,12 @@ public sealed class AdapterTests
         ReferenceLogitsTests.AssertClose(reference.Forward(prompt).Logits[^1], logits, 1e-4, "merged adapter");
     }
 
-    [Fact]
-    public void HotSwap_RewritingASlotBetweenSteps_TakesEffectWithoutRebuildingAnything()
+    [Theory]
+    [MemberData(nameof(Kernels))]
+    public void HotSwap_RewritingASlotBetweenSteps_TakesEffectWithoutRebuildingAnything(AdapterKernelKind kernel)
     {
         var dir = Fixtures.TinyGpt2;
-        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 32, AdapterSlots = 1 });
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 32, AdapterSlots = 1, AdapterKernel = kernel });
         using var dec = new BatchDecoder(model);
         var c = model.Config;
         var mx = RandomModules(c, seed: 5, rankBase: 2);
@@ -334,10 +349,11 @@ public sealed class AdapterTests
         ReferenceLogitsTests.AssertClose(new ReferenceModel(dir, MergedDeltas(c, (my, 1.0))).Forward(tokens).Logits[^1], withY, 1e-4, "after the swap");
     }
 
-    [Fact]
-    public void Decode_WithMixedAdapterGroups_AllocatesNothingPerStep()
+    [Theory]
+    [MemberData(nameof(Kernels))]
+    public void Decode_WithMixedAdapterGroups_AllocatesNothingPerStep(AdapterKernelKind kernel)
     {
-        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 4, MaxContext = 128, AdapterSlots = 2 });
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 4, MaxContext = 128, AdapterSlots = 2, AdapterKernel = kernel });
         using var dec = new BatchDecoder(model);
         var c = model.Config;
         dec.Adapters!.Write(0, AdapterFactors.FromLora(c, RandomModules(c, seed: 1, rankBase: 2)));

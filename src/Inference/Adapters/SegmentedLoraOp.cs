@@ -1,0 +1,363 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Microsoft.ML.OnnxRuntime;
+using Serving.Inference.Runtime;
+
+namespace Serving.Inference.Adapters;
+
+/// <summary>
+/// <c>serving.lora::SegmentedLora</c>, an ONNX Runtime CPU custom operator written in C#: the segmented gather
+/// matrix–vector product of Punica's SGMV / S-LoRA's MBGMV for CPU. It adds each token's low-rank update to a
+/// projection's base output, reading every adapter a step uses once, straight from the slot table's stacked buffers,
+/// at that adapter's own rank — no gather of tokens into a padded grid, no compaction of slots, no padding entries.
+/// <para>
+/// Inputs: <c>y</c> [..., out] (base projection output), <c>x</c> [..., in] (its input; same leading dims),
+/// <c>a</c> [S, R, in] and <c>b</c> [S, R, out] (every slot, rank capacity R, scale folded into B), <c>ranks</c>
+/// int64 [S] (the rank of each slot position for this projection), <c>plan</c> int64 [P]:
+/// <c>G, then G × (slot position, first entry, entry count), then the entries</c> (flat token indices into the
+/// leading dims of x, grouped by segment). Output: <c>y + (x·Aᵀ)·B</c> per planned token, <c>y</c> elsewhere.
+/// </para>
+/// Computation: phase 1 (shrink) computes every entry's <c>h = x·Aᵀ</c> [rank] in units of (segment, 4 rank rows);
+/// phase 2 (expand) copies <c>y</c> and adds <c>h·B</c> in tiles of 64 output columns, each tile walking every
+/// segment, so a segment's B tile stays in L1 across its tokens. Both phases run on the session's intra-op pool
+/// (<c>KernelContext_ParallelFor</c>). A plan that points outside its tensors fails the run with
+/// <c>INVALID_ARGUMENT</c>; nothing is read out of bounds.
+/// </summary>
+internal static unsafe class SegmentedLoraOp
+{
+    public const string Domain = "serving.lora";
+    public const string Name = "SegmentedLora";
+    public const int InputCount = 6;
+
+    private const int RowsPerUnit = 4;   // rank rows of A per shrink unit
+    private const int TileWidth = 64;    // output columns per expand unit
+
+    private static readonly Lock Gate = new();
+    private static nint _domain;         // OrtCustomOpDomain*, process lifetime (sessions keep referring to it)
+    private static nint _name;
+    private static nint _provider;
+
+    /// <summary>Adds the <see cref="Domain"/> operators to <paramref name="options"/> (CPU provider).</summary>
+    public static void Register(SessionOptions options) =>
+        OrtNativeApi.AddCustomOpDomain(options.DangerousGetHandle(), EnsureDomain());
+
+    private static nint EnsureDomain()
+    {
+        lock (Gate)
+        {
+            if (_domain != 0) return _domain;
+            _name = Marshal.StringToCoTaskMemUTF8(Name);
+            _provider = Marshal.StringToCoTaskMemUTF8("CPUExecutionProvider");
+            var op = (OrtCustomOp*)NativeMemory.AllocZeroed((nuint)sizeof(OrtCustomOp));
+            op->Version = 16; // CreateKernelV2 / KernelComputeV2 (errors as statuses); no shape inference (v17)
+            op->CreateKernel = &CreateKernel;
+            op->GetName = &GetName;
+            op->GetExecutionProviderType = &GetProvider;
+            op->GetInputType = &GetInputType;
+            op->GetInputTypeCount = &GetInputTypeCount;
+            op->GetOutputType = &GetOutputType;
+            op->GetOutputTypeCount = &GetOutputTypeCount;
+            op->KernelCompute = &KernelCompute;
+            op->KernelDestroy = &KernelDestroy;
+            op->GetInputCharacteristic = &Required;
+            op->GetOutputCharacteristic = &Required;
+            op->GetInputMemoryType = &DefaultMemory;
+            op->GetVariadicInputMinArity = &One;
+            op->GetVariadicInputHomogeneity = &One;
+            op->GetVariadicOutputMinArity = &One;
+            op->GetVariadicOutputHomogeneity = &One;
+            op->CreateKernelV2 = &CreateKernelV2;
+            op->KernelComputeV2 = &KernelComputeV2;
+            var domain = OrtNativeApi.CreateCustomOpDomain(Domain);
+            OrtNativeApi.CustomOpDomainAdd(domain, op);
+            return _domain = domain;
+        }
+    }
+
+    /// <summary>The tail of <c>struct OrtCustomOp</c> up to version 16 (the later fields are never read at that version).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct OrtCustomOp
+    {
+        public uint Version;
+        public delegate* unmanaged<OrtCustomOp*, nint, nint, nint> CreateKernel;
+        public delegate* unmanaged<OrtCustomOp*, nint> GetName;
+        public delegate* unmanaged<OrtCustomOp*, nint> GetExecutionProviderType;
+        public delegate* unmanaged<OrtCustomOp*, nuint, int> GetInputType;
+        public delegate* unmanaged<OrtCustomOp*, nuint> GetInputTypeCount;
+        public delegate* unmanaged<OrtCustomOp*, nuint, int> GetOutputType;
+        public delegate* unmanaged<OrtCustomOp*, nuint> GetOutputTypeCount;
+        public delegate* unmanaged<nint, nint, void> KernelCompute;
+        public delegate* unmanaged<nint, void> KernelDestroy;
+        public delegate* unmanaged<OrtCustomOp*, nuint, int> GetInputCharacteristic;
+        public delegate* unmanaged<OrtCustomOp*, nuint, int> GetOutputCharacteristic;
+        public delegate* unmanaged<OrtCustomOp*, nuint, int> GetInputMemoryType;
+        public delegate* unmanaged<OrtCustomOp*, int> GetVariadicInputMinArity;
+        public delegate* unmanaged<OrtCustomOp*, int> GetVariadicInputHomogeneity;
+        public delegate* unmanaged<OrtCustomOp*, int> GetVariadicOutputMinArity;
+        public delegate* unmanaged<OrtCustomOp*, int> GetVariadicOutputHomogeneity;
+        public delegate* unmanaged<OrtCustomOp*, nint, nint, nint*, nint> CreateKernelV2;
+        public delegate* unmanaged<nint, nint, nint> KernelComputeV2;
+        public fixed long Later[8]; // InferOutputShapeFn … ReleaseAliasMap (zero)
+    }
+
+    private const int TensorFloat = 1;  // ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
+    private const int TensorInt64 = 7;  // ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64
+
+    [UnmanagedCallersOnly] private static nint CreateKernel(OrtCustomOp* op, nint api, nint info) => 1; // stateless
+    [UnmanagedCallersOnly] private static nint CreateKernelV2(OrtCustomOp* op, nint api, nint info, nint* kernel) { *kernel = 1; return 0; }
+    [UnmanagedCallersOnly] private static void KernelDestroy(nint kernel) { }
+    [UnmanagedCallersOnly] private static nint GetName(OrtCustomOp* op) => _name;
+    [UnmanagedCallersOnly] private static nint GetProvider(OrtCustomOp* op) => _provider;
+    [UnmanagedCallersOnly] private static int GetInputType(OrtCustomOp* op, nuint index) => index >= 4 ? TensorInt64 : TensorFloat;
+    [UnmanagedCallersOnly] private static nuint GetInputTypeCount(OrtCustomOp* op) => InputCount;
+    [UnmanagedCallersOnly] private static int GetOutputType(OrtCustomOp* op, nuint index) => TensorFloat;
+    [UnmanagedCallersOnly] private static nuint GetOutputTypeCount(OrtCustomOp* op) => 1;
+    [UnmanagedCallersOnly] private static int Required(OrtCustomOp* op, nuint index) => 1; // INPUT_OUTPUT_REQUIRED
+    [UnmanagedCallersOnly] private static int DefaultMemory(OrtCustomOp* op, nuint index) => 0; // OrtMemTypeDefault
+    [UnmanagedCallersOnly] private static int One(OrtCustomOp* op) => 1;
+
+    /// <summary>Only called by runtimes that ignore KernelComputeV2 (older than 1.16, which this build never loads).</summary>
+    [UnmanagedCallersOnly]
+    private static void KernelCompute(nint kernel, nint context)
+    {
+        var status = Compute(context);
+        if (status != 0) Environment.FailFast("SegmentedLora failed on a runtime without KernelComputeV2");
+    }
+
+    [UnmanagedCallersOnly]
+    private static nint KernelComputeV2(nint kernel, nint context)
+    {
+        try
+        {
+            return Compute(context);
+        }
+        catch (Exception e)
+        {
+            return OrtNativeApi.CreateStatus(OrtNativeApi.ErrorFail, $"{Name}: {e.Message}");
+        }
+    }
+
+    private static nint Invalid(string message) => OrtNativeApi.CreateStatus(OrtNativeApi.ErrorInvalidArgument, $"{Name}: {message}");
+
+    private static nint Compute(nint context)
+    {
+        Span<long> yDims = stackalloc long[8], xDims = stackalloc long[8], aDims = stackalloc long[8], bDims = stackalloc long[8];
+        Span<long> rDims = stackalloc long[8], pDims = stackalloc long[8];
+        nint s;
+        if ((s = OrtNativeApi.Input(context, 0, out var y, yDims, out var yRank)) != 0) return s;
+        if ((s = OrtNativeApi.Input(context, 1, out var x, xDims, out var xRank)) != 0) return s;
+        if ((s = OrtNativeApi.Input(context, 2, out var a, aDims, out var aRank)) != 0) return s;
+        if ((s = OrtNativeApi.Input(context, 3, out var b, bDims, out var bRank)) != 0) return s;
+        if ((s = OrtNativeApi.Input(context, 4, out var ranks, rDims, out var rRank)) != 0) return s;
+        if ((s = OrtNativeApi.Input(context, 5, out var plan, pDims, out var pRank)) != 0) return s;
+        if (yRank < 1 || xRank != yRank || aRank != 3 || bRank != 3 || rRank != 1 || pRank != 1)
+        {
+            return Invalid($"expected y [..., out], x [..., in] of the same rank, a/b [S, R, ·], ranks [S], plan [P]; got ranks {yRank}, {xRank}, {aRank}, {bRank}, {rRank}, {pRank}");
+        }
+        long tokens = 1;
+        for (var i = 0; i < yRank - 1; i++)
+        {
+            if (yDims[i] != xDims[i]) return Invalid("x and y differ in their leading dimensions");
+            tokens *= yDims[i];
+        }
+        long inDim = xDims[xRank - 1], outDim = yDims[yRank - 1], slots = aDims[0], capacity = aDims[1];
+        if (aDims[2] != inDim || bDims[2] != outDim || bDims[0] != slots || bDims[1] != capacity || rDims[0] != slots)
+        {
+            return Invalid($"a [{aDims[0]}, {aDims[1]}, {aDims[2]}] and b [{bDims[0]}, {bDims[1]}, {bDims[2]}] do not match in {inDim}, out {outDim}, ranks [{rDims[0]}]");
+        }
+        var planLength = pDims[0];
+        var p = (long*)plan;
+        var groups = planLength > 0 ? p[0] : -1;
+        if (groups < 0 || 1 + 3 * groups > planLength) return Invalid($"plan of length {planLength} cannot hold {groups} segments");
+        var entries = planLength - 1 - 3 * groups;
+        var order = p + 1 + 3 * groups;
+        var rank = (long*)ranks;
+        for (long g = 0; g < groups; g++)
+        {
+            long position = p[1 + 3 * g], start = p[2 + 3 * g], count = p[3 + 3 * g];
+            if ((ulong)position >= (ulong)slots) return Invalid($"segment {g}: slot position {position} outside [0, {slots})");
+            if ((ulong)rank[position] > (ulong)capacity) return Invalid($"slot position {position}: rank {rank[position]} outside [0, {capacity}]");
+            if (start < 0 || count < 0 || start + count > entries) return Invalid($"segment {g}: entries [{start}, {start + count}) outside the plan's {entries}");
+            for (var e = start; e < start + count; e++)
+            {
+                if ((ulong)order[e] >= (ulong)tokens) return Invalid($"segment {g}: token {order[e]} outside [0, {tokens})");
+            }
+        }
+
+        if ((s = OrtNativeApi.Output(context, 0, yDims[..yRank], out var output)) != 0) return s;
+
+        // h [entries, capacity] and the shrink units' segment starts [groups + 1], in one scratch block.
+        var scratch = NativeMemory.Alloc((nuint)(entries * capacity * sizeof(float) + (groups + 1) * sizeof(int)));
+        try
+        {
+            var job = new Job
+            {
+                X = (float*)x, Y = (float*)y, Out = (float*)output, A = (float*)a, B = (float*)b, Ranks = rank, Plan = p,
+                Order = order, H = (float*)scratch, UnitStart = (int*)((float*)scratch + entries * capacity),
+                In = (int)inDim, OutDim = (int)outDim, Capacity = (int)capacity, Groups = (int)groups, Tokens = tokens,
+            };
+            var units = 0;
+            for (var g = 0; g < groups; g++)
+            {
+                job.UnitStart[g] = units;
+                if (p[3 + 3 * g] > 0) units += ((int)rank[p[1 + 3 * g]] + RowsPerUnit - 1) / RowsPerUnit;
+            }
+            job.UnitStart[groups] = units;
+            if ((s = Run(context, &Shrink, units, &job)) != 0) return s;
+            return Run(context, &Expand, (int)((outDim + TileWidth - 1) / TileWidth), &job);
+        }
+        finally
+        {
+            NativeMemory.Free(scratch);
+        }
+    }
+
+    private static nint Run(nint context, delegate* unmanaged<void*, nuint, void> fn, int units, Job* job)
+    {
+        if (units <= 1)
+        {
+            if (units == 1) fn(job, 0);
+            return 0;
+        }
+        return OrtNativeApi.ParallelFor(context, fn, units, job);
+    }
+
+    private struct Job
+    {
+        public float* X, Y, Out, A, B, H;
+        public long* Ranks, Plan, Order;
+        public int* UnitStart;
+        public int In, OutDim, Capacity, Groups;
+        public long Tokens;
+    }
+
+    /// <summary>Shrink unit: h[e, j0..j1) = x[order[e]] · A[position, j0..j1)ᵀ for every entry e of one segment.</summary>
+    [UnmanagedCallersOnly]
+    private static void Shrink(void* state, nuint unit)
+    {
+        var job = (Job*)state;
+        var u = (int)unit;
+        var g = 0;
+        while (job->UnitStart[g + 1] <= u) g++;
+        var plan = job->Plan;
+        long position = plan[1 + 3 * g], start = plan[2 + 3 * g], count = plan[3 + 3 * g];
+        var rank = (int)job->Ranks[position];
+        var j0 = (u - job->UnitStart[g]) * RowsPerUnit;
+        var rows = Math.Min(RowsPerUnit, rank - j0);
+        int n = job->In, capacity = job->Capacity;
+        var a = job->A + (position * capacity + j0) * n;
+        for (var e = start; e < start + count; e++)
+        {
+            var xRow = job->X + job->Order[e] * n;
+            var h = job->H + e * capacity + j0;
+            if (rows == RowsPerUnit)
+            {
+                Dot4(xRow, a, n, h);
+            }
+            else
+            {
+                for (var j = 0; j < rows; j++) h[j] = Dot(xRow, a + (long)j * n, n);
+            }
+        }
+    }
+
+    /// <summary>Expand unit: one tile of output columns: copy y, then add h·B[position] for every planned token.</summary>
+    [UnmanagedCallersOnly]
+    private static void Expand(void* state, nuint unit)
+    {
+        var job = (Job*)state;
+        int width = job->OutDim, capacity = job->Capacity;
+        var c0 = (int)unit * TileWidth;
+        var cols = Math.Min(TileWidth, width - c0);
+        for (long t = 0; t < job->Tokens; t++)
+        {
+            new ReadOnlySpan<float>(job->Y + t * width + c0, cols).CopyTo(new Span<float>(job->Out + t * width + c0, cols));
+        }
+        var plan = job->Plan;
+        for (var g = 0; g < job->Groups; g++)
+        {
+            long position = plan[1 + 3 * g], start = plan[2 + 3 * g], count = plan[3 + 3 * g];
+            var rank = (int)job->Ranks[position];
+            if (rank == 0) continue;
+            var bTile = job->B + position * capacity * width + c0;
+            for (var e = start; e < start + count; e++)
+            {
+                AddRow(job->H + e * capacity, rank, bTile, width, job->Out + job->Order[e] * width + c0, cols);
+            }
+        }
+    }
+
+    /// <summary>out[0..cols) += Σ_j h[j] · b[j * stride + 0..cols).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddRow(float* h, int rank, float* b, int stride, float* output, int cols)
+    {
+        var c = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; c + 16 <= cols; c += 16)
+            {
+                var acc0 = Vector256.Load(output + c);
+                var acc1 = Vector256.Load(output + c + 8);
+                var row = b + c;
+                for (var j = 0; j < rank; j++, row += stride)
+                {
+                    var hj = Vector256.Create(h[j]);
+                    acc0 = MulAdd(hj, Vector256.Load(row), acc0);
+                    acc1 = MulAdd(hj, Vector256.Load(row + 8), acc1);
+                }
+                acc0.Store(output + c);
+                acc1.Store(output + c + 8);
+            }
+        }
+        for (; c < cols; c++)
+        {
+            var sum = output[c];
+            for (var j = 0; j < rank; j++) sum += h[j] * b[(long)j * stride + c];
+            output[c] = sum;
+        }
+    }
+
+    /// <summary>h[0..4) = x · a[j]ᵀ for the 4 rows of a [4, n].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Dot4(float* x, float* a, int n, float* h)
+    {
+        var k = 0;
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+            for (; k + 8 <= n; k += 8)
+            {
+                var xv = Vector256.Load(x + k);
+                acc0 = MulAdd(xv, Vector256.Load(a + k), acc0);
+                acc1 = MulAdd(xv, Vector256.Load(a + n + k), acc1);
+                acc2 = MulAdd(xv, Vector256.Load(a + 2 * n + k), acc2);
+                acc3 = MulAdd(xv, Vector256.Load(a + 3 * n + k), acc3);
+            }
+            s0 = Vector256.Sum(acc0);
+            s1 = Vector256.Sum(acc1);
+            s2 = Vector256.Sum(acc2);
+            s3 = Vector256.Sum(acc3);
+        }
+        for (; k < n; k++)
+        {
+            s0 += x[k] * a[k];
+            s1 += x[k] * a[n + k];
+            s2 += x[k] * a[2 * n + k];
+            s3 += x[k] * a[3 * n + k];
+        }
+        h[0] = s0;
+        h[1] = s1;
+        h[2] = s2;
+        h[3] = s3;
+    }
+
+    private static float Dot(float* x, float* a, int n) =>
+        System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>(x, n), new ReadOnlySpan<float>(a, n));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> MulAdd(Vector256<float> x, Vector256<float> y, Vector256<float> addend) =>
+        Fma.IsSupported ? Fma.MultiplyAdd(x, y, addend) : x * y + addend;
+}
