@@ -44,6 +44,7 @@ int threads = Int("threads", Environment.ProcessorCount), slots = Int("slots", 3
 var batches = Str("batches", "1,8,32").Split(',').Select(int.Parse).ToArray();
 var ns = Str("ns", "1,8,32,128,512").Split(',').Select(int.Parse).ToArray();
 var only = Str("only", "a,b,c,d").Split(',');
+var kernel = Enum.Parse<AdapterKernelKind>(Str("kernel", "Auto"), ignoreCase: true);
 
 OrtRuntime.EnsureInitialized(threads);
 var dir = Path.GetFullPath(Path.Combine(".fixtures", shapeName));
@@ -56,10 +57,11 @@ var concurrencyMax = Math.Max(batches.Max(), 32);
 using var model = DecoderModel.Load(dir, new RuntimeOptions
 {
     MaxBatch = concurrencyMax, MaxContext = prompt + tokens + 8, Threads = threads, AdapterSlots = slots, AdapterMaxRank = rank,
+    AdapterKernel = kernel,
 });
 var c = model.Config;
 var tokenizer = TokenizerLoader.Load(dir, c.VocabSize);
-Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base + {slots}-slot variants), {threads} threads, {Environment.ProcessorCount} cores");
+Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base + {slots}-slot variants), {threads} threads, {Environment.ProcessorCount} cores, adapter kernel {(model.Options.UsesSegmentedAdapters ? "Segmented" : "BatchedMatMul")}");
 
 // A small pool of distinct random contents; N adapters reuse them under distinct keys (each still takes its own slot
 // and its own copy in slot storage, so device bytes and swaps are real; only host memory is shared).
