@@ -153,8 +153,8 @@ if (only.Contains("b"))
 {
     Console.WriteLine($"### N distinct adapters vs base only (closed loop, concurrency 32, {slots} slots)");
     Console.WriteLine();
-    Console.WriteLine("| N | popularity | base tok/s | adapters tok/s | kept (median, min–max) | distinct adapters per step | adapter MB read per step | base weights MB per step | slot writes | block swaps (ms each) per 100 steps | grid G×T per mixed step |");
-    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
+    Console.WriteLine("| N | popularity | base tok/s | adapters tok/s | kept (median, min–max) | distinct adapters per step | adapter MB read per step | base weights MB per step | slot writes | block swaps (ms each) per 100 steps | grid G×T per mixed step | rows per decode step, base / adapters | decode ms per step, base / adapters | prefill ms per step, base / adapters | slot-write ms per step | other ms per step, base / adapters |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     foreach (var n in ns)
     {
         foreach (var alpha in new[] { 1.0, 0.0 })
@@ -164,7 +164,7 @@ if (only.Contains("b"))
             var refs = names.Select((name, i) => (name, r: new AdapterRef($"bench/{name}@1", pool[i % pool.Length]))).ToDictionary(x => x.name, x => x.r);
             var stats = new RunStats();
             var (bt, at, ratios) = Alternate(32, null, refs, AdapterPopularitySpec.PowerLawOver(names, alpha), slots, stats);
-            Console.WriteLine($"| {n} | {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {bt:F1} | {at:F1} | {Pct(ratios, kept: true)} | {stats.GroupsPerStep:F1} | {stats.BytesPerStep / 1e6:F1} | {WeightBytes(c) / 1e6:F0} | {stats.Swaps} | {100.0 * stats.Moves / Math.Max(1, stats.Steps):F1} ({stats.MoveMs / Math.Max(1, stats.Moves):F2}) | {(double)stats.Grid / Math.Max(1, stats.MixedSteps):F1} |");
+            Console.WriteLine($"| {n} | {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {bt:F1} | {at:F1} | {Pct(ratios, kept: true)} | {stats.GroupsPerStep:F1} | {stats.BytesPerStep / 1e6:F1} | {WeightBytes(c) / 1e6:F0} | {stats.Swaps} | {100.0 * stats.Moves / Math.Max(1, stats.Steps):F1} ({stats.MoveMs / Math.Max(1, stats.Moves):F2}) | {(double)stats.Grid / Math.Max(1, stats.MixedSteps):F1} | {stats.BaseRowsPerStep:F1} / {stats.RowsPerStep:F1} | {stats.BaseDecodeMs / stats.BaseSteps:F1} / {stats.DecodeMs / stats.Steps:F1} | {stats.BasePrefillMs / stats.BaseSteps:F1} / {stats.PrefillMs / stats.Steps:F1} | {stats.ActivationMs / stats.Steps:F1} | {(stats.BaseWallMs - stats.BaseDecodeMs - stats.BasePrefillMs) / stats.BaseSteps:F1} / {(stats.WallMs - stats.DecodeMs - stats.PrefillMs) / stats.Steps:F1} |");
         }
     }
     Console.WriteLine();
@@ -251,7 +251,7 @@ return;
     var a = new List<double>();
     for (var r = -1; r < reps; r++)
     {
-        var tb = ClosedLoop(concurrency, none, null, adapterSlots, null);
+        var tb = ClosedLoop(concurrency, none, null, adapterSlots, null, baseStats: r < 0 ? null : stats);
         var ta = ClosedLoop(concurrency, adapters, spec, adapterSlots, r < 0 ? null : stats);
         if (r < 0) continue;
         b.Add(tb);
@@ -263,7 +263,7 @@ return;
 // Closed loop through LoadGen.Core: `concurrency` requests in flight, concurrency × perClient requests of fixed
 // lengths whose adapters follow `spec` (base only when null); returns output tok/s from LoadGen's metrics.
 double ClosedLoop(int concurrency, IReadOnlyDictionary<string, AdapterRef>? adapters, AdapterPopularitySpec? spec, int adapterSlots,
-    RunStats? stats, SchedulerOptions? options = null)
+    RunStats? stats, SchedulerOptions? options = null, RunStats? baseStats = null)
 {
     using var decoder = new BatchDecoder(model, concurrency, adapterSlots);
     var observer = new SwapCounter();
@@ -277,12 +277,25 @@ double ClosedLoop(int concurrency, IReadOnlyDictionary<string, AdapterRef>? adap
     {
         throw new InvalidOperationException($"{m.Completed}/{trace.Count} requests, {m.TotalOutputTokens} tokens; failures: {string.Join(", ", point.Failures.Select(f => f.Error))}");
     }
+    if (baseStats is not null)
+    {
+        baseStats.BaseSteps += decoder.DecodeSteps;
+        baseStats.BaseDecodeMs += decoder.DecodeTime.TotalMilliseconds;
+        baseStats.BasePrefillMs += decoder.PrefillTime.TotalMilliseconds;
+        baseStats.BaseWallMs += m.TotalOutputTokens / m.OutputTokenThroughput * 1000;
+        baseStats.BaseTokens += m.TotalOutputTokens - m.Completed; // the first token of each request comes from its prefill
+    }
     if (stats is not null)
     {
+        stats.Tokens += m.TotalOutputTokens - m.Completed;
         stats.Steps += decoder.DecodeSteps;
+        stats.DecodeMs += decoder.DecodeTime.TotalMilliseconds;
+        stats.PrefillMs += decoder.PrefillTime.TotalMilliseconds;
+        stats.WallMs += m.TotalOutputTokens / m.OutputTokenThroughput * 1000;
         stats.Groups += decoder.AdapterGroupsDecoded;
         stats.Bytes += decoder.AdapterBytesDecoded;
         stats.Swaps += observer.Swaps;
+        stats.ActivationMs += observer.ActivationMs;
         stats.Moves += decoder.Adapters!.Swaps;
         stats.MoveMs += decoder.Adapters.SwapTime.TotalMilliseconds;
         stats.Grid += decoder.AdapterGridEntriesDecoded;
@@ -371,6 +384,18 @@ sealed class RunStats
     public double MoveMs;
     public long Grid;
     public long MixedSteps;
+    public long BaseSteps;
+    public double BaseDecodeMs;
+    public double BasePrefillMs;
+    public double PrefillMs;
+    public double ActivationMs;
+    public double DecodeMs;
+    public double WallMs;
+    public double BaseWallMs;
+    public long BaseTokens;
+    public long Tokens;
+    public double RowsPerStep => Steps == 0 ? 0 : (double)Tokens / Steps;
+    public double BaseRowsPerStep => BaseSteps == 0 ? 0 : (double)BaseTokens / BaseSteps;
     public double GroupsPerStep => Steps == 0 ? 0 : (double)Groups / Steps;
     public double BytesPerStep => Steps == 0 ? 0 : (double)Bytes / Steps;
 }
@@ -384,7 +409,12 @@ sealed class SwapCounter : ISchedulerObserver
     public void OnPromptTokens(int count) { }
     public void OnRequestFinished(GenerationHandle request, FinishReason reason) { }
     public void OnStepFailed(Exception error) => Console.Error.WriteLine(error);
-    public void OnAdapterActivated(string key, int slot, string? evicted, TimeSpan copy) => Swaps++;
+    public double ActivationMs;
+    public void OnAdapterActivated(string key, int slot, string? evicted, TimeSpan copy)
+    {
+        Swaps++;
+        ActivationMs += copy.TotalMilliseconds;
+    }
 }
 
 /// <summary>

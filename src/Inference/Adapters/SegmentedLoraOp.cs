@@ -19,7 +19,8 @@ namespace Serving.Inference.Adapters;
 /// <c>G, then G × (slot position, first entry, entry count), then the entries</c> (flat token indices into the
 /// leading dims of x, grouped by segment). Output: <c>y + (x·Aᵀ)·B</c> per planned token, <c>y</c> elsewhere.
 /// </para>
-/// Computation: phase 1 (shrink) computes every entry's <c>h = x·Aᵀ</c> [rank] in units of (segment, 4 rank rows);
+/// Computation: phase 1 (shrink) computes every entry's <c>h = x·Aᵀ</c> [rank], one unit per entry (a segment's
+/// entries are adjacent, so its A stays in cache);
 /// phase 2 (expand) copies <c>y</c> and adds <c>h·B</c> in tiles of 64 output columns, each tile walking every
 /// segment, so a segment's B tile stays in L1 across its tokens. Both phases run on the session's intra-op pool
 /// (<c>KernelContext_ParallelFor</c>). A plan that points outside its tensors fails the run with
@@ -31,8 +32,10 @@ internal static unsafe class SegmentedLoraOp
     public const string Name = "SegmentedLora";
     public const int InputCount = 6;
 
-    private const int RowsPerUnit = 4;   // rank rows of A per shrink unit
+    private const int RowsPerUnit = 4;   // rank rows of A per dot-product pass
+    private const int TokensPerUnit = 4; // entries of one segment per shrink unit (A rows are reused across them)
     private const int TileWidth = 64;    // output columns per expand unit
+    private const long InlineWork = 1 << 18;
 
     private static readonly Lock Gate = new();
     private static nint _domain;         // OrtCustomOpDomain*, process lifetime (sessions keep referring to it)
@@ -174,6 +177,7 @@ internal static unsafe class SegmentedLoraOp
         var entries = planLength - 1 - 3 * groups;
         var order = p + 1 + 3 * groups;
         var rank = (long*)ranks;
+        long units = 0, work = 0;
         for (long g = 0; g < groups; g++)
         {
             long position = p[1 + 3 * g], start = p[2 + 3 * g], count = p[3 + 3 * g];
@@ -184,29 +188,37 @@ internal static unsafe class SegmentedLoraOp
             {
                 if ((ulong)order[e] >= (ulong)tokens) return Invalid($"segment {g}: token {order[e]} outside [0, {tokens})");
             }
+            units += (count + TokensPerUnit - 1) / TokensPerUnit;
+            work += count * rank[position];
         }
+        work *= inDim + outDim; // multiply-adds of both phases
 
         if ((s = OrtNativeApi.Output(context, 0, yDims[..yRank], out var output)) != 0) return s;
 
-        // h [entries, capacity] and the shrink units' segment starts [groups + 1], in one scratch block.
-        var scratch = NativeMemory.Alloc((nuint)(entries * capacity * sizeof(float) + (groups + 1) * sizeof(int)));
+        // h [entries, capacity] and the shrink units (segment, first entry, entries) [units, 3], in one scratch block.
+        var scratch = NativeMemory.Alloc((nuint)(entries * capacity * sizeof(float) + units * 3 * sizeof(long)));
         try
         {
             var job = new Job
             {
                 X = (float*)x, Y = (float*)y, Out = (float*)output, A = (float*)a, B = (float*)b, Ranks = rank, Plan = p,
-                Order = order, H = (float*)scratch, UnitStart = (int*)((float*)scratch + entries * capacity),
+                Order = order, H = (float*)scratch, Units = (long*)((float*)scratch + entries * capacity),
                 In = (int)inDim, OutDim = (int)outDim, Capacity = (int)capacity, Groups = (int)groups, Tokens = tokens,
             };
-            var units = 0;
+            var u = job.Units;
             for (var g = 0; g < groups; g++)
             {
-                job.UnitStart[g] = units;
-                if (p[3 + 3 * g] > 0) units += ((int)rank[p[1 + 3 * g]] + RowsPerUnit - 1) / RowsPerUnit;
+                for (long e = p[2 + 3 * g], end = e + p[3 + 3 * g]; e < end; e += TokensPerUnit, u += 3)
+                {
+                    u[0] = g;
+                    u[1] = e;
+                    u[2] = Math.Min(TokensPerUnit, end - e);
+                }
             }
-            job.UnitStart[groups] = units;
-            if ((s = Run(context, &Shrink, units, &job)) != 0) return s;
-            return Run(context, &Expand, (int)((outDim + TileWidth - 1) / TileWidth), &job);
+            // Small steps run inline: waking the pool costs more than it saves below ~InlineWork multiply-adds.
+            var pool = work >= InlineWork;
+            if ((s = Run(context, &Shrink, (int)units, &job, pool)) != 0) return s;
+            return Run(context, &Expand, (int)((outDim + TileWidth - 1) / TileWidth), &job, pool);
         }
         finally
         {
@@ -214,52 +226,58 @@ internal static unsafe class SegmentedLoraOp
         }
     }
 
-    private static nint Run(nint context, delegate* unmanaged<void*, nuint, void> fn, int units, Job* job)
+    private static nint Run(nint context, delegate* unmanaged<void*, nuint, void> fn, int units, Job* job, bool pool)
     {
-        if (units <= 1)
+        if (units <= 1 || !pool)
         {
-            if (units == 1) fn(job, 0);
+            for (var u = 0; u < units; u++) fn(job, (nuint)u);
             return 0;
         }
-        return OrtNativeApi.ParallelFor(context, fn, units, job);
+        // One contiguous batch of units per pool thread: the units of a phase cost about the same.
+        return OrtNativeApi.ParallelFor(context, fn, units, Math.Max(1, OrtRuntime.Threads), job);
     }
 
     private struct Job
     {
         public float* X, Y, Out, A, B, H;
         public long* Ranks, Plan, Order;
-        public int* UnitStart;
+        public long* Units;   // [units, 3]: segment, first entry, entries (≤ TokensPerUnit)
         public int In, OutDim, Capacity, Groups;
         public long Tokens;
     }
 
-    /// <summary>Shrink unit: h[e, j0..j1) = x[order[e]] · A[position, j0..j1)ᵀ for every entry e of one segment.</summary>
+    /// <summary>Shrink unit: h[e, 0..rank) = x[order[e]] · A[position, 0..rank)ᵀ for up to 4 entries of one segment.</summary>
     [UnmanagedCallersOnly]
     private static void Shrink(void* state, nuint unit)
     {
         var job = (Job*)state;
-        var u = (int)unit;
-        var g = 0;
-        while (job->UnitStart[g + 1] <= u) g++;
-        var plan = job->Plan;
-        long position = plan[1 + 3 * g], start = plan[2 + 3 * g], count = plan[3 + 3 * g];
+        var u = job->Units + 3 * (long)unit;
+        var g = (int)u[0];
+        long first = u[1], count = u[2];
+        var position = job->Plan[1 + 3 * g];
         var rank = (int)job->Ranks[position];
-        var j0 = (u - job->UnitStart[g]) * RowsPerUnit;
-        var rows = Math.Min(RowsPerUnit, rank - j0);
         int n = job->In, capacity = job->Capacity;
-        var a = job->A + (position * capacity + j0) * n;
-        for (var e = start; e < start + count; e++)
+        var a = job->A + position * capacity * n;
+        var e = first;
+        for (; e + 2 <= first + count; e += 2)
+        {
+            float* x0 = job->X + job->Order[e] * n, x1 = job->X + job->Order[e + 1] * n;
+            float* h0 = job->H + e * capacity, h1 = h0 + capacity;
+            var j = 0;
+            for (; j + RowsPerUnit <= rank; j += RowsPerUnit) Dot2x4(x0, x1, a + (long)j * n, n, h0 + j, h1 + j);
+            for (; j < rank; j++)
+            {
+                h0[j] = Dot(x0, a + (long)j * n, n);
+                h1[j] = Dot(x1, a + (long)j * n, n);
+            }
+        }
+        for (; e < first + count; e++)
         {
             var xRow = job->X + job->Order[e] * n;
-            var h = job->H + e * capacity + j0;
-            if (rows == RowsPerUnit)
-            {
-                Dot4(xRow, a, n, h);
-            }
-            else
-            {
-                for (var j = 0; j < rows; j++) h[j] = Dot(xRow, a + (long)j * n, n);
-            }
+            var h = job->H + e * capacity;
+            var j = 0;
+            for (; j + RowsPerUnit <= rank; j += RowsPerUnit) Dot4(xRow, a + (long)j * n, n, h + j);
+            for (; j < rank; j++) h[j] = Dot(xRow, a + (long)j * n, n);
         }
     }
 
@@ -282,7 +300,15 @@ internal static unsafe class SegmentedLoraOp
             var rank = (int)job->Ranks[position];
             if (rank == 0) continue;
             var bTile = job->B + position * capacity * width + c0;
-            for (var e = start; e < start + count; e++)
+            var e = start;
+            for (; e + 4 <= start + count; e += 4)
+            {
+                var h = job->H + e * capacity;
+                var o = job->Out + c0;
+                AddRows4(h, capacity, rank, bTile, width, o + job->Order[e] * width, o + job->Order[e + 1] * width,
+                    o + job->Order[e + 2] * width, o + job->Order[e + 3] * width, cols);
+            }
+            for (; e < start + count; e++)
             {
                 AddRow(job->H + e * capacity, rank, bTile, width, job->Out + job->Order[e] * width + c0, cols);
             }
@@ -316,6 +342,108 @@ internal static unsafe class SegmentedLoraOp
             var sum = output[c];
             for (var j = 0; j < rank; j++) sum += h[j] * b[(long)j * stride + c];
             output[c] = sum;
+        }
+    }
+
+    /// <summary>As <see cref="AddRow"/> for four outputs at once (h rows <paramref name="hStride"/> apart): each B load feeds four FMAs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddRows4(float* h, int hStride, int rank, float* b, int stride, float* o0, float* o1, float* o2, float* o3, int cols)
+    {
+        var c = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; c + 16 <= cols; c += 16)
+            {
+                Vector256<float> a00 = Vector256.Load(o0 + c), a01 = Vector256.Load(o0 + c + 8);
+                Vector256<float> a10 = Vector256.Load(o1 + c), a11 = Vector256.Load(o1 + c + 8);
+                Vector256<float> a20 = Vector256.Load(o2 + c), a21 = Vector256.Load(o2 + c + 8);
+                Vector256<float> a30 = Vector256.Load(o3 + c), a31 = Vector256.Load(o3 + c + 8);
+                var row = b + c;
+                for (var j = 0; j < rank; j++, row += stride)
+                {
+                    var b0 = Vector256.Load(row);
+                    var b1 = Vector256.Load(row + 8);
+                    var h0 = Vector256.Create(h[j]);
+                    a00 = MulAdd(h0, b0, a00);
+                    a01 = MulAdd(h0, b1, a01);
+                    var h1 = Vector256.Create(h[hStride + j]);
+                    a10 = MulAdd(h1, b0, a10);
+                    a11 = MulAdd(h1, b1, a11);
+                    var h2 = Vector256.Create(h[2 * hStride + j]);
+                    a20 = MulAdd(h2, b0, a20);
+                    a21 = MulAdd(h2, b1, a21);
+                    var h3 = Vector256.Create(h[3 * hStride + j]);
+                    a30 = MulAdd(h3, b0, a30);
+                    a31 = MulAdd(h3, b1, a31);
+                }
+                a00.Store(o0 + c);
+                a01.Store(o0 + c + 8);
+                a10.Store(o1 + c);
+                a11.Store(o1 + c + 8);
+                a20.Store(o2 + c);
+                a21.Store(o2 + c + 8);
+                a30.Store(o3 + c);
+                a31.Store(o3 + c + 8);
+            }
+        }
+        if (c < cols)
+        {
+            AddRow(h, rank, b + c, stride, o0 + c, cols - c);
+            AddRow(h + hStride, rank, b + c, stride, o1 + c, cols - c);
+            AddRow(h + 2 * hStride, rank, b + c, stride, o2 + c, cols - c);
+            AddRow(h + 3 * hStride, rank, b + c, stride, o3 + c, cols - c);
+        }
+    }
+
+    /// <summary>h0[0..4) = x0 · a[j]ᵀ and h1[0..4) = x1 · a[j]ᵀ for the 4 rows of a [4, n]: each A load feeds two FMAs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Dot2x4(float* x0, float* x1, float* a, int n, float* h0, float* h1)
+    {
+        var k = 0;
+        Span<float> s = stackalloc float[8];
+        s.Clear();
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> p0 = default, p1 = default, p2 = default, p3 = default;
+            Vector256<float> q0 = default, q1 = default, q2 = default, q3 = default;
+            for (; k + 8 <= n; k += 8)
+            {
+                var u = Vector256.Load(x0 + k);
+                var v = Vector256.Load(x1 + k);
+                var r0 = Vector256.Load(a + k);
+                p0 = MulAdd(u, r0, p0);
+                q0 = MulAdd(v, r0, q0);
+                var r1 = Vector256.Load(a + n + k);
+                p1 = MulAdd(u, r1, p1);
+                q1 = MulAdd(v, r1, q1);
+                var r2 = Vector256.Load(a + 2 * n + k);
+                p2 = MulAdd(u, r2, p2);
+                q2 = MulAdd(v, r2, q2);
+                var r3 = Vector256.Load(a + 3 * n + k);
+                p3 = MulAdd(u, r3, p3);
+                q3 = MulAdd(v, r3, q3);
+            }
+            s[0] = Vector256.Sum(p0);
+            s[1] = Vector256.Sum(p1);
+            s[2] = Vector256.Sum(p2);
+            s[3] = Vector256.Sum(p3);
+            s[4] = Vector256.Sum(q0);
+            s[5] = Vector256.Sum(q1);
+            s[6] = Vector256.Sum(q2);
+            s[7] = Vector256.Sum(q3);
+        }
+        for (; k < n; k++)
+        {
+            for (var j = 0; j < 4; j++)
+            {
+                s[j] += x0[k] * a[j * n + k];
+                s[4 + j] += x1[k] * a[j * n + k];
+            }
+        }
+        for (var j = 0; j < 4; j++)
+        {
+            h0[j] = s[j];
+            h1[j] = s[4 + j];
         }
     }
 

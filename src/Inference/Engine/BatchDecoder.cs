@@ -94,6 +94,15 @@ public sealed class BatchDecoder : IDisposable
         }
     }
 
+    private long _decodeTicks;
+    private long _prefillTicks;
+
+    /// <summary>Wall time spent in <see cref="Prefill"/> (for statistics).</summary>
+    public TimeSpan PrefillTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, _prefillTicks);
+
+    /// <summary>Wall time spent in <see cref="Decode"/> (for statistics).</summary>
+    public TimeSpan DecodeTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, _decodeTicks);
+
     /// <summary>Decode steps run (for statistics).</summary>
     public long DecodeSteps { get; private set; }
 
@@ -179,6 +188,7 @@ public sealed class BatchDecoder : IDisposable
         EnsureActive(seq);
         var t = tokens.Length;
         if (t == 0) throw new ArgumentException("prefill needs at least one token", nameof(tokens));
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         if (seq.Length + t > _model.MaxContext)
         {
             throw new ArgumentOutOfRangeException(nameof(tokens), $"sequence would reach {seq.Length + t} tokens; the context holds {_model.MaxContext}");
@@ -219,6 +229,7 @@ public sealed class BatchDecoder : IDisposable
             RunHead(final, (long)(t - 1) * d, 1, _logits, 0);
         }
         seq.Length += t;
+        _prefillTicks += System.Diagnostics.Stopwatch.GetTimestamp() - started;
         return _logits.Span[.._c.VocabSize];
     }
 
@@ -230,6 +241,7 @@ public sealed class BatchDecoder : IDisposable
     {
         var b = _active.Count;
         if (b == 0) return [];
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         int d = _c.HiddenSize, maxTotal = 0;
         for (var r = 0; r < b; r++)
         {
@@ -292,6 +304,7 @@ public sealed class BatchDecoder : IDisposable
             seq.Length++;
             seq.PendingToken = -1;
         }
+        _decodeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - started;
         return _logits.Span[..(b * _c.VocabSize)];
     }
 

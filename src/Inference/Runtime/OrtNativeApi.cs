@@ -153,9 +153,9 @@ internal static unsafe class OrtNativeApi
 
     /// <summary>
     /// Runs <paramref name="fn"/>(state, i) for i in [0, total) on the session's intra-op thread pool (the global pool
-    /// here) and returns when all are done.
+    /// here), divided into at most <paramref name="batches"/> contiguous batches, and returns when all are done.
     /// </summary>
-    public static nint ParallelFor(nint context, delegate* unmanaged<void*, nuint, void> fn, int total, void* state) =>
+    public static nint ParallelFor(nint context, delegate* unmanaged<void*, nuint, void> fn, int total, int batches, void* state) =>
         ((delegate* unmanaged<nint, delegate* unmanaged<void*, nuint, void>, nuint, nuint, void*, nint>)Table[KernelContextParallelForIndex])(
-            context, fn, (nuint)total, 0, state);
+            context, fn, (nuint)total, (nuint)batches, state);
 }
