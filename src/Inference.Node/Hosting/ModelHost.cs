@@ -32,6 +32,7 @@ public sealed class ModelHost : IDisposable
             SpinThreads = o.OrtSpin,
             AdapterSlots = o.AdaptersEnabled ? o.AdapterSlots : 0,
             AdapterMaxRank = o.AdapterMaxRank,
+            AdapterKernel = o.AdapterKernel,
         });
         var c = _model.Config;
         var slots = o.MaxBatch;

@@ -63,6 +63,12 @@ public sealed class NodeOptions
     /// <summary>Largest LoRA rank per module a slot holds (a merge's rank is the sum of its parts').</summary>
     public int AdapterMaxRank { get; set; } = 64;
 
+    /// <summary>
+    /// How adapter updates are computed: <c>Auto</c> (the segmented custom operator on CPU, stock-ONNX batched graphs on
+    /// CUDA), <c>Segmented</c> (CPU only) or <c>BatchedMatMul</c>.
+    /// </summary>
+    public AdapterKernelKind AdapterKernel { get; set; } = AdapterKernelKind.Auto;
+
     /// <summary>Byte budget of the host cache of decoded adapters (LRU; pinned adapters are never evicted).</summary>
     public long AdapterHostCacheMiB { get; set; } = 1024;
 
@@ -116,6 +122,8 @@ internal sealed class NodeOptionsValidator : IValidateOptions<NodeOptions>
         if (o.AdapterSlots is < 0 or > 256) errors.Add("Node:AdapterSlots must be in [0, 256].");
         if (o.AdapterMaxRank is < 1 or > 1024) errors.Add("Node:AdapterMaxRank must be in [1, 1024].");
         if (o.AdapterHostCacheMiB < 1) errors.Add("Node:AdapterHostCacheMiB must be at least 1.");
+        if (o.AdapterKernel == AdapterKernelKind.Segmented && o.ExecutionProvider != ExecutionProviderKind.Cpu)
+            errors.Add("Node:AdapterKernel Segmented runs on the CPU provider only; use Auto or BatchedMatMul with Cuda.");
         if (!string.IsNullOrWhiteSpace(o.Redis) && !string.IsNullOrWhiteSpace(o.AdapterDirectory))
             errors.Add("Set either Node:Redis (adapters from the store) or Node:AdapterDirectory (local PEFT folders), not both.");
         if (!string.IsNullOrWhiteSpace(o.AdapterDirectory) && !Directory.Exists(o.AdapterDirectory))

@@ -21,7 +21,8 @@ namespace Serving.Inference.Adapters;
 /// </para>
 /// Computation: phase 1 (shrink) computes every entry's <c>h = x·Aᵀ</c> [rank], one unit per entry (a segment's
 /// entries are adjacent, so its A stays in cache);
-/// phase 2 (expand) copies <c>y</c> and adds <c>h·B</c> in tiles of 64 output columns, each tile walking every
+/// phase 2 (expand) adds <c>h·B</c> in tiles of 64 output columns (into y's own buffer when ONNX Runtime grants the
+/// in-place reuse the operator offers, else into a copy), each tile walking every
 /// segment, so a segment's B tile stays in L1 across its tokens. Both phases run on the session's intra-op pool
 /// (<c>KernelContext_ParallelFor</c>). A plan that points outside its tensors fails the run with
 /// <c>INVALID_ARGUMENT</c>; nothing is read out of bounds.
@@ -54,7 +55,7 @@ internal static unsafe class SegmentedLoraOp
             _name = Marshal.StringToCoTaskMemUTF8(Name);
             _provider = Marshal.StringToCoTaskMemUTF8("CPUExecutionProvider");
             var op = (OrtCustomOp*)NativeMemory.AllocZeroed((nuint)sizeof(OrtCustomOp));
-            op->Version = 16; // CreateKernelV2 / KernelComputeV2 (errors as statuses); no shape inference (v17)
+            op->Version = 18; // CreateKernelV2 / KernelComputeV2 (errors as statuses, v16); MayInplace (v18)
             op->CreateKernel = &CreateKernel;
             op->GetName = &GetName;
             op->GetExecutionProviderType = &GetProvider;
@@ -73,13 +74,18 @@ internal static unsafe class SegmentedLoraOp
             op->GetVariadicOutputHomogeneity = &One;
             op->CreateKernelV2 = &CreateKernelV2;
             op->KernelComputeV2 = &KernelComputeV2;
+            op->InferOutputShapeFn = &InferOutputShape;
+            op->GetMayInplace = &GetMayInplace;
+            op->ReleaseMayInplace = &ReleaseMap;
+            op->GetAliasMap = &GetAliasMap;
+            op->ReleaseAliasMap = &ReleaseMap;
             var domain = OrtNativeApi.CreateCustomOpDomain(Domain);
             OrtNativeApi.CustomOpDomainAdd(domain, op);
             return _domain = domain;
         }
     }
 
-    /// <summary>The tail of <c>struct OrtCustomOp</c> up to version 16 (the later fields are never read at that version).</summary>
+    /// <summary><c>struct OrtCustomOp</c> of onnxruntime_c_api.h, fields up to version 18 (ORT checks the version and nulls).</summary>
     [StructLayout(LayoutKind.Sequential)]
     private struct OrtCustomOp
     {
@@ -102,7 +108,13 @@ internal static unsafe class SegmentedLoraOp
         public delegate* unmanaged<OrtCustomOp*, int> GetVariadicOutputHomogeneity;
         public delegate* unmanaged<OrtCustomOp*, nint, nint, nint*, nint> CreateKernelV2;
         public delegate* unmanaged<nint, nint, nint> KernelComputeV2;
-        public fixed long Later[8]; // InferOutputShapeFn … ReleaseAliasMap (zero)
+        public delegate* unmanaged<OrtCustomOp*, nint, nint> InferOutputShapeFn; // v17
+        public nint GetStartVersion;     // v17, null: since version 1
+        public nint GetEndVersion;
+        public delegate* unmanaged<int**, int**, nuint> GetMayInplace;
+        public delegate* unmanaged<int*, int*, void> ReleaseMayInplace;
+        public delegate* unmanaged<int**, int**, nuint> GetAliasMap;
+        public delegate* unmanaged<int*, int*, void> ReleaseAliasMap;
     }
 
     private const int TensorFloat = 1;  // ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
@@ -120,6 +132,38 @@ internal static unsafe class SegmentedLoraOp
     [UnmanagedCallersOnly] private static int Required(OrtCustomOp* op, nuint index) => 1; // INPUT_OUTPUT_REQUIRED
     [UnmanagedCallersOnly] private static int DefaultMemory(OrtCustomOp* op, nuint index) => 0; // OrtMemTypeDefault
     [UnmanagedCallersOnly] private static int One(OrtCustomOp* op) => 1;
+
+    /// <summary>The output has y's type and shape (ONNX Runtime's planner needs the shape to grant the in-place reuse).</summary>
+    [UnmanagedCallersOnly]
+    private static nint InferOutputShape(OrtCustomOp* op, nint context) => OrtNativeApi.ShapeLikeInput(context, 0, 0);
+
+    /// <summary>Output 0 may reuse input 0 (y): the update is then added in place and the copy of y is skipped.</summary>
+    [UnmanagedCallersOnly]
+    private static nuint GetMayInplace(int** inputIndex, int** outputIndex)
+    {
+        var input = (int*)NativeMemory.Alloc(sizeof(int));
+        var output = (int*)NativeMemory.Alloc(sizeof(int));
+        *input = 0;
+        *output = 0;
+        *inputIndex = input;
+        *outputIndex = output;
+        return 1;
+    }
+
+    [UnmanagedCallersOnly]
+    private static nuint GetAliasMap(int** inputIndex, int** outputIndex)
+    {
+        *inputIndex = null;
+        *outputIndex = null;
+        return 0;
+    }
+
+    [UnmanagedCallersOnly]
+    private static void ReleaseMap(int* inputIndex, int* outputIndex)
+    {
+        NativeMemory.Free(inputIndex);
+        NativeMemory.Free(outputIndex);
+    }
 
     /// <summary>Only called by runtimes that ignore KernelComputeV2 (older than 1.16, which this build never loads).</summary>
     [UnmanagedCallersOnly]
@@ -141,6 +185,12 @@ internal static unsafe class SegmentedLoraOp
             return OrtNativeApi.CreateStatus(OrtNativeApi.ErrorFail, $"{Name}: {e.Message}");
         }
     }
+
+    private static long _computes;
+    private static long _inPlace;
+
+    /// <summary>Runs of the operator in this process, and how many of them ONNX Runtime ran in place (diagnostics).</summary>
+    internal static (long Runs, long InPlace) Counts => (Interlocked.Read(ref _computes), Interlocked.Read(ref _inPlace));
 
     private static nint Invalid(string message) => OrtNativeApi.CreateStatus(OrtNativeApi.ErrorInvalidArgument, $"{Name}: {message}");
 
@@ -194,6 +244,8 @@ internal static unsafe class SegmentedLoraOp
         work *= inDim + outDim; // multiply-adds of both phases
 
         if ((s = OrtNativeApi.Output(context, 0, yDims[..yRank], out var output)) != 0) return s;
+        Interlocked.Increment(ref _computes);
+        if (output == y) Interlocked.Increment(ref _inPlace);
 
         // h [entries, capacity] and the shrink units (segment, first entry, entries) [units, 3], in one scratch block.
         var scratch = NativeMemory.Alloc((nuint)(entries * capacity * sizeof(float) + units * 3 * sizeof(long)));
@@ -289,9 +341,12 @@ internal static unsafe class SegmentedLoraOp
         int width = job->OutDim, capacity = job->Capacity;
         var c0 = (int)unit * TileWidth;
         var cols = Math.Min(TileWidth, width - c0);
-        for (long t = 0; t < job->Tokens; t++)
+        if (job->Out != job->Y) // not computing in place (ONNX Runtime decides; see GetMayInplace)
         {
-            new ReadOnlySpan<float>(job->Y + t * width + c0, cols).CopyTo(new Span<float>(job->Out + t * width + c0, cols));
+            for (long t = 0; t < job->Tokens; t++)
+            {
+                new ReadOnlySpan<float>(job->Y + t * width + c0, cols).CopyTo(new Span<float>(job->Out + t * width + c0, cols));
+            }
         }
         var plan = job->Plan;
         for (var g = 0; g < job->Groups; g++)

@@ -29,6 +29,8 @@ internal static unsafe class OrtNativeApi
     private const int KernelContextGetOutputIndex = 91;
     private const int ReleaseStatusIndex = 93;
     private const int ReleaseTensorTypeAndShapeInfoIndex = 99;
+    private const int ShapeInferGetInputTypeShapeIndex = 268;
+    private const int ShapeInferSetOutputTypeShapeIndex = 270;
     private const int KernelContextParallelForIndex = 274;
 
     private static readonly nint* Table = LoadTable();
@@ -149,6 +151,17 @@ internal static unsafe class OrtNativeApi
         {
             ((delegate* unmanaged<nint, void>)Table[ReleaseTensorTypeAndShapeInfoIndex])(info);
         }
+    }
+
+    /// <summary>
+    /// Shape inference: output <paramref name="output"/> gets the type and shape of input <paramref name="input"/>.
+    /// The input's info belongs to the context (releasing it here crashed with a double free).
+    /// </summary>
+    public static nint ShapeLikeInput(nint context, int input, int output)
+    {
+        nint info;
+        var status = ((delegate* unmanaged<nint, nuint, nint*, nint>)Table[ShapeInferGetInputTypeShapeIndex])(context, (nuint)input, &info);
+        return status != 0 ? status : ((delegate* unmanaged<nint, nuint, nint, nint>)Table[ShapeInferSetOutputTypeShapeIndex])(context, (nuint)output, info);
     }
 
     /// <summary>

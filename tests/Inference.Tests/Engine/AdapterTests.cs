@@ -203,6 +203,13 @@ public sealed class AdapterTests
             }
         }
         Assert.Equal(steps, batch.MixedAdapterSteps);
+        if (kernel == AdapterKernelKind.Segmented)
+        {
+            // The operator offers ONNX Runtime to add the update into the projection's own output buffer; in these
+            // graphs every projection output feeds only the operator, so the reuse must be granted.
+            var (runs, inPlace) = SegmentedLoraOp.Counts;
+            Assert.True(runs > 0 && inPlace > 0, $"{inPlace} of {runs} SegmentedLora runs were in place");
+        }
         if (kernel == AdapterKernelKind.BatchedMatMul) Assert.True(batch.Adapters!.Swaps > 0, "slot 3 should have been moved into the first G block positions");
         else Assert.Equal(0, batch.Adapters!.Swaps);
         // Rows 1 and 4 share adapter X; with the base in its place row 1 would differ (the adapters are not ignored).
