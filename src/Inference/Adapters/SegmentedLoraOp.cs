@@ -19,12 +19,12 @@ namespace Serving.Inference.Adapters;
 /// <c>G, then G × (slot position, first entry, entry count), then the entries</c> (flat token indices into the
 /// leading dims of x, grouped by segment). Output: <c>y + (x·Aᵀ)·B</c> per planned token, <c>y</c> elsewhere.
 /// </para>
-/// Computation: phase 1 (shrink) computes every entry's <c>h = x·Aᵀ</c> [rank], one unit per entry (a segment's
-/// entries are adjacent, so its A stays in cache);
-/// phase 2 (expand) adds <c>h·B</c> in tiles of 64 output columns (into y's own buffer when ONNX Runtime grants the
-/// in-place reuse the operator offers, else into a copy), each tile walking every
-/// segment, so a segment's B tile stays in L1 across its tokens. Both phases run on the session's intra-op pool
-/// (<c>KernelContext_ParallelFor</c>). A plan that points outside its tensors fails the run with
+/// Computation: phase 1 (shrink) computes every entry's <c>h = x·Aᵀ</c> [rank], in units of up to 4 entries of one
+/// segment (two tokens × four A rows per register block, so each A load feeds two FMAs); phase 2 (expand) adds <c>h·B</c> per (segment, block of 512 output columns) into y's own buffer when ONNX Runtime
+/// grants the in-place reuse the operator offers (else into a copy), reading B's rows as sequential runs once per
+/// unit for all the segment's tokens. A token may appear in one segment entry only. Both phases run
+/// on the session's intra-op pool (<c>KernelContext_ParallelFor</c>, one contiguous batch of units per thread); steps
+/// under <see cref="InlineWork"/> multiply-adds run inline. A plan that points outside its tensors fails the run with
 /// <c>INVALID_ARGUMENT</c>; nothing is read out of bounds.
 /// </summary>
 internal static unsafe class SegmentedLoraOp
@@ -35,7 +35,7 @@ internal static unsafe class SegmentedLoraOp
 
     private const int RowsPerUnit = 4;   // rank rows of A per dot-product pass
     private const int TokensPerUnit = 4; // entries of one segment per shrink unit (A rows are reused across them)
-    private const int TileWidth = 64;    // output columns per expand unit
+    private const int ColumnBlock = 512; // output columns per expand unit
     private const long InlineWork = 1 << 18;
 
     private static readonly Lock Gate = new();
@@ -227,7 +227,7 @@ internal static unsafe class SegmentedLoraOp
         var entries = planLength - 1 - 3 * groups;
         var order = p + 1 + 3 * groups;
         var rank = (long*)ranks;
-        long units = 0, work = 0;
+        long units = 0, expandUnits = 0, work = 0;
         for (long g = 0; g < groups; g++)
         {
             long position = p[1 + 3 * g], start = p[2 + 3 * g], count = p[3 + 3 * g];
@@ -239,6 +239,7 @@ internal static unsafe class SegmentedLoraOp
                 if ((ulong)order[e] >= (ulong)tokens) return Invalid($"segment {g}: token {order[e]} outside [0, {tokens})");
             }
             units += (count + TokensPerUnit - 1) / TokensPerUnit;
+            if (count > 0 && rank[position] > 0) expandUnits += (outDim + ColumnBlock - 1) / ColumnBlock;
             work += count * rank[position];
         }
         work *= inDim + outDim; // multiply-adds of both phases
@@ -247,30 +248,53 @@ internal static unsafe class SegmentedLoraOp
         Interlocked.Increment(ref _computes);
         if (output == y) Interlocked.Increment(ref _inPlace);
 
-        // h [entries, capacity] and the shrink units (segment, first entry, entries) [units, 3], in one scratch block.
-        var scratch = NativeMemory.Alloc((nuint)(entries * capacity * sizeof(float) + units * 3 * sizeof(long)));
+        // h [entries, capacity], the shrink units (segment, first entry, entries) [units, 3], the expand units (segment,
+        // first column) [expandUnits, 2] and a byte per token (each token in at most one segment), in one scratch block.
+        var hBytes = entries * capacity * sizeof(float);
+        var scratch = (byte*)NativeMemory.Alloc((nuint)(hBytes + (3 * units + 2 * expandUnits) * sizeof(long) + tokens));
         try
         {
+            var seen = scratch + hBytes + (3 * units + 2 * expandUnits) * sizeof(long);
+            new Span<byte>(seen, (int)tokens).Clear();
+            for (long g = 0; g < groups; g++)
+            {
+                for (long e = p[2 + 3 * g], end = e + p[3 + 3 * g]; e < end; e++)
+                {
+                    if (seen[order[e]]++ != 0) return Invalid($"token {order[e]} appears in more than one segment entry");
+                }
+            }
             var job = new Job
             {
                 X = (float*)x, Y = (float*)y, Out = (float*)output, A = (float*)a, B = (float*)b, Ranks = rank, Plan = p,
-                Order = order, H = (float*)scratch, Units = (long*)((float*)scratch + entries * capacity),
+                Order = order, H = (float*)scratch, Units = (long*)(scratch + hBytes),
                 In = (int)inDim, OutDim = (int)outDim, Capacity = (int)capacity, Groups = (int)groups, Tokens = tokens,
             };
-            var u = job.Units;
+            job.ExpandUnits = job.Units + 3 * units;
+            long* u = job.Units, v = job.ExpandUnits;
             for (var g = 0; g < groups; g++)
             {
-                for (long e = p[2 + 3 * g], end = e + p[3 + 3 * g]; e < end; e += TokensPerUnit, u += 3)
+                long start = p[2 + 3 * g], count = p[3 + 3 * g];
+                for (long e = start, end = start + count; e < end; e += TokensPerUnit, u += 3)
                 {
                     u[0] = g;
                     u[1] = e;
                     u[2] = Math.Min(TokensPerUnit, end - e);
                 }
+                if (count == 0 || rank[p[1 + 3 * g]] == 0) continue;
+                for (long c = 0; c < outDim; c += ColumnBlock, v += 2)
+                {
+                    v[0] = g;
+                    v[1] = c;
+                }
+            }
+            if (output != y) // not in place (ONNX Runtime decides; see GetMayInplace): start from a copy of y
+            {
+                Buffer.MemoryCopy(y, output, tokens * outDim * sizeof(float), tokens * outDim * sizeof(float));
             }
             // Small steps run inline: waking the pool costs more than it saves below ~InlineWork multiply-adds.
             var pool = work >= InlineWork;
             if ((s = Run(context, &Shrink, (int)units, &job, pool)) != 0) return s;
-            return Run(context, &Expand, (int)((outDim + TileWidth - 1) / TileWidth), &job, pool);
+            return Run(context, &Expand, (int)expandUnits, &job, pool);
         }
         finally
         {
@@ -293,7 +317,8 @@ internal static unsafe class SegmentedLoraOp
     {
         public float* X, Y, Out, A, B, H;
         public long* Ranks, Plan, Order;
-        public long* Units;   // [units, 3]: segment, first entry, entries (≤ TokensPerUnit)
+        public long* Units;       // [units, 3]: segment, first entry, entries (≤ TokensPerUnit)
+        public long* ExpandUnits; // [expand units, 2]: segment, first column
         public int In, OutDim, Capacity, Groups;
         public long Tokens;
     }
@@ -333,40 +358,34 @@ internal static unsafe class SegmentedLoraOp
         }
     }
 
-    /// <summary>Expand unit: one tile of output columns: copy y, then add h·B[position] for every planned token.</summary>
+    /// <summary>
+    /// Expand unit: one segment × one block of output columns: out[t, block] += h[e]·B[position, :, block] for every
+    /// entry e of the segment (t its token). B's rows are read as sequential 2 KB runs (prefetch-friendly), once per
+    /// unit, and reused by all the segment's tokens; a token is in one segment only, so units never write the same row.
+    /// </summary>
     [UnmanagedCallersOnly]
     private static void Expand(void* state, nuint unit)
     {
         var job = (Job*)state;
+        var v = job->ExpandUnits + 2 * (long)unit;
+        var g = (int)v[0];
+        var c0 = (int)v[1];
         int width = job->OutDim, capacity = job->Capacity;
-        var c0 = (int)unit * TileWidth;
-        var cols = Math.Min(TileWidth, width - c0);
-        if (job->Out != job->Y) // not computing in place (ONNX Runtime decides; see GetMayInplace)
-        {
-            for (long t = 0; t < job->Tokens; t++)
-            {
-                new ReadOnlySpan<float>(job->Y + t * width + c0, cols).CopyTo(new Span<float>(job->Out + t * width + c0, cols));
-            }
-        }
+        var cols = Math.Min(ColumnBlock, width - c0);
         var plan = job->Plan;
-        for (var g = 0; g < job->Groups; g++)
+        long position = plan[1 + 3 * g], start = plan[2 + 3 * g], count = plan[3 + 3 * g];
+        var rank = (int)job->Ranks[position];
+        var bBlock = job->B + position * capacity * width + c0;
+        var o = job->Out + c0;
+        var e = start;
+        for (; e + 4 <= start + count; e += 4)
         {
-            long position = plan[1 + 3 * g], start = plan[2 + 3 * g], count = plan[3 + 3 * g];
-            var rank = (int)job->Ranks[position];
-            if (rank == 0) continue;
-            var bTile = job->B + position * capacity * width + c0;
-            var e = start;
-            for (; e + 4 <= start + count; e += 4)
-            {
-                var h = job->H + e * capacity;
-                var o = job->Out + c0;
-                AddRows4(h, capacity, rank, bTile, width, o + job->Order[e] * width, o + job->Order[e + 1] * width,
-                    o + job->Order[e + 2] * width, o + job->Order[e + 3] * width, cols);
-            }
-            for (; e < start + count; e++)
-            {
-                AddRow(job->H + e * capacity, rank, bTile, width, job->Out + job->Order[e] * width + c0, cols);
-            }
+            AddRows4(job->H + e * capacity, capacity, rank, bBlock, width, o + job->Order[e] * width, o + job->Order[e + 1] * width,
+                o + job->Order[e + 2] * width, o + job->Order[e + 3] * width, cols);
+        }
+        for (; e < start + count; e++)
+        {
+            AddRow(job->H + e * capacity, rank, bBlock, width, o + job->Order[e] * width, cols);
         }
     }
 

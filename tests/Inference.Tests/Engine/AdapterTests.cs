@@ -112,6 +112,13 @@ public sealed class AdapterTests
         var seq = dec.TryAllocate()!;
         dec.SetAdapter(seq, 1);
         AssertGreedyRunMatches(dec, seq, reference, prompt, steps: 8);
+
+        // A longer prompt: 18 tokens in one segment (four full shrink units and a partial one, several expand blocks).
+        dec.Release(seq);
+        var longSeq = dec.TryAllocate()!;
+        dec.SetAdapter(longSeq, 1);
+        var longPrompt = Enumerable.Range(0, 18).Select(i => 7 + 13 * i % 200).ToList();
+        AssertGreedyRunMatches(dec, longSeq, reference, longPrompt, steps: 2);
     }
 
     /// <summary>Prefills <paramref name="prompt"/>, then decodes greedily, comparing every step's logits with the reference (≤ 1e-4).</summary>

@@ -133,6 +133,7 @@ public sealed class SegmentedLoraOpTests
         { [2, 2], [1, 0, 0, 1, 9], "token 9" },
         { [2, 2], [4, 0, 0, 1], "cannot hold 4 segments" },
         { [2, 7], [1, 1, 0, 1, 0], "rank 7" },
+        { [2, 2], [2, 0, 0, 1, 1, 1, 1, 0, 0], "token 0 appears in more than one" },
     };
 
     [Theory]
