@@ -10,7 +10,8 @@ namespace Serving.Gateway.Routing;
 /// <summary>
 /// Keeps <see cref="INodeView"/> current: pub/sub heartbeats update it at once, a periodic full read (every
 /// <see cref="RoutingOptions.RefreshInterval"/>) drops nodes whose heartbeat key expired. While Redis is unreachable
-/// the last view stays as it is, so routing goes on.
+/// the last view stays as it is, so routing goes on; for <see cref="RoutingOptions.RecoveryGrace"/> after it is back,
+/// full reads only add (a restarted Redis is empty until the nodes beat again).
 /// </summary>
 internal sealed partial class RegistryWatcher(
     NodeRegistry registry, IOptions<RoutingOptions> options, TimeProvider time, ILogger<RegistryWatcher> logger) : BackgroundService, INodeView
@@ -32,6 +33,7 @@ internal sealed partial class RegistryWatcher(
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         IAsyncDisposable? subscription = null;
+        var graceUntil = DateTimeOffset.MinValue;
         using var timer = new PeriodicTimer(options.Value.RefreshInterval, time);
         try
         {
@@ -41,9 +43,14 @@ internal sealed partial class RegistryWatcher(
                 {
                     subscription ??= await registry.SubscribeAsync(OnEvent, stoppingToken);
                     var beats = await registry.ReadAllAsync(stoppingToken);
-                    Replace(beats);
-                    if (_storeDown) LogRegistryBack(logger, beats.Count);
+                    if (_storeDown)
+                    {
+                        LogRegistryBack(logger, beats.Count);
+                        graceUntil = time.GetUtcNow() + options.Value.RecoveryGrace;
+                    }
                     _storeDown = false;
+                    if (time.GetUtcNow() < graceUntil) Merge(beats); // the registry may have come back empty
+                    else Replace(beats);
                 }
                 catch (Exception e) when (e is RedisException or TimeoutException)
                 {
@@ -80,6 +87,14 @@ internal sealed partial class RegistryWatcher(
         Swap(_ => map);
         _initialized = true;
     }
+
+    /// <summary>Applies a full read without dropping anyone: nodes in <paramref name="beats"/> are added or refreshed.</summary>
+    internal void Merge(IReadOnlyList<NodeHeartbeat> beats) => Swap(old =>
+    {
+        var map = new Dictionary<string, NodeEntry>(old, StringComparer.Ordinal);
+        foreach (var hb in beats) map[hb.NodeId] = new NodeEntry(hb);
+        return map;
+    });
 
     /// <summary>Applies one announcement.</summary>
     internal void OnEvent(NodeRegistryEvent e) => Swap(old =>

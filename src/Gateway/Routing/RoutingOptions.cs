@@ -47,6 +47,14 @@ public sealed class RoutingOptions
     /// <summary>YARP activity timeout: the longest silence of a node before the request fails.</summary>
     public TimeSpan ActivityTimeout { get; set; } = TimeSpan.FromSeconds(120);
 
+    /// <summary>
+    /// After the registry was unreachable, how long full reads only add and refresh nodes and never drop one: a Redis
+    /// restarted without persistence is empty until every node has beaten again (node heartbeat interval, 2 s by
+    /// default), and dropping the whole view in between would answer 503 to every request. Nodes that do not beat
+    /// again within it are dropped by the first full read after it.
+    /// </summary>
+    public TimeSpan RecoveryGrace { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>How long a looked-up adapter stays cached (also served stale while the store is unreachable).</summary>
     public TimeSpan AdapterCacheTtl { get; set; } = TimeSpan.FromSeconds(5);
 }

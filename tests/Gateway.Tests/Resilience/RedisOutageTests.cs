@@ -48,4 +48,45 @@ public sealed class RedisOutageTests
         using (var r = await Chat.SendAsync(a, "fake:second")) Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         Assert.Equal(4, n1.Received.Count);
     }
+
+    [Fact]
+    public async Task RedisRestartedEmpty_NodesThatHaveNotBeatenYet_KeepBeingRouted()
+    {
+        // A Redis restarted without persistence holds no heartbeats until each node beats again. The node here beats
+        // only when told to, so after the restart the registry stays empty: the gateway must keep routing to it for
+        // RecoveryGrace instead of answering 503 (before the grace it dropped the whole view on the first read).
+        using var redis = new RedisServer();
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new()
+        {
+            ["Gateway:BaseModels:fake"] = TinyPeft.WriteBaseConfig(),
+            ["Gateway:Routing:RecoveryGrace"] = "00:00:30",
+        });
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1", heartbeat: false);
+        n1.HeartbeatTtl = TimeSpan.FromSeconds(30);
+        await n1.PublishAsync();
+        await gw.WaitForNodesAsync("n1");
+        using var a = gw.Client(GatewayHost.KeyA);
+        using (var r = await Chat.SendAsync(a, "fake")) Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+
+        redis.Kill();
+        await Task.Delay(TimeSpan.FromSeconds(1));
+        redis.Restart();
+        // The store is back once an upload succeeds; the registry read that follows finds no heartbeat at all.
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        HttpStatusCode status;
+        do
+        {
+            await Task.Delay(200);
+            using var up = await a.PostAsync("/v1/adapters/after-restart", TinyPeft.Upload("fake"));
+            status = up.StatusCode;
+        }
+        while (status != HttpStatusCode.Created && DateTime.UtcNow < deadline);
+        Assert.Equal(HttpStatusCode.Created, status);
+        await Task.Delay(TimeSpan.FromMilliseconds(500)); // several full reads (every 100 ms) of the empty registry
+        for (var i = 0; i < 3; i++)
+        {
+            using var r = await Chat.SendAsync(a, "fake");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        }
+    }
 }
