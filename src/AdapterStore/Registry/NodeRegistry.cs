@@ -23,6 +23,16 @@ public sealed class NodeRegistry(IConnectionMultiplexer redis, RegistryKeys? key
     public RegistryKeys Keys => _keys;
 
     /// <summary>
+    /// Raised when the connection to Redis fails (the server went away): a reader should not trust the next full read
+    /// to be complete, since a restarted Redis may have lost the heartbeats.
+    /// </summary>
+    public event EventHandler<ConnectionFailedEventArgs>? ConnectionFailed
+    {
+        add => redis.ConnectionFailed += value;
+        remove => redis.ConnectionFailed -= value;
+    }
+
+    /// <summary>
     /// Writes the heartbeat (STRING with <paramref name="ttl"/>), moves the node's expiry in the index and announces it.
     /// A node calls this every <see cref="RegistryKeys.DefaultInterval"/>; a missed TTL removes it from the pool.
     /// </summary>

@@ -20,7 +20,7 @@ internal sealed partial class RegistryWatcher(
     private readonly ConcurrentDictionary<string, byte> _knownModels = new(StringComparer.Ordinal);
     private NodeSnapshot _current = NodeSnapshot.Empty;
     private volatile bool _initialized;
-    private bool _storeDown;
+    private volatile bool _storeDown;
 
     public NodeSnapshot Current => Volatile.Read(ref _current);
 
@@ -35,6 +35,10 @@ internal sealed partial class RegistryWatcher(
         IAsyncDisposable? subscription = null;
         var graceUntil = DateTimeOffset.MinValue;
         using var timer = new PeriodicTimer(options.Value.RefreshInterval, time);
+        // A read may not fail while Redis restarts (the client queues commands and reconnects), so the connection's
+        // own failure event marks the outage too.
+        void OnConnectionFailed(object? sender, ConnectionFailedEventArgs e) => _storeDown = true;
+        registry.ConnectionFailed += OnConnectionFailed;
         try
         {
             do
@@ -65,6 +69,7 @@ internal sealed partial class RegistryWatcher(
         }
         finally
         {
+            registry.ConnectionFailed -= OnConnectionFailed;
             if (subscription is not null)
             {
                 try
