@@ -73,14 +73,6 @@ public sealed class BatchDecoder : IDisposable
         if (slots > 0)
         {
             Adapters = new AdapterSlotTable(_c, slots, model.Options.AdapterMaxRank);
-            var grid = (long)slots * (Capacity + 1); // T can exceed the largest group by one padding column
-            _loraIndex = new NativeBuffer<long>(2 * grid);
-            _loraMask = new NativeBuffer<float>(grid);
-            _loraTokens = new NativeBuffer<long>(2L * Capacity);
-            _loraIndexViews = new OrtValue?[slots, Capacity + 1];
-            _loraMaskViews = new OrtValue?[slots, Capacity + 1];
-            _mixedBindings = new MixedBindings?[Capacity + 1];
-            _denseBindings = new DenseBindings?[Capacity + 1];
             _groupOfSlot = new int[slots];
             Array.Fill(_groupOfSlot, -1);
             _groupSlots = new int[slots];
@@ -90,6 +82,17 @@ public sealed class BatchDecoder : IDisposable
             {
                 _plan = new NativeBuffer<long>(1 + 3L * slots + rows);
                 _segmentedBindings = new StepBindings?[Capacity + 1];
+            }
+            else
+            {
+                var grid = (long)slots * (Capacity + 1); // T can exceed the largest group by one padding column
+                _loraIndex = new NativeBuffer<long>(2 * grid);
+                _loraMask = new NativeBuffer<float>(grid);
+                _loraTokens = new NativeBuffer<long>(2L * Capacity);
+                _loraIndexViews = new OrtValue?[slots, Capacity + 1];
+                _loraMaskViews = new OrtValue?[slots, Capacity + 1];
+                _mixedBindings = new MixedBindings?[Capacity + 1];
+                _denseBindings = new DenseBindings?[Capacity + 1];
             }
         }
     }
@@ -109,15 +112,16 @@ public sealed class BatchDecoder : IDisposable
     /// <summary>Sum over decode steps of the distinct adapters in the step (average = this / <see cref="DecodeSteps"/>).</summary>
     public long AdapterGroupsDecoded { get; private set; }
 
-    /// <summary>Sum over mixed-adapter decode steps of the grid entries G × T (tokens plus padding the adapter GEMMs ran on).</summary>
+    /// <summary>Sum over the batched graphs' mixed steps of the grid entries G × T (tokens plus padding the adapter GEMMs ran on; 0 with the segmented operator).</summary>
     public long AdapterGridEntriesDecoded { get; private set; }
 
-    /// <summary>Decode steps that ran the batched (mixed-adapter) variant.</summary>
+    /// <summary>Decode steps that mixed adapters (several, or some rows on none), whichever kernel ran them.</summary>
     public long MixedAdapterSteps { get; private set; }
 
     /// <summary>
     /// Sum over decode steps of the adapter bytes (A and B, fp32) the step read: each distinct adapter once, at its own
-    /// rank when every row uses it, at the slot's rank capacity when a step mixes adapters.
+    /// rank (segmented operator, or every row on one adapter), at the slot's rank capacity when the batched graphs mix
+    /// adapters.
     /// </summary>
     public long AdapterBytesDecoded { get; private set; }
 
@@ -526,6 +530,7 @@ public sealed class BatchDecoder : IDisposable
                 return;
             }
             Layers = new OrtIoBinding[c.NumLayers];
+            OrtValue? plan = null; // segmented variant: one plan view shared by every layer
             for (var l = 0; l < c.NumLayers; l++)
             {
                 var unit = variant switch
@@ -547,7 +552,11 @@ public sealed class BatchDecoder : IDisposable
                 io.BindInput(BlockGraph.SeqLensK, seqLens);
                 io.BindInput(BlockGraph.TotalSeqLen, total);
                 if (dec._rotary) io.BindInput(BlockGraph.PositionIds, positions);
-                if (variant == SegmentedVariant) BindSegmented(dec, io, l, batch * seqLen);
+                if (variant == SegmentedVariant)
+                {
+                    plan ??= Own(dec._plan!.View(0, 1 + 3L * dec.Adapters!.Count + batch * seqLen));
+                    BindSegmented(dec, io, l, plan);
+                }
                 Layers[l] = io;
             }
             if (withHead)
@@ -564,12 +573,11 @@ public sealed class BatchDecoder : IDisposable
 
         /// <summary>
         /// Binds the segmented variant's adapter inputs: every slot's A/B, the slot ranks (all fixed buffers whose
-        /// content the slot table updates in place) and the plan, sized for <paramref name="tokens"/> entries.
+        /// content the slot table updates in place) and the step's plan view (one for all layers).
         /// </summary>
-        private void BindSegmented(BatchDecoder dec, OrtIoBinding io, int layer, int tokens)
+        private static void BindSegmented(BatchDecoder dec, OrtIoBinding io, int layer, OrtValue plan)
         {
             var table = dec.Adapters!;
-            var plan = Own(dec._plan!.View(0, 1 + 3L * table.Count + tokens));
             io.BindInput(BlockGraph.LoraPlan, plan);
             for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
             {

@@ -35,16 +35,7 @@ public sealed class RedisOutageTests
         }
 
         redis.Restart();
-        var deadline = DateTime.UtcNow.AddSeconds(20);
-        HttpStatusCode status;
-        do
-        {
-            await Task.Delay(200);
-            using var up = await a.PostAsync("/v1/adapters/second", TinyPeft.Upload("fake"));
-            status = up.StatusCode;
-        }
-        while (status != HttpStatusCode.Created && DateTime.UtcNow < deadline);
-        Assert.Equal(HttpStatusCode.Created, status);
+        Assert.Equal(HttpStatusCode.Created, await UploadOnceStoreIsBackAsync(a, "second"));
         using (var r = await Chat.SendAsync(a, "fake:second")) Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         Assert.Equal(4, n1.Received.Count);
     }
@@ -72,21 +63,27 @@ public sealed class RedisOutageTests
         await Task.Delay(TimeSpan.FromSeconds(1));
         redis.Restart();
         // The store is back once an upload succeeds; the registry read that follows finds no heartbeat at all.
-        var deadline = DateTime.UtcNow.AddSeconds(20);
-        HttpStatusCode status;
-        do
-        {
-            await Task.Delay(200);
-            using var up = await a.PostAsync("/v1/adapters/after-restart", TinyPeft.Upload("fake"));
-            status = up.StatusCode;
-        }
-        while (status != HttpStatusCode.Created && DateTime.UtcNow < deadline);
-        Assert.Equal(HttpStatusCode.Created, status);
+        Assert.Equal(HttpStatusCode.Created, await UploadOnceStoreIsBackAsync(a, "after-restart"));
         await Task.Delay(TimeSpan.FromMilliseconds(500)); // several full reads (every 100 ms) of the empty registry
         for (var i = 0; i < 3; i++)
         {
             using var r = await Chat.SendAsync(a, "fake");
             Assert.Equal(HttpStatusCode.OK, r.StatusCode);
         }
+    }
+
+    /// <summary>Retries an upload every 200 ms for up to 20 s while the store comes back; returns the last status.</summary>
+    private static async Task<HttpStatusCode> UploadOnceStoreIsBackAsync(HttpClient client, string name)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        HttpStatusCode status;
+        do
+        {
+            await Task.Delay(200);
+            using var up = await client.PostAsync($"/v1/adapters/{name}", TinyPeft.Upload("fake"));
+            status = up.StatusCode;
+        }
+        while (status != HttpStatusCode.Created && DateTime.UtcNow < deadline);
+        return status;
     }
 }
