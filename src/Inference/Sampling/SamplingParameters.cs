@@ -48,6 +48,12 @@ public sealed record SamplingParameters
     /// <summary>Keep generating past the model's end-of-sequence token (stop token ids still apply).</summary>
     public bool IgnoreEos { get; init; }
 
+    /// <summary>
+    /// OpenAI's <c>logit_bias</c>: a value in [-100, 100] added to the logit of each named token id after the penalties
+    /// (-100 in practice bans a token, 100 forces it). Null or empty: none.
+    /// </summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+
     /// <summary>Number of top alternatives per token in [0, 20]; null = no logprobs requested.</summary>
     public int? TopLogprobs { get; init; }
 
@@ -60,7 +66,7 @@ public sealed record SamplingParameters
     /// <summary>
     /// Throws <see cref="SamplingParameterException"/> naming the OpenAI field (<c>temperature</c>, <c>top_p</c>,
     /// <c>top_k</c>, <c>min_p</c>, <c>repetition_penalty</c>, <c>presence_penalty</c>, <c>frequency_penalty</c>,
-    /// <c>max_tokens</c>, <c>stop</c>, <c>stop_token_ids</c>, <c>top_logprobs</c>) for the first invalid value.
+    /// <c>max_tokens</c>, <c>stop</c>, <c>stop_token_ids</c>, <c>top_logprobs</c>, <c>logit_bias</c>) for the first invalid value.
     /// </summary>
     public void Validate(int vocabSize)
     {
@@ -115,6 +121,20 @@ public sealed record SamplingParameters
             if (string.IsNullOrEmpty(StopStrings[i]))
             {
                 throw new SamplingParameterException("stop", $"stop[{i}] must be a non-empty string.");
+            }
+        }
+        if (LogitBias is not null)
+        {
+            foreach (var (id, bias) in LogitBias)
+            {
+                if ((uint)id >= (uint)vocabSize)
+                {
+                    throw new SamplingParameterException("logit_bias", $"logit_bias names token id {id}, which is outside the vocabulary [0, {vocabSize}).");
+                }
+                if (!(bias >= -100f && bias <= 100f))
+                {
+                    throw new SamplingParameterException("logit_bias", $"logit_bias[{id}] must be between -100 and 100, got {bias}.");
+                }
             }
         }
         if (StopTokenIds is null)

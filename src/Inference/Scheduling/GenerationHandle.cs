@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Serving.Inference.Output;
 using Serving.Inference.Sampling;
 
 namespace Serving.Inference.Scheduling;
@@ -8,13 +9,14 @@ namespace Serving.Inference.Scheduling;
 /// <see cref="GenerationEventKind.Done"/>, usage counters, and <see cref="Cancel"/>. The channel is unbounded but a
 /// request produces at most <c>Choices × (MaxTokens + 2)</c> events, so a slow reader cannot grow memory without bound.
 /// </summary>
-public sealed class GenerationHandle
+public sealed class GenerationHandle : IGenerationSink
 {
     private readonly Channel<GenerationEvent> _events = Channel.CreateUnbounded<GenerationEvent>(
         new UnboundedChannelOptions { SingleReader = true, SingleWriter = true, AllowSynchronousContinuations = false });
     private readonly Action _wake;
     private int _cancelled;
     private int _completionTokens;
+    private int _generatedTokens;
 
     internal GenerationHandle(GenerationRequest request, Action wake, DateTimeOffset submittedAt)
     {
@@ -35,6 +37,12 @@ public sealed class GenerationHandle
     /// <summary>Tokens generated over all choices so far (stop tokens included, as OpenAI counts them).</summary>
     public int CompletionTokens => Volatile.Read(ref _completionTokens);
 
+    /// <summary>
+    /// Tokens the node generated for the request over every row it ran (candidates and beams of an alignment method
+    /// included); equals <see cref="CompletionTokens"/> for plain sampling.
+    /// </summary>
+    public int GeneratedTokens => Volatile.Read(ref _generatedTokens);
+
     /// <summary>When the request was submitted.</summary>
     public DateTimeOffset SubmittedAt { get; }
 
@@ -52,7 +60,18 @@ public sealed class GenerationHandle
 
     internal void AddCompletionTokens(int count) => Interlocked.Add(ref _completionTokens, count);
 
-    internal void Write(in GenerationEvent e) => _events.Writer.TryWrite(e);
+    internal void AddGeneratedTokens(int count) => Interlocked.Add(ref _generatedTokens, count);
+
+    /// <summary>How choice 0 finished (null until it has), the reason metrics and logs report for the request.</summary>
+    public FinishReason? FirstChoiceFinish { get; private set; }
+
+    internal void Write(in GenerationEvent e)
+    {
+        if (e.Kind == GenerationEventKind.Finished && e.Choice == 0) FirstChoiceFinish ??= e.FinishReason;
+        _events.Writer.TryWrite(e);
+    }
+
+    void IGenerationSink.Write(in GenerationEvent e) => Write(e);
 
     internal void Complete() => _events.Writer.TryComplete();
 }

@@ -1,3 +1,4 @@
+using Serving.Inference.Decoding;
 using Serving.Inference.Sampling;
 
 namespace Serving.Inference.Scheduling;
@@ -16,6 +17,12 @@ public sealed record GenerationRequest
 
     /// <summary>Number of choices (OpenAI's <c>n</c>); each owns a KV slot and its own sampler.</summary>
     public int Choices { get; init; } = 1;
+
+    /// <summary>
+    /// How the request decodes (default: plain sampling with <see cref="Choices"/> choices); an alignment method maps to
+    /// its own spec. Checked on submit.
+    /// </summary>
+    public DecodingSpec Decoding { get; init; } = SamplingSpec.Instance;
 
     /// <summary>Return per-token logprobs (with <see cref="SamplingParameters.TopLogprobs"/> alternatives).</summary>
     public bool Logprobs { get; init; }
@@ -79,7 +86,9 @@ public readonly record struct TopLogprob(int TokenId, float Logprob);
 
 /// <summary>
 /// A streamed event of one request. <see cref="TokenId"/> is -1 for text that is not one token's (held-back text
-/// flushed at the end). <see cref="TopLogprobs"/> is allocated only when logprobs were requested.
+/// flushed at the end). <see cref="TopLogprobs"/> is allocated only when logprobs were requested. <see cref="Reward"/>
+/// is the sequence reward after this token (token events) or after the whole choice (finish events) when a reward
+/// head scored the request, else null.
 /// </summary>
 public readonly record struct GenerationEvent(
     GenerationEventKind Kind,
@@ -88,4 +97,5 @@ public readonly record struct GenerationEvent(
     int TokenId,
     float Logprob,
     TopLogprob[]? TopLogprobs,
-    FinishReason? FinishReason);
+    FinishReason? FinishReason,
+    float? Reward = null);

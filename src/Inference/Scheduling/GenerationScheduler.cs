@@ -1,24 +1,27 @@
-using System.Diagnostics;
+using Serving.Inference.Decoding;
 using Serving.Inference.Engine;
+using Serving.Inference.Output;
 using Serving.Inference.Sampling;
 using Serving.Inference.Tokenization;
 
 namespace Serving.Inference.Scheduling;
 
 /// <summary>
-/// Continuous (iteration-level) batching over one <see cref="BatchDecoder"/>. Each iteration:
+/// Continuous (iteration-level) batching over one <see cref="BatchDecoder"/>: decides who runs and how many prompt
+/// tokens each gets; what a request does with its logits is its <see cref="IDecodingStrategy"/>'s business. Each iteration:
 /// <list type="number">
-/// <item>ends requests that were cancelled or passed their deadline, freeing their KV slots before the decode step;</item>
-/// <item>prefills waiting requests into free slots (FIFO, a request needs a slot per choice), at most
-/// <see cref="SchedulerOptions.MaxPrefillTokensPerStep"/> prompt tokens per iteration; longer prompts continue in the
-/// next iterations;</item>
-/// <item>runs one decode step for every row and samples each row with its request's own <see cref="TokenSampler"/>,
-/// so batch composition never changes what a request samples.</item>
+/// <item>ends requests that were cancelled or passed their deadline, freeing their KV rows before the decode step;</item>
+/// <item>prefills: first the prompts already being prefilled, then waiting requests in the <see cref="IQueuePolicy"/>'s
+/// order while KV rows (as many as the request's spec reserves) and an adapter slot (<see cref="AdapterSlotResidency"/>)
+/// are free, at most <see cref="SchedulerOptions.MaxPrefillTokensPerStep"/> prompt tokens per iteration; longer prompts
+/// continue in the next iterations;</item>
+/// <item>runs one decode step for every row and hands each row's logits to its request's strategy, which samples,
+/// emits, feeds, forks and releases rows; batch composition never changes what a request samples.</item>
 /// </list>
-/// A prompt's last token is always fed by a decode step (or the prefill that ends the prompt), so every active row has a
-/// pending token at each step. <c>n &gt; 1</c> forks the prompt's row after prefill; choice i samples with seed + i.
-/// Only the scheduler thread touches the decoder; <see cref="Submit"/> and <see cref="GenerationHandle.Cancel"/> are
-/// thread-safe. Tests may drive <see cref="Step"/> directly instead of calling <see cref="Start"/>.
+/// A prompt's last token is always fed by a decode step (or the prefill that ends the prompt), so every live row has a
+/// pending token at each step. Only the scheduler thread touches the decoder; <see cref="Submit"/> and
+/// <see cref="GenerationHandle.Cancel"/> are thread-safe. Tests may drive <see cref="Step"/> directly instead of
+/// calling <see cref="Start"/>.
 /// </summary>
 public sealed class GenerationScheduler : IDisposable
 {
@@ -28,17 +31,17 @@ public sealed class GenerationScheduler : IDisposable
     private readonly SchedulerOptions _options;
     private readonly ISchedulerObserver _observer;
     private readonly TimeProvider _time;
-    private readonly int _vocab;
+    private readonly TextInterner _interner = new();
+    private readonly IQueuePolicy _queue = new TenantFairQueuePolicy();
+    private readonly AdapterSlotResidency _slots;
+    private readonly RowPool _pool;
 
     private readonly Lock _gate = new();
-    private readonly List<Job> _waiting = [];          // guarded by _gate
-    private readonly List<Job> _running = [];          // scheduler thread only
-    private readonly List<Job> _expired = [];          // scratch
-    private readonly Dictionary<Sequence, Row> _rows = [];
-    private Row[] _stepRows;
-    private const int MaxInternedTexts = 1 << 16, MaxInternedTextLength = 32;
-    private readonly Dictionary<string, string> _texts = new(StringComparer.Ordinal); // scheduler thread only: see InternText
-    private readonly Dictionary<string, string>.AlternateLookup<ReadOnlySpan<char>> _textLookup;
+    private readonly List<ScheduledRequest> _waiting = [];   // guarded by _gate
+    private readonly List<ScheduledRequest> _running = [];   // scheduler thread only
+    private readonly List<ScheduledRequest> _expired = [];   // scratch
+    private readonly List<ScheduledRequest> _touched = [];   // scratch: requests whose rows had logits
+    private readonly DecodingRow?[] _stepRows;
     private readonly SemaphoreSlim _signal = new(0);
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
@@ -46,23 +49,12 @@ public sealed class GenerationScheduler : IDisposable
     private volatile bool _accepting = true;
     private volatile bool _abortAll;
     private volatile bool _stop;
-    private int _reservedSlots;
     private long _steps;
     private volatile int _statusWaiting;
     private volatile int _statusRunning;
     private volatile int _statusRows;
-    private long _statusKvTokens;
-
-    // Adapter slots (scheduler thread only, except the published snapshot).
-    private readonly string?[] _slotKey;
-    private readonly int[] _slotRows;      // sequences using the slot
-    private readonly long[] _slotLastUse;  // step of last admission
-    private readonly Dictionary<string, int> _slotOf = [];
-    private volatile string[] _statusAdapters = [];
-
-    // Per-tenant fairness (scheduler thread): tokens served per tenant with running requests (a virtual token counter).
-    private readonly Dictionary<string, TenantUsage> _tenants = [];
     private volatile int _statusWaitingForSlot;
+    private long _statusKvTokens;
 
     /// <summary>Creates a scheduler over <paramref name="decoder"/>, which it then owns exclusively (but does not dispose).</summary>
     public GenerationScheduler(BatchDecoder decoder, ITokenizer tokenizer, SchedulerOptions? options = null,
@@ -74,14 +66,10 @@ public sealed class GenerationScheduler : IDisposable
         _options.Validate();
         _observer = observer ?? NullSchedulerObserver.Instance;
         _time = timeProvider ?? TimeProvider.System;
-        _vocab = decoder.Model.Config.VocabSize;
         _eosIds = tokenizer.EosTokenId is int eos ? [eos] : [];
-        _stepRows = new Row[decoder.Capacity];
-        var slots = decoder.Adapters?.Count ?? 0;
-        _slotKey = new string?[slots];
-        _slotRows = new int[slots];
-        _slotLastUse = new long[slots];
-        _textLookup = _texts.GetAlternateLookup<ReadOnlySpan<char>>();
+        _stepRows = new DecodingRow?[decoder.Capacity];
+        _slots = new AdapterSlotResidency(decoder.Adapters, _observer);
+        _pool = new RowPool(decoder, _slots);
     }
 
     /// <summary>Longest prompt + output of one row.</summary>
@@ -101,8 +89,8 @@ public sealed class GenerationScheduler : IDisposable
         KvTokenCapacity = (long)Capacity * MaxContext,
         Accepting = _accepting,
         Steps = Interlocked.Read(ref _steps),
-        AdapterSlots = _slotKey.Length,
-        DeviceAdapters = _statusAdapters,
+        AdapterSlots = _slots.Count,
+        DeviceAdapters = _slots.Resident,
         WaitingForAdapterSlot = _statusWaitingForSlot,
     };
 
@@ -111,49 +99,14 @@ public sealed class GenerationScheduler : IDisposable
 
     /// <summary>
     /// Validates and queues a request. Throws <see cref="SamplingParameterException"/> naming the OpenAI field for an
-    /// invalid request (<c>prompt</c>, <c>n</c>, <c>max_tokens</c>, or a sampling field); returns a status when the
-    /// queue is full or the scheduler is draining (handle null then).
+    /// invalid request (<c>prompt</c>, <c>n</c>, <c>max_tokens</c>, a sampling or alignment field); returns a status
+    /// when the queue is full or the scheduler is draining (handle null then).
     /// </summary>
     public SubmitStatus Submit(GenerationRequest request, out GenerationHandle? handle)
     {
         ArgumentNullException.ThrowIfNull(request);
         handle = null;
-        if (request.Adapter is { } adapter)
-        {
-            if (_decoder.Adapters is null)
-            {
-                throw new SamplingParameterException("model", "This node serves the base model only (it has no adapter slots).");
-            }
-            try
-            {
-                _decoder.Adapters.EnsureFits(adapter.Factors);
-            }
-            catch (ArgumentException e)
-            {
-                throw new SamplingParameterException("model", $"The adapter does not fit this node's slots: {e.Message}");
-            }
-        }
-        var prompt = request.PromptTokens;
-        if (prompt is null || prompt.Length == 0) throw new SamplingParameterException("prompt", "The prompt must contain at least one token.");
-        foreach (var t in prompt)
-        {
-            if ((uint)t >= (uint)_vocab) throw new SamplingParameterException("prompt", $"Token id {t} is outside the vocabulary [0, {_vocab}).");
-        }
-        if (request.Choices < 1 || request.Choices > Capacity)
-        {
-            throw new SamplingParameterException("n", $"n must be between 1 and {Capacity} on this node, got {request.Choices}.");
-        }
-        request.Sampling.Validate(_vocab);
-        if (prompt.Length >= MaxContext)
-        {
-            throw new SamplingParameterException("prompt", $"The prompt has {prompt.Length} tokens; this model's context holds {MaxContext} tokens including the output.");
-        }
-        if (prompt.Length + request.Sampling.MaxTokens > MaxContext)
-        {
-            throw new SamplingParameterException("max_tokens",
-                $"max_tokens is {request.Sampling.MaxTokens} but the prompt has {prompt.Length} tokens and the context holds {MaxContext}; at most {MaxContext - prompt.Length} can be generated.");
-        }
-
+        RequestChecks.Validate(request, _decoder);
         lock (_gate)
         {
             if (!_accepting) return SubmitStatus.Unavailable;
@@ -162,7 +115,17 @@ public sealed class GenerationScheduler : IDisposable
 
         // Per-request state is built on the caller's thread so the scheduler loop does not allocate it.
         var h = new GenerationHandle(request, Wake, _time.GetUtcNow());
-        var job = new Job(h, CreateRows(request));
+        var strategy = request.Decoding.Create(new DecodingSetup
+        {
+            Request = request,
+            Handle = h,
+            Tokenizer = _tokenizer,
+            EosIds = _eosIds,
+            VocabSize = _decoder.Model.Config.VocabSize,
+            Interner = _interner,
+            Observer = _observer,
+        });
+        var job = new ScheduledRequest(h, strategy, request.Decoding.MaxRows(request), _pool);
         lock (_gate)
         {
             if (!_accepting) return SubmitStatus.Unavailable;
@@ -285,6 +248,8 @@ public sealed class GenerationScheduler : IDisposable
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             _observer.OnStepFailed(e);
+            _pool.DeferFrees = false;
+            _touched.Clear();
             for (var i = _running.Count - 1; i >= 0; i--)
             {
                 try
@@ -316,9 +281,52 @@ public sealed class GenerationScheduler : IDisposable
 
     private void StepCore()
     {
-        var now = _time.GetUtcNow();
+        EndExpired(_time.GetUtcNow());
 
-        // 1. Cancelled, expired (or, when stopping, all) requests leave before the decode step.
+        // Prefill: first the prompts already being prefilled, then newcomers while rows and budget allow.
+        var budget = _options.MaxPrefillTokensPerStep;
+        _pool.DeferFrees = true;
+        for (var i = 0; i < _running.Count; i++)
+        {
+            var job = _running[i];
+            for (var j = 0; j < job.Rows.Count; j++)
+            {
+                var row = job.Rows[j];
+                if (row.Prefilling && !row.LastPromptTokenPending) budget -= AdvancePrefill(job, row, budget);
+            }
+        }
+        Admit(ref budget);
+        FinishIteration();
+
+        // One decode step for every row.
+        var b = _decoder.ActiveCount;
+        if (b == 0) return;
+        var active = _decoder.Active;
+        for (var r = 0; r < b; r++) _stepRows[r] = _pool.RowOf(active[r]);
+        var logits = _decoder.Decode();
+        var vocab = _decoder.Model.Config.VocabSize;
+        _pool.DeferFrees = true;
+        for (var r = 0; r < b; r++)
+        {
+            var row = _stepRows[r]!;
+            var span = logits.Slice(r * vocab, vocab);
+            if (row.Prefilling)
+            {
+                // The decode fed a prompt token; only the prompt's last one yields logits a strategy samples from.
+                var last = row.LastPromptTokenPending && row.PromptOffset == row.Prompt!.Length;
+                row.LastPromptTokenPending = false;
+                if (last) PromptDone(row, span);
+                continue;
+            }
+            if (!row.Released) Deliver(row, span);
+        }
+        Array.Clear(_stepRows, 0, b);
+        FinishIteration();
+    }
+
+    /// <summary>Cancelled, expired (or, when stopping, all) requests leave before the decode step.</summary>
+    private void EndExpired(DateTimeOffset now)
+    {
         for (var i = _running.Count - 1; i >= 0; i--)
         {
             var job = _running[i];
@@ -342,31 +350,30 @@ public sealed class GenerationScheduler : IDisposable
         }
         foreach (var job in _expired) AbortJob(job);
         _expired.Clear();
+    }
 
-        // 2. Prefill: first the prompts already being prefilled, then newcomers while slots and budget allow.
-        var budget = _options.MaxPrefillTokensPerStep;
-        for (var i = 0; i < _running.Count; i++)
-        {
-            var job = _running[i];
-            if (job.Prefilling && !job.LastPromptTokenPending) budget -= AdvancePrefill(job, budget);
-        }
+    /// <summary>
+    /// Admits waiting requests in the queue policy's order while the budget lasts and the next one's rows fit. A request
+    /// whose adapter finds no free slot is skipped (later requests may go ahead) until it has waited
+    /// <see cref="SchedulerOptions.AdapterFairnessSteps"/>, after which nothing may take or hold a slot ahead of it:
+    /// slots drain as their rows finish, and it gets the next one.
+    /// </summary>
+    private void Admit(ref int budget)
+    {
         var blockedOnSlots = 0;
         var scan = 0;
-        lock (_gate) OrderWaitingByTenantService();
+        lock (_gate) _queue.Order(_waiting);
         while (budget > 0)
         {
-            Job? next = null;
+            ScheduledRequest? next = null;
             var slot = -1;
             var copy = false;
             lock (_gate)
             {
-                // FIFO by KV capacity; a request whose adapter finds no free slot is skipped (later requests may
-                // go ahead) until it has waited AdapterFairnessSteps, after which nothing may take or hold a slot
-                // ahead of it: slots drain as their rows finish, and it gets the next one.
                 while (scan < _waiting.Count)
                 {
                     var candidate = _waiting[scan];
-                    if (Capacity - _decoder.ActiveCount - _reservedSlots < candidate.Rows.Length) break;
+                    if (FreeRows() < candidate.MaxRows) break;
                     if (TryAcquireSlot(candidate, starving: blockedOnSlots > 0 && AnyStarving(scan), out slot, out copy))
                     {
                         next = candidate;
@@ -381,9 +388,10 @@ public sealed class GenerationScheduler : IDisposable
             if (next is null) break;
             if (copy)
             {
+                // The copy happens outside the queue lock, so submitters never wait for it.
                 try
                 {
-                    ActivateAdapter(next.Handle.Request.Adapter!, slot);
+                    _slots.Activate(next.Handle.Request.Adapter!, slot);
                 }
                 catch (Exception e) when (e is not OutOfMemoryException)
                 {
@@ -393,99 +401,23 @@ public sealed class GenerationScheduler : IDisposable
                     continue;
                 }
             }
-            Admit(next, slot);
-            budget -= AdvancePrefill(next, budget);
+            _queue.OnAdmitted(next);
+            var row = _pool.Allocate(next, slot, Interlocked.Read(ref _steps));
+            next.Rows.Add(row);
+            _running.Add(next);
+            next.Handle.Seeds = next.Strategy.Seeds;
+            _observer.OnRequestStarted(next.Handle, _time.GetUtcNow() - next.Handle.SubmittedAt);
+            budget -= AdvancePrefill(next, row, budget);
         }
         _statusWaitingForSlot = blockedOnSlots;
-        ReleaseFinished();
-
-        // 3. One decode step for every row.
-        var b = _decoder.ActiveCount;
-        if (b == 0) return;
-        var active = _decoder.Active;
-        for (var r = 0; r < b; r++) _stepRows[r] = _rows[active[r]];
-        var logits = _decoder.Decode();
-        for (var r = 0; r < b; r++)
-        {
-            var row = _stepRows[r];
-            var span = logits.Slice(r * _vocab, _vocab);
-            var job = row.Job;
-            if (job.Prefilling)
-            {
-                // The decode fed a prompt token; only the prompt's last one yields logits we sample from.
-                if (job.LastPromptTokenPending && job.PromptOffset == job.Prompt.Length)
-                {
-                    job.LastPromptTokenPending = false;
-                    StartGenerating(job, span);
-                }
-                else
-                {
-                    job.LastPromptTokenPending = false;
-                }
-                continue;
-            }
-            if (row.Finished) continue;
-            var token = SampleRow(row, span, out var logprob);
-            OnToken(row, token, logprob);
-        }
-        Array.Clear(_stepRows, 0, b);
-        ReleaseFinished();
     }
 
-    /// <summary>
-    /// Per-tenant fairness (VTC-style): stable-sorts the waiting queue by the tokens each request's tenant has been
-    /// served (prompt + output of its running and finished requests while it stayed busy), so a tenant with a long
-    /// backlog does not delay a lightly served one; within a tenant, and with one tenant, the order stays FIFO. A tenant
-    /// that was idle starts from the least-served busy tenant's count (it cannot bank service). Insertion sort over at
-    /// most MaxQueue entries, no allocation. Under the gate.
-    /// </summary>
-    private void OrderWaitingByTenantService()
+    /// <summary>KV rows neither held nor reserved by a running request.</summary>
+    private int FreeRows()
     {
-        if (_waiting.Count < 2) return;
-        var first = _waiting[0].Tenant;
-        var mixed = false;
-        for (var i = 1; i < _waiting.Count && !mixed; i++) mixed = !string.Equals(_waiting[i].Tenant, first, StringComparison.Ordinal);
-        if (!mixed) return;
-        // A tenant seen for the first time starts at the least-served busy tenant's count, frozen from now on.
-        var start = MinBusyServed();
-        foreach (var job in _waiting)
-        {
-            if (!_tenants.ContainsKey(job.Tenant)) _tenants[job.Tenant] = new TenantUsage { Served = start };
-        }
-        for (var i = 1; i < _waiting.Count; i++)
-        {
-            var job = _waiting[i];
-            var key = _tenants[job.Tenant].Served;
-            var j = i - 1;
-            while (j >= 0 && _tenants[_waiting[j].Tenant].Served > key)
-            {
-                _waiting[j + 1] = _waiting[j];
-                j--;
-            }
-            _waiting[j + 1] = job;
-        }
-    }
-
-    private bool HasWaiting(string tenant)
-    {
-        lock (_gate)
-        {
-            foreach (var job in _waiting)
-            {
-                if (string.Equals(job.Tenant, tenant, StringComparison.Ordinal)) return true;
-            }
-            return false;
-        }
-    }
-
-    private long MinBusyServed()
-    {
-        var min = long.MaxValue;
-        foreach (var usage in _tenants.Values)
-        {
-            if (usage.Running > 0) min = Math.Min(min, usage.Served);
-        }
-        return min == long.MaxValue ? 0 : min;
+        var free = Capacity - _decoder.ActiveCount;
+        foreach (var job in _running) free -= job.MaxRows - job.Rows.Count;
+        return free;
     }
 
     /// <summary>Whether a request before <paramref name="end"/> in the queue has waited too long for an adapter slot (under the gate).</summary>
@@ -499,352 +431,116 @@ public sealed class GenerationScheduler : IDisposable
         return false;
     }
 
-    /// <summary>
-    /// Finds the device slot for a job's adapter: the slot already holding it, else a slot no row uses (empty first,
-    /// then least recently used), into which it is copied now. With <paramref name="starving"/> (an earlier request has
-    /// waited too long for a slot) only adapter-free requests pass, so busy slots drain. Called under the gate.
-    /// </summary>
-    private bool TryAcquireSlot(Job job, bool starving, out int slot, out bool copy)
+    /// <summary>The slot for a request's adapter (-1 without one); with <paramref name="starving"/> only adapter-free requests pass, so busy slots drain.</summary>
+    private bool TryAcquireSlot(ScheduledRequest job, bool starving, out int slot, out bool copy)
     {
         slot = -1;
         copy = false;
         if (job.Handle.Request.Adapter is not { } adapter) return true;
-        if (starving) return false;
-        if (_slotOf.TryGetValue(adapter.Key, out slot))
-        {
-            _observer.OnAdapterSlotHit(adapter.Key);
-            return true;
-        }
-        var victim = -1;
-        for (var s = 0; s < _slotKey.Length; s++)
-        {
-            if (_slotRows[s] > 0) continue;
-            if (_slotKey[s] is null) { victim = s; break; }
-            if (victim < 0 || _slotLastUse[s] < _slotLastUse[victim]) victim = s;
-        }
-        if (victim < 0) return false;
-        slot = victim;
-        copy = true;
-        return true;
+        return !starving && _slots.TryAcquire(adapter, out slot, out copy);
     }
 
-    /// <summary>
-    /// Copies a job's adapter into the slot <see cref="TryAcquireSlot"/> chose (hot swap), outside the queue lock so
-    /// submitters never wait for the copy. Slots are touched by the scheduler thread only.
-    /// </summary>
-    private void ActivateAdapter(AdapterRef adapter, int slot)
+    /// <summary>Prefills up to <paramref name="budget"/> prompt tokens of a row; the rest waits, one token fed by the decode step.</summary>
+    private int AdvancePrefill(ScheduledRequest job, DecodingRow row, int budget)
     {
-        var started = Stopwatch.GetTimestamp();
-        var evicted = _slotKey[slot];
-        if (evicted is not null) _slotOf.Remove(evicted);
-        _slotKey[slot] = null;
-        _decoder.Adapters!.Write(slot, adapter.Factors);
-        _slotKey[slot] = adapter.Key;
-        _slotOf[adapter.Key] = slot;
-        _statusAdapters = Array.FindAll(_slotKey, k => k is not null)!;
-        _observer.OnAdapterActivated(adapter.Key, slot, evicted, Stopwatch.GetElapsedTime(started));
-    }
-
-    private void Admit(Job job, int adapterSlot = -1)
-    {
-        if (!_tenants.TryGetValue(job.Tenant, out var usage))
-        {
-            usage = new TenantUsage { Served = MinBusyServed() };
-            _tenants[job.Tenant] = usage;
-        }
-        usage.Running++;
-        usage.Served += job.Prompt.Length;
-        job.Usage = usage;
-        var seq = _decoder.TryAllocate() ?? throw new InvalidOperationException("no free KV slot although one was counted");
-        if (adapterSlot >= 0)
-        {
-            _decoder.SetAdapter(seq, adapterSlot);
-            _slotRows[adapterSlot]++;
-            _slotLastUse[adapterSlot] = Interlocked.Read(ref _steps);
-        }
-        job.Rows[0].Sequence = seq;
-        _rows[seq] = job.Rows[0];
-        _reservedSlots += job.Rows.Length - 1;
-        job.Prefilling = true;
-        _running.Add(job);
-        job.Handle.Seeds = Array.ConvertAll(job.Rows, r => r.Sampler.Seed);
-        _observer.OnRequestStarted(job.Handle, _time.GetUtcNow() - job.Handle.SubmittedAt);
-    }
-
-    /// <summary>Prefills up to <paramref name="budget"/> prompt tokens; the rest waits, one token fed by the decode step.</summary>
-    private int AdvancePrefill(Job job, int budget)
-    {
-        var seq = job.Rows[0].Sequence!;
-        var remaining = job.Prompt.Length - job.PromptOffset;
-        var take = Math.Max(0, Math.Min(remaining, budget));
+        var prompt = row.Prompt!;
+        var take = Math.Max(0, Math.Min(prompt.Length - row.PromptOffset, budget));
         if (take > 0)
         {
-            var logits = _decoder.Prefill(seq, job.Prompt.AsSpan(job.PromptOffset, take));
-            job.PromptOffset += take;
+            var logits = _decoder.Prefill(row.Sequence, prompt.AsSpan(row.PromptOffset, take));
+            row.PromptOffset += take;
             _observer.OnPromptTokens(take);
-            if (job.PromptOffset == job.Prompt.Length)
+            if (row.PromptOffset == prompt.Length)
             {
-                StartGenerating(job, logits);
+                PromptDone(row, logits);
                 return take;
             }
         }
         // Keep the row in the next decode step: it feeds the next prompt token (its logits matter only if it is the last).
-        seq.PendingToken = job.Prompt[job.PromptOffset++];
-        job.LastPromptTokenPending = true;
+        row.Sequence.PendingToken = prompt[row.PromptOffset++];
+        row.LastPromptTokenPending = true;
         _observer.OnPromptTokens(1);
         return take;
     }
 
-    /// <summary>The prompt is in the cache: fork a row per extra choice and sample every choice's first token.</summary>
-    private void StartGenerating(Job job, ReadOnlySpan<float> logits)
+    /// <summary>A row's prompt is in the cache: its logits go to the strategy (the request's first token when it is the request's first row).</summary>
+    private void PromptDone(DecodingRow row, ReadOnlySpan<float> logits)
     {
-        job.Prefilling = false;
-        var parent = job.Rows[0].Sequence!;
-        for (var c = 1; c < job.Rows.Length; c++)
-        {
-            var child = _decoder.TryFork(parent) ?? throw new InvalidOperationException("no free KV slot for a reserved fork");
-            _reservedSlots--;
-            if (child.AdapterSlot >= 0) _slotRows[child.AdapterSlot]++;
-            job.Rows[c].Sequence = child;
-            _rows[child] = job.Rows[c];
-        }
-        _observer.OnFirstToken(job.Handle, _time.GetUtcNow() - job.Handle.SubmittedAt);
-        foreach (var row in job.Rows)
-        {
-            var token = SampleRow(row, logits, out var logprob);
-            OnToken(row, token, logprob);
-        }
+        row.Prompt = null;
+        var job = row.Request!;
+        if (ReferenceEquals(job.Rows[0], row)) _observer.OnFirstToken(job.Handle, _time.GetUtcNow() - job.Handle.SubmittedAt);
+        Deliver(row, logits);
     }
 
-    /// <summary>Samples a row; the token's logprob is computed only when the request asked for logprobs (0 otherwise).</summary>
-    private static int SampleRow(Row row, ReadOnlySpan<float> logits, out float logprob)
+    private void Deliver(DecodingRow row, ReadOnlySpan<float> logits)
     {
-        if (row.Job.Handle.Request.Logprobs) return row.Sampler.Sample(logits, out logprob);
-        logprob = 0f;
-        return row.Sampler.Sample(logits);
+        var job = row.Request!;
+        if (!job.Touched)
+        {
+            job.Touched = true;
+            _touched.Add(job);
+        }
+        var before = job.Handle.GeneratedTokens;
+        job.Strategy.OnLogits(job, row, logits);
+        _queue.OnServed(job, job.Handle.GeneratedTokens - before);
     }
 
     /// <summary>
-    /// The text of a token event, interned: a token's text is nearly always one of a few thousand short strings, so each
-    /// is allocated once and then found by content (no allocation per token). Bounded: past <see cref="MaxInternedTexts"/>
-    /// entries, or for long texts, a new string is made each time.
+    /// After a batch of logits was handed out: frees released rows, lets each touched request's strategy finish its step
+    /// (its frees are immediate now), and completes requests that are done.
     /// </summary>
-    private string InternText(ReadOnlySpan<char> emit)
+    private void FinishIteration()
     {
-        if (_textLookup.TryGetValue(emit, out var text)) return text;
-        text = new string(emit);
-        if (emit.Length <= MaxInternedTextLength && _texts.Count < MaxInternedTexts) _texts.Add(text, text);
-        return text;
-    }
-
-    private void OnToken(Row row, int token, float logprob)
-    {
-        var job = row.Job;
-        var now = Stopwatch.GetTimestamp();
-        if (row.LastTokenAt != 0) _observer.OnOutputToken(Stopwatch.GetElapsedTime(row.LastTokenAt, now));
-        row.LastTokenAt = now;
-        row.Sampler.Accept(token);
-        row.Generated++;
-        job.Usage!.Served++;
-        job.Handle.AddCompletionTokens(1);
-
-        var finish = row.Stop.Check(token, row.Generated);
-        if (finish is null && row.Sequence!.Length >= MaxContext) finish = FinishReason.Length;
-        if (!row.Stop.IsStopToken(token))
+        _pool.DeferFrees = false;
+        foreach (var job in _running)
         {
-            string? text = null;
-            if (row.Detokenizer.TryAppend(token, row.Chars, out var n) && n > 0)
+            for (var i = job.Rows.Count - 1; i >= 0; i--)
             {
-                if (row.Matcher.Push(row.Chars.AsSpan(0, n), out var emit)) finish = FinishReason.Stop;
-                if (!emit.IsEmpty) text = InternText(emit);
-            }
-            if (job.Handle.Request.Logprobs)
-            {
-                TopLogprob[]? top = null;
-                if (row.TopIds is not null)
-                {
-                    var k = row.Sampler.FillTopLogprobs(row.TopIds, row.TopValues);
-                    top = new TopLogprob[k];
-                    for (var i = 0; i < k; i++) top[i] = new TopLogprob(row.TopIds[i], row.TopValues![i]);
-                }
-                job.Handle.Write(new GenerationEvent(GenerationEventKind.Token, row.Choice, text ?? string.Empty, token, logprob, top, null));
-            }
-            else if (text is not null)
-            {
-                job.Handle.Write(new GenerationEvent(GenerationEventKind.Token, row.Choice, text, token, logprob, null, null));
+                if (job.Rows[i].Released) job.Free(job.Rows[i]);
             }
         }
-
-        if (finish is FinishReason reason)
+        foreach (var job in _touched)
         {
-            FinishRow(row, reason);
+            job.Touched = false;
+            var before = job.Handle.GeneratedTokens;
+            job.Strategy.OnStepEnd(job);
+            _queue.OnServed(job, job.Handle.GeneratedTokens - before);
         }
-        else
-        {
-            row.Sequence!.PendingToken = token;
-        }
-    }
-
-    /// <summary>Emits held-back text and the finish event; the slot is released at the end of the phase.</summary>
-    private static void FinishRow(Row row, FinishReason reason)
-    {
-        if (reason != FinishReason.Abort && !row.Matcher.IsStopped)
-        {
-            var n = row.Detokenizer.Flush(row.Chars);
-            string? tail = null;
-            if (row.Matcher.Push(row.Chars.AsSpan(0, n), out var emit)) reason = FinishReason.Stop;
-            if (!emit.IsEmpty) tail = new string(emit);
-            var rest = row.Matcher.Flush();
-            if (!rest.IsEmpty) tail = (tail ?? string.Empty) + new string(rest);
-            if (tail is not null) row.Job.Handle.Write(new GenerationEvent(GenerationEventKind.Token, row.Choice, tail, -1, 0f, null, null));
-        }
-        row.Finished = true;
-        row.Reason = reason;
-        row.Job.Handle.Write(new GenerationEvent(GenerationEventKind.Finished, row.Choice, null, -1, 0f, null, reason));
-        row.Job.Unfinished--;
-    }
-
-    /// <summary>Frees the slots of finished rows and completes requests whose choices all finished.</summary>
-    private void ReleaseFinished()
-    {
+        _touched.Clear();
         for (var i = _running.Count - 1; i >= 0; i--)
         {
             var job = _running[i];
-            if (job.Unfinished > 0) continue;
+            if (!job.Strategy.IsDone) continue;
             _running.RemoveAt(i);
             CompleteJob(job);
         }
-        // Rows of unfinished multi-choice requests that are done free their slots early.
-        for (var i = 0; i < _running.Count; i++)
-        {
-            foreach (var row in _running[i].Rows)
-            {
-                if (row.Finished && row.Sequence is { IsActive: true } seq) ReleaseRow(row, seq);
-            }
-        }
     }
 
-    private void ReleaseRow(Row row, Sequence seq)
+    private void CompleteJob(ScheduledRequest job)
     {
-        if (seq.AdapterSlot >= 0) _slotRows[seq.AdapterSlot]--;
-        _rows.Remove(seq);
-        _decoder.Release(seq);
-        row.Sequence = null;
-    }
-
-    private void CompleteJob(Job job)
-    {
-        if (job.Usage is { } usage)
-        {
-            job.Usage = null;
-            usage.Running--;
-        }
-        // Forget an idle tenant (also one whose only requests ended while waiting), so the table stays small.
-        if (_tenants.TryGetValue(job.Tenant, out var state) && state.Running == 0 && !HasWaiting(job.Tenant)) _tenants.Remove(job.Tenant);
-        foreach (var row in job.Rows)
-        {
-            if (row.Sequence is { IsActive: true } seq) ReleaseRow(row, seq);
-        }
-        var first = job.Rows[0].Reason ?? FinishReason.Abort;
+        _queue.OnCompleted(job, HasWaiting(job.Tenant));
+        for (var i = job.Rows.Count - 1; i >= 0; i--) job.Free(job.Rows[i]);
         job.Handle.Write(new GenerationEvent(GenerationEventKind.Done, 0, null, -1, 0f, null, null));
         job.Handle.Complete();
-        _observer.OnRequestFinished(job.Handle, first);
+        _observer.OnRequestFinished(job.Handle, job.Handle.FirstChoiceFinish ?? FinishReason.Abort);
     }
 
-    /// <summary>Ends a waiting or running request now: every unfinished choice gets an abort finish, slots are freed.</summary>
-    private void AbortJob(Job job)
+    /// <summary>Ends a waiting or running request now: what the client sees finishes with an abort, rows are freed.</summary>
+    private void AbortJob(ScheduledRequest job)
     {
-        if (job.Prefilling) _reservedSlots -= job.Rows.Length - 1;
-        job.Prefilling = false;
-        foreach (var row in job.Rows)
-        {
-            if (!row.Finished) FinishRow(row, FinishReason.Abort);
-        }
+        job.Strategy.Abort();
         CompleteJob(job);
     }
 
-    private Row[] CreateRows(GenerationRequest request)
+    private bool HasWaiting(string tenant)
     {
-        var rows = new Row[request.Choices];
-        for (var c = 0; c < rows.Length; c++)
+        lock (_gate)
         {
-            var p = request.Sampling;
-            if (c > 0 && p.Seed is ulong seed) p = p with { Seed = unchecked(seed + (ulong)c) };
-            rows[c] = new Row(c, new TokenSampler(p, _vocab, request.PromptTokens), new StopCriteria(p, _eosIds),
-                new StopStringMatcher(p.StopStrings), _tokenizer.CreateStreamingDecoder(request.SkipSpecialTokens),
-                request.Logprobs ? p.TopLogprobs ?? 0 : 0);
-        }
-        return rows;
-    }
-
-    /// <summary>Tokens served to a busy tenant and its running requests.</summary>
-    private sealed class TenantUsage
-    {
-        public long Served { get; set; }
-        public int Running { get; set; }
-    }
-
-    /// <summary>A request in the scheduler.</summary>
-    private sealed class Job
-    {
-        public Job(GenerationHandle handle, Row[] rows)
-        {
-            Handle = handle;
-            Rows = rows;
-            Prompt = handle.Request.PromptTokens;
-            Unfinished = rows.Length;
-            foreach (var r in rows) r.Job = this;
-        }
-
-        public GenerationHandle Handle { get; }
-        public Row[] Rows { get; }
-        public int[] Prompt { get; }
-        public int PromptOffset { get; set; }
-        public bool Prefilling { get; set; }
-        public bool LastPromptTokenPending { get; set; }
-        public int Unfinished { get; set; }
-
-        /// <summary>The request's tenant ("" when none was given).</summary>
-        public string Tenant => Handle.Request.Tenant ?? string.Empty;
-
-        /// <summary>The tenant's service counter while the request runs.</summary>
-        public TenantUsage? Usage { get; set; }
-
-        /// <summary>The iteration in which this waiting request was first passed over for want of an adapter slot (-1: never).</summary>
-        public long BlockedSince { get; set; } = -1;
-    }
-
-    /// <summary>One choice of a request: its sequence, sampler and text pipeline.</summary>
-    private sealed class Row
-    {
-        public Row(int choice, TokenSampler sampler, StopCriteria stop, StopStringMatcher matcher, StreamingDecoder detokenizer, int topLogprobs)
-        {
-            Choice = choice;
-            Sampler = sampler;
-            Stop = stop;
-            Matcher = matcher;
-            Detokenizer = detokenizer;
-            Chars = new char[detokenizer.MaxCharsPerAppend];
-            if (topLogprobs > 0)
+            foreach (var job in _waiting)
             {
-                TopIds = new int[topLogprobs];
-                TopValues = new float[topLogprobs];
+                if (string.Equals(job.Tenant, tenant, StringComparison.Ordinal)) return true;
             }
+            return false;
         }
-
-        public Job Job { get; set; } = null!;
-        public int Choice { get; }
-        public TokenSampler Sampler { get; }
-        public StopCriteria Stop { get; }
-        public StopStringMatcher Matcher { get; }
-        public StreamingDecoder Detokenizer { get; }
-        public char[] Chars { get; }
-        public int[]? TopIds { get; }
-        public float[]? TopValues { get; }
-        public Sequence? Sequence { get; set; }
-        public int Generated { get; set; }
-        public bool Finished { get; set; }
-        public FinishReason? Reason { get; set; }
-        public long LastTokenAt { get; set; }
     }
 }

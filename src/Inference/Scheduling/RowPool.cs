@@ -1,0 +1,55 @@
+using Serving.Inference.Decoding;
+using Serving.Inference.Engine;
+
+namespace Serving.Inference.Scheduling;
+
+/// <summary>
+/// The scheduler's decoder rows as <see cref="DecodingRow"/>s: allocation at admission, forks, frees, and which row a
+/// decode step's slot belongs to. While a decode step's logits are being handed out (<see cref="DeferFrees"/>), freeing
+/// waits: releasing a decoder row moves the last row into its slot, which would reorder the step's logits.
+/// </summary>
+internal sealed class RowPool(BatchDecoder decoder, AdapterSlotResidency slots)
+{
+    private readonly Dictionary<Sequence, DecodingRow> _rows = [];
+
+    public int MaxContext => decoder.Model.MaxContext;
+
+    /// <summary>True while a decode step's logits are being handed to strategies.</summary>
+    public bool DeferFrees { get; set; }
+
+    /// <summary>A new row for <paramref name="request"/>'s prompt, on adapter slot <paramref name="adapterSlot"/> (-1: base), admitted at iteration <paramref name="step"/>.</summary>
+    public DecodingRow Allocate(ScheduledRequest request, int adapterSlot, long step)
+    {
+        var seq = decoder.TryAllocate() ?? throw new InvalidOperationException("no free KV slot although one was counted");
+        if (adapterSlot >= 0)
+        {
+            decoder.SetAdapter(seq, adapterSlot);
+            slots.Admit(adapterSlot, step);
+        }
+        var row = new DecodingRow(seq) { Prompt = request.Handle.Request.PromptTokens, Request = request };
+        _rows[seq] = row;
+        return row;
+    }
+
+    public DecodingRow Fork(DecodingRow parent)
+    {
+        var seq = decoder.TryFork(parent.Sequence) ?? throw new InvalidOperationException("no free KV slot for a reserved fork");
+        if (seq.AdapterSlot >= 0) slots.Retain(seq.AdapterSlot);
+        var row = new DecodingRow(seq) { Tag = parent.Tag, Request = parent.Request };
+        _rows[seq] = row;
+        return row;
+    }
+
+    public void Free(DecodingRow row)
+    {
+        var seq = row.Sequence;
+        row.Released = true;
+        if (!seq.IsActive) return;
+        if (seq.AdapterSlot >= 0) slots.Release(seq.AdapterSlot);
+        _rows.Remove(seq);
+        decoder.Release(seq);
+    }
+
+    /// <summary>The row of an active sequence.</summary>
+    public DecodingRow RowOf(Sequence seq) => _rows[seq];
+}
