@@ -52,6 +52,15 @@ public sealed class DecoderModel : IDisposable
     /// <summary>Per layer, the <see cref="BlockGraph.Segmented"/> variant (empty unless <see cref="SegmentedAdapters"/>).</summary>
     internal InferenceSession[] LoraSegmentedBlocks { get; private init; } = [];
 
+    /// <summary>The block sessions of <paramref name="variant"/>.</summary>
+    internal InferenceSession[] BlocksOf(BlockVariant variant) => variant switch
+    {
+        BlockVariant.OneAdapter => LoraDenseBlocks,
+        BlockVariant.Batched => LoraBatchedBlocks,
+        BlockVariant.Segmented => LoraSegmentedBlocks,
+        _ => Blocks,
+    };
+
     /// <summary>Whether adapter steps run the segmented operator (<see cref="RuntimeOptions.UsesSegmentedAdapters"/>).</summary>
     internal bool SegmentedAdapters => LoraSegmentedBlocks.Length > 0;
 

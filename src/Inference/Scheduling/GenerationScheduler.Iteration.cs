@@ -1,0 +1,273 @@
+using Serving.Inference.Decoding;
+using Serving.Inference.Sampling;
+
+namespace Serving.Inference.Scheduling;
+
+// One iteration of the scheduler: aborts, prefill and admission, the decode step, handing logits to strategies.
+public sealed partial class GenerationScheduler
+{
+    private void StepCore()
+    {
+        EndExpired(_time.GetUtcNow());
+
+        // Prefill: first the prompts already being prefilled, then newcomers while rows and budget allow.
+        var budget = _options.MaxPrefillTokensPerStep;
+        _pool.DeferFrees = true;
+        for (var i = 0; i < _running.Count; i++)
+        {
+            var job = _running[i];
+            for (var j = 0; j < job.Rows.Count; j++)
+            {
+                var row = job.Rows[j];
+                if (row.Prefilling && !row.LastPromptTokenPending) budget -= AdvancePrefill(job, row, budget);
+            }
+        }
+        Admit(ref budget);
+        FinishIteration();
+
+        // One decode step for every row.
+        var b = _decoder.ActiveCount;
+        if (b == 0) return;
+        var active = _decoder.Active;
+        for (var r = 0; r < b; r++) _stepRows[r] = _pool.RowOf(active[r]);
+        var logits = _decoder.Decode();
+        var vocab = _decoder.Model.Config.VocabSize;
+        _pool.DeferFrees = true;
+        for (var r = 0; r < b; r++)
+        {
+            var row = _stepRows[r]!;
+            var span = logits.Slice(r * vocab, vocab);
+            if (row.Prefilling)
+            {
+                // The decode fed a prompt token; only the prompt's last one yields logits a strategy samples from.
+                var last = row.LastPromptTokenPending && row.PromptOffset == row.Prompt!.Length;
+                row.LastPromptTokenPending = false;
+                if (last) PromptDone(row, span);
+                continue;
+            }
+            if (!row.Released) Deliver(row, span);
+        }
+        Array.Clear(_stepRows, 0, b);
+        FinishIteration();
+    }
+
+    /// <summary>Cancelled, expired (or, when stopping, all) requests leave before the decode step.</summary>
+    private void EndExpired(DateTimeOffset now)
+    {
+        for (var i = _running.Count - 1; i >= 0; i--)
+        {
+            var job = _running[i];
+            if (_abortAll || job.Handle.IsCancellationRequested || job.Handle.Request.Deadline <= now)
+            {
+                _running.RemoveAt(i);
+                AbortJob(job);
+            }
+        }
+        lock (_gate)
+        {
+            for (var i = _waiting.Count - 1; i >= 0; i--)
+            {
+                var job = _waiting[i];
+                if (_abortAll || job.Handle.IsCancellationRequested || job.Handle.Request.Deadline <= now)
+                {
+                    _waiting.RemoveAt(i);
+                    _expired.Add(job);
+                }
+            }
+        }
+        foreach (var job in _expired) AbortJob(job);
+        _expired.Clear();
+    }
+
+    /// <summary>
+    /// Admits waiting requests in the queue policy's order while the budget lasts and the next one's rows fit. A request
+    /// whose adapter finds no free slot is skipped (later requests may go ahead) until it has waited
+    /// <see cref="SchedulerOptions.AdapterFairnessSteps"/>, after which nothing may take or hold a slot ahead of it:
+    /// slots drain as their rows finish, and it gets the next one.
+    /// </summary>
+    private void Admit(ref int budget)
+    {
+        var blockedOnSlots = 0;
+        var scan = 0;
+        lock (_gate) _queue.Order(_waiting);
+        while (budget > 0)
+        {
+            ScheduledRequest? next = null;
+            var slot = -1;
+            var copy = false;
+            lock (_gate)
+            {
+                while (scan < _waiting.Count)
+                {
+                    var candidate = _waiting[scan];
+                    if (FreeRows() < candidate.MaxRows) break;
+                    if (TryAcquireSlot(candidate, starving: blockedOnSlots > 0 && AnyStarving(scan), out slot, out copy))
+                    {
+                        next = candidate;
+                        _waiting.RemoveAt(scan);
+                        break;
+                    }
+                    if (candidate.BlockedSince < 0) candidate.BlockedSince = Interlocked.Read(ref _steps);
+                    blockedOnSlots++;
+                    scan++;
+                }
+            }
+            if (next is null) break;
+            if (copy)
+            {
+                // The copy happens outside the queue lock, so submitters never wait for it.
+                try
+                {
+                    _slots.Activate(next.Handle.Request.Adapter!, slot);
+                }
+                catch (Exception e) when (e is not OutOfMemoryException)
+                {
+                    // The slot is left marked empty; the request ends (abort) instead of vanishing from the queue.
+                    _observer.OnStepFailed(e);
+                    AbortJob(next);
+                    continue;
+                }
+            }
+            _queue.OnAdmitted(next);
+            var row = _pool.Allocate(next, slot, Interlocked.Read(ref _steps));
+            next.Rows.Add(row);
+            _running.Add(next);
+            next.Handle.Seeds = next.Strategy.Seeds;
+            _observer.OnRequestStarted(next.Handle, _time.GetUtcNow() - next.Handle.SubmittedAt);
+            budget -= AdvancePrefill(next, row, budget);
+        }
+        _statusWaitingForSlot = blockedOnSlots;
+    }
+
+    /// <summary>KV rows neither held nor reserved by a running request.</summary>
+    private int FreeRows()
+    {
+        var free = Capacity - _decoder.ActiveCount;
+        foreach (var job in _running) free -= job.MaxRows - job.Rows.Count;
+        return free;
+    }
+
+    /// <summary>Whether a request before <paramref name="end"/> in the queue has waited too long for an adapter slot (under the gate).</summary>
+    private bool AnyStarving(int end)
+    {
+        for (var i = 0; i < end; i++)
+        {
+            var job = _waiting[i];
+            if (job.BlockedSince >= 0 && Interlocked.Read(ref _steps) - job.BlockedSince >= _options.AdapterFairnessSteps) return true;
+        }
+        return false;
+    }
+
+    /// <summary>The slot for a request's adapter (-1 without one); with <paramref name="starving"/> only adapter-free requests pass, so busy slots drain.</summary>
+    private bool TryAcquireSlot(ScheduledRequest job, bool starving, out int slot, out bool copy)
+    {
+        slot = -1;
+        copy = false;
+        if (job.Handle.Request.Adapter is not { } adapter) return true;
+        return !starving && _slots.TryAcquire(adapter, out slot, out copy);
+    }
+
+    /// <summary>Prefills up to <paramref name="budget"/> prompt tokens of a row; the rest waits, one token fed by the decode step.</summary>
+    private int AdvancePrefill(ScheduledRequest job, DecodingRow row, int budget)
+    {
+        var prompt = row.Prompt!;
+        var take = Math.Max(0, Math.Min(prompt.Length - row.PromptOffset, budget));
+        if (take > 0)
+        {
+            var logits = _decoder.Prefill(row.Sequence, prompt.AsSpan(row.PromptOffset, take));
+            row.PromptOffset += take;
+            _observer.OnPromptTokens(take);
+            if (row.PromptOffset == prompt.Length)
+            {
+                PromptDone(row, logits);
+                return take;
+            }
+        }
+        // Keep the row in the next decode step: it feeds the next prompt token (its logits matter only if it is the last).
+        row.Sequence.PendingToken = prompt[row.PromptOffset++];
+        row.LastPromptTokenPending = true;
+        _observer.OnPromptTokens(1);
+        return take;
+    }
+
+    /// <summary>A row's prompt is in the cache: its logits go to the strategy (the request's first token when it is the request's first row).</summary>
+    private void PromptDone(DecodingRow row, ReadOnlySpan<float> logits)
+    {
+        row.Prompt = null;
+        var job = row.Request!;
+        if (ReferenceEquals(job.Rows[0], row)) _observer.OnFirstToken(job.Handle, _time.GetUtcNow() - job.Handle.SubmittedAt);
+        Deliver(row, logits);
+    }
+
+    private void Deliver(DecodingRow row, ReadOnlySpan<float> logits)
+    {
+        var job = row.Request!;
+        if (!job.Touched)
+        {
+            job.Touched = true;
+            _touched.Add(job);
+        }
+        var before = job.Handle.GeneratedTokens;
+        job.Strategy.OnLogits(job, row, logits);
+        _queue.OnServed(job, job.Handle.GeneratedTokens - before);
+    }
+
+    /// <summary>
+    /// After a batch of logits was handed out: frees released rows, lets each touched request's strategy finish its step
+    /// (its frees are immediate now), and completes requests that are done.
+    /// </summary>
+    private void FinishIteration()
+    {
+        _pool.DeferFrees = false;
+        foreach (var job in _running)
+        {
+            for (var i = job.Rows.Count - 1; i >= 0; i--)
+            {
+                if (job.Rows[i].Released) job.Free(job.Rows[i]);
+            }
+        }
+        foreach (var job in _touched)
+        {
+            job.Touched = false;
+            var before = job.Handle.GeneratedTokens;
+            job.Strategy.OnStepEnd(job);
+            _queue.OnServed(job, job.Handle.GeneratedTokens - before);
+        }
+        _touched.Clear();
+        for (var i = _running.Count - 1; i >= 0; i--)
+        {
+            var job = _running[i];
+            if (!job.Strategy.IsDone) continue;
+            _running.RemoveAt(i);
+            CompleteJob(job);
+        }
+    }
+
+    private void CompleteJob(ScheduledRequest job)
+    {
+        _queue.OnCompleted(job, HasWaiting(job.Tenant));
+        for (var i = job.Rows.Count - 1; i >= 0; i--) job.Free(job.Rows[i]);
+        job.Handle.Write(new GenerationEvent(GenerationEventKind.Done, 0, null, -1, 0f, null, null));
+        job.Handle.Complete();
+        _observer.OnRequestFinished(job.Handle, job.Handle.FirstChoiceFinish ?? FinishReason.Abort);
+    }
+
+    /// <summary>Ends a waiting or running request now: what the client sees finishes with an abort, rows are freed.</summary>
+    private void AbortJob(ScheduledRequest job)
+    {
+        job.Strategy.Abort();
+        CompleteJob(job);
+    }
+
+    private bool HasWaiting(string tenant)
+    {
+        lock (_gate)
+        {
+            foreach (var job in _waiting)
+            {
+                if (string.Equals(job.Tenant, tenant, StringComparison.Ordinal)) return true;
+            }
+            return false;
+        }
+    }
+}
