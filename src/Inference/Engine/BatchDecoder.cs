@@ -30,6 +30,7 @@ public sealed class BatchDecoder : IDisposable
     private bool _useFused;
     private long _decodeTicks;
     private long _prefillTicks;
+    private float[] _rewardScratch = [];
 
     /// <param name="adapterSlots">Adapter slots of this decoder (default and maximum: the model's <see cref="RuntimeOptions.AdapterSlots"/>).</param>
     public BatchDecoder(DecoderModel model, int? maxBatch = null, int? adapterSlots = null)
@@ -93,6 +94,20 @@ public sealed class BatchDecoder : IDisposable
             if (Adapters[slot] is null) throw new InvalidOperationException($"adapter slot {slot} is empty");
         }
         seq.AdapterSlot = slot;
+    }
+
+    /// <summary>
+    /// Makes <paramref name="head"/> score <paramref name="seq"/> from its first token on (null: none): every token fed
+    /// after this (prefill or decode) adds its score, so <see cref="Sequence.Reward"/> is the reward of the cached prefix.
+    /// Forks inherit the head and the state. The logits are untouched.
+    /// </summary>
+    public void SetRewardHead(Sequence seq, Rewards.RewardHead? head)
+    {
+        EnsureActive(seq);
+        if (seq.Length > 0) throw new InvalidOperationException($"sequence {seq.Id} already holds {seq.Length} tokens; set its reward head before the first one");
+        if (head is not null && head.ScratchSize > _rewardScratch.Length) _rewardScratch = new float[head.ScratchSize];
+        seq.RewardHead = head;
+        seq.RewardState = default;
     }
 
     /// <summary>Most rows that can be active at once.</summary>
@@ -164,6 +179,7 @@ public sealed class BatchDecoder : IDisposable
         {
             for (var l = 0; l < _c.NumLayers; l++)
             {
+                if (seq.RewardHead?.Layer == l) Score(seq, _buf.Input(l), 0, t);
                 step.Units[l].RunWithBinding(_run, step.Layers[l]);
                 if (hiddenCapture is not null)
                 {
@@ -171,6 +187,7 @@ public sealed class BatchDecoder : IDisposable
                 }
             }
             var final = _buf.Output(_c.NumLayers - 1);
+            if (seq.RewardHead?.Layer == _c.NumLayers) Score(seq, final, 0, t);
             if (allLogits is not null)
             {
                 var logitsAll = new NativeBuffer<float>((long)t * _c.VocabSize);
@@ -217,7 +234,7 @@ public sealed class BatchDecoder : IDisposable
         AdapterGroupsDecoded += groups;
         if (_useFused)
         {
-            if (groups > 0) throw new InvalidOperationException("the fused measurement graph has no adapter inputs");
+            if (groups > 0 || AnyRewardHead(b)) throw new InvalidOperationException("the fused measurement graph has no adapter inputs and no reward heads");
             var fused = _fusedBindings[b] ??= StepBindings.Fused(_buf, b);
             _model.Fused!.RunWithBinding(_run, fused.Head!);
         }
@@ -235,7 +252,13 @@ public sealed class BatchDecoder : IDisposable
             {
                 step = _decodeBindings[b] ??= new StepBindings(_buf, batch: b, seqLen: 1, slot: 0, withHead: true);
             }
-            for (var l = 0; l < _c.NumLayers; l++) step.Units[l].RunWithBinding(_run, step.Layers[l]);
+            var scored = AnyRewardHead(b);
+            for (var l = 0; l < _c.NumLayers; l++)
+            {
+                if (scored) ScoreRows(l, _buf.Input(l), b);
+                step.Units[l].RunWithBinding(_run, step.Layers[l]);
+            }
+            if (scored) ScoreRows(_c.NumLayers, _buf.Output(_c.NumLayers - 1), b);
             _model.Head.RunWithBinding(_run, step.Head!);
         }
         for (var r = 0; r < b; r++)
@@ -258,6 +281,8 @@ public sealed class BatchDecoder : IDisposable
         child.Length = parent.Length;
         child.AdapterSlot = parent.AdapterSlot;
         child.PendingToken = parent.PendingToken;
+        child.RewardHead = parent.RewardHead;
+        child.RewardState = parent.RewardState;
         return child;
     }
 
@@ -283,6 +308,34 @@ public sealed class BatchDecoder : IDisposable
         _kernel?.Dispose();
         Adapters?.Dispose();
         _run.Dispose();
+    }
+
+    private bool AnyRewardHead(int b)
+    {
+        for (var r = 0; r < b; r++)
+        {
+            if (_active[r].RewardHead is not null) return true;
+        }
+        return false;
+    }
+
+    /// <summary>Adds the scores of rows [0, b) whose head reads layer <paramref name="layer"/> (one token each, at row r of <paramref name="hidden"/>).</summary>
+    private void ScoreRows(int layer, NativeBuffer<float> hidden, int b)
+    {
+        var d = _c.HiddenSize;
+        for (var r = 0; r < b; r++)
+        {
+            var seq = _active[r];
+            if (seq.RewardHead is { } head && head.Layer == layer) seq.RewardState.Add(head.Score(hidden.Span.Slice(r * d, d), _rewardScratch));
+        }
+    }
+
+    /// <summary>Adds the scores of <paramref name="count"/> positions of one row, starting at position <paramref name="first"/> of <paramref name="hidden"/>.</summary>
+    private void Score(Sequence seq, NativeBuffer<float> hidden, int first, int count)
+    {
+        var d = _c.HiddenSize;
+        var head = seq.RewardHead!;
+        for (var i = first; i < first + count; i++) seq.RewardState.Add(head.Score(hidden.Span.Slice(i * d, d), _rewardScratch));
     }
 
     private void EnsureActive(Sequence seq)

@@ -16,8 +16,9 @@ public sealed class DecoderModel : IDisposable
     private readonly float[]? _positionEmbedding; // [P, d] (GPT-2)
 
     private DecoderModel(ModelConfig config, RuntimeOptions options, int maxContext, float[] tokenEmbedding,
-        float[]? positionEmbedding, InferenceSession[] blocks, InferenceSession head, TimeSpan loadTime)
+        float[]? positionEmbedding, InferenceSession[] blocks, InferenceSession head, TimeSpan loadTime, (float[], float[]?) finalNorm)
     {
+        FinalNorm = finalNorm;
         Config = config;
         Options = options;
         MaxContext = maxContext;
@@ -33,6 +34,9 @@ public sealed class DecoderModel : IDisposable
 
     /// <summary>Longest sequence a row may reach (options capped by the model's positions).</summary>
     public int MaxContext { get; }
+
+    /// <summary>The final norm's weight (and bias, for GPT-2's LayerNorm), for heads that read normed hidden states.</summary>
+    public (float[] Weight, float[]? Bias) FinalNorm { get; }
 
     /// <summary>Wall time of graph generation and session creation.</summary>
     public TimeSpan LoadTime { get; }
@@ -160,7 +164,7 @@ public sealed class DecoderModel : IDisposable
             var blocks = new InferenceSession[c.NumLayers];
             var perLayer = segmented ? 2 : adapters ? 3 : 1; // base (+ segmented | + batched, all-one-adapter)
             for (var layer = 0; layer < c.NumLayers; layer++) blocks[layer] = sessions[layer * perLayer];
-            return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, blocks, head, started.Elapsed)
+            return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, blocks, head, started.Elapsed, (normW, normB))
             {
                 Fused = fused,
                 LoraBatchedBlocks = batchedBlocks,

@@ -27,6 +27,15 @@ public sealed class Sequence
     /// <summary>The adapter slot this row uses (see <see cref="BatchDecoder.SetAdapter"/>), or -1 for the base model.</summary>
     public int AdapterSlot { get; internal set; } = -1;
 
+    /// <summary>The reward head scoring this row (null: none), set before its first token with <see cref="BatchDecoder.SetRewardHead"/>.</summary>
+    public Rewards.RewardHead? RewardHead { get; internal set; }
+
+    /// <summary>The pooled scores of every cached token (when a head scores the row).</summary>
+    internal Rewards.RewardState RewardState;
+
+    /// <summary>The head's reward of the cached tokens (the prefix up to the last token fed); NaN without a head.</summary>
+    public float Reward => RewardHead is { } head ? RewardState.Value(head.Pooling) : float.NaN;
+
     /// <summary>False once released.</summary>
     public bool IsActive { get; internal set; } = true;
 }
