@@ -18,6 +18,15 @@ public sealed class DecodingRow
     /// <summary>Tokens in the row's KV cache.</summary>
     public int Length => Sequence.Length;
 
+    /// <summary>The reward head's reward of the row's cached tokens (NaN without a head).</summary>
+    public float Reward => Sequence.Reward;
+
+    /// <summary>The reward of the cached prefix extended by one position whose head score is <paramref name="score"/>.</summary>
+    public float RewardWith(float score) => Sequence.RewardHead is { } head ? Sequence.RewardState.ValueWith(score, head.Pooling) : float.NaN;
+
+    /// <summary>The row's last token fed (or the next prompt token while prefilling); -1 when none is pending.</summary>
+    public int PendingToken => Sequence.PendingToken;
+
     /// <summary>False once released.</summary>
     public bool IsActive => !Released && Sequence.IsActive;
 

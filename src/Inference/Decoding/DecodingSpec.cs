@@ -42,7 +42,15 @@ public sealed record DecodingSetup
 
     public required ISchedulerObserver Observer { get; init; }
 
+    /// <summary>The model the request runs on (strategies that score candidates themselves read its embedding).</summary>
+    public required Engine.DecoderModel Model { get; init; }
+
     /// <summary>A row's output for choice <paramref name="choice"/>, streaming to the request's handle.</summary>
     public RowOutput CreateOutput(int choice, Sampling.SamplingParameters sampling) =>
         new(choice, Request, sampling, Tokenizer, EosIds) { Sink = Handle, Interner = Interner, Observer = Observer };
+
+    /// <summary>An answer for choice <paramref name="choice"/>: its own sampler (prompt tokens seen for penalties) and output.</summary>
+    internal ChoiceRun CreateChoice(int choice, Sampling.SamplingParameters sampling) =>
+        new(new Sampling.TokenSampler(sampling, VocabSize, Request.PromptTokens), CreateOutput(choice, sampling), Handle,
+            scored: Request.RewardHead is not null, tokenRewards: Request.ReturnTokenRewards);
 }

@@ -44,6 +44,13 @@ public interface IDecodingContext
     /// </summary>
     DecodingRow Fork(DecodingRow parent);
 
+    /// <summary>
+    /// A new row for another prompt (e.g. a rewritten instruction), on the request's adapter and reward head; the
+    /// scheduler prefills it within its prefill budget and hands it over with <see cref="IDecodingStrategy.OnLogits"/>
+    /// when its prompt is in the cache. Counts against <see cref="DecodingSpec.MaxRows"/>.
+    /// </summary>
+    DecodingRow Start(int[] prompt);
+
     /// <summary>Feeds <paramref name="token"/> to <paramref name="row"/> in the next decode step.</summary>
     void Feed(DecodingRow row, int token);
 

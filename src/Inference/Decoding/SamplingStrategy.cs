@@ -29,9 +29,7 @@ public sealed record SamplingSpec : DecodingSpec
 /// <summary>The strategy of <see cref="SamplingSpec"/>: every choice streams token by token as it is sampled.</summary>
 internal sealed class SamplingStrategy : IDecodingStrategy
 {
-    private readonly GenerationHandle _handle;
-    private readonly TokenSampler[] _samplers;
-    private readonly RowOutput[] _outputs;
+    private readonly ChoiceRun[] _choices;
     private readonly bool _logprobs;
     private bool _started;
     private int _unfinished;
@@ -39,18 +37,11 @@ internal sealed class SamplingStrategy : IDecodingStrategy
     public SamplingStrategy(DecodingSetup setup)
     {
         var request = setup.Request;
-        _handle = setup.Handle;
         _logprobs = request.Logprobs;
-        _samplers = new TokenSampler[request.Choices];
-        _outputs = new RowOutput[request.Choices];
-        for (var c = 0; c < _samplers.Length; c++)
-        {
-            var p = ChoiceParameters(request.Sampling, c);
-            _samplers[c] = new TokenSampler(p, setup.VocabSize, request.PromptTokens);
-            _outputs[c] = setup.CreateOutput(c, p);
-        }
-        _unfinished = _samplers.Length;
-        Seeds = Array.ConvertAll(_samplers, s => s.Seed);
+        _choices = new ChoiceRun[request.Choices];
+        for (var c = 0; c < _choices.Length; c++) _choices[c] = setup.CreateChoice(c, ChoiceParameters(request.Sampling, c));
+        _unfinished = _choices.Length;
+        Seeds = Array.ConvertAll(_choices, s => s.Sampler.Seed);
     }
 
     public bool IsDone => _unfinished == 0;
@@ -68,7 +59,7 @@ internal sealed class SamplingStrategy : IDecodingStrategy
             // The prompt is in the cache: one row per further choice shares it, and every choice samples from its logits.
             _started = true;
             row.Tag = 0;
-            Span<DecodingRow> rows = new DecodingRow[_samplers.Length];
+            Span<DecodingRow> rows = new DecodingRow[_choices.Length];
             rows[0] = row;
             for (var c = 1; c < rows.Length; c++)
             {
@@ -83,34 +74,16 @@ internal sealed class SamplingStrategy : IDecodingStrategy
 
     private void Step(IDecodingContext context, DecodingRow row, ReadOnlySpan<float> logits)
     {
-        var c = row.Tag;
-        var sampler = _samplers[c];
-        float logprob = 0f;
-        var token = _logprobs ? sampler.Sample(logits, out logprob) : sampler.Sample(logits);
-        sampler.Accept(token);
-        _handle.AddCompletionTokens(1);
-        _handle.AddGeneratedTokens(1);
-        if (_outputs[c].Append(token, logprob, sampler, contextFull: row.Length >= context.MaxContext) is FinishReason reason)
-        {
-            _outputs[c].Finish(reason);
-            _unfinished--;
-            context.Release(row);
-        }
-        else
-        {
-            context.Feed(row, token);
-        }
+        if (_choices[row.Tag].Step(context, row, logits, _logprobs)) _unfinished--;
     }
 
     public void Abort()
     {
-        foreach (var output in _outputs)
+        foreach (var choice in _choices)
         {
-            if (!output.Finished)
-            {
-                output.Finish(FinishReason.Abort);
-                _unfinished--;
-            }
+            if (choice.Finished) continue;
+            choice.Abort();
+            _unfinished--;
         }
     }
 }

@@ -62,6 +62,9 @@ public sealed class GenerationHandle : IGenerationSink
 
     internal void AddGeneratedTokens(int count) => Interlocked.Add(ref _generatedTokens, count);
 
+    /// <summary>What the request's alignment method did (null for plain sampling); set before the stream completes.</summary>
+    public Decoding.AlignmentReport? Alignment { get; internal set; }
+
     /// <summary>How choice 0 finished (null until it has), the reason metrics and logs report for the request.</summary>
     public FinishReason? FirstChoiceFinish { get; private set; }
 

@@ -24,6 +24,15 @@ public sealed record GenerationRequest
     /// </summary>
     public DecodingSpec Decoding { get; init; } = SamplingSpec.Instance;
 
+    /// <summary>
+    /// The reward head that scores every row of the request in the decode step (null: none). Rows report the head's
+    /// reward with each choice's finish (and per token with <see cref="ReturnTokenRewards"/>); alignment methods steer by it.
+    /// </summary>
+    public Rewards.RewardHead? RewardHead { get; init; }
+
+    /// <summary>Report the sequence reward after every token (needs <see cref="RewardHead"/>).</summary>
+    public bool ReturnTokenRewards { get; init; }
+
     /// <summary>Return per-token logprobs (with <see cref="SamplingParameters.TopLogprobs"/> alternatives).</summary>
     public bool Logprobs { get; init; }
 

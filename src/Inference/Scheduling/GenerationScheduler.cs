@@ -124,6 +124,7 @@ public sealed partial class GenerationScheduler : IDisposable
             VocabSize = _decoder.Model.Config.VocabSize,
             Interner = _interner,
             Observer = _observer,
+            Model = _decoder.Model,
         });
         var job = new ScheduledRequest(h, strategy, request.Decoding.MaxRows(request), _pool);
         lock (_gate)

@@ -26,7 +26,26 @@ internal sealed class RowPool(BatchDecoder decoder, AdapterSlotResidency slots)
             decoder.SetAdapter(seq, adapterSlot);
             slots.Admit(adapterSlot, step);
         }
+        if (request.Handle.Request.RewardHead is { } head) decoder.SetRewardHead(seq, head);
         var row = new DecodingRow(seq) { Prompt = request.Handle.Request.PromptTokens, Request = request };
+        _rows[seq] = row;
+        return row;
+    }
+
+    /// <summary>A further row of a running request, for another prompt, on the request's adapter slot (already held).</summary>
+    public DecodingRow Start(ScheduledRequest request, int[] prompt, int adapterSlot)
+    {
+        var seq = decoder.TryAllocate() ?? throw new InvalidOperationException("no free KV slot for a reserved row");
+        if (adapterSlot >= 0)
+        {
+            decoder.SetAdapter(seq, adapterSlot);
+            slots.Retain(adapterSlot);
+        }
+        if (request.Handle.Request.RewardHead is { } head) decoder.SetRewardHead(seq, head);
+        // Every live row takes part in the next decode step: it feeds the prompt's first token there, and the
+        // scheduler's prefill phase takes the rest from the next iteration on.
+        var row = new DecodingRow(seq) { Prompt = prompt, Request = request, PromptOffset = 1, LastPromptTokenPending = true };
+        seq.PendingToken = prompt[0];
         _rows[seq] = row;
         return row;
     }

@@ -65,6 +65,16 @@ internal sealed class ScheduledRequest : IDecodingContext
         return child;
     }
 
+    public DecodingRow Start(int[] prompt)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        if (prompt.Length == 0 || prompt.Length >= MaxContext) throw new ArgumentException($"a row's prompt must hold 1 to {MaxContext - 1} tokens, got {prompt.Length}", nameof(prompt));
+        if (Rows.Count >= MaxRows) throw new InvalidOperationException($"the request holds {Rows.Count} rows, all that its decoding method reserved");
+        var row = _pool.Start(this, prompt, Rows.Count > 0 ? Rows[0].Sequence.AdapterSlot : -1);
+        Rows.Add(row);
+        return row;
+    }
+
     public void Feed(DecodingRow row, int token) => row.Sequence.PendingToken = token;
 
     public void Release(DecodingRow row)
