@@ -200,3 +200,88 @@ public sealed class AlignmentTests : IDisposable
         Assert.Equal(param, e.Param);
     }
 }
+
+/// <summary>DARWIN's mechanics on the demo model.</summary>
+public sealed class DarwinTests : IDisposable
+{
+    private readonly DecoderModel _model = DecoderModel.Load(DemoModelReferenceTests.DemoDirectory, new RuntimeOptions { MaxBatch = 16, MaxContext = 256 });
+    private readonly ITokenizer _tokenizer;
+    private readonly RewardHead _head;
+
+    public DarwinTests()
+    {
+        _tokenizer = TokenizerLoader.Load(DemoModelReferenceTests.DemoDirectory, _model.Config.VocabSize);
+        _head = RewardHeadTests.DemoHead(_model);
+    }
+
+    public void Dispose() => _model.Dispose();
+
+    private int[] Chat(string user) => [0, 1, .. _tokenizer.Encode(user), 3, 2];
+
+    private GenerationRequest Request(string instruction, float temperature, int maxTokens, DecodingSpec? spec = null) => new()
+    {
+        PromptTokens = Chat(instruction),
+        Sampling = new SamplingParameters { Temperature = temperature, Seed = 5, MaxTokens = maxTokens, IgnoreEos = true },
+        RewardHead = _head,
+        Decoding = spec ?? SamplingSpec.Instance,
+    };
+
+    private DarwinSpec Spec(string instruction, int variants, int interval, int survivors, int iterations = 1) => new()
+    {
+        Instruction = instruction,
+        Variants = variants,
+        Interval = interval,
+        Survivors = survivors,
+        Iterations = iterations,
+        RenderPrompt = Chat,
+        RenderMutation = text => Chat("Say it in other words: " + text),
+    };
+
+    /// <summary>
+    /// Two greedy beams, one survivor, a selection after 4 tokens: the loser becomes a copy of the winner (its KV forked,
+    /// its text copied), so both continue identically: equal final rewards, and the answer equals a plain greedy run of
+    /// the winning instruction.
+    /// </summary>
+    [Fact]
+    public void Darwin_ReplacedBeam_ContinuesExactlyAsTheSurvivor()
+    {
+        using var h = new SchedulerHarness(_model, _tokenizer, rows: 8);
+        const string instruction = "Tell me a fortune.";
+        var result = h.Run(Request(instruction, 0f, 12, Spec(instruction, variants: 2, interval: 4, survivors: 1)));
+        var report = result.Handle.Alignment!;
+        Assert.Equal("darwin", report.Method);
+        Assert.Equal(2, report.Variants!.Count);
+        Assert.Equal(instruction, report.Variants[0]);
+        Assert.Equal(2, report.CandidateRewards!.Count);
+        Assert.Equal(report.CandidateRewards[0], report.CandidateRewards[1]);
+
+        // Which instruction won the selection: the answer is that instruction's plain greedy continuation.
+        var plain = report.Variants.Select(v => h.Run(Request(v, 0f, 12)).Tokens()).ToList();
+        Assert.Contains(result.Tokens(), plain);
+        Assert.Equal(12, result.Tokens().Count);
+        Assert.True(result.Handle.GeneratedTokens >= 2 * 12, "beams and the mutation count as generated tokens");
+        Assert.Equal(0, h.Decoder.ActiveCount);
+    }
+
+    [Fact]
+    public void Darwin_SampledBeamsAndTwoIterations_ReturnTheBestScoredBeam()
+    {
+        using var h = new SchedulerHarness(_model, _tokenizer, rows: 10);
+        const string instruction = "Tell me something nice.";
+        var result = h.Run(Request(instruction, 0.8f, 16, Spec(instruction, variants: 4, interval: 5, survivors: 2, iterations: 2)));
+        var report = result.Handle.Alignment!;
+        Assert.Equal(8, report.CandidateRewards!.Count);
+        Assert.Equal(report.CandidateRewards.Max(), report.CandidateRewards[report.Chosen!.Value]);
+        Assert.Equal(report.CandidateRewards.Max(), result.Finish().Reward);
+        Assert.Equal(2, report.Archive!.Count);
+        Assert.All(report.Archive, a => Assert.Contains(a, report.Variants!));
+        Assert.Equal(0, h.Decoder.ActiveCount);
+
+        // The reported reward is the head's reward of the original prompt + the answer.
+        using var dec = new BatchDecoder(_model, 1);
+        var seq = dec.TryAllocate()!;
+        dec.SetRewardHead(seq, _head);
+        dec.Prefill(seq, [.. Chat(instruction), .. result.Tokens()]);
+        Assert.InRange(Math.Abs(seq.Reward - result.Finish().Reward!.Value), 0, 1e-4);
+    }
+}
