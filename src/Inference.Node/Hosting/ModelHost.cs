@@ -54,6 +54,9 @@ public sealed class ModelHost : IDisposable
     /// <summary>The base model's id (<c>model</c> in requests).</summary>
     public string ModelId { get; }
 
+    /// <summary>The loaded model (reward heads bind to its final norm).</summary>
+    public DecoderModel Model => _model;
+
     /// <summary>The base model's configuration (adapters are converted against it).</summary>
     public Serving.Checkpoints.ModelConfig Config => _model.Config;
 

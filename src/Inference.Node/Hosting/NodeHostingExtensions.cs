@@ -57,6 +57,7 @@ public static class NodeHostingExtensions
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<ModelHost>();
         services.AddSingleton<ModelCatalog>();
+        services.AddSingleton<RewardHeads.RewardHeadCatalog>();
         services.AddHostedService<SchedulerHostedService>();
         services.AddNodeAdapters();
         // The heartbeat's adapter tiers (registered after the registry's default, so this one wins).

@@ -87,6 +87,15 @@ public sealed class NodeOptions
     /// </summary>
     public string? AdapterDirectory { get; set; }
 
+    /// <summary>
+    /// Reward heads served as <c>public/&lt;name&gt;</c>: name → folder (<c>config.json</c> + <c>head.safetensors</c>),
+    /// validated against the model at start (e.g. <c>--Node:RewardHeads:positive=models/demo/reward-head</c>).
+    /// </summary>
+    public Dictionary<string, string> RewardHeads { get; set; } = [];
+
+    /// <summary>The head (<c>public/&lt;name&gt;</c>) a request gets when it asks for rewards or alignment without naming one; null: none.</summary>
+    public string? DefaultRewardHead { get; set; }
+
     /// <summary>True when adapters can be served (a store or a directory is configured).</summary>
     public bool AdaptersEnabled => !string.IsNullOrWhiteSpace(Redis) || !string.IsNullOrWhiteSpace(AdapterDirectory);
 
@@ -129,6 +138,13 @@ internal sealed class NodeOptionsValidator : IValidateOptions<NodeOptions>
         if (!string.IsNullOrWhiteSpace(o.AdapterDirectory) && !Directory.Exists(o.AdapterDirectory))
             errors.Add($"Node:AdapterDirectory '{o.AdapterDirectory}' does not exist.");
         if (o.Port is < 0 or > 65535) errors.Add("Node:Port must be in [0, 65535].");
+        foreach (var (head, folder) in o.RewardHeads)
+        {
+            if (!AdapterStore.Storage.AdapterKeys.IsValidName(head)) errors.Add($"Node:RewardHeads: '{head}' is not a valid name.");
+            if (!Directory.Exists(folder)) errors.Add($"Node:RewardHeads:{head} '{folder}' does not exist.");
+        }
+        if (o.DefaultRewardHead is { } d && !o.RewardHeads.ContainsKey(d.StartsWith("public/", StringComparison.Ordinal) ? d["public/".Length..] : "\0"))
+            errors.Add($"Node:DefaultRewardHead '{d}' must be 'public/<name>' of a head in Node:RewardHeads.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

@@ -13,10 +13,13 @@ internal static class NonStreaming
         var text = new StringBuilder[n];
         var finish = new FinishReason?[n];
         var tokens = new List<(int Id, float Logprob, TopLogprob[]? Top, int Offset)>[n];
+        var rewards = new float?[n];
+        var tokenRewards = new List<float>?[n];
         for (var i = 0; i < n; i++)
         {
             text[i] = new StringBuilder();
             tokens[i] = [];
+            if (r.Prepared.Generation.ReturnTokenRewards) tokenRewards[i] = [];
         }
         await foreach (var e in r.Handle.Events.ReadAllAsync(ct).ConfigureAwait(false))
         {
@@ -24,10 +27,12 @@ internal static class NonStreaming
             {
                 case GenerationEventKind.Token:
                     if (e.TokenId >= 0 && r.Prepared.Logprobs != LogprobsStyle.None) tokens[e.Choice].Add((e.TokenId, e.Logprob, e.TopLogprobs, text[e.Choice].Length));
+                    if (e.TokenId >= 0 && e.Reward is float tokenReward) tokenRewards[e.Choice]?.Add(tokenReward);
                     text[e.Choice].Append(e.Text);
                     break;
                 case GenerationEventKind.Finished:
                     finish[e.Choice] = e.FinishReason;
+                    rewards[e.Choice] = e.Reward;
                     break;
             }
         }
@@ -42,9 +47,13 @@ internal static class NonStreaming
                 {
                     lp = new ChatLogprobsBody(tokens[i].Select(t => ChatToken(r, t.Id, t.Logprob, t.Top)).ToList());
                 }
-                choices[i] = new ChatChoiceBody(i, new ChatMessageOut("assistant", text[i].ToString()), lp, finish[i]?.ToOpenAIString());
+                choices[i] = new ChatChoiceBody(i, new ChatMessageOut("assistant", text[i].ToString()), lp, finish[i]?.ToOpenAIString())
+                {
+                    Reward = rewards[i],
+                    TokenRewards = tokenRewards[i],
+                };
             }
-            return TypedResults.Ok(new ChatCompletionResponse(r.Id, "chat.completion", r.Created, r.Model, choices, r.Usage));
+            return TypedResults.Ok(new ChatCompletionResponse(r.Id, "chat.completion", r.Created, r.Model, choices, r.Usage) { Alignment = r.Handle.Alignment });
         }
         else
         {
@@ -60,9 +69,13 @@ internal static class NonStreaming
                         tokens[i].Select(t => TopDictionary(r, t.Top)).ToList(),
                         tokens[i].Select(t => t.Offset).ToList());
                 }
-                choices[i] = new CompletionChoiceBody(i, text[i].ToString(), lp, finish[i]?.ToOpenAIString());
+                choices[i] = new CompletionChoiceBody(i, text[i].ToString(), lp, finish[i]?.ToOpenAIString())
+                {
+                    Reward = rewards[i],
+                    TokenRewards = tokenRewards[i],
+                };
             }
-            return TypedResults.Ok(new CompletionResponse(r.Id, "text_completion", r.Created, r.Model, choices, r.Usage));
+            return TypedResults.Ok(new CompletionResponse(r.Id, "text_completion", r.Created, r.Model, choices, r.Usage) { Alignment = r.Handle.Alignment });
         }
     }
 

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Storage;
 using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.Hosting;
+using Serving.Inference.Node.RewardHeads;
 using Serving.Inference.Node.Telemetry;
 using Serving.Inference.Sampling;
 using Serving.Inference.Scheduling;
@@ -19,6 +20,13 @@ public static class OpenAIApi
         PropertyNameCaseInsensitive = false,
     };
 
+    /// <summary>How extension objects (the alignment report) are written inside streamed chunks: as the non-streamed body writes them.</summary>
+    internal static readonly JsonSerializerOptions ResponseJson = new(JsonSerializerDefaults.Web)
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
+    };
+
     /// <summary>Maps the routes under <c>/v1</c>.</summary>
     public static IEndpointRouteBuilder MapOpenAIApi(this IEndpointRouteBuilder app)
     {
@@ -31,16 +39,16 @@ public static class OpenAIApi
     }
 
     /// <summary><c>POST /v1/completions</c>.</summary>
-    public static Task<IResult> CreateCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, IOptions<NodeOptions> options,
-        NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
-        GenerateAsync<CompletionRequestBody>(context, host, catalog, adapters, options.Value, metrics, time, loggers, "cmpl-",
-            (body, id, deadline) => OpenAIRequestMapper.Completion(body, host, id, deadline));
+    public static Task<IResult> CreateCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, RewardHeadCatalog rewardHeads,
+        IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
+        GenerateAsync<CompletionRequestBody>(context, host, catalog, adapters, rewardHeads, options.Value, metrics, time, loggers, "cmpl-",
+            (body, id, deadline, head) => OpenAIRequestMapper.Completion(body, host, id, deadline, head));
 
     /// <summary><c>POST /v1/chat/completions</c>.</summary>
-    public static Task<IResult> CreateChatCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, IOptions<NodeOptions> options,
-        NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
-        GenerateAsync<ChatCompletionRequestBody>(context, host, catalog, adapters, options.Value, metrics, time, loggers, "chatcmpl-",
-            (body, id, deadline) => OpenAIRequestMapper.Chat(body, host, id, deadline));
+    public static Task<IResult> CreateChatCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, RewardHeadCatalog rewardHeads,
+        IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
+        GenerateAsync<ChatCompletionRequestBody>(context, host, catalog, adapters, rewardHeads, options.Value, metrics, time, loggers, "chatcmpl-",
+            (body, id, deadline, head) => OpenAIRequestMapper.Chat(body, host, id, deadline, head));
 
     /// <summary>Header carrying the caller's tenant (set by the gateway); absent means tenant <c>public</c>.</summary>
     public const string TenantHeader = "X-Serving-Tenant";
@@ -151,8 +159,9 @@ public static class OpenAIApi
         };
     }
 
-    private static async Task<IResult> GenerateAsync<TBody>(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, NodeOptions options,
-        NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers, string idPrefix, Func<TBody, string, DateTimeOffset, PreparedRequest> prepare)
+    private static async Task<IResult> GenerateAsync<TBody>(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters,
+        RewardHeadCatalog rewardHeads, NodeOptions options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers, string idPrefix,
+        Func<TBody, string, DateTimeOffset, Rewards.RewardHead?, PreparedRequest> prepare)
         where TBody : GenerationRequestBody
     {
         var logger = loggers.CreateLogger("Serving.Inference.Node.OpenAI");
@@ -177,7 +186,8 @@ public static class OpenAIApi
             var resolution = catalog.Resolve(body.Model, out var adapter);
             if (resolution == ModelResolution.UnknownModel) return OpenAIErrors.ModelNotFound(body.Model!);
             var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
-            prepared = prepare(body, id, time.GetUtcNow().AddSeconds(options.RequestTimeoutSeconds));
+            var head = rewardHeads.Resolve(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true);
+            prepared = prepare(body, id, time.GetUtcNow().AddSeconds(options.RequestTimeoutSeconds), head);
             if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };
             if (adapterRef is not null)
             {

@@ -1,5 +1,7 @@
 using System.Text.Json;
 using Serving.Inference.Chat;
+using Serving.Inference.Decoding;
+using Serving.Inference.Rewards;
 using Serving.Inference.Node.Hosting;
 using Serving.Inference.Sampling;
 using Serving.Inference.Scheduling;
@@ -21,7 +23,10 @@ internal static class OpenAIRequestMapper
     /// <summary>Most logprobs alternatives the legacy completions API accepts.</summary>
     public const int MaxCompletionLogprobs = 5;
 
-    public static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline)
+    /// <summary>The instruction DARWIN's beams answer is rewritten through this request (a user message of the chat template).</summary>
+    internal const string MutationInstruction = "Rewrite the following instruction in other words, keeping its meaning:\n\n";
+
+    public static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
     {
         if (body.Echo == true) throw OpenAIRequestException.Invalid("echo", "echo is not supported by this node.");
         if (body.Suffix is { Length: > 0 }) throw OpenAIRequestException.Invalid("suffix", "suffix is not supported by this node.");
@@ -33,12 +38,16 @@ internal static class OpenAIRequestMapper
         }
         var maxTokens = body.MaxTokens ?? Math.Max(1, Math.Min(16, host.MaxContext - prompt.Length));
         var sampling = Sampling(body, maxTokens, body.Logprobs);
-        return new PreparedRequest(Generation(body, prompt, sampling, body.Logprobs is not null, id, deadline),
+        var instruction = body.Prompt.ValueKind == JsonValueKind.String ? body.Prompt.GetString() : null;
+        var decoding = Decoding(body.Alignment, instruction,
+            text => host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault),
+            text => RenderUser(host, MutationInstruction + text));
+        return new PreparedRequest(Generation(body, prompt, sampling, body.Logprobs is not null, id, deadline, head, decoding),
             body.Stream == true, body.StreamOptions?.IncludeUsage == true,
             body.Logprobs is null ? LogprobsStyle.None : LogprobsStyle.Completion, "max_tokens");
     }
 
-    public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline)
+    public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
     {
         if (body.Messages is null || body.Messages.Count == 0) throw OpenAIRequestException.Invalid("messages", "messages must be a non-empty list.");
         var messages = new List<ChatMessage>(body.Messages.Count);
@@ -48,16 +57,8 @@ internal static class OpenAIRequestMapper
             if (string.IsNullOrEmpty(m.Role)) throw OpenAIRequestException.Invalid($"messages[{i}].role", "Each message needs a role.");
             messages.Add(new ChatMessage(m.Role, MessageText(m.Content, i)));
         }
-        string text;
-        try
-        {
-            text = host.Template.Render(messages, body.AddGenerationPrompt ?? true, BosText(host), EosText(host));
-        }
-        catch (ChatTemplateException e)
-        {
-            throw OpenAIRequestException.Invalid("messages", e.Message);
-        }
-        var prompt = host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault);
+        var addGenerationPrompt = body.AddGenerationPrompt ?? true;
+        var prompt = Render(host, messages, addGenerationPrompt);
         if (body.TopLogprobs is not null && body.Logprobs != true)
         {
             throw OpenAIRequestException.Invalid("top_logprobs", "top_logprobs needs logprobs set to true.");
@@ -66,14 +67,28 @@ internal static class OpenAIRequestMapper
         var maxTokens = body.MaxCompletionTokens ?? body.MaxTokens ?? Math.Max(1, host.MaxContext - prompt.Length);
         var logprobs = body.Logprobs == true;
         var sampling = Sampling(body, maxTokens, logprobs ? body.TopLogprobs ?? 0 : null);
-        return new PreparedRequest(Generation(body, prompt, sampling, logprobs, id, deadline),
+        var lastUser = messages.FindLastIndex(m => m.Role == "user");
+        var decoding = Decoding(body.Alignment, lastUser >= 0 ? messages[lastUser].Content : null,
+            variant =>
+            {
+                var rewritten = new List<ChatMessage>(messages);
+                rewritten[lastUser] = rewritten[lastUser] with { Content = variant };
+                return Render(host, rewritten, addGenerationPrompt);
+            },
+            text => RenderUser(host, MutationInstruction + text));
+        return new PreparedRequest(Generation(body, prompt, sampling, logprobs, id, deadline, head, decoding),
             body.Stream == true, body.StreamOptions?.IncludeUsage == true, logprobs ? LogprobsStyle.Chat : LogprobsStyle.None, param);
     }
 
-    private static GenerationRequest Generation(GenerationRequestBody body, int[] prompt, SamplingParameters sampling, bool logprobs, string id, DateTimeOffset deadline)
+    private static GenerationRequest Generation(GenerationRequestBody body, int[] prompt, SamplingParameters sampling, bool logprobs, string id, DateTimeOffset deadline,
+        RewardHead? head, DecodingSpec decoding)
     {
         var n = body.N ?? 1;
         if (n < 1) throw OpenAIRequestException.Invalid("n", $"n must be at least 1, got {n}.");
+        if (body.ReturnTokenRewards == true && head is null)
+        {
+            throw OpenAIRequestException.Invalid("return_token_rewards", "return_token_rewards needs a reward head: name one in \"reward_head\".");
+        }
         return new GenerationRequest
         {
             PromptTokens = prompt,
@@ -83,8 +98,53 @@ internal static class OpenAIRequestMapper
             SkipSpecialTokens = body.SkipSpecialTokens ?? true,
             Deadline = deadline,
             Id = id,
+            RewardHead = head,
+            ReturnTokenRewards = body.ReturnTokenRewards == true,
+            Decoding = decoding,
         };
     }
+
+    /// <summary>The decoding method of <c>alignment</c> (plain sampling without one); ranges are checked by the spec on submit.</summary>
+    private static DecodingSpec Decoding(AlignmentBody? alignment, string? instruction, Func<string, int[]> renderPrompt, Func<string, int[]> renderMutation)
+    {
+        if (alignment is null) return SamplingSpec.Instance;
+        return alignment.Method switch
+        {
+            "best_of_n" => new BestOfNSpec(alignment.N ?? 4, alignment.ReturnAll ?? false),
+            "args" => new ArgsSpec(alignment.K ?? ArgsSpec.DefaultK, alignment.Weight ?? ArgsSpec.DefaultWeight),
+            "darwin" => new DarwinSpec
+            {
+                Instruction = instruction ?? throw OpenAIRequestException.Invalid("alignment.method",
+                    "darwin rewrites the instruction: it needs a text prompt, or a user message in messages."),
+                Variants = alignment.Variants ?? DarwinSpec.DefaultVariants,
+                Interval = alignment.Interval ?? DarwinSpec.DefaultInterval,
+                Iterations = alignment.Iterations ?? 1,
+                Survivors = alignment.Survivors ?? 3,
+                RenderPrompt = renderPrompt,
+                RenderMutation = renderMutation,
+            },
+            null => throw OpenAIRequestException.Invalid("alignment.method", "alignment.method is required: best_of_n, args or darwin."),
+            var other => throw OpenAIRequestException.Invalid("alignment.method", $"alignment.method '{other}' is not one of best_of_n, args, darwin."),
+        };
+    }
+
+    /// <summary>Messages through the chat template, tokenised.</summary>
+    private static int[] Render(ModelHost host, List<ChatMessage> messages, bool addGenerationPrompt)
+    {
+        string text;
+        try
+        {
+            text = host.Template.Render(messages, addGenerationPrompt, BosText(host), EosText(host));
+        }
+        catch (ChatTemplateException e)
+        {
+            throw OpenAIRequestException.Invalid("messages", e.Message);
+        }
+        return host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault);
+    }
+
+    /// <summary>One user message through the chat template, with the generation prompt.</summary>
+    private static int[] RenderUser(ModelHost host, string content) => Render(host, [new ChatMessage("user", content)], addGenerationPrompt: true);
 
     private static SamplingParameters Sampling(GenerationRequestBody body, int maxTokens, int? topLogprobs) => new()
     {

@@ -27,6 +27,32 @@ public abstract class GenerationRequestBody
     public bool? IgnoreEos { get; set; }
     public bool? SkipSpecialTokens { get; set; }
     public MergedAdaptersBody? MergedAdapters { get; set; }
+
+    /// <summary>Extension: the reward head that scores the output (<c>tenant/name</c> or <c>name</c>).</summary>
+    public string? RewardHead { get; set; }
+
+    /// <summary>Extension: report the reward after every token.</summary>
+    public bool? ReturnTokenRewards { get; set; }
+
+    /// <summary>Extension: decoding-time alignment with the reward head.</summary>
+    public AlignmentBody? Alignment { get; set; }
+}
+
+/// <summary>
+/// <c>alignment</c>: <c>{"method": "best_of_n", "n": 4, "return_all": false}</c>, <c>{"method": "args", "k": 10, "weight": 1.5}</c>
+/// or <c>{"method": "darwin", "variants": 5, "interval": 40, "iterations": 1, "survivors": 3}</c>.
+/// </summary>
+public sealed class AlignmentBody
+{
+    public string? Method { get; set; }
+    public int? N { get; set; }
+    public bool? ReturnAll { get; set; }
+    public int? K { get; set; }
+    public float? Weight { get; set; }
+    public int? Variants { get; set; }
+    public int? Interval { get; set; }
+    public int? Iterations { get; set; }
+    public int? Survivors { get; set; }
 }
 
 /// <summary>LoRAX-style per-request merge: <c>{"ids": [...], "weights": [...], "merge_strategy": "linear"}</c>.</summary>
@@ -79,14 +105,28 @@ public sealed record OpenAIErrorBody(OpenAIError Error);
 /// <summary>The error object: what went wrong, its type, the offending request field, a stable code.</summary>
 public sealed record OpenAIError(string Message, string Type, string? Param, string? Code);
 
-/// <summary>Token usage.</summary>
-public sealed record UsageBody(int PromptTokens, int CompletionTokens, int TotalTokens);
+/// <summary>Token usage; <c>generated_tokens</c> (extension) counts every token the node generated (alignment candidates and beams too).</summary>
+public sealed record UsageBody(int PromptTokens, int CompletionTokens, int TotalTokens, int GeneratedTokens);
 
 /// <summary>Non-streamed <c>text_completion</c>.</summary>
-public sealed record CompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<CompletionChoiceBody> Choices, UsageBody Usage);
+public sealed record CompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<CompletionChoiceBody> Choices, UsageBody Usage)
+{
+    /// <summary>Extension: what the alignment method did.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public Decoding.AlignmentReport? Alignment { get; init; }
+}
 
 /// <summary>A completion choice.</summary>
-public sealed record CompletionChoiceBody(int Index, string Text, CompletionLogprobsBody? Logprobs, string? FinishReason);
+public sealed record CompletionChoiceBody(int Index, string Text, CompletionLogprobsBody? Logprobs, string? FinishReason)
+{
+    /// <summary>Extension: the reward head's reward of the whole choice.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public float? Reward { get; init; }
+
+    /// <summary>Extension: the reward after each token (<c>return_token_rewards</c>).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<float>? TokenRewards { get; init; }
+}
 
 /// <summary>Legacy completions logprobs (parallel lists).</summary>
 public sealed record CompletionLogprobsBody(
@@ -96,10 +136,24 @@ public sealed record CompletionLogprobsBody(
     IReadOnlyList<int> TextOffset);
 
 /// <summary>Non-streamed <c>chat.completion</c>.</summary>
-public sealed record ChatCompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoiceBody> Choices, UsageBody Usage);
+public sealed record ChatCompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoiceBody> Choices, UsageBody Usage)
+{
+    /// <summary>Extension: what the alignment method did.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public Decoding.AlignmentReport? Alignment { get; init; }
+}
 
 /// <summary>A chat choice.</summary>
-public sealed record ChatChoiceBody(int Index, ChatMessageOut Message, ChatLogprobsBody? Logprobs, string? FinishReason);
+public sealed record ChatChoiceBody(int Index, ChatMessageOut Message, ChatLogprobsBody? Logprobs, string? FinishReason)
+{
+    /// <summary>Extension: the reward head's reward of the whole choice.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public float? Reward { get; init; }
+
+    /// <summary>Extension: the reward after each token (<c>return_token_rewards</c>).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<float>? TokenRewards { get; init; }
+}
 
 /// <summary>The assistant's message.</summary>
 public sealed record ChatMessageOut(string Role, string Content);

@@ -51,10 +51,11 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
                             WriteChunk(pipe, json, e.Choice, null, roleDelta: false, e, null, offsets);
                             break;
                         case GenerationEventKind.Finished:
-                            WriteChunk(pipe, json, e.Choice, e.FinishReason, roleDelta: false, default, null, offsets);
+                            WriteChunk(pipe, json, e.Choice, e.FinishReason, roleDelta: false, e, null, offsets);
                             break;
                         case GenerationEventKind.Done:
                             completed = true;
+                            if (r.Handle.Alignment is { } report) WriteAlignment(pipe, json, report);
                             if (r.Prepared.IncludeUsage) WriteChunk(pipe, json, -1, null, roleDelta: false, default, r.Usage, offsets);
                             pipe.Write("data: [DONE]\n\n"u8);
                             break;
@@ -123,6 +124,7 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
             }
             if (finish is FinishReason f) json.WriteString("finish_reason"u8, f.ToOpenAIString());
             else json.WriteNull("finish_reason"u8);
+            if (token.Reward is float reward) json.WriteNumber("reward"u8, reward);
             json.WriteEndObject();
             offsets[choice] += text.Length;
         }
@@ -133,12 +135,32 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
             json.WriteNumber("prompt_tokens"u8, usage.PromptTokens);
             json.WriteNumber("completion_tokens"u8, usage.CompletionTokens);
             json.WriteNumber("total_tokens"u8, usage.TotalTokens);
+            json.WriteNumber("generated_tokens"u8, usage.GeneratedTokens);
             json.WriteEndObject();
         }
         else if (r.Prepared.IncludeUsage)
         {
             json.WriteNull("usage"u8);
         }
+        json.WriteEndObject();
+        json.Flush();
+        pipe.Write("\n\n"u8);
+    }
+
+    /// <summary>The alignment report (extension) as a chunk without choices, before <c>[DONE]</c>.</summary>
+    private void WriteAlignment(PipeWriter pipe, Utf8JsonWriter json, Decoding.AlignmentReport report)
+    {
+        pipe.Write("data: "u8);
+        json.Reset(pipe);
+        json.WriteStartObject();
+        json.WriteString("id"u8, r.Id);
+        json.WriteString("object"u8, r.IsChat ? "chat.completion.chunk"u8 : "text_completion"u8);
+        json.WriteNumber("created"u8, r.Created);
+        json.WriteString("model"u8, r.Model);
+        json.WriteStartArray("choices"u8);
+        json.WriteEndArray();
+        json.WritePropertyName("alignment"u8);
+        JsonSerializer.Serialize(json, report, OpenAIApi.ResponseJson);
         json.WriteEndObject();
         json.Flush();
         pipe.Write("\n\n"u8);
