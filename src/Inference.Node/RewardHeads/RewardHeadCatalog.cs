@@ -11,7 +11,7 @@ namespace Serving.Inference.Node.RewardHeads;
 /// The reward heads a request may name in <c>reward_head</c>: <c>tenant/name</c>, or <c>name</c> (the caller's tenant, then
 /// <c>public</c>); a tenant sees its own heads and <c>public</c>'s, never another tenant's (an invisible head is "not
 /// found", like an adapter). Heads configured in <see cref="NodeOptions.RewardHeads"/> are validated against the
-/// model at start and served as <c>public/&lt;name&gt;</c>; <see cref="NodeOptions.DefaultRewardHead"/> is used when a
+/// model at start (a head-only head, or the full Otter form with its side network) and served as <c>public/&lt;name&gt;</c>; <see cref="NodeOptions.DefaultRewardHead"/> is used when a
 /// request asks for rewards or alignment without naming one.
 /// </summary>
 public sealed class RewardHeadCatalog
@@ -24,8 +24,12 @@ public sealed class RewardHeadCatalog
         var o = options.Value;
         foreach (var (name, folder) in o.RewardHeads)
         {
-            var definition = RewardHeadReader.ReadFolder(Path.GetFullPath(folder), host.Model.Config);
-            _heads[$"{ModelId.PublicTenant}/{name}"] = new RewardHead(definition, host.Model, $"{ModelId.PublicTenant}/{name}@1");
+            var path = Path.GetFullPath(folder);
+            var key = $"{ModelId.PublicTenant}/{name}@1";
+            var config = Path.Combine(path, "config.json");
+            _heads[$"{ModelId.PublicTenant}/{name}"] = File.Exists(config) && OtterReader.IsOtter(File.ReadAllBytes(config))
+                ? new RewardHead(OtterReader.ReadFolder(path, host.Model.Config), host.Model, key)
+                : new RewardHead(RewardHeadReader.ReadFolder(path, host.Model.Config), host.Model, key);
             logger.LogInformation("Reward head {RewardHead} loaded from {Folder}", $"{ModelId.PublicTenant}/{name}", folder);
         }
         _default = o.DefaultRewardHead;

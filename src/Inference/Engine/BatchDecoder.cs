@@ -31,6 +31,8 @@ public sealed class BatchDecoder : IDisposable
     private long _decodeTicks;
     private long _prefillTicks;
     private float[] _rewardScratch = [];
+    private readonly Dictionary<Rewards.OtterNetwork, SideRuntime> _sides = [];
+    private readonly List<SideRuntime> _stepSides = [];
 
     /// <param name="adapterSlots">Adapter slots of this decoder (default and maximum: the model's <see cref="RuntimeOptions.AdapterSlots"/>).</param>
     public BatchDecoder(DecoderModel model, int? maxBatch = null, int? adapterSlots = null)
@@ -106,6 +108,7 @@ public sealed class BatchDecoder : IDisposable
         EnsureActive(seq);
         if (seq.Length > 0) throw new InvalidOperationException($"sequence {seq.Id} already holds {seq.Length} tokens; set its reward head before the first one");
         if (head is not null && head.ScratchSize > _rewardScratch.Length) _rewardScratch = new float[head.ScratchSize];
+        if (head?.Side is { } side && !_sides.ContainsKey(side)) _sides[side] = new SideRuntime(side, _buf, Capacity, _run);
         seq.RewardHead = head;
         seq.RewardState = default;
     }
@@ -173,13 +176,17 @@ public sealed class BatchDecoder : IDisposable
         _buf.Total.Span[0] = seq.Length + t;
         if (hiddenCapture is not null) _buf.HiddenA.Span[..(t * d)].CopyTo(hiddenCapture);
 
+        var side = seq.RewardHead?.Side is { } network ? _sides[network] : null;
+        side?.Begin(t);
+        using var sideStep = side?.Prefill(seq.Slot, t);
         using (var step = seq.AdapterSlot >= 0
             ? _kernel!.BindPrefill(seq.Slot, seq.AdapterSlot, t)
             : new StepBindings(_buf, batch: 1, seqLen: t, slot: seq.Slot))
         {
             for (var l = 0; l < _c.NumLayers; l++)
             {
-                if (seq.RewardHead?.Layer == l) Score(seq, _buf.Input(l), 0, t);
+                if (side is null && seq.RewardHead?.Layer == l) Score(seq, _buf.Input(l), 0, t);
+                if (side is not null) side.Run(l, sideStep!);
                 step.Units[l].RunWithBinding(_run, step.Layers[l]);
                 if (hiddenCapture is not null)
                 {
@@ -187,7 +194,8 @@ public sealed class BatchDecoder : IDisposable
                 }
             }
             var final = _buf.Output(_c.NumLayers - 1);
-            if (seq.RewardHead?.Layer == _c.NumLayers) Score(seq, final, 0, t);
+            if (side is not null) Score(seq, side.Final, 0, t);
+            else if (seq.RewardHead?.Layer == _c.NumLayers) Score(seq, final, 0, t);
             if (allLogits is not null)
             {
                 var logitsAll = new NativeBuffer<float>((long)t * _c.VocabSize);
@@ -253,12 +261,15 @@ public sealed class BatchDecoder : IDisposable
                 step = _decodeBindings[b] ??= new StepBindings(_buf, batch: b, seqLen: 1, slot: 0, withHead: true);
             }
             var scored = AnyRewardHead(b);
+            foreach (var side in _stepSides) side.Begin(b);
             for (var l = 0; l < _c.NumLayers; l++)
             {
                 if (scored) ScoreRows(l, _buf.Input(l), b);
+                foreach (var side in _stepSides) side.Run(l, side.Decode(b));
                 step.Units[l].RunWithBinding(_run, step.Layers[l]);
             }
             if (scored) ScoreRows(_c.NumLayers, _buf.Output(_c.NumLayers - 1), b);
+            foreach (var side in _stepSides) ScoreSideRows(side, b);
             _model.Head.RunWithBinding(_run, step.Head!);
         }
         for (var r = 0; r < b; r++)
@@ -278,6 +289,7 @@ public sealed class BatchDecoder : IDisposable
         var child = TryAllocate();
         if (child is null) return null;
         _buf.Kv.CopySlot(parent.Slot, child.Slot, parent.Length);
+        foreach (var side in _sides.Values) side.Kv.CopySlot(parent.Slot, child.Slot, parent.Length);
         child.Length = parent.Length;
         child.AdapterSlot = parent.AdapterSlot;
         child.PendingToken = parent.PendingToken;
@@ -294,6 +306,7 @@ public sealed class BatchDecoder : IDisposable
         if (!ReferenceEquals(last, seq))
         {
             _buf.Kv.CopySlot(last.Slot, seq.Slot, last.Length);
+            foreach (var side in _sides.Values) side.Kv.CopySlot(last.Slot, seq.Slot, last.Length);
             last.Slot = seq.Slot;
             _active[seq.Slot] = last;
         }
@@ -306,17 +319,43 @@ public sealed class BatchDecoder : IDisposable
         foreach (var b in _decodeBindings) b?.Dispose();
         foreach (var b in _fusedBindings) b?.Dispose();
         _kernel?.Dispose();
+        foreach (var side in _sides.Values) side.Dispose();
         Adapters?.Dispose();
         _run.Dispose();
     }
 
+    /// <summary>Whether a row of the step has a head; collects the step's side networks into <c>_stepSides</c> (no allocation).</summary>
     private bool AnyRewardHead(int b)
     {
+        _stepSides.Clear();
+        var any = false;
         for (var r = 0; r < b; r++)
         {
-            if (_active[r].RewardHead is not null) return true;
+            if (_active[r].RewardHead is not { } head) continue;
+            any = true;
+            if (head.Side is { } network && !StepUses(network)) _stepSides.Add(_sides[network]);
+        }
+        return any;
+    }
+
+    private bool StepUses(Rewards.OtterNetwork network)
+    {
+        foreach (var s in _stepSides)
+        {
+            if (ReferenceEquals(s.Network, network)) return true;
         }
         return false;
+    }
+
+    /// <summary>Adds the scores of rows whose Otter head reads <paramref name="side"/>'s stream (row r of its final buffer).</summary>
+    private void ScoreSideRows(SideRuntime side, int b)
+    {
+        var width = side.Network.SideSize;
+        for (var r = 0; r < b; r++)
+        {
+            var seq = _active[r];
+            if (seq.RewardHead is { } head && ReferenceEquals(head.Side, side.Network)) seq.RewardState.Add(head.Score(side.Final.Span.Slice(r * width, width), _rewardScratch));
+        }
     }
 
     /// <summary>Adds the scores of rows [0, b) whose head reads layer <paramref name="layer"/> (one token each, at row r of <paramref name="hidden"/>).</summary>
@@ -326,14 +365,14 @@ public sealed class BatchDecoder : IDisposable
         for (var r = 0; r < b; r++)
         {
             var seq = _active[r];
-            if (seq.RewardHead is { } head && head.Layer == layer) seq.RewardState.Add(head.Score(hidden.Span.Slice(r * d, d), _rewardScratch));
+            if (seq.RewardHead is { Side: null } head && head.Layer == layer) seq.RewardState.Add(head.Score(hidden.Span.Slice(r * d, d), _rewardScratch));
         }
     }
 
     /// <summary>Adds the scores of <paramref name="count"/> positions of one row, starting at position <paramref name="first"/> of <paramref name="hidden"/>.</summary>
     private void Score(Sequence seq, NativeBuffer<float> hidden, int first, int count)
     {
-        var d = _c.HiddenSize;
+        var d = seq.RewardHead!.Side?.SideSize ?? _c.HiddenSize;
         var head = seq.RewardHead!;
         for (var i = first; i < first + count; i++) seq.RewardState.Add(head.Score(hidden.Span.Slice(i * d, d), _rewardScratch));
     }

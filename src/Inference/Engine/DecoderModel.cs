@@ -38,6 +38,15 @@ public sealed class DecoderModel : IDisposable
     /// <summary>The final norm's weight (and bias, for GPT-2's LayerNorm), for heads that read normed hidden states.</summary>
     public (float[] Weight, float[]? Bias) FinalNorm { get; }
 
+    /// <summary>Per layer, the norm applied to its input before attention (weight, and bias for GPT-2), for side networks that read it.</summary>
+    public IReadOnlyList<(float[] Weight, float[]? Bias)> LayerInputNorms { get; private init; } = [];
+
+    /// <summary>The rotary tables of a Llama-family model (null for GPT-2), shared with side networks.</summary>
+    internal RotaryTables? Rotary { get; private init; }
+
+    /// <summary>Session options for further units of this model (side networks): the model's threading and provider.</summary>
+    internal SessionOptions CreateSessionOptions() => OrtRuntime.CreateSessionOptions(Options);
+
     /// <summary>Wall time of graph generation and session creation.</summary>
     public TimeSpan LoadTime { get; }
 
@@ -97,6 +106,7 @@ public sealed class DecoderModel : IDisposable
         var rotary = gpt2 ? null : new RotaryTables(maxContext, c.HeadDim, c.RopeTheta);
 
         var sessions = new List<InferenceSession>();
+        var inputNorms = new (float[], float[]?)[c.NumLayers];
         var adapters = options.AdapterSlots > 0;
         var segmented = adapters && options.UsesSegmentedAdapters;
         var batchedBlocks = adapters && !segmented ? new InferenceSession[c.NumLayers] : [];
@@ -115,6 +125,7 @@ public sealed class DecoderModel : IDisposable
             for (var layer = 0; layer < c.NumLayers; layer++)
             {
                 var weights = LayerWeights.Read(ckpt, layer);
+                inputNorms[layer] = (weights.Norm1Weight, weights.Norm1Bias);
                 if (prepacked is null)
                 {
                     sessions.Add(new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary), $"block_{layer}"), so));
@@ -171,6 +182,8 @@ public sealed class DecoderModel : IDisposable
                 LoraDenseBlocks = denseBlocks,
                 LoraSegmentedBlocks = segmentedBlocks,
                 SharedResources = shared,
+                LayerInputNorms = inputNorms,
+                Rotary = rotary,
             };
         }
         catch

@@ -68,6 +68,15 @@ internal sealed class StepBindings : IDisposable
         }
     }
 
+    /// <summary>Empty bindings for <paramref name="layers"/> units that a caller fills (side networks).</summary>
+    public static StepBindings Empty(int layers) => new(layers);
+
+    private StepBindings(int layers)
+    {
+        Layers = new OrtIoBinding[layers];
+        Units = [];
+    }
+
     /// <summary>The whole model's fused graph (for measuring the per-layer split's cost).</summary>
     public static StepBindings Fused(DecoderBuffers buf, int batch) => new(buf, batch);
 

@@ -9,9 +9,11 @@ namespace Serving.Inference.Rewards;
 /// A reward head ready to run beside a model: per position, the hidden state at <see cref="Layer"/> (optionally through
 /// the base's final norm) goes through the head's small MLP to one score, which <see cref="RewardState"/> pools into the
 /// reward of every prefix. Evaluated in managed code on the hidden states a decode step already computes (no extra
-/// pass, the logits untouched). Immutable and shareable; callers pass their own scratch of <see cref="ScratchSize"/>.
+/// pass, the logits untouched). The full Otter form (<see cref="Side"/>) reads its side network's stream after the last
+/// layer instead, through the side network's own norm. Immutable and shareable; callers pass their own scratch of
+/// <see cref="ScratchSize"/>.
 /// </summary>
-public sealed class RewardHead
+public sealed class RewardHead : IDisposable
 {
     private readonly DenseLayer[] _layers;
     private readonly RewardActivation _activation;
@@ -40,10 +42,46 @@ public sealed class RewardHead
             _layerNorm = c.Architecture == ModelArchitecture.Gpt2;
             _eps = c.NormEps;
         }
-        var widest = c.HiddenSize;
-        foreach (var l in _layers) widest = Math.Max(widest, l.Out);
-        ScratchSize = 2 * widest;
+        ScratchSize = Scratch(c.HiddenSize, _layers);
     }
+
+    /// <summary>The full Otter form: <paramref name="definition"/>'s side network bound to <paramref name="model"/> (sessions built now), its head on the side stream.</summary>
+    public RewardHead(OtterDefinition definition, DecoderModel model, string key)
+    {
+        ArgumentNullException.ThrowIfNull(definition);
+        ArgumentNullException.ThrowIfNull(model);
+        Side = new OtterNetwork(definition, model);
+        Key = key;
+        Layer = model.Config.NumLayers;
+        Pooling = definition.Pooling;
+        _layers = [.. definition.HeadLayers];
+        _activation = definition.Activation;
+        _normWeight = definition.HeadNorm;
+        _eps = definition.NormEps;
+        Definition = new RewardHeadDefinition
+        {
+            BaseModel = definition.BaseModel,
+            Label = definition.Label,
+            Layer = Layer,
+            Input = RewardHeadInput.FinalNorm,
+            Pooling = definition.Pooling,
+            Activation = definition.Activation,
+            Layers = definition.HeadLayers,
+        };
+        ScratchSize = Scratch(definition.SideSize, _layers);
+    }
+
+    private static int Scratch(int width, DenseLayer[] layers)
+    {
+        foreach (var l in layers) width = Math.Max(width, l.Out);
+        return 2 * width;
+    }
+
+    /// <summary>The Otter side network this head reads (null: a head on the base's own hidden states).</summary>
+    public OtterNetwork? Side { get; }
+
+    /// <summary>Releases the side network's sessions (a head-only head holds none).</summary>
+    public void Dispose() => Side?.Dispose();
 
     /// <summary>Identifies the head's content (e.g. <c>tenant/name@version</c>).</summary>
     public string Key { get; }
@@ -58,7 +96,7 @@ public sealed class RewardHead
     /// <summary>Floats of scratch <see cref="Score"/> needs.</summary>
     public int ScratchSize { get; }
 
-    /// <summary>The score of one position whose hidden state at <see cref="Layer"/> is <paramref name="hidden"/> [d].</summary>
+    /// <summary>The score of one position whose hidden state at <see cref="Layer"/> (or side stream, for the Otter form) is <paramref name="hidden"/>.</summary>
     public float Score(ReadOnlySpan<float> hidden, Span<float> scratch)
     {
         var d = hidden.Length;

@@ -1,0 +1,263 @@
+using System.Text.Json;
+using Serving.Checkpoints;
+using Serving.Checkpoints.RewardHeads;
+using Serving.Inference.Adapters;
+using Serving.Inference.Engine;
+using Serving.Inference.Rewards;
+using Serving.Inference.Runtime;
+using Serving.Inference.Tests.Engine;
+using Xunit;
+
+namespace Serving.Inference.Tests.Rewards;
+
+/// <summary>
+/// The full Otter form (a side network with its own attention heads and FFN neurons per layer) against an independent
+/// float64 re-computation of the format's formula from the base's hidden states; logits bit-identical with and without.
+/// </summary>
+public sealed class OtterTests
+{
+    /// <summary>Writes a random side network for <paramref name="c"/> in the forge's <c>models/demo/otter</c> format.</summary>
+    internal static string WriteRandomOtter(ModelConfig c, int seed, int side = 16, int heads = 2, int ffn = 12, string pooling = "sum")
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "serving-otter-" + Environment.ProcessId, $"{c.HiddenSize}-{seed}-{side}-{heads}-{pooling}");
+        Directory.CreateDirectory(dir);
+        var rng = new Random(seed);
+        float[] Rand(long n, double scale) => Enumerable.Range(0, (int)n).Select(_ => (float)((rng.NextDouble() * 2 - 1) * scale)).ToArray();
+        int d = c.HiddenSize, hd = c.HeadDim, q = heads * hd;
+        var entries = new List<SafetensorsWriter.Entry>();
+        var layers = new List<object>();
+        for (var l = 0; l < c.NumLayers; l++)
+        {
+            object P(string name, int rows, int cols, double scale)
+            {
+                entries.Add(SafetensorsWriter.Entry.F32($"layers.{l}.{name}.weight", [rows, cols], Rand(rows * cols, scale)));
+                return new { weight = $"layers.{l}.{name}.weight", shape = new[] { rows, cols } };
+            }
+            layers.Add(new Dictionary<string, object>
+            {
+                ["layer"] = l,
+                ["input_norm"] = $"model.layers.{l}.input_layernorm.weight",
+                ["q_proj"] = P("q_proj", q, d, 0.3),
+                ["k_proj"] = P("k_proj", q, d, 0.3),
+                ["v_proj"] = P("v_proj", q, d, 0.3),
+                ["o_proj"] = P("o_proj", side, q, 0.3),
+                ["gate_proj"] = P("gate_proj", ffn, d, 0.3),
+                ["up_proj"] = P("up_proj", ffn, d, 0.3),
+                ["down_proj"] = P("down_proj", side, ffn, 0.3),
+            });
+        }
+        entries.Add(SafetensorsWriter.Entry.F32("norm.weight", [side], Rand(side, 0.5).Select(x => 1 + x).ToArray()));
+        entries.Add(SafetensorsWriter.Entry.F32("head.layers.0.weight", [8, side], Rand(8 * side, 0.4)));
+        entries.Add(SafetensorsWriter.Entry.F32("head.layers.0.bias", [8], Rand(8, 0.1)));
+        entries.Add(SafetensorsWriter.Entry.F32("head.layers.1.weight", [1, 8], Rand(8, 0.5)));
+        entries.Add(SafetensorsWriter.Entry.F32("head.layers.1.bias", [1], Rand(1, 0.1)));
+        SafetensorsWriter.Write(Path.Combine(dir, "otter.safetensors"), entries);
+        File.WriteAllText(Path.Combine(dir, "config.json"), JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["kind"] = "otter-side-network",
+            ["num_hidden_layers"] = c.NumLayers,
+            ["hidden_size"] = d,
+            ["side_size"] = side,
+            ["num_heads"] = heads,
+            ["num_key_value_heads"] = heads,
+            ["head_dim"] = hd,
+            ["intermediate_size"] = ffn,
+            ["rms_norm_eps"] = c.NormEps,
+            ["rope"] = new { theta = c.RopeTheta },
+            ["layers"] = layers,
+            ["head"] = new
+            {
+                norm = new { weight = "norm.weight", shape = new[] { side } },
+                layers = new object[]
+                {
+                    new { weight = "head.layers.0.weight", bias = "head.layers.0.bias", shape = new[] { 8, side } },
+                    new { weight = "head.layers.1.weight", bias = "head.layers.1.bias", shape = new[] { 1, 8 } },
+                },
+                activation = "tanh",
+            },
+            ["pooling"] = pooling,
+        }));
+        return dir;
+    }
+
+    /// <summary>The side network and head in float64 from the files and the base's hidden states [L+1, T, d]; rewards per position.</summary>
+    internal static double[] Float64Rewards(string dir, ModelConfig c, IReadOnlyList<(float[] Weight, float[]? Bias)> norms, float[] hidden, int t)
+    {
+        var def = OtterReader.ReadFolder(dir, c);
+        int d = c.HiddenSize, hd = def.HeadDim, h = def.NumHeads, q = h * hd, side = def.SideSize;
+        var s = new double[t, side];
+        double[] MatVec(float[] w, int rows, int cols, double[] x)
+        {
+            var y = new double[rows];
+            for (var r = 0; r < rows; r++)
+            {
+                double acc = 0;
+                for (var k = 0; k < cols; k++) acc += w[r * cols + k] * x[k];
+                y[r] = acc;
+            }
+            return y;
+        }
+        double[] Rope(double[] v, int pos)
+        {
+            var o = (double[])v.Clone();
+            for (var head = 0; head < h; head++)
+            {
+                for (var i = 0; i < hd / 2; i++)
+                {
+                    var angle = pos / Math.Pow(c.RopeTheta, 2.0 * i / hd);
+                    double a = v[head * hd + i], b = v[head * hd + i + hd / 2];
+                    o[head * hd + i] = a * Math.Cos(angle) - b * Math.Sin(angle);
+                    o[head * hd + i + hd / 2] = b * Math.Cos(angle) + a * Math.Sin(angle);
+                }
+            }
+            return o;
+        }
+        for (var l = 0; l < c.NumLayers; l++)
+        {
+            var layer = def.Layers[l];
+            var xs = new double[t][];
+            var ks = new double[t][];
+            var vs = new double[t][];
+            var qs = new double[t][];
+            for (var p = 0; p < t; p++)
+            {
+                var hrow = Enumerable.Range(0, d).Select(i => (double)hidden[(l * t + p) * d + i]).ToArray();
+                var ms = hrow.Select(v => v * v).Average();
+                xs[p] = hrow.Select((v, i) => v / Math.Sqrt(ms + c.NormEps) * norms[l].Weight[i]).ToArray();
+                qs[p] = Rope(MatVec(layer.Q, q, d, xs[p]), p);
+                ks[p] = Rope(MatVec(layer.K, q, d, xs[p]), p);
+                vs[p] = MatVec(layer.V, q, d, xs[p]);
+            }
+            for (var p = 0; p < t; p++)
+            {
+                var attn = new double[q];
+                for (var head = 0; head < h; head++)
+                {
+                    var scores = new double[p + 1];
+                    for (var j = 0; j <= p; j++)
+                    {
+                        double dot = 0;
+                        for (var i = 0; i < hd; i++) dot += qs[p][head * hd + i] * ks[j][head * hd + i];
+                        scores[j] = dot / Math.Sqrt(hd);
+                    }
+                    var max = scores.Max();
+                    var z = scores.Sum(x => Math.Exp(x - max));
+                    for (var j = 0; j <= p; j++)
+                    {
+                        var w = Math.Exp(scores[j] - max) / z;
+                        for (var i = 0; i < hd; i++) attn[head * hd + i] += w * vs[j][head * hd + i];
+                    }
+                }
+                var o = MatVec(layer.O, side, q, attn);
+                var gate = MatVec(layer.Gate, def.IntermediateSize, d, xs[p]);
+                var up = MatVec(layer.Up, def.IntermediateSize, d, xs[p]);
+                var act = gate.Select((g, i) => g / (1 + Math.Exp(-g)) * up[i]).ToArray();
+                var f = MatVec(layer.Down, side, def.IntermediateSize, act);
+                for (var i = 0; i < side; i++) s[p, i] += o[i] + f[i];
+            }
+        }
+        var rewards = new double[t];
+        double sum = 0;
+        for (var p = 0; p < t; p++)
+        {
+            var row = Enumerable.Range(0, side).Select(i => s[p, i]).ToArray();
+            var ms = row.Select(v => v * v).Average();
+            var x = row.Select((v, i) => v / Math.Sqrt(ms + def.NormEps) * def.HeadNorm[i]).ToArray();
+            for (var li = 0; li < def.HeadLayers.Count; li++)
+            {
+                var dl = def.HeadLayers[li];
+                var y = MatVec(dl.Weight, dl.Out, dl.In, x);
+                for (var o = 0; o < dl.Out; o++) y[o] += dl.Bias?[o] ?? 0;
+                x = li < def.HeadLayers.Count - 1 ? y.Select(Math.Tanh).ToArray() : y;
+            }
+            sum += x[0];
+            rewards[p] = def.Pooling switch { RewardPooling.Sum => sum, RewardPooling.Mean => sum / (p + 1), _ => x[0] };
+        }
+        return rewards;
+    }
+
+    [Theory]
+    [InlineData("sum")]
+    [InlineData("last")]
+    public void RandomOtter_PrefillAndDecode_MatchFloat64Formula(string pooling)
+    {
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 2, MaxContext = 64 });
+        var c = model.Config;
+        var dir = WriteRandomOtter(c, seed: 4, pooling: pooling);
+        using var head = new RewardHead(OtterReader.ReadFolder(dir, c), model, "t/otter@1");
+        int[] prompt = [3, 141, 59, 26, 5, 77, 12];
+        var hidden = new float[(c.NumLayers + 1) * prompt.Length * c.HiddenSize];
+        using (var plain = new BatchDecoder(model, 1))
+        {
+            plain.Prefill(plain.TryAllocate()!, prompt, hidden);
+        }
+        var expected = Float64Rewards(dir, c, model.LayerInputNorms, hidden, prompt.Length);
+
+        using var dec = new BatchDecoder(model, 2);
+        var whole = dec.TryAllocate()!;
+        dec.SetRewardHead(whole, head);
+        dec.Prefill(whole, prompt);
+        Assert.InRange(Math.Abs(whole.Reward - expected[^1]), 0, 1e-4);
+
+        // Token by token through decode steps, beside the whole-prompt row (two rows, one batch).
+        var stepwise = dec.TryAllocate()!;
+        dec.SetRewardHead(stepwise, head);
+        dec.Prefill(stepwise, prompt.AsSpan(0, 2));
+        Assert.InRange(Math.Abs(stepwise.Reward - expected[1]), 0, 1e-4);
+        for (var i = 2; i < prompt.Length; i++)
+        {
+            stepwise.PendingToken = prompt[i];
+            whole.PendingToken = 9;
+            dec.Decode();
+            Assert.InRange(Math.Abs(stepwise.Reward - expected[i]), 0, 1e-4);
+        }
+    }
+
+    [Fact]
+    public void Logits_WithAndWithoutOtter_BitIdentical_InAMixedAdapterBatch_AndForksCarryTheSideCache()
+    {
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 4, MaxContext = 64, AdapterSlots = 1 });
+        var c = model.Config;
+        using var head = new RewardHead(OtterReader.ReadFolder(WriteRandomOtter(c, seed: 8), c), model, "t/otter@1");
+        var adapter = AdapterFactors.FromLora(c, AdapterTests.RandomModules(c, seed: 3, rankBase: 2));
+        int[][] prompts = [[1, 2, 3], [4, 5, 6, 7], [8, 9]];
+        int[] slots = [-1, 0, 0];
+
+        (List<float[]> Logits, float[] Rewards) Run(bool otter)
+        {
+            using var dec = new BatchDecoder(model);
+            dec.Adapters!.Write(0, adapter);
+            var seqs = new List<Sequence>();
+            var outs = new List<float[]>();
+            for (var r = 0; r < prompts.Length; r++)
+            {
+                var seq = dec.TryAllocate()!;
+                dec.SetAdapter(seq, slots[r]);
+                if (otter && r != 2) dec.SetRewardHead(seq, head);
+                outs.Add(dec.Prefill(seq, prompts[r]).ToArray());
+                seqs.Add(seq);
+            }
+            seqs.Add(dec.TryFork(seqs[1])!); // a fork carries the side cache
+            for (var s = 0; s < 4; s++)
+            {
+                for (var r = 0; r < seqs.Count; r++) seqs[r].PendingToken = 10 + 3 * s + r;
+                outs.Add(dec.Decode().ToArray());
+            }
+            return (outs, seqs.Select(q => q.Reward).ToArray());
+        }
+
+        var (without, _) = Run(false);
+        var (with, rewards) = Run(true);
+        for (var i = 0; i < without.Count; i++) Assert.True(without[i].AsSpan().SequenceEqual(with[i]), $"logits of output {i} changed with the Otter head");
+        Assert.True(float.IsNaN(rewards[2]));
+
+        // The fork's reward equals a fresh row fed its tokens: the side cache was copied with the base's.
+        using var solo = new BatchDecoder(model, 1, adapterSlots: 1);
+        solo.Adapters!.Write(0, adapter);
+        var s2 = solo.TryAllocate()!;
+        solo.SetAdapter(s2, 0);
+        solo.SetRewardHead(s2, head);
+        solo.Prefill(s2, [4, 5, 6, 7, 13, 16, 19, 22]);
+        Assert.InRange(Math.Abs(s2.Reward - rewards[3]), 0, 1e-4);
+    }
+}
