@@ -4,6 +4,7 @@ using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Microsoft.ML.OnnxRuntime;
 using Serving.Inference.Runtime;
+using static Serving.Inference.Runtime.CustomOpAbi;
 
 namespace Serving.Inference.Adapters;
 
@@ -85,40 +86,6 @@ internal static unsafe class SegmentedLoraOp
         }
     }
 
-    /// <summary><c>struct OrtCustomOp</c> of onnxruntime_c_api.h, fields up to version 18 (ORT checks the version and nulls).</summary>
-    [StructLayout(LayoutKind.Sequential)]
-    private struct OrtCustomOp
-    {
-        public uint Version;
-        public delegate* unmanaged<OrtCustomOp*, nint, nint, nint> CreateKernel;
-        public delegate* unmanaged<OrtCustomOp*, nint> GetName;
-        public delegate* unmanaged<OrtCustomOp*, nint> GetExecutionProviderType;
-        public delegate* unmanaged<OrtCustomOp*, nuint, int> GetInputType;
-        public delegate* unmanaged<OrtCustomOp*, nuint> GetInputTypeCount;
-        public delegate* unmanaged<OrtCustomOp*, nuint, int> GetOutputType;
-        public delegate* unmanaged<OrtCustomOp*, nuint> GetOutputTypeCount;
-        public delegate* unmanaged<nint, nint, void> KernelCompute;
-        public delegate* unmanaged<nint, void> KernelDestroy;
-        public delegate* unmanaged<OrtCustomOp*, nuint, int> GetInputCharacteristic;
-        public delegate* unmanaged<OrtCustomOp*, nuint, int> GetOutputCharacteristic;
-        public delegate* unmanaged<OrtCustomOp*, nuint, int> GetInputMemoryType;
-        public delegate* unmanaged<OrtCustomOp*, int> GetVariadicInputMinArity;
-        public delegate* unmanaged<OrtCustomOp*, int> GetVariadicInputHomogeneity;
-        public delegate* unmanaged<OrtCustomOp*, int> GetVariadicOutputMinArity;
-        public delegate* unmanaged<OrtCustomOp*, int> GetVariadicOutputHomogeneity;
-        public delegate* unmanaged<OrtCustomOp*, nint, nint, nint*, nint> CreateKernelV2;
-        public delegate* unmanaged<nint, nint, nint> KernelComputeV2;
-        public delegate* unmanaged<OrtCustomOp*, nint, nint> InferOutputShapeFn; // v17
-        public nint GetStartVersion;     // v17, null: since version 1
-        public nint GetEndVersion;
-        public delegate* unmanaged<int**, int**, nuint> GetMayInplace;
-        public delegate* unmanaged<int*, int*, void> ReleaseMayInplace;
-        public delegate* unmanaged<int**, int**, nuint> GetAliasMap;
-        public delegate* unmanaged<int*, int*, void> ReleaseAliasMap;
-    }
-
-    private const int TensorFloat = 1;  // ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
-    private const int TensorInt64 = 7;  // ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64
 
     [UnmanagedCallersOnly] private static nint CreateKernel(OrtCustomOp* op, nint api, nint info) => 1; // stateless
     [UnmanagedCallersOnly] private static nint CreateKernelV2(OrtCustomOp* op, nint api, nint info, nint* kernel) { *kernel = 1; return 0; }

@@ -74,6 +74,21 @@ public sealed class DecoderModel : IDisposable
         _ => Blocks,
     };
 
+    /// <summary>Per layer, the packed block (<see cref="RuntimeOptions.PackedSteps"/>; empty otherwise).</summary>
+    internal InferenceSession[] PackedBlocks { get; private init; } = [];
+
+    /// <summary>Per layer, the packed block with segmented adapters (packed steps on a model with adapter slots).</summary>
+    internal InferenceSession[] PackedSegmentedBlocks { get; private init; } = [];
+
+    /// <summary>Per layer, the K/V-only unit (state propagation for exited tokens).</summary>
+    internal InferenceSession[] KvOnlyBlocks { get; private init; } = [];
+
+    /// <summary>Per layer, the K/V-only unit with segmented adapters.</summary>
+    internal InferenceSession[] KvOnlySegmentedBlocks { get; private init; } = [];
+
+    /// <summary>Whether packed steps can run (<see cref="RuntimeOptions.PackedSteps"/>).</summary>
+    public bool SupportsPackedSteps => PackedBlocks.Length > 0;
+
     /// <summary>Whether adapter steps run the segmented operator (<see cref="RuntimeOptions.UsesSegmentedAdapters"/>).</summary>
     internal bool SegmentedAdapters => LoraSegmentedBlocks.Length > 0;
 
@@ -112,12 +127,17 @@ public sealed class DecoderModel : IDisposable
         var batchedBlocks = adapters && !segmented ? new InferenceSession[c.NumLayers] : [];
         var denseBlocks = adapters && !segmented ? new InferenceSession[c.NumLayers] : [];
         var segmentedBlocks = segmented ? new InferenceSession[c.NumLayers] : [];
+        var packed = options.PackedSteps;
+        var packedBlocks = packed ? new InferenceSession[c.NumLayers] : [];
+        var packedSegmentedBlocks = packed && segmented ? new InferenceSession[c.NumLayers] : [];
+        var kvOnly = packed ? new InferenceSession[c.NumLayers] : [];
+        var kvOnlySegmented = packed && segmented ? new InferenceSession[c.NumLayers] : [];
         var shared = new List<IDisposable>();
         try
         {
             using var so = OrtRuntime.CreateSessionOptions(options);
             PrePackedWeightsContainer? prepacked = null;
-            if (adapters)
+            if (adapters || packed)
             {
                 prepacked = new PrePackedWeightsContainer();
                 shared.Add(prepacked);
@@ -137,6 +157,7 @@ public sealed class DecoderModel : IDisposable
                 var layerOptions = OrtRuntime.CreateSessionOptions(options);
                 shared.Add(layerOptions);
                 if (segmented) Adapters.SegmentedLoraOp.Register(layerOptions);
+                if (packed) Attention.SlotAttentionOp.Register(layerOptions);
                 foreach (var (name, values, dims) in sharedWeights)
                 {
                     var value = OrtValue.CreateTensorValueFromMemory(values, dims);
@@ -144,6 +165,26 @@ public sealed class DecoderModel : IDisposable
                     layerOptions.AddInitializer(name, value);
                 }
                 sessions.Add(new InferenceSession(Dump(baseGraph, $"block_{layer}"), layerOptions, prepacked));
+                if (packed)
+                {
+                    // Side units beside the layer's own (not in `sessions`, whose order maps layers to base blocks).
+                    packedBlocks[layer] = new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: true, packed: true).Model, $"block_{layer}_packed"), layerOptions, prepacked);
+                    shared.Add(packedBlocks[layer]);
+                    kvOnly[layer] = new InferenceSession(Dump(KvOnlyGraph.Build(c, weights, layer, rotary, segmented: false).Model, $"kv_only_{layer}"), layerOptions, prepacked);
+                    shared.Add(kvOnly[layer]);
+                    if (segmented)
+                    {
+                        packedSegmentedBlocks[layer] = new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.Segmented, shareWeights: true, packed: true).Model, $"block_{layer}_packed_lora_segmented"), layerOptions, prepacked);
+                        shared.Add(packedSegmentedBlocks[layer]);
+                        kvOnlySegmented[layer] = new InferenceSession(Dump(KvOnlyGraph.Build(c, weights, layer, rotary, segmented: true).Model, $"kv_only_{layer}_lora_segmented"), layerOptions, prepacked);
+                        shared.Add(kvOnlySegmented[layer]);
+                    }
+                }
+                if (!adapters)
+                {
+                    TrimNativeHeap();
+                    continue;
+                }
                 if (segmented)
                 {
                     var (variant, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.Segmented, shareWeights: true);
@@ -183,6 +224,10 @@ public sealed class DecoderModel : IDisposable
                 LoraSegmentedBlocks = segmentedBlocks,
                 SharedResources = shared,
                 LayerInputNorms = inputNorms,
+                PackedBlocks = packedBlocks,
+                PackedSegmentedBlocks = packedSegmentedBlocks,
+                KvOnlyBlocks = kvOnly,
+                KvOnlySegmentedBlocks = kvOnlySegmented,
                 Rotary = rotary,
             };
         }

@@ -68,13 +68,13 @@ internal sealed class StepBindings : IDisposable
         }
     }
 
-    /// <summary>Empty bindings for <paramref name="layers"/> units that a caller fills (side networks).</summary>
-    public static StepBindings Empty(int layers) => new(layers);
+    /// <summary>Empty bindings for <paramref name="layers"/> units that a caller fills (side networks, packed steps).</summary>
+    public static StepBindings Empty(int layers, InferenceSession[]? units = null) => new(layers, units ?? []);
 
-    private StepBindings(int layers)
+    private StepBindings(int layers, InferenceSession[] units)
     {
         Layers = new OrtIoBinding[layers];
-        Units = [];
+        Units = units;
     }
 
     /// <summary>The whole model's fused graph (for measuring the per-layer split's cost).</summary>

@@ -57,6 +57,18 @@ internal static class BlockGraph
     /// </summary>
     public const int Segmented = -3;
 
+    /// <summary>Packed blocks: int64 [P], the step's rows (layout in <see cref="Attention.SlotAttentionOp"/>).</summary>
+    public const string KvPlan = "kv_plan";
+
+    /// <summary>Packed blocks: the layer's whole K cache [S, KV, C, hd] (written in place by the attention).</summary>
+    public const string KCache = "k_cache";
+
+    /// <summary>Packed blocks: the layer's whole V cache [S, KV, C, hd].</summary>
+    public const string VCache = "v_cache";
+
+    /// <summary>Packed blocks' second output: the feed-forward activations [1, N, ffn] (early-exit criteria read them).</summary>
+    public const string FfnActivations = "ffn_act";
+
     /// <summary>int64 [P]: the step's segments and their tokens (layout in <see cref="Adapters.SegmentedLoraOp"/>).</summary>
     public const string LoraPlan = "lora_plan";
 
@@ -80,7 +92,7 @@ internal static class BlockGraph
     /// the projection weights are placeholders the caller supplies per session (returned as <c>Shared</c>).
     /// </summary>
     public static (byte[] Model, List<(string Name, float[] Values, long[] Dims)> Shared) Build(ModelConfig c, LayerWeights w, int layer,
-        int maxContext, RotaryTables? rotary, int loraVariant, bool shareWeights)
+        int maxContext, RotaryTables? rotary, int loraVariant, bool shareWeights, bool packed = false)
     {
         var name = loraVariant switch
         {
@@ -90,16 +102,35 @@ internal static class BlockGraph
             Segmented => $"block_{layer}_lora_segmented",
             _ => throw new ArgumentOutOfRangeException(nameof(loraVariant), loraVariant, "0, AllTokensOneAdapter, BatchedGroups or Segmented"),
         };
-        var g = new GraphBuilder(name) { ShareWeights = shareWeights };
-        DeclareSharedInputs(g, c);
+        if (packed && loraVariant is not (0 or Segmented)) throw new ArgumentException("packed blocks take adapters through the segmented operator only", nameof(loraVariant));
+        var g = new GraphBuilder(packed ? name + "_packed" : name) { ShareWeights = shareWeights };
+        if (packed)
+        {
+            // Packed: [1, N, d] tokens of any rows; attention through the whole cache and the step's plan.
+            if (c.Architecture == ModelArchitecture.Llama) g.Input(PositionIds, DT.Int64, "batch", "seq");
+            g.Input(KvPlan, DT.Int64, "kv_plan_length");
+            g.Input(KCache, DT.Float, "slots", c.NumKvHeads, maxContext, c.HeadDim);
+            g.Input(VCache, DT.Float, "slots", c.NumKvHeads, maxContext, c.HeadDim);
+        }
+        else
+        {
+            DeclareSharedInputs(g, c);
+        }
         if (loraVariant != 0) DeclareLoraInputs(g, c, loraVariant);
         g.Input(Hidden, DT.Float, "batch", "seq", c.HiddenSize);
-        g.Input(PastKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
-        g.Input(PastValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
-        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary, loraVariant);
-        g.Output(PresentKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
-        g.Output(PresentValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
+        if (!packed)
+        {
+            g.Input(PastKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
+            g.Input(PastValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
+        }
+        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary, loraVariant, packed);
+        if (!packed)
+        {
+            g.Output(PresentKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
+            g.Output(PresentValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
+        }
         g.Output(HiddenOut, DT.Float, "batch", "seq", c.HiddenSize);
+        if (packed) g.Output(FfnActivations, DT.Float, "batch", "seq", c.IntermediateSize);
         return (g.ToBytes(), g.SharedWeights);
     }
 
@@ -165,7 +196,7 @@ internal static class BlockGraph
     /// entries sharing a target would race with the real update.)</item>
     /// </list>
     /// </summary>
-    private static string AddLora(GraphBuilder g, string x, string y, Adapters.AdaptedProjection projection, string name, int variant)
+    internal static string AddLora(GraphBuilder g, string x, string y, Adapters.AdaptedProjection projection, string name, int variant)
     {
         var a = LoraInput(projection, a: true);
         var b = LoraInput(projection, a: false);
@@ -189,7 +220,7 @@ internal static class BlockGraph
 
     /// <summary>Adds one block's nodes to <paramref name="g"/>, naming its internals with <paramref name="prefix"/>.</summary>
     public static void Add(GraphBuilder g, ModelConfig c, LayerWeights w, string prefix, string hidden, string hiddenOut,
-        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary, int loraVariant = 0)
+        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary, int loraVariant = 0, bool packed = false)
     {
         int d = c.HiddenSize, hd = c.HeadDim, q = c.NumHeads * hd, kv = c.NumKvHeads * hd, f = c.IntermediateSize;
         var llama = c.Architecture == ModelArchitecture.Llama;
@@ -208,10 +239,12 @@ internal static class BlockGraph
             qIn = g.Node("RotaryEmbedding", [qIn, PositionIds, cos, sin], N("q_rot"), GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumHeads));
             kIn = g.Node("RotaryEmbedding", [kIn, PositionIds, cos, sin], N("k_rot"), GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumKvHeads));
         }
-        var attn = g.NodeMulti("GroupQueryAttention",
-            [qIn, kIn, parts[2], pastKey, pastValue, SeqLensK, TotalSeqLen],
-            [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain,
-            ("num_heads", (long)c.NumHeads), ("kv_num_heads", (long)c.NumKvHeads))[0];
+        var attn = packed
+            ? g.Node(Attention.SlotAttentionOp.Name, [qIn, kIn, parts[2], KCache, VCache, KvPlan], N("attn"), Attention.SlotAttentionOp.Domain)
+            : g.NodeMulti("GroupQueryAttention",
+                [qIn, kIn, parts[2], pastKey, pastValue, SeqLensK, TotalSeqLen],
+                [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain,
+                ("num_heads", (long)c.NumHeads), ("kv_num_heads", (long)c.NumKvHeads))[0];
         var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, N("o"));
         if (loraVariant != 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, N("o"), loraVariant);
         var x2 = g.Node("Add", [hidden, o], N("resid1"));
@@ -225,7 +258,7 @@ internal static class BlockGraph
             if (loraVariant != 0) gu = AddLora(g, n2, gu, Adapters.AdaptedProjection.Up, N("gate_up"), loraVariant);
             var gates = g.NodeMulti("Split", [gu, g.Int64s(N("gu_split"), f, f)], [N("gate"), N("up")], "", ("axis", 2L));
             var silu = g.Node("Mul", [gates[0], g.Node("Sigmoid", [gates[0]], N("sig"))], N("silu"));
-            act = g.Node("Mul", [silu, gates[1]], N("swiglu"));
+            act = g.Node("Mul", [silu, gates[1]], packed ? FfnActivations : N("swiglu"));
         }
         else
         {
@@ -236,7 +269,7 @@ internal static class BlockGraph
                 // FastGelu takes the bias separately; the update must land before the activation.
                 fc = AddLora(g, n2, fc, Adapters.AdaptedProjection.Up, N("fc"), loraVariant);
             }
-            act = g.Node("FastGelu", [fc, fcBias], N("gelu"), GraphBuilder.MicrosoftDomain);
+            act = g.Node("FastGelu", [fc, fcBias], packed ? FfnActivations : N("gelu"), GraphBuilder.MicrosoftDomain);
         }
         var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, N("down"));
         if (loraVariant != 0) m = AddLora(g, act, m, Adapters.AdaptedProjection.Down, N("down"), loraVariant);
@@ -254,7 +287,7 @@ internal static class BlockGraph
         return g.Node("SimplifiedLayerNormalization", [x, scale], name, "", ("axis", -1L), ("epsilon", c.NormEps));
     }
 
-    private static string Linear(GraphBuilder g, string x, float[] weight, float[]? bias, int inDim, int outDim, string name)
+    internal static string Linear(GraphBuilder g, string x, float[] weight, float[]? bias, int inDim, int outDim, string name)
     {
         var y = g.Node("MatMul", [x, g.ShareableWeight(name + "_w", weight, inDim, outDim)], bias is null ? name : name + "_mm");
         return bias is null ? y : g.Node("Add", [y, g.Weight(name + "_b", bias, outDim)], name);

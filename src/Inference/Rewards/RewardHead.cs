@@ -1,7 +1,7 @@
-using System.Numerics.Tensors;
 using Serving.Checkpoints;
 using Serving.Checkpoints.RewardHeads;
 using Serving.Inference.Engine;
+using Serving.Inference.Numerics;
 
 namespace Serving.Inference.Rewards;
 
@@ -15,8 +15,7 @@ namespace Serving.Inference.Rewards;
 /// </summary>
 public sealed class RewardHead : IDisposable
 {
-    private readonly DenseLayer[] _layers;
-    private readonly RewardActivation _activation;
+    private readonly SmallMlp _mlp;
     private readonly float[]? _normWeight;
     private readonly float[]? _normBias;
     private readonly bool _layerNorm;
@@ -34,15 +33,14 @@ public sealed class RewardHead : IDisposable
         Key = key;
         Layer = definition.Layer;
         Pooling = definition.Pooling;
-        _layers = [.. definition.Layers];
-        _activation = definition.Activation;
+        _mlp = new SmallMlp(definition.Layers, definition.Activation);
         if (definition.Input == RewardHeadInput.FinalNorm)
         {
             (_normWeight, _normBias) = model.FinalNorm;
             _layerNorm = c.Architecture == ModelArchitecture.Gpt2;
             _eps = c.NormEps;
         }
-        ScratchSize = Scratch(c.HiddenSize, _layers);
+        ScratchSize = _mlp.ScratchSize;
     }
 
     /// <summary>The full Otter form: <paramref name="definition"/>'s side network bound to <paramref name="model"/> (sessions built now), its head on the side stream.</summary>
@@ -54,8 +52,7 @@ public sealed class RewardHead : IDisposable
         Key = key;
         Layer = model.Config.NumLayers;
         Pooling = definition.Pooling;
-        _layers = [.. definition.HeadLayers];
-        _activation = definition.Activation;
+        _mlp = new SmallMlp(definition.HeadLayers, definition.Activation);
         _normWeight = definition.HeadNorm;
         _eps = definition.NormEps;
         Definition = new RewardHeadDefinition
@@ -68,13 +65,7 @@ public sealed class RewardHead : IDisposable
             Activation = definition.Activation,
             Layers = definition.HeadLayers,
         };
-        ScratchSize = Scratch(definition.SideSize, _layers);
-    }
-
-    private static int Scratch(int width, DenseLayer[] layers)
-    {
-        foreach (var l in layers) width = Math.Max(width, l.Out);
-        return 2 * width;
+        ScratchSize = _mlp.ScratchSize;
     }
 
     /// <summary>The Otter side network this head reads (null: a head on the base's own hidden states).</summary>
@@ -99,75 +90,10 @@ public sealed class RewardHead : IDisposable
     /// <summary>The score of one position whose hidden state at <see cref="Layer"/> (or side stream, for the Otter form) is <paramref name="hidden"/>.</summary>
     public float Score(ReadOnlySpan<float> hidden, Span<float> scratch)
     {
-        var d = hidden.Length;
-        var a = scratch[..(ScratchSize / 2)];
-        var b = scratch[(ScratchSize / 2)..];
-        var x = a[..d];
-        if (_normWeight is null)
-        {
-            hidden.CopyTo(x);
-        }
-        else if (_layerNorm)
-        {
-            var mean = TensorPrimitives.Sum(hidden) / d;
-            TensorPrimitives.Subtract(hidden, mean, x);
-            var variance = TensorPrimitives.Dot(x, x) / d;
-            TensorPrimitives.Multiply(x, 1f / MathF.Sqrt(variance + _eps), x);
-            TensorPrimitives.Multiply(x, _normWeight, x);
-            TensorPrimitives.Add(x, _normBias!, x);
-        }
-        else
-        {
-            var meanSquare = TensorPrimitives.Dot(hidden, hidden) / d;
-            TensorPrimitives.Multiply(hidden, 1f / MathF.Sqrt(meanSquare + _eps), x);
-            TensorPrimitives.Multiply(x, _normWeight, x);
-        }
-        ReadOnlySpan<float> input = x;
-        for (var i = 0; i < _layers.Length; i++)
-        {
-            var layer = _layers[i];
-            var output = (i % 2 == 0 ? b : a)[..layer.Out];
-            for (var o = 0; o < layer.Out; o++)
-            {
-                output[o] = TensorPrimitives.Dot(layer.Weight.AsSpan(o * layer.In, layer.In), input) + (layer.Bias?[o] ?? 0f);
-            }
-            if (i < _layers.Length - 1) Activate(output);
-            input = output;
-        }
-        return input[0];
-    }
-
-    private void Activate(Span<float> v)
-    {
-        switch (_activation)
-        {
-            case RewardActivation.Tanh:
-                TensorPrimitives.Tanh(v, v);
-                break;
-            case RewardActivation.Relu:
-                TensorPrimitives.Max(v, 0f, v);
-                break;
-            case RewardActivation.Sigmoid:
-                TensorPrimitives.Sigmoid(v, v);
-                break;
-            case RewardActivation.Silu:
-                for (var i = 0; i < v.Length; i++) v[i] = v[i] / (1f + MathF.Exp(-v[i]));
-                break;
-            case RewardActivation.Gelu:
-                // Exact GELU, as torch.nn.GELU() (erf form).
-                for (var i = 0; i < v.Length; i++) v[i] = 0.5f * v[i] * (1f + Erf(v[i] / MathF.Sqrt(2f)));
-                break;
-        }
-    }
-
-    /// <summary>erf to ~1e-7 (Abramowitz–Stegun 7.1.26 is too coarse for a 1e-4 reference check; this is a rational fit in double).</summary>
-    private static float Erf(float xf)
-    {
-        double x = xf;
-        var t = 1.0 / (1.0 + 0.5 * Math.Abs(x));
-        var y = 1 - t * Math.Exp(-x * x - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 +
-            t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
-        return (float)(x >= 0 ? y : -y);
+        var x = scratch[.._mlp.ScratchSize][..hidden.Length];
+        if (_normWeight is null) hidden.CopyTo(x);
+        else VectorNorms.Apply(hidden, _normWeight, _normBias, _layerNorm, _eps, x);
+        return _mlp.Evaluate(x, scratch[.._mlp.ScratchSize]);
     }
 }
 

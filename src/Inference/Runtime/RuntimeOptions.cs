@@ -75,6 +75,14 @@ public sealed record RuntimeOptions
     /// </summary>
     public int AdapterMaxRank { get; init; } = 64;
 
+    /// <summary>
+    /// Also build packed blocks (attention through the C# <see cref="Attention.SlotAttentionOp"/> over the whole cache, so a
+    /// step may run any subset of rows at any positions, several tokens per row) and per-layer K/V-only units: what early
+    /// exit (compacting the rows still running, propagating exited rows' K/V) and self-speculative verification run on.
+    /// CPU provider only; the ordinary decode path is unchanged.
+    /// </summary>
+    public bool PackedSteps { get; init; }
+
     /// <summary>How adapter updates are computed (<see cref="AdapterKernelKind.Auto"/>: segmented on CPU).</summary>
     public AdapterKernelKind AdapterKernel { get; init; }
 
@@ -94,6 +102,14 @@ public sealed record RuntimeOptions
         if (Threads < 0) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "must be non-negative");
         if (AdapterSlots is < 0 or > 256) throw new ArgumentOutOfRangeException(nameof(AdapterSlots), AdapterSlots, "must be in [0, 256]");
         if (AdapterMaxRank is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(AdapterMaxRank), AdapterMaxRank, "must be in [1, 1024]");
+        if (PackedSteps && ExecutionProvider != ExecutionProviderKind.Cpu)
+        {
+            throw new ArgumentException("packed steps (early exit, speculative decoding) run on the CPU provider only", nameof(PackedSteps));
+        }
+        if (PackedSteps && AdapterSlots > 0 && !UsesSegmentedAdapters)
+        {
+            throw new ArgumentException("packed steps take adapters through the Segmented kernel only", nameof(PackedSteps));
+        }
         if (AdapterKernel == AdapterKernelKind.Segmented && ExecutionProvider != ExecutionProviderKind.Cpu)
         {
             throw new ArgumentException("the Segmented adapter kernel runs on the CPU provider only; use Auto or BatchedMatMul with CUDA", nameof(AdapterKernel));
