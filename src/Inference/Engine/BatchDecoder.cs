@@ -15,7 +15,7 @@ namespace Serving.Inference.Engine;
 /// thread-safe: one scheduler owns a decoder. Decode bindings are created once per batch size and reused, so a decode
 /// step allocates nothing.
 /// </summary>
-public sealed class BatchDecoder : IDisposable
+public sealed partial class BatchDecoder : IDisposable
 {
     private readonly DecoderModel _model;
     private readonly ModelConfig _c;
@@ -52,6 +52,7 @@ public sealed class BatchDecoder : IDisposable
                 ? new SegmentedAdapterKernel(_buf, Adapters, Capacity)
                 : new BatchedMatMulAdapterKernel(_buf, Adapters, Capacity);
         }
+        InitPacked();
     }
 
     /// <summary>Wall time spent in <see cref="Prefill"/> (for statistics).</summary>
@@ -138,6 +139,9 @@ public sealed class BatchDecoder : IDisposable
             _useFused = value;
         }
     }
+
+    /// <summary>The KV cache (tests read entries back).</summary>
+    internal KvCache.KvCachePool KvCacheForTests => _buf.Kv;
 
     /// <summary>Bytes of KV cache held.</summary>
     public long KvCacheBytes => _buf.Kv.Bytes;
@@ -246,6 +250,10 @@ public sealed class BatchDecoder : IDisposable
             var fused = _fusedBindings[b] ??= StepBindings.Fused(_buf, b);
             _model.Fused!.RunWithBinding(_run, fused.Head!);
         }
+        else if (_packedSteps is not null)
+        {
+            DecodePacked(b);
+        }
         else
         {
             StepBindings step;
@@ -295,6 +303,7 @@ public sealed class BatchDecoder : IDisposable
         child.PendingToken = parent.PendingToken;
         child.RewardHead = parent.RewardHead;
         child.RewardState = parent.RewardState;
+        child.Exit = parent.Exit;
         return child;
     }
 
@@ -320,6 +329,8 @@ public sealed class BatchDecoder : IDisposable
         foreach (var b in _fusedBindings) b?.Dispose();
         _kernel?.Dispose();
         foreach (var side in _sides.Values) side.Dispose();
+        _packedSteps?.Dispose();
+        foreach (var h in _exitHeads) h?.Dispose();
         Adapters?.Dispose();
         _run.Dispose();
     }

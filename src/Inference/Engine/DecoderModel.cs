@@ -86,6 +86,14 @@ public sealed class DecoderModel : IDisposable
     /// <summary>Per layer, the K/V-only unit with segmented adapters.</summary>
     internal InferenceSession[] KvOnlySegmentedBlocks { get; private init; } = [];
 
+    private float[]? HeadWeightOrNull { get; init; }
+
+    /// <summary>The LM head's weight [V, d] in managed memory (the tied embedding, or kept for packed steps), for criteria that need logits.</summary>
+    public float[] HeadWeight => HeadWeightOrNull ?? throw new InvalidOperationException("the LM head weight is kept only for tied heads or with RuntimeOptions.PackedSteps");
+
+    /// <summary>Per layer, the feed-forward's down projection [ffn, d] (row i = value vector i), kept with packed steps.</summary>
+    public IReadOnlyList<float[]> FfnDownWeights { get; private init; } = [];
+
     /// <summary>Whether packed steps can run (<see cref="RuntimeOptions.PackedSteps"/>).</summary>
     public bool SupportsPackedSteps => PackedBlocks.Length > 0;
 
@@ -122,6 +130,7 @@ public sealed class DecoderModel : IDisposable
 
         var sessions = new List<InferenceSession>();
         var inputNorms = new (float[], float[]?)[c.NumLayers];
+        var ffnDown = new float[c.NumLayers][];
         var adapters = options.AdapterSlots > 0;
         var segmented = adapters && options.UsesSegmentedAdapters;
         var batchedBlocks = adapters && !segmented ? new InferenceSession[c.NumLayers] : [];
@@ -146,6 +155,7 @@ public sealed class DecoderModel : IDisposable
             {
                 var weights = LayerWeights.Read(ckpt, layer);
                 inputNorms[layer] = (weights.Norm1Weight, weights.Norm1Bias);
+                ffnDown[layer] = weights.DownWeight;
                 if (prepacked is null)
                 {
                     sessions.Add(new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary), $"block_{layer}"), so));
@@ -225,6 +235,8 @@ public sealed class DecoderModel : IDisposable
                 SharedResources = shared,
                 LayerInputNorms = inputNorms,
                 PackedBlocks = packedBlocks,
+                HeadWeightOrNull = ReferenceEquals(headW, tokenEmbedding) || packed ? headW : null,
+                FfnDownWeights = packed ? ffnDown : [],
                 PackedSegmentedBlocks = packedSegmentedBlocks,
                 KvOnlyBlocks = kvOnly,
                 KvOnlySegmentedBlocks = kvOnlySegmented,

@@ -36,6 +36,18 @@ public sealed class Sequence
     /// <summary>The head's reward of the cached tokens (the prefix up to the last token fed); NaN without a head.</summary>
     public float Reward => RewardHead is { } head ? RewardState.Value(head.Pooling) : float.NaN;
 
+    /// <summary>The row's early-exit setting (null: every token runs every layer), set with <see cref="BatchDecoder.SetExitPolicy"/>.</summary>
+    public EarlyExit.ExitPolicy? Exit { get; internal set; }
+
+    /// <summary>Blocks the last decoded token ran (the model's layer count without an exit).</summary>
+    public int LastLayers { get; internal set; }
+
+    /// <summary>Blocks run over every decoded token of the row (the layers-per-token average is this over the tokens decoded).</summary>
+    public long LayersRun { get; internal set; }
+
+    /// <summary>Tokens decoded (decode steps, not prefill) of the row.</summary>
+    public long TokensDecoded { get; internal set; }
+
     /// <summary>False once released.</summary>
     public bool IsActive { get; internal set; } = true;
 }

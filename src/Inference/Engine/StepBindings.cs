@@ -111,7 +111,7 @@ internal sealed class StepBindings : IDisposable
     public OrtIoBinding[] Layers { get; }
 
     /// <summary>The head's bindings (final hidden → logits), or the fused graph's.</summary>
-    public OrtIoBinding? Head { get; }
+    public OrtIoBinding? Head { get; set; }
 
     /// <summary>Binds one adapter's exact-rank A/B of slot <paramref name="slot"/> on every layer (the one-adapter variant).</summary>
     public void BindOneAdapter(AdapterSlotTable table, int slot)

@@ -35,7 +35,15 @@ internal sealed class ReferenceModel
     }
 
     /// <summary>Logits [T, V] for every position, and hidden states [L+1][T·d] (embedding, after each block).</summary>
-    public (double[][] Logits, double[][] Hidden) Forward(IReadOnlyList<int> tokens)
+    public (double[][] Logits, double[][] Hidden) Forward(IReadOnlyList<int> tokens) => Forward(tokens, null);
+
+    /// <summary>
+    /// Early exit as CALM defines it: position i runs blocks [0, exitLayers[i]) and then keeps its hidden state; every
+    /// block it skips still gets its keys and values, computed from that kept state (state propagation), so later
+    /// positions attend to a complete cache. Logits of position i come from the head on its last hidden state. Hidden
+    /// states are reported as each position holds them after each block.
+    /// </summary>
+    public (double[][] Logits, double[][] Hidden) Forward(IReadOnlyList<int> tokens, IReadOnlyList<int>? exitLayers)
     {
         var t = tokens.Count;
         int d = _c.HiddenSize;
@@ -53,7 +61,8 @@ internal sealed class ReferenceModel
         var hidden = new List<double[]> { Flatten(x) };
         for (var l = 0; l < _c.NumLayers; l++)
         {
-            x = gpt2 ? Gpt2Block(x, l) : LlamaBlock(x, l);
+            var runs = Enumerable.Range(0, t).Select(i => exitLayers is null || l < exitLayers[i]).ToArray();
+            x = gpt2 ? Gpt2Block(x, l, runs) : LlamaBlock(x, l, runs);
             hidden.Add(Flatten(x));
         }
         var logits = new double[t][];
@@ -66,7 +75,7 @@ internal sealed class ReferenceModel
         return (logits, hidden.ToArray());
     }
 
-    private double[][] Gpt2Block(double[][] x, int l)
+    private double[][] Gpt2Block(double[][] x, int l, bool[] runs)
     {
         var p = $"transformer.h.{l}.";
         int d = _c.HiddenSize, t = x.Length;
@@ -81,6 +90,11 @@ internal sealed class ReferenceModel
         var x2 = new double[t][];
         for (var i = 0; i < t; i++)
         {
+            if (!runs[i])
+            {
+                x2[i] = x[i];
+                continue;
+            }
             var o = LinearInOut(attn[i], _w(p + "attn.c_proj.weight"), d, _w(p + "attn.c_proj.bias"));
             x2[i] = Add(x[i], o);
             var n = LayerNorm(x2[i], _w(p + "ln_2.weight"), _w(p + "ln_2.bias"));
@@ -95,7 +109,7 @@ internal sealed class ReferenceModel
         return x2;
     }
 
-    private double[][] LlamaBlock(double[][] x, int l)
+    private double[][] LlamaBlock(double[][] x, int l, bool[] runs)
     {
         var p = $"model.layers.{l}.";
         int d = _c.HiddenSize, t = x.Length, hd = _c.HeadDim, h = _c.NumHeads, kvh = _c.NumKvHeads;
@@ -111,6 +125,11 @@ internal sealed class ReferenceModel
         var x2 = new double[t][];
         for (var i = 0; i < t; i++)
         {
+            if (!runs[i])
+            {
+                x2[i] = x[i];
+                continue;
+            }
             x2[i] = Add(x[i], LinearOutIn(attn[i], _w(p + "self_attn.o_proj.weight"), d));
             var n = RmsNorm(x2[i], _w(p + "post_attention_layernorm.weight"));
             var gate = LinearOutIn(n, _w(p + "mlp.gate_proj.weight"), _c.IntermediateSize);
@@ -119,6 +138,23 @@ internal sealed class ReferenceModel
             x2[i] = Add(x2[i], LinearOutIn(gate, _w(p + "mlp.down_proj.weight"), d));
         }
         return x2;
+    }
+
+    /// <summary>The keys and values block <paramref name="layer"/> writes for input <paramref name="hidden"/> at <paramref name="position"/> (RoPE on the keys).</summary>
+    public (double[] Key, double[] Value) KeyValue(int layer, double[] hidden, int position)
+    {
+        int d = _c.HiddenSize, hd = _c.HeadDim, kvh = _c.NumKvHeads;
+        if (_c.Architecture == ModelArchitecture.Gpt2)
+        {
+            var p = $"transformer.h.{layer}.";
+            var n = LayerNorm(hidden, _w(p + "ln_1.weight"), _w(p + "ln_1.bias"));
+            var qkv = LinearInOut(n, _w(p + "attn.c_attn.weight"), 3 * d, _w(p + "attn.c_attn.bias"));
+            return (qkv[d..(2 * d)], qkv[(2 * d)..]);
+        }
+        var pl = $"model.layers.{layer}.";
+        var nl = RmsNorm(hidden, _w(pl + "input_layernorm.weight"));
+        return (Rope(LinearOutIn(nl, _w(pl + "self_attn.k_proj.weight"), kvh * hd, Bias(pl + "self_attn.k_proj.bias")), position, kvh),
+            LinearOutIn(nl, _w(pl + "self_attn.v_proj.weight"), kvh * hd, Bias(pl + "self_attn.v_proj.bias")));
     }
 
     private double[]? Bias(string name) => _c.AttentionBias ? _w(name) : null;
