@@ -56,4 +56,20 @@ public interface IDecodingContext
 
     /// <summary>Frees <paramref name="row"/>'s KV row after this iteration; the row gets no more logits.</summary>
     void Release(DecodingRow row);
+
+    /// <summary>Sets <paramref name="row"/>'s early-exit policy from its next decode step on (null: every layer).</summary>
+    void SetExit(DecodingRow row, EarlyExit.ExitPolicy? policy);
+
+    /// <summary>The hidden state the row's last decoded token left the step with [d] (packed steps only).</summary>
+    void CopyLastHidden(DecodingRow row, Span<float> destination);
+
+    /// <summary>
+    /// Runs blocks [<paramref name="fromLayer"/>, L) for the row's last <paramref name="tokens"/> cached tokens from their
+    /// hidden states at that layer and returns the full model's logits at each [tokens, V] (self-speculative
+    /// verification; valid until the next call). Call from <see cref="IDecodingStrategy.OnStepEnd"/>.
+    /// </summary>
+    ReadOnlySpan<float> Verify(DecodingRow row, ReadOnlySpan<float> hidden, int fromLayer, int tokens);
+
+    /// <summary>Keeps only the row's first <paramref name="length"/> cached tokens (rejected drafts).</summary>
+    void Truncate(DecodingRow row, int length);
 }

@@ -57,5 +57,19 @@ public interface IExitCriterion
     float Confidence(ref ExitView view);
 }
 
-/// <summary>A row's early-exit setting: exit after the first block where <see cref="Criterion"/>'s confidence ≥ <see cref="Threshold"/>.</summary>
-public sealed record ExitPolicy(IExitCriterion Criterion, float Threshold);
+/// <summary>
+/// A row's early-exit setting: exit after the first block where <see cref="Criterion"/>'s confidence ≥
+/// <see cref="Threshold"/>. <see cref="Propagate"/> false skips the state propagation of the skipped blocks' K/V: only
+/// for rows whose skipped blocks are filled otherwise (self-speculative drafts, which the verification pass fills).
+/// </summary>
+public sealed record ExitPolicy(IExitCriterion Criterion, float Threshold, bool Propagate = true);
+
+/// <summary>Exits after a fixed number of blocks, every token (self-speculative drafting with the first E layers).</summary>
+public sealed class FixedDepthCriterion(int layer) : IExitCriterion
+{
+    public int Layer { get; } = layer;
+    public ExitCriterionKind Kind => ExitCriterionKind.Probe;
+    public int ScratchSize => 0;
+    public int StateSize => 0;
+    public float Confidence(ref ExitView view) => view.Layer == Layer ? 1f : 0f;
+}

@@ -226,7 +226,7 @@ public sealed partial class BatchDecoder
             var adapters = false;
             for (var r = 0; r < b; r++)
             {
-                if (_exitLayer[r] > l) continue;
+                if (_exitLayer[r] > l || _active[r].Exit is { Propagate: false }) continue;
                 _exitHidden!.Span.Slice(r * d, d).CopyTo(packed.KvHidden.Span.Slice(m * d, d));
                 packed.KvPositions.Span[m] = _active[r].Length;
                 adapters |= _active[r].AdapterSlot >= 0;
@@ -241,6 +241,76 @@ public sealed partial class BatchDecoder
                 packed.Store(l, i, seq.Slot, seq.Length);
             }
         }
+    }
+
+    private NativeBuffer<float>? _verifyLogits;
+    private readonly Dictionary<int, StepBindings> _verifyHeads = [];
+
+    /// <summary>
+    /// Copies the hidden state <paramref name="seq"/>'s last decoded token left the step with (its exit layer's, or the
+    /// last block's) into <paramref name="destination"/> [d]: what self-speculative drafts keep for verification.
+    /// </summary>
+    public void CopyLastHidden(Sequence seq, Span<float> destination)
+    {
+        EnsureActive(seq);
+        if (_exitHidden is null) throw new InvalidOperationException("the last hidden state is kept by packed steps only (RuntimeOptions.PackedSteps)");
+        _exitHidden.Span.Slice(seq.Slot * _c.HiddenSize, _c.HiddenSize).CopyTo(destination);
+    }
+
+    /// <summary>
+    /// Self-speculative verification: runs blocks [<paramref name="fromLayer"/>, L) for the last <paramref name="tokens"/>
+    /// cached tokens of <paramref name="seq"/> in one packed pass, starting from their hidden states at
+    /// <paramref name="fromLayer"/> (<paramref name="hidden"/> [tokens, d], kept by the drafts, whose own pass already
+    /// wrote the K/V of the blocks before), writes those blocks' K/V and returns the full model's logits at each of the
+    /// positions [tokens, V] (valid until the next verification).
+    /// </summary>
+    public ReadOnlySpan<float> Verify(Sequence seq, ReadOnlySpan<float> hidden, int fromLayer, int tokens)
+    {
+        EnsureActive(seq);
+        var packed = _packedSteps ?? throw new InvalidOperationException("verification needs a model loaded with RuntimeOptions.PackedSteps");
+        int d = _c.HiddenSize, v = _c.VocabSize;
+        if (tokens < 1 || tokens > seq.Length || hidden.Length != tokens * d) throw new ArgumentException($"verify 1..{seq.Length} cached tokens with [tokens, {d}] hidden states");
+        if ((uint)fromLayer >= (uint)_c.NumLayers) throw new ArgumentOutOfRangeException(nameof(fromLayer), fromLayer, $"blocks are [0, {_c.NumLayers})");
+        var start = seq.Length - tokens;
+        hidden.CopyTo(_buf.Input(fromLayer).Span);
+        for (var i = 0; i < tokens; i++) _buf.Positions.Span[i] = start + i;
+        var plan = packed.KvPlan.Span;
+        plan[0] = 1;
+        plan[1] = seq.Slot;
+        plan[2] = start;
+        plan[3] = 0;
+        plan[4] = tokens;
+        var adapters = seq.AdapterSlot >= 0;
+        if (adapters)
+        {
+            var lora = packed.LoraPlan!.Span;
+            lora[0] = 1;
+            lora[1] = Adapters!.PositionOf(seq.AdapterSlot);
+            lora[2] = 0;
+            lora[3] = tokens;
+            for (var i = 0; i < tokens; i++) lora[4 + i] = i;
+        }
+        for (var l = fromLayer; l < _c.NumLayers; l++) packed.RunBlock(l, tokens, adapters);
+        _verifyLogits ??= new NativeBuffer<float>((long)_buf.MaxTokensPerStep * v);
+        if (!_verifyHeads.TryGetValue(tokens, out var head))
+        {
+            head = StepBindings.Empty(0);
+            var io = head.Own(_model.Head.CreateIoBinding());
+            io.BindInput(Graphs.HeadGraph.Hidden, head.Own(_buf.Output(_c.NumLayers - 1).View(0, tokens, d)));
+            io.BindOutput(Graphs.HeadGraph.Logits, head.Own(_verifyLogits.View(0, tokens, v)));
+            head.Head = io;
+            _verifyHeads[tokens] = head;
+        }
+        _model.Head.RunWithBinding(_run, head.Head!);
+        return _verifyLogits.Span[..(tokens * v)];
+    }
+
+    /// <summary>Forgets the cached tokens of <paramref name="seq"/> from <paramref name="length"/> on (rejected speculative drafts); their slots are overwritten later.</summary>
+    public void Truncate(Sequence seq, int length)
+    {
+        EnsureActive(seq);
+        if (length < 0 || length > seq.Length) throw new ArgumentOutOfRangeException(nameof(length), length, $"the sequence holds {seq.Length} tokens");
+        seq.Length = length;
     }
 
     /// <summary>The head on the rows' last hidden states [b, d] → logits [b, V].</summary>

@@ -285,6 +285,10 @@ public sealed partial class BatchDecoder : IDisposable
             var seq = _active[r];
             seq.Length++;
             seq.PendingToken = -1;
+            if (_packedSteps is not null) continue; // packed steps count their own layers
+            seq.LastLayers = _c.NumLayers;
+            seq.LayersRun += _c.NumLayers;
+            seq.TokensDecoded++;
         }
         _decodeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - started;
         return _buf.Logits.Span[..(b * _c.VocabSize)];
@@ -331,6 +335,7 @@ public sealed partial class BatchDecoder : IDisposable
         foreach (var side in _sides.Values) side.Dispose();
         _packedSteps?.Dispose();
         foreach (var h in _exitHeads) h?.Dispose();
+        foreach (var h in _verifyHeads.Values) h.Dispose();
         Adapters?.Dispose();
         _run.Dispose();
     }

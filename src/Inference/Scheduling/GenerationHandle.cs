@@ -43,6 +43,29 @@ public sealed class GenerationHandle : IGenerationSink
     /// </summary>
     public int GeneratedTokens => Volatile.Read(ref _generatedTokens);
 
+    /// <summary>Blocks run per token pass of the request's decode steps (early exit lowers it); null before any decode step.</summary>
+    public double? LayersPerToken
+    {
+        get
+        {
+            var passes = Volatile.Read(ref _passes);
+            return passes == 0 ? null : (double)Volatile.Read(ref _layers) / passes;
+        }
+    }
+
+    /// <summary>Self-speculative decoding: the share of drafted tokens the full model accepted (null otherwise).</summary>
+    public double? DraftAcceptance { get; internal set; }
+
+    private long _layers;
+    private long _passes;
+
+    /// <summary>Counts <paramref name="layers"/> blocks run over <paramref name="passes"/> token passes.</summary>
+    internal void AddLayers(long layers, long passes)
+    {
+        Interlocked.Add(ref _layers, layers);
+        Interlocked.Add(ref _passes, passes);
+    }
+
     /// <summary>When the request was submitted.</summary>
     public DateTimeOffset SubmittedAt { get; }
 

@@ -30,6 +30,12 @@ public sealed record GenerationRequest
     /// </summary>
     public Rewards.RewardHead? RewardHead { get; init; }
 
+    /// <summary>
+    /// Early exit for every row of the request (null: every token runs every layer): rows leave a decode step after the
+    /// block where the policy's confidence reaches its threshold. Needs a model loaded with packed steps.
+    /// </summary>
+    public EarlyExit.ExitPolicy? EarlyExit { get; init; }
+
     /// <summary>Report the sequence reward after every token (needs <see cref="RewardHead"/>).</summary>
     public bool ReturnTokenRewards { get; init; }
 

@@ -45,7 +45,9 @@ public sealed partial class GenerationScheduler
                 if (last) PromptDone(row, span);
                 continue;
             }
-            if (!row.Released) Deliver(row, span);
+            if (row.Released) continue;
+            row.Request!.Handle.AddLayers(row.Sequence.LastLayers, 1);
+            Deliver(row, span);
         }
         Array.Clear(_stepRows, 0, b);
         FinishIteration();

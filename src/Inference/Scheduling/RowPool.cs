@@ -14,6 +14,9 @@ internal sealed class RowPool(BatchDecoder decoder, AdapterSlotResidency slots)
 
     public int MaxContext => decoder.Model.MaxContext;
 
+    /// <summary>The decoder (strategies' engine operations go through <see cref="ScheduledRequest"/>).</summary>
+    public BatchDecoder Decoder => decoder;
+
     /// <summary>True while a decode step's logits are being handed to strategies.</summary>
     public bool DeferFrees { get; set; }
 
@@ -27,6 +30,7 @@ internal sealed class RowPool(BatchDecoder decoder, AdapterSlotResidency slots)
             slots.Admit(adapterSlot, step);
         }
         if (request.Handle.Request.RewardHead is { } head) decoder.SetRewardHead(seq, head);
+        if (request.Handle.Request.EarlyExit is { } exit) decoder.SetExitPolicy(seq, exit);
         var row = new DecodingRow(seq) { Prompt = request.Handle.Request.PromptTokens, Request = request };
         _rows[seq] = row;
         return row;

@@ -77,6 +77,15 @@ internal sealed class ScheduledRequest : IDecodingContext
 
     public void Feed(DecodingRow row, int token) => row.Sequence.PendingToken = token;
 
+    public void SetExit(DecodingRow row, EarlyExit.ExitPolicy? policy) => _pool.Decoder.SetExitPolicy(row.Sequence, policy);
+
+    public void CopyLastHidden(DecodingRow row, Span<float> destination) => _pool.Decoder.CopyLastHidden(row.Sequence, destination);
+
+    public ReadOnlySpan<float> Verify(DecodingRow row, ReadOnlySpan<float> hidden, int fromLayer, int tokens) =>
+        _pool.Decoder.Verify(row.Sequence, hidden, fromLayer, tokens);
+
+    public void Truncate(DecodingRow row, int length) => _pool.Decoder.Truncate(row.Sequence, length);
+
     public void Release(DecodingRow row)
     {
         if (row.Released) return;
