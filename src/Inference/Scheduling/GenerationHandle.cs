@@ -53,6 +53,9 @@ public sealed class GenerationHandle : IGenerationSink
         }
     }
 
+    /// <summary>The prompt's logprobs when the request asked for them (<see cref="GenerationRequest.PromptLogprobs"/>); set before the first token event.</summary>
+    public IReadOnlyList<Output.PromptTokenLogprob>? PromptLogprobs { get; internal set; }
+
     /// <summary>Self-speculative decoding: the share of drafted tokens the full model accepted (null otherwise).</summary>
     public double? DraftAcceptance { get; internal set; }
 

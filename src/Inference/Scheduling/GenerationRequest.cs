@@ -39,6 +39,13 @@ public sealed record GenerationRequest
     /// <summary>Report the sequence reward after every token (needs <see cref="RewardHead"/>).</summary>
     public bool ReturnTokenRewards { get; init; }
 
+    /// <summary>
+    /// Score the prompt (OpenAI's <c>echo</c> with <c>logprobs</c>): each prompt token's logprob given the tokens before
+    /// it, with this many top alternatives (0–20); published on <see cref="GenerationHandle.PromptLogprobs"/> once the
+    /// prompt is in the cache. Null: not scored.
+    /// </summary>
+    public int? PromptLogprobs { get; init; }
+
     /// <summary>Return per-token logprobs (with <see cref="SamplingParameters.TopLogprobs"/> alternatives).</summary>
     public bool Logprobs { get; init; }
 

@@ -40,6 +40,7 @@ public sealed partial class GenerationScheduler
             if (row.Prefilling)
             {
                 // The decode fed a prompt token; only the prompt's last one yields logits a strategy samples from.
+                if (IsScoredPromptRow(row)) row.Request!.PromptScores!.Observe(row.Length - 1, span);
                 var last = row.LastPromptTokenPending && row.PromptOffset == row.Prompt!.Length;
                 row.LastPromptTokenPending = false;
                 if (last) PromptDone(row, span);
@@ -174,9 +175,11 @@ public sealed partial class GenerationScheduler
     {
         var prompt = row.Prompt!;
         var take = Math.Max(0, Math.Min(prompt.Length - row.PromptOffset, budget));
+        var scored = IsScoredPromptRow(row);
+        if (scored) take = Math.Min(take, ScoredChunk);
         if (take > 0)
         {
-            var logits = _decoder.Prefill(row.Sequence, prompt.AsSpan(row.PromptOffset, take));
+            var logits = scored ? PrefillScored(row, prompt, take) : _decoder.Prefill(row.Sequence, prompt.AsSpan(row.PromptOffset, take));
             row.PromptOffset += take;
             _observer.OnPromptTokens(take);
             if (row.PromptOffset == prompt.Length)
@@ -192,12 +195,34 @@ public sealed partial class GenerationScheduler
         return take;
     }
 
+    /// <summary>Prompt tokens per prefill chunk of a request that scores its prompt (every position's logits are kept: [chunk, V]).</summary>
+    private const int ScoredChunk = 32;
+
+    private float[] _scoredLogits = [];
+
+    private static bool IsScoredPromptRow(DecodingRow row) => row.Request!.PromptScores is not null && ReferenceEquals(row.Request.Rows[0], row);
+
+    /// <summary>Prefills a chunk keeping every position's logits, which score the prompt tokens after them; returns the last position's logits.</summary>
+    private ReadOnlySpan<float> PrefillScored(DecodingRow row, int[] prompt, int take)
+    {
+        var vocab = _decoder.Model.Config.VocabSize;
+        if (_scoredLogits.Length < ScoredChunk * vocab) _scoredLogits = new float[ScoredChunk * vocab];
+        var first = row.Sequence.Length;
+        var logits = _decoder.Prefill(row.Sequence, prompt.AsSpan(row.PromptOffset, take), allLogits: _scoredLogits);
+        for (var i = 0; i < take; i++) row.Request!.PromptScores!.Observe(first + i, _scoredLogits.AsSpan(i * vocab, vocab));
+        return logits;
+    }
+
     /// <summary>A row's prompt is in the cache: its logits go to the strategy (the request's first token when it is the request's first row).</summary>
     private void PromptDone(DecodingRow row, ReadOnlySpan<float> logits)
     {
         row.Prompt = null;
         var job = row.Request!;
-        if (ReferenceEquals(job.Rows[0], row)) _observer.OnFirstToken(job.Handle, _time.GetUtcNow() - job.Handle.SubmittedAt);
+        if (ReferenceEquals(job.Rows[0], row))
+        {
+            if (job.PromptScores is { } scores) job.Handle.PromptLogprobs = scores.Tokens;
+            _observer.OnFirstToken(job.Handle, _time.GetUtcNow() - job.Handle.SubmittedAt);
+        }
         Deliver(row, logits);
     }
 

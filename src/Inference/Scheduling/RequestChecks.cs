@@ -32,6 +32,10 @@ internal static class RequestChecks
         {
             if ((uint)t >= (uint)vocab) throw new SamplingParameterException("prompt", $"Token id {t} is outside the vocabulary [0, {vocab}).");
         }
+        if (request.PromptLogprobs is int top && (top < 0 || top > SamplingParameters.MaxTopLogprobs))
+        {
+            throw new SamplingParameterException("logprobs", $"prompt logprobs take 0 to {SamplingParameters.MaxTopLogprobs} alternatives, got {top}.");
+        }
         request.Decoding.Validate(request, decoder.Capacity);
         request.Sampling.Validate(vocab);
         if (prompt.Length >= maxContext)

@@ -17,7 +17,11 @@ internal sealed class ScheduledRequest : IDecodingContext
         Strategy = strategy;
         MaxRows = maxRows;
         _pool = pool;
+        if (handle.Request.PromptLogprobs is int top) PromptScores = new Output.PromptLogprobs(handle.Request.PromptTokens, top);
     }
+
+    /// <summary>The prompt's logprobs being collected (null unless the request scores its prompt).</summary>
+    public Output.PromptLogprobs? PromptScores { get; }
 
     public GenerationHandle Handle { get; }
 
