@@ -1,0 +1,416 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Numerics.Tensors;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Serving.Bench;
+using Serving.Checkpoints;
+using Serving.Checkpoints.ExitProbes;
+using Serving.Checkpoints.RewardHeads;
+using Serving.Fixtures;
+using Serving.Inference.Chat;
+using Serving.Inference.Decoding;
+using Serving.Inference.EarlyExit;
+using Serving.Inference.Engine;
+using Serving.Inference.Runtime;
+using Serving.Inference.Sampling;
+using Serving.Inference.Scheduling;
+using Serving.Inference.Tokenization;
+
+// FFN early exit (issue #13), in process on the engine (demo model, its exit probe and eval splits):
+//  calibrate: per criterion, the threshold with the most layers skipped at ≥ --target top-1 agreement, teacher-forced
+//             on validation documents (what a node's per-model setting is picked by); written to --calibration;
+//  sweep:     per criterion and threshold, on test documents: layers skipped, top-1 agreement with full depth
+//             (teacher-forced, with the exits' real K/V propagation), perplexity; free-running greedy agreement on held-out
+//             prompts at the calibrated thresholds; a PNG of agreement vs layers saved;
+//  speed:     wall time at batch 1 and 8, early exit at the calibrated thresholds vs full depth on the ordinary path,
+//             alternating A/B; self-speculative decoding vs plain greedy at batch 1 (identical output);
+//  cost:      the decision's own time per token as a fraction of a layer, demo and a gpt2-small-shaped fixture (random
+//             weights: their exits mean nothing, only the cost does).
+// usage: EarlyExitBench [--only calibrate,sweep,speed,cost] [--docs 120] [--doc-tokens 96] [--prompts 50] [--tokens 48]
+//                       [--batches 1,8] [--reps 5] [--threads N] [--probe DIR] [--target 0.95] [--md docs/benchmarks.md]
+//                       [--png docs/early-exit.png] [--calibration bench/results/exit-calibration.json]
+var opts = BenchArgs.Parse(args);
+var inv = CultureInfo.InvariantCulture;
+var threads = opts.Int("threads", Environment.ProcessorCount);
+OrtRuntime.EnsureInitialized(threads);
+var only = opts.List("only", "calibrate,sweep,speed,cost");
+var repo = BenchMachine.Repo();
+var demo = Path.Combine(repo, "models", "demo");
+var probeDir = opts.Str("probe", Path.Combine(demo, "exit-probe"));
+var target = opts.Double("target", 0.95);
+var command = "dotnet run -c Release --project bench/EarlyExitBench -- " + string.Join(' ', args);
+var md = new StringBuilder();
+md.AppendLine(inv, $"### FFN early exit ({DateTime.UtcNow:yyyy-MM-dd}): `{command}`");
+md.AppendLine(inv, $"Machine: {BenchMachine.Cpu()}, {threads} threads, ONNX Runtime CPU. Demo model (6 layers), its exit probe (`{Path.GetRelativePath(repo, probeDir)}`), documents from `models/demo/eval` (`<|endoftext|>` + text, at most {opts.Int("doc-tokens", 96)} tokens).");
+Console.WriteLine(md.ToString());
+var json = new JsonObject { ["command"] = command, ["machine"] = BenchMachine.Cpu(), ["threads"] = threads };
+
+using var packed = DecoderModel.Load(demo, new RuntimeOptions { MaxBatch = 32, MaxContext = 256, Threads = threads, PackedSteps = true });
+using var plain = DecoderModel.Load(demo, new RuntimeOptions { MaxBatch = 32, MaxContext = 256, Threads = threads });
+var tokenizer = TokenizerLoader.Load(demo, packed.Config.VocabSize);
+var probe = new ProbeCriterion(ExitProbeReader.ReadFolder(probeDir, packed.Config), packed);
+var criteria = new (string Name, IExitCriterion Criterion, double[] Grid)[]
+{
+    ("probe", probe, [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]),
+    ("cosine", CosineCriterion.Instance, [0.90, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999]),
+    ("update_view", UpdateViewCriterion.For(packed), [0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0]),
+    ("margin", new MarginCriterion(packed), [0.1, 0.2, 0.3, 0.5, 0.7, 0.9]),
+};
+List<int[]> Docs(string split) => File.ReadLines(Path.Combine(demo, "eval", $"general.{split}.jsonl"))
+    .Take(opts.Int("docs", 120))
+    .Select(l => tokenizer.Encode("<|endoftext|>" + JsonNode.Parse(l)!["text"]!.GetValue<string>()))
+    .Select(ids => ids.Length > opts.Int("doc-tokens", 96) ? ids[..opts.Int("doc-tokens", 96)] : ids)
+    .Where(ids => ids.Length >= 4).ToList();
+var calibrationPath = opts.Str("calibration", Path.Combine("bench", "results", "exit-calibration.json"));
+var calibrated = File.Exists(calibrationPath)
+    ? JsonNode.Parse(File.ReadAllText(calibrationPath))!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())
+    : [];
+
+if (only.Contains("calibrate"))
+{
+    var val = Docs("val");
+    var full = FullLogits(plain, val);
+    md.AppendLine(inv, $"\nCalibration (validation, {val.Count} documents, {val.Sum(d => d.Length - 1)} predicted tokens): the threshold with the most layers skipped at ≥ {target:P0} teacher-forced top-1 agreement:\n");
+    md.AppendLine("| criterion | threshold | layers skipped | agreement | perplexity (full: " + Math.Exp(full.Nll).ToString("F1", inv) + ") |");
+    md.AppendLine("|---|---|---|---|---|");
+    foreach (var (name, criterion, grid) in criteria)
+    {
+        var best = (Threshold: double.NaN, Skipped: 0.0, Agreement: 0.0, Ppl: 0.0);
+        foreach (var t in grid)
+        {
+            var r = TeacherForced(packed, val, full, new ExitPolicy(criterion, (float)t));
+            if (r.Agreement >= target && r.Skipped > best.Skipped) best = (t, r.Skipped, r.Agreement, Math.Exp(r.Nll));
+        }
+        if (double.IsNaN(best.Threshold)) best.Threshold = grid[^1];
+        calibrated[name] = best.Threshold;
+        md.AppendLine(string.Create(inv, $"| {name} | {best.Threshold} | {best.Skipped:P1} | {best.Agreement:P1} | {best.Ppl:F1} |"));
+        Console.WriteLine($"calibrated {name}: {best}");
+    }
+    Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(calibrationPath))!);
+    File.WriteAllText(calibrationPath, new JsonObject(calibrated.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+}
+
+if (only.Contains("sweep"))
+{
+    var test = Docs("test");
+    var full = FullLogits(plain, test);
+    var fullPpl = Math.Exp(full.Nll);
+    md.AppendLine(inv, $"\nSweep (test, {test.Count} documents, {test.Sum(d => d.Length - 1)} predicted tokens; teacher-forced with real K/V propagation; full-depth perplexity {fullPpl:F1}). Anchor: Geva et al. skip 21% of layers at 94.9% agreement (16-layer LM):\n");
+    md.AppendLine("| criterion | threshold | layers skipped | top-1 agreement | perplexity (Δ) |");
+    md.AppendLine("|---|---|---|---|---|");
+    var points = new JsonArray();
+    var plot = new List<(string Name, double Skipped, double Agreement)>();
+    foreach (var (name, criterion, grid) in criteria)
+    {
+        foreach (var t in grid)
+        {
+            var r = TeacherForced(packed, test, full, new ExitPolicy(criterion, (float)t));
+            var ppl = Math.Exp(r.Nll);
+            var delta = (ppl / fullPpl - 1).ToString("+0.0%;-0.0%", inv);
+            md.AppendLine(string.Create(inv, $"| {name} | {t} | {r.Skipped:P1} | {r.Agreement:P1} | {ppl:F1} ({delta}) |"));
+            points.Add(new JsonObject { ["criterion"] = name, ["threshold"] = t, ["skipped"] = r.Skipped, ["agreement"] = r.Agreement, ["perplexity"] = ppl });
+            plot.Add((name, r.Skipped, r.Agreement));
+        }
+    }
+    json["sweep"] = points;
+    if (opts.Str("png", "") is { Length: > 0 } png) Plot.AgreementVsSkipped(plot, png);
+
+    var prompts = Prompts(demo, tokenizer, opts.Int("prompts", 50));
+    md.AppendLine(inv, $"\nFree-running greedy ({prompts.Count} held-out chat prompts, {opts.Int("tokens", 48)} new tokens) at the calibrated thresholds: share of positions whose token equals full-depth greedy's, layers skipped:\n");
+    md.AppendLine("| criterion | threshold | token agreement | layers skipped |");
+    md.AppendLine("|---|---|---|---|");
+    foreach (var (name, criterion, grid) in criteria)
+    {
+        if (!calibrated.TryGetValue(name, out var t)) continue;
+        var (agree, skipped) = FreeRunning(packed, plain, prompts, opts.Int("tokens", 48), new ExitPolicy(criterion, (float)t));
+        md.AppendLine(string.Create(inv, $"| {name} | {t} | {agree:P1} | {skipped:P1} |"));
+    }
+}
+
+if (only.Contains("speed"))
+{
+    var reps = opts.Int("reps", 5);
+    var steps = opts.Int("tokens", 48);
+    md.AppendLine(inv, $"\nWall time, {steps} decode steps per run after a prompt of 16, early exit (packed steps) vs full depth (ordinary path), medians of {reps} alternating repetitions:\n");
+    md.AppendLine("| criterion (threshold) | batch | full depth tok/s | early exit tok/s | speed-up (min–max) | layers skipped |");
+    md.AppendLine("|---|---|---|---|---|---|");
+    foreach (var (name, criterion, _) in criteria)
+    {
+        if (!calibrated.TryGetValue(name, out var t)) continue;
+        foreach (var b in opts.Ints("batches", "1,8"))
+        {
+            var full = new List<double>();
+            var exit = new List<double>();
+            double skipped = 0;
+            for (var r = -1; r < reps; r++)
+            {
+                var a = GreedyRun(plain, b, steps, null, out _);
+                var e = GreedyRun(packed, b, steps, new ExitPolicy(criterion, (float)t), out var s);
+                if (r < 0) continue;
+                full.Add(a);
+                exit.Add(e);
+                skipped = s;
+            }
+            md.AppendLine(string.Create(inv, $"| {name} ({t}) | {b} | {b * steps / BenchStats.Median(full):F0} | {b * steps / BenchStats.Median(exit):F0} | {BenchStats.Ratio(full, exit)} | {skipped:P1} |"));
+        }
+    }
+    // Self-speculative decoding at batch 1, through the scheduler (it is a decoding strategy), identical output.
+    var prompts = Prompts(demo, tokenizer, 8);
+    foreach (var (e, d) in new[] { (2, 4), (3, 4), (3, 6) })
+    {
+        var plainTimes = new List<double>();
+        var specTimes = new List<double>();
+        var identical = true;
+        for (var r = -1; r < reps; r++)
+        {
+            var (tp, outP) = SchedulerRun(packed, tokenizer, prompts, steps, SamplingSpec.Instance);
+            var (ts, outS) = SchedulerRun(packed, tokenizer, prompts, steps, new SpeculativeSpec(e, d));
+            identical &= outP.SequenceEqual(outS);
+            if (r < 0) continue;
+            plainTimes.Add(tp);
+            specTimes.Add(ts);
+        }
+        md.AppendLine(string.Create(inv, $"| speculative E {e}, d {d} (identical output: {(identical ? "yes" : "NO")}) | 1 | {prompts.Count * steps / BenchStats.Median(plainTimes):F0} | {prompts.Count * steps / BenchStats.Median(specTimes):F0} | {BenchStats.Ratio(plainTimes, specTimes)} | — |"));
+    }
+}
+
+if (only.Contains("cost"))
+{
+    md.AppendLine("\nCost of the decision per token and layer, as a fraction of one block at batch 8 (the block timed as a decode step / layers):\n");
+    md.AppendLine("| model | criterion | decision (µs per token and layer) | one block (µs per token) | fraction |");
+    md.AppendLine("|---|---|---|---|---|");
+    Cost("demo", packed, criteria.Select(c => (c.Name, c.Criterion)).ToArray(), md);
+    var gpt2 = Path.Combine(repo, ".fixtures", "gpt2-small");
+    if (!File.Exists(Path.Combine(gpt2, "model.safetensors"))) FixtureCheckpoint.Write(gpt2, FixtureShape.Gpt2Small);
+    using var g = DecoderModel.Load(gpt2, new RuntimeOptions { MaxBatch = 8, MaxContext = 128, Threads = threads, PackedSteps = true });
+    Cost("gpt2-small (random)", g, [("probe", new ProbeCriterion(RandomProbe(g.Config), g)), ("cosine", CosineCriterion.Instance), ("update_view", UpdateViewCriterion.For(g))], md);
+}
+
+var jsonPath = opts.Str("json", Path.Combine("bench", "results", "early-exit.json"));
+Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(jsonPath))!);
+File.WriteAllText(jsonPath, json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+Console.WriteLine(md.ToString());
+if (opts.Str("md", "") is { Length: > 0 } mdPath) BenchMachine.AppendMarkdown(mdPath, md.ToString());
+return 0;
+
+// ---------------------------------------------------------------------------------------------------------------------
+
+static (List<float[]> Logits, double Nll) FullLogits(DecoderModel model, List<int[]> docs)
+{
+    var v = model.Config.VocabSize;
+    var all = new List<float[]>();
+    double nll = 0;
+    long count = 0;
+    using var dec = new BatchDecoder(model, 1);
+    foreach (var doc in docs)
+    {
+        var logits = new float[doc.Length * v];
+        var seq = dec.TryAllocate()!;
+        dec.Prefill(seq, doc, allLogits: logits);
+        dec.Release(seq);
+        all.Add(logits);
+        // The positions exit-mode runs score: predictions made after feeding token 1 onwards (token 0 is prefilled).
+        for (var i = 1; i + 1 < doc.Length; i++)
+        {
+            nll += Nll(logits.AsSpan(i * v, v), doc[i + 1]);
+            count++;
+        }
+    }
+    return (all, nll / count);
+}
+
+static double Nll(ReadOnlySpan<float> logits, int target)
+{
+    var max = TensorPrimitives.Max(logits);
+    double z = 0;
+    foreach (var x in logits) z += Math.Exp(x - max);
+    return -(logits[target] - max - Math.Log(z));
+}
+
+/// <summary>Documents fed token by token through exit-mode decode steps (32 rows at a time); each prediction against full depth.</summary>
+static (double Skipped, double Agreement, double Nll) TeacherForced(DecoderModel model, List<int[]> docs, (List<float[]> Logits, double Nll) full, ExitPolicy policy)
+{
+    var v = model.Config.VocabSize;
+    var layers = model.Config.NumLayers;
+    long tokens = 0, agree = 0, layersRun = 0, steps = 0;
+    double nll = 0;
+    using var dec = new BatchDecoder(model, 32);
+    for (var start = 0; start < docs.Count; start += 32)
+    {
+        var batch = Enumerable.Range(start, Math.Min(32, docs.Count - start)).ToList();
+        var rows = batch.Select(i =>
+        {
+            var seq = dec.TryAllocate()!;
+            dec.Prefill(seq, docs[i].AsSpan(0, 1));
+            dec.SetExitPolicy(seq, policy);
+            return (Doc: i, Seq: seq);
+        }).ToList();
+        for (var pos = 1; rows.Count > 0; pos++)
+        {
+            foreach (var (doc, seq) in rows) seq.PendingToken = docs[doc][pos];
+            var logits = dec.Decode();
+            foreach (var (doc, seq) in rows)
+            {
+                var step = logits.Slice(seq.Slot * v, v);
+                layersRun += seq.LastLayers;
+                steps++;
+                if (pos + 1 < docs[doc].Length)
+                {
+                    var fullRow = full.Logits[doc].AsSpan(pos * v, v);
+                    if (TensorPrimitives.IndexOfMax(step) == TensorPrimitives.IndexOfMax(fullRow)) agree++;
+                    nll += Nll(step, docs[doc][pos + 1]);
+                    tokens++;
+                }
+            }
+            foreach (var row in rows.Where(r => pos + 1 >= docs[r.Doc].Length).ToList())
+            {
+                dec.Release(row.Seq);
+                rows.Remove(row);
+            }
+        }
+    }
+    return (1 - (double)layersRun / steps / layers, (double)agree / tokens, nll / tokens);
+}
+
+static List<int[]> Prompts(string demo, ITokenizer tokenizer, int count)
+{
+    var template = ChatTemplate.FromCheckpoint(demo, out _);
+    return File.ReadLines(Path.Combine(demo, "eval", "prompts.test.jsonl")).Take(count)
+        .Select(l => JsonNode.Parse(l)!["messages"]![0]!["content"]!.GetValue<string>())
+        .Select(u => tokenizer.Encode(template.Render([new ChatMessage("user", u)], true, "<|endoftext|>", "<|endoftext|>"))).ToList();
+}
+
+/// <summary>Greedy continuations with exits vs full depth (ordinary path): position-wise token agreement and layers skipped.</summary>
+static (double Agreement, double Skipped) FreeRunning(DecoderModel packed, DecoderModel plain, List<int[]> prompts, int tokens, ExitPolicy policy)
+{
+    long same = 0, total = 0, layersRun = 0, steps = 0;
+    foreach (var prompt in prompts)
+    {
+        var a = Greedy(plain, prompt, tokens, null, out _);
+        var b = Greedy(packed, prompt, tokens, policy, out var layers);
+        for (var i = 0; i < tokens; i++) same += a[i] == b[i] ? 1 : 0;
+        total += tokens;
+        layersRun += layers;
+        steps += tokens - 1;
+    }
+    return ((double)same / total, 1 - (double)layersRun / steps / packed.Config.NumLayers);
+}
+
+static int[] Greedy(DecoderModel model, int[] prompt, int tokens, ExitPolicy? policy, out long layersRun)
+{
+    using var dec = new BatchDecoder(model, 1);
+    var seq = dec.TryAllocate()!;
+    var logits = dec.Prefill(seq, prompt);
+    if (policy is not null) dec.SetExitPolicy(seq, policy);
+    var output = new int[tokens];
+    layersRun = 0;
+    for (var i = 0; i < tokens; i++)
+    {
+        output[i] = TensorPrimitives.IndexOfMax(logits);
+        if (i + 1 == tokens) break;
+        seq.PendingToken = output[i];
+        logits = dec.Decode();
+        layersRun += seq.LastLayers;
+    }
+    return output;
+}
+
+/// <summary>Seconds for <paramref name="steps"/> greedy decode steps of <paramref name="b"/> rows (prompts of 16 real-text tokens prefilled first).</summary>
+static double GreedyRun(DecoderModel model, int b, int steps, ExitPolicy? policy, out double skipped)
+{
+    using var dec = new BatchDecoder(model, b);
+    var v = model.Config.VocabSize;
+    var seqs = new Sequence[b];
+    var next = new int[b];
+    for (var i = 0; i < b; i++)
+    {
+        seqs[i] = dec.TryAllocate()!;
+        var logits = dec.Prefill(seqs[i], Enumerable.Range(0, 16).Select(j => 262 + (i * 37 + j * 11) % 500).ToArray());
+        next[i] = TensorPrimitives.IndexOfMax(logits);
+        if (policy is not null) dec.SetExitPolicy(seqs[i], policy);
+    }
+    long layers = 0;
+    var started = Stopwatch.GetTimestamp();
+    for (var s = 0; s < steps; s++)
+    {
+        for (var i = 0; i < b; i++) seqs[i].PendingToken = next[i];
+        var logits = dec.Decode();
+        for (var i = 0; i < b; i++)
+        {
+            next[i] = TensorPrimitives.IndexOfMax(logits.Slice(i * v, v));
+            layers += seqs[i].LastLayers;
+        }
+    }
+    var seconds = BenchMachine.Seconds(started);
+    skipped = 1 - (double)layers / (b * steps) / model.Config.NumLayers;
+    return seconds;
+}
+
+/// <summary>Seconds to generate <paramref name="tokens"/> greedy tokens for each prompt one request at a time, and the tokens.</summary>
+static (double Seconds, List<int> Tokens) SchedulerRun(DecoderModel model, ITokenizer tokenizer, List<int[]> prompts, int tokens, DecodingSpec spec)
+{
+    using var dec = new BatchDecoder(model, 1);
+    using var scheduler = new GenerationScheduler(dec, tokenizer);
+    scheduler.Start();
+    var output = new List<int>();
+    var started = Stopwatch.GetTimestamp();
+    foreach (var prompt in prompts)
+    {
+        var request = new GenerationRequest
+        {
+            PromptTokens = prompt,
+            Sampling = new SamplingParameters { Temperature = 0f, MaxTokens = tokens, IgnoreEos = true },
+            Logprobs = true,
+            Decoding = spec,
+        };
+        if (scheduler.Submit(request, out var h) != SubmitStatus.Accepted) throw new InvalidOperationException("not accepted");
+        var events = Task.Run(async () => { var l = new List<GenerationEvent>(); await foreach (var e in h!.Events.ReadAllAsync()) l.Add(e); return l; }).GetAwaiter().GetResult();
+        output.AddRange(events.Where(e => e.Kind == GenerationEventKind.Token && e.TokenId >= 0).Select(e => e.TokenId));
+    }
+    return (BenchMachine.Seconds(started), output);
+}
+
+static void Cost(string name, DecoderModel model, (string Name, IExitCriterion Criterion)[] criteria, StringBuilder md)
+{
+    var inv = CultureInfo.InvariantCulture;
+    var c = model.Config;
+    const int b = 8, steps = 16;
+    var blockSeconds = new List<double>();
+    for (var r = 0; r < 4; r++) blockSeconds.Add(GreedyRun(model, b, steps, null, out _));
+    var perBlock = BenchStats.Median(blockSeconds) / steps / b / c.NumLayers;
+    var rng = new Random(5);
+    float[] Rand(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+    var hidden = Rand(c.HiddenSize);
+    var previous = Rand(c.HiddenSize);
+    var ffn = Rand(c.IntermediateSize);
+    foreach (var (criterionName, criterion) in criteria)
+    {
+        var scratch = new float[criterion.ScratchSize];
+        var state = new int[criterion.StateSize];
+        const int calls = 400;
+        var best = double.MaxValue;
+        for (var rep = 0; rep < 5; rep++)
+        {
+            var started = Stopwatch.GetTimestamp();
+            for (var i = 0; i < calls; i++)
+            {
+                Array.Clear(state);
+                var view = new ExitView { Layer = 1 + i % (c.NumLayers - 1), Hidden = hidden, Previous = previous, Ffn = ffn, State = state, Scratch = scratch };
+                criterion.Confidence(ref view);
+            }
+            best = Math.Min(best, BenchMachine.Seconds(started) / calls);
+        }
+        md.AppendLine(string.Create(inv, $"| {name} | {criterionName} | {best * 1e6:F1} | {perBlock * 1e6:F1} | {best / perBlock:P1} |"));
+    }
+}
+
+static ExitProbeDefinition RandomProbe(ModelConfig c)
+{
+    var rng = new Random(9);
+    float[] Rand(int n) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() - 0.5) * 0.1)).ToArray();
+    var probes = new Dictionary<int, IReadOnlyList<DenseLayer>>();
+    for (var l = 1; l < c.NumLayers; l++) probes[l] = [new DenseLayer(c.HiddenSize, 32, Rand(32 * c.HiddenSize), Rand(32)), new DenseLayer(32, 1, Rand(32), Rand(1))];
+    return new ExitProbeDefinition { FinalNorm = false, Activation = RewardActivation.Tanh, Probes = probes };
+}
