@@ -1,4 +1,5 @@
 using System.Globalization;
+using Serving.Inference.Node.Hosting;
 
 namespace Serving.Standalone;
 
@@ -20,8 +21,9 @@ public static class Program
         });
         StandaloneSystem.DropAppSettings(builder.Configuration);
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
-        builder.Services.Configure<HostOptions>(o =>
-            o.ShutdownTimeout = TimeSpan.FromSeconds(builder.Configuration.GetValue("Node:ShutdownDrainSeconds", 30.0) + 15));
+        // The node drains for Node:ShutdownDrain inside this host's stop; add the gateway's and the store's stop to it.
+        var node = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = node.ShutdownDrain + NodeOptions.ShutdownMargin + TimeSpan.FromSeconds(10));
         builder.Services.AddSingleton<IConfiguration>(builder.Configuration);
         builder.Services.AddHostedService<StandaloneService>();
         using var host = builder.Build();

@@ -154,7 +154,7 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
         if (!Directory.Exists(folder)) return;
         var store = services.GetRequiredService<IAdapterStore>();
         var ingestor = services.GetRequiredService<AdapterIngestor>();
-        var api = services.GetRequiredService<AdapterApiOptions>();
+        var api = services.GetRequiredService<Microsoft.Extensions.Options.IOptions<AdapterApiOptions>>().Value;
         var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Serving.Standalone");
         var keys = services.GetRequiredService<ApiKeyStore>();
         if (await keys.GetTenantAsync(PublicTenant, cancellationToken) is null)
@@ -181,10 +181,10 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
         if (seeded.Count > 0) LogSeeded(logger, seeded.Count, string.Join(", ", seeded), folder);
     }
 
-    [LoggerMessage(EventId = 9001, Level = LogLevel.Information, Message = "Seeded {Count} adapters of tenant public ({Names}) from {Folder}")]
+    [LoggerMessage(EventId = EventIds.PublicAdaptersSeeded, Level = LogLevel.Information, Message = "Seeded {Count} adapters of tenant public ({Names}) from {Folder}")]
     private static partial void LogSeeded(ILogger logger, int count, string names, string folder);
 
-    [LoggerMessage(EventId = 9002, Level = LogLevel.Warning, Message = "Adapter folder {Folder} not seeded: {Reason}")]
+    [LoggerMessage(EventId = EventIds.PublicAdapterNotSeeded, Level = LogLevel.Warning, Message = "Adapter folder {Folder} not seeded: {Reason}")]
     private static partial void LogNotSeeded(ILogger logger, string folder, string reason);
 
     private static WebApplication BuildNode(IConfiguration configuration, Dictionary<string, string?> settings)

@@ -1,32 +1,17 @@
 using System.Globalization;
 using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Storage;
+using Serving.Contracts.Errors;
 using Serving.Contracts.Models;
 using Serving.Contracts.Registry;
 using Serving.Inference.Adapters;
 using Serving.Inference.Node.Hosting;
+using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Registry;
 using Serving.Inference.Node.Telemetry;
 using Serving.Inference.Scheduling;
-using StackExchange.Redis;
 
 namespace Serving.Inference.Node.Adapters;
-
-/// <summary>
-/// An adapter request the node refuses: HTTP status, OpenAI error code and the parameter at fault; 503s carry Retry-After.
-/// </summary>
-public sealed class AdapterRequestException(int status, string code, string? param, string message) : Exception(message)
-{
-    public int Status { get; } = status;
-    public string Code { get; } = code;
-    public string? Param { get; } = param;
-
-    internal static AdapterRequestException NotFound(string model, string? param = "model") =>
-        new(StatusCodes.Status404NotFound, "model_not_found", param, $"The model '{model}' does not exist or you do not have access to it.");
-
-    internal static AdapterRequestException StoreUnavailable(string reason) =>
-        new(StatusCodes.Status503ServiceUnavailable, "store_unavailable", null, $"The adapter store is unreachable; retry later. ({reason})");
-}
 
 /// <summary>One decoded adapter (or merge) in the host cache.</summary>
 /// <param name="Key">Immutable content key: <c>tenant/name@version</c>, or <c>merge:linear(...)</c>.</param>
@@ -151,7 +136,7 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
     /// <summary>
     /// Resolves the part of <c>model</c> after <c>base:</c>: <c>tenant/name</c> (only the caller's own tenant or
     /// <c>public</c>) or <c>name</c> (the caller's tenant). <paramref name="callerTenant"/> is <c>X-Serving-Tenant</c>
-    /// (null: <c>public</c>). Throws <see cref="AdapterRequestException"/> (404 unknown or not visible, 503 store down).
+    /// (null: <c>public</c>). Throws <see cref="RequestRefusedException"/> (404 unknown or not visible, 503 store down).
     /// </summary>
     public Task<AdapterRef> ResolveAsync(string adapter, string? callerTenant, string model, CancellationToken cancellationToken, string? param = "model")
     {
@@ -160,7 +145,7 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
         var (tenant, name) = slash < 0 ? (caller, adapter) : (adapter[..slash], adapter[(slash + 1)..]);
         if (!Enabled || !IsValid(tenant, name) || (tenant != caller && tenant != ModelId.PublicTenant))
         {
-            throw AdapterRequestException.NotFound(model, param);
+            throw Refusals.ModelNotFound(model, param);
         }
         return ResolveIdAsync(tenant, name, model, cancellationToken, param);
     }
@@ -172,16 +157,16 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
     public async Task<AdapterRef> ResolveBareAsync(string name, string? callerTenant, CancellationToken cancellationToken)
     {
         var caller = callerTenant ?? ModelId.PublicTenant;
-        if (!Enabled || !AdapterKeys.IsValidName(name) || !AdapterKeys.IsValidTenant(caller)) throw AdapterRequestException.NotFound(name);
+        if (!Enabled || !AdapterKeys.IsValidName(name) || !AdapterKeys.IsValidTenant(caller)) throw Refusals.ModelNotFound(name);
         if (caller == ModelId.PublicTenant) return await ResolveIdAsync(caller, name, name, cancellationToken, "model").ConfigureAwait(false);
         var own = await ExistsAsync(caller, name, cancellationToken).ConfigureAwait(false);
         var shared = await ExistsAsync(ModelId.PublicTenant, name, cancellationToken).ConfigureAwait(false);
         if (own && shared)
         {
-            throw new AdapterRequestException(StatusCodes.Status400BadRequest, "model_ambiguous", "model",
-                $"The model '{name}' is ambiguous: use '{_host.ModelId}:{caller}/{name}' or '{_host.ModelId}:{ModelId.PublicTenant}/{name}'.");
+            throw new RequestRefusedException(ErrorCodes.ModelAmbiguous,
+                $"The model '{name}' is ambiguous: use '{_host.ModelId}:{caller}/{name}' or '{_host.ModelId}:{ModelId.PublicTenant}/{name}'.", "model");
         }
-        if (!own && !shared) throw AdapterRequestException.NotFound(name);
+        if (!own && !shared) throw Refusals.ModelNotFound(name);
         return await ResolveIdAsync(own ? caller : ModelId.PublicTenant, name, name, cancellationToken, "model").ConfigureAwait(false);
     }
 
@@ -199,7 +184,7 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
         catch (Exception e) when (IsStoreFailure(e))
         {
             NodeLog.AdapterStoreUnavailable(_logger, e.Message);
-            throw AdapterRequestException.StoreUnavailable(e.Message);
+            throw Refusals.StoreUnavailable(e.Message);
         }
     }
 
@@ -207,7 +192,7 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
     internal async Task<AdapterRef> ResolveIdAsync(string tenant, string name, string model, CancellationToken cancellationToken, string? param)
     {
         var entry = await GetAsync(tenant, name, cancellationToken).ConfigureAwait(false);
-        return entry?.Ref ?? throw AdapterRequestException.NotFound(model, param);
+        return entry?.Ref ?? throw Refusals.ModelNotFound(model, param);
     }
 
     /// <summary>The current version of <c>tenant/name</c> in the host cache, loading it once when absent; null when the store has none.</summary>
@@ -253,8 +238,8 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
             }
             if (meta.BaseModel != _host.ModelId)
             {
-                throw new AdapterRequestException(StatusCodes.Status404NotFound, "model_not_found", "model",
-                    $"The adapter '{id}' was made for base model '{meta.BaseModel}'; this node serves '{_host.ModelId}'.");
+                throw new RequestRefusedException(ErrorCodes.ModelNotFound,
+                    $"The adapter '{id}' was made for base model '{meta.BaseModel}'; this node serves '{_host.ModelId}'.", "model");
             }
             var key = $"{id}@{meta.Version.ToString(CultureInfo.InvariantCulture)}";
             HostAdapter? cached;
@@ -278,8 +263,8 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
             }
             catch (ArgumentException e)
             {
-                throw new AdapterRequestException(StatusCodes.Status400BadRequest, "adapter_incompatible", "model",
-                    $"The adapter '{id}' does not fit base model '{_host.ModelId}': {e.Message}");
+                throw new RequestRefusedException(ErrorCodes.AdapterIncompatible,
+                    $"The adapter '{id}' does not fit base model '{_host.ModelId}': {e.Message}", "model");
             }
             var elapsed = _time.GetElapsedTime(started);
             _metrics.AdapterLoaded(elapsed);
@@ -302,11 +287,11 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
             else
             {
                 Fail(e is StoreCorruptException
-                    ? new AdapterRequestException(StatusCodes.Status503ServiceUnavailable, "adapter_unavailable", "model", $"The adapter '{id}' cannot be read from the store: {e.Message}")
-                    : AdapterRequestException.StoreUnavailable(e.Message));
+                    ? new RequestRefusedException(ErrorCodes.AdapterUnavailable, $"The adapter '{id}' cannot be read from the store: {e.Message}", "model")
+                    : Refusals.StoreUnavailable(e.Message));
             }
         }
-        catch (AdapterRequestException e)
+        catch (RequestRefusedException e)
         {
             Fail(e);
         }
@@ -352,7 +337,7 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
             var param = $"merged_adapters.ids[{i}]";
             var id = ids[i];
             if (id.StartsWith(_host.ModelId + ":", StringComparison.Ordinal)) id = id[(_host.ModelId.Length + 1)..];
-            else if (id.Contains(':')) throw AdapterRequestException.NotFound(ids[i], param);
+            else if (id.Contains(':')) throw Refusals.ModelNotFound(ids[i], param);
             var r = await ResolveAsync(id, callerTenant, ids[i], cancellationToken, param).ConfigureAwait(false);
             parts[i] = (r, weights[i]);
             partIds[i] = IdOf(r.Key);
@@ -449,7 +434,7 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
         catch (Exception e) when (IsStoreFailure(e))
         {
             NodeLog.AdapterStoreUnavailable(_logger, e.Message);
-            throw AdapterRequestException.StoreUnavailable(e.Message);
+            throw Refusals.StoreUnavailable(e.Message);
         }
         return list;
     }
@@ -482,7 +467,7 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
         {
             await GetAsync(tenant, name, _stopping.Token).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is AdapterRequestException or OperationCanceledException)
+        catch (Exception e) when (e is RequestRefusedException or OperationCanceledException)
         {
             // The next request retries.
         }
@@ -558,7 +543,8 @@ public sealed class AdapterManager : IAdapterResidencySource, IAsyncDisposable
 
     private static bool IsValid(string tenant, string name) => AdapterKeys.IsValidTenant(tenant) && AdapterKeys.IsValidName(name);
 
-    private static bool IsStoreFailure(Exception e) => e is RedisException or TimeoutException or ObjectDisposedException;
+    /// <summary>The store is unreachable, or its connection was disposed while the node shuts down.</summary>
+    private static bool IsStoreFailure(Exception e) => e is StoreUnavailableException or ObjectDisposedException;
 
     /// <summary>Idempotent: the container disposes this instance once per registration (it is also the residency source).</summary>
     public async ValueTask DisposeAsync()

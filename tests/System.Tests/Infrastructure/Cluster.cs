@@ -68,7 +68,7 @@ public sealed class Cluster : IDisposable
                 "--Node:ModelPath", Paths.DemoModel,
                 "--Node:Port", port.ToString(CultureInfo.InvariantCulture),
                 "--Node:Threads", "1",
-                "--Node:ShutdownDrainSeconds", "2",
+                "--Node:ShutdownDrain", "00:00:02",
                 "--Node:Redis", Redis.ConnectionString,
                 "--Node:Id", $"node-{i + 1}",
                 "--Node:HeartbeatInterval", "00:00:00.500",

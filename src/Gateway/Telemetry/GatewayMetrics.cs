@@ -1,7 +1,7 @@
 using System.Diagnostics.Metrics;
 using Serving.Contracts.Registry;
 
-namespace Serving.Gateway;
+namespace Serving.Gateway.Telemetry;
 
 /// <summary>
 /// The gateway's one <see cref="Meter"/> (<c>Serving.Gateway</c>). Names (Prometheus form on <c>/metrics</c>):
