@@ -74,13 +74,13 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
 
     /// <summary>
     /// Starts every part. <paramref name="configuration"/> is the process configuration (command line, environment,
-    /// <c>standalone.json</c>); keys of the <c>Node</c> and <c>Gateway</c> sections reach the node and the gateway as they are.
+    /// <c>standalone.json</c>); keys of the <c>Node</c> and <c>Gateway</c> sections reach the node and the gateway as they
+    /// are, and the <c>Standalone</c> section is checked by <see cref="StandaloneOptionsValidator"/>
+    /// (<see cref="Microsoft.Extensions.Options.OptionsValidationException"/> when it fails).
     /// </summary>
     public static async Task<StandaloneSystem> StartAsync(IConfiguration configuration, CancellationToken cancellationToken = default)
     {
-        var options = configuration.GetSection(StandaloneOptions.Section).Get<StandaloneOptions>() ?? new StandaloneOptions();
-        if (options.Port is < 0 or > 65535) throw new ArgumentException("Standalone:Port must be in [0, 65535].");
-        if (!AdapterKeys.IsValidTenant(options.DevTenant)) throw new ArgumentException($"Standalone:DevTenant '{options.DevTenant}' is not a valid tenant id.");
+        var options = StandaloneOptionsValidator.Check(configuration.GetSection(StandaloneOptions.Section).Get<StandaloneOptions>() ?? new StandaloneOptions());
         string modelPath = Path.GetFullPath(options.ModelPath ?? configuration["Node:ModelPath"] ?? FindDemoModel());
         if (!File.Exists(Path.Combine(modelPath, "config.json"))) throw new ArgumentException($"No checkpoint (config.json) at '{modelPath}'.");
         string modelId = new NodeOptions { ModelPath = modelPath, ModelId = configuration["Node:ModelId"] }.ResolvedModelId;
