@@ -244,7 +244,7 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
         {
             try
             {
-                using var r = await http.GetAsync("/health/ready", cancellationToken);
+                using var r = await http.GetAsync(Serving.ServiceDefaults.HealthEndpoints.ReadyPath, cancellationToken);
                 if (r.IsSuccessStatusCode) return;
             }
             catch (HttpRequestException)
