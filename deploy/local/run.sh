@@ -47,9 +47,9 @@ for n in 1 2; do
   pids+=($!)
 done
 
-# Ready when the gateway's view holds both nodes (its gateway_nodes gauge).
+# Ready when the gateway's view holds both nodes (its serving_gateway_nodes gauge).
 for _ in $(seq 1 600); do
-  if curl -s "http://127.0.0.1:${GATEWAY_PORT}/metrics" 2>/dev/null | grep -qE '^gateway_nodes(\{[^}]*\})? 2$'; then ready=1; break; fi
+  if curl -s "http://127.0.0.1:${GATEWAY_PORT}/metrics" 2>/dev/null | grep -qE '^serving_gateway_nodes(\{[^}]*\})? 2$'; then ready=1; break; fi
   sleep 0.1
 done
 [[ -n "${ready:-}" ]] || { echo "the gateway did not see two nodes within 60 s" >&2; exit 1; }

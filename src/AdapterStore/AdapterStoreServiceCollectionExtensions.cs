@@ -2,6 +2,7 @@ using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Api;
 using Serving.AdapterStore.Ingest;
 using Serving.AdapterStore.Storage;
@@ -13,37 +14,53 @@ namespace Serving.AdapterStore;
 public static class AdapterStoreServiceCollectionExtensions
 {
     /// <summary>
+    /// Binds <see cref="AdapterStoreOptions"/> (section <c>AdapterStore</c>) and <see cref="AdapterApiOptions"/>
+    /// (<c>AdapterStore:Api</c>), validated at start, and registers the store (see <see cref="AddAdapterStore(IServiceCollection, Action{AdapterStoreOptions}?, Action{AdapterApiOptions}?)"/>).
+    /// </summary>
+    public static IServiceCollection AddAdapterStore(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<AdapterStoreOptions>().Bind(configuration.GetSection(AdapterStoreOptions.SectionName)).ValidateOnStart();
+        services.AddOptions<AdapterApiOptions>().Bind(configuration.GetSection(AdapterApiOptions.SectionName)).ValidateOnStart();
+        return services.AddAdapterStoreServices();
+    }
+
+    /// <summary>
     /// Registers the store: Redis at <see cref="AdapterStoreOptions.RedisConnectionString"/>, or an embedded Garnet on
     /// loopback when it is empty; the ingest pipeline; a single-tenant <see cref="ITenantContext"/> unless one is registered.
-    /// The host registers an <see cref="IBaseModelCatalog"/> (e.g. <see cref="StaticBaseModelCatalog"/>).
+    /// The options are set by code here, validated at start. The host registers an <see cref="IBaseModelCatalog"/>
+    /// (e.g. <see cref="StaticBaseModelCatalog"/>) and maps <see cref="StoreUnavailableException"/> (503, retry) and
+    /// <see cref="StoreCorruptException"/> in its exception handler.
     /// </summary>
-    public static IServiceCollection AddAdapterStore(this IServiceCollection services, AdapterStoreOptions? options = null, AdapterApiOptions? apiOptions = null)
+    public static IServiceCollection AddAdapterStore(this IServiceCollection services, Action<AdapterStoreOptions>? configure = null, Action<AdapterApiOptions>? configureApi = null)
     {
-        options ??= new AdapterStoreOptions();
-        options.Validate();
-        services.TryAddSingleton(options);
-        services.TryAddSingleton(apiOptions ?? new AdapterApiOptions());
+        services.AddOptions<AdapterStoreOptions>().Configure(o => configure?.Invoke(o)).ValidateOnStart();
+        services.AddOptions<AdapterApiOptions>().Configure(o => configureApi?.Invoke(o)).ValidateOnStart();
+        return services.AddAdapterStoreServices();
+    }
+
+    private static IServiceCollection AddAdapterStoreServices(this IServiceCollection services)
+    {
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<AdapterStoreOptions>, AdapterStoreOptionsValidator>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<AdapterApiOptions>, AdapterApiOptionsValidator>());
         services.TryAddSingleton(TimeProvider.System);
-        if (string.IsNullOrWhiteSpace(options.RedisConnectionString))
+        // Started only when resolved, i.e. when no connection string is configured.
+        services.TryAddSingleton(sp =>
         {
-            services.TryAddSingleton(sp => new EmbeddedGarnet(options.EmbeddedPort, options.EmbeddedMemory, sp.GetService<ILoggerFactory>()));
-            services.TryAddSingleton<IConnectionMultiplexer>(sp => ConnectionMultiplexer.Connect(sp.GetRequiredService<EmbeddedGarnet>().ConnectionString));
-        }
-        else
+            var o = sp.GetRequiredService<IOptions<AdapterStoreOptions>>().Value;
+            return new EmbeddedGarnet(o.EmbeddedPort, o.EmbeddedMemory, sp.GetService<ILoggerFactory>());
+        });
+        services.TryAddSingleton<IConnectionMultiplexer>(sp =>
         {
-            services.TryAddSingleton<IConnectionMultiplexer>(_ => ConnectionMultiplexer.Connect(options.RedisConnectionString));
-        }
-        services.TryAddSingleton<IAdapterStore>(sp => new RedisAdapterStore(
-            sp.GetRequiredService<IConnectionMultiplexer>(), options, sp.GetRequiredService<TimeProvider>(), sp.GetService<ILogger<RedisAdapterStore>>()));
+            var o = sp.GetRequiredService<IOptions<AdapterStoreOptions>>().Value;
+            return ConnectionMultiplexer.Connect(string.IsNullOrWhiteSpace(o.RedisConnectionString)
+                ? sp.GetRequiredService<EmbeddedGarnet>().ConnectionString
+                : o.RedisConnectionString);
+        });
+        services.TryAddSingleton<IAdapterStore>(sp => new RedisAdapterStore(sp.GetRequiredService<IConnectionMultiplexer>(),
+            sp.GetRequiredService<IOptions<AdapterStoreOptions>>().Value, sp.GetRequiredService<TimeProvider>(), sp.GetService<ILogger<RedisAdapterStore>>()));
         services.TryAddSingleton(sp => new AdapterIngestor(sp.GetRequiredService<IAdapterStore>(), sp.GetRequiredService<IBaseModelCatalog>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddScoped<ITenantContext>(_ => new SingleTenantContext());
         services.AddProblemDetails();
         return services;
     }
-
-    /// <summary>Binds <see cref="AdapterStoreOptions"/> from the <c>AdapterStore</c> section and registers the store.</summary>
-    public static IServiceCollection AddAdapterStore(this IServiceCollection services, IConfiguration configuration) =>
-        services.AddAdapterStore(
-            configuration.GetSection(AdapterStoreOptions.SectionName).Get<AdapterStoreOptions>() ?? new AdapterStoreOptions(),
-            configuration.GetSection(AdapterStoreOptions.SectionName + ":Api").Get<AdapterApiOptions>() ?? new AdapterApiOptions());
 }

@@ -13,7 +13,9 @@ using Serving.Gateway.Api;
 using Serving.Gateway.RateLimiting;
 using Serving.Gateway.Resilience;
 using Serving.Gateway.Routing;
+using Serving.Gateway.Telemetry;
 using Serving.Gateway.Tenancy;
+using Serving.ServiceDefaults;
 using StackExchange.Redis;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Forwarder;
@@ -28,11 +30,17 @@ public static class GatewayApplication
     public static IHostApplicationBuilder AddGateway(this IHostApplicationBuilder builder)
     {
         var services = builder.Services;
-        services.AddOptions<GatewayOptions>().BindConfiguration(GatewayOptions.SectionName);
-        services.AddOptions<RoutingOptions>().BindConfiguration(RoutingOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
-        services.AddOptions<TenancyOptions>().BindConfiguration(TenancyOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
-        services.AddOptions<RateLimitOptions>().BindConfiguration(RateLimitOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
-        services.AddOptions<ResilienceOptions>().BindConfiguration(ResilienceOptions.SectionName).ValidateDataAnnotations().ValidateOnStart();
+        // Options: bound from configuration, checked by their IValidateOptions at start (one way, everywhere).
+        services.AddOptions<GatewayOptions>().BindConfiguration(GatewayOptions.SectionName).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<GatewayOptions>, GatewayOptionsValidator>();
+        services.AddOptions<RoutingOptions>().BindConfiguration(RoutingOptions.SectionName).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<RoutingOptions>, RoutingOptionsValidator>();
+        services.AddOptions<TenancyOptions>().BindConfiguration(TenancyOptions.SectionName).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<TenancyOptions>, TenancyOptionsValidator>();
+        services.AddOptions<RateLimitOptions>().BindConfiguration(RateLimitOptions.SectionName).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<RateLimitOptions>, RateLimitOptionsValidator>();
+        services.AddOptions<ResilienceOptions>().BindConfiguration(ResilienceOptions.SectionName).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<ResilienceOptions>, ResilienceOptionsValidator>();
         services.TryAddSingleton(TimeProvider.System);
         services.AddHttpContextAccessor();
         services.AddProblemDetails();
@@ -69,7 +77,7 @@ public static class GatewayApplication
         services.AddReverseProxy();
 
         // Surface.
-        services.AddHealthChecks().AddCheck<NodesHealthCheck>(NodesHealthCheck.Name, tags: ["ready"]);
+        services.AddHealthChecks().AddCheck<NodesHealthCheck>(NodesHealthCheck.Name, tags: [HealthEndpoints.ReadyTag]);
         services.AddOpenApi();
         services.AddOpenTelemetry().WithMetrics(m => m
             .AddMeter(GatewayMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "System.Net.Http")
@@ -95,20 +103,12 @@ public static class GatewayApplication
                     && d.Health.Passive != Yarp.ReverseProxy.Model.DestinationHealth.Unhealthy)
                 : 0;
 
-        app.MapHealthApi();
+        app.MapHealthEndpoints();
         app.MapPrometheusScrapingEndpoint("/metrics").AllowAnonymous();
         app.MapOpenApi().AllowAnonymous();
         app.MapScalarApiReference().AllowAnonymous();
         app.MapModelsApi();
-        app.MapAdapterApi().RequireAuthorization(TenancyPolicies.Tenant).RequireRateLimiting(RateLimitPolicies.TenantRequests)
-            .AddEndpointFilter(async (context, next) =>
-            {
-                // The store answers 503 while Redis is unreachable; tell clients when to come back.
-                var result = await next(context);
-                var inner = result is Microsoft.AspNetCore.Http.INestedHttpResult nested ? nested.Result : result;
-                if (inner is Microsoft.AspNetCore.Http.IStatusCodeHttpResult { StatusCode: StatusCodes.Status503ServiceUnavailable }) context.HttpContext.Response.Headers.RetryAfter = "2";
-                return result;
-            });
+        app.MapAdapterApi().RequireAuthorization(TenancyPolicies.Tenant).RequireRateLimiting(RateLimitPolicies.TenantRequests);
         app.MapAdminApi();
         app.MapReverseProxy(proxy =>
         {

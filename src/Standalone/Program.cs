@@ -1,4 +1,6 @@
 using System.Globalization;
+using Microsoft.Extensions.Options;
+using Serving.Inference.Node.Hosting;
 
 namespace Serving.Standalone;
 
@@ -18,23 +20,36 @@ public static class Program
         {
             Args = args, ContentRootPath = AppContext.BaseDirectory, Configuration = defaults,
         });
-        StandaloneSystem.DropAppSettings(builder.Configuration);
-        builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
-        builder.Services.Configure<HostOptions>(o =>
-            o.ShutdownTimeout = TimeSpan.FromSeconds(builder.Configuration.GetValue("Node:ShutdownDrainSeconds", 30.0) + 15));
-        builder.Services.AddSingleton<IConfiguration>(builder.Configuration);
-        builder.Services.AddHostedService<StandaloneService>();
+        builder.AddStandalone();
         using var host = builder.Build();
         try
         {
             await host.RunAsync();
             return 0;
         }
-        catch (Exception e) when (e is ArgumentException or TimeoutException or IOException or InvalidOperationException)
+        catch (Exception e) when (e is ArgumentException or TimeoutException or IOException or InvalidOperationException or OptionsValidationException)
         {
             await Console.Error.WriteLineAsync("Serving did not start: " + e.Message);
             return 1;
         }
+    }
+
+    /// <summary>
+    /// The outer host's services: <see cref="StandaloneOptions"/> validated at start, a shutdown time that covers the
+    /// node's drain, and the hosted service that starts and stops the three parts (each part registers its own).
+    /// </summary>
+    public static HostApplicationBuilder AddStandalone(this HostApplicationBuilder builder)
+    {
+        StandaloneSystem.DropAppSettings(builder.Configuration);
+        builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
+        // The node drains for Node:ShutdownDrain inside this host's stop; add the gateway's and the store's stop to it.
+        var node = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = node.ShutdownDrain + NodeOptions.ShutdownMargin + TimeSpan.FromSeconds(10));
+        builder.Services.AddOptions<StandaloneOptions>().BindConfiguration(StandaloneOptions.Section).ValidateOnStart();
+        builder.Services.AddSingleton<IValidateOptions<StandaloneOptions>, StandaloneOptionsValidator>();
+        builder.Services.AddSingleton<IConfiguration>(builder.Configuration);
+        builder.Services.AddHostedService<StandaloneService>();
+        return builder;
     }
 }
 

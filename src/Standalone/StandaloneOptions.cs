@@ -1,3 +1,6 @@
+using Microsoft.Extensions.Options;
+using Serving.AdapterStore.Storage;
+
 namespace Serving.Standalone;
 
 /// <summary>The one-process system; section <c>Standalone</c> (command line <c>--Standalone:Port 9000</c>, env <c>Standalone__Port</c>).</summary>
@@ -6,10 +9,10 @@ public sealed class StandaloneOptions
     /// <summary>Configuration section.</summary>
     public const string Section = "Standalone";
 
-    /// <summary>Gateway listen address.</summary>
+    /// <summary>Gateway listen address; default 127.0.0.1.</summary>
     public string Host { get; set; } = "127.0.0.1";
 
-    /// <summary>Gateway port (0 picks a free one).</summary>
+    /// <summary>Gateway port (0 picks a free one); default 8080.</summary>
     public int Port { get; set; } = 8080;
 
     /// <summary>Checkpoint folder; default <c>models/demo</c>, found by walking up from the executable and the working directory.</summary>
@@ -18,7 +21,7 @@ public sealed class StandaloneOptions
     /// <summary>Redis connection string; empty starts an embedded Garnet on loopback.</summary>
     public string? Redis { get; set; }
 
-    /// <summary>Development tenant created at start.</summary>
+    /// <summary>Development tenant created at start; default <c>dev</c>.</summary>
     public string DevTenant { get; set; } = "dev";
 
     /// <summary>Its API key; empty = a random key per start (printed).</summary>
@@ -29,7 +32,29 @@ public sealed class StandaloneOptions
 
     /// <summary>
     /// At start, upload the PEFT folders under <c>{ModelPath}/adapters</c> as tenant <c>public</c> (every tenant may use
-    /// them) through the store's ingest path, each only when the store has no adapter of that name yet.
+    /// them) through the store's ingest path, each only when the store has no adapter of that name yet; default true.
     /// </summary>
     public bool SeedPublicAdapters { get; set; } = true;
+}
+
+/// <summary>Checks <see cref="StandaloneOptions"/> at start (the host's <c>ValidateOnStart</c>, and <see cref="StandaloneSystem.StartAsync"/>).</summary>
+public sealed class StandaloneOptionsValidator : IValidateOptions<StandaloneOptions>
+{
+    /// <inheritdoc />
+    public ValidateOptionsResult Validate(string? name, StandaloneOptions o)
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrWhiteSpace(o.Host)) errors.Add("Standalone:Host must be non-empty.");
+        if (o.Port is < 0 or > 65535) errors.Add("Standalone:Port must be in [0, 65535].");
+        if (!AdapterKeys.IsValidTenant(o.DevTenant)) errors.Add($"Standalone:DevTenant '{o.DevTenant}' is not a valid tenant id (1–64 of a-z, 0-9, '-', '_').");
+        if (o.ModelPath is { } path && !File.Exists(Path.Combine(path, "config.json"))) errors.Add($"Standalone:ModelPath '{path}' holds no config.json.");
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    /// <summary>Throws <see cref="OptionsValidationException"/> when <paramref name="options"/> is invalid.</summary>
+    public static StandaloneOptions Check(StandaloneOptions options)
+    {
+        var result = new StandaloneOptionsValidator().Validate(null, options);
+        return result.Failed ? throw new OptionsValidationException(Options.DefaultName, typeof(StandaloneOptions), result.Failures) : options;
+    }
 }

@@ -74,13 +74,13 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
 
     /// <summary>
     /// Starts every part. <paramref name="configuration"/> is the process configuration (command line, environment,
-    /// <c>standalone.json</c>); keys of the <c>Node</c> and <c>Gateway</c> sections reach the node and the gateway as they are.
+    /// <c>standalone.json</c>); keys of the <c>Node</c> and <c>Gateway</c> sections reach the node and the gateway as they
+    /// are, and the <c>Standalone</c> section is checked by <see cref="StandaloneOptionsValidator"/>
+    /// (<see cref="Microsoft.Extensions.Options.OptionsValidationException"/> when it fails).
     /// </summary>
     public static async Task<StandaloneSystem> StartAsync(IConfiguration configuration, CancellationToken cancellationToken = default)
     {
-        var options = configuration.GetSection(StandaloneOptions.Section).Get<StandaloneOptions>() ?? new StandaloneOptions();
-        if (options.Port is < 0 or > 65535) throw new ArgumentException("Standalone:Port must be in [0, 65535].");
-        if (!AdapterKeys.IsValidTenant(options.DevTenant)) throw new ArgumentException($"Standalone:DevTenant '{options.DevTenant}' is not a valid tenant id.");
+        var options = StandaloneOptionsValidator.Check(configuration.GetSection(StandaloneOptions.Section).Get<StandaloneOptions>() ?? new StandaloneOptions());
         string modelPath = Path.GetFullPath(options.ModelPath ?? configuration["Node:ModelPath"] ?? FindDemoModel());
         if (!File.Exists(Path.Combine(modelPath, "config.json"))) throw new ArgumentException($"No checkpoint (config.json) at '{modelPath}'.");
         string modelId = new NodeOptions { ModelPath = modelPath, ModelId = configuration["Node:ModelId"] }.ResolvedModelId;
@@ -154,7 +154,7 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
         if (!Directory.Exists(folder)) return;
         var store = services.GetRequiredService<IAdapterStore>();
         var ingestor = services.GetRequiredService<AdapterIngestor>();
-        var api = services.GetRequiredService<AdapterApiOptions>();
+        var api = services.GetRequiredService<Microsoft.Extensions.Options.IOptions<AdapterApiOptions>>().Value;
         var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Serving.Standalone");
         var keys = services.GetRequiredService<ApiKeyStore>();
         if (await keys.GetTenantAsync(PublicTenant, cancellationToken) is null)
@@ -181,10 +181,10 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
         if (seeded.Count > 0) LogSeeded(logger, seeded.Count, string.Join(", ", seeded), folder);
     }
 
-    [LoggerMessage(EventId = 9001, Level = LogLevel.Information, Message = "Seeded {Count} adapters of tenant public ({Names}) from {Folder}")]
+    [LoggerMessage(EventId = EventIds.PublicAdaptersSeeded, Level = LogLevel.Information, Message = "Seeded {Count} adapters of tenant public ({Names}) from {Folder}")]
     private static partial void LogSeeded(ILogger logger, int count, string names, string folder);
 
-    [LoggerMessage(EventId = 9002, Level = LogLevel.Warning, Message = "Adapter folder {Folder} not seeded: {Reason}")]
+    [LoggerMessage(EventId = EventIds.PublicAdapterNotSeeded, Level = LogLevel.Warning, Message = "Adapter folder {Folder} not seeded: {Reason}")]
     private static partial void LogNotSeeded(ILogger logger, string folder, string reason);
 
     private static WebApplication BuildNode(IConfiguration configuration, Dictionary<string, string?> settings)
@@ -244,7 +244,7 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
         {
             try
             {
-                using var r = await http.GetAsync("/health/ready", cancellationToken);
+                using var r = await http.GetAsync(Serving.ServiceDefaults.HealthEndpoints.ReadyPath, cancellationToken);
                 if (r.IsSuccessStatusCode) return;
             }
             catch (HttpRequestException)

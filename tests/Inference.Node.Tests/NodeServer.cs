@@ -109,7 +109,7 @@ public sealed class NodeServer : IAsyncDisposable
             ["Node:MaxBatch"] = "16",
             ["Node:MaxContext"] = "2048",
             ["Node:Threads"] = "1",
-            ["Node:ShutdownDrainSeconds"] = "2",
+            ["Node:ShutdownDrain"] = "00:00:02",
             ["Serilog:MinimumLevel:Default"] = "Warning",
         };
         foreach (var (k, v) in settings ?? new Dictionary<string, string?>()) config[k] = v;

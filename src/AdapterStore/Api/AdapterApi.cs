@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.AspNetCore.WebUtilities;
+using Microsoft.Extensions.Options;
 using Microsoft.Net.Http.Headers;
 using Serving.AdapterStore.Compression;
 using Serving.AdapterStore.Ingest;
@@ -42,32 +43,16 @@ public static class AdapterApi
     }
 
     /// <summary>The ProblemDetails for a refused upload: stable type, the message, the tensor when known.</summary>
-    public static ProblemHttpResult Problem(AdapterValidationException e) => TypedResults.Problem(
-        detail: e.Message,
-        statusCode: e.Status,
-        title: TitleOf(e.Code),
-        type: ProblemTypeBase + e.Code,
-        extensions: e.Tensor is null
-            ? new Dictionary<string, object?> { ["code"] = e.Code }
-            : new Dictionary<string, object?> { ["code"] = e.Code, ["tensor"] = e.Tensor });
+    public static ProblemHttpResult Problem(AdapterValidationException e) =>
+        Problems.Result(ProblemTypeBase, e.Status, e.Code, e.Message, e.Code == AdapterErrors.TooLarge ? "Upload too large" : "Adapter upload refused",
+            e.Tensor is null ? null : [new("tensor", e.Tensor)]);
 
-    private static ProblemHttpResult Problem(int status, string code, string detail) =>
-        Problem(new AdapterValidationException(code, detail, status: status));
-
-    private static string TitleOf(string code) => code switch
-    {
-        AdapterErrors.TooLarge => "Upload too large",
-        "not_found" => "Adapter not found",
-        "store_corrupt" => "Stored adapter is damaged",
-        "store_unavailable" => "Adapter store unavailable",
-        _ => "Adapter upload refused",
-    };
-
-    private static ProblemHttpResult NotFound(string detail) => Problem(404, "not_found", detail);
+    private static ProblemHttpResult NotFound(string detail) => Problems.Result(ProblemTypeBase, 404, "not_found", detail, "Adapter not found");
 
     internal static async Task<Results<Created<UploadResponse>, ProblemHttpResult>> UploadAsync(
-        string name, HttpRequest request, ITenantContext tenant, AdapterIngestor ingestor, AdapterApiOptions options, CancellationToken cancellationToken)
+        string name, HttpRequest request, ITenantContext tenant, AdapterIngestor ingestor, IOptions<AdapterApiOptions> apiOptions, CancellationToken cancellationToken)
     {
+        var options = apiOptions.Value;
         try
         {
             var (files, fields) = await ReadUploadAsync(request, options.MaxUploadBytes, cancellationToken);
@@ -82,38 +67,28 @@ public static class AdapterApi
         {
             return Problem(e);
         }
-        catch (Exception e) when (e is StoreCorruptException or StackExchange.Redis.RedisException)
-        {
-            // The upload was valid; the store failed (nothing became visible): the client may retry.
-            return Problem(503, "store_unavailable", $"The adapter store could not publish the upload: {e.Message}");
-        }
+        // A store failure (StoreUnavailableException: nothing became visible, the client may retry) is the host's to map.
     }
 
     private static CodecOptions ParseCodec(Dictionary<string, string> fields)
     {
-        var codec = AdapterCodec.ComPeft;
-        if (fields.TryGetValue("codec", out var c))
-        {
-            codec = c.ToLowerInvariant() switch
-            {
-                "compeft" => AdapterCodec.ComPeft,
-                "lossless" => AdapterCodec.Lossless,
-                _ => throw new AdapterValidationException(AdapterErrors.CodecInvalid, $"codec '{c}' is unknown; use 'compeft' or 'lossless'.", status: 400),
-            };
-        }
+        var codec = ParseChoice(fields, "codec", AdapterCodec.ComPeft, ("compeft", AdapterCodec.ComPeft), ("lossless", AdapterCodec.Lossless));
         double density = fields.TryGetValue("density", out var d) ? ParseDouble(d, "density") : ComPeftOptions.DefaultDensity;
         double factor = fields.TryGetValue("factor", out var f) ? ParseDouble(f, "factor") : ComPeftOptions.DefaultFactor;
-        var scope = ThresholdScope.Global;
-        if (fields.TryGetValue("scope", out var sc))
-        {
-            scope = sc.ToLowerInvariant() switch
-            {
-                "global" => ThresholdScope.Global,
-                "per_tensor" => ThresholdScope.PerTensor,
-                _ => throw new AdapterValidationException(AdapterErrors.CodecInvalid, $"scope '{sc}' is unknown; use 'global' or 'per_tensor'.", status: 400),
-            };
-        }
+        var scope = ParseChoice(fields, "scope", ThresholdScope.Global, ("global", ThresholdScope.Global), ("per_tensor", ThresholdScope.PerTensor));
         return new CodecOptions { Codec = codec, ComPeft = new ComPeftOptions { Density = density, Factor = factor, Scope = scope } };
+    }
+
+    /// <summary>The value named by form field <paramref name="field"/> (case-insensitive), <paramref name="fallback"/> when absent, 400 when unknown.</summary>
+    private static T ParseChoice<T>(Dictionary<string, string> fields, string field, T fallback, params (string Name, T Value)[] choices)
+    {
+        if (!fields.TryGetValue(field, out var text)) return fallback;
+        foreach (var (name, value) in choices)
+        {
+            if (string.Equals(text, name, StringComparison.OrdinalIgnoreCase)) return value;
+        }
+        throw new AdapterValidationException(AdapterErrors.CodecInvalid,
+            $"{field} '{text}' is unknown; use {string.Join(" or ", choices.Select(c => $"'{c.Name}'"))}.", status: 400);
     }
 
     private static double ParseDouble(string text, string field) =>
@@ -216,17 +191,11 @@ public static class AdapterApi
     internal static async Task<Results<FileContentHttpResult, ProblemHttpResult>> OriginalAsync(string name, long version, ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken)
     {
         if (!AdapterKeys.IsValidName(name)) return NotFound($"No adapter '{name}'.");
-        try
-        {
-            var tar = await store.ReadOriginalAsync(tenant.TenantId, name, version, cancellationToken);
-            return tar is null
-                ? NotFound($"No original kept for version {version} of adapter '{name}'.")
-                : TypedResults.File(tar, "application/x-tar", $"{name}-v{version}.tar");
-        }
-        catch (StoreCorruptException e)
-        {
-            return Problem(500, "store_corrupt", e.Message);
-        }
+        // A damaged original (StoreCorruptException) is the host's to map, as every store failure.
+        var tar = await store.ReadOriginalAsync(tenant.TenantId, name, version, cancellationToken);
+        return tar is null
+            ? NotFound($"No original kept for version {version} of adapter '{name}'.")
+            : TypedResults.File(tar, "application/x-tar", $"{name}-v{version}.tar");
     }
 
     internal static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(string name, ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken)

@@ -16,13 +16,3 @@ public sealed class SingleTenantContext(string tenantId = SingleTenantContext.De
     /// <inheritdoc />
     public string TenantId { get; } = tenantId;
 }
-
-/// <summary>Limits of the HTTP surface.</summary>
-public sealed record AdapterApiOptions
-{
-    /// <summary>Largest accepted upload body (413 past it).</summary>
-    public long MaxUploadBytes { get; init; } = 256L << 20;
-
-    /// <summary>Keep the original files unless the upload says otherwise.</summary>
-    public bool KeepOriginalByDefault { get; init; } = true;
-}

@@ -140,30 +140,10 @@ public static class PeftAdapterReader
 
     private static AdapterPayload ReadLora(SafetensorsFile file, PeftConfig config, BaseModelShape shape)
     {
-        var pairs = new SortedDictionary<(int Layer, int Order), (ModuleRef Ref, string? A, string? B)>();
-        foreach (var name in file.Tensors.Keys)
-        {
-            string suffix = name.EndsWith(".lora_A.weight", StringComparison.Ordinal) ? ".lora_A.weight"
-                : name.EndsWith(".lora_B.weight", StringComparison.Ordinal) ? ".lora_B.weight" : "";
-            if (suffix.Length == 0) RefuseForeign(name, AdapterKind.Lora);
-            var r = Resolve(name, suffix, config, shape);
-            var key = (r.Layer, IndexOf(shape, r.Module));
-            pairs.TryGetValue(key, out var entry);
-            entry.Ref = r;
-            if (suffix == ".lora_A.weight") entry.A = name; else entry.B = name;
-            pairs[key] = entry;
-        }
-        if (pairs.Count == 0) throw new AdapterValidationException(AdapterErrors.Empty, "adapter_model.safetensors holds no lora_A/lora_B tensors.");
-
         var modules = new List<ModuleSpec>();
         var tensors = new List<AdapterTensor>();
-        foreach (var (_, (r, a, b)) in pairs)
+        foreach (var (r, a, b) in Pairs(file, config, shape, AdapterKind.Lora, ("lora_A", ".lora_A.weight"), ("lora_B", ".lora_B.weight")))
         {
-            if (a is null || b is null)
-            {
-                string have = (a ?? b)!;
-                throw new AdapterValidationException(AdapterErrors.Unpaired, $"Tensor '{have}' has no matching {(a is null ? "lora_A" : "lora_B")} for module '{r.Path}'.", have);
-            }
             long rankA = ShapeOf(file, a, 2, "[r, in]")[0];
             long rankB = ShapeOf(file, b, 2, "[out, r]")[1];
             var ta = ReadFloat(file, a, [-1, r.In]);
@@ -180,6 +160,43 @@ public static class PeftAdapterReader
             tensors.Add(tb);
         }
         return new AdapterPayload(new AdapterManifest { Kind = AdapterKind.Lora, Architecture = shape.Architecture, Modules = modules }, tensors);
+    }
+
+    /// <summary>
+    /// The tensors of a two-factor kind grouped by module (layer, then the base's module order): every tensor must end
+    /// in one of the two suffixes (anything else is refused as foreign) and resolve to a targeted module. Each module
+    /// must have both; the refusal for one that has not comes when the enumeration reaches it, so modules are checked
+    /// in order. An adapter with no such tensor is refused as empty.
+    /// </summary>
+    private static IEnumerable<(ModuleRef Ref, string First, string Second)> Pairs(SafetensorsFile file, PeftConfig config, BaseModelShape shape,
+        AdapterKind kind, (string Name, string Suffix) first, (string Name, string Suffix) second, string[]? shared = null)
+    {
+        var pairs = new SortedDictionary<(int Layer, int Order), (ModuleRef Ref, string? First, string? Second)>();
+        foreach (var name in file.Tensors.Keys)
+        {
+            if (shared is not null && shared.Contains(name)) continue;
+            string suffix = name.EndsWith(first.Suffix, StringComparison.Ordinal) ? first.Suffix
+                : name.EndsWith(second.Suffix, StringComparison.Ordinal) ? second.Suffix : "";
+            if (suffix.Length == 0) RefuseForeign(name, kind);
+            var r = Resolve(name, suffix, config, shape);
+            var key = (r.Layer, IndexOf(shape, r.Module));
+            pairs.TryGetValue(key, out var entry);
+            entry.Ref = r;
+            if (suffix == first.Suffix) entry.First = name; else entry.Second = name;
+            pairs[key] = entry;
+        }
+        if (pairs.Count == 0)
+            throw new AdapterValidationException(AdapterErrors.Empty, $"adapter_model.safetensors holds no {first.Name}/{second.Name} tensors.");
+        foreach (var (_, (r, a, b)) in pairs)
+        {
+            if (a is null || b is null)
+            {
+                string have = (a ?? b)!;
+                throw new AdapterValidationException(AdapterErrors.Unpaired,
+                    $"Tensor '{have}' has no matching {(a is null ? first.Name : second.Name)} for module '{r.Path}'.", have);
+            }
+            yield return (r, a, b);
+        }
     }
 
     private static int IndexOf(BaseModelShape shape, string module)
@@ -209,29 +226,9 @@ public static class PeftAdapterReader
         if (sb[1] != r) throw new AdapterValidationException(AdapterErrors.RankMismatch, $"Tensor '{VeraB}' has rank {sb[1]}; adapter_config.json says r = {r}.", VeraB);
         var tensors = new List<AdapterTensor> { ReadFloat(file, VeraA, sa), ReadFloat(file, VeraB, sb) };
 
-        var found = new SortedDictionary<(int, int), (ModuleRef Ref, string? B, string? D)>();
-        foreach (var name in file.Tensors.Keys)
-        {
-            if (name is VeraA or VeraB) continue;
-            string suffix = name.EndsWith(".vera_lambda_b", StringComparison.Ordinal) ? ".vera_lambda_b"
-                : name.EndsWith(".vera_lambda_d", StringComparison.Ordinal) ? ".vera_lambda_d" : "";
-            if (suffix.Length == 0) RefuseForeign(name, AdapterKind.Vera);
-            var m = Resolve(name, suffix, config, shape);
-            var key = (m.Layer, IndexOf(shape, m.Module));
-            found.TryGetValue(key, out var e);
-            e.Ref = m;
-            if (suffix == ".vera_lambda_b") e.B = name; else e.D = name;
-            found[key] = e;
-        }
-        if (found.Count == 0) throw new AdapterValidationException(AdapterErrors.Empty, "adapter_model.safetensors holds no vera_lambda_b/vera_lambda_d tensors.");
         var modules = new List<ModuleSpec>();
-        foreach (var (_, (m, b, d)) in found)
+        foreach (var (m, b, d) in Pairs(file, config, shape, AdapterKind.Vera, ("vera_lambda_b", ".vera_lambda_b"), ("vera_lambda_d", ".vera_lambda_d"), [VeraA, VeraB]))
         {
-            if (b is null || d is null)
-            {
-                string have = (b ?? d)!;
-                throw new AdapterValidationException(AdapterErrors.Unpaired, $"Tensor '{have}' has no matching {(b is null ? "vera_lambda_b" : "vera_lambda_d")}.", have);
-            }
             if (m.In > sa[1]) throw new AdapterValidationException(AdapterErrors.ShapeMismatch, $"Module '{m.Path}' needs {m.In} input columns but '{VeraA}' has {sa[1]}.", VeraA);
             if (m.Out > sb[0]) throw new AdapterValidationException(AdapterErrors.ShapeMismatch, $"Module '{m.Path}' needs {m.Out} output rows but '{VeraB}' has {sb[0]}.", VeraB);
             tensors.Add(ReadFloat(file, d, [r]));

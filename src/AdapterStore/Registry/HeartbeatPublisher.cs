@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Serving.Contracts.Registry;
-using StackExchange.Redis;
+using Serving.AdapterStore.Storage;
 
 namespace Serving.AdapterStore.Registry;
 
@@ -39,7 +39,7 @@ public sealed partial class HeartbeatPublisher(
                     if (failing) LogBack(_logger);
                     failing = false;
                 }
-                catch (Exception e) when (e is RedisException or TimeoutException)
+                catch (StoreUnavailableException e)
                 {
                     if (!failing) LogFailing(_logger, e.Message);
                     failing = true;
@@ -60,15 +60,15 @@ public sealed partial class HeartbeatPublisher(
         {
             await registry.RemoveAsync(_nodeId, cancellationToken);
         }
-        catch (Exception e) when (e is RedisException or TimeoutException or OperationCanceledException)
+        catch (Exception e) when (e is StoreUnavailableException or OperationCanceledException)
         {
             // The TTL removes the node anyway.
         }
     }
 
-    [LoggerMessage(EventId = 4001, Level = LogLevel.Warning, Message = "Heartbeat not published (registry unreachable); serving goes on: {Reason}")]
+    [LoggerMessage(EventId = EventIds.HeartbeatFailing, Level = LogLevel.Warning, Message = "Heartbeat not published (registry unreachable); serving goes on: {Reason}")]
     private static partial void LogFailing(ILogger logger, string reason);
 
-    [LoggerMessage(EventId = 4002, Level = LogLevel.Information, Message = "Heartbeats published again")]
+    [LoggerMessage(EventId = EventIds.HeartbeatBack, Level = LogLevel.Information, Message = "Heartbeats published again")]
     private static partial void LogBack(ILogger logger);
 }

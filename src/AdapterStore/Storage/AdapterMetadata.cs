@@ -93,9 +93,6 @@ public sealed record AdapterMetadata
     }
 }
 
-/// <summary>A stored payload failed verification (checksum, missing chunk, bad metadata); the message says which part.</summary>
-public sealed class StoreCorruptException(string message) : Exception(message);
-
 /// <summary>A publish or delete announcement on the store's channel.</summary>
 /// <param name="Op"><c>publish</c> or <c>delete</c>.</param>
 /// <param name="Tenant">Tenant.</param>

@@ -1,41 +1,61 @@
+using Microsoft.Extensions.Options;
+
 namespace Serving.AdapterStore.Storage;
 
 /// <summary>Where and how adapters are stored; bound from the <c>AdapterStore</c> configuration section.</summary>
-public sealed record AdapterStoreOptions
+public sealed class AdapterStoreOptions
 {
     /// <summary>Configuration section name.</summary>
     public const string SectionName = "AdapterStore";
 
+    /// <summary>The default of <see cref="KeyPrefix"/> (a node reading the store uses the same one).</summary>
+    public const string DefaultKeyPrefix = "adp";
+
     /// <summary>StackExchange.Redis connection string; when empty an embedded Garnet server is started on loopback.</summary>
-    public string? RedisConnectionString { get; init; }
+    public string? RedisConnectionString { get; set; }
 
-    /// <summary>Prefix of every key and of the event channel.</summary>
-    public string KeyPrefix { get; init; } = "adp";
+    /// <summary>Prefix of every key and of the event channel; non-empty, no braces; default <see cref="DefaultKeyPrefix"/>.</summary>
+    public string KeyPrefix { get; set; } = DefaultKeyPrefix;
 
-    /// <summary>Payload chunk size: well under Redis' 512 MB value limit and small enough not to stall the server.</summary>
-    public int ChunkBytes { get; init; } = 1 << 20;
+    /// <summary>Payload chunk size: well under Redis' 512 MB value limit and small enough not to stall the server; 1 KiB–64 MiB, default 1 MiB.</summary>
+    public int ChunkBytes { get; set; } = 1 << 20;
 
-    /// <summary>Published versions kept per adapter; older ones are deleted after each publish (the current one never is).</summary>
-    public int KeepVersions { get; init; } = 5;
+    /// <summary>Published versions kept per adapter; older ones are deleted after each publish (the current one never is); at least 1, default 5.</summary>
+    public int KeepVersions { get; set; } = 5;
 
-    /// <summary>Chunks of an unfinished upload expire after this, so a crashed writer leaves nothing behind for long.</summary>
-    public TimeSpan StagingTtl { get; init; } = TimeSpan.FromHours(1);
+    /// <summary>Chunks of an unfinished upload expire after this, so a crashed writer leaves nothing behind for long; default 1 h.</summary>
+    public TimeSpan StagingTtl { get; set; } = TimeSpan.FromHours(1);
 
-    /// <summary>Read chunks back and compare hashes before the version becomes visible.</summary>
-    public bool VerifyAfterWrite { get; init; } = true;
+    /// <summary>Read chunks back and compare hashes before the version becomes visible; default true.</summary>
+    public bool VerifyAfterWrite { get; set; } = true;
 
-    /// <summary>Embedded Garnet's memory bound (its <c>--memory</c>).</summary>
-    public string EmbeddedMemory { get; init; } = "512m";
+    /// <summary>Embedded Garnet's memory bound (its <c>--memory</c>); default 512m.</summary>
+    public string EmbeddedMemory { get; set; } = "512m";
 
-    /// <summary>Embedded Garnet port; 0 picks a free loopback port.</summary>
-    public int EmbeddedPort { get; init; }
+    /// <summary>Embedded Garnet port; 0 (the default) picks a free loopback port.</summary>
+    public int EmbeddedPort { get; set; }
+}
 
-    /// <summary>Throws when a value is out of range.</summary>
-    public void Validate()
+/// <summary>Checks <see cref="AdapterStoreOptions"/>: at start when bound from configuration, and when a store is built from code.</summary>
+public sealed class AdapterStoreOptionsValidator : IValidateOptions<AdapterStoreOptions>
+{
+    /// <inheritdoc />
+    public ValidateOptionsResult Validate(string? name, AdapterStoreOptions o)
     {
-        if (ChunkBytes < 1024 || ChunkBytes > 64 << 20) throw new ArgumentOutOfRangeException(nameof(ChunkBytes), ChunkBytes, "chunk size must be between 1 KiB and 64 MiB");
-        if (KeepVersions < 1) throw new ArgumentOutOfRangeException(nameof(KeepVersions), KeepVersions, "keep at least one version");
-        if (string.IsNullOrWhiteSpace(KeyPrefix) || KeyPrefix.Contains('{') || KeyPrefix.Contains('}')) throw new ArgumentException("key prefix must be non-empty and without braces", nameof(KeyPrefix));
-        if (StagingTtl <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(StagingTtl), StagingTtl, "staging TTL must be positive");
+        var errors = new List<string>();
+        const string S = AdapterStoreOptions.SectionName;
+        if (o.ChunkBytes is < 1024 or > 64 << 20) errors.Add($"{S}:ChunkBytes must be between 1 KiB and 64 MiB.");
+        if (o.KeepVersions < 1) errors.Add($"{S}:KeepVersions must be at least 1.");
+        if (string.IsNullOrWhiteSpace(o.KeyPrefix) || o.KeyPrefix.Contains('{') || o.KeyPrefix.Contains('}')) errors.Add($"{S}:KeyPrefix must be non-empty and without braces.");
+        if (o.StagingTtl <= TimeSpan.Zero) errors.Add($"{S}:StagingTtl must be positive.");
+        if (o.EmbeddedPort is < 0 or > 65535) errors.Add($"{S}:EmbeddedPort must be in [0, 65535].");
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    /// <summary>Throws <see cref="OptionsValidationException"/> when <paramref name="options"/> (built by code) is invalid.</summary>
+    public static AdapterStoreOptions Check(AdapterStoreOptions options)
+    {
+        var result = new AdapterStoreOptionsValidator().Validate(null, options);
+        return result.Failed ? throw new OptionsValidationException(Options.DefaultName, typeof(AdapterStoreOptions), result.Failures) : options;
     }
 }

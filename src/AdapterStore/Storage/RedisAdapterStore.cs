@@ -12,59 +12,6 @@ namespace Serving.AdapterStore.Storage;
 /// </summary>
 public sealed partial class RedisAdapterStore : IAdapterStore
 {
-    // KEYS: 1 meta, 2 versions, 3 cur, 4 index, 5.. chunk keys. ARGV: 1 chunk-key count, 2 version, 3 name, 4.. meta field/value pairs.
-    // Every staged chunk must still exist (a crash or an expired TTL aborts the commit), then chunks become permanent,
-    // the metadata appears, and the pointer moves forward only (a slower concurrent upload never moves it back).
-    private const string CommitScript = """
-        local n = tonumber(ARGV[1])
-        for i = 5, 4 + n do
-          if redis.call('EXISTS', KEYS[i]) == 0 then
-            return redis.error_reply('MISSING_CHUNK ' .. KEYS[i])
-          end
-        end
-        for i = 5, 4 + n do
-          redis.call('PERSIST', KEYS[i])
-        end
-        for i = 4, #ARGV, 2 do
-          redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-        end
-        local ver = tonumber(ARGV[2])
-        redis.call('ZADD', KEYS[2], ver, ARGV[2])
-        local cur = tonumber(redis.call('GET', KEYS[3]) or '0')
-        if ver > cur then
-          redis.call('SET', KEYS[3], ARGV[2])
-          cur = ver
-        end
-        redis.call('SADD', KEYS[4], ARGV[3])
-        return cur
-        """;
-
-    // KEYS: 1 meta, 2 versions, 3 cur, 4 index, 5.. chunk keys. ARGV: 1 version, 2 name.
-    // Returns the current version after the delete (0 when none is left), or -1 when the version did not exist.
-    private const string DeleteScript = """
-        local existed = redis.call('ZREM', KEYS[2], ARGV[1])
-        for i = 5, #KEYS do
-          redis.call('DEL', KEYS[i])
-        end
-        redis.call('DEL', KEYS[1])
-        local cur = redis.call('GET', KEYS[3])
-        if cur == ARGV[1] then
-          local top = redis.call('ZRANGE', KEYS[2], -1, -1)
-          if #top > 0 then
-            redis.call('SET', KEYS[3], top[1])
-            cur = top[1]
-          else
-            redis.call('DEL', KEYS[3])
-            redis.call('SREM', KEYS[4], ARGV[2])
-            cur = '0'
-          end
-        end
-        if existed == 0 then
-          return -1
-        end
-        return tonumber(cur or '0')
-        """;
-
     private readonly IConnectionMultiplexer _redis;
     private readonly AdapterStoreOptions _options;
     private readonly AdapterKeys _keys;
@@ -80,7 +27,7 @@ public sealed partial class RedisAdapterStore : IAdapterStore
     /// <summary>Creates a store over an open connection.</summary>
     public RedisAdapterStore(IConnectionMultiplexer redis, AdapterStoreOptions options, TimeProvider? time = null, ILogger<RedisAdapterStore>? logger = null)
     {
-        options.Validate();
+        AdapterStoreOptionsValidator.Check(options);
         _redis = redis;
         _options = options;
         _keys = new AdapterKeys(options.KeyPrefix);
@@ -93,8 +40,41 @@ public sealed partial class RedisAdapterStore : IAdapterStore
 
     private IDatabase Db => _redis.GetDatabase();
 
+    private const string What = "The adapter store (Redis)";
+
     /// <inheritdoc />
-    public async Task<AdapterMetadata> PublishAsync(AdapterMetadata draft, byte[] container, byte[]? original, CancellationToken cancellationToken)
+    public Task<AdapterMetadata> PublishAsync(AdapterMetadata draft, byte[] container, byte[]? original, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => PublishCoreAsync(draft, container, original, cancellationToken));
+
+    /// <inheritdoc />
+    public Task<AdapterMetadata?> GetMetadataAsync(string tenant, string name, long? version, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => GetMetadataCoreAsync(tenant, name, version, cancellationToken));
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<AdapterMetadata>> ListAsync(string tenant, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => ListCoreAsync(tenant, cancellationToken));
+
+    /// <inheritdoc />
+    public Task<IReadOnlyList<AdapterMetadata>> ListVersionsAsync(string tenant, string name, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => ListVersionsCoreAsync(tenant, name, cancellationToken));
+
+    /// <inheritdoc />
+    public Task<StoredAdapter?> ReadAsync(string tenant, string name, long? version, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => ReadCoreAsync(tenant, name, version, cancellationToken));
+
+    /// <inheritdoc />
+    public Task<byte[]?> ReadOriginalAsync(string tenant, string name, long version, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => ReadOriginalCoreAsync(tenant, name, version, cancellationToken));
+
+    /// <inheritdoc />
+    public Task<bool> DeleteAsync(string tenant, string name, long? version, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => DeleteCoreAsync(tenant, name, version, cancellationToken));
+
+    /// <inheritdoc />
+    public Task<IAsyncDisposable> SubscribeAsync(Action<AdapterEvent> handler, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => SubscribeCoreAsync(handler, cancellationToken));
+
+    private async Task<AdapterMetadata> PublishCoreAsync(AdapterMetadata draft, byte[] container, byte[]? original, CancellationToken cancellationToken)
     {
         CheckIds(draft.Tenant, draft.Name);
         string tenant = draft.Tenant, name = draft.Name;
@@ -135,11 +115,11 @@ public sealed partial class RedisAdapterStore : IAdapterStore
         long current;
         try
         {
-            current = (long)await db.ScriptEvaluateAsync(CommitScript, [.. keys], [.. args]);
+            current = (long)await db.ScriptEvaluateAsync(AdapterScripts.Commit, [.. keys], [.. args]);
         }
         catch (RedisServerException e) when (e.Message.Contains("MISSING_CHUNK", StringComparison.Ordinal))
         {
-            throw new StoreCorruptException($"Publish of {tenant}/{name} v{version} aborted: a staged chunk vanished before commit ({e.Message}).");
+            throw new StoreUnavailableException($"Publish of {tenant}/{name} v{version} aborted: a staged chunk vanished before commit; nothing was published ({e.Message}).", e);
         }
         Log.Published(_logger, tenant, name, version, container.Length);
         await AnnounceAsync(new AdapterEvent("publish", tenant, name, version, current));
@@ -169,14 +149,13 @@ public sealed partial class RedisAdapterStore : IAdapterStore
             {
                 byte[]? stored = values[i];
                 if (stored is null || XxHash64.HashToUInt64(stored).ToString("x16") != hashes[i])
-                    throw new StoreCorruptException($"Chunk {i} did not read back as written; the upload was not published.");
+                    throw new StoreUnavailableException($"Chunk {i} did not read back as written; the upload was not published.");
             }
         }
         return hashes;
     }
 
-    /// <inheritdoc />
-    public async Task<AdapterMetadata?> GetMetadataAsync(string tenant, string name, long? version, CancellationToken cancellationToken)
+    private async Task<AdapterMetadata?> GetMetadataCoreAsync(string tenant, string name, long? version, CancellationToken cancellationToken)
     {
         CheckIds(tenant, name);
         var db = Db;
@@ -186,38 +165,35 @@ public sealed partial class RedisAdapterStore : IAdapterStore
         return entries.Length == 0 ? null : AdapterMetadata.FromHash(entries);
     }
 
-    /// <inheritdoc />
-    public async Task<IReadOnlyList<AdapterMetadata>> ListAsync(string tenant, CancellationToken cancellationToken)
+    private async Task<IReadOnlyList<AdapterMetadata>> ListCoreAsync(string tenant, CancellationToken cancellationToken)
     {
         if (!AdapterKeys.IsValidTenant(tenant)) throw new ArgumentException($"Invalid tenant id '{tenant}'.", nameof(tenant));
         var names = await Db.SetMembersAsync(_keys.Index(tenant)).WaitAsync(cancellationToken);
         var result = new List<AdapterMetadata>();
         foreach (var n in names.Select(x => x.ToString()).Order(StringComparer.Ordinal))
         {
-            var meta = await GetMetadataAsync(tenant, n, null, cancellationToken);
+            var meta = await GetMetadataCoreAsync(tenant, n, null, cancellationToken);
             if (meta is not null) result.Add(meta);
         }
         return result;
     }
 
-    /// <inheritdoc />
-    public async Task<IReadOnlyList<AdapterMetadata>> ListVersionsAsync(string tenant, string name, CancellationToken cancellationToken)
+    private async Task<IReadOnlyList<AdapterMetadata>> ListVersionsCoreAsync(string tenant, string name, CancellationToken cancellationToken)
     {
         CheckIds(tenant, name);
         var versions = await Db.SortedSetRangeByRankAsync(_keys.Versions(tenant, name)).WaitAsync(cancellationToken);
         var result = new List<AdapterMetadata>();
         foreach (var v in versions)
         {
-            var meta = await GetMetadataAsync(tenant, name, (long)v, cancellationToken);
+            var meta = await GetMetadataCoreAsync(tenant, name, (long)v, cancellationToken);
             if (meta is not null) result.Add(meta);
         }
         return result;
     }
 
-    /// <inheritdoc />
-    public async Task<StoredAdapter?> ReadAsync(string tenant, string name, long? version, CancellationToken cancellationToken)
+    private async Task<StoredAdapter?> ReadCoreAsync(string tenant, string name, long? version, CancellationToken cancellationToken)
     {
-        var meta = await GetMetadataAsync(tenant, name, version, cancellationToken);
+        var meta = await GetMetadataCoreAsync(tenant, name, version, cancellationToken);
         if (meta is null) return null;
         if (BeforeChunksRead is { } hook) await hook();
         byte[] data;
@@ -245,10 +221,9 @@ public sealed partial class RedisAdapterStore : IAdapterStore
         return new StoredAdapter(meta, data);
     }
 
-    /// <inheritdoc />
-    public async Task<byte[]?> ReadOriginalAsync(string tenant, string name, long version, CancellationToken cancellationToken)
+    private async Task<byte[]?> ReadOriginalCoreAsync(string tenant, string name, long version, CancellationToken cancellationToken)
     {
-        var meta = await GetMetadataAsync(tenant, name, version, cancellationToken);
+        var meta = await GetMetadataCoreAsync(tenant, name, version, cancellationToken);
         if (meta is null || meta.OriginalChunks == 0) return null;
         return await ReadChunksAsync(meta, meta.OriginalChunks, meta.OriginalChunkHashes, meta.OriginalArchiveBytes,
             i => _keys.OriginalChunk(tenant, name, version, i), "original", cancellationToken);
@@ -278,8 +253,7 @@ public sealed partial class RedisAdapterStore : IAdapterStore
         return data;
     }
 
-    /// <inheritdoc />
-    public async Task<bool> DeleteAsync(string tenant, string name, long? version, CancellationToken cancellationToken)
+    private async Task<bool> DeleteCoreAsync(string tenant, string name, long? version, CancellationToken cancellationToken)
     {
         CheckIds(tenant, name);
         if (version is { } v) return await DeleteVersionAsync(tenant, name, v, cancellationToken);
@@ -292,14 +266,14 @@ public sealed partial class RedisAdapterStore : IAdapterStore
     private async Task<bool> DeleteVersionAsync(string tenant, string name, long version, CancellationToken cancellationToken)
     {
         var db = Db;
-        var meta = await GetMetadataAsync(tenant, name, version, cancellationToken);
+        var meta = await GetMetadataCoreAsync(tenant, name, version, cancellationToken);
         var keys = new List<RedisKey> { _keys.Meta(tenant, name, version), _keys.Versions(tenant, name), _keys.Current(tenant, name), _keys.Index(tenant) };
         if (meta is not null)
         {
             for (int i = 0; i < meta.Chunks; i++) keys.Add(_keys.Chunk(tenant, name, version, i));
             for (int i = 0; i < meta.OriginalChunks; i++) keys.Add(_keys.OriginalChunk(tenant, name, version, i));
         }
-        long current = (long)await db.ScriptEvaluateAsync(DeleteScript, [.. keys], [version, name]);
+        long current = (long)await db.ScriptEvaluateAsync(AdapterScripts.Delete, [.. keys], [version, name]);
         if (current < 0) return false;
         Log.Deleted(_logger, tenant, name, version);
         await AnnounceAsync(new AdapterEvent("delete", tenant, name, version, current));
@@ -319,8 +293,7 @@ public sealed partial class RedisAdapterStore : IAdapterStore
         }
     }
 
-    /// <inheritdoc />
-    public async Task<IAsyncDisposable> SubscribeAsync(Action<AdapterEvent> handler, CancellationToken cancellationToken)
+    private async Task<IAsyncDisposable> SubscribeCoreAsync(Action<AdapterEvent> handler, CancellationToken cancellationToken)
     {
         var channel = RedisChannel.Literal(_keys.Channel);
         var subscriber = _redis.GetSubscriber();
@@ -361,18 +334,18 @@ public sealed partial class RedisAdapterStore : IAdapterStore
 
     private sealed class Subscription(ChannelMessageQueue queue) : IAsyncDisposable
     {
-        public async ValueTask DisposeAsync() => await queue.UnsubscribeAsync();
+        public async ValueTask DisposeAsync() => await RedisFailures.GuardAsync(What, () => queue.UnsubscribeAsync());
     }
 
     private static partial class Log
     {
-        [LoggerMessage(EventId = 4101, Level = LogLevel.Information, Message = "Published adapter {Tenant}/{Name} v{Version} ({Bytes} bytes)")]
+        [LoggerMessage(EventId = EventIds.AdapterPublished, Level = LogLevel.Information, Message = "Published adapter {Tenant}/{Name} v{Version} ({Bytes} bytes)")]
         public static partial void Published(ILogger logger, string tenant, string name, long version, int bytes);
 
-        [LoggerMessage(EventId = 4102, Level = LogLevel.Information, Message = "Deleted adapter {Tenant}/{Name} v{Version}")]
+        [LoggerMessage(EventId = EventIds.AdapterDeleted, Level = LogLevel.Information, Message = "Deleted adapter {Tenant}/{Name} v{Version}")]
         public static partial void Deleted(ILogger logger, string tenant, string name, long version);
 
-        [LoggerMessage(EventId = 4103, Level = LogLevel.Warning, Message = "Adapter event could not be handled")]
+        [LoggerMessage(EventId = EventIds.AdapterEventFailed, Level = LogLevel.Warning, Message = "Adapter event could not be handled")]
         public static partial void EventFailed(ILogger logger, Exception exception);
     }
 }

@@ -1,6 +1,7 @@
 using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Serving.AdapterStore.Storage;
+using Serving.Contracts.Errors;
 using Serving.Contracts.Models;
 using Serving.Gateway.Routing;
 using Serving.Gateway.Tenancy;
@@ -34,12 +35,12 @@ public static class ModelsApi
     internal static async Task<Ok<ModelList>> ListAsync(HttpContext context, INodeView view, IAdapterStore store, CancellationToken cancellationToken) =>
         TypedResults.Ok(new ModelList("list", await VisibleAsync(context, view, store, cancellationToken)));
 
-    internal static async Task<Results<Ok<ModelEntry>, JsonHttpResult<OpenAiErrorBody>>> GetAsync(string id, HttpContext context, INodeView view, IAdapterStore store, CancellationToken cancellationToken)
+    internal static async Task<Results<Ok<ModelEntry>, JsonHttpResult<OpenAIErrorBody>>> GetAsync(string id, HttpContext context, INodeView view, IAdapterStore store, CancellationToken cancellationToken)
     {
         var all = await VisibleAsync(context, view, store, cancellationToken);
         return all.FirstOrDefault(m => m.Id == id) is { } m
             ? TypedResults.Ok(m)
-            : TypedResults.Json(new OpenAiErrorBody(new OpenAiError($"The model '{id}' does not exist or you do not have access to it.", "invalid_request_error", "model", "model_not_found")), statusCode: 404);
+            : TypedResults.Json(ErrorCodes.ModelNotFound.Body($"The model '{id}' does not exist or you do not have access to it.", "model"), statusCode: ErrorCodes.ModelNotFound.Status);
     }
 
     private static async Task<IReadOnlyList<ModelEntry>> VisibleAsync(HttpContext context, INodeView view, IAdapterStore store, CancellationToken cancellationToken)

@@ -1,55 +1,38 @@
-using System.Text.Json.Serialization;
+using System.Globalization;
+using Serving.AdapterStore.Api;
+using Serving.Contracts.Errors;
 
 namespace Serving.Gateway.Api;
 
-/// <summary>OpenAI's error JSON: <c>{"error": {"message", "type", "param", "code"}}</c>.</summary>
-public sealed record OpenAiError(
-    [property: JsonPropertyName("message")] string Message,
-    [property: JsonPropertyName("type")] string Type,
-    [property: JsonPropertyName("param")] string? Param,
-    [property: JsonPropertyName("code")] string? Code);
-
-/// <summary>Envelope of <see cref="OpenAiError"/>.</summary>
-public sealed record OpenAiErrorBody([property: JsonPropertyName("error")] OpenAiError Error);
-
-/// <summary>Writes OpenAI-shaped errors on the OpenAI routes and ProblemDetails elsewhere.</summary>
+/// <summary>Writes the gateway's refusals: OpenAI's error JSON on the OpenAI routes, ProblemDetails elsewhere (rows of <see cref="ErrorCodes"/>).</summary>
 public static class OpenAiErrors
 {
     /// <summary>True for paths whose clients expect OpenAI's error shape (the proxied routes and <c>/v1/models</c>).</summary>
     public static bool IsOpenAiPath(PathString path) =>
         path.StartsWithSegments("/v1/chat") || path.StartsWithSegments("/v1/completions") || path.StartsWithSegments("/v1/models");
 
-    /// <summary>OpenAI error type for a status code.</summary>
-    public static string TypeFor(int status) => status switch
-    {
-        401 => "invalid_request_error",
-        403 => "permission_error",
-        404 => "invalid_request_error",
-        413 => "invalid_request_error",
-        429 => "rate_limit_exceeded",
-        >= 500 => "server_error",
-        _ => "invalid_request_error",
-    };
-
-    /// <summary>Writes the error with the right shape for the path; no-op when the response has started.</summary>
-    public static async Task WriteAsync(HttpContext context, int status, string code, string message, string? param = null)
+    /// <summary>
+    /// Writes <paramref name="error"/> with the right shape for the path, and <c>Retry-After</c> (whole seconds, at
+    /// least 1) when given; no-op when the response has started.
+    /// </summary>
+    public static async Task WriteAsync(HttpContext context, ErrorCode error, string message, string? param = null, TimeSpan? retryAfter = null)
     {
         if (context.Response.HasStarted) return;
-        context.Response.StatusCode = status;
+        context.Response.StatusCode = error.Status;
+        if (retryAfter is { } after)
+        {
+            context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(after.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+        }
         if (IsOpenAiPath(context.Request.Path))
         {
-            await context.Response.WriteAsJsonAsync(new OpenAiErrorBody(new OpenAiError(message, TypeFor(status), param, code)), context.RequestAborted);
+            await context.Response.WriteAsJsonAsync(error.Body(message, param), context.RequestAborted);
             return;
         }
         var problems = context.RequestServices.GetRequiredService<IProblemDetailsService>();
         await problems.WriteAsync(new ProblemDetailsContext
         {
             HttpContext = context,
-            ProblemDetails =
-            {
-                Status = status, Type = GatewayProblems.TypeBase + code, Title = code.Replace('_', ' '), Detail = message,
-                Extensions = { ["code"] = code },
-            },
+            ProblemDetails = Problems.Details(GatewayProblems.TypeBase, error.Status, error.Code ?? "invalid_request", message),
         });
     }
 }

@@ -1,11 +1,11 @@
 using System.Buffers;
 using System.Text.Json;
 using Microsoft.Extensions.Options;
+using Serving.Contracts.Errors;
 using Serving.Contracts.Models;
 using Serving.Gateway.RateLimiting;
 using Serving.Gateway.Routing;
 using Serving.Gateway.Tenancy;
-using StackExchange.Redis;
 
 namespace Serving.Gateway.Api;
 
@@ -68,7 +68,7 @@ internal readonly record struct RequestFields(string? Model, int ModelStart, int
 /// </summary>
 internal sealed class OpenAiRequestMiddleware(
     INodeView view, AdapterVisibility visibility, TokenBudget tokens, IOptionsMonitor<RoutingOptions> routing,
-    IOptionsMonitor<RateLimitOptions> limits)
+    IOptionsMonitor<RateLimitOptions> limits, IOptions<GatewayOptions> gateway)
 {
     /// <summary>Header carrying the calling tenant to the node (set by the gateway, never taken from the client).</summary>
     public const string TenantHeader = "X-Serving-Tenant";
@@ -78,20 +78,20 @@ internal sealed class OpenAiRequestMiddleware(
         string? tenant = context.User.FindFirst(TenancyPolicies.TenantClaim)?.Value;
         if (tenant is null)
         {
-            await OpenAiErrors.WriteAsync(context, 403, "forbidden", "Admin keys manage tenants and keys; use a tenant key for this route.");
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.Forbidden, "Admin keys manage tenants and keys; use a tenant key for this route.");
             return;
         }
 
         long max = routing.CurrentValue.MaxRequestBodyBytes;
         if (context.Request.ContentLength > max)
         {
-            await OpenAiErrors.WriteAsync(context, 413, "request_too_large", $"The request body exceeds {max} bytes.");
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.RequestTooLarge, $"The request body exceeds {max} bytes.");
             return;
         }
         byte[]? body = await ReadBodyAsync(context.Request.Body, context.Request.ContentLength, max, context.RequestAborted);
         if (body is null)
         {
-            await OpenAiErrors.WriteAsync(context, 413, "request_too_large", $"The request body exceeds {max} bytes.");
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.RequestTooLarge, $"The request body exceeds {max} bytes.");
             return;
         }
 
@@ -102,12 +102,12 @@ internal sealed class OpenAiRequestMiddleware(
         }
         catch (JsonException e)
         {
-            await OpenAiErrors.WriteAsync(context, 400, "invalid_json", $"The body is not valid JSON: {e.Message}");
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.InvalidJson, $"The body is not valid JSON: {e.Message}");
             return;
         }
         if (fields.Model is null)
         {
-            await OpenAiErrors.WriteAsync(context, 400, "missing_required_parameter", "You must provide a model parameter.", "model");
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.MissingParameter, "You must provide a model parameter.", "model");
             return;
         }
         if (!ModelId.TryParse(fields.Model, out var model) || !view.KnownModels.Contains(model.BaseModel))
@@ -117,24 +117,16 @@ internal sealed class OpenAiRequestMiddleware(
         }
         if (!ServedNow(model.BaseModel))
         {
-            context.Response.Headers.RetryAfter = "2";
-            await OpenAiErrors.WriteAsync(context, 503, "no_node_available", $"No inference node serving '{model.BaseModel}' is available right now; retry shortly.");
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.NoNodeAvailable, $"No inference node serving '{model.BaseModel}' is available right now; retry shortly.",
+                retryAfter: gateway.Value.RetryAfter);
             return;
         }
         if (model.HasAdapter)
         {
-            try
+            // An unreachable store (nothing cached) is the exception handler's 503.
+            if (await visibility.FindAsync(model, tenant, context.RequestAborted) is null)
             {
-                if (await visibility.FindAsync(model, tenant, context.RequestAborted) is null)
-                {
-                    await ModelNotFoundAsync(context, fields.Model);
-                    return;
-                }
-            }
-            catch (Exception e) when (e is RedisException or TimeoutException)
-            {
-                context.Response.Headers.RetryAfter = "2";
-                await OpenAiErrors.WriteAsync(context, 503, "store_unavailable", "The adapter store is unreachable; retry shortly.");
+                await ModelNotFoundAsync(context, fields.Model);
                 return;
             }
             model = model.WithTenant(AdapterVisibility.OwnerFor(model, tenant)!);
@@ -144,7 +136,7 @@ internal sealed class OpenAiRequestMiddleware(
         var (ok, retryAfter) = tokens.TryTake(tenant, cost);
         if (!ok)
         {
-            await TenantRateLimits.WriteTooManyAsync(context, retryAfter, "tokens");
+            await TenantRateLimits.WriteTooManyAsync(context, retryAfter, ErrorCodes.TokenRateLimited, "tokens");
             return;
         }
 
@@ -171,7 +163,7 @@ internal sealed class OpenAiRequestMiddleware(
     }
 
     private static Task ModelNotFoundAsync(HttpContext context, string model) =>
-        OpenAiErrors.WriteAsync(context, 404, "model_not_found", $"The model '{model}' does not exist or you do not have access to it.", "model");
+        OpenAiErrors.WriteAsync(context, ErrorCodes.ModelNotFound, $"The model '{model}' does not exist or you do not have access to it.", "model");
 
     private static byte[] Splice(byte[] body, RequestFields fields, string canonical)
     {

@@ -1,4 +1,4 @@
-using System.ComponentModel.DataAnnotations;
+using Microsoft.Extensions.Options;
 
 namespace Serving.Gateway.RateLimiting;
 
@@ -8,14 +8,14 @@ public sealed class RateLimitOptions
     /// <summary>Configuration section.</summary>
     public const string SectionName = "Gateway:RateLimits";
 
-    /// <summary>Requests per minute per tenant (token bucket, bursts up to this many).</summary>
-    [Range(1, 10_000_000)] public int RequestsPerMinute { get; set; } = 600;
+    /// <summary>Requests per minute per tenant (token bucket, bursts up to this many); 1–10 000 000, default 600.</summary>
+    public int RequestsPerMinute { get; set; } = 600;
 
-    /// <summary>Tokens per minute per tenant: prompt bytes / 4 + max_tokens × n, charged at admission.</summary>
-    [Range(1, 1_000_000_000)] public int TokensPerMinute { get; set; } = 200_000;
+    /// <summary>Tokens per minute per tenant: prompt bytes / 4 + max_tokens × n, charged at admission; 1–10⁹, default 200 000.</summary>
+    public int TokensPerMinute { get; set; } = 200_000;
 
-    /// <summary>Completion tokens assumed when a request sets no max_tokens.</summary>
-    [Range(1, 1_000_000)] public int DefaultMaxTokens { get; set; } = 256;
+    /// <summary>Completion tokens assumed when a request sets no max_tokens; 1–1 000 000, default 256.</summary>
+    public int DefaultMaxTokens { get; set; } = 256;
 
     /// <summary>Overrides by tenant id.</summary>
     public Dictionary<string, TenantLimits> Tenants { get; set; } = [];
@@ -25,6 +25,24 @@ public sealed class RateLimitOptions
 
     /// <summary>Tokens per minute for a tenant.</summary>
     public int TokensFor(string tenant) => Tenants.TryGetValue(tenant, out var t) && t.TokensPerMinute > 0 ? t.TokensPerMinute : TokensPerMinute;
+}
+
+/// <summary>Checks <see cref="RateLimitOptions"/> at start.</summary>
+internal sealed class RateLimitOptionsValidator : IValidateOptions<RateLimitOptions>
+{
+    public ValidateOptionsResult Validate(string? name, RateLimitOptions o)
+    {
+        var errors = new List<string>();
+        const string S = RateLimitOptions.SectionName;
+        if (o.RequestsPerMinute is < 1 or > 10_000_000) errors.Add($"{S}:RequestsPerMinute must be in [1, 10000000].");
+        if (o.TokensPerMinute is < 1 or > 1_000_000_000) errors.Add($"{S}:TokensPerMinute must be in [1, 1000000000].");
+        if (o.DefaultMaxTokens is < 1 or > 1_000_000) errors.Add($"{S}:DefaultMaxTokens must be in [1, 1000000].");
+        foreach (var (tenant, t) in o.Tenants)
+        {
+            if (t.RequestsPerMinute < 0 || t.TokensPerMinute < 0) errors.Add($"{S}:Tenants:{tenant} limits must not be negative (0 = the default).");
+        }
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
 }
 
 /// <summary>Limits of one tenant (0 = the default).</summary>

@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
-using System.Globalization;
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
+using Serving.Contracts.Errors;
 using Serving.Gateway.Api;
 using Serving.Gateway.Tenancy;
 
@@ -31,19 +31,18 @@ public static class TenantRateLimits
             o.OnRejected = async (ctx, ct) =>
             {
                 var retry = ctx.Lease.TryGetMetadata(MetadataName.RetryAfter, out var after) ? after : TimeSpan.FromSeconds(1);
-                await WriteTooManyAsync(ctx.HttpContext, retry, "requests");
+                await WriteTooManyAsync(ctx.HttpContext, retry, ErrorCodes.RequestRateLimited, "requests");
             };
         });
         return services;
     }
 
-    /// <summary>Writes 429 with <c>Retry-After</c> (whole seconds, at least 1).</summary>
-    public static Task WriteTooManyAsync(HttpContext context, TimeSpan retryAfter, string what)
+    /// <summary>Writes 429 (<paramref name="error"/>: requests or tokens) with <c>Retry-After</c> (whole seconds, at least 1).</summary>
+    public static Task WriteTooManyAsync(HttpContext context, TimeSpan retryAfter, ErrorCode error, string what)
     {
         int seconds = Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds));
-        context.Response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
-        return OpenAiErrors.WriteAsync(context, StatusCodes.Status429TooManyRequests, "rate_limit_exceeded",
-            $"Rate limit of {what} per minute reached for your tenant; retry after {seconds} s.");
+        return OpenAiErrors.WriteAsync(context, error, $"Rate limit of {what} per minute reached for your tenant; retry after {seconds} s.",
+            retryAfter: TimeSpan.FromSeconds(seconds));
     }
 }
 

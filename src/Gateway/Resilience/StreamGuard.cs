@@ -1,6 +1,8 @@
 using System.Net.Http.Headers;
 using System.Text;
 using Microsoft.Extensions.Options;
+using Serving.Contracts.Errors;
+using Serving.Gateway.Telemetry;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace Serving.Gateway.Resilience;
@@ -76,12 +78,12 @@ internal sealed class GuardedStream(Stream inner, TimeSpan idleTimeout, GatewayM
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
             metrics.RecordStreamError("timeout");
-            StartTail("upstream_timeout", $"The inference node sent nothing for {idleTimeout.TotalSeconds:0.#} s; the response is incomplete.");
+            StartTail(ErrorCodes.UpstreamTimeout, $"The inference node sent nothing for {idleTimeout.TotalSeconds:0.#} s; the response is incomplete.");
         }
         catch (Exception e) when (e is IOException or HttpRequestException && !cancellationToken.IsCancellationRequested)
         {
             metrics.RecordStreamError("disconnected");
-            StartTail("upstream_disconnected", "The inference node stopped in the middle of the response; the output is incomplete. Retry the request.");
+            StartTail(ErrorCodes.UpstreamDisconnected, "The inference node stopped in the middle of the response; the output is incomplete. Retry the request.");
         }
         return DrainTail(buffer.Span);
     }
@@ -91,9 +93,9 @@ internal sealed class GuardedStream(Stream inner, TimeSpan idleTimeout, GatewayM
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
-    private void StartTail(string code, string message)
+    private void StartTail(ErrorCode error, string message)
     {
-        string json = System.Text.Json.JsonSerializer.Serialize(new Api.OpenAiErrorBody(new Api.OpenAiError(message, "server_error", null, code)));
+        string json = System.Text.Json.JsonSerializer.Serialize(error.Body(message));
         _tail = Encoding.UTF8.GetBytes((_last1 == '\n' && _last2 == '\n' ? "" : "\n\n") + "data: " + json + "\n\n");
         _tailOffset = 0;
         _done = true;

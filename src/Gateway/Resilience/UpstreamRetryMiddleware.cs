@@ -1,7 +1,9 @@
 using Microsoft.Extensions.Options;
 using Polly;
 using Polly.Retry;
+using Serving.Contracts.Errors;
 using Serving.Gateway.Api;
+using Serving.Gateway.Telemetry;
 using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Model;
 
@@ -66,19 +68,19 @@ internal sealed partial class UpstreamRetryMiddleware
 
         if (context.GetForwarderErrorFeature() is { } error && !context.Response.HasStarted)
         {
-            var (status, code, message) = error.Error switch
+            var (code, message) = error.Error switch
             {
-                ForwarderError.NoAvailableDestinations => (503, "no_node_available", "No inference node is available for this model right now; retry shortly."),
-                ForwarderError.RequestTimedOut => (504, "upstream_timeout", "The inference node did not answer in time."),
-                ForwarderError.RequestCanceled => (499, "client_closed", "The request was cancelled."),
-                _ when NeverReachedNode(context) => (503, "no_node_available", "No inference node accepted the connection; retry shortly."),
-                _ => (502, "upstream_error", "The inference node failed while handling the request; it was not retried because it may have started."),
+                ForwarderError.NoAvailableDestinations => (ErrorCodes.NoNodeAvailable, "No inference node is available for this model right now; retry shortly."),
+                ForwarderError.RequestTimedOut => (ErrorCodes.UpstreamTimeout, "The inference node did not answer in time."),
+                ForwarderError.RequestCanceled => (ErrorCodes.ClientClosed, "The request was cancelled."),
+                _ when NeverReachedNode(context) => (ErrorCodes.NoNodeAvailable, "No inference node accepted the connection; retry shortly."),
+                _ => (ErrorCodes.UpstreamError, "The inference node failed while handling the request; it was not retried because it may have started."),
             };
-            await OpenAiErrors.WriteAsync(context, status, code, message);
+            await OpenAiErrors.WriteAsync(context, code, message);
         }
         else if (context.Response.StatusCode == 503 && proxy.ProxiedDestination is null && !context.Response.HasStarted)
         {
-            await OpenAiErrors.WriteAsync(context, 503, "no_node_available", "No inference node is available for this model right now; retry shortly.");
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.NoNodeAvailable, "No inference node is available for this model right now; retry shortly.");
         }
     }
 
@@ -95,6 +97,6 @@ internal sealed partial class UpstreamRetryMiddleware
         return false;
     }
 
-    [LoggerMessage(EventId = 2001, Level = LogLevel.Warning, Message = "Node {NodeId} refused the connection; trying the next node")]
+    [LoggerMessage(EventId = EventIds.NodeConnectFailed, Level = LogLevel.Warning, Message = "Node {NodeId} refused the connection; trying the next node")]
     private static partial void LogConnectFailed(ILogger logger, string nodeId);
 }

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using Serving.Gateway.Telemetry;
 using Yarp.ReverseProxy.LoadBalancing;
 using Yarp.ReverseProxy.Model;
 

@@ -3,7 +3,8 @@ using System.Collections.Frozen;
 using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Registry;
 using Serving.Contracts.Registry;
-using StackExchange.Redis;
+using Serving.AdapterStore.Storage;
+using Serving.Gateway.Telemetry;
 
 namespace Serving.Gateway.Routing;
 
@@ -37,8 +38,8 @@ internal sealed partial class RegistryWatcher(
         using var timer = new PeriodicTimer(options.Value.RefreshInterval, time);
         // A read may not fail while Redis restarts (the client queues commands and reconnects), so the connection's
         // own failure event marks the outage too.
-        void OnConnectionFailed(object? sender, ConnectionFailedEventArgs e) => _storeDown = true;
-        registry.ConnectionFailed += OnConnectionFailed;
+        void OnConnectionLost(object? sender, EventArgs e) => _storeDown = true;
+        registry.ConnectionLost += OnConnectionLost;
         try
         {
             do
@@ -56,7 +57,7 @@ internal sealed partial class RegistryWatcher(
                     if (time.GetUtcNow() < graceUntil) Merge(beats); // the registry may have come back empty
                     else Replace(beats);
                 }
-                catch (Exception e) when (e is RedisException or TimeoutException)
+                catch (StoreUnavailableException e)
                 {
                     if (!_storeDown) LogRegistryUnreachable(logger, Current.Nodes.Count, e.Message);
                     _storeDown = true;
@@ -69,14 +70,14 @@ internal sealed partial class RegistryWatcher(
         }
         finally
         {
-            registry.ConnectionFailed -= OnConnectionFailed;
+            registry.ConnectionLost -= OnConnectionLost;
             if (subscription is not null)
             {
                 try
                 {
                     await subscription.DisposeAsync();
                 }
-                catch (RedisException)
+                catch (StoreUnavailableException)
                 {
                     // Shutting down with Redis gone: nothing to unsubscribe from.
                 }
@@ -135,15 +136,15 @@ internal sealed partial class RegistryWatcher(
         }
     }
 
-    [LoggerMessage(EventId = 1001, Level = LogLevel.Information, Message = "Node {NodeId} joined at {BaseUrl}")]
+    [LoggerMessage(EventId = EventIds.NodeJoined, Level = LogLevel.Information, Message = "Node {NodeId} joined at {BaseUrl}")]
     private static partial void LogNodeJoined(ILogger logger, string nodeId, string baseUrl);
 
-    [LoggerMessage(EventId = 1002, Level = LogLevel.Information, Message = "Node {NodeId} left the pool")]
+    [LoggerMessage(EventId = EventIds.NodeLeft, Level = LogLevel.Information, Message = "Node {NodeId} left the pool")]
     private static partial void LogNodeLeft(ILogger logger, string nodeId);
 
-    [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "Node registry unreachable; routing from the last view of {NodeCount} nodes: {Reason}")]
+    [LoggerMessage(EventId = EventIds.RegistryUnreachable, Level = LogLevel.Warning, Message = "Node registry unreachable; routing from the last view of {NodeCount} nodes: {Reason}")]
     private static partial void LogRegistryUnreachable(ILogger logger, int nodeCount, string reason);
 
-    [LoggerMessage(EventId = 1004, Level = LogLevel.Information, Message = "Node registry reachable again; {NodeCount} nodes live")]
+    [LoggerMessage(EventId = EventIds.RegistryBack, Level = LogLevel.Information, Message = "Node registry reachable again; {NodeCount} nodes live")]
     private static partial void LogRegistryBack(ILogger logger, int nodeCount);
 }

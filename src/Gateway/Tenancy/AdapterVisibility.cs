@@ -3,7 +3,6 @@ using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Storage;
 using Serving.Contracts.Models;
 using Serving.Gateway.Routing;
-using StackExchange.Redis;
 
 namespace Serving.Gateway.Tenancy;
 
@@ -23,7 +22,7 @@ public sealed class AdapterVisibility(IAdapterStore store, IOptions<RoutingOptio
         : null;
 
     /// <summary>Metadata of a visible adapter, null when it does not exist for the caller.</summary>
-    /// <exception cref="RedisException">The store is unreachable and nothing is cached.</exception>
+    /// <exception cref="StoreUnavailableException">The store is unreachable and nothing is cached.</exception>
     public async Task<AdapterMetadata?> FindAsync(ModelId model, string callerTenant, CancellationToken cancellationToken)
     {
         if (model.Adapter is null) return null;
@@ -39,7 +38,7 @@ public sealed class AdapterVisibility(IAdapterStore store, IOptions<RoutingOptio
             _cache[key] = (meta, now);
             return Match(meta, model);
         }
-        catch (Exception e) when (e is RedisException or TimeoutException)
+        catch (StoreUnavailableException)
         {
             if (c.At != default) return Match(c.Meta, model);
             throw;
@@ -65,7 +64,7 @@ internal sealed class AdapterEventsListener(IAdapterStore store, AdapterVisibili
             {
                 subscription = await store.SubscribeAsync(e => visibility.Invalidate(e.Tenant, e.Name), stoppingToken);
             }
-            catch (Exception e) when (e is RedisException or TimeoutException)
+            catch (StoreUnavailableException)
             {
                 await Task.Delay(TimeSpan.FromSeconds(1), stoppingToken);
             }

@@ -1,6 +1,8 @@
 using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Serving.AdapterStore.Api;
 using Serving.AdapterStore.Storage;
+using Serving.Contracts.Errors;
 using Serving.Gateway.Api;
 
 namespace Serving.Gateway.Tenancy;
@@ -33,14 +35,12 @@ public static class AdminApi
         return group;
     }
 
-    private static ProblemHttpResult Problem(int status, string code, string detail) =>
-        TypedResults.Problem(detail: detail, statusCode: status, title: code.Replace('_', ' '), type: GatewayProblems.TypeBase + code,
-            extensions: new Dictionary<string, object?> { ["code"] = code });
+    private static ProblemHttpResult Problem(ErrorCode error, string detail) => Problems.Result(GatewayProblems.TypeBase, error.Status, error.Code!, detail);
 
     internal static async Task<Results<Created<TenantRecord>, ProblemHttpResult>> CreateTenantAsync(CreateTenantRequest body, ApiKeyStore store, CancellationToken cancellationToken)
     {
         if (body.Id is null || !AdapterKeys.IsValidTenant(body.Id))
-            return Problem(400, "tenant_invalid", "Tenant ids are 1–64 characters of lower-case letters, digits, '-' and '_'.");
+            return Problem(ErrorCodes.TenantInvalid, "Tenant ids are 1–64 characters of lower-case letters, digits, '-' and '_'.");
         var t = await store.CreateTenantAsync(body.Id, body.Name ?? body.Id, cancellationToken);
         return TypedResults.Created($"/admin/tenants/{t.Id}", t);
     }
@@ -49,11 +49,11 @@ public static class AdminApi
         TypedResults.Ok(await store.ListTenantsAsync(cancellationToken));
 
     internal static async Task<Results<Ok<TenantRecord>, ProblemHttpResult>> GetTenantAsync(string tenant, ApiKeyStore store, CancellationToken cancellationToken) =>
-        await store.GetTenantAsync(tenant, cancellationToken) is { } t ? TypedResults.Ok(t) : Problem(404, "tenant_not_found", $"No tenant '{tenant}'.");
+        await store.GetTenantAsync(tenant, cancellationToken) is { } t ? TypedResults.Ok(t) : Problem(ErrorCodes.TenantNotFound, $"No tenant '{tenant}'.");
 
     internal static async Task<Results<Created<IssuedKey>, ProblemHttpResult>> CreateKeyAsync(string tenant, ApiKeyStore store, CancellationToken cancellationToken)
     {
-        if (await store.GetTenantAsync(tenant, cancellationToken) is null) return Problem(404, "tenant_not_found", $"No tenant '{tenant}'; create it first.");
+        if (await store.GetTenantAsync(tenant, cancellationToken) is null) return Problem(ErrorCodes.TenantNotFound, $"No tenant '{tenant}'; create it first.");
         var (secret, record) = await store.CreateKeyAsync(tenant, ApiKeyRoles.Tenant, cancellationToken);
         return TypedResults.Created($"/admin/tenants/{tenant}/keys/{record.KeyId}", new IssuedKey(secret, record.KeyId, tenant, record.Created));
     }
@@ -62,5 +62,5 @@ public static class AdminApi
         TypedResults.Ok(await store.ListKeysAsync(tenant, cancellationToken));
 
     internal static async Task<Results<NoContent, ProblemHttpResult>> RevokeKeyAsync(string tenant, string keyId, ApiKeyStore store, CancellationToken cancellationToken) =>
-        await store.RevokeKeyAsync(tenant, keyId, cancellationToken) ? TypedResults.NoContent() : Problem(404, "key_not_found", $"No key '{keyId}' for tenant '{tenant}'.");
+        await store.RevokeKeyAsync(tenant, keyId, cancellationToken) ? TypedResults.NoContent() : Problem(ErrorCodes.KeyNotFound, $"No key '{keyId}' for tenant '{tenant}'.");
 }

@@ -2,8 +2,9 @@ using System.Security.Claims;
 using System.Text.Encodings.Web;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.Extensions.Options;
+using Serving.AdapterStore.Storage;
+using Serving.Contracts.Errors;
 using Serving.Gateway.Api;
-using StackExchange.Redis;
 
 namespace Serving.Gateway.Tenancy;
 
@@ -12,7 +13,7 @@ namespace Serving.Gateway.Tenancy;
 /// The key itself is never logged; only its id.
 /// </summary>
 internal sealed partial class ApiKeyAuthenticationHandler(
-    IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory loggerFactory, UrlEncoder encoder, ApiKeyStore keys)
+    IOptionsMonitor<AuthenticationSchemeOptions> options, ILoggerFactory loggerFactory, UrlEncoder encoder, ApiKeyStore keys, IOptions<GatewayOptions> gateway)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, loggerFactory, encoder)
 {
     private const string FailureItem = "apikey.failure";
@@ -30,7 +31,7 @@ internal sealed partial class ApiKeyAuthenticationHandler(
         {
             record = await keys.VerifyAsync(key, Context.RequestAborted);
         }
-        catch (Exception e) when (e is RedisException or TimeoutException)
+        catch (StoreUnavailableException)
         {
             Context.Items[FailureItem] = "store";
             return AuthenticateResult.Fail("The key store is unreachable.");
@@ -51,14 +52,14 @@ internal sealed partial class ApiKeyAuthenticationHandler(
         Response.Headers.WWWAuthenticate = "Bearer";
         return Context.Items[FailureItem] switch
         {
-            "store" => OpenAiErrors.WriteAsync(Context, 503, "store_unavailable", "The key store is unreachable; retry shortly."),
-            "invalid" => OpenAiErrors.WriteAsync(Context, 401, "invalid_api_key", "Incorrect API key provided."),
-            _ => OpenAiErrors.WriteAsync(Context, 401, "missing_api_key", "No API key provided. Send 'Authorization: Bearer <key>'."),
+            "store" => OpenAiErrors.WriteAsync(Context, ErrorCodes.StoreUnavailable, "The key store is unreachable; retry shortly.", retryAfter: gateway.Value.RetryAfter),
+            "invalid" => OpenAiErrors.WriteAsync(Context, ErrorCodes.InvalidApiKey, "Incorrect API key provided."),
+            _ => OpenAiErrors.WriteAsync(Context, ErrorCodes.MissingApiKey, "No API key provided. Send 'Authorization: Bearer <key>'."),
         };
     }
 
     protected override Task HandleForbiddenAsync(AuthenticationProperties properties) =>
-        OpenAiErrors.WriteAsync(Context, 403, "forbidden", Context.User.IsInRole(ApiKeyRoles.Admin)
+        OpenAiErrors.WriteAsync(Context, ErrorCodes.Forbidden, Context.User.IsInRole(ApiKeyRoles.Admin)
             ? "Admin keys manage tenants and keys; use a tenant key for this route."
             : "This route needs an admin key.");
 }

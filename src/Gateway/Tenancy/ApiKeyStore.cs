@@ -47,6 +47,8 @@ public sealed class ApiKeyStore
         }
     }
 
+    private const string What = "The key store (Redis)";
+
     private string P => _options.KeyPrefix;
 
     /// <summary>Hex SHA-256 of a key.</summary>
@@ -73,15 +75,18 @@ public sealed class ApiKeyStore
             _cache[hash] = (record, now);
             return record;
         }
-        catch (Exception e) when (e is RedisException or TimeoutException)
+        catch (Exception e) when (RedisFailures.IsRedisFailure(e))
         {
             if (c.Record is not null) return c.Record;
-            throw;
+            throw RedisFailures.Unavailable(What, e);
         }
     }
 
     /// <summary>Creates (or updates the name of) a tenant.</summary>
-    public async Task<TenantRecord> CreateTenantAsync(string id, string displayName, CancellationToken cancellationToken)
+    public Task<TenantRecord> CreateTenantAsync(string id, string displayName, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => CreateTenantCoreAsync(id, displayName, cancellationToken));
+
+    private async Task<TenantRecord> CreateTenantCoreAsync(string id, string displayName, CancellationToken cancellationToken)
     {
         var db = _redis.GetDatabase();
         var created = _time.GetUtcNow();
@@ -91,7 +96,10 @@ public sealed class ApiKeyStore
     }
 
     /// <summary>A tenant, null when unknown.</summary>
-    public async Task<TenantRecord?> GetTenantAsync(string id, CancellationToken cancellationToken)
+    public Task<TenantRecord?> GetTenantAsync(string id, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => GetTenantCoreAsync(id, cancellationToken));
+
+    private async Task<TenantRecord?> GetTenantCoreAsync(string id, CancellationToken cancellationToken)
     {
         var e = await _redis.GetDatabase().HashGetAllAsync($"{P}:tenant:{id}").WaitAsync(cancellationToken);
         if (e.Length == 0) return null;
@@ -100,19 +108,25 @@ public sealed class ApiKeyStore
     }
 
     /// <summary>All tenants, by id.</summary>
-    public async Task<IReadOnlyList<TenantRecord>> ListTenantsAsync(CancellationToken cancellationToken)
+    public Task<IReadOnlyList<TenantRecord>> ListTenantsAsync(CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => ListTenantsCoreAsync(cancellationToken));
+
+    private async Task<IReadOnlyList<TenantRecord>> ListTenantsCoreAsync(CancellationToken cancellationToken)
     {
         var ids = await _redis.GetDatabase().SetMembersAsync($"{P}:tenants").WaitAsync(cancellationToken);
         var result = new List<TenantRecord>();
         foreach (var id in ids.Select(i => i.ToString()).Order(StringComparer.Ordinal))
         {
-            if (await GetTenantAsync(id, cancellationToken) is { } t) result.Add(t);
+            if (await GetTenantCoreAsync(id, cancellationToken) is { } t) result.Add(t);
         }
         return result;
     }
 
     /// <summary>Issues a key; the secret is returned once and stored only as its hash.</summary>
-    public async Task<(string Secret, ApiKeyRecord Record)> CreateKeyAsync(string tenant, string role, CancellationToken cancellationToken)
+    public Task<(string Secret, ApiKeyRecord Record)> CreateKeyAsync(string tenant, string role, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => CreateKeyCoreAsync(tenant, role, cancellationToken));
+
+    private async Task<(string Secret, ApiKeyRecord Record)> CreateKeyCoreAsync(string tenant, string role, CancellationToken cancellationToken)
     {
         string secret = NewSecret(), hash = Hash(secret);
         var record = new ApiKeyRecord(hash[..16], tenant, role, _time.GetUtcNow());
@@ -126,7 +140,10 @@ public sealed class ApiKeyStore
     }
 
     /// <summary>Keys of a tenant (ids and metadata, never secrets).</summary>
-    public async Task<IReadOnlyList<ApiKeyRecord>> ListKeysAsync(string tenant, CancellationToken cancellationToken)
+    public Task<IReadOnlyList<ApiKeyRecord>> ListKeysAsync(string tenant, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => ListKeysCoreAsync(tenant, cancellationToken));
+
+    private async Task<IReadOnlyList<ApiKeyRecord>> ListKeysCoreAsync(string tenant, CancellationToken cancellationToken)
     {
         var db = _redis.GetDatabase();
         var ids = await db.SetMembersAsync($"{P}:tenant:{tenant}:keys").WaitAsync(cancellationToken);
@@ -142,7 +159,10 @@ public sealed class ApiKeyStore
     }
 
     /// <summary>Revokes a key of a tenant; false when it does not exist there. Cached copies expire within the cache TTL.</summary>
-    public async Task<bool> RevokeKeyAsync(string tenant, string keyId, CancellationToken cancellationToken)
+    public Task<bool> RevokeKeyAsync(string tenant, string keyId, CancellationToken cancellationToken) =>
+        RedisFailures.GuardAsync(What, () => RevokeKeyCoreAsync(tenant, keyId, cancellationToken));
+
+    private async Task<bool> RevokeKeyCoreAsync(string tenant, string keyId, CancellationToken cancellationToken)
     {
         var db = _redis.GetDatabase();
         var hash = await db.StringGetAsync($"{P}:keyid:{keyId}").WaitAsync(cancellationToken);

@@ -1,5 +1,4 @@
-using Microsoft.Extensions.Options;
-using Serving.Inference.Node.Hosting;
+using Serving.Contracts.Errors;
 using Serving.Inference.Node.OpenAI;
 
 namespace Serving.Inference.Node.Adapters;
@@ -24,30 +23,22 @@ public static class AdapterAdminApi
     }
 
     /// <summary>Loads the current version into the host cache and keeps it (and later versions) there.</summary>
-    public static Task<IResult> PinAsync(string tenant, string name, AdapterManager adapters, IOptions<NodeOptions> options, HttpContext context) =>
-        Run(tenant, name, options.Value, () => adapters.PinAsync(tenant, name, context.RequestAborted), pinned: true);
+    public static Task<IResult> PinAsync(string tenant, string name, AdapterManager adapters, HttpContext context) =>
+        Run(tenant, name, () => adapters.PinAsync(tenant, name, context.RequestAborted), pinned: true);
 
     /// <summary>Loads the current version into the host cache (evictable as any other).</summary>
-    public static Task<IResult> PrefetchAsync(string tenant, string name, AdapterManager adapters, IOptions<NodeOptions> options, HttpContext context) =>
-        Run(tenant, name, options.Value, () => adapters.PrefetchAsync(tenant, name, context.RequestAborted), pinned: false);
+    public static Task<IResult> PrefetchAsync(string tenant, string name, AdapterManager adapters, HttpContext context) =>
+        Run(tenant, name, () => adapters.PrefetchAsync(tenant, name, context.RequestAborted), pinned: false);
 
     /// <summary>Lets the adapter be evicted again: 204, or 404 when it was not pinned.</summary>
     public static IResult Unpin(string tenant, string name, AdapterManager adapters) =>
-        adapters.Unpin(tenant, name) ? Results.NoContent() : OpenAIErrors.Result(new OpenAIRequestException(StatusCodes.Status404NotFound,
-            $"The adapter '{tenant}/{name}' is not pinned on this node.", "invalid_request_error", null, "not_pinned"));
+        adapters.Unpin(tenant, name) ? Results.NoContent()
+        : throw new RequestRefusedException(ErrorCodes.NotPinned, $"The adapter '{tenant}/{name}' is not pinned on this node.");
 
-    private static async Task<IResult> Run(string tenant, string name, NodeOptions options, Func<Task<HostAdapter?>> action, bool pinned)
+    /// <summary>Runs a load; an absent adapter is 404 and a store failure 503 (thrown to the node's exception handler).</summary>
+    private static async Task<IResult> Run(string tenant, string name, Func<Task<HostAdapter?>> action, bool pinned)
     {
-        try
-        {
-            var entry = await action().ConfigureAwait(false);
-            return entry is null
-                ? OpenAIErrors.Adapter(AdapterRequestException.NotFound($"{tenant}/{name}", null), options.RetryAfterSeconds)
-                : TypedResults.Ok(new HostAdapterBody(entry.Id!, entry.Key, entry.Version, entry.Bytes, pinned));
-        }
-        catch (AdapterRequestException e)
-        {
-            return OpenAIErrors.Adapter(e, options.RetryAfterSeconds);
-        }
+        var entry = await action().ConfigureAwait(false) ?? throw Refusals.ModelNotFound($"{tenant}/{name}", null);
+        return TypedResults.Ok(new HostAdapterBody(entry.Id!, entry.Key, entry.Version, entry.Bytes, pinned));
     }
 }

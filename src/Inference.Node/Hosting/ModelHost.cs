@@ -91,7 +91,7 @@ public sealed class ModelHost : IDisposable
 
 /// <summary>
 /// Loads the model at start, runs the scheduler thread, drains it on shutdown. The drain starts at
-/// <c>ApplicationStopping</c> (new requests get 503 at once, running streams get <see cref="NodeOptions.ShutdownDrainSeconds"/>
+/// <c>ApplicationStopping</c> (new requests get 503 at once, running streams get <see cref="NodeOptions.ShutdownDrain"/>
 /// to finish, then end with <c>abort</c> and <c>[DONE]</c>), whichever order the host stops Kestrel and this service in.
 /// </summary>
 internal sealed class SchedulerHostedService : IHostedService
@@ -110,7 +110,7 @@ internal sealed class SchedulerHostedService : IHostedService
         {
             var before = host.Scheduler.Status;
             NodeLog.Draining(logger, before.RunningRequests, before.Waiting);
-            return host.Scheduler.StopAsync(TimeSpan.FromSeconds(options.Value.ShutdownDrainSeconds));
+            return host.Scheduler.StopAsync(options.Value.ShutdownDrain);
         });
     }
 

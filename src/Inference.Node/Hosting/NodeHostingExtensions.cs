@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
@@ -9,13 +8,17 @@ using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Registry;
 using Serving.Inference.Node.Telemetry;
+using Serving.ServiceDefaults;
 
 namespace Serving.Inference.Node.Hosting;
 
 /// <summary>Host wiring of the node: logging, options, metrics, health, and the model services.</summary>
 public static class NodeHostingExtensions
 {
-    /// <summary>Serilog (compact JSON to the console), validated options, listen address, OpenTelemetry metrics, health checks.</summary>
+    /// <summary>
+    /// Serilog (compact JSON to the console), validated options, listen address, drain time, OpenTelemetry metrics,
+    /// health checks, the exception handler.
+    /// </summary>
     public static WebApplicationBuilder AddNodeDefaults(this WebApplicationBuilder builder)
     {
         builder.Services.AddSerilog((services, lc) => lc
@@ -26,18 +29,11 @@ public static class NodeHostingExtensions
         builder.Services.AddOptions<NodeOptions>().Bind(builder.Configuration.GetSection(NodeOptions.Section)).ValidateOnStart();
         builder.Services.AddSingleton<IValidateOptions<NodeOptions>, NodeOptionsValidator>();
 
+        // The host's own settings come before the container exists: read them from the same binding (defaults included).
+        var node = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
         // Node:Host/Node:Port unless the standard urls setting is given.
-        if (string.IsNullOrEmpty(builder.Configuration["urls"]))
-        {
-            var host = builder.Configuration[$"{NodeOptions.Section}:Host"] ?? "127.0.0.1";
-            var port = builder.Configuration.GetValue($"{NodeOptions.Section}:Port", 8000);
-            builder.WebHost.UseUrls($"http://{host}:{port}");
-        }
-        builder.Services.Configure<HostOptions>(o =>
-        {
-            var drain = builder.Configuration.GetValue($"{NodeOptions.Section}:ShutdownDrainSeconds", 30.0);
-            o.ShutdownTimeout = TimeSpan.FromSeconds(drain + 5);
-        });
+        if (string.IsNullOrEmpty(builder.Configuration["urls"])) builder.WebHost.UseUrls($"http://{node.Host}:{node.Port}");
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = node.ShutdownDrain + NodeOptions.ShutdownMargin);
 
         builder.Services.ConfigureHttpJsonOptions(o =>
         {
@@ -46,7 +42,9 @@ public static class NodeHostingExtensions
         });
         builder.Services.AddSingleton<NodeMetrics>();
         builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(NodeMetrics.MeterName).AddPrometheusExporter());
-        builder.Services.AddHealthChecks().AddCheck<ReadinessCheck>("scheduler", tags: ["ready"]);
+        builder.Services.AddHealthChecks().AddCheck<ReadinessCheck>("scheduler", tags: [HealthEndpoints.ReadyTag]);
+        builder.Services.AddProblemDetails();
+        builder.Services.AddExceptionHandler<NodeExceptionHandler>();
         builder.AddNodeRegistration(); // heartbeats to the gateway's registry when Node:Redis is set
         return builder;
     }
@@ -65,11 +63,11 @@ public static class NodeHostingExtensions
         return services;
     }
 
-    /// <summary>Liveness <c>/health/live</c>, readiness <c>/health/ready</c>, Prometheus <c>/metrics</c>.</summary>
+    /// <summary>The exception handler, liveness <c>/health/live</c>, readiness <c>/health/ready</c>, Prometheus <c>/metrics</c>.</summary>
     public static WebApplication MapNodeDefaults(this WebApplication app)
     {
-        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false });
-        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") });
+        app.UseExceptionHandler();
+        app.MapHealthEndpoints();
         app.MapPrometheusScrapingEndpoint("/metrics");
         return app;
     }

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using Serving.AdapterStore.Storage;
 using Serving.Inference.Runtime;
 
 namespace Serving.Inference.Node.Hosting;
@@ -8,6 +9,9 @@ public sealed class NodeOptions
 {
     /// <summary>Configuration section name.</summary>
     public const string Section = "Node";
+
+    /// <summary>Time the host gives the node to stop beyond <see cref="ShutdownDrain"/> (leaving the registry, disposing).</summary>
+    public static readonly TimeSpan ShutdownMargin = TimeSpan.FromSeconds(5);
 
     /// <summary>Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files). Required.</summary>
     public string ModelPath { get; set; } = string.Empty;
@@ -39,14 +43,14 @@ public sealed class NodeOptions
     /// <summary>Prompt tokens prefilled between two decode steps.</summary>
     public int MaxPrefillTokensPerStep { get; set; } = 512;
 
-    /// <summary>Per-request deadline from arrival (queue wait included), in seconds.</summary>
-    public double RequestTimeoutSeconds { get; set; } = 600;
+    /// <summary>Per-request deadline from arrival (queue wait included); default 10 min.</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromMinutes(10);
 
-    /// <summary>On shutdown, how long running streams may finish before they are ended.</summary>
-    public double ShutdownDrainSeconds { get; set; } = 30;
+    /// <summary>On shutdown, how long running streams may finish before they are ended with <c>abort</c>; default 30 s.</summary>
+    public TimeSpan ShutdownDrain { get; set; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Value of <c>Retry-After</c> on 429/503, in seconds.</summary>
-    public int RetryAfterSeconds { get; set; } = 1;
+    /// <summary><c>Retry-After</c> on 429/503 (sent in whole seconds, at least 1); default 1 s.</summary>
+    public TimeSpan RetryAfter { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>
     /// Let ONNX Runtime's idle pool threads spin (process-wide). Off by default in the node: spinning takes CPU from
@@ -78,8 +82,8 @@ public sealed class NodeOptions
     /// </summary>
     public string? Redis { get; set; }
 
-    /// <summary>Key prefix of the adapter store (the store's <c>AdapterStore:KeyPrefix</c>).</summary>
-    public string AdapterKeyPrefix { get; set; } = "adp";
+    /// <summary>Key prefix of the adapter store (the store's <c>AdapterStore:KeyPrefix</c>); default <see cref="AdapterStoreOptions.DefaultKeyPrefix"/>.</summary>
+    public string AdapterKeyPrefix { get; set; } = AdapterStoreOptions.DefaultKeyPrefix;
 
     /// <summary>
     /// Without <see cref="Redis"/>: a folder of PEFT adapter folders (<c>&lt;dir&gt;/&lt;name&gt;/adapter_config.json</c> +
@@ -110,12 +114,24 @@ public sealed class NodeOptions
         !string.IsNullOrWhiteSpace(ModelId) ? ModelId! : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(ModelPath)));
 }
 
-/// <summary>Checks <see cref="NodeOptions"/> at start (<c>ValidateOnStart</c>).</summary>
-internal sealed class NodeOptionsValidator : IValidateOptions<NodeOptions>
+/// <summary>Checks <see cref="NodeOptions"/> at start (<c>ValidateOnStart</c>); also refuses the keys renamed when durations became TimeSpans.</summary>
+internal sealed class NodeOptionsValidator(IConfiguration configuration) : IValidateOptions<NodeOptions>
 {
+    private static readonly (string Old, string New, string Example)[] Renamed =
+    [
+        ("RequestTimeoutSeconds", nameof(NodeOptions.RequestTimeout), "00:10:00"),
+        ("ShutdownDrainSeconds", nameof(NodeOptions.ShutdownDrain), "00:00:30"),
+        ("RetryAfterSeconds", nameof(NodeOptions.RetryAfter), "00:00:01"),
+    ];
+
     public ValidateOptionsResult Validate(string? name, NodeOptions o)
     {
         var errors = new List<string>();
+        foreach (var (old, renamed, example) in Renamed)
+        {
+            if (configuration[$"{NodeOptions.Section}:{old}"] is not null)
+                errors.Add($"Node:{old} was renamed Node:{renamed}, a duration (e.g. {example}).");
+        }
         if (string.IsNullOrWhiteSpace(o.ModelPath)) errors.Add("Node:ModelPath is required (a Hugging Face checkpoint folder).");
         else if (!Directory.Exists(o.ModelPath)) errors.Add($"Node:ModelPath '{o.ModelPath}' does not exist.");
         if (o.ModelId is not null && (o.ModelId.Length == 0 || o.ModelId.Contains(':'))) errors.Add("Node:ModelId must be non-empty and must not contain ':' (it separates adapters).");
@@ -124,9 +140,9 @@ internal sealed class NodeOptionsValidator : IValidateOptions<NodeOptions>
         if (o.KvBudgetMiB < 0) errors.Add("Node:KvBudgetMiB must be non-negative.");
         if (o.MaxQueue < 1) errors.Add("Node:MaxQueue must be at least 1.");
         if (o.MaxPrefillTokensPerStep < 1) errors.Add("Node:MaxPrefillTokensPerStep must be at least 1.");
-        if (!(o.RequestTimeoutSeconds > 0)) errors.Add("Node:RequestTimeoutSeconds must be positive.");
-        if (!(o.ShutdownDrainSeconds >= 0)) errors.Add("Node:ShutdownDrainSeconds must be non-negative.");
-        if (o.RetryAfterSeconds < 1) errors.Add("Node:RetryAfterSeconds must be at least 1.");
+        if (o.RequestTimeout <= TimeSpan.Zero) errors.Add("Node:RequestTimeout must be positive.");
+        if (o.ShutdownDrain < TimeSpan.Zero) errors.Add("Node:ShutdownDrain must not be negative.");
+        if (o.RetryAfter < TimeSpan.FromSeconds(1)) errors.Add("Node:RetryAfter must be at least 1 s.");
         if (o.Threads < 0) errors.Add("Node:Threads must be non-negative.");
         if (o.AdapterSlots is < 0 or > 256) errors.Add("Node:AdapterSlots must be in [0, 256].");
         if (o.AdapterMaxRank is < 1 or > 1024) errors.Add("Node:AdapterMaxRank must be in [1, 1024].");

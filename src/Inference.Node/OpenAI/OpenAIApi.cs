@@ -2,6 +2,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Storage;
+using Serving.Contracts.Errors;
 using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.Hosting;
 using Serving.Inference.Node.RewardHeads;
@@ -60,42 +61,28 @@ public static class OpenAIApi
     /// <c>GET /v1/models</c>: the base model and the adapters the caller may use (its tenant's and <c>public</c>'s, made
     /// for this base), as <c>base:tenant/name</c>.
     /// </summary>
-    public static async Task<IResult> ListModels(HttpContext context, ModelHost host, AdapterManager adapters, IOptions<NodeOptions> options)
+    public static async Task<IResult> ListModels(HttpContext context, ModelHost host, AdapterManager adapters)
     {
-        if (!TryTenant(context, out var tenant, out var error)) return error!;
+        var tenant = Tenant(context);
         var list = new List<ModelBody> { Model(host) };
-        try
-        {
-            foreach (var m in await adapters.ListVisibleAsync(tenant, context.RequestAborted).ConfigureAwait(false)) list.Add(AdapterModel(host, m));
-        }
-        catch (AdapterRequestException e)
-        {
-            return OpenAIErrors.Adapter(e, options.Value.RetryAfterSeconds);
-        }
+        foreach (var m in await adapters.ListVisibleAsync(tenant, context.RequestAborted).ConfigureAwait(false)) list.Add(AdapterModel(host, m));
         return TypedResults.Ok(new ModelListResponse("list", list));
     }
 
     /// <summary><c>GET /v1/models/{id}</c>: the base or a visible adapter (<c>base:tenant/name</c>).</summary>
-    public static async Task<IResult> GetModel(string id, HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, IOptions<NodeOptions> options)
+    public static async Task<IResult> GetModel(string id, HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters)
     {
-        if (!TryTenant(context, out var tenant, out var error)) return error!;
+        var tenant = Tenant(context);
         if (id == host.ModelId) return TypedResults.Ok(Model(host));
-        if (catalog.Resolve(id, out var adapter) != ModelResolution.Adapter) return OpenAIErrors.ModelNotFound(id);
-        try
+        if (catalog.Resolve(id, out var adapter) != ModelResolution.Adapter) throw Refusals.ModelNotFound(id);
+        foreach (var m in await adapters.ListVisibleAsync(tenant, context.RequestAborted).ConfigureAwait(false))
         {
-            foreach (var m in await adapters.ListVisibleAsync(tenant, context.RequestAborted).ConfigureAwait(false))
+            if (adapter == $"{m.Tenant}/{m.Name}" || (adapter == m.Name && m.Tenant == (tenant ?? Serving.Contracts.Models.ModelId.PublicTenant)))
             {
-                if (adapter == $"{m.Tenant}/{m.Name}" || (adapter == m.Name && m.Tenant == (tenant ?? Serving.Contracts.Models.ModelId.PublicTenant)))
-                {
-                    return TypedResults.Ok(AdapterModel(host, m));
-                }
+                return TypedResults.Ok(AdapterModel(host, m));
             }
         }
-        catch (AdapterRequestException e)
-        {
-            return OpenAIErrors.Adapter(e, options.Value.RetryAfterSeconds);
-        }
-        return OpenAIErrors.ModelNotFound(id);
+        throw Refusals.ModelNotFound(id);
     }
 
     private static ModelBody Model(ModelHost host) => new(host.ModelId, "model", host.LoadedAt.ToUnixTimeSeconds(), "serving", host.MaxContext);
@@ -103,16 +90,12 @@ public static class OpenAIApi
     private static ModelBody AdapterModel(ModelHost host, AdapterMetadata m) =>
         new($"{host.ModelId}:{m.Tenant}/{m.Name}", "model", m.Created.ToUnixTimeSeconds(), m.Tenant, host.MaxContext) { Parent = host.ModelId, Version = m.Version };
 
-    /// <summary>Reads <c>X-Serving-Tenant</c>; a malformed value is a 400.</summary>
-    private static bool TryTenant(HttpContext context, out string? tenant, out IResult? error)
+    /// <summary>Reads <c>X-Serving-Tenant</c> (null when absent); a malformed value is a 400.</summary>
+    private static string? Tenant(HttpContext context)
     {
-        tenant = context.Request.Headers[TenantHeader].FirstOrDefault();
-        error = null;
-        if (tenant is null) return true;
-        if (AdapterKeys.IsValidTenant(tenant)) return true;
-        error = OpenAIErrors.Result(OpenAIRequestException.Invalid(null,
-            $"The {TenantHeader} header must be a tenant id (1–64 of a-z, 0-9, '_', '-'), got '{tenant}'.", "invalid_tenant"));
-        return false;
+        var tenant = context.Request.Headers[TenantHeader].FirstOrDefault();
+        if (tenant is null || AdapterKeys.IsValidTenant(tenant)) return tenant;
+        throw Refusals.Invalid(null, $"The {TenantHeader} header must be a tenant id (1–64 of a-z, 0-9, '_', '-'), got '{tenant}'.", ErrorCodes.InvalidTenant);
     }
 
     /// <summary>The adapter a request runs with: <c>model</c>'s adapter, or a <c>merged_adapters</c> merge (validated here).</summary>
@@ -123,32 +106,32 @@ public static class OpenAIApi
         {
             if (resolution != ModelResolution.Base)
             {
-                throw OpenAIRequestException.Invalid("merged_adapters", "merged_adapters takes the adapters to merge; set model to the base model alone.");
+                throw Refusals.Invalid("merged_adapters", "merged_adapters takes the adapters to merge; set model to the base model alone.");
             }
             if (merge.MergeStrategy is { } strategy && strategy != "linear")
             {
-                throw OpenAIRequestException.Invalid("merged_adapters.merge_strategy", $"merge_strategy '{strategy}' is not supported; use 'linear'.");
+                throw Refusals.Invalid("merged_adapters.merge_strategy", $"merge_strategy '{strategy}' is not supported; use 'linear'.");
             }
             if (merge.Ids is not { Count: > 0 } ids || ids.Any(string.IsNullOrEmpty))
             {
-                throw OpenAIRequestException.Invalid("merged_adapters.ids", "merged_adapters.ids must be a non-empty list of adapter ids (name, tenant/name or base:tenant/name).");
+                throw Refusals.Invalid("merged_adapters.ids", "merged_adapters.ids must be a non-empty list of adapter ids (name, tenant/name or base:tenant/name).");
             }
             if (ids.Count > AdapterManager.MaxMergeParts)
             {
-                throw OpenAIRequestException.Invalid("merged_adapters.ids", $"A merge takes at most {AdapterManager.MaxMergeParts} adapters, got {ids.Count}.");
+                throw Refusals.Invalid("merged_adapters.ids", $"A merge takes at most {AdapterManager.MaxMergeParts} adapters, got {ids.Count}.");
             }
             if (merge.Weights is not { } weights || weights.Count != ids.Count)
             {
-                throw OpenAIRequestException.Invalid("merged_adapters.weights", $"merged_adapters.weights must hold one number per id ({ids.Count}).");
+                throw Refusals.Invalid("merged_adapters.weights", $"merged_adapters.weights must hold one number per id ({ids.Count}).");
             }
             for (var i = 0; i < weights.Count; i++)
             {
                 if (!double.IsFinite(weights[i]) || Math.Abs(weights[i]) > 1e6)
                 {
-                    throw OpenAIRequestException.Invalid($"merged_adapters.weights[{i}]", $"Merge weights must be finite numbers of magnitude at most 1e6, got {weights[i]}.");
+                    throw Refusals.Invalid($"merged_adapters.weights[{i}]", $"Merge weights must be finite numbers of magnitude at most 1e6, got {weights[i]}.");
                 }
             }
-            if (!adapters.Enabled) throw AdapterRequestException.NotFound(ids[0], "merged_adapters.ids[0]");
+            if (!adapters.Enabled) throw Refusals.ModelNotFound(ids[0], "merged_adapters.ids[0]");
             return await adapters.ResolveMergeAsync(ids, [.. weights.Select(w => (float)w)], tenant, ct).ConfigureAwait(false);
         }
         return resolution switch
@@ -170,50 +153,30 @@ public static class OpenAIApi
         PreparedRequest prepared;
         TBody body;
         var responseModel = host.ModelId; // echoed as the response's "model": the base, or what the client asked for with an adapter
-        if (!TryTenant(context, out var tenant, out var tenantError)) return tenantError!;
+        // Refusals (RequestRefusedException, SamplingParameterException, an unreachable store) and a client that went
+        // away are the node's exception handler's to answer.
+        var tenant = Tenant(context);
         try
         {
-            try
-            {
-                body = await JsonSerializer.DeserializeAsync<TBody>(context.Request.Body, RequestJson, ct).ConfigureAwait(false)
-                    ?? throw OpenAIRequestException.Invalid(null, "The request body must be a JSON object.");
-            }
-            catch (JsonException e)
-            {
-                var param = e.Path is { Length: > 2 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : null;
-                throw OpenAIRequestException.Invalid(param, $"The request body is not valid JSON for this endpoint: {e.Message}", "invalid_json");
-            }
-            var resolution = catalog.Resolve(body.Model, out var adapter);
-            if (resolution == ModelResolution.UnknownModel) return OpenAIErrors.ModelNotFound(body.Model!);
-            var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
-            var head = rewardHeads.Resolve(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true);
-            prepared = prepare(body, id, time.GetUtcNow().AddSeconds(options.RequestTimeoutSeconds), head);
-            if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };
-            if (adapterRef is not null)
-            {
-                responseModel = string.IsNullOrEmpty(body.Model) ? host.ModelId : body.Model;
-                prepared = prepared with { Generation = prepared.Generation with { Adapter = adapterRef } };
-                context.Response.Headers[AdapterHeader] = adapterRef.Key;
-            }
+            body = await JsonSerializer.DeserializeAsync<TBody>(context.Request.Body, RequestJson, ct).ConfigureAwait(false)
+                ?? throw Refusals.Invalid(null, "The request body must be a JSON object.");
         }
-        catch (AdapterRequestException e)
+        catch (JsonException e)
         {
-            NodeLog.InvalidRequest(logger, id, e.Param ?? e.Code);
-            return OpenAIErrors.Adapter(e, options.RetryAfterSeconds);
+            var param = e.Path is { Length: > 2 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : null;
+            throw Refusals.Invalid(param, $"The request body is not valid JSON for this endpoint: {e.Message}", ErrorCodes.InvalidJson);
         }
-        catch (OpenAIRequestException e)
+        var resolution = catalog.Resolve(body.Model, out var adapter);
+        if (resolution == ModelResolution.UnknownModel) throw Refusals.ModelNotFound(body.Model!);
+        var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
+        var head = rewardHeads.Resolve(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true);
+        prepared = prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head);
+        if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };
+        if (adapterRef is not null)
         {
-            NodeLog.InvalidRequest(logger, id, e.Param);
-            return OpenAIErrors.Result(e);
-        }
-        catch (SamplingParameterException e)
-        {
-            NodeLog.InvalidRequest(logger, id, e.Param);
-            return OpenAIErrors.Result(OpenAIRequestException.Invalid(e.Param, e.Message));
-        }
-        catch (OperationCanceledException) when (ct.IsCancellationRequested)
-        {
-            return Results.Empty;
+            responseModel = string.IsNullOrEmpty(body.Model) ? host.ModelId : body.Model;
+            prepared = prepared with { Generation = prepared.Generation with { Adapter = adapterRef } };
+            context.Response.Headers[AdapterHeader] = adapterRef.Key;
         }
 
         SubmitStatus status;
@@ -232,19 +195,18 @@ public static class OpenAIApi
                 "model" when body.MergedAdapters is not null => "merged_adapters",
                 var other => other,
             };
-            NodeLog.InvalidRequest(logger, id, param);
-            return OpenAIErrors.Result(OpenAIRequestException.Invalid(param, e.Message));
+            throw Refusals.Invalid(param, e.Message);
         }
         switch (status)
         {
             case SubmitStatus.QueueFull:
                 metrics.Rejected("queue_full");
                 NodeLog.RequestRefused(logger, id, "queue full");
-                return OpenAIErrors.QueueFull(options.RetryAfterSeconds);
+                throw Refusals.QueueFull();
             case SubmitStatus.Unavailable:
                 metrics.Rejected("draining");
                 NodeLog.RequestRefused(logger, id, "draining");
-                return OpenAIErrors.Unavailable(options.RetryAfterSeconds);
+                throw Refusals.Draining();
         }
 
         var response = new ResponseContext(id, responseModel, time.GetUtcNow().ToUnixTimeSeconds(), host.Tokenizer, prepared, handle!,

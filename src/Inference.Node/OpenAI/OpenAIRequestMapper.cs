@@ -14,7 +14,7 @@ internal sealed record PreparedRequest(GenerationRequest Generation, bool Stream
 /// <summary>Whether and how logprobs are reported.</summary>
 internal enum LogprobsStyle { None, Completion, Chat }
 
-/// <summary>Turns OpenAI request bodies into <see cref="GenerationRequest"/>s; throws <see cref="OpenAIRequestException"/> naming the field.</summary>
+/// <summary>Turns OpenAI request bodies into <see cref="GenerationRequest"/>s; throws a <see cref="Serving.Contracts.Errors.RequestRefusedException"/> naming the field.</summary>
 internal static class OpenAIRequestMapper
 {
     /// <summary>Most stop strings OpenAI accepts.</summary>
@@ -28,13 +28,13 @@ internal static class OpenAIRequestMapper
 
     public static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
     {
-        if (body.Echo == true) throw OpenAIRequestException.Invalid("echo", "echo is not supported by this node.");
-        if (body.Suffix is { Length: > 0 }) throw OpenAIRequestException.Invalid("suffix", "suffix is not supported by this node.");
-        if (body.BestOf is int bo && bo != (body.N ?? 1)) throw OpenAIRequestException.Invalid("best_of", "best_of other than n is not supported by this node.");
+        if (body.Echo == true) throw Refusals.Invalid("echo", "echo is not supported by this node.");
+        if (body.Suffix is { Length: > 0 }) throw Refusals.Invalid("suffix", "suffix is not supported by this node.");
+        if (body.BestOf is int bo && bo != (body.N ?? 1)) throw Refusals.Invalid("best_of", "best_of other than n is not supported by this node.");
         var prompt = CompletionPrompt(body.Prompt, host);
         if (body.Logprobs is int lp && (lp < 0 || lp > MaxCompletionLogprobs))
         {
-            throw OpenAIRequestException.Invalid("logprobs", $"logprobs must be between 0 and {MaxCompletionLogprobs}, got {lp}.");
+            throw Refusals.Invalid("logprobs", $"logprobs must be between 0 and {MaxCompletionLogprobs}, got {lp}.");
         }
         var maxTokens = body.MaxTokens ?? Math.Max(1, Math.Min(16, host.MaxContext - prompt.Length));
         var sampling = Sampling(body, maxTokens, body.Logprobs);
@@ -49,19 +49,19 @@ internal static class OpenAIRequestMapper
 
     public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
     {
-        if (body.Messages is null || body.Messages.Count == 0) throw OpenAIRequestException.Invalid("messages", "messages must be a non-empty list.");
+        if (body.Messages is null || body.Messages.Count == 0) throw Refusals.Invalid("messages", "messages must be a non-empty list.");
         var messages = new List<ChatMessage>(body.Messages.Count);
         for (var i = 0; i < body.Messages.Count; i++)
         {
             var m = body.Messages[i];
-            if (string.IsNullOrEmpty(m.Role)) throw OpenAIRequestException.Invalid($"messages[{i}].role", "Each message needs a role.");
+            if (string.IsNullOrEmpty(m.Role)) throw Refusals.Invalid($"messages[{i}].role", "Each message needs a role.");
             messages.Add(new ChatMessage(m.Role, MessageText(m.Content, i)));
         }
         var addGenerationPrompt = body.AddGenerationPrompt ?? true;
         var prompt = Render(host, messages, addGenerationPrompt);
         if (body.TopLogprobs is not null && body.Logprobs != true)
         {
-            throw OpenAIRequestException.Invalid("top_logprobs", "top_logprobs needs logprobs set to true.");
+            throw Refusals.Invalid("top_logprobs", "top_logprobs needs logprobs set to true.");
         }
         var param = body.MaxCompletionTokens is not null ? "max_completion_tokens" : "max_tokens";
         var maxTokens = body.MaxCompletionTokens ?? body.MaxTokens ?? Math.Max(1, host.MaxContext - prompt.Length);
@@ -84,10 +84,10 @@ internal static class OpenAIRequestMapper
         RewardHead? head, DecodingSpec decoding)
     {
         var n = body.N ?? 1;
-        if (n < 1) throw OpenAIRequestException.Invalid("n", $"n must be at least 1, got {n}.");
+        if (n < 1) throw Refusals.Invalid("n", $"n must be at least 1, got {n}.");
         if (body.ReturnTokenRewards == true && head is null)
         {
-            throw OpenAIRequestException.Invalid("return_token_rewards", "return_token_rewards needs a reward head: name one in \"reward_head\".");
+            throw Refusals.Invalid("return_token_rewards", "return_token_rewards needs a reward head: name one in \"reward_head\".");
         }
         return new GenerationRequest
         {
@@ -114,7 +114,7 @@ internal static class OpenAIRequestMapper
             "args" => new ArgsSpec(alignment.K ?? ArgsSpec.DefaultK, alignment.Weight ?? ArgsSpec.DefaultWeight),
             "darwin" => new DarwinSpec
             {
-                Instruction = instruction ?? throw OpenAIRequestException.Invalid("alignment.method",
+                Instruction = instruction ?? throw Refusals.Invalid("alignment.method",
                     "darwin rewrites the instruction: it needs a text prompt, or a user message in messages."),
                 Variants = alignment.Variants ?? DarwinSpec.DefaultVariants,
                 Interval = alignment.Interval ?? DarwinSpec.DefaultInterval,
@@ -123,8 +123,8 @@ internal static class OpenAIRequestMapper
                 RenderPrompt = renderPrompt,
                 RenderMutation = renderMutation,
             },
-            null => throw OpenAIRequestException.Invalid("alignment.method", "alignment.method is required: best_of_n, args or darwin."),
-            var other => throw OpenAIRequestException.Invalid("alignment.method", $"alignment.method '{other}' is not one of best_of_n, args, darwin."),
+            null => throw Refusals.Invalid("alignment.method", "alignment.method is required: best_of_n, args or darwin."),
+            var other => throw Refusals.Invalid("alignment.method", $"alignment.method '{other}' is not one of best_of_n, args, darwin."),
         };
     }
 
@@ -138,7 +138,7 @@ internal static class OpenAIRequestMapper
         }
         catch (ChatTemplateException e)
         {
-            throw OpenAIRequestException.Invalid("messages", e.Message);
+            throw Refusals.Invalid("messages", e.Message);
         }
         return host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault);
     }
@@ -175,13 +175,13 @@ internal static class OpenAIRequestMapper
                 var list = new List<string>();
                 foreach (var item in stop.EnumerateArray())
                 {
-                    if (item.ValueKind != JsonValueKind.String) throw OpenAIRequestException.Invalid("stop", "stop must be a string or a list of strings.");
+                    if (item.ValueKind != JsonValueKind.String) throw Refusals.Invalid("stop", "stop must be a string or a list of strings.");
                     list.Add(item.GetString()!);
                 }
-                if (list.Count > MaxStopStrings) throw OpenAIRequestException.Invalid("stop", $"stop takes at most {MaxStopStrings} strings, got {list.Count}.");
+                if (list.Count > MaxStopStrings) throw Refusals.Invalid("stop", $"stop takes at most {MaxStopStrings} strings, got {list.Count}.");
                 return [.. list];
             default:
-                throw OpenAIRequestException.Invalid("stop", "stop must be a string or a list of strings.");
+                throw Refusals.Invalid("stop", "stop must be a string or a list of strings.");
         }
     }
 
@@ -191,21 +191,21 @@ internal static class OpenAIRequestMapper
         {
             case JsonValueKind.String:
                 var text = prompt.GetString()!;
-                if (text.Length == 0) throw OpenAIRequestException.Invalid("prompt", "prompt must not be empty.");
+                if (text.Length == 0) throw Refusals.Invalid("prompt", "prompt must not be empty.");
                 return host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault);
             case JsonValueKind.Array:
                 var items = prompt.EnumerateArray().ToList();
-                if (items.Count == 0) throw OpenAIRequestException.Invalid("prompt", "prompt must not be empty.");
+                if (items.Count == 0) throw Refusals.Invalid("prompt", "prompt must not be empty.");
                 if (items.All(i => i.ValueKind == JsonValueKind.Number))
                 {
-                    return items.Select(i => i.TryGetInt32(out var t) ? t : throw OpenAIRequestException.Invalid("prompt", "Token ids must be integers.")).ToArray();
+                    return items.Select(i => i.TryGetInt32(out var t) ? t : throw Refusals.Invalid("prompt", "Token ids must be integers.")).ToArray();
                 }
                 if (items.Count == 1 && items[0].ValueKind == JsonValueKind.String) return CompletionPrompt(items[0], host);
-                throw OpenAIRequestException.Invalid("prompt", "This node takes one prompt per request: a string, a list with one string, or a list of token ids.");
+                throw Refusals.Invalid("prompt", "This node takes one prompt per request: a string, a list with one string, or a list of token ids.");
             case JsonValueKind.Undefined or JsonValueKind.Null:
-                throw OpenAIRequestException.Invalid("prompt", "prompt is required.");
+                throw Refusals.Invalid("prompt", "prompt is required.");
             default:
-                throw OpenAIRequestException.Invalid("prompt", "prompt must be a string or a list of token ids.");
+                throw Refusals.Invalid("prompt", "prompt must be a string or a list of token ids.");
         }
     }
 
@@ -228,12 +228,12 @@ internal static class OpenAIRequestMapper
                     }
                     else
                     {
-                        throw OpenAIRequestException.Invalid($"messages[{index}].content", "Only text content parts are supported.");
+                        throw Refusals.Invalid($"messages[{index}].content", "Only text content parts are supported.");
                     }
                 }
                 return sb.ToString();
             default:
-                throw OpenAIRequestException.Invalid($"messages[{index}].content", "content must be a string or a list of text parts.");
+                throw Refusals.Invalid($"messages[{index}].content", "content must be a string or a list of text parts.");
         }
     }
 

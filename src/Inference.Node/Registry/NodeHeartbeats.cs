@@ -4,9 +4,11 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Registry;
+using Serving.AdapterStore.Storage;
 using Serving.Contracts.Registry;
 using Serving.Inference.Node.Hosting;
 using Serving.Inference.Node.Status;
+using Serving.Inference.Node.Telemetry;
 using StackExchange.Redis;
 
 namespace Serving.Inference.Node.Registry;
@@ -61,7 +63,7 @@ internal sealed partial class NodeHeartbeats(
             _publisher.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
             LogJoined(_logger, _nodeId, _baseUrl, _options.RegistryPrefix);
         }
-        catch (Exception e) when (e is InvalidOperationException or ArgumentException or RedisException)
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException || RedisFailures.IsRedisFailure(e))
         {
             LogNotJoined(_logger, e.Message);
         }
@@ -124,10 +126,10 @@ internal sealed partial class NodeHeartbeats(
         return b.Uri.ToString();
     }
 
-    [LoggerMessage(EventId = 4101, Level = LogLevel.Information, Message = "Node {NodeId} joins the registry (prefix {Prefix}) at {BaseUrl}")]
+    [LoggerMessage(EventId = EventIds.RegistryJoined, Level = LogLevel.Information, Message = "Node {NodeId} joins the registry (prefix {Prefix}) at {BaseUrl}")]
     private static partial void LogJoined(ILogger logger, string nodeId, string baseUrl, string prefix);
 
-    [LoggerMessage(EventId = 4102, Level = LogLevel.Error, Message = "Node does not join the registry: {Reason}")]
+    [LoggerMessage(EventId = EventIds.RegistryNotJoined, Level = LogLevel.Error, Message = "Node does not join the registry: {Reason}")]
     private static partial void LogNotJoined(ILogger logger, string reason);
 }
 

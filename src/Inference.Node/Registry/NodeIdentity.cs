@@ -29,7 +29,12 @@ public static class NodeIdentityExtensions
         if (app.Services.GetService<NodeIdentity>() is not { } identity) return app;
         app.Use((context, next) =>
         {
-            if (identity.Id is { } id) context.Response.Headers[NodeIdentity.Header] = id;
+            // At the start of the response, so that an error written by the exception handler (which clears headers) has it too.
+            context.Response.OnStarting(() =>
+            {
+                if (identity.Id is { } id) context.Response.Headers[NodeIdentity.Header] = id;
+                return Task.CompletedTask;
+            });
             return next(context);
         });
         return app;

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Options;
 using Serving.Checkpoints.RewardHeads;
 using Serving.Contracts.Models;
 using Serving.Inference.Node.Hosting;
-using Serving.Inference.Node.OpenAI;
+using Serving.Contracts.Errors;
 using Serving.Inference.Rewards;
 
 namespace Serving.Inference.Node.RewardHeads;
@@ -64,7 +64,6 @@ public sealed class RewardHeadCatalog
         {
             return ownHead;
         }
-        throw new OpenAIRequestException(StatusCodes.Status404NotFound,
-            $"The reward head '{name}' does not exist or is not visible to this tenant.", "invalid_request_error", "reward_head", "reward_head_not_found");
+        throw new RequestRefusedException(ErrorCodes.RewardHeadNotFound, $"The reward head '{name}' does not exist or is not visible to this tenant.", "reward_head");
     }
 }

@@ -3,52 +3,52 @@ namespace Serving.Inference.Node.Telemetry;
 /// <summary>The node's log messages (stable event ids; no prompt or output text is ever logged).</summary>
 internal static partial class NodeLog
 {
-    [LoggerMessage(EventId = 1000, Level = LogLevel.Information,
+    [LoggerMessage(EventId = EventIds.ModelLoaded, Level = LogLevel.Information,
         Message = "Loaded model {ModelId} ({Architecture}) with {Slots} KV slots of {MaxContext} tokens in {ElapsedMs} ms; default chat template: {DefaultTemplate}")]
     public static partial void ModelLoaded(ILogger logger, string modelId, string architecture, int slots, int maxContext, long elapsedMs, bool defaultTemplate);
 
-    [LoggerMessage(EventId = 1001, Level = LogLevel.Information, Message = "Request {RequestId} started: {PromptTokens} prompt tokens, {Choices} choices, queued {QueuedMs} ms")]
+    [LoggerMessage(EventId = EventIds.RequestStarted, Level = LogLevel.Information, Message = "Request {RequestId} started: {PromptTokens} prompt tokens, {Choices} choices, queued {QueuedMs} ms")]
     public static partial void RequestStarted(ILogger logger, string? requestId, int promptTokens, int choices, long queuedMs);
 
-    [LoggerMessage(EventId = 1002, Level = LogLevel.Information, Message = "Request {RequestId} finished ({FinishReason}) after {CompletionTokens} tokens")]
+    [LoggerMessage(EventId = EventIds.RequestFinished, Level = LogLevel.Information, Message = "Request {RequestId} finished ({FinishReason}) after {CompletionTokens} tokens")]
     public static partial void RequestFinished(ILogger logger, string? requestId, string finishReason, int completionTokens);
 
-    [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "Request {RequestId} refused: {Reason}")]
+    [LoggerMessage(EventId = EventIds.RequestRefused, Level = LogLevel.Warning, Message = "Request {RequestId} refused: {Reason}")]
     public static partial void RequestRefused(ILogger logger, string requestId, string reason);
 
-    [LoggerMessage(EventId = 1004, Level = LogLevel.Information, Message = "Client disconnected; request {RequestId} cancelled")]
+    [LoggerMessage(EventId = EventIds.ClientDisconnected, Level = LogLevel.Information, Message = "Client disconnected; request {RequestId} cancelled")]
     public static partial void ClientDisconnected(ILogger logger, string requestId);
 
-    [LoggerMessage(EventId = 1005, Level = LogLevel.Error, Message = "A scheduler iteration failed; running requests were ended")]
+    [LoggerMessage(EventId = EventIds.StepFailed, Level = LogLevel.Error, Message = "A scheduler iteration failed; running requests were ended")]
     public static partial void StepFailed(ILogger logger, Exception error);
 
-    [LoggerMessage(EventId = 1006, Level = LogLevel.Information, Message = "Draining: {Running} running and {Waiting} waiting requests")]
+    [LoggerMessage(EventId = EventIds.Draining, Level = LogLevel.Information, Message = "Draining: {Running} running and {Waiting} waiting requests")]
     public static partial void Draining(ILogger logger, int running, int waiting);
 
-    [LoggerMessage(EventId = 1007, Level = LogLevel.Information, Message = "Scheduler stopped")]
+    [LoggerMessage(EventId = EventIds.Stopped, Level = LogLevel.Information, Message = "Scheduler stopped")]
     public static partial void Stopped(ILogger logger);
 
-    [LoggerMessage(EventId = 1008, Level = LogLevel.Information, Message = "Invalid request {RequestId}: {Param}")]
+    [LoggerMessage(EventId = EventIds.InvalidRequest, Level = LogLevel.Information, Message = "Invalid request {RequestId}: {Param}")]
     public static partial void InvalidRequest(ILogger logger, string requestId, string? param);
 
-    [LoggerMessage(EventId = 1010, Level = LogLevel.Debug, Message = "Adapter {Key} activated in slot {Slot} (evicted {Evicted}) in {CopyMs} ms")]
+    [LoggerMessage(EventId = EventIds.AdapterActivated, Level = LogLevel.Debug, Message = "Adapter {Key} activated in slot {Slot} (evicted {Evicted}) in {CopyMs} ms")]
     public static partial void AdapterActivated(ILogger logger, string key, int slot, string? evicted, double copyMs);
 
-    [LoggerMessage(EventId = 1011, Level = LogLevel.Information, Message = "Adapter {Key} loaded from the store in {ElapsedMs} ms ({Bytes} bytes)")]
+    [LoggerMessage(EventId = EventIds.AdapterLoaded, Level = LogLevel.Information, Message = "Adapter {Key} loaded from the store in {ElapsedMs} ms ({Bytes} bytes)")]
     public static partial void AdapterLoaded(ILogger logger, string key, double elapsedMs, long bytes);
 
-    [LoggerMessage(EventId = 1012, Level = LogLevel.Information, Message = "Adapter {Tenant}/{Name}: {Op} v{Version} (current {Current}); stale mapping dropped")]
+    [LoggerMessage(EventId = EventIds.AdapterEvent, Level = LogLevel.Information, Message = "Adapter {Tenant}/{Name}: {Op} v{Version} (current {Current}); stale mapping dropped")]
     public static partial void AdapterEvent(ILogger logger, string tenant, string name, string op, long version, long current);
 
-    [LoggerMessage(EventId = 1013, Level = LogLevel.Warning, Message = "Adapter store unreachable: {Reason}")]
+    [LoggerMessage(EventId = EventIds.AdapterStoreUnavailable, Level = LogLevel.Warning, Message = "Adapter store unreachable: {Reason}")]
     public static partial void AdapterStoreUnavailable(ILogger logger, string reason);
 
-    [LoggerMessage(EventId = 1014, Level = LogLevel.Error, Message = "Adapter folder {Folder} skipped: {Reason}")]
+    [LoggerMessage(EventId = EventIds.AdapterFolderSkipped, Level = LogLevel.Error, Message = "Adapter folder {Folder} skipped: {Reason}")]
     public static partial void AdapterFolderSkipped(ILogger logger, string folder, string reason);
 
-    [LoggerMessage(EventId = 1015, Level = LogLevel.Information, Message = "Adapter directory {Directory}: {Count} adapters served as tenant public")]
+    [LoggerMessage(EventId = EventIds.AdapterDirectoryLoaded, Level = LogLevel.Information, Message = "Adapter directory {Directory}: {Count} adapters served as tenant public")]
     public static partial void AdapterDirectoryLoaded(ILogger logger, string directory, int count);
 
-    [LoggerMessage(EventId = 1016, Level = LogLevel.Warning, Message = "Adapter event subscription failed; mappings expire after {TtlSeconds} s instead: {Reason}")]
+    [LoggerMessage(EventId = EventIds.AdapterSubscriptionFailed, Level = LogLevel.Warning, Message = "Adapter event subscription failed; mappings expire after {TtlSeconds} s instead: {Reason}")]
     public static partial void AdapterSubscriptionFailed(ILogger logger, double ttlSeconds, string reason);
 }

@@ -4,12 +4,13 @@ using Serving.Inference.Scheduling;
 namespace Serving.Inference.Node.Telemetry;
 
 /// <summary>
-/// The node's one <see cref="Meter"/> (<see cref="MeterName"/>). Prometheus names (OpenTelemetry exporter, at
-/// <c>/metrics</c>): <c>serving_node_requests_waiting</c>, <c>serving_node_requests_running</c>,
-/// <c>serving_node_rows_running</c>, <c>serving_node_kv_usage</c>, <c>serving_node_prompt_tokens_total</c>,
-/// <c>serving_node_generation_tokens_total</c>, <c>serving_node_requests_finished_total{finish_reason}</c>,
+/// The node's one <see cref="Meter"/> (<see cref="MeterName"/>). Names follow the rule of <c>docs/telemetry.md</c>
+/// (vLLM's where they mean the same); Prometheus names (OpenTelemetry exporter, at <c>/metrics</c>):
+/// <c>serving_node_num_requests_waiting</c>, <c>serving_node_num_requests_running</c>,
+/// <c>serving_node_rows_running</c>, <c>serving_node_kv_cache_usage_perc</c>, <c>serving_node_prompt_tokens_total</c>,
+/// <c>serving_node_generation_tokens_total</c>, <c>serving_node_request_success_total{finished_reason}</c>,
 /// <c>serving_node_requests_rejected_total{reason}</c>, <c>serving_node_time_to_first_token_seconds</c>,
-/// <c>serving_node_time_per_output_token_seconds</c>, <c>serving_node_queue_time_seconds</c>; adapters:
+/// <c>serving_node_time_per_output_token_seconds</c>, <c>serving_node_request_queue_time_seconds</c>; adapters:
 /// <c>serving_node_adapter_lookups_total{tier,result}</c>, <c>serving_node_adapter_load_time_seconds</c>,
 /// <c>serving_node_adapter_activation_time_seconds</c>, <c>serving_node_adapter_requests_total{adapter}</c>,
 /// <c>serving_node_adapter_prompt_tokens_total{adapter}</c>, <c>serving_node_adapter_generation_tokens_total{adapter}</c>,
@@ -45,11 +46,11 @@ public sealed class NodeMetrics
         var advice = new InstrumentAdvice<double> { HistogramBucketBoundaries = LatencyBuckets };
         _promptTokens = meter.CreateCounter<long>("serving.node.prompt_tokens", "{token}", "Prompt tokens prefilled.");
         _generationTokens = meter.CreateCounter<long>("serving.node.generation_tokens", "{token}", "Tokens generated.");
-        _finished = meter.CreateCounter<long>("serving.node.requests.finished", "{request}", "Requests that ended, by finish reason of the first choice.");
+        _finished = meter.CreateCounter<long>("serving.node.request_success", "{request}", "Requests that ended, by finish reason of the first choice.");
         _rejected = meter.CreateCounter<long>("serving.node.requests.rejected", "{request}", "Requests refused (queue full, draining).");
         _ttft = meter.CreateHistogram("serving.node.time_to_first_token", "s", "From arrival to the first sampled token.", advice: advice);
         _tpot = meter.CreateHistogram("serving.node.time_per_output_token", "s", "Between consecutive tokens of one choice.", advice: advice);
-        _queueTime = meter.CreateHistogram("serving.node.queue_time", "s", "From arrival to admission into the batch.", advice: advice);
+        _queueTime = meter.CreateHistogram("serving.node.request_queue_time", "s", "From arrival to admission into the batch.", advice: advice);
         _adapterLookups = meter.CreateCounter<long>("serving.node.adapter.lookups", "{lookup}",
             "Adapter lookups by tier (host: decoded cache, slot: device slot) and result (hit, miss).");
         _adapterLoad = meter.CreateHistogram("serving.node.adapter.load_time", "s", "Store read, decode and conversion of an adapter (store → host).", advice: advice);
@@ -60,10 +61,11 @@ public sealed class NodeMetrics
         _adapterGenerationTokens = meter.CreateCounter<long>("serving.node.adapter.generation_tokens", "{token}", "Generated tokens per adapter (labels as for requests).");
         meter.CreateObservableGauge("serving.node.adapters", ObserveTiers, "{adapter}", "Adapters per tier (device, host, loading).");
         meter.CreateObservableGauge("serving.node.adapter.host_cache_bytes", () => _hostBytes?.Invoke() ?? 0, "By", "Bytes of decoded adapters in the host cache.");
-        meter.CreateObservableGauge("serving.node.requests.waiting", () => _scheduler?.Status.Waiting ?? 0, "{request}", "Requests waiting for a KV slot.");
-        meter.CreateObservableGauge("serving.node.requests.running", () => _scheduler?.Status.RunningRequests ?? 0, "{request}", "Requests in the running batch.");
+        meter.CreateObservableGauge("serving.node.num_requests_waiting", () => _scheduler?.Status.Waiting ?? 0, "{request}", "Requests waiting for a KV slot.");
+        meter.CreateObservableGauge("serving.node.num_requests_running", () => _scheduler?.Status.RunningRequests ?? 0, "{request}", "Requests in the running batch.");
         meter.CreateObservableGauge("serving.node.rows.running", () => _scheduler?.Status.RunningRows ?? 0, "{row}", "Rows (choices) holding a KV slot.");
-        meter.CreateObservableGauge("serving.node.kv.usage", () => _scheduler?.Status.KvUsage ?? 0, "1", "Fraction of KV slots in use.");
+        // vLLM's kv_cache_usage_perc is a fraction (1 = full) despite its name; no unit, so the exporter adds no suffix.
+        meter.CreateObservableGauge("serving.node.kv_cache_usage_perc", () => _scheduler?.Status.KvUsage ?? 0, null, "Fraction of KV slots in use (1 = all).");
     }
 
     internal void Observe(GenerationScheduler scheduler) => _scheduler = scheduler;
@@ -110,7 +112,7 @@ public sealed class NodeMetrics
 
     internal void QueueTime(TimeSpan t) => _queueTime.Record(t.TotalSeconds);
 
-    internal void Finished(string reason) => _finished.Add(1, new KeyValuePair<string, object?>("finish_reason", reason));
+    internal void Finished(string reason) => _finished.Add(1, new KeyValuePair<string, object?>("finished_reason", reason));
 
     internal void Rejected(string reason) => _rejected.Add(1, new KeyValuePair<string, object?>("reason", reason));
 }

@@ -35,7 +35,7 @@ public abstract class AdapterApiContractTests : IAsyncLifetime
         builder.WebHost.UseTestServer();
         builder.Services.AddSingleton<IBaseModelCatalog>(new StaticBaseModelCatalog().Add("gpt2-test", PeftFolders.Gpt2).Add("qwen-test", PeftFolders.Llama));
         builder.Services.AddSingleton<ITenantContext>(new SingleTenantContext(Tenant));
-        builder.Services.AddAdapterStore(new AdapterStoreOptions { RedisConnectionString = _server.ConnectionString }, new AdapterApiOptions { MaxUploadBytes = MaxUpload });
+        builder.Services.AddAdapterStore(o => o.RedisConnectionString = _server.ConnectionString, api => api.MaxUploadBytes = MaxUpload);
         _app = builder.Build();
         _app.MapAdapterApi();
         await _app.StartAsync();

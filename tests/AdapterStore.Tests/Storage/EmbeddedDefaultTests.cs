@@ -13,7 +13,7 @@ public sealed class EmbeddedDefaultTests
     {
         var services = new ServiceCollection();
         services.AddSingleton<IBaseModelCatalog>(new StaticBaseModelCatalog().Add("gpt2-test", PeftFolders.Gpt2));
-        services.AddAdapterStore(new AdapterStoreOptions { EmbeddedMemory = "128m" });
+        services.AddAdapterStore(o => o.EmbeddedMemory = "128m");
         int port;
         await using (var provider = services.BuildServiceProvider())
         {

@@ -49,7 +49,7 @@ public sealed class SurfaceTests(RedisFixture redis)
             while (DateTime.UtcNow < deadline)
             {
                 var metrics = await anonymous.GetStringAsync("/metrics");
-                lines = string.Join("; ", metrics.Split('\n').Where(l => l.StartsWith("gateway_nodes", StringComparison.Ordinal)));
+                lines = string.Join("; ", metrics.Split('\n').Where(l => l.StartsWith("serving_gateway_nodes", StringComparison.Ordinal)));
                 if (lines.Contains(wanted, StringComparison.Ordinal)) return lines;
                 await Task.Delay(100);
             }
@@ -58,12 +58,12 @@ public sealed class SurfaceTests(RedisFixture redis)
 
         // A node failing its readiness probe stays in the registry view but leaves routing; it comes back when it passes.
         n1.Ready = false;
-        var down = await GaugesUntil("gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 0");
-        Assert.Contains("gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 0", down);
-        Assert.Contains("gateway_nodes{otel_scope_name=\"Serving.Gateway\"} 1", down);
+        var down = await GaugesUntil("serving_gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 0");
+        Assert.Contains("serving_gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 0", down);
+        Assert.Contains("serving_gateway_nodes{otel_scope_name=\"Serving.Gateway\"} 1", down);
         n1.Ready = true;
-        var up = await GaugesUntil("gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 1");
-        Assert.Contains("gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 1", up);
+        var up = await GaugesUntil("serving_gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 1");
+        Assert.Contains("serving_gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 1", up);
     }
 
     [Fact]
@@ -88,8 +88,8 @@ public sealed class SurfaceTests(RedisFixture redis)
             metrics = await anonymous.GetStringAsync("/metrics");
         }
         // One destination: YARP skips the policy, so no routing decision is counted here (RoutingEndToEndTests cover it).
-        Assert.Contains("gateway_nodes{otel_scope_name=\"Serving.Gateway\"} 1", metrics);
-        Assert.Contains("gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 1", metrics);
+        Assert.Contains("serving_gateway_nodes{otel_scope_name=\"Serving.Gateway\"} 1", metrics);
+        Assert.Contains("serving_gateway_nodes_healthy{otel_scope_name=\"Serving.Gateway\"} 1", metrics);
         Assert.Contains("http_server_request_duration_seconds", metrics);
         string openapi = await anonymous.GetStringAsync("/openapi/v1.json");
         Assert.Contains("/admin/tenants", openapi);

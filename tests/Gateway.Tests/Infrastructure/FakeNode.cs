@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Serving.AdapterStore.Registry;
+using Serving.AdapterStore.Storage;
 using Serving.Contracts.Registry;
 using StackExchange.Redis;
 
@@ -106,7 +107,7 @@ public sealed class FakeNode : IAsyncDisposable
                 {
                     await PublishAsync();
                 }
-                catch (RedisException)
+                catch (StoreUnavailableException)
                 {
                     // Redis restarting: the real node keeps serving and beats again later.
                 }
@@ -207,7 +208,7 @@ public sealed class FakeNode : IAsyncDisposable
         {
             await _registry.RemoveAsync(Id);
         }
-        catch (RedisException)
+        catch (StoreUnavailableException)
         {
         }
         await _app.DisposeAsync();

@@ -52,7 +52,7 @@ public sealed class RoutingEndToEndTests(RedisFixture redis)
             if (i > 0) await Task.Delay(200);
             metrics = await anonymous.GetStringAsync("/metrics");
         }
-        Assert.Contains("gateway_routing_decisions_total{otel_scope_name=\"Serving.Gateway\",residency=\"device\"}", metrics);
+        Assert.Contains("serving_gateway_routing_decisions_total{otel_scope_name=\"Serving.Gateway\",residency=\"device\"}", metrics);
     }
 
     [Fact]

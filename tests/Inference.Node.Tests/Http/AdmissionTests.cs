@@ -14,7 +14,7 @@ public sealed class AdmissionTests : IAsyncLifetime
         ["Node:ModelPath"] = Models.SlowGpt2,
         ["Node:MaxBatch"] = "1",
         ["Node:MaxQueue"] = "1",
-        ["Node:RetryAfterSeconds"] = "3",
+        ["Node:RetryAfter"] = "00:00:03",
     });
 
     public async Task DisposeAsync() => await _server.DisposeAsync();
@@ -78,7 +78,9 @@ public sealed class AdmissionTests : IAsyncLifetime
         // C finds the queue full.
         using var c = await _server.Http.SendAsync(Sse.Post("v1/completions", new { model = NodeServer.ModelId, prompt = "c", max_tokens = 3 }));
         var error = await RawHttpTests.AssertErrorAsync(c, HttpStatusCode.TooManyRequests, param: null);
-        Assert.Equal("queue_full", (string)error["code"]!);
+        // One 429 for every limit, node or gateway (docs/errors.md): OpenAI's code, the limited resource as the type.
+        Assert.Equal("rate_limit_exceeded", (string)error["code"]!);
+        Assert.Equal("requests", (string)error["type"]!);
         Assert.Equal(TimeSpan.FromSeconds(3), c.Headers.RetryAfter!.Delta);
 
         // Cancelling A lets B run: nothing is dropped.

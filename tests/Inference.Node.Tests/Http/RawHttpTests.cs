@@ -246,8 +246,8 @@ public sealed class RawHttpTests(SharedNode node) : IClassFixture<SharedNode>
         Assert.Contains("serving_node_generation_tokens_total", metrics);
         Assert.Contains("serving_node_time_to_first_token_seconds_bucket", metrics);
         Assert.Contains("serving_node_time_per_output_token_seconds_bucket", metrics);
-        Assert.Contains("serving_node_requests_waiting", metrics);
-        Assert.Contains("serving_node_kv_usage", metrics);
+        Assert.Contains("serving_node_num_requests_waiting", metrics);
+        Assert.Contains("serving_node_kv_cache_usage_perc", metrics);
     }
 
     internal static async Task<JsonNode> AssertErrorAsync(HttpResponseMessage response, HttpStatusCode status, string? param, string? type = null)

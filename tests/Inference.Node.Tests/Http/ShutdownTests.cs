@@ -12,7 +12,7 @@ public sealed class ShutdownTests
         await using var server = await NodeServer.StartAsync(new Dictionary<string, string?>
         {
             ["Node:ModelPath"] = Models.SlowGpt2,
-            ["Node:ShutdownDrainSeconds"] = "0",
+            ["Node:ShutdownDrain"] = "00:00:00",
         });
         var body = new { model = NodeServer.ModelId, prompt = "long", max_tokens = 2000, ignore_eos = true, temperature = 0, stream = true };
         using var response = await server.Http.SendAsync(Sse.Post("v1/completions", body), HttpCompletionOption.ResponseHeadersRead);

@@ -68,7 +68,7 @@ public sealed class Cluster : IDisposable
                 "--Node:ModelPath", Paths.DemoModel,
                 "--Node:Port", port.ToString(CultureInfo.InvariantCulture),
                 "--Node:Threads", "1",
-                "--Node:ShutdownDrainSeconds", "2",
+                "--Node:ShutdownDrain", "00:00:02",
                 "--Node:Redis", Redis.ConnectionString,
                 "--Node:Id", $"node-{i + 1}",
                 "--Node:HeartbeatInterval", "00:00:00.500",
@@ -88,7 +88,7 @@ public sealed class Cluster : IDisposable
 
     /// <summary>
     /// Until the gateway's view holds <paramref name="count"/> nodes and the proxy may route to all of them (its
-    /// <c>gateway_nodes</c> and <c>gateway_nodes_healthy</c> gauges), bounded. A node whose first health probe timed
+    /// <c>serving_gateway_nodes</c> and <c>serving_gateway_nodes_healthy</c> gauges), bounded. A node whose first health probe timed
     /// out while it warmed up stays out of routing until a later probe passes.
     /// </summary>
     public async Task WaitForNodesAsync(int count, TimeSpan? timeout = null)
@@ -102,7 +102,7 @@ public sealed class Cluster : IDisposable
             try
             {
                 string metrics = await http.GetStringAsync(GatewayUrl + "/metrics");
-                var lines = metrics.Split('\n').Where(l => l.StartsWith("gateway_nodes", StringComparison.Ordinal)).ToList();
+                var lines = metrics.Split('\n').Where(l => l.StartsWith("serving_gateway_nodes", StringComparison.Ordinal)).ToList();
                 last = string.Join("; ", lines);
                 var wanted = " " + count.ToString(CultureInfo.InvariantCulture);
                 if (lines.Count == 2 && lines.All(l => l.EndsWith(wanted, StringComparison.Ordinal))) return;

@@ -1,7 +1,7 @@
 using Serving.Inference.Chat;
 using Xunit;
 
-namespace Serving.Inference.Node.Tests.Chat;
+namespace Serving.Inference.Tests.Chat;
 
 public sealed class ChatTemplateTests
 {

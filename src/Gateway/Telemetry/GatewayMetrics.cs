@@ -1,12 +1,13 @@
 using System.Diagnostics.Metrics;
 using Serving.Contracts.Registry;
 
-namespace Serving.Gateway;
+namespace Serving.Gateway.Telemetry;
 
 /// <summary>
-/// The gateway's one <see cref="Meter"/> (<c>Serving.Gateway</c>). Names (Prometheus form on <c>/metrics</c>):
-/// <c>gateway_routing_decisions_total{residency}</c>, <c>gateway_upstream_retries_total</c>,
-/// <c>gateway_stream_errors_total{reason}</c>, <c>gateway_nodes</c>, <c>gateway_nodes_healthy</c>.
+/// The gateway's one <see cref="Meter"/> (<c>Serving.Gateway</c>). Names follow the rule of <c>docs/telemetry.md</c>
+/// (Prometheus form on <c>/metrics</c>): <c>serving_gateway_routing_decisions_total{residency}</c>,
+/// <c>serving_gateway_upstream_retries_total</c>, <c>serving_gateway_stream_errors_total{reason}</c>,
+/// <c>serving_gateway_nodes</c>, <c>serving_gateway_nodes_healthy</c>.
 /// </summary>
 public sealed class GatewayMetrics
 {
@@ -21,11 +22,11 @@ public sealed class GatewayMetrics
     public GatewayMetrics(IMeterFactory meters)
     {
         var meter = meters.Create(MeterName);
-        _routing = meter.CreateCounter<long>("gateway_routing_decisions", description: "Requests routed, by the chosen node's residency of the adapter");
-        _retries = meter.CreateCounter<long>("gateway_upstream_retries", description: "Forwards retried on another node after a refused connection");
-        _streamErrors = meter.CreateCounter<long>("gateway_stream_errors", description: "Streams ended with an error event (node died or fell silent)");
-        meter.CreateObservableGauge("gateway_nodes", () => NodeCount?.Invoke() ?? 0, description: "Live nodes in the registry view");
-        meter.CreateObservableGauge("gateway_nodes_healthy", () => HealthyNodeCount?.Invoke() ?? 0,
+        _routing = meter.CreateCounter<long>("serving.gateway.routing_decisions", description: "Requests routed, by the chosen node's residency of the adapter");
+        _retries = meter.CreateCounter<long>("serving.gateway.upstream_retries", description: "Forwards retried on another node after a refused connection");
+        _streamErrors = meter.CreateCounter<long>("serving.gateway.stream_errors", description: "Streams ended with an error event (node died or fell silent)");
+        meter.CreateObservableGauge("serving.gateway.nodes", () => NodeCount?.Invoke() ?? 0, description: "Live nodes in the registry view");
+        meter.CreateObservableGauge("serving.gateway.nodes_healthy", () => HealthyNodeCount?.Invoke() ?? 0,
             description: "Nodes the proxy may route to now: in the registry view and not marked unhealthy by active or passive health checks");
     }
 
