@@ -215,3 +215,48 @@ public sealed class EarlyExitEngineTests
         Assert.Throws<InvalidOperationException>(() => dec.SetExitPolicy(seq, new ExitPolicy(CosineCriterion.Instance, 0.9f)));
     }
 }
+
+/// <summary>0 B per decode step on the paths this issue added: reward heads (head-only and Otter), packed steps with exits and propagation.</summary>
+public sealed class NewPathAllocationTests
+{
+    [Fact]
+    public void Decode_WithRewardHeadsAndOtter_AllocatesNothingPerStep()
+    {
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 3, MaxContext = 256 });
+        var c = model.Config;
+        var head = new Serving.Inference.Rewards.RewardHead(Serving.Checkpoints.RewardHeads.RewardHeadReader.ReadFolder(
+            Rewards.RewardHeadTests.WriteRandomHead(c, layer: 1, "final_norm", "tanh", "sum", seed: 2), c), model, "h@1");
+        using var otter = new Serving.Inference.Rewards.RewardHead(Serving.Checkpoints.RewardHeads.OtterReader.ReadFolder(Rewards.OtterTests.WriteRandomOtter(c, seed: 3), c), model, "o@1");
+        using var dec = new BatchDecoder(model);
+        var heads = new[] { head, otter, null };
+        for (var i = 0; i < 3; i++)
+        {
+            var seq = dec.TryAllocate()!;
+            dec.SetRewardHead(seq, heads[i]);
+            seq.PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(seq, [1 + i, 2, 3]));
+        }
+        AllocationProbe.AssertNoAllocation(() => Step(dec), "a decode step with reward heads");
+    }
+
+    [Fact]
+    public void PackedDecode_WithExitsAtDifferentLayers_AllocatesNothingPerStep()
+    {
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 4, MaxContext = 256, PackedSteps = true });
+        using var dec = new BatchDecoder(model);
+        int?[] exits = [1, null, 2, 1];
+        for (var i = 0; i < 4; i++)
+        {
+            var seq = dec.TryAllocate()!;
+            if (exits[i] is int e) dec.SetExitPolicy(seq, new ExitPolicy(new FixedLayer(e), 0.5f));
+            seq.PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(seq, [1 + i, 2, 3]));
+        }
+        AllocationProbe.AssertNoAllocation(() => Step(dec), "a packed decode step with exits");
+    }
+
+    private static void Step(BatchDecoder dec)
+    {
+        var v = dec.Model.Config.VocabSize;
+        var logits = dec.Decode();
+        for (var r = 0; r < dec.ActiveCount; r++) dec.Active[r].PendingToken = ReferenceLogitsTests.ArgMax(logits.Slice(r * v, v));
+    }
+}
