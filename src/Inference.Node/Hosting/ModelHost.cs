@@ -33,6 +33,7 @@ public sealed class ModelHost : IDisposable
             AdapterSlots = o.AdaptersEnabled ? o.AdapterSlots : 0,
             AdapterMaxRank = o.AdapterMaxRank,
             AdapterKernel = o.AdapterKernel,
+            PackedSteps = o.EarlyExit,
         });
         var c = _model.Config;
         var slots = o.MaxBatch;

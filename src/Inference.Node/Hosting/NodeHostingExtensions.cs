@@ -56,6 +56,7 @@ public static class NodeHostingExtensions
         services.AddSingleton<ModelHost>();
         services.AddSingleton<ModelCatalog>();
         services.AddSingleton<RewardHeads.RewardHeadCatalog>();
+        services.AddSingleton<EarlyExit.ExitCatalog>();
         services.AddHostedService<SchedulerHostedService>();
         services.AddNodeAdapters();
         // The heartbeat's adapter tiers (registered after the registry's default, so this one wins).

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Storage;
+using Serving.Inference.Decoding;
 using Serving.Inference.Runtime;
 
 namespace Serving.Inference.Node.Hosting;
@@ -92,6 +93,28 @@ public sealed class NodeOptions
     public string? AdapterDirectory { get; set; }
 
     /// <summary>
+    /// Build the model for early exit (packed steps: the C# whole-cache attention, K/V-only units): requests may then ask
+    /// for <c>early_exit</c>. Every decode step of the node then runs the packed blocks (the same for every request, so
+    /// batch composition never changes an answer). CPU only.
+    /// </summary>
+    public bool EarlyExit { get; set; }
+
+    /// <summary>The exit probe folder (default: <c>&lt;ModelPath&gt;/exit-probe</c> when it exists).</summary>
+    public string? ExitProbe { get; set; }
+
+    /// <summary>Early exit for requests that do not ask: <c>off</c> (default), <c>confident</c> or <c>speculative</c>.</summary>
+    public string DefaultEarlyExit { get; set; } = "off";
+
+    /// <summary>Per criterion (<c>probe</c>, <c>cosine</c>, <c>update_view</c>, <c>margin</c>), the threshold requests get by default (e.g. from bench/EarlyExitBench's calibration).</summary>
+    public Dictionary<string, double> ExitThresholds { get; set; } = [];
+
+    /// <summary>Self-speculative drafts run this many blocks (default: half the model's).</summary>
+    public int? DraftLayers { get; set; }
+
+    /// <summary>Self-speculative tokens drafted per verification.</summary>
+    public int DraftTokens { get; set; } = SpeculativeSpec.DefaultDraftTokens;
+
+    /// <summary>
     /// Reward heads served as <c>public/&lt;name&gt;</c>: name → folder (<c>config.json</c> + <c>head.safetensors</c>),
     /// validated against the model at start (e.g. <c>--Node:RewardHeads:positive=models/demo/reward-head</c>).
     /// </summary>
@@ -154,6 +177,18 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
         if (!string.IsNullOrWhiteSpace(o.AdapterDirectory) && !Directory.Exists(o.AdapterDirectory))
             errors.Add($"Node:AdapterDirectory '{o.AdapterDirectory}' does not exist.");
         if (o.Port is < 0 or > 65535) errors.Add("Node:Port must be in [0, 65535].");
+        if (o.DefaultEarlyExit is not ("off" or "confident" or "speculative")) errors.Add($"Node:DefaultEarlyExit must be off, confident or speculative, got '{o.DefaultEarlyExit}'.");
+        if (o.DefaultEarlyExit != "off" && !o.EarlyExit) errors.Add("Node:DefaultEarlyExit needs Node:EarlyExit=true.");
+        if (o.EarlyExit && o.ExecutionProvider != ExecutionProviderKind.Cpu) errors.Add("Node:EarlyExit runs on the CPU provider only.");
+        if (o.EarlyExit && o.AdaptersEnabled && o.AdapterKernel == AdapterKernelKind.BatchedMatMul) errors.Add("Node:EarlyExit takes adapters through the Segmented kernel only (AdapterKernel Auto or Segmented).");
+        if (o.ExitProbe is { } probe && !Directory.Exists(probe)) errors.Add($"Node:ExitProbe '{probe}' does not exist.");
+        if (o.DraftTokens is < 1 or > SpeculativeSpec.MaxDraftTokens) errors.Add($"Node:DraftTokens must be in [1, {SpeculativeSpec.MaxDraftTokens}].");
+        if (o.DraftLayers is < 1) errors.Add("Node:DraftLayers must be at least 1.");
+        foreach (var (criterion, t) in o.ExitThresholds)
+        {
+            if (criterion is not ("probe" or "cosine" or "update_view" or "margin")) errors.Add($"Node:ExitThresholds: '{criterion}' is not a criterion (probe, cosine, update_view, margin).");
+            else if (!(t >= -1 && t <= 1)) errors.Add($"Node:ExitThresholds:{criterion} must be in [-1, 1].");
+        }
         foreach (var (head, folder) in o.RewardHeads)
         {
             if (!AdapterStore.Storage.AdapterKeys.IsValidName(head)) errors.Add($"Node:RewardHeads: '{head}' is not a valid name.");

@@ -5,6 +5,7 @@ using Serving.AdapterStore.Storage;
 using Serving.Contracts.Errors;
 using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.Hosting;
+using Serving.Inference.Node.EarlyExit;
 using Serving.Inference.Node.RewardHeads;
 using Serving.Inference.Node.Telemetry;
 using Serving.Inference.Sampling;
@@ -41,14 +42,14 @@ public static class OpenAIApi
 
     /// <summary><c>POST /v1/completions</c>.</summary>
     public static Task<IResult> CreateCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, RewardHeadCatalog rewardHeads,
-        IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
-        GenerateAsync<CompletionRequestBody>(context, host, catalog, adapters, rewardHeads, options.Value, metrics, time, loggers, "cmpl-",
+        ExitCatalog exits, IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
+        GenerateAsync<CompletionRequestBody>(context, host, catalog, adapters, rewardHeads, exits, options.Value, metrics, time, loggers, "cmpl-",
             (body, id, deadline, head) => OpenAIRequestMapper.Completion(body, host, id, deadline, head));
 
     /// <summary><c>POST /v1/chat/completions</c>.</summary>
     public static Task<IResult> CreateChatCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, RewardHeadCatalog rewardHeads,
-        IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
-        GenerateAsync<ChatCompletionRequestBody>(context, host, catalog, adapters, rewardHeads, options.Value, metrics, time, loggers, "chatcmpl-",
+        ExitCatalog exits, IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
+        GenerateAsync<ChatCompletionRequestBody>(context, host, catalog, adapters, rewardHeads, exits, options.Value, metrics, time, loggers, "chatcmpl-",
             (body, id, deadline, head) => OpenAIRequestMapper.Chat(body, host, id, deadline, head));
 
     /// <summary>Header carrying the caller's tenant (set by the gateway); absent means tenant <c>public</c>.</summary>
@@ -143,7 +144,7 @@ public static class OpenAIApi
     }
 
     private static async Task<IResult> GenerateAsync<TBody>(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters,
-        RewardHeadCatalog rewardHeads, NodeOptions options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers, string idPrefix,
+        RewardHeadCatalog rewardHeads, ExitCatalog exits, NodeOptions options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers, string idPrefix,
         Func<TBody, string, DateTimeOffset, Rewards.RewardHead?, PreparedRequest> prepare)
         where TBody : GenerationRequestBody
     {
@@ -170,7 +171,7 @@ public static class OpenAIApi
         if (resolution == ModelResolution.UnknownModel) throw Refusals.ModelNotFound(body.Model!);
         var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
         var head = rewardHeads.Resolve(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true);
-        prepared = prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head);
+        prepared = exits.Apply(body.EarlyExit, prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head));
         if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };
         if (adapterRef is not null)
         {

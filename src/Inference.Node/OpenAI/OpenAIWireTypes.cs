@@ -36,6 +36,19 @@ public abstract class GenerationRequestBody
 
     /// <summary>Extension: decoding-time alignment with the reward head.</summary>
     public AlignmentBody? Alignment { get; set; }
+
+    /// <summary>Extension: FFN early exit (<c>confident</c>) or self-speculative decoding (<c>speculative</c>).</summary>
+    public EarlyExitBody? EarlyExit { get; set; }
+}
+
+/// <summary><c>early_exit</c>: <c>{"mode": "confident" | "speculative" | "off", "criterion", "threshold", "draft_layers", "draft_tokens"}</c>.</summary>
+public sealed class EarlyExitBody
+{
+    public string? Mode { get; set; }
+    public string? Criterion { get; set; }
+    public double? Threshold { get; set; }
+    public int? DraftLayers { get; set; }
+    public int? DraftTokens { get; set; }
 }
 
 /// <summary>
@@ -106,7 +119,16 @@ public sealed record OpenAIErrorBody(OpenAIError Error);
 public sealed record OpenAIError(string Message, string Type, string? Param, string? Code);
 
 /// <summary>Token usage; <c>generated_tokens</c> (extension) counts every token the node generated (alignment candidates and beams too).</summary>
-public sealed record UsageBody(int PromptTokens, int CompletionTokens, int TotalTokens, int GeneratedTokens);
+public sealed record UsageBody(int PromptTokens, int CompletionTokens, int TotalTokens, int GeneratedTokens)
+{
+    /// <summary>Extension: blocks run per token pass of the decode steps (early exit lowers it).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? LayersPerToken { get; init; }
+
+    /// <summary>Extension: self-speculative decoding's share of drafted tokens the full model accepted.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? DraftAcceptance { get; init; }
+}
 
 /// <summary>Non-streamed <c>text_completion</c>.</summary>
 public sealed record CompletionResponse(string Id, string Object, long Created, string Model, IReadOnlyList<CompletionChoiceBody> Choices, UsageBody Usage)

@@ -136,6 +136,8 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
             json.WriteNumber("completion_tokens"u8, usage.CompletionTokens);
             json.WriteNumber("total_tokens"u8, usage.TotalTokens);
             json.WriteNumber("generated_tokens"u8, usage.GeneratedTokens);
+            if (usage.LayersPerToken is double layers) json.WriteNumber("layers_per_token"u8, layers);
+            if (usage.DraftAcceptance is double acceptance) json.WriteNumber("draft_acceptance"u8, acceptance);
             json.WriteEndObject();
         }
         else if (r.Prepared.IncludeUsage)
