@@ -24,7 +24,8 @@ internal static class ParetoPlot
             var mine = settings.Where(s => s.Family == family).ToList();
             var points = plot.Add.ScatterPoints(mine.Select(s => Math.Log10(s.Ratio)).ToArray(), mine.Select(s => 100 * Math.Max(s.Kept, -0.1)).ToArray());
             points.Color = color;
-            points.MarkerSize = 9;
+            points.MarkerSize = family == "auto" ? 16 : 9;
+            if (family == "auto") points.MarkerShape = MarkerShape.FilledDiamond;
             points.LegendText = family;
         }
         var front = settings.Where(s => !settings.Any(o => o.Ratio >= s.Ratio && o.Kept >= s.Kept && (o.Ratio > s.Ratio || o.Kept > s.Kept)))
@@ -67,6 +68,7 @@ internal static class ParetoPlot
         if (setting.StartsWith("auto", StringComparison.Ordinal)) return "auto";
         var words = setting.Split(' ').Where(w => !w.StartsWith("d=", StringComparison.Ordinal) && !w.StartsWith("err=", StringComparison.Ordinal)
             && !w.StartsWith("int", StringComparison.Ordinal) && !w.StartsWith("e=", StringComparison.Ordinal)).ToList();
+        if (setting.Contains(" e=", StringComparison.Ordinal)) words.Add("energy-truncated");
         if (setting.Contains(" int", StringComparison.Ordinal)) words.Add("k-bit");
         if (setting.Contains("err=", StringComparison.Ordinal)) words.Add("error target");
         return string.Join(' ', words);

@@ -82,6 +82,7 @@ Report(rows);
 void Report(List<QualityRow> all)
 {
     Console.WriteLine();
+    Console.WriteLine(Table.Summary(all));
     Console.WriteLine(Table.Markdown(all));
     Console.WriteLine(Calibration.Summary(all));
     if (opt.TryGetValue("plot", out var plotPath)) ParetoPlot.Write(all, plotPath);

@@ -71,13 +71,32 @@ internal static class Table
     public static string Markdown(IReadOnlyList<QualityRow> rows)
     {
         var sb = new StringBuilder();
-        sb.AppendLine("| adapter | setting | stored bytes | × vs fp16 file | own test loss | kept | general Δ vs base | ΔW error mean / max |");
+        sb.AppendLine("| adapter | setting | stored bytes | × vs fp16 file | own test loss | kept | general Δ vs base (vs lossless) | ΔW error mean / max |");
         sb.AppendLine("|---|---|---|---|---|---|---|---|");
         foreach (var r in rows)
         {
             string setting = r.Setting == "auto" ? $"auto → {r.Chosen}" : r.Setting;
             sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {r.Adapter} | {setting} | {r.Bytes:N0} | {r.Ratio:F1} | {r.Loss:F4} | {100 * r.Kept:F1}% | {r.GeneralDelta:+0.00;-0.00}% | {r.MeanError:F3} / {r.MaxError:F3} |"));
+                $"| {r.Adapter} | {setting} | {r.Bytes:N0} | {r.Ratio:F1} | {r.Loss:F4} | {100 * r.Kept:F1}% | {Math.Round(r.GeneralDelta, 2):+0.00;-0.00;0.00}% ({Math.Round(GeneralVsLossless(rows, r), 2):+0.00;-0.00;0.00}) | {r.MeanError:F3} / {r.MaxError:F3} |"));
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>General-domain loss of the row minus that of the lossless adapter, in percent of the base's loss.</summary>
+    public static double GeneralVsLossless(IReadOnlyList<QualityRow> rows, QualityRow r) =>
+        100 * (r.General - rows.First(l => l.Adapter == r.Adapter && l.Setting == "lossless").General) / r.BaseGeneral;
+
+    /// <summary>One line per setting over the adapters: ratio (mean, range), kept (worst, mean), general change against lossless (mean).</summary>
+    public static string Summary(IReadOnlyList<QualityRow> rows)
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine("| setting | × vs fp16 file, mean (min–max) | kept, worst adapter / mean | general loss vs lossless adapter, mean | encode ms, median |");
+        sb.AppendLine("|---|---|---|---|---|");
+        foreach (var g in rows.GroupBy(r => r.Setting))
+        {
+            var encode = g.Select(r => r.EncodeMs).Order().ToList();
+            sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {g.Key} | {g.Average(r => r.Ratio):F1} ({g.Min(r => r.Ratio):F1}–{g.Max(r => r.Ratio):F1}) | {100 * g.Min(r => r.Kept):F1}% / {100 * g.Average(r => r.Kept):F1}% | {Math.Round(g.Average(r => GeneralVsLossless(rows, r)), 2):+0.00;-0.00;0.00}% | {encode[encode.Count / 2]:F0} |"));
         }
         return sb.ToString();
     }

@@ -52,6 +52,29 @@ public sealed class AutoCodecTests
         Assert.Equal(1 - 1.7 * a - 1.2 * n, choice.PredictedKept, 1e-6);
     }
 
+    /// <summary>auto's choices for the demo adapters as docs/benchmarks.md ("Adapter quality under compression") lists them.</summary>
+    [Theory]
+    [InlineData("german", 0.23)]
+    [InlineData("spanish", 0.21)]
+    [InlineData("italian", 0.21)]
+    [InlineData("portuguese", 0.23)]
+    [InlineData("polish", 0.21)]
+    [InlineData("startrek", 0.21)]
+    [InlineData("irc", 0.21)]
+    [InlineData("animals", 0.19)]
+    public void Choose_DemoAdapter_PicksTheDocumentedSetting(string name, double targetError)
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Serving.sln"))) dir = dir.Parent;
+        string demo = Path.Combine(dir?.FullName ?? throw new InvalidOperationException("repository root not found"), "models", "demo");
+        var shape = BaseModelShape.FromConfig(ModelConfig.Load(Path.Combine(demo, "config.json")));
+        var payload = PeftAdapterReader.Read(File.ReadAllBytes(Path.Combine(demo, "adapters", name, "adapter_config.json")),
+            File.ReadAllBytes(Path.Combine(demo, "adapters", name, "adapter_model.safetensors")), shape).Payload;
+        var choice = AutoCodec.Choose(payload, new AutoOptions());
+        Assert.Equal($"quant svd err={targetError.ToString(System.Globalization.CultureInfo.InvariantCulture)}", choice.Chosen.Describe());
+        Assert.InRange(choice.PredictedKept, 0.95, 1);
+    }
+
     [Fact]
     public void Constants_AreTheDocumentedOnes()
     {
