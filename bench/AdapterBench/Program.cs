@@ -213,7 +213,7 @@ if (only.Contains("d"))
     foreach (var r in new[] { 8, 16, 64 })
     {
         var (cfg, file) = PeftGpt2(c, r, seed: r);
-        foreach (var (codecName, codec) in new[] { ("ComPEFT", new CodecOptions()), ("lossless", new CodecOptions { Codec = AdapterCodec.Lossless }) })
+        foreach (var (codecName, codec) in new[] { ("ComPEFT", new CodecOptions { Codec = AdapterCodec.ComPeft }), ("lossless", new CodecOptions { Codec = AdapterCodec.Lossless }) })
         {
             var name = $"r{r}-{codecName.ToLowerInvariant()}";
             var report = await ingestor.IngestAsync(new UploadRequest("bench", name, "bench-base", new PeftFiles(cfg, file), codec, KeepOriginal: false), CancellationToken.None);

@@ -1,4 +1,5 @@
-// Adapter store benchmark: ComPEFT ratio/error sweep, decode throughput, store latencies.
+// Adapter store benchmark: codec ratio/error sweep (ComPEFT, quant, auto), decode throughput, store latencies.
+// Quality (own-domain loss kept) is measured by bench/AdapterQuality.
 // Usage: dotnet run -c Release --project bench/AdapterStore.Benchmarks [-- --quick] [--peft-only] [--peft ADAPTER_DIR --base CONFIG_JSON]...
 // Each --peft/--base pair adds a real PEFT folder (e.g. a demo adapter) to the ratio/error sweep.
 using System.Diagnostics;
@@ -39,19 +40,26 @@ foreach (var (title, config, file, inputShape) in inputs)
     var original = AdapterMaterializer.Materialize(validated.Payload);
     long parameters = validated.Payload.Tensors.Sum(t => t.ElementCount);
     long zstd3 = Zstd(file, 3), zstd19 = Zstd(file, 19);
+    // The adapter as an fp16 safetensors file (what ratios are quoted against; a real PEFT folder may be fp32).
+    long fp16File = 8 + (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64LittleEndian(file) + 2 * parameters;
     Console.WriteLine($"## {title}");
-    Console.WriteLine($"parameters {parameters:N0}; fp16 safetensors {file.Length:N0} B; zstd-3 of it {zstd3:N0} B; zstd-19 of it {zstd19:N0} B");
+    Console.WriteLine($"parameters {parameters:N0}; safetensors as uploaded {file.Length:N0} B, as fp16 {fp16File:N0} B; zstd-3 of the upload {zstd3:N0} B; zstd-19 of it {zstd19:N0} B");
     Console.WriteLine();
-    Console.WriteLine("| codec | density | stored bytes | × vs fp16 file | × vs zstd-19(fp16) | ΔW rel. error mean | max | encode ms (min of 3) | decode ms min / median | decode MB/s (fp16 out, at min) |");
+    Console.WriteLine("| codec | parameter | stored bytes | × vs fp16 file | × vs zstd-19(upload) | ΔW rel. error mean | max | encode ms (min of 3) | decode ms min / median | decode MB/s (fp16 out, at min) |");
     Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
     foreach (double density in new[] { 0.05, 0.1, 0.2, 0.3 })
     {
-        Row(new CodecOptions { ComPeft = new ComPeftOptions { Density = density } }, $"ComPEFT α=1·σ", density.ToString());
+        Row(new CodecOptions { Codec = AdapterCodec.ComPeft, ComPeft = new ComPeftOptions { Density = density } }, $"ComPEFT α=1·σ", density.ToString());
     }
     foreach (double density in new[] { 0.1, 0.3 })
     {
-        Row(new CodecOptions { ComPeft = new ComPeftOptions { Density = density, Scope = ThresholdScope.PerTensor } }, $"ComPEFT per-tensor", density.ToString());
+        Row(new CodecOptions { Codec = AdapterCodec.ComPeft, ComPeft = new ComPeftOptions { Density = density, Scope = ThresholdScope.PerTensor } }, $"ComPEFT per-tensor", density.ToString());
     }
+    foreach (double err in new[] { 0.2, 0.3 })
+    {
+        Row(new CodecOptions { Codec = AdapterCodec.Quant, Quant = new QuantOptions { TargetError = err } }, "quant svd", $"err={err}");
+    }
+    Row(new CodecOptions(), "auto (default)", "–");
     Row(new CodecOptions { Codec = AdapterCodec.Lossless }, "lossless fp16+zstd", "–");
     Console.WriteLine();
 
@@ -78,7 +86,7 @@ foreach (var (title, config, file, inputShape) in inputs)
         var errors = ReconstructionError.Compute(original, AdapterMaterializer.Materialize(decoded));
         long fp16Bytes = parameters * 2;
         double mbps = fp16Bytes / 1e6 / (decodeMin / 1000);
-        Console.WriteLine($"| {label} | {density} | {container.Length:N0} | {file.Length / (double)container.Length:F1} | {zstd19 / (double)container.Length:F1} | {errors.Average(e => e.Relative):F3} | {errors.Max(e => e.Relative):F3} | {encodeMs:F0} | {decodeMin:F1} / {decodeMs:F1} | {mbps:F0} |");
+        Console.WriteLine($"| {label} | {density} | {container.Length:N0} | {fp16File / (double)container.Length:F1} | {zstd19 / (double)container.Length:F1} | {errors.Average(e => e.Relative):F3} | {errors.Max(e => e.Relative):F3} | {encodeMs:F0} | {decodeMin:F1} / {decodeMs:F1} | {mbps:F0} |");
     }
 }
 
@@ -91,7 +99,8 @@ servers.Add(("embedded Garnet", garnet.ConnectionString, garnet));
 var redis = TryStartRedis();
 if (redis is not null) servers.Add(("redis-server", redis.Value.Conn, redis.Value.Owner));
 var (cfg, weights) = BuildGpt2Lora(shape, rank, seed: 2, "gaussian");
-Console.WriteLine($"## Store latencies (gpt2-small rank-16, ComPEFT density 0.1, container {AdapterContainer.Encode(PeftAdapterReader.Read(cfg, weights, shape).Payload, new CodecOptions()).Length:N0} B), {reps} runs after one warm-up");
+var compeft = new CodecOptions { Codec = AdapterCodec.ComPeft };
+Console.WriteLine($"## Store latencies (gpt2-small rank-16, ComPEFT density 0.1, container {AdapterContainer.Encode(PeftAdapterReader.Read(cfg, weights, shape).Payload, compeft).Length:N0} B), {reps} runs after one warm-up");
 Console.WriteLine();
 Console.WriteLine("| server | upload-to-available ms (validate+encode+measure+publish), min / median | publish only ms, min / median | Redis-to-decoded ms (read+verify+decode+materialise), min / median |");
 Console.WriteLine("|---|---|---|---|");
@@ -104,11 +113,11 @@ foreach (var (name, conn, _) in servers)
     var upload = new List<double>();
     var publish = new List<double>();
     var load = new List<double>();
-    var container = AdapterContainer.Encode(PeftAdapterReader.Read(cfg, weights, shape).Payload, new CodecOptions());
+    var container = AdapterContainer.Encode(PeftAdapterReader.Read(cfg, weights, shape).Payload, compeft);
     for (int i = 0; i < reps + 1; i++)
     {
         var sw = Stopwatch.StartNew();
-        await ingestor.IngestAsync(new UploadRequest("bench", "a", null, files, new CodecOptions(), KeepOriginal: false), CancellationToken.None);
+        await ingestor.IngestAsync(new UploadRequest("bench", "a", null, files, compeft, KeepOriginal: false), CancellationToken.None);
         double u = sw.Elapsed.TotalMilliseconds;
         sw.Restart();
         await store.PublishAsync(new AdapterMetadata { Tenant = "bench", Name = "p", BaseModel = "gpt2", Checksum = "" }, container, null, CancellationToken.None);

@@ -16,10 +16,14 @@ namespace Serving.AdapterStore.Api;
 
 /// <summary>Response of a successful upload.</summary>
 /// <param name="Adapter">Stored metadata.</param>
+/// <param name="Codec">The codec setting chosen (for <c>auto</c>, what it picked), the ratio and the predicted quality.</param>
 /// <param name="Errors">Relative ΔW error per module.</param>
 /// <param name="Notes">Ignored keys, corrections.</param>
 /// <param name="ElapsedMs">Time from received upload to available version.</param>
-public sealed record UploadResponse(AdapterMetadata Adapter, IReadOnlyList<ModuleError> Errors, IReadOnlyList<string> Notes, double ElapsedMs);
+/// <param name="Warning">Set when the stored setting is predicted to keep less than half of the adapter's improvement.</param>
+public sealed record UploadResponse(
+    AdapterMetadata Adapter, CodecReport Codec, IReadOnlyList<ModuleError> Errors, IReadOnlyList<string> Notes, double ElapsedMs,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)] string? Warning);
 
 /// <summary>The adapter endpoints (<c>/v1/adapters</c>), mounted by the gateway and by the one-process host.</summary>
 public static class AdapterApi
@@ -56,11 +60,11 @@ public static class AdapterApi
         try
         {
             var (files, fields) = await ReadUploadAsync(request, options.MaxUploadBytes, cancellationToken);
-            var codec = ParseCodec(fields);
+            var codec = CodecFields.Parse(fields);
             bool keep = fields.TryGetValue("keep_original", out var k) ? ParseBool(k, "keep_original") : options.KeepOriginalByDefault;
             fields.TryGetValue("base_model", out var baseModel);
             var report = await ingestor.IngestAsync(new UploadRequest(tenant.TenantId, name, baseModel, files, codec, keep), cancellationToken);
-            var body = new UploadResponse(report.Metadata, report.Errors, report.Notes, report.ElapsedMs);
+            var body = new UploadResponse(report.Metadata, report.Codec, report.Errors, report.Notes, report.ElapsedMs, report.Codec.Warning);
             return TypedResults.Created($"{request.PathBase}{request.Path}/versions/{report.Metadata.Version}", body);
         }
         catch (AdapterValidationException e)
@@ -69,31 +73,6 @@ public static class AdapterApi
         }
         // A store failure (StoreUnavailableException: nothing became visible, the client may retry) is the host's to map.
     }
-
-    private static CodecOptions ParseCodec(Dictionary<string, string> fields)
-    {
-        var codec = ParseChoice(fields, "codec", AdapterCodec.ComPeft, ("compeft", AdapterCodec.ComPeft), ("lossless", AdapterCodec.Lossless));
-        double density = fields.TryGetValue("density", out var d) ? ParseDouble(d, "density") : ComPeftOptions.DefaultDensity;
-        double factor = fields.TryGetValue("factor", out var f) ? ParseDouble(f, "factor") : ComPeftOptions.DefaultFactor;
-        var scope = ParseChoice(fields, "scope", ThresholdScope.Global, ("global", ThresholdScope.Global), ("per_tensor", ThresholdScope.PerTensor));
-        return new CodecOptions { Codec = codec, ComPeft = new ComPeftOptions { Density = density, Factor = factor, Scope = scope } };
-    }
-
-    /// <summary>The value named by form field <paramref name="field"/> (case-insensitive), <paramref name="fallback"/> when absent, 400 when unknown.</summary>
-    private static T ParseChoice<T>(Dictionary<string, string> fields, string field, T fallback, params (string Name, T Value)[] choices)
-    {
-        if (!fields.TryGetValue(field, out var text)) return fallback;
-        foreach (var (name, value) in choices)
-        {
-            if (string.Equals(text, name, StringComparison.OrdinalIgnoreCase)) return value;
-        }
-        throw new AdapterValidationException(AdapterErrors.CodecInvalid,
-            $"{field} '{text}' is unknown; use {string.Join(" or ", choices.Select(c => $"'{c.Name}'"))}.", status: 400);
-    }
-
-    private static double ParseDouble(string text, string field) =>
-        double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v
-        : throw new AdapterValidationException(AdapterErrors.CodecInvalid, $"'{field}' must be a number, got '{text}'.", status: 400);
 
     private static bool ParseBool(string text, string field) =>
         bool.TryParse(text, out bool v) ? v

@@ -7,40 +7,24 @@ using System.Text.Json.Serialization;
 
 namespace Serving.AdapterStore.Compression;
 
-/// <summary>Which codec stores the tensors.</summary>
-[JsonConverter(typeof(JsonStringEnumConverter<AdapterCodec>))]
-public enum AdapterCodec
-{
-    /// <summary>Lossy ComPEFT (sparse ternary) for LoRA A/B.</summary>
-    ComPeft,
-    /// <summary>Lossless: tensors in their uploaded dtype, byte-shuffled, zstd.</summary>
-    Lossless,
-}
-
-/// <summary>Codec choice and parameters for one upload.</summary>
-public sealed record CodecOptions
-{
-    /// <summary>Codec; VeRA and VB-LoRA are always stored losslessly (they are already tiny, and ternarising a shared random basis would destroy it).</summary>
-    public AdapterCodec Codec { get; init; } = AdapterCodec.ComPeft;
-    /// <summary>ComPEFT density and α factor.</summary>
-    public ComPeftOptions ComPeft { get; init; } = new();
-    /// <summary>zstd level for the lossless codec.</summary>
-    public int ZstdLevel { get; init; } = 9;
-}
-
 /// <summary>The container is damaged or not one of ours; says where and why.</summary>
 public sealed class ContainerFormatException(string message) : FormatException(message);
 
 /// <summary>
 /// Versioned, self-describing binary container for a compressed adapter:
 /// <c>"CPFT" | u16 version | u8 codec | u8 flags | u32 header length | header (JSON, zstd when flag bit 0) | body | u64 XxHash64 of everything before</c>.
-/// The header carries the manifest, every tensor's name/shape/dtype, and for ComPEFT one entry per group (A, B)
-/// with σ, α, density, the position coding and the offsets of its sections in the body.
+/// The header carries the manifest of the decoded adapter, every tensor's name/shape/dtype, and the codec's entries
+/// (ComPEFT: one per group with σ, α, density, the position coding and its sections; lossless and quant: the zstd
+/// stream). Version 2 added the quant codec, the SVD basis (the manifest then holds the re-factored ranks) and
+/// ComPEFT's α modes and magnitude codes; version-1 containers (ComPEFT reference and lossless) read back unchanged.
 /// </summary>
 public static class AdapterContainer
 {
-    /// <summary>Current format version.</summary>
-    public const ushort FormatVersion = 1;
+    /// <summary>Format version written.</summary>
+    public const ushort FormatVersion = 2;
+
+    /// <summary>Oldest format version read.</summary>
+    public const ushort OldestReadableVersion = 1;
     private static ReadOnlySpan<byte> Magic => "CPFT"u8;
     private const int PrefixSize = 12;
     private const int TrailerSize = 8;
@@ -53,17 +37,25 @@ public static class AdapterContainer
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    /// <summary>Encodes a payload; returns the container bytes and the ternarised/decoded result for error reporting.</summary>
-    public static byte[] Encode(AdapterPayload payload, CodecOptions options) => Encode(payload, options, out _);
+    /// <summary>Encodes a payload (<see cref="AdapterCodec.Auto"/> picks a setting first, see <see cref="AutoCodec"/>).</summary>
+    public static byte[] Encode(AdapterPayload payload, CodecOptions options) =>
+        options.Codec == AdapterCodec.Auto && payload.Manifest.Kind == AdapterKind.Lora
+            ? AutoCodec.Choose(payload, options.Auto).Container
+            : Encode(payload, options.Codec == AdapterCodec.Auto ? options with { Codec = AdapterCodec.Lossless } : options, out _);
 
     internal static byte[] Encode(AdapterPayload payload, CodecOptions options, out ContainerHeader header)
     {
+        if (options.Codec == AdapterCodec.Auto) throw new ArgumentException("Resolve codec auto with AutoCodec.Choose first.", nameof(options));
+        options.Validate();
         var codec = payload.Manifest.Kind == AdapterKind.Lora ? options.Codec : AdapterCodec.Lossless;
         var body = new MemoryStream();
-        header = codec == AdapterCodec.ComPeft
-            ? EncodeComPeft(payload, options.ComPeft, body)
-            : EncodeLossless(payload, options.ZstdLevel, body);
-
+        header = codec switch
+        {
+            AdapterCodec.ComPeft => ComPeftCodec.Encode(payload, options.ComPeft, body),
+            AdapterCodec.Quant => QuantCodec.Encode(payload, options.Quant, body),
+            _ => LosslessCodec.Encode(payload, options.ZstdLevel, body),
+        };
+        header = header with { Setting = codec == options.Codec ? options.Describe() : "lossless" };
         return Assemble(header, body.GetBuffer().AsSpan(0, (int)body.Length));
     }
 
@@ -108,7 +100,10 @@ public static class AdapterContainer
         if (data.Length < PrefixSize + TrailerSize) throw new ContainerFormatException($"Container of {data.Length} bytes is shorter than the fixed prefix and trailer.");
         if (!data[..4].SequenceEqual(Magic)) throw new ContainerFormatException("Not an adapter container (bad magic).");
         ushort version = BinaryPrimitives.ReadUInt16LittleEndian(data[4..]);
-        if (version != FormatVersion) throw new ContainerFormatException($"Container format version {version} is not supported (this build reads {FormatVersion}).");
+        if (version < OldestReadableVersion || version > FormatVersion)
+            throw new ContainerFormatException($"Container format version {version} is not supported (this build reads {OldestReadableVersion}–{FormatVersion}).");
+        if (version == 1 && data[6] is not ((byte)AdapterCodec.ComPeft or (byte)AdapterCodec.Lossless))
+            throw new ContainerFormatException($"Codec byte {data[6]} does not exist in format version 1.");
         ulong stored = BinaryPrimitives.ReadUInt64LittleEndian(data[^TrailerSize..]);
         ulong actual = XxHash64.HashToUInt64(data[..^TrailerSize]);
         if (stored != actual) throw new ContainerFormatException($"Container checksum mismatch: stored {stored:x16}, computed {actual:x16}.");
@@ -136,144 +131,38 @@ public static class AdapterContainer
             throw new ContainerFormatException($"Container header is not valid JSON: {e.Message}");
         }
         if (header is null || header.Manifest is null || header.Tensors is null) throw new ContainerFormatException("Container header is incomplete.");
+        if (header.Codec is not (AdapterCodec.ComPeft or AdapterCodec.Lossless or AdapterCodec.Quant)) throw new ContainerFormatException($"Unknown codec {header.Codec}.");
         if ((byte)header.Codec != data[6]) throw new ContainerFormatException($"Header codec {header.Codec} disagrees with the prefix byte {data[6]}.");
         body = data[(PrefixSize + (int)headerLength)..^TrailerSize];
         return header;
     }
 
-    /// <summary>Decodes a container into the adapter's tensors (ternary values for ComPEFT, exact values for lossless).</summary>
+    /// <summary>Decodes a container into the adapter's tensors (the lossy values for ComPEFT and quant, exact values for lossless).</summary>
     public static AdapterPayload Decode(ReadOnlySpan<byte> data)
     {
         var header = ReadHeader(data, out var body);
-        var tensors = header.Codec == AdapterCodec.ComPeft ? DecodeComPeft(header, body) : DecodeLossless(header, body);
+        var tensors = header.Codec switch
+        {
+            AdapterCodec.ComPeft => ComPeftCodec.Decode(header, body),
+            AdapterCodec.Quant => QuantCodec.Decode(header, body),
+            _ => LosslessCodec.Decode(header, body),
+        };
         return new AdapterPayload(header.Manifest, tensors);
     }
 
-    // ---- ComPEFT ----
+    /// <summary>The codec setting a container was written with (format v2; null for v1).</summary>
+    public static string? SettingOf(ReadOnlySpan<byte> data) => ReadHeader(data, out _).Setting;
 
     internal static string GroupOf(string tensorName) =>
         tensorName.EndsWith(".lora_A.weight", StringComparison.Ordinal) ? "A"
         : tensorName.EndsWith(".lora_B.weight", StringComparison.Ordinal) ? "B"
-        : throw new ArgumentException($"Tensor '{tensorName}' is neither lora_A nor lora_B; ComPEFT stores LoRA factors only.");
+        : throw new ArgumentException($"Tensor '{tensorName}' is neither lora_A nor lora_B; lossy codecs store LoRA factors only.");
 
-    private static ContainerHeader EncodeComPeft(AdapterPayload payload, ComPeftOptions options, MemoryStream body)
+    /// <summary>Decompresses a zstd section into exactly <paramref name="rawLength"/> bytes.</summary>
+    internal static byte[] Unzstd(ReadOnlySpan<byte> compressed, long rawLength)
     {
-        var tensorEntries = new List<TensorEntry>();
-        var groups = new List<GroupEntry>();
-        foreach (var t in payload.Tensors) _ = GroupOf(t.Name);
-        var plan = options.Scope == ThresholdScope.Global
-            ? new[] { "A", "B" }.Select(g => (Name: g, Members: payload.Tensors.Where(t => GroupOf(t.Name) == g).ToList())).ToList()
-            : payload.Tensors.Select((t, i) => (Name: "t" + i.ToString(System.Globalization.CultureInfo.InvariantCulture), Members: new List<AdapterTensor> { t })).ToList();
-        foreach (var (g, members) in plan)
-        {
-            long n = members.Sum(t => t.ElementCount);
-            if (n > int.MaxValue) throw new ArgumentException($"Group {g} has {n} elements; at most {int.MaxValue} are supported.");
-            var flat = new float[n];
-            int offset = 0;
-            foreach (var t in members)
-            {
-                t.Data.CopyTo(flat, offset);
-                tensorEntries.Add(new TensorEntry(t.Name, t.Shape, t.SourceType, g, offset, t.Data.Length));
-                offset += t.Data.Length;
-            }
-            var ternary = ComPeft.Ternarize(flat, options);
-            var positions = PositionCode.Encode(ternary.Positions, ternary.Count);
-            var signs = new byte[(ternary.Positions.Length + 7) / 8];
-            for (int i = 0; i < ternary.Negative.Length; i++)
-            {
-                if (ternary.Negative[i]) signs[i >> 3] |= (byte)(1 << (i & 7));
-            }
-            long posOffset = body.Position;
-            body.Write(positions.Bytes);
-            long signOffset = body.Position;
-            body.Write(signs);
-            groups.Add(new GroupEntry(g, ternary.Count, options.Density, options.Factor, ternary.Sigma, ternary.Alpha, ternary.Threshold,
-                ternary.Positions.Length, positions.Coding, positions.RiceParameter, posOffset, positions.Bytes.Length, positions.BitLength,
-                signOffset, signs.Length));
-        }
-        return new ContainerHeader(AdapterCodec.ComPeft, payload.Manifest, tensorEntries, groups, null);
-    }
-
-    private static List<AdapterTensor> DecodeComPeft(ContainerHeader header, ReadOnlySpan<byte> body)
-    {
-        if (header.Groups is null) throw new ContainerFormatException("ComPEFT container without groups.");
-        var result = new List<AdapterTensor>(header.Tensors.Count);
-        foreach (var g in header.Groups)
-        {
-            var members = header.Tensors.Where(t => t.Group == g.Name).ToList();
-            long expected = 0;
-            var arrays = new float[members.Count][];
-            var starts = new int[members.Count];
-            for (int i = 0; i < members.Count; i++)
-            {
-                var t = members[i];
-                long elements = CheckShape(t);
-                if (t.Offset != expected) throw new ContainerFormatException($"Tensor '{t.Name}' starts at {t.Offset}, expected {expected} in group {g.Name}.");
-                arrays[i] = new float[elements];
-                starts[i] = (int)expected;
-                expected += elements;
-            }
-            if (expected != g.Count) throw new ContainerFormatException($"Group {g.Name} declares {g.Count} elements, its tensors hold {expected}.");
-            if (g.Kept < 0 || g.Kept > g.Count) throw new ContainerFormatException($"Group {g.Name} declares {g.Kept} kept of {g.Count}.");
-            var posBytes = Section(body, g.PositionsOffset, g.PositionsLength, $"group {g.Name} positions");
-            var signBytes = Section(body, g.SignsOffset, g.SignsLength, $"group {g.Name} signs");
-            if (signBytes.Length < (g.Kept + 7) / 8) throw new ContainerFormatException($"Group {g.Name} sign section too short.");
-            var positions = new int[g.Kept];
-            PositionCode.Decode(g.PositionCoding, g.RiceParameter, posBytes, g.PositionsBits, g.Count, positions);
-
-            float alpha = g.Alpha;
-            int ti = 0;
-            int tensorEnd = members.Count > 0 ? starts[0] + arrays[0].Length : 0;
-            for (int j = 0; j < positions.Length; j++)
-            {
-                int p = positions[j];
-                while (p >= tensorEnd)
-                {
-                    ti++;
-                    tensorEnd = starts[ti] + arrays[ti].Length;
-                }
-                bool negative = ((signBytes[j >> 3] >> (j & 7)) & 1) != 0;
-                arrays[ti][p - starts[ti]] = negative ? -alpha : alpha;
-            }
-            for (int i = 0; i < members.Count; i++)
-            {
-                result.Add(new AdapterTensor(members[i].Name, members[i].Shape, arrays[i], members[i].SourceType));
-            }
-        }
-        if (result.Count != header.Tensors.Count) throw new ContainerFormatException("Some tensors belong to no group.");
-        return result;
-    }
-
-    // ---- Lossless ----
-
-    private static ContainerHeader EncodeLossless(AdapterPayload payload, int level, MemoryStream body)
-    {
-        var raw = new MemoryStream();
-        var entries = new List<TensorEntry>();
-        foreach (var t in payload.Tensors)
-        {
-            int width = WidthOf(t.SourceType);
-            var bytes = new byte[t.Data.Length * width];
-            ToBytes(t.Data, t.SourceType, bytes);
-            var shuffled = new byte[bytes.Length];
-            Shuffle(bytes, shuffled, width);
-            entries.Add(new TensorEntry(t.Name, t.Shape, t.SourceType, "raw", raw.Position, t.Data.Length));
-            raw.Write(shuffled);
-        }
-        using var compressor = new ZstdSharp.Compressor(level);
-        var compressed = compressor.Wrap(raw.GetBuffer().AsSpan(0, (int)raw.Length));
-        long offset = body.Position;
-        body.Write(compressed);
-        return new ContainerHeader(AdapterCodec.Lossless, payload.Manifest, entries, null,
-            new LosslessEntry(level, offset, compressed.Length, raw.Length));
-    }
-
-    private static List<AdapterTensor> DecodeLossless(ContainerHeader header, ReadOnlySpan<byte> body)
-    {
-        var l = header.Lossless ?? throw new ContainerFormatException("Lossless container without its section entry.");
-        var compressed = Section(body, l.Offset, l.Length, "zstd section");
-        if (l.RawLength < 0 || l.RawLength > Array.MaxLength) throw new ContainerFormatException("Implausible raw length.");
-        var raw = new byte[l.RawLength];
+        if (rawLength < 0 || rawLength > Array.MaxLength) throw new ContainerFormatException("Implausible raw length.");
+        var raw = new byte[rawLength];
         try
         {
             using var d = new ZstdSharp.Decompressor();
@@ -284,108 +173,10 @@ public static class AdapterContainer
         {
             throw new ContainerFormatException($"zstd section is damaged: {e.Message}");
         }
-        var result = new List<AdapterTensor>(header.Tensors.Count);
-        foreach (var t in header.Tensors)
-        {
-            long elements = CheckShape(t);
-            int width = WidthOf(t.SourceType);
-            var span = Section(raw, t.Offset, elements * width, $"tensor '{t.Name}'");
-            var unshuffled = new byte[span.Length];
-            Unshuffle(span, unshuffled, width);
-            var data = new float[elements];
-            FromBytes(unshuffled, t.SourceType, data);
-            result.Add(new AdapterTensor(t.Name, t.Shape, data, t.SourceType));
-        }
-        return result;
+        return raw;
     }
 
-    internal static int WidthOf(TensorElementType type) => type switch
-    {
-        TensorElementType.U8 => 1,
-        TensorElementType.F16 or TensorElementType.BF16 or TensorElementType.I16 => 2,
-        TensorElementType.F32 or TensorElementType.I32 => 4,
-        TensorElementType.I64 => 8,
-        _ => throw new ContainerFormatException($"Unknown element type {type}."),
-    };
-
-    internal static void ToBytes(ReadOnlySpan<float> values, TensorElementType type, Span<byte> dest)
-    {
-        switch (type)
-        {
-            case TensorElementType.F32:
-                MemoryMarshal.AsBytes(values).CopyTo(dest);
-                break;
-            case TensorElementType.F16:
-                for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteHalfLittleEndian(dest[(2 * i)..], (Half)values[i]);
-                break;
-            case TensorElementType.BF16:
-                for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteUInt16LittleEndian(dest[(2 * i)..], (ushort)(BitConverter.SingleToUInt32Bits(values[i]) >> 16));
-                break;
-            case TensorElementType.U8:
-                for (int i = 0; i < values.Length; i++) dest[i] = (byte)values[i];
-                break;
-            case TensorElementType.I16:
-                for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteInt16LittleEndian(dest[(2 * i)..], (short)values[i]);
-                break;
-            case TensorElementType.I32:
-                for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteInt32LittleEndian(dest[(4 * i)..], (int)values[i]);
-                break;
-            case TensorElementType.I64:
-                for (int i = 0; i < values.Length; i++) BinaryPrimitives.WriteInt64LittleEndian(dest[(8 * i)..], (long)values[i]);
-                break;
-        }
-    }
-
-    internal static void FromBytes(ReadOnlySpan<byte> src, TensorElementType type, Span<float> values)
-    {
-        switch (type)
-        {
-            case TensorElementType.F32:
-                src.CopyTo(MemoryMarshal.AsBytes(values));
-                break;
-            case TensorElementType.F16:
-                for (int i = 0; i < values.Length; i++) values[i] = (float)BinaryPrimitives.ReadHalfLittleEndian(src[(2 * i)..]);
-                break;
-            case TensorElementType.BF16:
-                for (int i = 0; i < values.Length; i++) values[i] = BitConverter.UInt32BitsToSingle((uint)BinaryPrimitives.ReadUInt16LittleEndian(src[(2 * i)..]) << 16);
-                break;
-            case TensorElementType.U8:
-                for (int i = 0; i < values.Length; i++) values[i] = src[i];
-                break;
-            case TensorElementType.I16:
-                for (int i = 0; i < values.Length; i++) values[i] = BinaryPrimitives.ReadInt16LittleEndian(src[(2 * i)..]);
-                break;
-            case TensorElementType.I32:
-                for (int i = 0; i < values.Length; i++) values[i] = BinaryPrimitives.ReadInt32LittleEndian(src[(4 * i)..]);
-                break;
-            case TensorElementType.I64:
-                for (int i = 0; i < values.Length; i++) values[i] = BinaryPrimitives.ReadInt64LittleEndian(src[(8 * i)..]);
-                break;
-        }
-    }
-
-    /// <summary>Byte-plane shuffle: all first bytes, then all second bytes... (exponent bytes compress far better together).</summary>
-    private static void Shuffle(ReadOnlySpan<byte> src, Span<byte> dst, int width)
-    {
-        int n = src.Length / width;
-        for (int b = 0; b < width; b++)
-        {
-            var plane = dst.Slice(b * n, n);
-            for (int i = 0; i < n; i++) plane[i] = src[i * width + b];
-        }
-    }
-
-    private static void Unshuffle(ReadOnlySpan<byte> src, Span<byte> dst, int width)
-    {
-        int n = src.Length / width;
-        for (int b = 0; b < width; b++)
-        {
-            var plane = src.Slice(b * n, n);
-            for (int i = 0; i < n; i++) dst[i * width + b] = plane[i];
-        }
-    }
-
-    private static long CheckShape(TensorEntry t)
+    internal static long CheckShape(TensorEntry t)
     {
         if (t.Shape is null || t.Shape.Length == 0 || t.Shape.Length > 8) throw new ContainerFormatException($"Tensor '{t.Name}' has an invalid shape.");
         long elements = 1;
@@ -399,7 +190,7 @@ public static class AdapterContainer
         return elements;
     }
 
-    private static ReadOnlySpan<byte> Section(ReadOnlySpan<byte> body, long offset, long length, string what)
+    internal static ReadOnlySpan<byte> Section(ReadOnlySpan<byte> body, long offset, long length, string what)
     {
         if (offset < 0 || length < 0 || offset > body.Length || length > body.Length - offset)
             throw new ContainerFormatException($"Section for {what} [{offset}, +{length}) lies outside the {body.Length}-byte body.");
@@ -409,12 +200,31 @@ public static class AdapterContainer
 
 internal sealed record TensorEntry(string Name, long[] Shape, TensorElementType SourceType, string Group, long Offset, long Count);
 
+/// <summary>A ComPEFT group; the properties after the positional ones are format v2 (absent in v1: α only).</summary>
 internal sealed record GroupEntry(
     string Name, int Count, double Density, double Factor, double Sigma, float Alpha, float Threshold, int Kept,
     PositionCoding PositionCoding, int RiceParameter, long PositionsOffset, long PositionsLength, long PositionsBits,
-    long SignsOffset, long SignsLength);
+    long SignsOffset, long SignsLength)
+{
+    public AlphaMode? AlphaMode { get; init; }
+    public int MagnitudeBits { get; init; }
+    public float[]? Levels { get; init; }
+    public long MagnitudesOffset { get; init; }
+    public long MagnitudesLength { get; init; }
+    public long MagnitudesBits { get; init; }
+    public int Components { get; init; }
+    public long ScalesOffset { get; init; }
+    public long ScalesLength { get; init; }
+}
 
 internal sealed record LosslessEntry(int ZstdLevel, long Offset, long Length, long RawLength);
 
 internal sealed record ContainerHeader(
-    AdapterCodec Codec, AdapterManifest Manifest, IReadOnlyList<TensorEntry> Tensors, IReadOnlyList<GroupEntry>? Groups, LosslessEntry? Lossless);
+    AdapterCodec Codec, AdapterManifest Manifest, IReadOnlyList<TensorEntry> Tensors, IReadOnlyList<GroupEntry>? Groups, LosslessEntry? Lossless)
+{
+    /// <summary>Format v2: the quant codec's stream.</summary>
+    public QuantEntry? Quant { get; init; }
+
+    /// <summary>Format v2: <see cref="CodecOptions.Describe"/> of the setting that wrote the container.</summary>
+    public string? Setting { get; init; }
+}

@@ -10,6 +10,18 @@ public enum ThresholdScope
     PerTensor,
 }
 
+/// <summary>How the magnitude of kept values is chosen.</summary>
+[System.Text.Json.Serialization.JsonConverter(typeof(System.Text.Json.Serialization.JsonStringEnumConverter<AlphaMode>))]
+public enum AlphaMode
+{
+    /// <summary>The reference: α = factor · σ of the group.</summary>
+    Sigma,
+    /// <summary>Per group, the α that minimises the group's squared error (the mean kept magnitude).</summary>
+    Tensor,
+    /// <summary>Per rank component (a row of A, a column of B) the α that minimises its squared error; needs per-tensor scope.</summary>
+    Component,
+}
+
 /// <summary>ComPEFT parameters (see docs/adapter-store.md for how the defaults were chosen).</summary>
 public sealed record ComPeftOptions
 {
@@ -28,11 +40,31 @@ public sealed record ComPeftOptions
     /// <summary>α = Factor · σ(group), &gt; 0.</summary>
     public double Factor { get; init; } = DefaultFactor;
 
+    /// <summary>How α is chosen (<see cref="AlphaMode.Sigma"/> is the reference).</summary>
+    public AlphaMode Alpha { get; init; } = AlphaMode.Sigma;
+
+    /// <summary>0: ternary (sign · α); 1–4: each kept value also gets this many bits indexing 2^k magnitudes fitted per group (Lloyd–Max).</summary>
+    public int MagnitudeBits { get; init; }
+
+    /// <summary>Basis the factors are sparsified in (<see cref="FactorBasis.Factors"/> is the reference).</summary>
+    public FactorBasis Basis { get; init; } = FactorBasis.Factors;
+
+    /// <summary>SVD basis only: keep the leading components holding this fraction of ‖ΔW‖².</summary>
+    public double Energy { get; init; } = 1.0;
+
+    /// <summary>Whether this is the reference algorithm (format-v1 layout, one α per group).</summary>
+    internal bool IsReference => Alpha == AlphaMode.Sigma && MagnitudeBits == 0 && Basis == FactorBasis.Factors;
+
     /// <summary>Throws when a parameter is out of range.</summary>
     public void Validate()
     {
         if (!(Density > 0 && Density <= 1)) throw new ArgumentOutOfRangeException(nameof(Density), Density, "density must be in (0, 1]");
         if (!(Factor > 0 && double.IsFinite(Factor))) throw new ArgumentOutOfRangeException(nameof(Factor), Factor, "factor must be a positive finite number");
+        if (MagnitudeBits < 0 || MagnitudeBits > 4) throw new ArgumentOutOfRangeException(nameof(MagnitudeBits), MagnitudeBits, "magnitude bits must be 0–4");
+        if (Alpha == AlphaMode.Component && Scope != ThresholdScope.PerTensor)
+            throw new ArgumentOutOfRangeException(nameof(Alpha), Alpha, "alpha=component (α per rank component) needs scope=per_tensor");
+        if (!(Energy > 0 && Energy <= 1)) throw new ArgumentOutOfRangeException(nameof(Energy), Energy, "energy must be in (0, 1]");
+        if (Energy < 1 && Basis != FactorBasis.Svd) throw new ArgumentOutOfRangeException(nameof(Energy), Energy, "energy truncation needs the SVD basis");
     }
 }
 
@@ -93,9 +125,7 @@ internal static class ComPeft
         int n = values.Length;
         long k = KeepCount(n, density);
         if (k >= n) return float.NegativeInfinity;
-        var abs = new float[n];
-        for (int i = 0; i < n; i++) abs[i] = MathF.Abs(values[i]);
-        return QuickSelect(abs, (int)(n - k - 1));
+        return MagnitudeSelect.KthSmallestMagnitude(values, n - k - 1);
     }
 
     /// <summary>Unbiased (n−1) standard deviation, two-pass in double; 0 for fewer than two values.</summary>
@@ -113,35 +143,5 @@ internal static class ComPeft
             ss += d * d;
         }
         return Math.Sqrt(ss / (n - 1));
-    }
-
-    /// <summary>k-th smallest (0-based) by iterative Hoare partitioning with median-of-three pivots; reorders the array.</summary>
-    private static float QuickSelect(float[] a, int k)
-    {
-        int lo = 0, hi = a.Length - 1;
-        while (hi > lo)
-        {
-            int mid = lo + ((hi - lo) >> 1);
-            if (a[mid] < a[lo]) (a[mid], a[lo]) = (a[lo], a[mid]);
-            if (a[hi] < a[lo]) (a[hi], a[lo]) = (a[lo], a[hi]);
-            if (a[hi] < a[mid]) (a[hi], a[mid]) = (a[mid], a[hi]);
-            float pivot = a[mid];
-            int i = lo, j = hi;
-            while (i <= j)
-            {
-                while (a[i] < pivot) i++;
-                while (a[j] > pivot) j--;
-                if (i <= j)
-                {
-                    (a[i], a[j]) = (a[j], a[i]);
-                    i++;
-                    j--;
-                }
-            }
-            if (k <= j) hi = j;
-            else if (k >= i) lo = i;
-            else return a[k];
-        }
-        return a[k];
     }
 }

@@ -18,8 +18,14 @@ public static class ReconstructionError
         var result = new List<ModuleError>(original.Modules.Count);
         foreach (var m in original.Modules)
         {
-            var r = reconstructed.Find(m.Layer, m.Module) ?? throw new ArgumentException($"Reconstruction lacks layer {m.Layer} {m.Module}.");
+            // A lossy codec may drop a module whose whole update is not worth its bits: it reconstructs as zero.
+            var r = reconstructed.Find(m.Layer, m.Module);
             double orig = Inner(m, m);
+            if (r is null)
+            {
+                result.Add(new ModuleError(m.Layer, m.Module, orig > 0 ? 1 : 0));
+                continue;
+            }
             double rec = Inner(r, r);
             double cross = Inner(m, r);
             double diff = Math.Max(0, orig + rec - 2 * cross);
@@ -28,6 +34,9 @@ public static class ReconstructionError
         }
         return result;
     }
+
+    /// <summary>‖s·B·A‖²_F of one module.</summary>
+    public static double SquaredNorm(LoraWeights m) => Inner(m, m);
 
     /// <summary>⟨s₁B₁A₁, s₂B₂A₂⟩_F = s₁s₂·tr((B₁ᵀB₂)(A₂A₁ᵀ)).</summary>
     internal static double Inner(LoraWeights x, LoraWeights y)

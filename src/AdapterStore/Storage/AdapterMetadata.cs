@@ -35,9 +35,13 @@ public sealed record AdapterMetadata
     public long StoredBytes { get; init; }
     /// <summary><see cref="Fp16Bytes"/> / <see cref="StoredBytes"/>.</summary>
     public double Ratio { get; init; }
-    /// <summary>ComPEFT density (0 for lossless).</summary>
+    /// <summary>The codec setting stored (<see cref="CodecOptions.Describe"/>); empty for versions stored before it was recorded.</summary>
+    public string Setting { get; init; } = "";
+    /// <summary>Predicted fraction of the adapter's improvement kept by the stored setting; null when not recorded.</summary>
+    public double? PredictedKept { get; init; }
+    /// <summary>ComPEFT density (0 for other codecs).</summary>
     public double Density { get; init; }
-    /// <summary>ComPEFT α factor (0 for lossless).</summary>
+    /// <summary>ComPEFT α factor (0 for other codecs).</summary>
     public double Factor { get; init; }
     /// <summary>Largest per-module relative error ‖ΔW − ΔŴ‖/‖ΔW‖.</summary>
     public double MaxRelativeError { get; init; }
@@ -60,6 +64,8 @@ public sealed record AdapterMetadata
 
     internal HashEntry[] ToHash() =>
     [
+        .. PredictedKept is double kept ? new HashEntry[] { new("predicted_kept", kept.ToString("R", CultureInfo.InvariantCulture)) } : [],
+        new("setting", Setting),
         new("tenant", Tenant), new("name", Name), new("version", Version), new("base_model", BaseModel),
         new("kind", Kind.ToString()), new("codec", Codec.ToString()), new("rank", Rank), new("targets", string.Join(',', Targets)),
         new("layers", Layers), new("parameters", Parameters), new("original_bytes", OriginalBytes), new("fp16_bytes", Fp16Bytes),
@@ -79,12 +85,16 @@ public sealed record AdapterMetadata
         long L(string k) => long.Parse(S(k), CultureInfo.InvariantCulture);
         double D(string k) => double.Parse(S(k), CultureInfo.InvariantCulture);
         string[] List(string k) => S(k).Length == 0 ? [] : S(k).Split(',');
+        // Fields added after the first stored versions: absent in older hashes.
+        string Optional(string k) => d.TryGetValue(k, out var v) ? v : "";
         return new AdapterMetadata
         {
             Tenant = S("tenant"), Name = S("name"), Version = L("version"), BaseModel = S("base_model"),
             Kind = Enum.Parse<AdapterKind>(S("kind")), Codec = Enum.Parse<AdapterCodec>(S("codec")), Rank = (int)L("rank"),
             Targets = List("targets"), Layers = (int)L("layers"), Parameters = L("parameters"), OriginalBytes = L("original_bytes"),
             Fp16Bytes = L("fp16_bytes"), StoredBytes = L("stored_bytes"), Ratio = D("ratio"), Density = D("density"), Factor = D("factor"),
+            Setting = Optional("setting"),
+            PredictedKept = Optional("predicted_kept") is { Length: > 0 } p ? double.Parse(p, CultureInfo.InvariantCulture) : null,
             MaxRelativeError = D("max_rel_error"), MeanRelativeError = D("mean_rel_error"), Checksum = S("checksum"),
             Created = DateTimeOffset.FromUnixTimeMilliseconds(L("created")), Chunks = (int)L("chunks"), ChunkHashes = List("chunk_hashes"),
             OriginalChunks = (int)L("original_chunks"), OriginalArchiveBytes = L("original_archive_bytes"),

@@ -88,7 +88,7 @@ public abstract class AdapterApiContractTests : IAsyncLifetime
     public async Task Upload_Gpt2Lora_IsStoredListedDownloadableAndDeletable()
     {
         var folder = PeftFolders.Gpt2Lora();
-        var response = await Client.PostAsync("/v1/adapters/my-lora", Folder(folder.ConfigBytes, folder.Safetensors, ("density", "0.1")));
+        var response = await Client.PostAsync("/v1/adapters/my-lora", Folder(folder.ConfigBytes, folder.Safetensors, ("codec", "compeft"), ("density", "0.1")));
         string text = await response.Content.ReadAsStringAsync();
         Assert.True(response.StatusCode == HttpStatusCode.Created, text);
         var body = JsonDocument.Parse(text).RootElement;
@@ -257,14 +257,60 @@ public abstract class AdapterApiContractTests : IAsyncLifetime
     }
 
     [Theory]
-    [InlineData("density", "0")]
-    [InlineData("density", "1.5")]
-    [InlineData("factor", "-1")]
-    [InlineData("codec", "jpeg")]
-    public async Task Upload_BadCodecParameters_Returns400(string field, string value)
+    [InlineData("compeft", "density", "0")]
+    [InlineData("compeft", "density", "1.5")]
+    [InlineData("compeft", "factor", "-1")]
+    [InlineData("compeft", "magnitude_bits", "5")]
+    [InlineData("compeft", "alpha", "component")] // needs scope=per_tensor
+    [InlineData("quant", "target_error", "1")]
+    [InlineData("quant", "bits", "9")]
+    [InlineData("quant", "bits", "3.5")]
+    [InlineData("quant", "basis", "fourier")]
+    [InlineData("auto", "min_kept", "1.5")]
+    [InlineData("auto", "density", "0.1")] // a ComPEFT parameter without codec=compeft
+    [InlineData("lossless", "target_error", "0.2")]
+    [InlineData("jpeg", "codec", "jpeg")]
+    public async Task Upload_BadCodecParameters_Returns400(string codec, string field, string value)
     {
         var folder = PeftFolders.Gpt2Lora();
-        await AssertProblemAsync(await Client.PostAsync("/v1/adapters/x", Folder(folder.ConfigBytes, folder.Safetensors, (field, value))), HttpStatusCode.BadRequest, AdapterErrors.CodecInvalid);
+        var json = await AssertProblemAsync(await Client.PostAsync("/v1/adapters/x", Folder(folder.ConfigBytes, folder.Safetensors, ("codec", codec), (field, value))),
+            HttpStatusCode.BadRequest, AdapterErrors.CodecInvalid);
+        Assert.Contains(field == "codec" ? "codec" : field.Split('_')[0], json.GetProperty("detail").GetString()!, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task Upload_Defaults_StoresAutoChoiceAndReportsCodecRatioAndPredictedQuality()
+    {
+        var folder = PeftFolders.Gpt2Lora();
+        var response = await Client.PostAsync("/v1/adapters/auto-lora", Folder(folder.ConfigBytes, folder.Safetensors));
+        string text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, text);
+        var body = JsonDocument.Parse(text).RootElement;
+        var codec = body.GetProperty("codec");
+        Assert.Equal("auto kept>=0.95", codec.GetProperty("requested").GetString());
+        Assert.Equal("Quant", codec.GetProperty("codec").GetString());
+        Assert.StartsWith("quant svd err=", codec.GetProperty("setting").GetString());
+        Assert.True(codec.GetProperty("ratio").GetDouble() > 1.5, text);
+        Assert.InRange(codec.GetProperty("predictedKept").GetDouble(), 0.95, 1.0);
+        Assert.False(body.TryGetProperty("warning", out _), text);
+        var adapter = body.GetProperty("adapter");
+        Assert.Equal(codec.GetProperty("setting").GetString(), adapter.GetProperty("setting").GetString());
+        Assert.Equal(codec.GetProperty("predictedKept").GetDouble(), adapter.GetProperty("predictedKept").GetDouble());
+        var stored = await Client.GetFromJsonAsync<JsonElement>("/v1/adapters/auto-lora");
+        Assert.Equal(codec.GetProperty("setting").GetString(), stored.GetProperty("setting").GetString());
+    }
+
+    [Fact]
+    public async Task Upload_ExplicitSettingPredictingUnderHalf_IsStoredWithWarning()
+    {
+        var folder = PeftFolders.Gpt2Lora();
+        var response = await Client.PostAsync("/v1/adapters/bad-lora", Folder(folder.ConfigBytes, folder.Safetensors, ("codec", "compeft"), ("density", "0.1")));
+        string text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, text);
+        var body = JsonDocument.Parse(text).RootElement;
+        Assert.True(body.GetProperty("codec").GetProperty("predictedKept").GetDouble() < 0.5, text);
+        Assert.Contains("codec=auto", body.GetProperty("warning").GetString());
+        Assert.Equal("ComPeft", body.GetProperty("adapter").GetProperty("codec").GetString());
     }
 
     [Fact]

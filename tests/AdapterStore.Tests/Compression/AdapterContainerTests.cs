@@ -21,7 +21,7 @@ public sealed class AdapterContainerTests
 
     private static void AssertMatchesReference(AdapterPayload payload, double density, double factor)
     {
-        var bytes = AdapterContainer.Encode(payload, new CodecOptions { ComPeft = new ComPeftOptions { Density = density, Factor = factor } });
+        var bytes = AdapterContainer.Encode(payload, new CodecOptions { Codec = AdapterCodec.ComPeft, ComPeft = new ComPeftOptions { Density = density, Factor = factor } });
         var decoded = AdapterContainer.Decode(bytes);
         foreach (string g in new[] { "A", "B" })
         {
@@ -59,7 +59,7 @@ public sealed class AdapterContainerTests
     public void Decode_PerTensorScope_EqualsReferenceAppliedToEachTensor(double density)
     {
         var payload = TestAdapters.Gpt2Lora(layers: 2, d: 32, rank: 4, seed: 12);
-        var options = new CodecOptions { ComPeft = new ComPeftOptions { Density = density, Scope = ThresholdScope.PerTensor } };
+        var options = new CodecOptions { Codec = AdapterCodec.ComPeft, ComPeft = new ComPeftOptions { Density = density, Scope = ThresholdScope.PerTensor } };
         var decoded = AdapterContainer.Decode(AdapterContainer.Encode(payload, options));
         foreach (var t in payload.Tensors)
         {
@@ -74,7 +74,7 @@ public sealed class AdapterContainerTests
     {
         var payload = Single(new float[64], new float[64]);
         AssertMatchesReference(payload, 0.1, 1.0);
-        var decoded = AdapterContainer.Decode(AdapterContainer.Encode(payload, new CodecOptions()));
+        var decoded = AdapterContainer.Decode(AdapterContainer.Encode(payload, new CodecOptions { Codec = AdapterCodec.ComPeft }));
         Assert.All(decoded.Tensors.SelectMany(t => t.Data), v => Assert.Equal(0f, v));
     }
 
@@ -87,7 +87,7 @@ public sealed class AdapterContainerTests
         a[3] = 0.5f; a[7] = -0.5f; a[11] = 0.5f; a[19] = -0.5f;
         var payload = Single(a, [1f, 2f, 3f]);
         AssertMatchesReference(payload, 0.1, 1.0);
-        var decoded = AdapterContainer.Decode(AdapterContainer.Encode(payload, new CodecOptions { ComPeft = new() { Density = 0.1 } }));
+        var decoded = AdapterContainer.Decode(AdapterContainer.Encode(payload, new CodecOptions { Codec = AdapterCodec.ComPeft, ComPeft = new() { Density = 0.1 } }));
         Assert.Equal(4, decoded.Tensors[0].Data.Count(v => v != 0));
     }
 
@@ -99,7 +99,7 @@ public sealed class AdapterContainerTests
         a[5] = 0;
         var payload = Single(a, TestAdapters.Gaussian(rng, 100, 1));
         AssertMatchesReference(payload, 1.0, 1.0);
-        var decoded = AdapterContainer.Decode(AdapterContainer.Encode(payload, new CodecOptions { ComPeft = new() { Density = 1.0 } }));
+        var decoded = AdapterContainer.Decode(AdapterContainer.Encode(payload, new CodecOptions { Codec = AdapterCodec.ComPeft, ComPeft = new() { Density = 1.0 } }));
         Assert.Equal(299, decoded.Tensors[0].Data.Count(v => v != 0));
     }
 
@@ -120,8 +120,8 @@ public sealed class AdapterContainerTests
     public void Encode_SparseGroup_UsesRiceAndDenseGroupUsesBitmap()
     {
         var payload = TestAdapters.Gpt2Lora(1, 64, 8, seed: 3);
-        var sparse = AdapterContainer.ReadHeader(AdapterContainer.Encode(payload, new CodecOptions { ComPeft = new() { Density = 0.05 } }), out _);
-        var dense = AdapterContainer.ReadHeader(AdapterContainer.Encode(payload, new CodecOptions { ComPeft = new() { Density = 0.9 } }), out _);
+        var sparse = AdapterContainer.ReadHeader(AdapterContainer.Encode(payload, new CodecOptions { Codec = AdapterCodec.ComPeft, ComPeft = new() { Density = 0.05 } }), out _);
+        var dense = AdapterContainer.ReadHeader(AdapterContainer.Encode(payload, new CodecOptions { Codec = AdapterCodec.ComPeft, ComPeft = new() { Density = 0.9 } }), out _);
         Assert.All(sparse.Groups!, g => Assert.Equal(PositionCoding.Rice, g.PositionCoding));
         Assert.All(dense.Groups!, g => Assert.Equal(PositionCoding.Bitmap, g.PositionCoding));
     }
@@ -147,7 +147,7 @@ public sealed class AdapterContainerTests
     [Fact]
     public void Decode_FlippedByte_ThrowsChecksumMismatch()
     {
-        var bytes = AdapterContainer.Encode(TestAdapters.Gpt2Lora(1, 16, 2, 1), new CodecOptions());
+        var bytes = AdapterContainer.Encode(TestAdapters.Gpt2Lora(1, 16, 2, 1), new CodecOptions { Codec = AdapterCodec.ComPeft });
         bytes[bytes.Length / 2] ^= 0x40;
         var e = Assert.Throws<ContainerFormatException>(() => AdapterContainer.Decode(bytes));
         Assert.Contains("checksum", e.Message);
@@ -156,7 +156,7 @@ public sealed class AdapterContainerTests
     [Fact]
     public void Decode_Truncated_ThrowsFormatError()
     {
-        var bytes = AdapterContainer.Encode(TestAdapters.Gpt2Lora(1, 16, 2, 1), new CodecOptions());
+        var bytes = AdapterContainer.Encode(TestAdapters.Gpt2Lora(1, 16, 2, 1), new CodecOptions { Codec = AdapterCodec.ComPeft });
         Assert.Throws<ContainerFormatException>(() => AdapterContainer.Decode(bytes.AsSpan(0, bytes.Length - 20)));
         Assert.Throws<ContainerFormatException>(() => AdapterContainer.Decode(bytes.AsSpan(0, 5)));
     }
@@ -164,7 +164,7 @@ public sealed class AdapterContainerTests
     [Fact]
     public void Decode_OtherVersion_IsRefusedWithTheVersion()
     {
-        var bytes = AdapterContainer.Encode(TestAdapters.Gpt2Lora(1, 16, 2, 1), new CodecOptions());
+        var bytes = AdapterContainer.Encode(TestAdapters.Gpt2Lora(1, 16, 2, 1), new CodecOptions { Codec = AdapterCodec.ComPeft });
         bytes[4] = 9;
         var e = Assert.Throws<ContainerFormatException>(() => AdapterContainer.Decode(bytes));
         Assert.Contains("version 9", e.Message);
@@ -175,7 +175,7 @@ public sealed class AdapterContainerTests
     {
         var payload = TestAdapters.Gpt2Lora(layers: 2, d: 256, rank: 16, seed: 5);
         long fp16 = 2 * payload.Tensors.Sum(t => t.ElementCount);
-        var bytes = AdapterContainer.Encode(payload, new CodecOptions { ComPeft = new() { Density = 0.1 } });
+        var bytes = AdapterContainer.Encode(payload, new CodecOptions { Codec = AdapterCodec.ComPeft, ComPeft = new() { Density = 0.1 } });
         Assert.True(fp16 / (double)bytes.Length >= 16, $"ratio {fp16 / (double)bytes.Length:F1}");
     }
 }

@@ -5,9 +5,12 @@ namespace Serving.AdapterStore.Tests.Compression;
 /// <summary>Containers with a valid checksum but lying headers: the decoder must refuse each with a format error, never crash or over-read.</summary>
 public sealed class HostileContainerTests
 {
-    private static (ContainerHeader Header, byte[] Body) Valid(AdapterCodec codec)
+    private static (ContainerHeader Header, byte[] Body) Valid(AdapterCodec codec, bool magnitudes = false)
     {
-        var bytes = AdapterContainer.Encode(TestAdapters.Gpt2Lora(1, 16, 2, 3), new CodecOptions { Codec = codec, ComPeft = new() { Density = 0.3 } });
+        var options = magnitudes
+            ? new CodecOptions { Codec = AdapterCodec.ComPeft, ComPeft = new() { Density = 0.3, Scope = ThresholdScope.PerTensor, Alpha = AlphaMode.Component, MagnitudeBits = 2 } }
+            : new CodecOptions { Codec = codec, ComPeft = new() { Density = 0.3 } };
+        var bytes = AdapterContainer.Encode(TestAdapters.Gpt2Lora(1, 16, 2, 3), options);
         var header = AdapterContainer.ReadHeader(bytes, out var body);
         return (header, body.ToArray());
     }
@@ -72,6 +75,82 @@ public sealed class HostileContainerTests
     {
         var (h, body) = Valid(AdapterCodec.ComPeft);
         var rng = new Random(42);
+        for (int trial = 0; trial < 200; trial++)
+        {
+            var damaged = (byte[])body.Clone();
+            damaged[rng.Next(damaged.Length)] ^= (byte)(1 << rng.Next(8));
+            try
+            {
+                var payload = AdapterContainer.Decode(AdapterContainer.Assemble(h, damaged));
+                Assert.Equal(h.Tensors.Count, payload.Tensors.Count);
+            }
+            catch (ContainerFormatException)
+            {
+                // refused with a reason: fine
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("levels_missing")]
+    [InlineData("levels_short")]
+    [InlineData("bits_too_many")]
+    [InlineData("codes_short")]
+    [InlineData("scales_past_body")]
+    [InlineData("components_wrong")]
+    public void Decode_LyingComPeftV2Header_ThrowsFormatException(string lie)
+    {
+        var (h, body) = Valid(AdapterCodec.ComPeft, magnitudes: true);
+        var groups = h.Groups!.ToList();
+        var g = groups[0];
+        groups[0] = lie switch
+        {
+            "levels_missing" => g with { Levels = null },
+            "levels_short" => g with { Levels = g.Levels![..2] },
+            "bits_too_many" => g with { MagnitudeBits = 9 },
+            "codes_short" => g with { MagnitudesBits = g.MagnitudesBits - 2 },
+            "scales_past_body" => g with { ScalesOffset = body.Length },
+            _ => g with { Components = g.Components + 1 },
+        };
+        Assert.Throws<ContainerFormatException>(() => AdapterContainer.Decode(AdapterContainer.Assemble(h with { Groups = groups }, body)));
+    }
+
+    [Theory]
+    [InlineData("side_raw_length")]
+    [InlineData("side_past_body")]
+    [InlineData("symbols_truncated")]
+    [InlineData("symbols_past_body")]
+    [InlineData("tensor_offset_gap")]
+    [InlineData("rank_grown")]
+    [InlineData("vector_shape")]
+    [InlineData("missing_entry")]
+    public void Decode_LyingQuantHeader_ThrowsFormatException(string lie)
+    {
+        var (h, body) = Valid(AdapterCodec.Quant);
+        var q = h.Quant!;
+        var tensors = h.Tensors.ToList();
+        var t = tensors[0];
+        var header = lie switch
+        {
+            "side_raw_length" => h with { Quant = q with { SideRawLength = q.SideRawLength + 3 } },
+            "side_past_body" => h with { Quant = q with { SideLength = body.Length + 1 } },
+            "symbols_truncated" => h with { Quant = q with { SymbolsLength = q.SymbolsLength / 3 } },
+            "symbols_past_body" => h with { Quant = q with { SymbolsOffset = body.Length } },
+            "tensor_offset_gap" => h with { Tensors = [t, tensors[1] with { Offset = tensors[1].Offset + 1 }, .. tensors.Skip(2)] },
+            "rank_grown" => h with { Tensors = [t with { Shape = [t.Shape[0] + 1, t.Shape[1]], Count = (t.Shape[0] + 1) * t.Shape[1] }, .. tensors.Skip(1)] },
+            "vector_shape" => h with { Tensors = [t with { Shape = [t.Count] }, .. tensors.Skip(1)] },
+            _ => h with { Quant = null },
+        };
+        Assert.Throws<ContainerFormatException>(() => AdapterContainer.Decode(AdapterContainer.Assemble(header, body)));
+    }
+
+    [Theory]
+    [InlineData(AdapterCodec.Quant, false)]
+    [InlineData(AdapterCodec.ComPeft, true)]
+    public void Decode_CorruptedV2BodyWithFixedChecksum_NeverThrowsAnythingButFormatErrorsOrDecodes(AdapterCodec codec, bool magnitudes)
+    {
+        var (h, body) = Valid(codec, magnitudes);
+        var rng = new Random(43);
         for (int trial = 0; trial < 200; trial++)
         {
             var damaged = (byte[])body.Clone();
