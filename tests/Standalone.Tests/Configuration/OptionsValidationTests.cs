@@ -23,6 +23,8 @@ public sealed class OptionsValidationTests
         ["Serving.Inference.Runtime.RuntimeOptions"] = "built by the node's ModelHost from NodeOptions",
         ["Serving.AdapterStore.Compression.CodecOptions"] = "per upload, from the request's form fields (400 when invalid)",
         ["Serving.AdapterStore.Compression.ComPeftOptions"] = "per upload, from the request's form fields (400 when invalid)",
+        ["Serving.AdapterStore.Compression.QuantOptions"] = "per upload, from the request's form fields (400 when invalid)",
+        ["Serving.AdapterStore.Compression.AutoOptions"] = "per upload, from the request's form fields (400 when invalid)",
     };
 
     private sealed record HostServices(string Name, IServiceCollection Services);
