@@ -460,7 +460,9 @@ def references(d, c, W, T, cfg):
     readme_section(os.path.join(d, "reference", "README.md"), "otter.safetensors", f"""`otter.safetensors` (written by `tools/forge/otter.py`): the Otter side network (`../otter/config.json`,
 `../otter/otter.safetensors`) on the prompts `p0`…`p{k - 1}` above, computed in float64 from the fp32 files and
 rounded once to fp32. `otter.py` asserts that the base logits with the side network attached are exactly the base
-logits (and equal `p{{k}}.logits` of `reference.safetensors`).
+logits (and equal `p{{k}}.logits` of `reference.safetensors`). The RoPE tables here are float64 (the base's
+references use the forge's fp32-computed tables; the difference is far below the tolerance); `check.py`'s fp32
+re-computation from `config.json` alone agrees to ~2e-5 (the `sum` pooling adds up T per-position scores).
 
 | tensor | dtype, shape | meaning |
 |---|---|---|
