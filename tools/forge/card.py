@@ -46,6 +46,12 @@ def write_card(R, out, path):
     w("| `adapters/<name>/adapter_config.json`, `adapter_model.safetensors` | PEFT LoRA adapters (fp32), one per domain |")
     w("| `reward-head/config.json`, `head.safetensors` | Otter-style reward head on the frozen base |")
     w("| `reference/reference.safetensors`, `reference/README.md` | PyTorch reference dumps for the C# tests |")
+    if os.path.exists(os.path.join(out, "eval", "index.json")):
+        w("| `eval/*.jsonl`, `eval/index.json`, `eval/README.md` | validation/test splits of every data set, reward-labelled splits, held-out chat prompts |")
+    if os.path.exists(os.path.join(out, "exit-probe", "config.json")):
+        w("| `exit-probe/config.json`, `probe.safetensors` | per-layer early-exit probes; references in `reference/exit-probe.safetensors` |")
+    if os.path.exists(os.path.join(out, "otter", "config.json")):
+        w("| `otter/config.json`, `otter.safetensors` | the Otter form of the reward head (side network); references in `reference/otter.safetensors` |")
     w("| `forge-results.json` | every number in this card, machine-readable |")
     w("")
     w(f"Total size: {dir_size(out) / 1e6:.2f} MB (`du -sb`: {dir_size(out)} bytes).")
@@ -216,6 +222,7 @@ def write_card(R, out, path):
     for p, a in R.get("reward_auc_by_pooling", {}).items():
         w(f"- candidate {p}: train {a['train']:.3f}, val {a['val']:.3f}, test {a['test']:.3f}")
     w("")
+    extra_sections(w, out, R)
     w("## Samples")
     w("")
     w("Own sampler (`forge.sample`): temperature 0.8, top-k 40, at most 60 tokens, stop at any special token, seeds 42 and 43. "
@@ -240,6 +247,125 @@ def write_card(R, out, path):
     w("A 3M-parameter model trained for minutes: text is locally fluent, globally nonsense. Intended only as a "
       "test fixture and demo; it inherits the humour and opinions of the fortune files.")
     open(path, "w", encoding="utf-8").write("\n".join(lines) + "\n")
+
+
+def pct(x):
+    return f"{100 * x:.1f}%"
+
+
+def extra_sections(w, out, R):
+    """Sections for the stages that run on the committed base (eval_export.py, otter.py, exit_probe.py)."""
+    p = os.path.join(out, "otter", "config.json")
+    if os.path.exists(p):
+        o = json.load(open(p, encoding="utf-8"))
+        pr = o["params"]
+        w("## Otter form of the reward head (side network)")
+        w("")
+        w(f"`otter/` (`tools/forge/otter.py`): the inserted-parameter form of the reward head (Otter). In every layer l, "
+          f"{o['num_heads']} extra attention head(s) of head_dim {o['head_dim']} (own K/V, RoPE as the base) and "
+          f"{o['intermediate_size']} extra SwiGLU neurons read x_l = `input_layernorm`_l(hidden[l]) — the normalised "
+          f"input the base attention of layer l reads, i.e. the original {o['hidden_size']} dimensions — and write only "
+          f"a new side stream of {o['side_size']} dimensions (s_0 = 0, s_(l+1) = s_l + attention + FFN); the base's "
+          "residual stream is never written, so the original logits are exactly unchanged (asserted against the "
+          "reference logits). A reward head (RMSNorm over the side stream with its own weight, Linear "
+          f"{o['side_size']}→{o['head']['layers'][0]['shape'][0]}, tanh, Linear →1) reads s_{o['num_hidden_layers']}. "
+          "Initialised by copying base weights (" + "; ".join(f"{k}: {v}" for k, v in o["init"]["heads"].items()) +
+          f"; {o['init']['ffn']}), then trained with the base frozen on the reward head's labels and splits. "
+          "`otter/config.json` describes the computation completely.")
+        w("")
+        w(f"Parameters: side layers {pr['side_layers']:,} ({pct(pr['side_layers_over_base_layers'])} of the base layers' "
+          f"{pr['base_layers']:,}), head {pr['head']:,}, total {pr['total']:,}. Per decoded token the side network adds "
+          f"~{pr['side_layers']:,} multiply-adds against ~{pr['base_layers'] + R['config']['vocab_size'] * R['config']['hidden_size']:,} "
+          f"for the base layers + LM head ({pct(pr['side_layers'] / (pr['base_layers'] + R['config']['vocab_size'] * R['config']['hidden_size']))} "
+          "of a decode step's weights, attention over the context aside), plus its own K/V cache "
+          f"({o['num_heads']} head(s) per layer next to the base's {R['config']['num_key_value_heads']}).")
+        w("")
+        ho = o.get("head_only_auc") or R["reward_auc"]
+        w("| form | pooling | params | train AUC | val AUC | test AUC |")
+        w("|---|---|---|---|---|---|")
+        hp = R["settings"]["reward"]["hidden"] * (R["config"]["hidden_size"] + 2) + 1
+        w(f"| head-only (`reward-head/`, layer {R['reward_layer']}) | {R['reward_pooling']} | {hp:,} | {ho['train']:.3f} | "
+          f"{ho['val']:.3f} | **{ho['test']:.3f}** |")
+        for pl, a in o["auc_by_pooling"].items():
+            kept = " (kept)" if pl == o["pooling"] else ""
+            w(f"| Otter side network{kept} | {pl} | {pr['total']:,} | {a['train']:.3f} | {a['val']:.3f} | "
+              f"{'**' if kept else ''}{a['test']:.3f}{'**' if kept else ''} |")
+        tr = o["training"]
+        w("")
+        w(f"Training: {tr['optimizer']}; {tr['epochs']} epochs, best validation AUC at epoch {tr['best_epoch']}; "
+          f"{fmt_s(tr['wall_s'])} for the kept pooling plus {fmt_s(tr['precompute_s'])} computing the base's layer "
+          "inputs once (2 shared cores, one thread).")
+        for line in o.get("notes", []):
+            w("")
+            w(line)
+        w("")
+    p = os.path.join(out, "exit-probe", "config.json")
+    if os.path.exists(p):
+        e = json.load(open(p, encoding="utf-8"))
+        L = e["num_hidden_layers"]
+        w("## Early-exit probe")
+        w("")
+        arch = (f"a tiny MLP ({e['probes'][0]['layers'][0]['shape'][1]}→{e['probes'][0]['layers'][0]['shape'][0]}, tanh, →1)"
+                if len(e["probes"][0]["layers"]) > 1 else "a linear probe")
+        tg = e["at_target"]
+        w(f"`exit-probe/` (`tools/forge/exit_probe.py`): for each layer l = 1..{L - 1}, {arch} on "
+          f"{'`model.norm`(hidden[l]) (the early head’s input)' if e['input'] == 'final_norm' else 'the raw hidden[l]'} "
+          f"gives the logit of P(exiting after layer l is safe); label `{e['label']}` ({e['label_note']}). "
+          f"Trained on {e['training']['tokens']['train']:,} teacher-forced tokens ({e['training']['data']}). "
+          "Exit rule: the first layer whose probe passes the threshold; `exit-probe/config.json` has the formula, "
+          "the sweeps below and the candidates.")
+        w("")
+        w(f"Full model (layer {L}): val perplexity {e['full_model']['val_ppl']:.1f}, test {e['full_model']['test_ppl']:.1f} "
+          f"on these tokens. Validation sweep (teacher-forced; exit fraction after layer 1..{L - 1}, then no exit):")
+        w("")
+        w("| threshold | exit at " + " / ".join(str(i) for i in range(1, L + 1)) + " | layers skipped | top-1 agreement | ppl |")
+        w("|---|---|---|---|---|")
+        for sp in e["sweep_val"]:
+            w(f"| {sp['threshold']} | " + " / ".join(pct(sp['exit_fraction'][str(i)]) for i in range(1, L + 1)) +
+              f" | {pct(sp['layers_skipped'])} | {pct(sp['agreement'])} | {sp['ppl']:.1f} |")
+        w("")
+        w(f"At ≥ 95% validation agreement (threshold picked on validation, grid steps of 0.00125; test on the held-out split):")
+        w("")
+        w("| criterion | threshold | val skipped | val agreement | test skipped | test agreement | test ppl |")
+        w("|---|---|---|---|---|---|---|")
+
+        def row(name, t):
+            if not t:
+                w(f"| {name} | — | never reaches 95% | | | | |")
+                return
+            w(f"| {name} | {t['threshold']:.4g} | {pct(t['val']['layers_skipped'])} | {pct(t['val']['agreement'])} | "
+              f"{pct(t['test']['layers_skipped'])} | {pct(t['test']['agreement'])} | {t['test']['ppl']:.1f} |")
+        row(f"probe (kept: {arch.split(' (')[0]}, {e['input']}, {e['label']})", tg)
+        for n, v in e["candidates"].items():
+            row(f"candidate {n}", v["at_target"])
+        row("cosine(hidden[l], hidden[l-1]) (CALM)", e["reference_criteria"]["cosine"]["at_target"])
+        row("softmax margin of the full early head", e["reference_criteria"]["margin"]["at_target"])
+        w("")
+        tr = e["training"]
+        co = e.get("cost")
+        if co:
+            w(f"Cost of the decision: {co['probe_params_per_layer']:,} multiply-adds per probe and token, "
+              f"{pct(co['probe_params_per_layer'] / co['base_layer_params'])} of one base layer's "
+              f"{co['base_layer_params']:,} (projections only).")
+            w("")
+        w(f"Wall time (2 shared cores, one thread): candidates trained in {fmt_s(tr.get('train_s', tr['wall_s']))}; "
+          + (f"hidden states and labels {fmt_s(tr['collect_s'])} ({tr['collect_note']}). " if "collect_s" in tr else "")
+          + "Geva et al.'s anchor: 21% of the layers skipped at 94.9% agreement.")
+        for line in e.get("notes", []):
+            w("")
+            w(line)
+        w("")
+    p = os.path.join(out, "eval", "index.json")
+    if os.path.exists(p):
+        ix = json.load(open(p, encoding="utf-8"))
+        w("## Evaluation splits")
+        w("")
+        w("`eval/` (`tools/forge/eval_export.py`): the validation and test splits of every data set as JSONL, one "
+          "document per line with the forge's rendering (plain or chat) and its token count (`eval/README.md` has the "
+          "exact rule; every set's total equals the token counts above), the reward head's labelled splits "
+          f"(`reward.val/test.jsonl`: {ix['reward']['val']['docs']} / {ix['reward']['test']['docs']} documents) and "
+          f"{ix['prompts']['prompts']} held-out chat prompts (`prompts.test.jsonl`).")
+        w("")
 
 
 if __name__ == "__main__":

@@ -1087,7 +1087,16 @@ def write_reference_readme(outdir, T, readme, adapter_names, reward_layer, pooli
               "## Tokenizer texts", ""]
     for j, t in enumerate(TOK_TEXTS):
         lines.append(f"- `tok{j}`: {json.dumps(t, ensure_ascii=False)} → {len(T[f'tok{j}.ids'])} ids")
-    open(os.path.join(outdir, "README.md"), "w", encoding="utf-8").write("\n".join(lines) + "\n")
+    # keep the sections other stages added (exit_probe.py, otter.py: "## `<file>.safetensors`") while their files exist
+    path = os.path.join(outdir, "README.md")
+    keep = []
+    if os.path.exists(path):
+        old = open(path, encoding="utf-8").read()
+        for sec in re.split(r"\n(?=## )", old):
+            mm = re.match(r"## `([\w.-]+\.safetensors)`", sec)
+            if mm and mm.group(1) != "reference.safetensors" and os.path.exists(os.path.join(outdir, mm.group(1))):
+                keep.append(sec.rstrip("\n"))
+    open(path, "w", encoding="utf-8").write("\n".join(lines + [""] + ["\n\n".join(keep)] if keep else lines) + "\n")
 
 # ----------------------------------------------------------------------------------------------
 # main
@@ -1291,6 +1300,14 @@ def main():
     # the last/mean-pooled heads above stay in the results as the candidates that were tried
     import reward as rewardmod
     rewardmod.main(["reward.py", out, card, "--layer0"])
+    # stages on the finished base (each reads only the model folder): eval splits, Otter side network, exit probes
+    t0 = time.time()
+    import eval_export, otter, exit_probe
+    eval_export.main(["eval_export.py", out])
+    otter.main(["otter.py", out])
+    exit_probe.main(["exit_probe.py", out])
+    cardmod.write_card(json.load(open(os.path.join(out, "forge-results.json"), encoding="utf-8")), out, card)
+    log(f"eval splits, Otter side network, exit probes: {time.time() - t0:.0f}s")
     # self-check: reread what we wrote
     chk = read_safetensors(os.path.join(out, "model.safetensors"))
     assert set(chk) == set(k for k in sd), "tensor names"

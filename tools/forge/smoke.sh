@@ -11,7 +11,10 @@ trap 'rm -rf "$out"' EXIT
 OMP_NUM_THREADS=1 /usr/bin/python3 "$here/forge.py" --smoke --out "$out/demo"
 for f in config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json \
          reward-head/config.json reward-head/head.safetensors reference/reference.safetensors \
-         reference/README.md forge-results.json MODEL_CARD.md; do
+         reference/README.md forge-results.json MODEL_CARD.md eval/index.json eval/README.md \
+         eval/general.test.jsonl eval/reward.test.jsonl eval/prompts.test.jsonl \
+         exit-probe/config.json exit-probe/probe.safetensors reference/exit-probe.safetensors \
+         otter/config.json otter/otter.safetensors reference/otter.safetensors; do
   test -s "$out/demo/$f" || { echo "smoke: missing $f" >&2; exit 1; }
 done
 n=$(ls "$out/demo/adapters" | wc -l)
