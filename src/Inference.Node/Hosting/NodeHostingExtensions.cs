@@ -7,6 +7,7 @@ using Serilog.Formatting.Compact;
 using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Registry;
+using Serving.Inference.Node.RewardHeads;
 using Serving.Inference.Node.Telemetry;
 using Serving.ServiceDefaults;
 
@@ -55,7 +56,7 @@ public static class NodeHostingExtensions
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<ModelHost>();
         services.AddSingleton<ModelCatalog>();
-        services.AddSingleton<RewardHeads.RewardHeadCatalog>();
+        services.AddNodeRewardHeads();
         services.AddHostedService<SchedulerHostedService>();
         services.AddNodeAdapters();
         // The heartbeat's adapter tiers (registered after the registry's default, so this one wins).

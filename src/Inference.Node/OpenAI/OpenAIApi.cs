@@ -169,7 +169,7 @@ public static class OpenAIApi
         var resolution = catalog.Resolve(body.Model, out var adapter);
         if (resolution == ModelResolution.UnknownModel) throw Refusals.ModelNotFound(body.Model!);
         var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
-        var head = rewardHeads.Resolve(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true);
+        var head = await rewardHeads.ResolveAsync(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true, ct).ConfigureAwait(false);
         prepared = prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head);
         if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };
         if (adapterRef is not null)
