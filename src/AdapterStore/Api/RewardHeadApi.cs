@@ -60,11 +60,16 @@ public static class RewardHeadApi
             foreach (var part in parts)
             {
                 if (part.IsPickle) pickle = true;
-                else if (part.FileName == RewardHeadFiles.ConfigName || part.Field == "config") config = part.Data;
-                else if (part.FileName is RewardHeadFiles.HeadTensorsName or RewardHeadFiles.OtterTensorsName || part.Field is "tensors" or "head" or "otter")
+                else if (part.FileName == RewardHeadFiles.ConfigName || part.Field is RewardHeadFiles.ConfigName or "config") config = part.Data;
+                else if ((TensorsName(part.FileName) ?? TensorsName(part.Field)) is { } known)
                 {
                     tensors = part.Data;
-                    tensorsName = part.FileName is RewardHeadFiles.HeadTensorsName or RewardHeadFiles.OtterTensorsName ? part.FileName : null;
+                    tensorsName = known;
+                }
+                else if (part.Field is "tensors" or "head" or "otter" || part.FileName.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+                {
+                    tensors = part.Data;
+                    tensorsName = null; // named after the config's kind below
                 }
             }
             var files = RewardHeadFiles.From(config, tensors, tensorsName ?? (config is not null && Serving.Checkpoints.RewardHeads.OtterReader.IsOtter(config)
@@ -116,6 +121,8 @@ public static class RewardHeadApi
         if (!AdapterKeys.IsValidName(name)) return NotFound($"No reward head '{name}'.");
         return await store.DeleteAsync(tenant.TenantId, name, version, cancellationToken) ? TypedResults.NoContent() : NotFound($"No version {version} of reward head '{name}' of this tenant.");
     }
+
+    private static string? TensorsName(string name) => name is RewardHeadFiles.HeadTensorsName or RewardHeadFiles.OtterTensorsName ? name : null;
 
     /// <summary>The head <paramref name="name"/> the caller reads: its own tenant's, else <c>public</c>'s (current versions); null when neither has one.</summary>
     private static async Task<(RewardHeadMetadata Current, bool Own)?> OwnerAsync(string name, ITenantContext tenant, IRewardHeadStore store, CancellationToken cancellationToken)
