@@ -52,15 +52,20 @@ public sealed record RewardHeadFiles(byte[] ConfigJson, byte[] Tensors, string T
             tensors is null ? null : Path.GetFileName(tensors), sawPickle: false);
     }
 
-    /// <summary>The stored payload: a tar of the two files.</summary>
+    /// <summary>The stored payload: a tar of the two files, the same bytes for the same files (ustar, fixed times and modes).</summary>
     public byte[] ToPayload()
     {
         using var ms = new MemoryStream();
-        using (var writer = new TarWriter(ms, TarEntryFormat.Pax, leaveOpen: true))
+        using (var writer = new TarWriter(ms, TarEntryFormat.Ustar, leaveOpen: true))
         {
             foreach (var (name, data) in new[] { (ConfigName, ConfigJson), (TensorsName, Tensors) })
             {
-                writer.WriteEntry(new PaxTarEntry(TarEntryType.RegularFile, name) { DataStream = new MemoryStream(data) });
+                writer.WriteEntry(new UstarTarEntry(TarEntryType.RegularFile, name)
+                {
+                    DataStream = new MemoryStream(data),
+                    ModificationTime = DateTimeOffset.UnixEpoch,
+                    Mode = UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead,
+                });
             }
         }
         return ms.ToArray();

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Serving.AdapterStore.RewardHeads;
 using Serving.AdapterStore.Storage;
@@ -17,7 +18,7 @@ public static class RewardHeadHostingExtensions
     public static IServiceCollection AddNodeRewardHeads(this IServiceCollection services)
     {
         services.AddSingleton<DirectoryRewardHeadSource>();
-        services.AddSingleton<IRewardHeadStore>(sp => new RedisRewardHeadStore(sp.GetRequiredService<IConnectionMultiplexer>(),
+        services.TryAddSingleton<IRewardHeadStore>(sp => new RedisRewardHeadStore(sp.GetRequiredService<IConnectionMultiplexer>(),
             new AdapterStoreOptions { KeyPrefix = sp.GetRequiredService<IOptions<NodeOptions>>().Value.AdapterKeyPrefix },
             sp.GetRequiredService<TimeProvider>(), sp.GetService<ILogger<RedisRewardHeadStore>>()));
         services.AddSingleton(sp => new StoreRewardHeadSource(sp.GetRequiredService<IRewardHeadStore>(), sp.GetRequiredService<ModelHost>(),
