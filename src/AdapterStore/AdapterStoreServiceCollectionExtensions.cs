@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Api;
 using Serving.AdapterStore.Ingest;
+using Serving.AdapterStore.RewardHeads;
 using Serving.AdapterStore.Storage;
 using StackExchange.Redis;
 
@@ -25,8 +26,8 @@ public static class AdapterStoreServiceCollectionExtensions
     }
 
     /// <summary>
-    /// Registers the store: Redis at <see cref="AdapterStoreOptions.RedisConnectionString"/>, or an embedded Garnet on
-    /// loopback when it is empty; the ingest pipeline; a single-tenant <see cref="ITenantContext"/> unless one is registered.
+    /// Registers the store (adapters and reward heads): Redis at <see cref="AdapterStoreOptions.RedisConnectionString"/>, or an embedded Garnet on
+    /// loopback when it is empty; the ingest pipelines; a single-tenant <see cref="ITenantContext"/> unless one is registered.
     /// The options are set by code here, validated at start. The host registers an <see cref="IBaseModelCatalog"/>
     /// (e.g. <see cref="StaticBaseModelCatalog"/>) and maps <see cref="StoreUnavailableException"/> (503, retry) and
     /// <see cref="StoreCorruptException"/> in its exception handler.
@@ -59,6 +60,9 @@ public static class AdapterStoreServiceCollectionExtensions
         services.TryAddSingleton<IAdapterStore>(sp => new RedisAdapterStore(sp.GetRequiredService<IConnectionMultiplexer>(),
             sp.GetRequiredService<IOptions<AdapterStoreOptions>>().Value, sp.GetRequiredService<TimeProvider>(), sp.GetService<ILogger<RedisAdapterStore>>()));
         services.TryAddSingleton(sp => new AdapterIngestor(sp.GetRequiredService<IAdapterStore>(), sp.GetRequiredService<IBaseModelCatalog>(), sp.GetRequiredService<TimeProvider>()));
+        services.TryAddSingleton<IRewardHeadStore>(sp => new RedisRewardHeadStore(sp.GetRequiredService<IConnectionMultiplexer>(),
+            sp.GetRequiredService<IOptions<AdapterStoreOptions>>().Value, sp.GetRequiredService<TimeProvider>(), sp.GetService<ILogger<RedisRewardHeadStore>>()));
+        services.TryAddSingleton(sp => new RewardHeadIngestor(sp.GetRequiredService<IRewardHeadStore>(), sp.GetRequiredService<IBaseModelCatalog>(), sp.GetRequiredService<TimeProvider>()));
         services.TryAddScoped<ITenantContext>(_ => new SingleTenantContext());
         services.AddProblemDetails();
         return services;

@@ -18,6 +18,12 @@ internal static class EventIds
     /// <summary>An adapter version was deleted.</summary>
     public const int AdapterDeleted = 4102;
 
-    /// <summary>A store event could not be handled.</summary>
+    /// <summary>A store event (adapter or reward head) could not be handled.</summary>
     public const int AdapterEventFailed = 4103;
+
+    /// <summary>A reward head version was published.</summary>
+    public const int RewardHeadPublished = 4111;
+
+    /// <summary>A reward head version was deleted.</summary>
+    public const int RewardHeadDeleted = 4112;
 }

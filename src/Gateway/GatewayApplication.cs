@@ -78,7 +78,7 @@ public static class GatewayApplication
 
         // Surface.
         services.AddHealthChecks().AddCheck<NodesHealthCheck>(NodesHealthCheck.Name, tags: [HealthEndpoints.ReadyTag]);
-        services.AddOpenApi();
+        services.AddOpenApi(o => o.AddDocumentTransformer<OpenAiRoutesDocument>());
         services.AddOpenTelemetry().WithMetrics(m => m
             .AddMeter(GatewayMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "System.Net.Http")
             .AddPrometheusExporter());
@@ -109,6 +109,7 @@ public static class GatewayApplication
         app.MapScalarApiReference().AllowAnonymous();
         app.MapModelsApi();
         app.MapAdapterApi().RequireAuthorization(TenancyPolicies.Tenant).RequireRateLimiting(RateLimitPolicies.TenantRequests);
+        app.MapRewardHeadApi().RequireAuthorization(TenancyPolicies.Tenant).RequireRateLimiting(RateLimitPolicies.TenantRequests);
         app.MapAdminApi();
         app.MapReverseProxy(proxy =>
         {

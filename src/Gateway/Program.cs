@@ -4,7 +4,7 @@ using Serving.Gateway;
 var builder = WebApplication.CreateBuilder(args);
 builder.AddGateway();
 
-// Build, then middleware and endpoints: /v1 (proxied + models + adapters), /admin, /health, /metrics, /openapi, /scalar.
+// Build, then middleware and endpoints: /v1 (proxied + models + adapters + reward heads), /admin, /health, /metrics, /openapi, /scalar.
 var app = builder.Build();
 app.MapGateway();
 app.Run();

@@ -11,4 +11,10 @@ internal static class EventIds
 
     /// <summary>A public adapter folder failed validation and was not uploaded.</summary>
     public const int PublicAdapterNotSeeded = 9002;
+
+    /// <summary>The public reward heads were uploaded at start.</summary>
+    public const int PublicRewardHeadsSeeded = 9003;
+
+    /// <summary>A public reward head folder failed validation and was not uploaded.</summary>
+    public const int PublicRewardHeadNotSeeded = 9004;
 }

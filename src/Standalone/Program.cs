@@ -82,6 +82,20 @@ internal sealed class StandaloneService(IConfiguration configuration) : IHostedS
           curl -s {{s.GatewayUrl}}/v1/chat/completions -H "Authorization: Bearer {{s.DevKey}}" -H 'Content-Type: application/json' \
             -d '{"model":"{{s.ModelId}}:public/{{adapter}}","messages":[{"role":"user","content":"Tell me a fortune"}],"max_tokens":48,"temperature":0.8,"seed":1}'
         """);
+        // One request per alignment method with the node's default head, and a head upload, when the system has a default head.
+        string auth = $"-H \"Authorization: Bearer {s.DevKey}\" -H 'Content-Type: application/json'";
+        string chat = $"\"model\":\"{s.ModelId}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Tell me a fortune\"}}],\"max_tokens\":48,\"temperature\":0.8,\"seed\":1";
+        string alignmentExample = s.DefaultRewardHead is null ? "" : string.Create(CultureInfo.InvariantCulture, $$$"""
+
+
+          # decoding-time alignment with the reward head {{{s.DefaultRewardHead}}} (reward heads: {{{string.Join(", ", s.PublicRewardHeads.Select(h => "public/" + h))}}}; add "reward_head" to pick one)
+          curl -s {{{s.GatewayUrl}}}/v1/chat/completions {{{auth}}} -d '{{{{chat}}},"alignment":{"method":"best_of_n","n":4}}'
+          curl -s {{{s.GatewayUrl}}}/v1/chat/completions {{{auth}}} -d '{{{{chat}}},"alignment":{"method":"args","k":10,"weight":1.5}}'
+          curl -s {{{s.GatewayUrl}}}/v1/chat/completions {{{auth}}} -d '{{{{chat}}},"alignment":{"method":"darwin","variants":5,"interval":40,"iterations":1}}'
+          # your own reward head (config.json + head.safetensors), then "reward_head":"mine"
+          curl -s {{{s.GatewayUrl}}}/v1/reward-heads/mine -H "Authorization: Bearer {{{s.DevKey}}}" \
+            -F config.json=@{{{Path.Combine(s.ModelPath, "reward-head", "config.json")}}} -F head.safetensors=@{{{Path.Combine(s.ModelPath, "reward-head", "head.safetensors")}}}
+        """);
         return string.Create(CultureInfo.InvariantCulture, $$"""
 
         Serving is up (gateway + inference node + {{(s.EmbeddedStore ? "embedded Garnet" : "Redis")}} in one process).
@@ -93,7 +107,7 @@ internal sealed class StandaloneService(IConfiguration configuration) : IHostedS
 
         Try:
           curl -s {{s.GatewayUrl}}/v1/chat/completions -H "Authorization: Bearer {{s.DevKey}}" -H 'Content-Type: application/json' \
-            -d '{"model":"{{s.ModelId}}","messages":[{"role":"user","content":"Tell me a fortune"}],"max_tokens":48,"temperature":0.8,"seed":1}'{{adapterExample}}
+            -d '{"model":"{{s.ModelId}}","messages":[{"role":"user","content":"Tell me a fortune"}],"max_tokens":48,"temperature":0.8,"seed":1}'{{adapterExample}}{{alignmentExample}}
 
         Ctrl+C stops everything.
         """);

@@ -35,6 +35,13 @@ public sealed class StandaloneOptions
     /// them) through the store's ingest path, each only when the store has no adapter of that name yet; default true.
     /// </summary>
     public bool SeedPublicAdapters { get; set; } = true;
+
+    /// <summary>
+    /// At start, upload <c>{ModelPath}/reward-head</c> as <c>public/positive</c> and <c>{ModelPath}/otter</c> (when present) as
+    /// <c>public/positive-otter</c>, each only when the store has no head of that name yet, and make <c>public/positive</c>
+    /// the node's default head (<c>Node:DefaultRewardHead</c>, unless set) so alignment works without naming one; default true.
+    /// </summary>
+    public bool SeedRewardHeads { get; set; } = true;
 }
 
 /// <summary>Checks <see cref="StandaloneOptions"/> at start (the host's <c>ValidateOnStart</c>, and <see cref="StandaloneSystem.StartAsync"/>).</summary>

@@ -6,6 +6,7 @@ using Serving.AdapterStore.Api;
 using Serving.AdapterStore.Compression;
 using Serving.AdapterStore.Ingest;
 using Serving.AdapterStore.Peft;
+using Serving.AdapterStore.RewardHeads;
 using Serving.AdapterStore.Storage;
 using Serving.Gateway;
 using Serving.Gateway.Tenancy;
@@ -29,10 +30,19 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
     private readonly WebApplication _gateway;
     private int _stopped;
 
+    /// <summary>The head the demo folder is seeded as.</summary>
+    public const string DemoRewardHead = "positive";
+
+    /// <summary>The Otter form of the demo head, when <c>models/demo/otter</c> exists.</summary>
+    public const string DemoOtterHead = "positive-otter";
+
     private StandaloneSystem(EmbeddedGarnet? garnet, WebApplication node, WebApplication gateway, string gatewayUrl, string nodeUrl,
-        string redis, string modelId, string modelPath, string devTenant, string devKey, IReadOnlyList<string> publicAdapters)
+        string redis, string modelId, string modelPath, string devTenant, string devKey, IReadOnlyList<string> publicAdapters,
+        IReadOnlyList<string> publicRewardHeads, string? defaultRewardHead)
     {
         PublicAdapters = publicAdapters;
+        PublicRewardHeads = publicRewardHeads;
+        DefaultRewardHead = defaultRewardHead;
         _garnet = garnet;
         _node = node;
         _gateway = gateway;
@@ -72,6 +82,12 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
     /// <summary>Names of the adapters tenant <c>public</c> has for this base model (seeded or already stored), sorted.</summary>
     public IReadOnlyList<string> PublicAdapters { get; }
 
+    /// <summary>Names of the reward heads tenant <c>public</c> has for this base model (seeded or already stored), sorted.</summary>
+    public IReadOnlyList<string> PublicRewardHeads { get; }
+
+    /// <summary>The node's default reward head (<c>Node:DefaultRewardHead</c>), null when it has none.</summary>
+    public string? DefaultRewardHead { get; }
+
     /// <summary>
     /// Starts every part. <paramref name="configuration"/> is the process configuration (command line, environment,
     /// <c>standalone.json</c>); keys of the <c>Node</c> and <c>Gateway</c> sections reach the node and the gateway as they
@@ -101,12 +117,17 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
                 redis = options.Redis;
             }
 
+            // The demo head becomes the node's default (resolved from the store on use, so seeding it after the node starts is fine).
+            string? defaultHead = configuration["Node:DefaultRewardHead"];
+            if (defaultHead is null && options.SeedRewardHeads && File.Exists(Path.Combine(modelPath, "reward-head", "config.json")))
+                defaultHead = $"{PublicTenant}/{DemoRewardHead}";
             node = BuildNode(configuration, new Dictionary<string, string?>
             {
                 ["urls"] = "http://127.0.0.1:0",
                 ["Node:ModelPath"] = modelPath,
                 ["Node:Redis"] = redis,
                 ["Node:Id"] = configuration["Node:Id"] ?? "standalone-node",
+                ["Node:DefaultRewardHead"] = defaultHead,
             });
             await node.StartAsync(cancellationToken);
             string nodeUrl = Address(node);
@@ -129,11 +150,19 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
             await gateway.StartAsync(cancellationToken);
             await gateway.Services.GetRequiredService<ApiKeyStore>().CreateTenantAsync(options.DevTenant, "Development tenant", cancellationToken);
             if (options.SeedPublicAdapters) await SeedPublicAdaptersAsync(gateway.Services, modelId, Path.Combine(modelPath, "adapters"), cancellationToken);
+            if (options.SeedRewardHeads)
+            {
+                await SeedPublicRewardHeadsAsync(gateway.Services, modelId,
+                    [(DemoRewardHead, Path.Combine(modelPath, "reward-head")), (DemoOtterHead, Path.Combine(modelPath, "otter"))], cancellationToken);
+            }
             var publicAdapters = (await gateway.Services.GetRequiredService<IAdapterStore>().ListAsync(PublicTenant, cancellationToken))
                 .Where(a => a.BaseModel == modelId).Select(a => a.Name).Order(StringComparer.Ordinal).ToList();
+            var publicHeads = (await gateway.Services.GetRequiredService<IRewardHeadStore>().ListAsync(PublicTenant, cancellationToken))
+                .Where(h => h.BaseModel == modelId).Select(h => h.Name).Order(StringComparer.Ordinal).ToList();
             string gatewayUrl = Address(gateway);
             await WaitReadyAsync(gatewayUrl, cancellationToken);
-            return new StandaloneSystem(garnet, node, gateway, gatewayUrl, nodeUrl, redis, modelId, modelPath, options.DevTenant, devKey, publicAdapters);
+            return new StandaloneSystem(garnet, node, gateway, gatewayUrl, nodeUrl, redis, modelId, modelPath, options.DevTenant, devKey, publicAdapters,
+                publicHeads, defaultHead);
         }
         catch
         {
@@ -180,6 +209,43 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
         }
         if (seeded.Count > 0) LogSeeded(logger, seeded.Count, string.Join(", ", seeded), folder);
     }
+
+    /// <summary>
+    /// Uploads each (name, folder) that holds a reward head (<c>config.json</c> + <c>head.safetensors</c>, or the Otter form's
+    /// <c>otter.safetensors</c>) as tenant <c>public</c> through the store's validation, unless the store already has a head of
+    /// that name; a folder that is absent is skipped, one that fails validation is logged and skipped.
+    /// </summary>
+    internal static async Task SeedPublicRewardHeadsAsync(IServiceProvider services, string modelId, IReadOnlyList<(string Name, string Folder)> heads, CancellationToken cancellationToken)
+    {
+        var store = services.GetRequiredService<IRewardHeadStore>();
+        var ingestor = services.GetRequiredService<RewardHeadIngestor>();
+        var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Serving.Standalone");
+        var keys = services.GetRequiredService<ApiKeyStore>();
+        if (heads.Any(h => File.Exists(Path.Combine(h.Folder, RewardHeadFiles.ConfigName))) && await keys.GetTenantAsync(PublicTenant, cancellationToken) is null)
+            await keys.CreateTenantAsync(PublicTenant, "Public adapters and reward heads (every tenant may use them)", cancellationToken);
+        var seeded = new List<string>();
+        foreach (var (name, folder) in heads)
+        {
+            if (!File.Exists(Path.Combine(folder, RewardHeadFiles.ConfigName))) continue;
+            if (await store.GetMetadataAsync(PublicTenant, name, null, cancellationToken) is not null) continue;
+            try
+            {
+                await ingestor.IngestAsync(new RewardHeadUpload(PublicTenant, name, modelId, RewardHeadFiles.ReadFolder(folder)), cancellationToken);
+                seeded.Add(name);
+            }
+            catch (AdapterValidationException e)
+            {
+                LogHeadNotSeeded(logger, folder, e.Message);
+            }
+        }
+        if (seeded.Count > 0) LogHeadsSeeded(logger, seeded.Count, string.Join(", ", seeded));
+    }
+
+    [LoggerMessage(EventId = EventIds.PublicRewardHeadsSeeded, Level = LogLevel.Information, Message = "Seeded {Count} reward heads of tenant public ({Names})")]
+    private static partial void LogHeadsSeeded(ILogger logger, int count, string names);
+
+    [LoggerMessage(EventId = EventIds.PublicRewardHeadNotSeeded, Level = LogLevel.Warning, Message = "Reward head folder {Folder} not seeded: {Reason}")]
+    private static partial void LogHeadNotSeeded(ILogger logger, string folder, string reason);
 
     [LoggerMessage(EventId = EventIds.PublicAdaptersSeeded, Level = LogLevel.Information, Message = "Seeded {Count} adapters of tenant public ({Names}) from {Folder}")]
     private static partial void LogSeeded(ILogger logger, int count, string names, string folder);

@@ -1,12 +1,9 @@
 using System.Globalization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
-using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Extensions.Options;
-using Microsoft.Net.Http.Headers;
 using Serving.AdapterStore.Compression;
 using Serving.AdapterStore.Ingest;
 using Serving.AdapterStore.Peft;
@@ -78,70 +75,22 @@ public static class AdapterApi
         bool.TryParse(text, out bool v) ? v
         : throw new AdapterValidationException(AdapterErrors.UploadInvalid, $"'{field}' must be true or false, got '{text}'.", status: 400);
 
-    /// <summary>Streams the multipart body, counting bytes against the limit; files by field or file name, or one archive.</summary>
+    /// <summary>The PEFT files by field or file name, or one archive, and the form fields.</summary>
     private static async Task<(PeftFiles Files, Dictionary<string, string> Fields)> ReadUploadAsync(HttpRequest request, long maxBytes, CancellationToken cancellationToken)
     {
-        if (request.ContentLength is long declared && declared > maxBytes) throw PeftArchive.TooLarge(maxBytes);
-        if (request.HttpContext.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = maxBytes + (64 << 10);
-        if (!MediaTypeHeaderValue.TryParse(request.ContentType, out var mediaType) || !mediaType.MediaType.Equals("multipart/form-data", StringComparison.OrdinalIgnoreCase))
-            throw new AdapterValidationException(AdapterErrors.UploadInvalid, "Send multipart/form-data with adapter_config.json and adapter_model.safetensors, or one .tar/.zip archive.", status: 400);
-        string boundary = HeaderUtilities.RemoveQuotes(mediaType.Boundary).Value ?? "";
-        if (boundary.Length == 0) throw new AdapterValidationException(AdapterErrors.UploadInvalid, "multipart/form-data without a boundary.", status: 400);
-
-        var reader = new MultipartReader(boundary, request.Body) { BodyLengthLimit = null };
-        var fields = new Dictionary<string, string>(StringComparer.Ordinal);
+        var (parts, fields) = await MultipartUpload.ReadAsync(request, maxBytes, "adapter_config.json and adapter_model.safetensors, or one .tar/.zip archive", cancellationToken);
         byte[]? config = null, weights = null, archive = null;
         bool pickle = false;
-        long total = 0;
-        try
+        foreach (var part in parts)
         {
-            while (await reader.ReadNextSectionAsync(cancellationToken) is { } section)
-            {
-                if (!ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var cd)) continue;
-                string field = HeaderUtilities.RemoveQuotes(cd.Name).Value ?? "";
-                string? fileName = HeaderUtilities.RemoveQuotes(cd.FileNameStar.HasValue ? cd.FileNameStar : cd.FileName).Value;
-                var data = await ReadLimitedAsync(section.Body, maxBytes - total, maxBytes, cancellationToken);
-                total += data.Length;
-                if (string.IsNullOrEmpty(fileName))
-                {
-                    fields[field] = System.Text.Encoding.UTF8.GetString(data);
-                    continue;
-                }
-                string file = Path.GetFileName(fileName.Replace('\\', '/'));
-                if (file.EndsWith(".bin", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".pt", StringComparison.OrdinalIgnoreCase)
-                    || file.EndsWith(".pth", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".ckpt", StringComparison.OrdinalIgnoreCase)) pickle = true;
-                else if (file == PeftFiles.ConfigName || field is "config" or "adapter_config") config = data;
-                else if (file == PeftFiles.WeightsName || field is "weights" or "adapter_model") weights = data;
-                else if (field == "archive" || file.EndsWith(".tar", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".zip", StringComparison.OrdinalIgnoreCase)) archive = data;
-            }
-        }
-        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            throw PeftArchive.TooLarge(maxBytes);
-        }
-        catch (IOException e) when (e is not EndOfStreamException)
-        {
-            throw new AdapterValidationException(AdapterErrors.UploadInvalid, $"The multipart body cannot be read: {e.Message}", status: 400);
-        }
-        catch (InvalidDataException e)
-        {
-            throw new AdapterValidationException(AdapterErrors.UploadInvalid, $"The multipart body is malformed: {e.Message}", status: 400);
+            var (field, file, data) = part;
+            if (part.IsPickle) pickle = true;
+            else if (file == PeftFiles.ConfigName || field is "config" or "adapter_config") config = data;
+            else if (file == PeftFiles.WeightsName || field is "weights" or "adapter_model") weights = data;
+            else if (field == "archive" || file.EndsWith(".tar", StringComparison.OrdinalIgnoreCase) || file.EndsWith(".zip", StringComparison.OrdinalIgnoreCase)) archive = data;
         }
         if (archive is not null && config is null && weights is null) return (PeftArchive.Read(archive, maxBytes), fields);
         return (PeftFiles.From(config, weights, pickle), fields);
-    }
-
-    private static async Task<byte[]> ReadLimitedAsync(Stream s, long remaining, long max, CancellationToken cancellationToken)
-    {
-        using var ms = new MemoryStream();
-        var buffer = new byte[81920];
-        int read;
-        while ((read = await s.ReadAsync(buffer, cancellationToken)) > 0)
-        {
-            if (ms.Length + read > remaining) throw PeftArchive.TooLarge(max);
-            ms.Write(buffer, 0, read);
-        }
-        return ms.ToArray();
     }
 
     internal static async Task<Ok<IReadOnlyList<AdapterMetadata>>> ListAsync(ITenantContext tenant, IAdapterStore store, CancellationToken cancellationToken) =>

@@ -14,12 +14,20 @@ public interface IBaseModelCatalog
 
     /// <summary>Known ids.</summary>
     IReadOnlyCollection<string> Ids { get; }
+
+    /// <summary>The config.json of a base model (reward heads are validated against it), false when the catalog has none for it.</summary>
+    bool TryGetConfig(string id, out ModelConfig config)
+    {
+        config = null!;
+        return false;
+    }
 }
 
 /// <summary>A fixed catalog filled at start (from the served checkpoints' config.json files).</summary>
 public sealed class StaticBaseModelCatalog : IBaseModelCatalog
 {
     private readonly Dictionary<string, BaseModelShape> _models = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ModelConfig> _configs = new(StringComparer.Ordinal);
 
     /// <summary>Creates a catalog; the first model added becomes the default.</summary>
     public StaticBaseModelCatalog Add(string id, BaseModelShape shape)
@@ -29,8 +37,12 @@ public sealed class StaticBaseModelCatalog : IBaseModelCatalog
         return this;
     }
 
-    /// <summary>Adds a model described by its config.json.</summary>
-    public StaticBaseModelCatalog Add(string id, ModelConfig config) => Add(id, BaseModelShape.FromConfig(config));
+    /// <summary>Adds a model described by its config.json (adapters and reward heads can be validated against it).</summary>
+    public StaticBaseModelCatalog Add(string id, ModelConfig config)
+    {
+        _configs[id] = config;
+        return Add(id, BaseModelShape.FromConfig(config));
+    }
 
     /// <inheritdoc />
     public string DefaultModel { get; private set; } = "";
@@ -40,4 +52,7 @@ public sealed class StaticBaseModelCatalog : IBaseModelCatalog
 
     /// <inheritdoc />
     public bool TryGet(string id, out BaseModelShape shape) => _models.TryGetValue(id, out shape!);
+
+    /// <inheritdoc />
+    public bool TryGetConfig(string id, out ModelConfig config) => _configs.TryGetValue(id, out config!);
 }

@@ -1,11 +1,14 @@
 namespace Serving.AdapterStore.Peft;
 
 /// <summary>
-/// An upload was refused. <see cref="Code"/> is stable (it becomes the ProblemDetails type suffix),
+/// An upload (adapter or reward head) was refused. <see cref="Code"/> is stable (it becomes the ProblemDetails type suffix),
 /// the message names the file or tensor and the rule that failed.
 /// </summary>
-public sealed class AdapterValidationException(string code, string message, string? tensor = null, int status = 422) : Exception(message)
+public sealed class AdapterValidationException(string code, string message, string? tensor = null, int status = 422, string? category = null) : Exception(message)
 {
+    /// <summary>The broader code <see cref="Code"/> belongs to, when it refines one (reward heads: <c>invalid_head_tensors</c>).</summary>
+    public string? Category { get; } = category;
+
     /// <summary>Stable error code, e.g. <c>tensor_shape_mismatch</c>.</summary>
     public string Code { get; } = code;
     /// <summary>The offending tensor, when one is to blame.</summary>

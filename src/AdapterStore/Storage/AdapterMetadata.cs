@@ -5,7 +5,7 @@ using Serving.AdapterStore.Compression;
 namespace Serving.AdapterStore.Storage;
 
 /// <summary>Metadata of one stored adapter version (the Redis hash, typed).</summary>
-public sealed record AdapterMetadata
+public sealed record AdapterMetadata : IStoredArtifact
 {
     /// <summary>Owning tenant.</summary>
     public required string Tenant { get; init; }

@@ -33,7 +33,7 @@ public static class OtterReader
         var config = Path.Combine(folder, "config.json");
         if (!File.Exists(config)) throw Config($"{folder} has no config.json");
         var tensors = Directory.GetFiles(folder, "*.safetensors").Order().FirstOrDefault()
-            ?? throw Tensors($"{folder} has no .safetensors file");
+            ?? throw Tensors($"{folder} has no .safetensors file", RewardHeadFormatException.TensorMissing);
         return Read(File.ReadAllBytes(config), File.ReadAllBytes(tensors), baseConfig);
     }
 
@@ -54,7 +54,7 @@ public static class OtterReader
         var hidden = Int(root, "hidden_size");
         var side = Int(root, "side_size");
         var heads = Int(root, "num_heads");
-        var kvHeads = root.TryGetProperty("num_key_value_heads", out var kvh) ? kvh.GetInt32() : heads;
+        var kvHeads = root.TryGetProperty("num_key_value_heads", out _) ? Int(root, "num_key_value_heads") : heads;
         var headDim = Int(root, "head_dim");
         var ffn = Int(root, "intermediate_size");
         var eps = root.TryGetProperty("rms_norm_eps", out var e1) && e1.ValueKind == JsonValueKind.Number ? e1.GetSingle() : baseConfig.NormEps;
@@ -66,7 +66,7 @@ public static class OtterReader
         {
             throw Mismatch($"the side heads use head_dim {headDim}, but they share the base's RoPE tables of head_dim {baseConfig.HeadDim}");
         }
-        if (root.TryGetProperty("rope", out var rope) && rope.ValueKind == JsonValueKind.Object && rope.TryGetProperty("theta", out var theta)
+        if (root.TryGetProperty("rope", out var rope) && rope.ValueKind == JsonValueKind.Object && rope.TryGetProperty("theta", out var theta) && theta.ValueKind == JsonValueKind.Number
             && Math.Abs(theta.GetSingle() - baseConfig.RopeTheta) > 1e-3 * baseConfig.RopeTheta)
         {
             throw Mismatch($"the side network's rope θ {theta.GetSingle()} differs from the base's {baseConfig.RopeTheta}");
@@ -84,7 +84,7 @@ public static class OtterReader
         }
         catch (SafetensorsFormatException ex)
         {
-            throw Tensors(ex.Message);
+            throw Tensors(ex.Message, RewardHeadFormatException.SafetensorsInvalid);
         }
         using (file)
         {
@@ -95,7 +95,7 @@ public static class OtterReader
             {
                 float[] T(string part, long rows, long cols)
                 {
-                    if (!l.TryGetProperty(part, out var p) || p.ValueKind != JsonValueKind.Object) throw Config($"config.json: layers[{i}].{part} is required");
+                    if (l.ValueKind != JsonValueKind.Object || !l.TryGetProperty(part, out var p) || p.ValueKind != JsonValueKind.Object) throw Config($"config.json: layers[{i}].{part} is required");
                     return Read(file, Str(p, "weight") ?? throw Config($"config.json: layers[{i}].{part}.weight is required"), [rows, cols]);
                 }
                 list.Add(new OtterLayer
@@ -122,15 +122,16 @@ public static class OtterReader
             foreach (var h in headLayers.EnumerateArray())
             {
                 var wName = Str(h, "weight") ?? throw Config("config.json: head.layers[].weight is required");
-                if (!file.Tensors.TryGetValue(wName, out var info) || info.Shape.Length != 2) throw Tensors($"tensor '{wName}' must exist and be 2-D [out, in]");
+                if (!file.Tensors.TryGetValue(wName, out var info)) throw Tensors($"the safetensors file has no tensor '{wName}'", RewardHeadFormatException.TensorMissing);
+                if (info.Shape.Length != 2) throw Tensors($"tensor '{wName}' must be 2-D [out, in], got {info.ShapeText}", RewardHeadFormatException.TensorShape);
                 var rows = (int)info.Shape[0];
-                if (info.Shape[1] != width) throw Tensors($"tensor '{wName}' reads {info.Shape[1]} values, the previous layer writes {width}");
+                if (info.Shape[1] != width) throw Tensors($"tensor '{wName}' reads {info.Shape[1]} values, the previous layer writes {width}", RewardHeadFormatException.TensorShape);
                 var w = Read(file, wName, [rows, width]);
                 var b = Str(h, "bias") is { } bName ? Read(file, bName, [rows]) : null;
                 dense.Add(new DenseLayer(width, rows, w, b));
                 width = rows;
             }
-            if (width != 1) throw Tensors($"the head's last layer must output one value, it outputs {width}");
+            if (width != 1) throw Tensors($"the head's last layer must output one value, it outputs {width}", RewardHeadFormatException.TensorShape);
             return new OtterDefinition
             {
                 BaseModel = Str(root, "base_model"),
@@ -166,12 +167,20 @@ public static class OtterReader
 
     private static float[] Read(SafetensorsFile file, string name, long[] shape)
     {
-        if (!file.Tensors.TryGetValue(name, out var info)) throw Tensors($"the safetensors file has no tensor '{name}'");
-        if (!info.Shape.AsSpan().SequenceEqual(shape)) throw Tensors($"tensor '{name}' has shape {info.ShapeText}, expected [{string.Join(", ", shape)}]");
-        var values = file.ReadFloat32(name);
+        if (!file.Tensors.TryGetValue(name, out var info)) throw Tensors($"the safetensors file has no tensor '{name}'", RewardHeadFormatException.TensorMissing);
+        if (!info.Shape.AsSpan().SequenceEqual(shape)) throw Tensors($"tensor '{name}' has shape {info.ShapeText}, expected [{string.Join(", ", shape)}]", RewardHeadFormatException.TensorShape);
+        float[] values;
+        try
+        {
+            values = file.ReadFloat32(name);
+        }
+        catch (SafetensorsFormatException e)
+        {
+            throw Tensors(e.Message, RewardHeadFormatException.SafetensorsInvalid);
+        }
         foreach (var v in values)
         {
-            if (!float.IsFinite(v)) throw Tensors($"tensor '{name}' holds a non-finite value ({v})");
+            if (!float.IsFinite(v)) throw Tensors($"tensor '{name}' holds a non-finite value ({v})", RewardHeadFormatException.TensorNotFinite);
         }
         return values;
     }
@@ -180,9 +189,9 @@ public static class OtterReader
         root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var n) ? n : throw Config($"config.json: \"{key}\" must be an integer");
 
     private static string? Str(JsonElement root, string key) =>
-        root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
+        root.ValueKind == JsonValueKind.Object && root.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString() : null;
 
     private static RewardHeadFormatException Config(string m) => new(RewardHeadFormatException.InvalidConfig, m);
-    private static RewardHeadFormatException Tensors(string m) => new(RewardHeadFormatException.InvalidTensors, m);
+    private static RewardHeadFormatException Tensors(string m, string reason) => new(RewardHeadFormatException.InvalidTensors, m, reason);
     private static RewardHeadFormatException Mismatch(string m) => new(RewardHeadFormatException.BaseMismatch, m);
 }

@@ -82,7 +82,7 @@ public static class RewardHeadReader
         }
         catch (SafetensorsFormatException e)
         {
-            throw Tensors(e.Message);
+            throw Tensors(e.Message, RewardHeadFormatException.SafetensorsInvalid);
         }
         using (file)
         {
@@ -96,7 +96,7 @@ public static class RewardHeadReader
                 var weightName = OptionalString(entry, "weight") ?? throw Config($"config.json: layers[{i}].weight (a tensor name) is required");
                 var biasName = OptionalString(entry, "bias");
                 var weight = ReadTensor(file, weightName, i, "weight", out var shape);
-                if (shape.Count != 2) throw Tensors($"tensor '{weightName}' (layers[{i}].weight) must be 2-D [out, in], got [{string.Join(", ", shape)}]");
+                if (shape.Count != 2) throw Tensors($"tensor '{weightName}' (layers[{i}].weight) must be 2-D [out, in], got [{string.Join(", ", shape)}]", RewardHeadFormatException.TensorShape);
                 var (rows, cols) = ((int)shape[0], (int)shape[1]);
                 if (cols != width)
                 {
@@ -109,15 +109,15 @@ public static class RewardHeadReader
                 if (biasName is not null)
                 {
                     bias = ReadTensor(file, biasName, i, "bias", out var biasShape);
-                    if (biasShape.Count != 1 || biasShape[0] != rows) throw Tensors($"tensor '{biasName}' (layers[{i}].bias) must have shape [{rows}], got [{string.Join(", ", biasShape)}]");
+                    if (biasShape.Count != 1 || biasShape[0] != rows) throw Tensors($"tensor '{biasName}' (layers[{i}].bias) must have shape [{rows}], got [{string.Join(", ", biasShape)}]", RewardHeadFormatException.TensorShape);
                 }
                 parameters += weight.Length + (bias?.Length ?? 0);
-                if (parameters > MaxParameters) throw Tensors($"the head has more than {MaxParameters} parameters; a reward head must be small next to the base");
+                if (parameters > MaxParameters) throw Tensors($"the head has more than {MaxParameters} parameters; a reward head must be small next to the base", RewardHeadFormatException.TooLarge);
                 layers.Add(new DenseLayer(cols, rows, weight, bias));
                 width = rows;
                 i++;
             }
-            if (width != 1) throw Tensors($"the last layer must output one value (the reward logit), it outputs {width}");
+            if (width != 1) throw Tensors($"the last layer must output one value (the reward logit), it outputs {width}", RewardHeadFormatException.TensorShape);
             var baseModel = OptionalString(root, "base_model");
             return new RewardHeadDefinition
             {
@@ -134,7 +134,7 @@ public static class RewardHeadReader
 
     private static float[] ReadTensor(SafetensorsFile file, string name, int layer, string role, out IReadOnlyList<long> shape)
     {
-        if (!file.Tensors.TryGetValue(name, out var info)) throw Tensors($"head.safetensors has no tensor '{name}' (layers[{layer}].{role})");
+        if (!file.Tensors.TryGetValue(name, out var info)) throw Tensors($"head.safetensors has no tensor '{name}' (layers[{layer}].{role})", RewardHeadFormatException.TensorMissing);
         shape = info.Shape;
         float[] values;
         try
@@ -143,11 +143,11 @@ public static class RewardHeadReader
         }
         catch (SafetensorsFormatException e)
         {
-            throw Tensors(e.Message);
+            throw Tensors(e.Message, RewardHeadFormatException.SafetensorsInvalid);
         }
         foreach (var v in values)
         {
-            if (!float.IsFinite(v)) throw Tensors($"tensor '{name}' (layers[{layer}].{role}) holds a non-finite value ({v})");
+            if (!float.IsFinite(v)) throw Tensors($"tensor '{name}' (layers[{layer}].{role}) holds a non-finite value ({v})", RewardHeadFormatException.TensorNotFinite);
         }
         return values;
     }
@@ -170,5 +170,5 @@ public static class RewardHeadReader
 
     private static RewardHeadFormatException Config(string message) => new(RewardHeadFormatException.InvalidConfig, message);
 
-    private static RewardHeadFormatException Tensors(string message) => new(RewardHeadFormatException.InvalidTensors, message);
+    private static RewardHeadFormatException Tensors(string message, string reason) => new(RewardHeadFormatException.InvalidTensors, message, reason);
 }

@@ -57,6 +57,9 @@ public static class ErrorCodes
     /// <summary>An adapter that does not fit the node's base model (node).</summary>
     public static readonly ErrorCode AdapterIncompatible = new("adapter_incompatible", 400, ErrorTypes.InvalidRequest);
 
+    /// <summary>A stored reward head that does not fit the node's model (node).</summary>
+    public static readonly ErrorCode RewardHeadIncompatible = new("reward_head_incompatible", 400, ErrorTypes.InvalidRequest);
+
     /// <summary>A tenant id outside the allowed form (gateway admin API).</summary>
     public static readonly ErrorCode TenantInvalid = new("tenant_invalid", 400, ErrorTypes.InvalidRequest);
 
@@ -128,6 +131,9 @@ public static class ErrorCodes
     /// <summary>An adapter cannot be read from the store (node).</summary>
     public static readonly ErrorCode AdapterUnavailable = new("adapter_unavailable", 503, ErrorTypes.Server);
 
+    /// <summary>A reward head cannot be read from the store (node).</summary>
+    public static readonly ErrorCode RewardHeadUnavailable = new("reward_head_unavailable", 503, ErrorTypes.Server);
+
     /// <summary>No node serving the model is ready (gateway). Comes with <c>Retry-After</c>.</summary>
     public static readonly ErrorCode NoNodeAvailable = new("no_node_available", 503, ErrorTypes.Server);
 
@@ -140,11 +146,11 @@ public static class ErrorCodes
     /// <summary>Every row of the table, in the order above.</summary>
     public static IReadOnlyList<ErrorCode> All { get; } =
     [
-        InvalidParameter, InvalidJson, MissingParameter, InvalidTenant, ModelAmbiguous, AdapterIncompatible, TenantInvalid,
+        InvalidParameter, InvalidJson, MissingParameter, InvalidTenant, ModelAmbiguous, AdapterIncompatible, RewardHeadIncompatible, TenantInvalid,
         MissingApiKey, InvalidApiKey, Forbidden,
         ModelNotFound, NotPinned, RewardHeadNotFound, TenantNotFound, KeyNotFound,
         RequestTooLarge, FeatureUnavailable, RequestRateLimited, TokenRateLimited, ClientClosed,
-        StoreCorrupt, UpstreamError, UpstreamDisconnected, StoreUnavailable, AdapterUnavailable, NoNodeAvailable, Draining, UpstreamTimeout,
+        StoreCorrupt, UpstreamError, UpstreamDisconnected, StoreUnavailable, AdapterUnavailable, RewardHeadUnavailable, NoNodeAvailable, Draining, UpstreamTimeout,
     ];
 }
 

@@ -64,7 +64,10 @@ internal readonly record struct RequestFields(string? Model, int ModelStart, int
 /// First step of the proxy pipeline for the OpenAI routes: reads the body (bounded), resolves <c>model</c> against
 /// the caller's tenant (another tenant's adapter is a 404), charges the token budget, rewrites <c>model</c> to its
 /// canonical form <c>base:tenant/adapter</c> for the node, strips the caller's key, and hands the routing policy a
-/// <see cref="RoutingRequest"/>.
+/// <see cref="RoutingRequest"/>. Every other field (OpenAI's and the node's extensions: <c>reward_head</c>,
+/// <c>return_token_rewards</c>, <c>alignment</c>, <c>early_exit</c>, …) reaches the node byte for byte: only the
+/// <c>model</c> token is spliced. After the response, the node's <c>usage.generated_tokens</c> settles the token charge
+/// (<see cref="TokenBudget.Settle"/>).
 /// </summary>
 internal sealed class OpenAiRequestMiddleware(
     INodeView view, AdapterVisibility visibility, TokenBudget tokens, IOptionsMonitor<RoutingOptions> routing,
@@ -132,7 +135,8 @@ internal sealed class OpenAiRequestMiddleware(
             model = model.WithTenant(AdapterVisibility.OwnerFor(model, tenant)!);
         }
 
-        int cost = TokenBudget.Estimate(body.Length, fields.MaxTokens ?? limits.CurrentValue.DefaultMaxTokens, fields.N);
+        int maxTokens = fields.MaxTokens ?? limits.CurrentValue.DefaultMaxTokens;
+        int cost = TokenBudget.Estimate(body.Length, maxTokens, fields.N);
         var (ok, retryAfter) = tokens.TryTake(tenant, cost);
         if (!ok)
         {
@@ -150,7 +154,12 @@ internal sealed class OpenAiRequestMiddleware(
         context.Request.Headers[TenantHeader] = tenant;
         // The spread key only scatters base-model requests over nodes: no need for a cryptographic generator.
         context.Features.Set(new RoutingRequest(model, tenant, (ulong)Random.Shared.NextInt64()));
+
+        // What the node reports generating (usage.generated_tokens) settles the charge upward when it exceeds max_tokens × n.
+        var tap = new GeneratedTokensTap(context.Response.Body);
+        context.Response.Body = tap;
         await next();
+        if (tap.GeneratedTokens is { } generated) tokens.Settle(tenant, (long)Math.Max(0, maxTokens) * fields.N, generated);
     }
 
     private bool ServedNow(string baseModel)

@@ -11,7 +11,10 @@ public sealed class RateLimitOptions
     /// <summary>Requests per minute per tenant (token bucket, bursts up to this many); 1–10 000 000, default 600.</summary>
     public int RequestsPerMinute { get; set; } = 600;
 
-    /// <summary>Tokens per minute per tenant: prompt bytes / 4 + max_tokens × n, charged at admission; 1–10⁹, default 200 000.</summary>
+    /// <summary>
+    /// Tokens per minute per tenant: prompt bytes / 4 + max_tokens × n, charged at admission, plus what the node reports
+    /// generating beyond max_tokens × n (<c>usage.generated_tokens</c>), charged when the response ends; 1–10⁹, default 200 000.
+    /// </summary>
     public int TokensPerMinute { get; set; } = 200_000;
 
     /// <summary>Completion tokens assumed when a request sets no max_tokens; 1–1 000 000, default 256.</summary>

@@ -46,7 +46,11 @@ public static class TenantRateLimits
     }
 }
 
-/// <summary>Tokens per minute per tenant, charged at admission from the request's prompt size and max_tokens.</summary>
+/// <summary>
+/// Tokens per minute per tenant, charged at admission from the request's prompt size and max_tokens × n, and settled
+/// upward when the node reports generating more than that (<c>usage.generated_tokens</c>: alignment candidates, beams).
+/// Nothing is refunded (a request that generated less, was refused or cancelled keeps its admission charge: issue 22).
+/// </summary>
 public sealed class TokenBudget(IOptionsMonitor<RateLimitOptions> options)
 {
     private readonly ConcurrentDictionary<string, TokenBucketRateLimiter> _buckets = new(StringComparer.Ordinal);
@@ -58,10 +62,32 @@ public sealed class TokenBudget(IOptionsMonitor<RateLimitOptions> options)
     /// <summary>Takes <paramref name="tokens"/> from the tenant's budget; when refused, how long to wait.</summary>
     public (bool Ok, TimeSpan RetryAfter) TryTake(string tenant, int tokens)
     {
-        var bucket = _buckets.GetOrAdd(tenant, t => new TokenBucketRateLimiter(TenantRateLimits.Bucket(options.CurrentValue.TokensFor(t))));
         int limit = options.CurrentValue.TokensFor(tenant);
-        using var lease = bucket.AttemptAcquire(Math.Clamp(tokens, 1, limit));
+        using var lease = Bucket(tenant).AttemptAcquire(Math.Clamp(tokens, 1, limit));
         if (lease.IsAcquired) return (true, TimeSpan.Zero);
         return (false, lease.TryGetMetadata(MetadataName.RetryAfter, out var after) ? after : TimeSpan.FromSeconds(1));
     }
+
+    /// <summary>
+    /// Settles a finished request: when the node generated more tokens (<paramref name="generated"/>) than the admission
+    /// charge assumed for the output (<paramref name="reserved"/> = max_tokens × n), the difference is taken from the
+    /// tenant's budget, as far as it holds tokens (the limiter keeps no debt, so one request can overdraw the budget by at
+    /// most its own excess). Returns the tokens taken.
+    /// </summary>
+    public int Settle(string tenant, long reserved, long generated)
+    {
+        long excess = generated - reserved;
+        if (excess <= 0) return 0;
+        var bucket = Bucket(tenant);
+        int take = (int)Math.Min(Math.Min(excess, bucket.GetStatistics()?.CurrentAvailablePermits ?? 0), options.CurrentValue.TokensFor(tenant));
+        if (take <= 0) return 0;
+        using var lease = bucket.AttemptAcquire(take);
+        return lease.IsAcquired ? take : 0;
+    }
+
+    /// <summary>Tokens the tenant may still spend now (for tests and diagnostics).</summary>
+    public long Available(string tenant) => Bucket(tenant).GetStatistics()?.CurrentAvailablePermits ?? 0;
+
+    private TokenBucketRateLimiter Bucket(string tenant) =>
+        _buckets.GetOrAdd(tenant, t => new TokenBucketRateLimiter(TenantRateLimits.Bucket(options.CurrentValue.TokensFor(t))));
 }

@@ -16,6 +16,7 @@ public sealed class ModelHost : IDisposable
 {
     private readonly DecoderModel _model;
     private readonly BatchDecoder _decoder;
+    private readonly List<IDisposable> _afterDecoder = [];
 
     /// <summary>Loads the checkpoint named by <see cref="NodeOptions.ModelPath"/>.</summary>
     public ModelHost(IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILogger<ModelHost> logger)
@@ -82,10 +83,29 @@ public sealed class ModelHost : IDisposable
     /// <summary>When the model finished loading (for <c>created</c> in /v1/models).</summary>
     public DateTimeOffset LoadedAt { get; } = DateTimeOffset.UtcNow;
 
+    /// <summary>
+    /// Disposes <paramref name="resource"/> when the node stops, after the decoder: for native state the decoder may
+    /// still refer to (an Otter head's sessions: the decoder keeps a side runtime per side network it has run).
+    /// Returns how many resources wait.
+    /// </summary>
+    public int DisposeAfterDecoder(IDisposable resource)
+    {
+        lock (_afterDecoder)
+        {
+            _afterDecoder.Add(resource);
+            return _afterDecoder.Count;
+        }
+    }
+
     public void Dispose()
     {
         Scheduler.Dispose();
         _decoder.Dispose();
+        lock (_afterDecoder)
+        {
+            foreach (var r in _afterDecoder) r.Dispose();
+            _afterDecoder.Clear();
+        }
         _model.Dispose();
     }
 }

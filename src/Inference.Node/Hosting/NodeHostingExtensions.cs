@@ -7,6 +7,7 @@ using Serilog.Formatting.Compact;
 using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Registry;
+using Serving.Inference.Node.RewardHeads;
 using Serving.Inference.Node.Telemetry;
 using Serving.ServiceDefaults;
 
@@ -55,8 +56,12 @@ public static class NodeHostingExtensions
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<ModelHost>();
         services.AddSingleton<ModelCatalog>();
+<<<<<<< HEAD
         services.AddSingleton<RewardHeads.RewardHeadCatalog>();
         services.AddSingleton<EarlyExit.ExitCatalog>();
+=======
+        services.AddNodeRewardHeads();
+>>>>>>> h-structure
         services.AddHostedService<SchedulerHostedService>();
         services.AddNodeAdapters();
         // The heartbeat's adapter tiers (registered after the registry's default, so this one wins).

@@ -93,6 +93,7 @@ public sealed class NodeOptions
     public string? AdapterDirectory { get; set; }
 
     /// <summary>
+<<<<<<< HEAD
     /// Build the model for early exit (packed steps: the C# whole-cache attention, K/V-only units): requests may then ask
     /// for <c>early_exit</c>. Every decode step of the node then runs the packed blocks (the same for every request, so
     /// batch composition never changes an answer). CPU only.
@@ -117,11 +118,23 @@ public sealed class NodeOptions
     /// <summary>
     /// Reward heads served as <c>public/&lt;name&gt;</c>: name → folder (<c>config.json</c> + <c>head.safetensors</c>),
     /// validated against the model at start (e.g. <c>--Node:RewardHeads:positive=models/demo/reward-head</c>).
+=======
+    /// Reward heads served as <c>public/&lt;name&gt;</c>: name → folder (<c>config.json</c> + <c>head.safetensors</c>, or
+    /// the Otter form), validated against the model at start (e.g. <c>--Node:RewardHeads:positive=models/demo/reward-head</c>).
+    /// With <see cref="Redis"/> the store's heads are served too (a folder head of the same name wins).
+>>>>>>> h-structure
     /// </summary>
     public Dictionary<string, string> RewardHeads { get; set; } = [];
 
-    /// <summary>The head (<c>public/&lt;name&gt;</c>) a request gets when it asks for rewards or alignment without naming one; null: none.</summary>
+    /// <summary>
+    /// The head (<c>public/&lt;name&gt;</c>) a request gets when it asks for rewards or alignment without naming one; null:
+    /// none. Without <see cref="Redis"/> it must be one of <see cref="RewardHeads"/>; with it, it may also be a store head
+    /// (resolved on use, so it may be uploaded after the node starts).
+    /// </summary>
     public string? DefaultRewardHead { get; set; }
+
+    /// <summary>Reward heads from the store kept loaded (least recently used out first); at least 1, default 32.</summary>
+    public int RewardHeadCacheSize { get; set; } = 32;
 
     /// <summary>True when adapters can be served (a store or a directory is configured).</summary>
     public bool AdaptersEnabled => !string.IsNullOrWhiteSpace(Redis) || !string.IsNullOrWhiteSpace(AdapterDirectory);
@@ -194,8 +207,15 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
             if (!AdapterStore.Storage.AdapterKeys.IsValidName(head)) errors.Add($"Node:RewardHeads: '{head}' is not a valid name.");
             if (!Directory.Exists(folder)) errors.Add($"Node:RewardHeads:{head} '{folder}' does not exist.");
         }
-        if (o.DefaultRewardHead is { } d && !o.RewardHeads.ContainsKey(d.StartsWith("public/", StringComparison.Ordinal) ? d["public/".Length..] : "\0"))
-            errors.Add($"Node:DefaultRewardHead '{d}' must be 'public/<name>' of a head in Node:RewardHeads.");
+        if (o.DefaultRewardHead is { } d)
+        {
+            var headName = d.StartsWith("public/", StringComparison.Ordinal) ? d["public/".Length..] : null;
+            if (headName is null || !AdapterStore.Storage.AdapterKeys.IsValidName(headName))
+                errors.Add($"Node:DefaultRewardHead '{d}' must be 'public/<name>' (every tenant may use the default).");
+            else if (string.IsNullOrWhiteSpace(o.Redis) && !o.RewardHeads.ContainsKey(headName))
+                errors.Add($"Node:DefaultRewardHead '{d}' must be a head in Node:RewardHeads (or set Node:Redis to serve heads from the store).");
+        }
+        if (o.RewardHeadCacheSize < 1) errors.Add("Node:RewardHeadCacheSize must be at least 1.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

@@ -58,6 +58,9 @@ public static class OpenAIApi
     /// <summary>Response header naming the adapter content a request ran with (<c>tenant/name@version</c> or a merge key).</summary>
     public const string AdapterHeader = "X-Serving-Adapter";
 
+    /// <summary>Response header naming the reward head a request ran with (<c>tenant/name@version</c>).</summary>
+    public const string RewardHeadHeader = "X-Serving-Reward-Head";
+
     /// <summary>
     /// <c>GET /v1/models</c>: the base model and the adapters the caller may use (its tenant's and <c>public</c>'s, made
     /// for this base), as <c>base:tenant/name</c>.
@@ -170,7 +173,8 @@ public static class OpenAIApi
         var resolution = catalog.Resolve(body.Model, out var adapter);
         if (resolution == ModelResolution.UnknownModel) throw Refusals.ModelNotFound(body.Model!);
         var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
-        var head = rewardHeads.Resolve(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true);
+        var head = await rewardHeads.ResolveAsync(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true, ct).ConfigureAwait(false);
+        if (head is not null) context.Response.Headers[RewardHeadHeader] = head.Key;
         prepared = exits.Apply(body.EarlyExit, prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head));
         if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };
         if (adapterRef is not null)

@@ -58,6 +58,23 @@ internal static class EventIds
     /// <summary>The subscription to store events failed; mappings expire instead.</summary>
     public const int AdapterSubscriptionFailed = 1016;
 
+    // Reward heads: 1200–1299.
+
+    /// <summary>A reward head was loaded (from a folder or the store).</summary>
+    public const int RewardHeadLoaded = 1200;
+
+    /// <summary>A publish or delete event dropped a cached reward head.</summary>
+    public const int RewardHeadEvent = 1201;
+
+    /// <summary>The store could not be read for a reward head.</summary>
+    public const int RewardHeadStoreUnavailable = 1202;
+
+    /// <summary>The subscription to reward head events failed; cached heads expire instead.</summary>
+    public const int RewardHeadSubscriptionFailed = 1203;
+
+    /// <summary>A replaced Otter head is kept (its sessions) until the node stops.</summary>
+    public const int RewardHeadRetired = 1204;
+
     // Registry: 1100–1199.
 
     /// <summary>The node joins the registry.</summary>

@@ -51,4 +51,19 @@ internal static partial class NodeLog
 
     [LoggerMessage(EventId = EventIds.AdapterSubscriptionFailed, Level = LogLevel.Warning, Message = "Adapter event subscription failed; mappings expire after {TtlSeconds} s instead: {Reason}")]
     public static partial void AdapterSubscriptionFailed(ILogger logger, double ttlSeconds, string reason);
+
+    [LoggerMessage(EventId = EventIds.RewardHeadLoaded, Level = LogLevel.Information, Message = "Reward head {Key} ({Kind}) loaded from {Source} in {ElapsedMs} ms")]
+    public static partial void RewardHeadLoaded(ILogger logger, string key, string kind, string source, double elapsedMs);
+
+    [LoggerMessage(EventId = EventIds.RewardHeadEvent, Level = LogLevel.Information, Message = "Reward head {Tenant}/{Name}: {Op} v{Version} (current {Current}); cached copy dropped")]
+    public static partial void RewardHeadEvent(ILogger logger, string tenant, string name, string op, long version, long current);
+
+    [LoggerMessage(EventId = EventIds.RewardHeadStoreUnavailable, Level = LogLevel.Warning, Message = "Reward head store unreachable: {Reason}")]
+    public static partial void RewardHeadStoreUnavailable(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = EventIds.RewardHeadSubscriptionFailed, Level = LogLevel.Warning, Message = "Reward head event subscription failed; cached heads expire after {TtlSeconds} s instead: {Reason}")]
+    public static partial void RewardHeadSubscriptionFailed(ILogger logger, double ttlSeconds, string reason);
+
+    [LoggerMessage(EventId = EventIds.RewardHeadRetired, Level = LogLevel.Information, Message = "Reward head {Key} replaced or evicted; its Otter sessions are kept until the node stops ({Retired} retired)")]
+    public static partial void RewardHeadRetired(ILogger logger, string key, int retired);
 }

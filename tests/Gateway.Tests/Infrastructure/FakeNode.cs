@@ -16,7 +16,7 @@ using StackExchange.Redis;
 namespace Serving.Gateway.Tests.Infrastructure;
 
 /// <summary>What a fake node received.</summary>
-public sealed record ReceivedRequest(string Path, string Model, string? Tenant, bool HadAuthorization, bool Stream, string? User);
+public sealed record ReceivedRequest(string Path, string Model, string? Tenant, bool HadAuthorization, bool Stream, string? User, byte[] Body);
 
 /// <summary>
 /// A stand-in for the inference node until the real one (branch <c>node</c>) lands: a Kestrel app on 127.0.0.1:0 that
@@ -51,6 +51,8 @@ public sealed class FakeNode : IAsyncDisposable
 
     /// <summary>Tokens per response.</summary>
     public int Tokens { get; set; } = 4;
+    /// <summary>When set, JSON responses report this <c>usage.generated_tokens</c> (an alignment method's candidates).</summary>
+    public int? GeneratedTokens { get; set; }
     /// <summary>Delay before each streamed token.</summary>
     public TimeSpan TokenDelay { get; set; } = TimeSpan.Zero;
     /// <summary>Abort the connection after this many chunks (node death mid-stream).</summary>
@@ -137,11 +139,13 @@ public sealed class FakeNode : IAsyncDisposable
         Interlocked.Increment(ref _active);
         try
         {
-            var body = (await JsonNode.ParseAsync(ctx.Request.Body))!.AsObject();
+            using var raw = new MemoryStream();
+            await ctx.Request.Body.CopyToAsync(raw);
+            var body = JsonNode.Parse(raw.ToArray())!.AsObject();
             bool stream = body["stream"]?.GetValue<bool>() ?? false;
             string model = body["model"]!.GetValue<string>();
             Received.Enqueue(new ReceivedRequest(ctx.Request.Path, model, ctx.Request.Headers["X-Serving-Tenant"].FirstOrDefault(),
-                ctx.Request.Headers.Authorization.Count > 0, stream, body["user"]?.GetValue<string>()));
+                ctx.Request.Headers.Authorization.Count > 0, stream, body["user"]?.GetValue<string>(), raw.ToArray()));
             bool chat = ctx.Request.Path.StartsWithSegments("/v1/chat");
             if (!stream)
             {
@@ -153,7 +157,10 @@ public sealed class FakeNode : IAsyncDisposable
                 await ctx.Response.WriteAsJsonAsync(new
                 {
                     id = "cmpl-1", @object = chat ? "chat.completion" : "text_completion", created = 1, model,
-                    choices = new[] { choice }, usage = new { prompt_tokens = 3, completion_tokens = Tokens, total_tokens = 3 + Tokens },
+                    choices = new[] { choice },
+                    usage = GeneratedTokens is { } generated
+                        ? (object)new { prompt_tokens = 3, completion_tokens = Tokens, total_tokens = 3 + Tokens, generated_tokens = generated }
+                        : new { prompt_tokens = 3, completion_tokens = Tokens, total_tokens = 3 + Tokens },
                 });
                 Interlocked.Increment(ref Completed);
                 return;
