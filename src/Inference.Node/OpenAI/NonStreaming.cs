@@ -58,18 +58,20 @@ internal static class NonStreaming
         else
         {
             var choices = new CompletionChoiceBody[n];
+            var echo = r.Prepared.Echo ?? string.Empty; // echo takes one choice (checked by the mapper)
             for (var i = 0; i < n; i++)
             {
                 CompletionLogprobsBody? lp = null;
                 if (r.Prepared.Logprobs == LogprobsStyle.Completion)
                 {
+                    lp = r.Prepared.Echo is null ? new CompletionLogprobsBody([], [], [], []) : EchoedPrompt(r);
                     lp = new CompletionLogprobsBody(
-                        tokens[i].Select(t => r.TokenText(t.Id)).ToList(),
-                        tokens[i].Select(t => t.Logprob).ToList(),
-                        tokens[i].Select(t => TopDictionary(r, t.Top)).ToList(),
-                        tokens[i].Select(t => t.Offset).ToList());
+                        [.. lp.Tokens, .. tokens[i].Select(t => r.TokenText(t.Id))],
+                        [.. lp.TokenLogprobs, .. tokens[i].Select(t => (float?)t.Logprob)],
+                        [.. lp.TopLogprobs, .. tokens[i].Select(t => TopDictionary(r, t.Top))],
+                        [.. lp.TextOffset, .. tokens[i].Select(t => echo.Length + t.Offset)]);
                 }
-                choices[i] = new CompletionChoiceBody(i, text[i].ToString(), lp, finish[i]?.ToOpenAIString())
+                choices[i] = new CompletionChoiceBody(i, echo + text[i].ToString(), lp, finish[i]?.ToOpenAIString())
                 {
                     Reward = rewards[i],
                     TokenRewards = tokenRewards[i],
@@ -77,6 +79,34 @@ internal static class NonStreaming
             }
             return TypedResults.Ok(new CompletionResponse(r.Id, "text_completion", r.Created, r.Model, choices, r.Usage) { Alignment = r.Handle.Alignment });
         }
+    }
+
+    /// <summary>
+    /// The prompt's tokens as OpenAI's <c>echo</c> reports them: each token's logprob given the tokens before it (the
+    /// first has none), its top alternatives, and where its text starts in the echoed prompt (the prompt's text as
+    /// detokenised token by token; equal to the text sent unless the tokenizer normalises it). A request that ended
+    /// before its prompt was scored (deadline) reports the tokens without logprobs.
+    /// </summary>
+    private static CompletionLogprobsBody EchoedPrompt(ResponseContext r)
+    {
+        var prompt = r.Prepared.Generation.PromptTokens;
+        var scored = r.Handle.PromptLogprobs;
+        var tokens = new string[prompt.Length];
+        var logprobs = new float?[prompt.Length];
+        var top = new Dictionary<string, float>?[prompt.Length];
+        var offsets = new int[prompt.Length];
+        var decoder = r.Tokenizer.CreateStreamingDecoder(skipSpecialTokens: false);
+        var offset = 0;
+        for (var j = 0; j < prompt.Length; j++)
+        {
+            tokens[j] = r.TokenText(prompt[j]);
+            offsets[j] = offset;
+            offset += decoder.Append(prompt[j]).Length;
+            if (scored is null) continue;
+            logprobs[j] = scored[j].Logprob;
+            top[j] = scored[j].Logprob is null ? null : TopDictionary(r, scored[j].TopLogprobs) ?? [];
+        }
+        return new CompletionLogprobsBody(tokens, logprobs, top, offsets);
     }
 
     public static ChatTokenLogprob ChatToken(ResponseContext r, int id, float logprob, TopLogprob[]? top)

@@ -175,7 +175,9 @@ public static class OpenAIApi
         var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
         var head = await rewardHeads.ResolveAsync(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true, ct).ConfigureAwait(false);
         if (head is not null) context.Response.Headers[RewardHeadHeader] = head.Key;
-        prepared = exits.Apply(body.EarlyExit, prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head));
+        prepared = prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head);
+        // echo scores the prompt with every layer (an explicit early_exit was refused): the node's default mode stays off.
+        if (prepared.Echo is null) prepared = exits.Apply(body.EarlyExit, prepared);
         if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };
         if (adapterRef is not null)
         {

@@ -9,7 +9,14 @@ using Serving.Inference.Scheduling;
 namespace Serving.Inference.Node.OpenAI;
 
 /// <summary>A validated request ready for the scheduler, with what the response needs to know.</summary>
-internal sealed record PreparedRequest(GenerationRequest Generation, bool Stream, bool IncludeUsage, LogprobsStyle Logprobs, string MaxTokensParam);
+internal sealed record PreparedRequest(GenerationRequest Generation, bool Stream, bool IncludeUsage, LogprobsStyle Logprobs, string MaxTokensParam)
+{
+    /// <summary>
+    /// <c>echo</c>: the prompt's text, which the choice's text starts with (its token logprobs, with <c>logprobs</c>,
+    /// come first in the choice's logprobs); null without echo.
+    /// </summary>
+    public string? Echo { get; init; }
+}
 
 /// <summary>Whether and how logprobs are reported.</summary>
 internal enum LogprobsStyle { None, Completion, Chat }
@@ -28,7 +35,8 @@ internal static class OpenAIRequestMapper
 
     public static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
     {
-        if (body.Echo == true) throw Refusals.Invalid("echo", "echo is not supported by this node.");
+        var echo = body.Echo == true;
+        if (echo) CheckEcho(body);
         if (body.Suffix is { Length: > 0 }) throw Refusals.Invalid("suffix", "suffix is not supported by this node.");
         if (body.BestOf is int bo && bo != (body.N ?? 1)) throw Refusals.Invalid("best_of", "best_of other than n is not supported by this node.");
         var prompt = CompletionPrompt(body.Prompt, host);
@@ -36,15 +44,44 @@ internal static class OpenAIRequestMapper
         {
             throw Refusals.Invalid("logprobs", $"logprobs must be between 0 and {MaxCompletionLogprobs}, got {lp}.");
         }
-        var maxTokens = body.MaxTokens ?? Math.Max(1, Math.Min(16, host.MaxContext - prompt.Length));
+        if (body.MaxTokens == 0 && !echo)
+        {
+            throw Refusals.Invalid("max_tokens", "max_tokens must be at least 1; 0 (generate nothing) is allowed with echo: true, which returns the prompt and, with logprobs, its token logprobs.");
+        }
+        // max_tokens 0 with echo scores the prompt and generates nothing; the scheduler still wants room for one token.
+        var scoreOnly = echo && body.MaxTokens == 0;
+        var maxTokens = scoreOnly ? 1 : body.MaxTokens ?? Math.Max(1, Math.Min(16, host.MaxContext - prompt.Length));
         var sampling = Sampling(body, maxTokens, body.Logprobs);
         var instruction = body.Prompt.ValueKind == JsonValueKind.String ? body.Prompt.GetString() : null;
-        var decoding = Decoding(body.Alignment, instruction,
+        var decoding = scoreOnly ? ScoreOnlySpec.Instance : Decoding(body.Alignment, instruction,
             text => host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault),
             text => RenderUser(host, MutationInstruction + text));
-        return new PreparedRequest(Generation(body, prompt, sampling, body.Logprobs is not null, id, deadline, head, decoding),
-            body.Stream == true, body.StreamOptions?.IncludeUsage == true,
-            body.Logprobs is null ? LogprobsStyle.None : LogprobsStyle.Completion, "max_tokens");
+        var generation = Generation(body, prompt, sampling, body.Logprobs is not null, id, deadline, head, decoding);
+        if (echo && body.Logprobs is int top) generation = generation with { PromptLogprobs = top };
+        return new PreparedRequest(generation, body.Stream == true, body.StreamOptions?.IncludeUsage == true,
+            body.Logprobs is null ? LogprobsStyle.None : LogprobsStyle.Completion, "max_tokens")
+        {
+            Echo = echo ? PromptText(body.Prompt) ?? host.Tokenizer.Decode(prompt) : null,
+        };
+    }
+
+    /// <summary>
+    /// What <c>echo</c> does not combine with, each a 400 naming <c>echo</c>: streaming and several choices (as vLLM
+    /// refuses prompt logprobs with streaming), alignment (its rows run other prompts), early exit (a scored prompt runs
+    /// every layer; the node's default mode is not applied to echo requests).
+    /// </summary>
+    private static void CheckEcho(CompletionRequestBody body)
+    {
+        if (body.Stream == true) throw Refusals.Invalid("echo", "echo cannot be combined with stream: true; send the request without streaming.");
+        if ((body.N ?? 1) != 1 || (body.BestOf ?? 1) != 1)
+        {
+            throw Refusals.Invalid("echo", $"echo takes one choice: n and best_of must be 1, got n = {body.N ?? 1}, best_of = {body.BestOf ?? 1}.");
+        }
+        if (body.Alignment is not null) throw Refusals.Invalid("echo", "echo cannot be combined with alignment; score the prompt in a request without it.");
+        if (body.EarlyExit?.Mode is { } mode && mode != "off")
+        {
+            throw Refusals.Invalid("echo", $"echo runs every layer: early_exit.mode must be \"off\" or absent, got \"{mode}\".");
+        }
     }
 
     public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
@@ -185,6 +222,14 @@ internal static class OpenAIRequestMapper
         }
     }
 
+    /// <summary>The prompt's text as the client sent it (a string or a one-string list); null for token ids.</summary>
+    private static string? PromptText(JsonElement prompt) => prompt.ValueKind switch
+    {
+        JsonValueKind.String => prompt.GetString(),
+        JsonValueKind.Array when prompt.GetArrayLength() == 1 => PromptText(prompt[0]),
+        _ => null,
+    };
+
     private static int[] CompletionPrompt(JsonElement prompt, ModelHost host)
     {
         switch (prompt.ValueKind)
@@ -200,8 +245,13 @@ internal static class OpenAIRequestMapper
                 {
                     return items.Select(i => i.TryGetInt32(out var t) ? t : throw Refusals.Invalid("prompt", "Token ids must be integers.")).ToArray();
                 }
-                if (items.Count == 1 && items[0].ValueKind == JsonValueKind.String) return CompletionPrompt(items[0], host);
-                throw Refusals.Invalid("prompt", "This node takes one prompt per request: a string, a list with one string, or a list of token ids.");
+                // A batch of one ([["text"]] is not a batch): lm-evaluation-harness sends [[ids]] with batch size 1.
+                if (items.Count == 1 && (items[0].ValueKind == JsonValueKind.String
+                    || (items[0].ValueKind == JsonValueKind.Array && items[0].EnumerateArray().All(i => i.ValueKind == JsonValueKind.Number))))
+                {
+                    return CompletionPrompt(items[0], host);
+                }
+                throw Refusals.Invalid("prompt", "This node takes one prompt per request: a string, a list with one string, a list of token ids, or a list with one list of token ids.");
             case JsonValueKind.Undefined or JsonValueKind.Null:
                 throw Refusals.Invalid("prompt", "prompt is required.");
             default:

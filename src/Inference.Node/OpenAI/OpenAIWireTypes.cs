@@ -150,10 +150,10 @@ public sealed record CompletionChoiceBody(int Index, string Text, CompletionLogp
     public IReadOnlyList<float>? TokenRewards { get; init; }
 }
 
-/// <summary>Legacy completions logprobs (parallel lists).</summary>
+/// <summary>Legacy completions logprobs (parallel lists); with <c>echo</c> the prompt's tokens come first, the first of them without a logprob (null).</summary>
 public sealed record CompletionLogprobsBody(
     IReadOnlyList<string> Tokens,
-    IReadOnlyList<float> TokenLogprobs,
+    IReadOnlyList<float?> TokenLogprobs,
     IReadOnlyList<Dictionary<string, float>?> TopLogprobs,
     IReadOnlyList<int> TextOffset);
 
