@@ -65,15 +65,32 @@ public sealed class HeartbeatTests : IDisposable
             Assert.Empty(idle.Adapters.Device);
             Assert.InRange(idle.Timestamp, DateTimeOffset.UtcNow.AddSeconds(-5), DateTimeOffset.UtcNow.AddSeconds(1));
 
-            // Load shows up: a long stream holds a row and a KV slot.
-            using var response = await node.Http.SendAsync(Sse.Post("v1/completions", new Dictionary<string, object?>
+            // Load shows up: a long stream holds a row and a KV slot. On a fast machine a stream can end between two
+            // heartbeats, so streams are started one after another until a heartbeat taken during one shows it (each
+            // 2000-token stream outlasts several 200 ms intervals on any machine this runs on; the loop only removes
+            // the dependence on that guess).
+            NodeHeartbeat? busy = null;
+            for (var attempt = 0; attempt < 5 && busy is null; attempt++)
             {
-                ["model"] = NodeServer.ModelId, ["prompt"] = "load", ["max_tokens"] = 1500, ["ignore_eos"] = true, ["stream"] = true,
-            }), HttpCompletionOption.ResponseHeadersRead);
-            response.EnsureSuccessStatusCode();
-            var busy = await WaitForAsync(registry, "node-a", h => h.Running >= 1);
+                using var response = await node.Http.SendAsync(Sse.Post("v1/completions", new Dictionary<string, object?>
+                {
+                    ["model"] = NodeServer.ModelId, ["prompt"] = "load", ["max_tokens"] = 2000, ["ignore_eos"] = true, ["stream"] = true,
+                }), HttpCompletionOption.ResponseHeadersRead);
+                response.EnsureSuccessStatusCode();
+                var stream = Sse.ReadAsync(response, CancellationToken.None).GetAsyncEnumerator();
+                Assert.True(await stream.MoveNextAsync()); // the row is generating
+                var streamDone = Task.Run(async () => { while (await stream.MoveNextAsync()) { } });
+                while (!streamDone.IsCompleted && busy is null)
+                {
+                    var hb = (await registry.ReadAllAsync()).FirstOrDefault(h => h.NodeId == "node-a");
+                    if (hb is not null && hb.Running >= 1) busy = hb;
+                    else await Task.Delay(20);
+                }
+                response.Dispose(); // the client leaves; the row is freed
+                await streamDone.ContinueWith(_ => { });
+            }
+            Assert.NotNull(busy);
             Assert.True(busy.KvUsage > 0);
-            response.Dispose(); // the client leaves; the row is freed
 
             await node.StopAsync();
             // Orderly departure: gone from the live set at once and announced, well within the TTL.
