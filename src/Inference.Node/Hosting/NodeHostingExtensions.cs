@@ -56,12 +56,8 @@ public static class NodeHostingExtensions
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<ModelHost>();
         services.AddSingleton<ModelCatalog>();
-<<<<<<< HEAD
-        services.AddSingleton<RewardHeads.RewardHeadCatalog>();
-        services.AddSingleton<EarlyExit.ExitCatalog>();
-=======
         services.AddNodeRewardHeads();
->>>>>>> h-structure
+        services.AddSingleton<EarlyExit.ExitCatalog>();
         services.AddHostedService<SchedulerHostedService>();
         services.AddNodeAdapters();
         // The heartbeat's adapter tiers (registered after the registry's default, so this one wins).

@@ -93,7 +93,6 @@ public sealed class NodeOptions
     public string? AdapterDirectory { get; set; }
 
     /// <summary>
-<<<<<<< HEAD
     /// Build the model for early exit (packed steps: the C# whole-cache attention, K/V-only units): requests may then ask
     /// for <c>early_exit</c>. Every decode step of the node then runs the packed blocks (the same for every request, so
     /// batch composition never changes an answer). CPU only.
@@ -116,13 +115,9 @@ public sealed class NodeOptions
     public int DraftTokens { get; set; } = SpeculativeSpec.DefaultDraftTokens;
 
     /// <summary>
-    /// Reward heads served as <c>public/&lt;name&gt;</c>: name → folder (<c>config.json</c> + <c>head.safetensors</c>),
-    /// validated against the model at start (e.g. <c>--Node:RewardHeads:positive=models/demo/reward-head</c>).
-=======
     /// Reward heads served as <c>public/&lt;name&gt;</c>: name → folder (<c>config.json</c> + <c>head.safetensors</c>, or
     /// the Otter form), validated against the model at start (e.g. <c>--Node:RewardHeads:positive=models/demo/reward-head</c>).
     /// With <see cref="Redis"/> the store's heads are served too (a folder head of the same name wins).
->>>>>>> h-structure
     /// </summary>
     public Dictionary<string, string> RewardHeads { get; set; } = [];
 
