@@ -239,7 +239,7 @@ public sealed class RewardHeadSystemTests(DemoSystemFixture fixture) : IClassFix
     public async Task Banner_EachCurlAsPrinted_WorksThroughTheGateway()
     {
         var banner = StandaloneService.Banner(fixture.System);
-        var bodies = Regex.Matches(banner, @"curl -s (\S+) .*-d '(\{.*\})'").Select(m => (Url: m.Groups[1].Value, Body: JsonNode.Parse(m.Groups[2].Value)!.AsObject()))
+        var bodies = Regex.Matches(banner, @"curl -s (\S+) [^\n]*\\\n\s*-d '(\{.*\})'").Select(m => (Url: m.Groups[1].Value, Body: JsonNode.Parse(m.Groups[2].Value)!.AsObject()))
             .Where(c => c.Body["alignment"] is not null).ToList();
         Assert.Equal(["best_of_n", "args", "darwin"], bodies.Select(c => c.Body["alignment"]!["method"]!.GetValue<string>()));
         Assert.Contains("public/positive", banner);
