@@ -31,26 +31,14 @@ public static class ExitProbeReader
 
     public static ExitProbeDefinition ReadFolder(string folder, ModelConfig baseConfig)
     {
-        var config = Path.Combine(folder, "config.json");
-        if (!File.Exists(config)) throw new RewardHeadFormatException(RewardHeadFormatException.InvalidConfig, $"{folder} has no config.json");
-        var tensors = Directory.GetFiles(folder, "*.safetensors").Order().FirstOrDefault()
-            ?? throw new RewardHeadFormatException(RewardHeadFormatException.InvalidTensors, $"{folder} has no .safetensors file");
-        return Read(File.ReadAllBytes(config), File.ReadAllBytes(tensors), baseConfig);
+        var (config, tensors) = HeadFileParts.ReadFolder(folder);
+        return Read(config, tensors, baseConfig);
     }
 
     public static ExitProbeDefinition Read(ReadOnlySpan<byte> configJson, byte[] safetensors, ModelConfig baseConfig)
     {
-        JsonElement root;
-        try
-        {
-            using var doc = JsonDocument.Parse(configJson.ToArray());
-            root = doc.RootElement.Clone();
-        }
-        catch (JsonException e)
-        {
-            throw Config($"config.json is not valid JSON: {e.Message}");
-        }
-        if (root.ValueKind != JsonValueKind.Object || Str(root, "kind") != Kind) throw Config($"config.json: \"kind\" must be \"{Kind}\"");
+        var root = HeadFileParts.ParseConfigObject(configJson);
+        if (Str(root, "kind") != Kind) throw Config($"config.json: \"kind\" must be \"{Kind}\"");
         if (root.TryGetProperty("num_hidden_layers", out var n) && n.GetInt32() != baseConfig.NumLayers)
         {
             throw new RewardHeadFormatException(RewardHeadFormatException.BaseMismatch, $"the probe was trained on a model of {n.GetInt32()} layers; this one has {baseConfig.NumLayers}");

@@ -30,26 +30,14 @@ public static class OtterReader
     /// <summary>Reads <c>config.json</c> and the first <c>*.safetensors</c> of a folder.</summary>
     public static OtterDefinition ReadFolder(string folder, ModelConfig baseConfig)
     {
-        var config = Path.Combine(folder, "config.json");
-        if (!File.Exists(config)) throw Config($"{folder} has no config.json");
-        var tensors = Directory.GetFiles(folder, "*.safetensors").Order().FirstOrDefault()
-            ?? throw Tensors($"{folder} has no .safetensors file", RewardHeadFormatException.TensorMissing);
-        return Read(File.ReadAllBytes(config), File.ReadAllBytes(tensors), baseConfig);
+        var (config, tensors) = HeadFileParts.ReadFolder(folder);
+        return Read(config, tensors, baseConfig);
     }
 
     public static OtterDefinition Read(ReadOnlySpan<byte> configJson, byte[] safetensors, ModelConfig baseConfig)
     {
-        JsonElement root;
-        try
-        {
-            using var doc = JsonDocument.Parse(configJson.ToArray());
-            root = doc.RootElement.Clone();
-        }
-        catch (JsonException e)
-        {
-            throw Config($"config.json is not valid JSON: {e.Message}");
-        }
-        if (root.ValueKind != JsonValueKind.Object || Str(root, "kind") != Kind) throw Config($"config.json: \"kind\" must be \"{Kind}\"");
+        var root = HeadFileParts.ParseConfigObject(configJson);
+        if (Str(root, "kind") != Kind) throw Config($"config.json: \"kind\" must be \"{Kind}\"");
         var layers = Int(root, "num_hidden_layers");
         var hidden = Int(root, "hidden_size");
         var side = Int(root, "side_size");
@@ -167,21 +155,8 @@ public static class OtterReader
 
     private static float[] Read(SafetensorsFile file, string name, long[] shape)
     {
-        if (!file.Tensors.TryGetValue(name, out var info)) throw Tensors($"the safetensors file has no tensor '{name}'", RewardHeadFormatException.TensorMissing);
-        if (!info.Shape.AsSpan().SequenceEqual(shape)) throw Tensors($"tensor '{name}' has shape {info.ShapeText}, expected [{string.Join(", ", shape)}]", RewardHeadFormatException.TensorShape);
-        float[] values;
-        try
-        {
-            values = file.ReadFloat32(name);
-        }
-        catch (SafetensorsFormatException e)
-        {
-            throw Tensors(e.Message, RewardHeadFormatException.SafetensorsInvalid);
-        }
-        foreach (var v in values)
-        {
-            if (!float.IsFinite(v)) throw Tensors($"tensor '{name}' holds a non-finite value ({v})", RewardHeadFormatException.TensorNotFinite);
-        }
+        var values = HeadFileParts.ReadFinite(file, name, "", out var actual);
+        if (!actual.SequenceEqual(shape)) throw Tensors($"tensor '{name}' has shape [{string.Join(", ", actual)}], expected [{string.Join(", ", shape)}]", RewardHeadFormatException.TensorShape);
         return values;
     }
 

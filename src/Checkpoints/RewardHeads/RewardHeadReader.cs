@@ -27,17 +27,7 @@ public static class RewardHeadReader
     public static RewardHeadDefinition Read(ReadOnlySpan<byte> configJson, byte[] safetensors, ModelConfig baseConfig)
     {
         ArgumentNullException.ThrowIfNull(baseConfig);
-        JsonElement root;
-        try
-        {
-            using var doc = JsonDocument.Parse(configJson.ToArray());
-            root = doc.RootElement.Clone();
-        }
-        catch (JsonException e)
-        {
-            throw Config($"config.json is not valid JSON: {e.Message}");
-        }
-        if (root.ValueKind != JsonValueKind.Object) throw Config("config.json must be a JSON object");
+        var root = HeadFileParts.ParseConfigObject(configJson);
         var kind = OptionalString(root, "kind");
         if (kind != "reward-head") throw Config($"config.json: \"kind\" must be \"reward-head\", got {(kind is null ? "nothing" : $"\"{kind}\"")}");
         var layer = RequiredInt(root, "layer");
@@ -132,25 +122,8 @@ public static class RewardHeadReader
         }
     }
 
-    private static float[] ReadTensor(SafetensorsFile file, string name, int layer, string role, out IReadOnlyList<long> shape)
-    {
-        if (!file.Tensors.TryGetValue(name, out var info)) throw Tensors($"head.safetensors has no tensor '{name}' (layers[{layer}].{role})", RewardHeadFormatException.TensorMissing);
-        shape = info.Shape;
-        float[] values;
-        try
-        {
-            values = file.ReadFloat32(name);
-        }
-        catch (SafetensorsFormatException e)
-        {
-            throw Tensors(e.Message, RewardHeadFormatException.SafetensorsInvalid);
-        }
-        foreach (var v in values)
-        {
-            if (!float.IsFinite(v)) throw Tensors($"tensor '{name}' (layers[{layer}].{role}) holds a non-finite value ({v})", RewardHeadFormatException.TensorNotFinite);
-        }
-        return values;
-    }
+    private static float[] ReadTensor(SafetensorsFile file, string name, int layer, string role, out IReadOnlyList<long> shape) =>
+        HeadFileParts.ReadFinite(file, name, $" (layers[{layer}].{role})", out shape);
 
     private static int RequiredInt(JsonElement root, string key)
     {
