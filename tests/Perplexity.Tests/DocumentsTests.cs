@@ -39,4 +39,11 @@ public sealed class DocumentsTests : IDisposable
     [Fact]
     public void Read_TextFile_GivesItsParagraphs() =>
         Assert.Equal(["eins\nzwei", "drei"], Documents.Read(Write("text.txt", "eins\r\nzwei\r\n\r\n\r\ndrei\n")));
+
+    [Fact]
+    public void Chunks_ShortDocument_IsSentExactlyAsReadAndALongOneIsCut()
+    {
+        var chunks = Documents.Chunks(["Erster\n\nAbsatz", "aaaa\nbbbb\ncccc\ndddd"], 15);
+        Assert.Equal(["Erster\n\nAbsatz", "aaaa\nbbbb\ncccc", "dddd"], chunks);
+    }
 }

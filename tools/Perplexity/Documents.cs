@@ -37,6 +37,14 @@ public static class Documents
         return documents;
     }
 
+    /// <summary>
+    /// The text requests of documents sent as text: a document of at most <paramref name="maxChars"/> characters is one
+    /// chunk, exactly as read; a longer one is cut by <see cref="TextChunks.Split"/> (blank lines and the line breaks
+    /// at the cuts are then not scored).
+    /// </summary>
+    public static List<string> Chunks(IEnumerable<string> documents, int maxChars) =>
+        documents.SelectMany(d => d.Length <= maxChars ? [d] : TextChunks.Split(d, maxChars)).ToList();
+
     /// <summary>Paragraphs: runs of non-blank lines, joined with LF.</summary>
     public static List<string> Paragraphs(string text) => TextChunks.Split(text, int.MaxValue);
 }

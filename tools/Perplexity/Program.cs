@@ -18,8 +18,9 @@ const string Usage = """
                      ids, cut by tokens into windows that fit the context (--context, default: the server's
                      max_model_len, else config.json's); each later window repeats --overlap tokens as context
                      (default half the window). Every model scores exactly the same tokens.
-    without it       documents are sent as text, cut at line breaks into chunks of at most --max-chars characters
-                     (default 2000); a chunk the server refuses as longer than its context is halved until it fits.
+    without it       documents are sent as text; one longer than --max-chars characters (default 2000) is cut at line
+                     breaks into chunks of at most that; a chunk the server refuses as longer than its context is
+                     halved until it fits.
 
     Prints, per model, the scored tokens, the loss (mean negative log-likelihood per token, nats), the perplexity
     exp(loss), and the change against the first model.
@@ -103,7 +104,7 @@ try
     }
     else
     {
-        var chunks = documents.SelectMany(d => TextChunks.Split(d, maxChars)).ToList();
+        var chunks = Documents.Chunks(documents, maxChars);
         how = $"by text: {chunks.Count} chunks of ≤ {maxChars} characters (halved when over the context)";
         foreach (var model in models) results.Add(await scorer.ScoreAsync(model, chunks));
     }
