@@ -25,7 +25,7 @@ using Serving.Inference.Tokenization;
 //            mean reward as P(positive) of the answer scored as the head was trained (<|endoftext|> + answer), mean
 //            per-token log-likelihood of the answer under the base model, generated tokens, 95% confidence intervals,
 //            paired differences to plain sampling.
-// usage: RewardBench [--only cost,separate,quality] [--batches 1,8,32] [--steps 32] [--reps 5] [--threads N]
+// usage: RewardBench [--only cost,separate,quality] [--models demo,gpt2-small,llama-small] [--batches 1,8,32] [--steps 32] [--reps 5] [--threads N]
 //                    [--prompts 200] [--tokens 48] [--interval 16] [--md docs/benchmarks.md] [--json bench/results/reward.json]
 var opts = BenchArgs.Parse(args);
 var inv = CultureInfo.InvariantCulture;
@@ -45,15 +45,32 @@ if (only.Contains("cost") || only.Contains("separate"))
 {
     var gpt2 = Path.Combine(repo, ".fixtures", "gpt2-small");
     if (!File.Exists(Path.Combine(gpt2, "model.safetensors"))) FixtureCheckpoint.Write(gpt2, FixtureShape.Gpt2Small);
-    foreach (var (name, dir) in new[] { ("demo", demo), ("gpt2-small", gpt2) })
+    var llama = Path.Combine(repo, ".fixtures", "llama-small");
+    if (opts.List("models", "demo,gpt2-small,llama-small").Contains("llama-small") && !File.Exists(Path.Combine(llama, "model.safetensors")))
     {
+        FixtureCheckpoint.Write(llama, FixtureShape.LlamaSmall);
+    }
+    foreach (var (name, dir) in new[] { ("demo", demo), ("gpt2-small", gpt2), ("llama-small", llama) })
+    {
+        if (!opts.List("models", "demo,gpt2-small,llama-small").Contains(name)) continue;
         var batches = opts.Ints("batches", "1,8,32");
         using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = Math.Max(batches.Max(), 8), MaxContext = 256, Threads = threads });
-        var head = name == "demo"
+        using var head = name == "demo"
             ? new RewardHead(RewardHeadReader.ReadFolder(Path.Combine(demo, "reward-head"), model.Config), model, "public/positive@1")
             : new RewardHead(RandomHead(model.Config, layer: model.Config.NumLayers), model, "random@1");
         if (only.Contains("cost")) json[$"cost_{name}"] = Cost(name, model, head, batches, opts.Int("steps", 32), opts.Int("reps", 5), md);
         if (only.Contains("separate")) json[$"separate_{name}"] = Separate(name, model, head, opts.Int("reps", 5), md);
+        // The Otter form (a side network over every layer) on the Llama-style models: the demo's trained one, and a random
+        // one of the demo's proportions (side d/3, one head, d/4 neurons) on the larger fixture.
+        if (only.Contains("cost") && model.Config.Architecture == ModelArchitecture.Llama)
+        {
+            var otterDir = name == "demo"
+                ? Path.Combine(demo, "otter")
+                : OtterFixture.Write(Path.Combine(repo, ".fixtures", name + "-otter"), model.Config, seed: 5,
+                    side: model.Config.HiddenSize / 3, heads: 1, ffn: model.Config.HiddenSize / 4);
+            using var otter = new RewardHead(OtterReader.ReadFolder(otterDir, model.Config), model, "otter@1");
+            json[$"cost_{name}_otter"] = Cost(name + " (Otter form)", model, otter, batches, opts.Int("steps", 32), opts.Int("reps", 5), md);
+        }
     }
 }
 

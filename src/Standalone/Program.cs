@@ -89,9 +89,12 @@ internal sealed class StandaloneService(IConfiguration configuration) : IHostedS
 
 
           # decoding-time alignment with the reward head {{{s.DefaultRewardHead}}} (reward heads: {{{string.Join(", ", s.PublicRewardHeads.Select(h => "public/" + h))}}}; add "reward_head" to pick one)
-          curl -s {{{s.GatewayUrl}}}/v1/chat/completions {{{auth}}} -d '{{{{chat}}},"alignment":{"method":"best_of_n","n":4}}'
-          curl -s {{{s.GatewayUrl}}}/v1/chat/completions {{{auth}}} -d '{{{{chat}}},"alignment":{"method":"args","k":10,"weight":1.5}}'
-          curl -s {{{s.GatewayUrl}}}/v1/chat/completions {{{auth}}} -d '{{{{chat}}},"alignment":{"method":"darwin","variants":5,"interval":40,"iterations":1}}'
+          curl -s {{{s.GatewayUrl}}}/v1/chat/completions {{{auth}}} \
+            -d '{{{{chat}}},"alignment":{"method":"best_of_n","n":4}}'
+          curl -s {{{s.GatewayUrl}}}/v1/chat/completions {{{auth}}} \
+            -d '{{{{chat}}},"alignment":{"method":"args","k":10,"weight":1.5}}'
+          curl -s {{{s.GatewayUrl}}}/v1/chat/completions {{{auth}}} \
+            -d '{{{{chat}}},"alignment":{"method":"darwin","variants":5,"interval":40,"iterations":1}}'
           # your own reward head (config.json + head.safetensors), then "reward_head":"mine"
           curl -s {{{s.GatewayUrl}}}/v1/reward-heads/mine -H "Authorization: Bearer {{{s.DevKey}}}" \
             -F config.json=@{{{Path.Combine(s.ModelPath, "reward-head", "config.json")}}} -F head.safetensors=@{{{Path.Combine(s.ModelPath, "reward-head", "head.safetensors")}}}

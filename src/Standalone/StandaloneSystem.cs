@@ -61,6 +61,9 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
     /// <summary>Internal address of the node.</summary>
     public string NodeUrl { get; }
 
+    /// <summary>The node's services (tests read its model host and reward head sources).</summary>
+    internal IServiceProvider NodeServices => _node.Services;
+
     /// <summary>Redis connection string in use.</summary>
     public string Redis { get; }
 

@@ -22,7 +22,11 @@ public sealed partial class StandaloneTests
         string key = KeyLine().Match(string.Join('\n', host.Lines)).Groups[1].Value;
         string curl = host.Lines.First(l => l.TrimStart().StartsWith("curl -s", StringComparison.Ordinal));
         var bodies = BodyLine().Matches(string.Join('\n', host.Lines)).Select(m => m.Groups[1].Value).ToList();
-        Assert.Equal(2, bodies.Count); // the base model, then the same request through a public adapter
+        // The base model, the same request through a public adapter, then one request per alignment method with the seeded
+        // default head (those run in tests/Standalone.Tests/RewardHeads).
+        Assert.Equal(5, bodies.Count);
+        Assert.Equal(["best_of_n", "args", "darwin"], bodies.Skip(2).Select(b => JsonDocument.Parse(b).RootElement.GetProperty("alignment").GetProperty("method").GetString()));
+        Assert.Contains(host.Lines, l => l.Contains("Seeded 2 reward heads of tenant public (positive, positive-otter)", StringComparison.Ordinal));
         string body = bodies[0];
         Assert.Equal($"http://127.0.0.1:{port}", gateway);
         Assert.StartsWith("sk-", key);

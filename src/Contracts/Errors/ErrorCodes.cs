@@ -57,9 +57,6 @@ public static class ErrorCodes
     /// <summary>An adapter that does not fit the node's base model (node).</summary>
     public static readonly ErrorCode AdapterIncompatible = new("adapter_incompatible", 400, ErrorTypes.InvalidRequest);
 
-    /// <summary>A stored reward head that does not fit the node's model (node).</summary>
-    public static readonly ErrorCode RewardHeadIncompatible = new("reward_head_incompatible", 400, ErrorTypes.InvalidRequest);
-
     /// <summary>A tenant id outside the allowed form (gateway admin API).</summary>
     public static readonly ErrorCode TenantInvalid = new("tenant_invalid", 400, ErrorTypes.InvalidRequest);
 
@@ -101,6 +98,12 @@ public static class ErrorCodes
     /// whose trained parts (an exit probe) the model lacks (node).
     /// </summary>
     public static readonly ErrorCode FeatureUnavailable = new("feature_unavailable", 422, ErrorTypes.InvalidRequest);
+
+    /// <summary>
+    /// A reward head the caller may use that was made for another base model, or whose files do not fit the model the
+    /// node serves under that id (node). The upload API refuses such a head with <c>head_base_mismatch</c>, also 422.
+    /// </summary>
+    public static readonly ErrorCode RewardHeadIncompatible = new("reward_head_incompatible", 422, ErrorTypes.InvalidRequest);
 
     /// <summary>
     /// Too many requests: the tenant's request rate (gateway) or the node's full queue. <c>Retry-After</c> says when to
@@ -146,10 +149,10 @@ public static class ErrorCodes
     /// <summary>Every row of the table, in the order above.</summary>
     public static IReadOnlyList<ErrorCode> All { get; } =
     [
-        InvalidParameter, InvalidJson, MissingParameter, InvalidTenant, ModelAmbiguous, AdapterIncompatible, RewardHeadIncompatible, TenantInvalid,
+        InvalidParameter, InvalidJson, MissingParameter, InvalidTenant, ModelAmbiguous, AdapterIncompatible, TenantInvalid,
         MissingApiKey, InvalidApiKey, Forbidden,
         ModelNotFound, NotPinned, RewardHeadNotFound, TenantNotFound, KeyNotFound,
-        RequestTooLarge, FeatureUnavailable, RequestRateLimited, TokenRateLimited, ClientClosed,
+        RequestTooLarge, FeatureUnavailable, RewardHeadIncompatible, RequestRateLimited, TokenRateLimited, ClientClosed,
         StoreCorrupt, UpstreamError, UpstreamDisconnected, StoreUnavailable, AdapterUnavailable, RewardHeadUnavailable, NoNodeAvailable, Draining, UpstreamTimeout,
     ];
 }

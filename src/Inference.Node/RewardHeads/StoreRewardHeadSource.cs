@@ -126,8 +126,8 @@ public sealed class StoreRewardHeadSource : IRewardHeadSource, IAsyncDisposable
             }
             if (meta.BaseModel != _host.ModelId)
             {
-                throw new RequestRefusedException(ErrorCodes.RewardHeadNotFound,
-                    $"The reward head '{id}' was made for base model '{meta.BaseModel}'; this node serves '{_host.ModelId}'.", "reward_head");
+                throw new RequestRefusedException(ErrorCodes.RewardHeadIncompatible,
+                    $"The reward head '{id}' was made for base model '{meta.BaseModel}', not '{_host.ModelId}': name a head made for '{_host.ModelId}' in reward_head.", "reward_head");
             }
             lock (_gate)
             {

@@ -14,7 +14,9 @@ namespace Serving.Inference.Node.Telemetry;
 /// <c>serving_node_adapter_lookups_total{tier,result}</c>, <c>serving_node_adapter_load_time_seconds</c>,
 /// <c>serving_node_adapter_activation_time_seconds</c>, <c>serving_node_adapter_requests_total{adapter}</c>,
 /// <c>serving_node_adapter_prompt_tokens_total{adapter}</c>, <c>serving_node_adapter_generation_tokens_total{adapter}</c>,
-/// <c>serving_node_adapters{tier}</c>, <c>serving_node_adapter_host_cache_bytes</c>.
+/// <c>serving_node_adapters{tier}</c>, <c>serving_node_adapter_host_cache_bytes</c>; decoding methods and early exit:
+/// <c>serving_node_decoding_requests_total{method}</c>, <c>serving_node_decoding_generated_tokens_total{method}</c>,
+/// <c>serving_node_early_exit_layers_per_token{mode}</c>, <c>serving_node_speculative_draft_acceptance</c>.
 /// </summary>
 public sealed class NodeMetrics
 {
@@ -22,6 +24,10 @@ public sealed class NodeMetrics
     public const string MeterName = "Serving.Inference.Node";
 
     private static readonly double[] LatencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80];
+
+    private static readonly double[] LayerBuckets = [1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128];
+
+    private static readonly double[] FractionBuckets = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1];
 
     private readonly Counter<long> _promptTokens;
     private readonly Counter<long> _generationTokens;
@@ -36,6 +42,10 @@ public sealed class NodeMetrics
     private readonly Counter<long> _adapterRequests;
     private readonly Counter<long> _adapterPromptTokens;
     private readonly Counter<long> _adapterGenerationTokens;
+    private readonly Counter<long> _decodingRequests;
+    private readonly Counter<long> _decodingGenerated;
+    private readonly Histogram<double> _layersPerToken;
+    private readonly Histogram<double> _draftAcceptance;
     private GenerationScheduler? _scheduler;
     private Func<Contracts.Registry.AdapterResidency>? _residency;
     private Func<long>? _hostBytes;
@@ -59,6 +69,16 @@ public sealed class NodeMetrics
             "Finished requests per adapter (tenant/name; the first 50 distinct adapters keep their own label, later ones count as other; merges as merge).");
         _adapterPromptTokens = meter.CreateCounter<long>("serving.node.adapter.prompt_tokens", "{token}", "Prompt tokens per adapter (labels as for requests).");
         _adapterGenerationTokens = meter.CreateCounter<long>("serving.node.adapter.generation_tokens", "{token}", "Generated tokens per adapter (labels as for requests).");
+        _decodingRequests = meter.CreateCounter<long>("serving.node.decoding.requests", "{request}",
+            "Finished requests by decoding method (sampling, best_of_n, args, darwin, speculative, score).");
+        _decodingGenerated = meter.CreateCounter<long>("serving.node.decoding.generated_tokens", "{token}",
+            "Tokens generated over every row a request ran (candidates and beams of alignment methods included), by method.");
+        _layersPerToken = meter.CreateHistogram("serving.node.early_exit.layers_per_token", "{layer}",
+            "Blocks run per token pass, per request that asked for early exit (mode confident or speculative).",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = LayerBuckets });
+        _draftAcceptance = meter.CreateHistogram("serving.node.speculative.draft_acceptance", null,
+            "Share of drafted tokens the full model accepted, per self-speculative request.",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = FractionBuckets });
         meter.CreateObservableGauge("serving.node.adapters", ObserveTiers, "{adapter}", "Adapters per tier (device, host, loading).");
         meter.CreateObservableGauge("serving.node.adapter.host_cache_bytes", () => _hostBytes?.Invoke() ?? 0, "By", "Bytes of decoded adapters in the host cache.");
         meter.CreateObservableGauge("serving.node.num_requests_waiting", () => _scheduler?.Status.Waiting ?? 0, "{request}", "Requests waiting for a KV slot.");
@@ -100,6 +120,16 @@ public sealed class NodeMetrics
         _adapterRequests.Add(1, tag);
         _adapterPromptTokens.Add(promptTokens, tag);
         _adapterGenerationTokens.Add(completionTokens, tag);
+    }
+
+    /// <summary>A finished request's decoding method, the tokens it generated over all its rows, and its early-exit figures.</summary>
+    internal void DecodingFinished(string method, int generatedTokens, string? exitMode, double? layersPerToken, double? draftAcceptance)
+    {
+        var tag = new KeyValuePair<string, object?>("method", method);
+        _decodingRequests.Add(1, tag);
+        _decodingGenerated.Add(generatedTokens, tag);
+        if (exitMode is not null && layersPerToken is double layers) _layersPerToken.Record(layers, new KeyValuePair<string, object?>("mode", exitMode));
+        if (draftAcceptance is double acceptance) _draftAcceptance.Record(acceptance);
     }
 
     internal void PromptTokens(int count) => _promptTokens.Add(count);

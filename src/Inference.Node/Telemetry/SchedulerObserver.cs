@@ -38,6 +38,9 @@ internal sealed class SchedulerObserver(NodeMetrics metrics, ILogger logger) : I
         {
             metrics.AdapterRequestFinished(label(adapter.Key), request.PromptTokens, request.CompletionTokens);
         }
+        var decoding = request.Request.Decoding;
+        var exitMode = decoding is Serving.Inference.Decoding.SpeculativeSpec ? "speculative" : request.Request.EarlyExit is not null ? "confident" : null;
+        metrics.DecodingFinished(decoding.Method, request.GeneratedTokens, exitMode, request.LayersPerToken, request.DraftAcceptance);
         NodeLog.RequestFinished(logger, request.Request.Id, r, request.CompletionTokens);
     }
 

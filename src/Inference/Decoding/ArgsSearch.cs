@@ -14,6 +14,8 @@ namespace Serving.Inference.Decoding;
 /// </summary>
 public sealed record ArgsSpec(int K = ArgsSpec.DefaultK, float Weight = ArgsSpec.DefaultWeight) : DecodingSpec
 {
+    public override string Method => "args";
+
     /// <summary>The paper's setting.</summary>
     public const int DefaultK = 10;
 

@@ -12,6 +12,8 @@ namespace Serving.Inference.Decoding;
 /// </summary>
 public sealed record BestOfNSpec(int N, bool ReturnAll = false) : DecodingSpec
 {
+    public override string Method => "best_of_n";
+
     /// <summary>Most samples per request.</summary>
     public const int MaxN = 64;
 

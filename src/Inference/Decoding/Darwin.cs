@@ -16,6 +16,8 @@ namespace Serving.Inference.Decoding;
 /// </summary>
 public sealed record DarwinSpec : DecodingSpec
 {
+    public override string Method => "darwin";
+
     public const int DefaultVariants = 5;
     public const int DefaultInterval = 40;
 

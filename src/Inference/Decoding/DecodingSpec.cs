@@ -10,6 +10,9 @@ namespace Serving.Inference.Decoding;
 /// </summary>
 public abstract record DecodingSpec
 {
+    /// <summary>The method's name as the API and the metrics spell it (<c>sampling</c>, <c>best_of_n</c>, <c>args</c>, <c>darwin</c>, <c>speculative</c>, <c>score</c>).</summary>
+    public abstract string Method { get; }
+
     /// <summary>KV rows the strategy may hold at once; the scheduler reserves them when it admits the request.</summary>
     public abstract int MaxRows(GenerationRequest request);
 

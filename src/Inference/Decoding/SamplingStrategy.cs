@@ -10,6 +10,8 @@ namespace Serving.Inference.Decoding;
 /// </summary>
 public sealed record SamplingSpec : DecodingSpec
 {
+    public override string Method => "sampling";
+
     /// <summary>The default: what every request without an alignment method uses.</summary>
     public static readonly SamplingSpec Instance = new();
 

@@ -9,6 +9,8 @@ namespace Serving.Inference.Decoding;
 /// </summary>
 public sealed record ScoreOnlySpec : DecodingSpec
 {
+    public override string Method => "score";
+
     public static readonly ScoreOnlySpec Instance = new();
 
     public override int MaxRows(GenerationRequest request) => 1;

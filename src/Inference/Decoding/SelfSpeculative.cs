@@ -17,6 +17,8 @@ namespace Serving.Inference.Decoding;
 /// </summary>
 public sealed record SpeculativeSpec(int DraftLayers, int DraftTokens = SpeculativeSpec.DefaultDraftTokens) : DecodingSpec
 {
+    public override string Method => "speculative";
+
     public const int DefaultDraftTokens = 4;
     public const int MaxDraftTokens = 16;
 

@@ -68,6 +68,30 @@ public sealed class EarlyExitHttpTests(EarlyExitNode node, SharedNode plainNode)
         Assert.True(full["usage"]!["layers_per_token"]!.GetValue<double>() > 1);
     }
 
+    [Fact]
+    public async Task Metrics_RecordLayersPerTokenByMode_DraftAcceptance_AndTheMethod()
+    {
+        await Ok(node.Server.Http, Body("""{"mode":"confident","criterion":"cosine","threshold":-1}"""));
+        await Ok(node.Server.Http, Body("""{"mode":"speculative","draft_layers":1,"draft_tokens":3}"""));
+        // The observer records a request when the scheduler finishes it, which may trail the HTTP answer: poll (bounded).
+        string text = "";
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (DateTime.UtcNow < deadline)
+        {
+            text = await node.Server.Http.GetStringAsync("metrics");
+            if (text.Contains("serving_node_speculative_draft_acceptance_count", StringComparison.Ordinal)
+                && text.Contains("mode=\"confident\"", StringComparison.Ordinal)) break;
+            await Task.Delay(50);
+        }
+        var lines = text.Split('\n');
+        // The confident request ran one block per token: its histogram has a count in the le="1" bucket.
+        Assert.Contains(lines, l => l.StartsWith("serving_node_early_exit_layers_per_token_bucket{", StringComparison.Ordinal)
+            && l.Contains("mode=\"confident\"", StringComparison.Ordinal) && l.Contains("le=\"1\"", StringComparison.Ordinal) && !l.EndsWith(" 0", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("serving_node_early_exit_layers_per_token_count{", StringComparison.Ordinal) && l.Contains("mode=\"speculative\"", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("serving_node_speculative_draft_acceptance_count", StringComparison.Ordinal) && !l.EndsWith(" 0", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.StartsWith("serving_node_decoding_requests_total{", StringComparison.Ordinal) && l.Contains("method=\"speculative\"", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("""{"mode":"sometimes"}""", HttpStatusCode.BadRequest, "early_exit.mode", null)]
     [InlineData("""{"mode":"confident","criterion":"cosine","threshold":2}""", HttpStatusCode.BadRequest, "early_exit.threshold", null)]

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.Configuration;
 using Serving.Contracts.Errors;
 using Serving.Fixtures;
@@ -113,6 +114,33 @@ public sealed class ErrorModelTests(SystemFixture fixture) : IClassFixture<Syste
         Assert.Equal(fromNode, await RefusalAsync(proxied));
         Assert.Equal(fromNode, await RefusalAsync(adapterDirect));
         Assert.Equal(fromNode, await RefusalAsync(adapterProxied));
+    }
+
+    /// <summary>
+    /// This system's model has no reward head, so no default: alignment and per-token rewards without a head are refused
+    /// 400 naming <c>reward_head</c> / <c>return_token_rewards</c>, the same from the node and through the gateway.
+    /// </summary>
+    [Theory]
+    [InlineData("""{"alignment":{"method":"best_of_n","n":2}}""", "reward_head")]
+    [InlineData("""{"alignment":{"method":"args"}}""", "reward_head")]
+    [InlineData("""{"alignment":{"method":"darwin"}}""", "reward_head")]
+    [InlineData("""{"return_token_rewards":true}""", "return_token_rewards")]
+    public async Task RewardsWithoutAHead_NodeAndGateway_Same400NamingTheField(string extra, string param)
+    {
+        Assert.Null(fixture.System.DefaultRewardHead);
+        var body = JsonNode.Parse(Chat())!.AsObject();
+        foreach (var (k, v) in JsonNode.Parse(extra)!.AsObject()) body[k] = v?.DeepClone();
+        using var node = Node();
+        using var gateway = Gateway();
+        using var direct = await node.PostAsync("/v1/chat/completions", Json(body.ToJsonString()));
+        using var proxied = await gateway.PostAsync("/v1/chat/completions", Json(body.ToJsonString()));
+        string directText = await direct.Content.ReadAsStringAsync(), proxiedText = await proxied.Content.ReadAsStringAsync();
+
+        Assert.Equal(Row(ErrorCodes.InvalidParameter), await RefusalAsync(direct));
+        Assert.Equal(await RefusalAsync(direct), await RefusalAsync(proxied));
+        Assert.Equal(param, JsonNode.Parse(directText)!["error"]!["param"]!.GetValue<string>());
+        Assert.Equal(directText, proxiedText);
+        Assert.Contains("reward_head", JsonNode.Parse(directText)!["error"]!["message"]!.GetValue<string>(), StringComparison.Ordinal);
     }
 
     [Fact]
