@@ -6,6 +6,7 @@ using Serving.Inference.Adapters;
 using Serving.Inference.Engine;
 using Serving.Inference.Runtime;
 using Serving.Inference.Tokenization;
+using Serving.Perplexity;
 using Xunit;
 
 namespace Serving.Inference.Node.Tests.Http;
@@ -209,6 +210,62 @@ public sealed class EchoTests(EchoFixture fx) : IClassFixture<EchoFixture>
         Assert.Equal("<|endoftext|>Der Hund", (string)choice["text"]!);
         Assert.Null(choice["logprobs"]);
         Assert.Equal("length", (string)choice["finish_reason"]!);
+    }
+
+    [Fact]
+    public async Task PerplexityScorer_OnTheNode_SumsTheEnginesLogprobsAndHalvesChunksLongerThanTheContext()
+    {
+        const string prefix = "<|endoftext|>";
+        var shortChunk = German[prefix.Length..];
+        var longChunk = string.Join("\n", Enumerable.Repeat(shortChunk, 5));
+        Assert.True(fx.Tokenizer.Encode(prefix + longChunk).Length >= EchoFixture.Context, "the long chunk must not fit the node's context");
+        Assert.True(TextChunks.TryHalve(longChunk, out var first, out var second));
+
+        double expectedSum = 0;
+        long expectedTokens = 0;
+        foreach (var chunk in new[] { shortChunk, first, second })
+        {
+            var ids = fx.Tokenizer.Encode(prefix + chunk);
+            Assert.True(ids.Length < EchoFixture.Context, "each half must fit");
+            Assert.Equal(0, ids[0]); // the prefix is one token, the context of the rest
+            var (logprobs, _, _) = Reference(ids, "german");
+            expectedSum += logprobs.Skip(1).Sum();
+            expectedTokens += ids.Length - 1;
+        }
+
+        var scorer = new PerplexityScorer(Http, new ScorerOptions { Prefix = prefix, Parallel = 2 });
+        var result = await scorer.ScoreAsync("demo:public/german", [shortChunk, longChunk]);
+        Assert.Equal(expectedTokens, result.Tokens);
+        Assert.InRange(Math.Abs(result.LogprobSum - expectedSum), 0, 1e-4 * expectedTokens);
+        Assert.Equal(Math.Exp(-expectedSum / expectedTokens), result.Perplexity, 1e-3);
+    }
+
+    [Fact]
+    public async Task PerplexityScorer_ByTokens_SumsTheEnginesLogprobsOverWindowsThatFitTheContext()
+    {
+        var doc = fx.Tokenizer.Encode(string.Join("\n", Enumerable.Repeat(German, 8)));
+        const int window = EchoFixture.Context - 1, overlap = 100;
+        Assert.True(doc.Length > 2 * window, $"the document must need three windows, has {doc.Length} tokens");
+
+        // The scored tokens of each window, from the engine's own prefill of exactly those ids, in double.
+        var windows = TokenWindows.Plan(doc.Length, 1, window, overlap);
+        Assert.True(windows.Count >= 3, $"{windows.Count} windows");
+        double expectedSum = 0;
+        foreach (var w in windows)
+        {
+            var (logprobs, _, _) = Reference(doc[w.Start..w.End], "german");
+            expectedSum += logprobs.Skip(w.ScoredFrom - w.Start).Sum();
+        }
+
+        var scorer = new PerplexityScorer(Http, new ScorerOptions { Parallel = 2 });
+        Assert.Equal(EchoFixture.Context, await scorer.ContextLengthAsync("demo:public/german"));
+        var result = await scorer.ScoreTokensAsync("demo:public/german", [doc], 1, window, overlap);
+        Assert.Equal(doc.Length - 1, result.Tokens);
+        Assert.InRange(Math.Abs(result.LogprobSum - expectedSum), 0, 1e-4 * result.Tokens);
+
+        // One window of the whole document does not fit: the scorer says so instead of scoring less.
+        var e = await Assert.ThrowsAsync<PerplexityException>(() => scorer.ScoreTokensAsync("demo:public/german", [doc], 1, doc.Length, 1));
+        Assert.Contains("does not fit the model's context", e.Message, StringComparison.Ordinal);
     }
 
     public static TheoryData<string, string, string> Refused => new()
