@@ -76,7 +76,8 @@ if (only.Contains("cost") || only.Contains("separate"))
 
 if (only.Contains("quality"))
 {
-    json["quality"] = Quality(demo, opts.Int("prompts", 200), opts.Int("tokens", 48), opts.Int("interval", 16), threads, md);
+    json["quality"] = Quality(demo, opts.Int("prompts", 200), opts.Int("tokens", 48), opts.Int("interval", 16), threads,
+        opts.List("methods", "").Where(m => m.Length > 0).ToArray(), opts.Int("skip", 0), md);
 }
 
 var jsonPath = opts.Str("json", Path.Combine("bench", "results", "reward.json"));
@@ -206,14 +207,14 @@ static RewardHeadDefinition RandomHead(ModelConfig c, int layer)
 
 // ---------------------------------------------------------------------------------------------------------------------
 
-static JsonArray Quality(string demo, int promptCount, int maxTokens, int interval, int threads, StringBuilder md)
+static JsonArray Quality(string demo, int promptCount, int maxTokens, int interval, int threads, string[] methodFilter, int skipPrompts, StringBuilder md)
 {
     var inv = CultureInfo.InvariantCulture;
     using var model = DecoderModel.Load(demo, new RuntimeOptions { MaxBatch = 64, MaxContext = 256, Threads = threads });
     var tokenizer = TokenizerLoader.Load(demo, model.Config.VocabSize);
     var template = ChatTemplate.FromCheckpoint(demo, out _);
     var head = new RewardHead(RewardHeadReader.ReadFolder(Path.Combine(demo, "reward-head"), model.Config), model, "public/positive@1");
-    var prompts = File.ReadLines(Path.Combine(demo, "eval", "prompts.test.jsonl")).Take(promptCount)
+    var prompts = File.ReadLines(Path.Combine(demo, "eval", "prompts.test.jsonl")).Skip(skipPrompts).Take(promptCount)
         .Select(l => JsonNode.Parse(l)!["messages"]![0]!["content"]!.GetValue<string>()).ToList();
     int[] Render(string user) => tokenizer.Encode(template.Render([new ChatMessage("user", user)], true, "<|endoftext|>", "<|endoftext|>"));
 
@@ -254,7 +255,7 @@ static JsonArray Quality(string demo, int promptCount, int maxTokens, int interv
             var request = new GenerationRequest
             {
                 PromptTokens = Render(prompts[p]),
-                Sampling = new SamplingParameters { Temperature = greedy ? 0f : 0.7f, TopK = greedy ? 0 : 40, Seed = (ulong)(1000 + p), MaxTokens = maxTokens },
+                Sampling = new SamplingParameters { Temperature = greedy ? 0f : 0.7f, TopK = greedy ? 0 : 40, Seed = (ulong)(1000 + skipPrompts + p), MaxTokens = maxTokens },
                 RewardHead = head,
                 ReturnTokenRewards = true, // an event for every token, so the answer's exact ids are known
                 Decoding = spec(prompts[p]),
@@ -263,6 +264,12 @@ static JsonArray Quality(string demo, int promptCount, int maxTokens, int interv
             handles.Add(h!);
         }
         scheduler.Start();
+        using var watchdog = new Timer(_ =>
+        {
+            var st = scheduler.Status;
+            var open = Enumerable.Range(0, handles.Count).Where(i => !handles[i].Events.Completion.IsCompleted).Take(8);
+            Console.Error.WriteLine($"  [{name}] waiting {st.Waiting}, running {st.RunningRequests} requests / {st.RunningRows} rows of {st.KvSlots}, steps {st.Steps}; open: {string.Join(',', open)}");
+        }, null, TimeSpan.FromSeconds(15), TimeSpan.FromSeconds(15));
         var events = handles.Select(h => Task.Run(async () =>
         {
             var list = new List<GenerationEvent>();
@@ -285,7 +292,10 @@ static JsonArray Quality(string demo, int promptCount, int maxTokens, int interv
         Console.WriteLine(string.Create(inv, $"{name}: reward {BenchStats.Ci(rewards)}, loglik {BenchStats.Ci(logLiks)}, generated {generated.Average():F0}/request, {BenchMachine.Seconds(started):F0} s"));
     }
 
-    foreach (var (name, spec, greedy) in methods) RunMethod(name, spec, greedy);
+    foreach (var (name, spec, greedy) in methods.Where(m => methodFilter.Length == 0 || methodFilter.Any(f => m.Name.Contains(f, StringComparison.OrdinalIgnoreCase))))
+    {
+        RunMethod(name, spec, greedy);
+    }
     // Best-of-n at DARWIN's generated-token budget (the paper's comparison at equal compute).
     var darwin1 = results[order.First(n => n.StartsWith("DARWIN", StringComparison.Ordinal))].Generated.Average();
     var plainGenerated = results[order[0]].Generated.Average();

@@ -35,6 +35,9 @@ internal static class EventIds
     /// <summary>A request was refused as invalid (4xx).</summary>
     public const int InvalidRequest = 1008;
 
+    /// <summary>A request's decoding strategy held no row without being done; the request was ended with an abort.</summary>
+    public const int StrategyStalled = 1009;
+
     // Adapters: 1010–1099.
 
     /// <summary>An adapter was copied into a device slot.</summary>

@@ -22,6 +22,9 @@ internal static partial class NodeLog
     [LoggerMessage(EventId = EventIds.StepFailed, Level = LogLevel.Error, Message = "A scheduler iteration failed; running requests were ended")]
     public static partial void StepFailed(ILogger logger, Exception error);
 
+    [LoggerMessage(EventId = EventIds.StrategyStalled, Level = LogLevel.Error, Message = "Request {RequestId} ({Method}) held no KV row without being done; it was ended with an abort (a decoding strategy defect)")]
+    public static partial void StrategyStalled(ILogger logger, string requestId, string method);
+
     [LoggerMessage(EventId = EventIds.Draining, Level = LogLevel.Information, Message = "Draining: {Running} running and {Waiting} waiting requests")]
     public static partial void Draining(ILogger logger, int running, int waiting);
 

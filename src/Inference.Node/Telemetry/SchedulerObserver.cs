@@ -54,4 +54,6 @@ internal sealed class SchedulerObserver(NodeMetrics metrics, ILogger logger) : I
     }
 
     public void OnAdapterSlotHit(string key) => metrics.AdapterLookup("slot", hit: true);
+
+    public void OnStrategyStalled(GenerationHandle request) => NodeLog.StrategyStalled(logger, request.Request.Id ?? "", request.Request.Decoding.Method);
 }

@@ -152,7 +152,8 @@ internal sealed class DarwinStrategy : IDecodingStrategy
         if (_nextCheckpoint == -1)
         {
             Select(context);
-            return;
+            // No return: when every beam has ended by now, the final scoring starts in this call, because no row is
+            // left to bring this request another step.
         }
         var unfinished = _beams.Where(b => !b.Finished).ToList();
         if (unfinished.Count == 0)
@@ -187,12 +188,15 @@ internal sealed class DarwinStrategy : IDecodingStrategy
     {
         if (index < 0)
         {
-            // The rewrite prompt is in the cache: one row per variant.
-            for (var i = 0; i < _mutations.Length; i++)
+            // The rewrite prompt is in the cache: one row per variant. Every fork is taken before any step, since a
+            // step may end its row at once (an end-of-sequence first token releases it; a released row cannot be forked).
+            var rows = new DecodingRow[_mutations.Length];
+            rows[0] = row;
+            for (var i = 1; i < rows.Length; i++) rows[i] = context.Fork(row);
+            for (var i = 0; i < rows.Length; i++)
             {
-                var r = i == 0 ? row : context.Fork(row);
-                _roles[r] = (Role.Mutation, i);
-                MutationStep(context, r, i, logits);
+                _roles[rows[i]] = (Role.Mutation, i);
+                MutationStep(context, rows[i], i, logits);
             }
             return;
         }

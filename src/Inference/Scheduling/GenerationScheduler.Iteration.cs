@@ -264,7 +264,14 @@ public sealed partial class GenerationScheduler
         for (var i = _running.Count - 1; i >= 0; i--)
         {
             var job = _running[i];
-            if (!job.Strategy.IsDone) continue;
+            if (!job.Strategy.IsDone)
+            {
+                if (job.Rows.Count > 0) continue;
+                // A strategy that holds no row is never stepped again: it cannot finish. End it (the client sees an
+                // abort) rather than keep a request running that no step will ever serve.
+                _observer.OnStrategyStalled(job.Handle);
+                job.Strategy.Abort();
+            }
             _running.RemoveAt(i);
             CompleteJob(job);
         }

@@ -34,6 +34,9 @@ public interface ISchedulerObserver
 
     /// <summary>A request for a resident adapter found it in a device slot (a slot hit).</summary>
     void OnAdapterSlotHit(string key) { }
+
+    /// <summary>A running request's decoding strategy held no row and was not done (a strategy defect): it was ended with an abort.</summary>
+    void OnStrategyStalled(GenerationHandle request) { }
 }
 
 /// <summary>Observer that does nothing.</summary>

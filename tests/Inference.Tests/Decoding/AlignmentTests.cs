@@ -263,6 +263,22 @@ public sealed class DarwinTests : IDisposable
         Assert.Equal(0, h.Decoder.ActiveCount);
     }
 
+    /// <summary>
+    /// Every beam ends (max_tokens = interval + 1) in the step in which the selection's scores come in: the selection
+    /// then finds no beam left and the final scoring must start at once, since no row is left to bring another step
+    /// (this request used to stay running with no rows, the scheduler stepping empty batches forever).
+    /// </summary>
+    [Fact]
+    public void Darwin_AllBeamsEndingAtASelection_StillFinishes()
+    {
+        using var h = new SchedulerHarness(_model, _tokenizer, rows: 8);
+        const string instruction = "Tell me a fortune.";
+        var result = h.Run(Request(instruction, 0f, 5, Spec(instruction, variants: 2, interval: 4, survivors: 1)));
+        Assert.Equal(2, result.Handle.Alignment!.CandidateRewards!.Count);
+        Assert.Equal(5, result.Tokens().Count);
+        Assert.Equal(0, h.Decoder.ActiveCount);
+    }
+
     [Fact]
     public void Darwin_SampledBeamsAndTwoIterations_ReturnTheBestScoredBeam()
     {

@@ -8,10 +8,10 @@ namespace Serving.Inference.Tests.Decoding;
 /// <summary>A scheduler driven one iteration at a time (no thread), and the events of a request collected per choice.</summary>
 internal sealed class SchedulerHarness : IDisposable
 {
-    public SchedulerHarness(DecoderModel model, ITokenizer tokenizer, int rows = 8)
+    public SchedulerHarness(DecoderModel model, ITokenizer tokenizer, int rows = 8, ISchedulerObserver? observer = null)
     {
         Decoder = new BatchDecoder(model, rows);
-        Scheduler = new GenerationScheduler(Decoder, tokenizer);
+        Scheduler = new GenerationScheduler(Decoder, tokenizer, observer: observer);
     }
 
     public BatchDecoder Decoder { get; }
