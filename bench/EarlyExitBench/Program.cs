@@ -29,7 +29,7 @@ using Serving.Inference.Tokenization;
 //  cost:      the decision's own time per token as a fraction of a layer, demo and a gpt2-small-shaped fixture (random
 //             weights: their exits mean nothing, only the cost does).
 // usage: EarlyExitBench [--only calibrate,sweep,speed,cost] [--docs 120] [--doc-tokens 96] [--prompts 50] [--tokens 48]
-//                       [--batches 1,8] [--reps 5] [--threads N] [--probe DIR] [--target 0.95] [--md docs/benchmarks.md]
+//                       [--batches 1,8] [--reps 5] [--forced gpt2-small|""] [--threads N] [--probe DIR] [--target 0.95] [--md docs/benchmarks.md]
 //                       [--png docs/early-exit.png] [--calibration bench/results/exit-calibration.json]
 var opts = BenchArgs.Parse(args);
 var inv = CultureInfo.InvariantCulture;
@@ -154,6 +154,37 @@ if (only.Contains("speed"))
                 skipped = s;
             }
             md.AppendLine(string.Create(inv, $"| {name} ({t}) | {b} | {b * steps / BenchStats.Median(full):F0} | {b * steps / BenchStats.Median(exit):F0} | {BenchStats.Ratio(full, exit)} | {skipped:P1} |"));
+        }
+    }
+    // The mechanism at a realistic layer size: a gpt2-small-shaped fixture (random weights never exit by a real
+    // criterion), every token forced out after k of 12 blocks (FixedDepthCriterion, K/V propagated), against full depth
+    // on the ordinary path; and the packed path at full depth (what a node with EarlyExit pays for rows that never exit).
+    if (opts.Str("forced", "gpt2-small") is { Length: > 0 })
+    {
+        var gpt2Dir = Path.Combine(repo, ".fixtures", "gpt2-small");
+        if (!File.Exists(Path.Combine(gpt2Dir, "model.safetensors"))) FixtureCheckpoint.Write(gpt2Dir, FixtureShape.Gpt2Small);
+        using var gPacked = DecoderModel.Load(gpt2Dir, new RuntimeOptions { MaxBatch = 8, MaxContext = 128, Threads = threads, PackedSteps = true });
+        using var gPlain = DecoderModel.Load(gpt2Dir, new RuntimeOptions { MaxBatch = 8, MaxContext = 128, Threads = threads });
+        var gSteps = Math.Min(steps, 32);
+        foreach (var k in new int?[] { null, 8, 6 })
+        {
+            foreach (var b in opts.Ints("batches", "1,8"))
+            {
+                var full = new List<double>();
+                var exit = new List<double>();
+                double skipped = 0;
+                for (var r = -1; r < reps; r++)
+                {
+                    var a = GreedyRun(gPlain, b, gSteps, null, out _);
+                    var e = GreedyRun(gPacked, b, gSteps, k is int layer ? new ExitPolicy(new FixedDepthCriterion(layer), 0.5f) : null, out var sk);
+                    if (r < 0) continue;
+                    full.Add(a);
+                    exit.Add(e);
+                    skipped = sk;
+                }
+                var label = k is int kk ? $"gpt2-small fixture, forced exit after {kk} of 12" : "gpt2-small fixture, packed path, no exit";
+                md.AppendLine(string.Create(inv, $"| {label} | {b} | {b * gSteps / BenchStats.Median(full):F0} | {b * gSteps / BenchStats.Median(exit):F0} | {BenchStats.Ratio(full, exit)} | {skipped:P1} |"));
+            }
         }
     }
     // Self-speculative decoding at batch 1, through the scheduler (it is a decoding strategy), identical output.
