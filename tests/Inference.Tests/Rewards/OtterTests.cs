@@ -154,6 +154,52 @@ public sealed class OtterTests
         }
     }
 
+    /// <summary>
+    /// The demo's trained side network (<c>models/demo/otter</c>) against the forge's PyTorch dumps
+    /// (<c>reference/otter.safetensors</c>: per prompt the ids and the reward after every position): token by token
+    /// through decode steps and as one prefill, ≤ 1e-4, and the same positions from the float64 re-computation.
+    /// </summary>
+    [Fact]
+    public void DemoOtter_MatchesThePyTorchReference()
+    {
+        var demo = DemoModelReferenceTests.DemoDirectory;
+        var dir = Path.Combine(demo, "otter");
+        using var r = SafetensorsFile.Open(Path.Combine(demo, "reference", "otter.safetensors"));
+        using var model = DecoderModel.Load(demo, new RuntimeOptions { MaxBatch = 1, MaxContext = 256 });
+        using var head = new RewardHead(OtterReader.ReadFolder(dir, model.Config), model, "public/positive-otter@1");
+        var prompts = r.Tensors.Keys.Where(k => k.EndsWith(".input_ids", StringComparison.Ordinal)).Select(k => k[..^".input_ids".Length]).Order().ToList();
+        Assert.NotEmpty(prompts);
+        foreach (var p in prompts)
+        {
+            var ids = r.ReadInt64(p + ".input_ids").Select(x => (int)x).ToArray();
+            var expected = r.ReadFloat32(p + ".reward").Select(x => (double)x).ToArray();
+
+            using var dec = new BatchDecoder(model, 1);
+            var seq = dec.TryAllocate()!;
+            dec.SetRewardHead(seq, head);
+            dec.Prefill(seq, ids.AsSpan(0, 1));
+            var stepwise = new List<float> { seq.Reward };
+            for (var i = 1; i < ids.Length; i++)
+            {
+                seq.PendingToken = ids[i];
+                dec.Decode();
+                stepwise.Add(seq.Reward);
+            }
+            ReferenceLogitsTests.AssertClose(expected, stepwise.ToArray(), 1e-4, $"{p}: decode-path rewards vs PyTorch");
+
+            var hidden = new float[(model.Config.NumLayers + 1) * ids.Length * model.Config.HiddenSize];
+            using (var plain = new BatchDecoder(model, 1)) plain.Prefill(plain.TryAllocate()!, ids, hidden);
+            var float64 = Float64Rewards(dir, model.Config, model.LayerInputNorms, hidden, ids.Length);
+            ReferenceLogitsTests.AssertClose(expected, float64.Select(x => (float)x).ToArray(), 1e-4, $"{p}: float64 formula vs PyTorch");
+
+            using var dec2 = new BatchDecoder(model, 1);
+            var whole = dec2.TryAllocate()!;
+            dec2.SetRewardHead(whole, head);
+            dec2.Prefill(whole, ids);
+            Assert.InRange(Math.Abs(whole.Reward - expected[^1]), 0, 1e-4);
+        }
+    }
+
     [Fact]
     public void Logits_WithAndWithoutOtter_BitIdentical_InAMixedAdapterBatch_AndForksCarryTheSideCache()
     {
