@@ -27,6 +27,10 @@ namespace Serving.Inference.Adapters;
 /// on the session's intra-op pool (<c>KernelContext_ParallelFor</c>, one contiguous batch of units per thread); steps
 /// under <see cref="InlineWork"/> multiply-adds run inline. A plan that points outside its tensors fails the run with
 /// <c>INVALID_ARGUMENT</c>; nothing is read out of bounds.
+/// <para>
+/// One file of ~530 lines on purpose: a hot kernel whose plan validation, unit scheduling and register-blocked loops
+/// share pointer layouts and constants; split across files they would be read apart and tuned apart.
+/// </para>
 /// </summary>
 internal static unsafe class SegmentedLoraOp
 {
