@@ -48,7 +48,9 @@ internal static class BenchStats
     public static string Ci(IReadOnlyList<double> values, string format = "F3")
     {
         var (m, h) = MeanCi(values);
-        return $"{m.ToString(format, CultureInfo.InvariantCulture)} ± {h.ToString(format, CultureInfo.InvariantCulture)}";
+        // The half-width is a magnitude: a signed format (e.g. "+0.000;-0.000") applies to the mean only.
+        var widthFormat = format.Split(';')[0].TrimStart('+');
+        return $"{m.ToString(format, CultureInfo.InvariantCulture)} ± {h.ToString(widthFormat, CultureInfo.InvariantCulture)}";
     }
 
     /// <summary>Median of per-pair ratios a/b with min and max, as "r (min–max)".</summary>
