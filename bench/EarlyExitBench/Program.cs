@@ -53,7 +53,7 @@ var tokenizer = TokenizerLoader.Load(demo, packed.Config.VocabSize);
 var probe = new ProbeCriterion(ExitProbeReader.ReadFolder(probeDir, packed.Config), packed);
 var criteria = new (string Name, IExitCriterion Criterion, double[] Grid)[]
 {
-    ("probe", probe, [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98]),
+    ("probe", probe, [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94, 0.95, 0.98]),
     ("cosine", CosineCriterion.Instance, [0.90, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999]),
     ("update_view", UpdateViewCriterion.For(packed), [0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0]),
     ("margin", new MarginCriterion(packed), [0.1, 0.2, 0.3, 0.5, 0.7, 0.9]),
