@@ -33,8 +33,6 @@ internal static unsafe class SlotAttentionOp
 
     private static readonly Lock Gate = new();
     private static nint _domain;
-    private static nint _name;
-    private static nint _provider;
 
     /// <summary>Adds the <see cref="Domain"/> operators to <paramref name="options"/> (CPU provider).</summary>
     public static void Register(SessionOptions options) =>
@@ -45,46 +43,13 @@ internal static unsafe class SlotAttentionOp
         lock (Gate)
         {
             if (_domain != 0) return _domain;
-            _name = Marshal.StringToCoTaskMemUTF8(Name);
-            _provider = Marshal.StringToCoTaskMemUTF8("CPUExecutionProvider");
-            var op = (OrtCustomOp*)NativeMemory.AllocZeroed((nuint)sizeof(OrtCustomOp));
-            op->Version = 16; // CreateKernelV2 / KernelComputeV2 (errors as statuses)
-            op->CreateKernel = &CreateKernel;
-            op->GetName = &GetName;
-            op->GetExecutionProviderType = &GetProvider;
-            op->GetInputType = &GetInputType;
-            op->GetInputTypeCount = &GetInputTypeCount;
-            op->GetOutputType = &GetOutputType;
-            op->GetOutputTypeCount = &GetOutputTypeCount;
-            op->KernelCompute = &KernelCompute;
-            op->KernelDestroy = &KernelDestroy;
-            op->GetInputCharacteristic = &Required;
-            op->GetOutputCharacteristic = &Required;
-            op->GetInputMemoryType = &DefaultMemory;
-            op->GetVariadicInputMinArity = &One;
-            op->GetVariadicInputHomogeneity = &One;
-            op->GetVariadicOutputMinArity = &One;
-            op->GetVariadicOutputHomogeneity = &One;
-            op->CreateKernelV2 = &CreateKernelV2;
-            op->KernelComputeV2 = &KernelComputeV2;
+            // v16: CreateKernelV2 / KernelComputeV2 (errors as statuses); input 5 (the plan) is int64.
+            var op = NewCpuOp(Name, 16, InputCount, int64Inputs: 1UL << 5, &KernelCompute, &KernelComputeV2);
             var domain = OrtNativeApi.CreateCustomOpDomain(Domain);
             OrtNativeApi.CustomOpDomainAdd(domain, op);
             return _domain = domain;
         }
     }
-
-    [UnmanagedCallersOnly] private static nint CreateKernel(OrtCustomOp* op, nint api, nint info) => 1;
-    [UnmanagedCallersOnly] private static nint CreateKernelV2(OrtCustomOp* op, nint api, nint info, nint* kernel) { *kernel = 1; return 0; }
-    [UnmanagedCallersOnly] private static void KernelDestroy(nint kernel) { }
-    [UnmanagedCallersOnly] private static nint GetName(OrtCustomOp* op) => _name;
-    [UnmanagedCallersOnly] private static nint GetProvider(OrtCustomOp* op) => _provider;
-    [UnmanagedCallersOnly] private static int GetInputType(OrtCustomOp* op, nuint index) => index == 5 ? TensorInt64 : TensorFloat;
-    [UnmanagedCallersOnly] private static nuint GetInputTypeCount(OrtCustomOp* op) => InputCount;
-    [UnmanagedCallersOnly] private static int GetOutputType(OrtCustomOp* op, nuint index) => TensorFloat;
-    [UnmanagedCallersOnly] private static nuint GetOutputTypeCount(OrtCustomOp* op) => 1;
-    [UnmanagedCallersOnly] private static int Required(OrtCustomOp* op, nuint index) => 1;
-    [UnmanagedCallersOnly] private static int DefaultMemory(OrtCustomOp* op, nuint index) => 0;
-    [UnmanagedCallersOnly] private static int One(OrtCustomOp* op) => 1;
 
     [UnmanagedCallersOnly]
     private static void KernelCompute(nint kernel, nint context)

@@ -2,7 +2,11 @@ using System.Runtime.InteropServices;
 
 namespace Serving.Inference.Runtime;
 
-/// <summary>The C structure a custom operator is described by, shared by the project's C# operators.</summary>
+/// <summary>
+/// The C structure a custom operator is described by, and what the project's C# CPU operators share of it: the
+/// descriptor with every callback that only returns a constant or the operator's own name, types and counts
+/// (<see cref="NewCpuOp"/>). An operator adds its compute entries and any optional ones (shape inference, in-place).
+/// </summary>
 internal static unsafe class CustomOpAbi
 {
     /// <summary><c>struct OrtCustomOp</c> of onnxruntime_c_api.h, fields up to version 18 (ORT checks the version and nulls).</summary>
@@ -39,4 +43,65 @@ internal static unsafe class CustomOpAbi
 
     public const int TensorFloat = 1;  // ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT
     public const int TensorInt64 = 7;  // ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64
+
+    /// <summary>An <see cref="OrtCustomOp"/> followed by what the shared callbacks read (ONNX Runtime hands them the descriptor's address).</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct CpuOp
+    {
+        public OrtCustomOp Op;
+        public nint Name;       // UTF-8, process lifetime
+        public nint Provider;   // UTF-8 "CPUExecutionProvider"
+        public int InputCount;
+        public ulong Int64Inputs; // bit i: input i is int64, else float
+    }
+
+    /// <summary>
+    /// A stateless CPU operator's descriptor (process lifetime): <paramref name="inputCount"/> inputs (those in
+    /// <paramref name="int64Inputs"/>, as a bit mask, int64; the others float), one float output, every input and output
+    /// required, errors as statuses through <paramref name="computeV2"/> (<paramref name="compute"/> for runtimes older
+    /// than 1.16). <paramref name="version"/>: the struct version the operator fills fields up to.
+    /// </summary>
+    public static OrtCustomOp* NewCpuOp(string name, uint version, int inputCount, ulong int64Inputs,
+        delegate* unmanaged<nint, nint, void> compute, delegate* unmanaged<nint, nint, nint> computeV2)
+    {
+        var cpu = (CpuOp*)NativeMemory.AllocZeroed((nuint)sizeof(CpuOp));
+        cpu->Name = Marshal.StringToCoTaskMemUTF8(name);
+        cpu->Provider = Marshal.StringToCoTaskMemUTF8("CPUExecutionProvider");
+        cpu->InputCount = inputCount;
+        cpu->Int64Inputs = int64Inputs;
+        var op = &cpu->Op;
+        op->Version = version;
+        op->CreateKernel = &CreateKernel;
+        op->GetName = &GetName;
+        op->GetExecutionProviderType = &GetProvider;
+        op->GetInputType = &GetInputType;
+        op->GetInputTypeCount = &GetInputTypeCount;
+        op->GetOutputType = &GetOutputType;
+        op->GetOutputTypeCount = &GetOutputTypeCount;
+        op->KernelCompute = compute;
+        op->KernelDestroy = &KernelDestroy;
+        op->GetInputCharacteristic = &Required;
+        op->GetOutputCharacteristic = &Required;
+        op->GetInputMemoryType = &DefaultMemory;
+        op->GetVariadicInputMinArity = &One;
+        op->GetVariadicInputHomogeneity = &One;
+        op->GetVariadicOutputMinArity = &One;
+        op->GetVariadicOutputHomogeneity = &One;
+        op->CreateKernelV2 = &CreateKernelV2;
+        op->KernelComputeV2 = computeV2;
+        return op;
+    }
+
+    [UnmanagedCallersOnly] private static nint CreateKernel(OrtCustomOp* op, nint api, nint info) => 1; // stateless
+    [UnmanagedCallersOnly] private static nint CreateKernelV2(OrtCustomOp* op, nint api, nint info, nint* kernel) { *kernel = 1; return 0; }
+    [UnmanagedCallersOnly] private static void KernelDestroy(nint kernel) { }
+    [UnmanagedCallersOnly] private static nint GetName(OrtCustomOp* op) => ((CpuOp*)op)->Name;
+    [UnmanagedCallersOnly] private static nint GetProvider(OrtCustomOp* op) => ((CpuOp*)op)->Provider;
+    [UnmanagedCallersOnly] private static int GetInputType(OrtCustomOp* op, nuint index) => ((((CpuOp*)op)->Int64Inputs >> (int)index) & 1) != 0 ? TensorInt64 : TensorFloat;
+    [UnmanagedCallersOnly] private static nuint GetInputTypeCount(OrtCustomOp* op) => (nuint)((CpuOp*)op)->InputCount;
+    [UnmanagedCallersOnly] private static int GetOutputType(OrtCustomOp* op, nuint index) => TensorFloat;
+    [UnmanagedCallersOnly] private static nuint GetOutputTypeCount(OrtCustomOp* op) => 1;
+    [UnmanagedCallersOnly] private static int Required(OrtCustomOp* op, nuint index) => 1; // INPUT_OUTPUT_REQUIRED
+    [UnmanagedCallersOnly] private static int DefaultMemory(OrtCustomOp* op, nuint index) => 0; // OrtMemTypeDefault
+    [UnmanagedCallersOnly] private static int One(OrtCustomOp* op) => 1;
 }
