@@ -144,10 +144,14 @@ if (only.Contains("speed"))
             var full = new List<double>();
             var exit = new List<double>();
             double skipped = 0;
+            // One decoder per side for all repetitions, as a node keeps its decoder: the warm-up run builds the
+            // bindings of every step shape (packed steps bind per token count), which the timed runs then reuse.
+            using var plainDecoder = new BatchDecoder(plain, b);
+            using var exitDecoder = new BatchDecoder(packed, b);
             for (var r = -1; r < reps; r++)
             {
-                var a = GreedyRun(plain, b, steps, null, out _);
-                var e = GreedyRun(packed, b, steps, new ExitPolicy(criterion, (float)t), out var s);
+                var a = GreedyRun(plainDecoder, b, steps, null, out _);
+                var e = GreedyRun(exitDecoder, b, steps, new ExitPolicy(criterion, (float)t), out var s);
                 if (r < 0) continue;
                 full.Add(a);
                 exit.Add(e);
@@ -173,10 +177,12 @@ if (only.Contains("speed"))
                 var full = new List<double>();
                 var exit = new List<double>();
                 double skipped = 0;
+                using var plainDecoder = new BatchDecoder(gPlain, b);
+                using var exitDecoder = new BatchDecoder(gPacked, b);
                 for (var r = -1; r < reps; r++)
                 {
-                    var a = GreedyRun(gPlain, b, gSteps, null, out _);
-                    var e = GreedyRun(gPacked, b, gSteps, k is int layer ? new ExitPolicy(new FixedDepthCriterion(layer), 0.5f) : null, out var sk);
+                    var a = GreedyRun(plainDecoder, b, gSteps, null, out _);
+                    var e = GreedyRun(exitDecoder, b, gSteps, k is int layer ? new ExitPolicy(new FixedDepthCriterion(layer), 0.5f) : null, out var sk);
                     if (r < 0) continue;
                     full.Add(a);
                     exit.Add(e);
@@ -194,10 +200,16 @@ if (only.Contains("speed"))
         var plainTimes = new List<double>();
         var specTimes = new List<double>();
         var identical = true;
+        using var plainDecoder = new BatchDecoder(packed, 1);
+        using var plainScheduler = new GenerationScheduler(plainDecoder, tokenizer);
+        using var specDecoder = new BatchDecoder(packed, 1);
+        using var specScheduler = new GenerationScheduler(specDecoder, tokenizer);
+        plainScheduler.Start();
+        specScheduler.Start();
         for (var r = -1; r < reps; r++)
         {
-            var (tp, outP) = SchedulerRun(packed, tokenizer, prompts, steps, SamplingSpec.Instance);
-            var (ts, outS) = SchedulerRun(packed, tokenizer, prompts, steps, new SpeculativeSpec(e, d));
+            var (tp, outP) = SchedulerRun(plainScheduler, prompts, steps, SamplingSpec.Instance);
+            var (ts, outS) = SchedulerRun(specScheduler, prompts, steps, new SpeculativeSpec(e, d));
             identical &= outP.SequenceEqual(outS);
             if (r < 0) continue;
             plainTimes.Add(tp);
@@ -348,10 +360,10 @@ static int[] Greedy(DecoderModel model, int[] prompt, int tokens, ExitPolicy? po
     return output;
 }
 
-/// <summary>Seconds for <paramref name="steps"/> greedy decode steps of <paramref name="b"/> rows (prompts of 16 real-text tokens prefilled first).</summary>
-static double GreedyRun(DecoderModel model, int b, int steps, ExitPolicy? policy, out double skipped)
+/// <summary>Seconds for <paramref name="steps"/> greedy decode steps of <paramref name="b"/> rows of <paramref name="dec"/> (prompts of 16 real-text tokens prefilled first, not timed; released after).</summary>
+static double GreedyRun(BatchDecoder dec, int b, int steps, ExitPolicy? policy, out double skipped)
 {
-    using var dec = new BatchDecoder(model, b);
+    var model = dec.Model;
     var v = model.Config.VocabSize;
     var seqs = new Sequence[b];
     var next = new int[b];
@@ -375,16 +387,14 @@ static double GreedyRun(DecoderModel model, int b, int steps, ExitPolicy? policy
         }
     }
     var seconds = BenchMachine.Seconds(started);
+    foreach (var seq in seqs) dec.Release(seq);
     skipped = 1 - (double)layers / (b * steps) / model.Config.NumLayers;
     return seconds;
 }
 
 /// <summary>Seconds to generate <paramref name="tokens"/> greedy tokens for each prompt one request at a time, and the tokens.</summary>
-static (double Seconds, List<int> Tokens) SchedulerRun(DecoderModel model, ITokenizer tokenizer, List<int[]> prompts, int tokens, DecodingSpec spec)
+static (double Seconds, List<int> Tokens) SchedulerRun(GenerationScheduler scheduler, List<int[]> prompts, int tokens, DecodingSpec spec)
 {
-    using var dec = new BatchDecoder(model, 1);
-    using var scheduler = new GenerationScheduler(dec, tokenizer);
-    scheduler.Start();
     var output = new List<int>();
     var started = Stopwatch.GetTimestamp();
     foreach (var prompt in prompts)
@@ -409,7 +419,14 @@ static void Cost(string name, DecoderModel model, (string Name, IExitCriterion C
     var c = model.Config;
     const int b = 8, steps = 16;
     var blockSeconds = new List<double>();
-    for (var r = 0; r < 4; r++) blockSeconds.Add(GreedyRun(model, b, steps, null, out _));
+    using (var dec = new BatchDecoder(model, b))
+    {
+        for (var r = -1; r < 4; r++)
+        {
+            var seconds = GreedyRun(dec, b, steps, null, out _);
+            if (r >= 0) blockSeconds.Add(seconds);
+        }
+    }
     var perBlock = BenchStats.Median(blockSeconds) / steps / b / c.NumLayers;
     var rng = new Random(5);
     float[] Rand(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();

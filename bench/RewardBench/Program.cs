@@ -92,7 +92,7 @@ return 0;
 static JsonArray Cost(string name, DecoderModel model, RewardHead head, int[] batches, int steps, int reps, StringBuilder md)
 {
     var inv = CultureInfo.InvariantCulture;
-    md.AppendLine(inv, $"\nHead cost, {name} (head: layer {head.Layer}, {head.Definition.Parameters} parameters; model {model.Config.NumLayers} layers, d {model.Config.HiddenSize}), {steps} decode steps per run, {reps} repetitions after a warm-up:\n");
+    md.AppendLine(inv, $"\nHead cost, {name} (head: layer {head.Layer}, {head.Definition.Parameters} parameters; model {model.Config.NumLayers} layers, d {model.Config.HiddenSize}), {steps} decode steps per run, {reps} repetitions after a warm-up (the order with/without alternating):\n");
     md.AppendLine("| batch | without head (tok/s) | with head (tok/s) | step time with/without, median (min–max) |");
     md.AppendLine("|---|---|---|---|");
     var rows = new JsonArray();
@@ -103,8 +103,18 @@ static JsonArray Cost(string name, DecoderModel model, RewardHead head, int[] ba
         var with = new List<double>();
         for (var r = -1; r < reps; r++)
         {
-            var t0 = DecodeRun(dec, b, steps, null);
-            var t1 = DecodeRun(dec, b, steps, head);
+            // A/B then B/A on alternate repetitions, so neither side always runs first (caches, thread pool warmth).
+            double t0, t1;
+            if (r % 2 == 0)
+            {
+                t1 = DecodeRun(dec, b, steps, head);
+                t0 = DecodeRun(dec, b, steps, null);
+            }
+            else
+            {
+                t0 = DecodeRun(dec, b, steps, null);
+                t1 = DecodeRun(dec, b, steps, head);
+            }
             if (r < 0) continue;
             without.Add(t0);
             with.Add(t1);

@@ -269,15 +269,18 @@ public sealed partial class BatchDecoder : IDisposable
                 step = _decodeBindings[b] ??= new StepBindings(_buf, batch: b, seqLen: 1, slot: 0, withHead: true);
             }
             var scored = AnyRewardHead(b);
-            foreach (var side in _stepSides) side.Begin(b);
             for (var l = 0; l < _c.NumLayers; l++)
             {
                 if (scored) ScoreRows(l, _buf.Input(l), b);
-                foreach (var side in _stepSides) side.Run(l, side.Decode(b));
+                foreach (var side in _stepSides) side.Capture(l, _buf.Input(l), b);
                 step.Units[l].RunWithBinding(_run, step.Layers[l]);
             }
             if (scored) ScoreRows(_c.NumLayers, _buf.Output(_c.NumLayers - 1), b);
-            foreach (var side in _stepSides) ScoreSideRows(side, b);
+            foreach (var side in _stepSides)
+            {
+                side.RunDecode(b);
+                ScoreSideRows(side, b);
+            }
             _model.Head.RunWithBinding(_run, step.Head!);
         }
         for (var r = 0; r < b; r++)
@@ -301,7 +304,7 @@ public sealed partial class BatchDecoder : IDisposable
         var child = TryAllocate();
         if (child is null) return null;
         _buf.Kv.CopySlot(parent.Slot, child.Slot, parent.Length);
-        foreach (var side in _sides.Values) side.Kv.CopySlot(parent.Slot, child.Slot, parent.Length);
+        foreach (var side in _sides.Values) side.CopySlot(parent.Slot, child.Slot, parent.Length);
         child.Length = parent.Length;
         child.AdapterSlot = parent.AdapterSlot;
         child.PendingToken = parent.PendingToken;
@@ -319,7 +322,7 @@ public sealed partial class BatchDecoder : IDisposable
         if (!ReferenceEquals(last, seq))
         {
             _buf.Kv.CopySlot(last.Slot, seq.Slot, last.Length);
-            foreach (var side in _sides.Values) side.Kv.CopySlot(last.Slot, seq.Slot, last.Length);
+            foreach (var side in _sides.Values) side.CopySlot(last.Slot, seq.Slot, last.Length);
             last.Slot = seq.Slot;
             _active[seq.Slot] = last;
         }

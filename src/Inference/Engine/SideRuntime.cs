@@ -7,10 +7,18 @@ using Serving.Inference.Runtime;
 namespace Serving.Inference.Engine;
 
 /// <summary>
-/// One decoder's state for one Otter side network: the side network's own K/V cache (same slot layout as the
-/// decoder's, copied with it on fork and release), two side-stream buffers the side layers alternate between, and
-/// bindings per decode batch size. A step zeroes the stream (s₀ = 0), runs side layer l on the block inputs the base
-/// step already holds, and leaves s_L in <see cref="Final"/>. Decode bindings are built once per batch size.
+/// One decoder's state for one Otter side network: the side network's own K/V cache, laid out
+/// [slot · L + layer, heads, max_ctx, head_dim] (the decoder's slots, each with its L layers side by side, so that a
+/// decode step's (row, layer) pairs are one contiguous batch; copied with the decoder's slot on fork and release), two
+/// side-stream buffers the prefill's side layers alternate between, the base layer inputs of a decode step
+/// ([L, batch, d]) and bindings per decode batch size.
+/// <list type="bullet">
+/// <item>Prefill: zero the stream (s₀ = 0, <see cref="Begin"/>), then side layer l (<see cref="Run"/>) on the block
+/// input the base step holds before block l overwrites it.</item>
+/// <item>Decode: <see cref="Capture"/> each base layer's input as the step goes, then every side layer in one batched
+/// call (<see cref="RunDecode"/>).</item>
+/// </list>
+/// Both leave s_L in <see cref="Final"/>. Decode bindings are built once per batch size; a step allocates nothing.
 /// </summary>
 internal sealed class SideRuntime : IDisposable
 {
@@ -18,6 +26,9 @@ internal sealed class SideRuntime : IDisposable
     private readonly RunOptions _run;
     private readonly StepBindings?[] _decode;
     private readonly int _layers;
+    private readonly NativeBuffer<float> _inputs;
+    private readonly NativeBuffer<int> _pairLengths;
+    private readonly NativeBuffer<long> _pairPositions;
 
     public SideRuntime(OtterNetwork network, DecoderBuffers buf, int capacity, RunOptions run)
     {
@@ -26,14 +37,18 @@ internal sealed class SideRuntime : IDisposable
         _run = run;
         var def = network.Definition;
         _layers = buf.Config.NumLayers;
-        Kv = new KvCachePool(_layers, capacity, def.NumHeads, buf.Model.MaxContext, def.HeadDim);
+        Kv = new KvCachePool(1, capacity * _layers, def.NumHeads, buf.Model.MaxContext, def.HeadDim);
         SideA = new NativeBuffer<float>((long)buf.MaxTokensPerStep * def.SideSize);
         SideB = new NativeBuffer<float>((long)buf.MaxTokensPerStep * def.SideSize);
+        _inputs = new NativeBuffer<float>((long)_layers * capacity * buf.Config.HiddenSize);
+        _pairLengths = new NativeBuffer<int>(capacity * _layers);
+        _pairPositions = new NativeBuffer<long>(capacity * _layers);
         _decode = new StepBindings?[capacity + 1];
     }
 
     public OtterNetwork Network { get; }
 
+    /// <summary>The side K/V cache (one pool "layer" of slot · L + layer entries).</summary>
     public KvCachePool Kv { get; }
 
     private NativeBuffer<float> SideA { get; }
@@ -42,36 +57,87 @@ internal sealed class SideRuntime : IDisposable
     /// <summary>The side stream after the last layer, [tokens, side].</summary>
     public NativeBuffer<float> Final => _layers % 2 == 0 ? SideA : SideB;
 
-    /// <summary>Bindings for a decode step of <paramref name="batch"/> rows (cached).</summary>
-    public StepBindings Decode(int batch) => _decode[batch] ??= Bind(batch, 1, 0);
+    /// <summary>Copies the side cache of decoder slot <paramref name="from"/> into slot <paramref name="to"/> (first <paramref name="length"/> positions, every layer).</summary>
+    public void CopySlot(int from, int to, int length)
+    {
+        for (var l = 0; l < _layers; l++) Kv.CopySlot(from * _layers + l, to * _layers + l, length);
+    }
 
     /// <summary>Bindings for a prefill of <paramref name="tokens"/> tokens of the row in KV slot <paramref name="slot"/> (the caller disposes them).</summary>
-    public StepBindings Prefill(int slot, int tokens) => Bind(1, tokens, slot);
+    public StepBindings Prefill(int slot, int tokens) => BindLayers(tokens, slot);
 
     /// <summary>s₀ = 0 for the step's <paramref name="tokens"/> positions.</summary>
     public void Begin(int tokens) => SideA.Span[..(tokens * Network.SideSize)].Clear();
 
-    /// <summary>Runs side layer <paramref name="layer"/> (its base block's input is in the decoder's buffer of that layer).</summary>
+    /// <summary>Runs side layer <paramref name="layer"/> of a prefill (its base block's input is in the decoder's buffer of that layer).</summary>
     public void Run(int layer, StepBindings bindings) => Network.Layers[layer].RunWithBinding(_run, bindings.Layers[layer]);
 
-    private StepBindings Bind(int batch, int seqLen, int slot)
+    /// <summary>Keeps base layer <paramref name="layer"/>'s input for a decode step of <paramref name="batch"/> rows.</summary>
+    public void Capture(int layer, NativeBuffer<float> input, int batch)
+    {
+        var n = batch * _buf.Config.HiddenSize;
+        input.Span[..n].CopyTo(_inputs.Span.Slice(layer * n, n));
+    }
+
+    /// <summary>Every side layer of a decode step of <paramref name="batch"/> rows on the captured inputs, in one session call.</summary>
+    public void RunDecode(int batch)
+    {
+        var lengths = _pairLengths.Span;
+        var positions = _pairPositions.Span;
+        for (var r = 0; r < batch; r++)
+        {
+            for (var l = 0; l < _layers; l++)
+            {
+                lengths[r * _layers + l] = _buf.SeqLens.Span[r];
+                positions[r * _layers + l] = _buf.Positions.Span[r];
+            }
+        }
+        var bindings = _decode[batch] ??= BindStacked(batch);
+        Network.Stacked.RunWithBinding(_run, bindings.Head!);
+    }
+
+    /// <summary>The stacked side network over views of the captured inputs, the side caches of slots [0, batch) and <see cref="Final"/>.</summary>
+    private StepBindings BindStacked(int batch)
+    {
+        var def = Network.Definition;
+        var pairs = batch * _layers;
+        var b = StepBindings.Empty(0);
+        var io = b.Own(Network.Stacked.CreateIoBinding());
+        var kvShape = new long[] { pairs, def.NumHeads, _buf.Model.MaxContext, def.HeadDim };
+        var key = b.Own(Kv.Keys[0].View(0, kvShape));
+        var value = b.Own(Kv.Values[0].View(0, kvShape));
+        io.BindInput(SideGraph.Inputs, b.Own(_inputs.View(0, _layers, batch, _buf.Config.HiddenSize)));
+        io.BindInput(SideGraph.SeqLensK, b.Own(_pairLengths.View(0, pairs)));
+        io.BindInput(BlockGraph.TotalSeqLen, b.Own(_buf.Total.View(0)));
+        if (_buf.Rotary) io.BindInput(SideGraph.PositionIds, b.Own(_pairPositions.View(0, pairs, 1)));
+        io.BindInput(BlockGraph.PastKey, key);
+        io.BindInput(BlockGraph.PastValue, value);
+        io.BindOutput(BlockGraph.PresentKey, key);
+        io.BindOutput(BlockGraph.PresentValue, value);
+        io.BindOutput(SideGraph.SideOut, b.Own(Final.View(0, batch, 1, def.SideSize)));
+        b.Head = io;
+        return b;
+    }
+
+    /// <summary>Per-layer bindings for a prefill of <paramref name="seqLen"/> tokens of one row in decoder slot <paramref name="slot"/>.</summary>
+    private StepBindings BindLayers(int seqLen, int slot)
     {
         var def = Network.Definition;
         var c = _buf.Config;
         var b = StepBindings.Empty(_layers);
-        var kvShape = new long[] { batch, def.NumHeads, _buf.Model.MaxContext, def.HeadDim };
-        var sideA = b.Own(SideA.View(0, batch, seqLen, def.SideSize));
-        var sideB = b.Own(SideB.View(0, batch, seqLen, def.SideSize));
-        var hiddenA = b.Own(_buf.HiddenA.View(0, batch, seqLen, c.HiddenSize));
-        var hiddenB = b.Own(_buf.HiddenB.View(0, batch, seqLen, c.HiddenSize));
-        var seqLens = b.Own(_buf.SeqLens.View(0, batch));
+        var kvShape = new long[] { 1, def.NumHeads, _buf.Model.MaxContext, def.HeadDim };
+        var sideA = b.Own(SideA.View(0, 1, seqLen, def.SideSize));
+        var sideB = b.Own(SideB.View(0, 1, seqLen, def.SideSize));
+        var hiddenA = b.Own(_buf.HiddenA.View(0, 1, seqLen, c.HiddenSize));
+        var hiddenB = b.Own(_buf.HiddenB.View(0, 1, seqLen, c.HiddenSize));
+        var seqLens = b.Own(_buf.SeqLens.View(0, 1));
         var total = b.Own(_buf.Total.View(0));
-        var positions = b.Own(_buf.Positions.View(0, batch, seqLen));
+        var positions = b.Own(_buf.Positions.View(0, 1, seqLen));
         for (var l = 0; l < _layers; l++)
         {
             var io = b.Own(Network.Layers[l].CreateIoBinding());
-            var key = b.Own(Kv.Keys[l].View(slot * Kv.SlotStride, kvShape));
-            var value = b.Own(Kv.Values[l].View(slot * Kv.SlotStride, kvShape));
+            var key = b.Own(Kv.Keys[0].View((slot * _layers + l) * Kv.SlotStride, kvShape));
+            var value = b.Own(Kv.Values[0].View((slot * _layers + l) * Kv.SlotStride, kvShape));
             io.BindInput(BlockGraph.Hidden, l % 2 == 0 ? hiddenA : hiddenB);
             io.BindInput(SideGraph.Side, l % 2 == 0 ? sideA : sideB);
             io.BindOutput(SideGraph.SideOut, l % 2 == 0 ? sideB : sideA);

@@ -6,9 +6,12 @@ using Serving.Inference.Graphs;
 namespace Serving.Inference.Rewards;
 
 /// <summary>
-/// An Otter side network bound to a loaded model: one ONNX Runtime session per layer (<see cref="SideGraph"/>) on the
-/// model's thread pool, reading the base layer inputs a decode step already computes. Immutable and shared; each
-/// decoder keeps its own side K/V cache and stream buffers for it (<see cref="Engine.SideRuntime"/>).
+/// An Otter side network bound to a loaded model, on the model's thread pool: one ONNX Runtime session per layer
+/// (<see cref="SideGraph.BuildLayer"/>, run between the base blocks of a prefill) and one session of every layer at once
+/// (<see cref="SideGraph.BuildStacked"/>, run once per decode step on the base layer inputs the step kept). The two
+/// forms hold their own copies of the side weights (per layer, and stacked [L, …]); the side network is small by
+/// design (the demo's: 0.6% of the base's parameters). Immutable and shared; each decoder keeps its own side K/V cache
+/// and stream buffers for it (<see cref="Engine.SideRuntime"/>).
 /// </summary>
 public sealed class OtterNetwork : IDisposable
 {
@@ -20,14 +23,16 @@ public sealed class OtterNetwork : IDisposable
         using var so = model.CreateSessionOptions();
         try
         {
+            Stacked = new InferenceSession(SideGraph.BuildStacked(c, definition, model.LayerInputNorms, model.MaxContext, model.Rotary), so);
             for (var l = 0; l < c.NumLayers; l++)
             {
-                sessions[l] = new InferenceSession(SideGraph.Build(c, definition, definition.Layers[l], model.LayerInputNorms[l], l, model.MaxContext, model.Rotary), so);
+                sessions[l] = new InferenceSession(SideGraph.BuildLayer(c, definition, model.LayerInputNorms[l], l, model.MaxContext, model.Rotary), so);
             }
         }
         catch
         {
             foreach (var s in sessions) s?.Dispose();
+            Stacked?.Dispose();
             throw;
         }
         Layers = sessions;
@@ -38,10 +43,15 @@ public sealed class OtterNetwork : IDisposable
     /// <summary>Side stream width.</summary>
     public int SideSize => Definition.SideSize;
 
+    /// <summary>One session per side layer (prefill).</summary>
     internal InferenceSession[] Layers { get; }
+
+    /// <summary>Every side layer as one batched computation (decode steps).</summary>
+    internal InferenceSession Stacked { get; }
 
     public void Dispose()
     {
         foreach (var s in Layers) s.Dispose();
+        Stacked.Dispose();
     }
 }
