@@ -28,7 +28,7 @@ internal sealed class SideRuntime : IDisposable
     private readonly int _layers;
     private readonly NativeBuffer<float> _inputs;
     private readonly NativeBuffer<int> _pairLengths;
-    private readonly NativeBuffer<long> _pairPositions;
+    private readonly NativeBuffer<long>? _pairPositions;
 
     public SideRuntime(OtterNetwork network, DecoderBuffers buf, int capacity, RunOptions run)
     {
@@ -42,7 +42,7 @@ internal sealed class SideRuntime : IDisposable
         SideB = new NativeBuffer<float>((long)buf.MaxTokensPerStep * def.SideSize);
         _inputs = new NativeBuffer<float>((long)_layers * capacity * buf.Config.HiddenSize);
         _pairLengths = new NativeBuffer<int>(capacity * _layers);
-        _pairPositions = new NativeBuffer<long>(capacity * _layers);
+        if (buf.Rotary && !SideGraph.InternalRotary(def)) _pairPositions = new NativeBuffer<long>(capacity * _layers);
         _decode = new StepBindings?[capacity + 1];
     }
 
@@ -83,14 +83,10 @@ internal sealed class SideRuntime : IDisposable
     public void RunDecode(int batch)
     {
         var lengths = _pairLengths.Span;
-        var positions = _pairPositions.Span;
-        for (var r = 0; r < batch; r++)
+        for (var r = 0; r < batch; r++) lengths.Slice(r * _layers, _layers).Fill(_buf.SeqLens.Span[r]);
+        if (_pairPositions is not null)
         {
-            for (var l = 0; l < _layers; l++)
-            {
-                lengths[r * _layers + l] = _buf.SeqLens.Span[r];
-                positions[r * _layers + l] = _buf.Positions.Span[r];
-            }
+            for (var r = 0; r < batch; r++) _pairPositions.Span.Slice(r * _layers, _layers).Fill(_buf.Positions.Span[r]);
         }
         var bindings = _decode[batch] ??= BindStacked(batch);
         Network.Stacked.RunWithBinding(_run, bindings.Head!);
@@ -109,12 +105,12 @@ internal sealed class SideRuntime : IDisposable
         io.BindInput(SideGraph.Inputs, b.Own(_inputs.View(0, _layers, batch, _buf.Config.HiddenSize)));
         io.BindInput(SideGraph.SeqLensK, b.Own(_pairLengths.View(0, pairs)));
         io.BindInput(BlockGraph.TotalSeqLen, b.Own(_buf.Total.View(0)));
-        if (_buf.Rotary) io.BindInput(SideGraph.PositionIds, b.Own(_pairPositions.View(0, pairs, 1)));
+        if (_pairPositions is not null) io.BindInput(SideGraph.PositionIds, b.Own(_pairPositions.View(0, pairs, 1)));
         io.BindInput(BlockGraph.PastKey, key);
         io.BindInput(BlockGraph.PastValue, value);
         io.BindOutput(BlockGraph.PresentKey, key);
         io.BindOutput(BlockGraph.PresentValue, value);
-        io.BindOutput(SideGraph.SideOut, b.Own(Final.View(0, batch, 1, def.SideSize)));
+        io.BindOutput(SideGraph.SideOut, b.Own(Final.View(0, batch, def.SideSize)));
         b.Head = io;
         return b;
     }

@@ -16,9 +16,9 @@ namespace Serving.Inference.Graphs;
 /// layer's input only (s_l is only added to), so the L layers are one batched computation: the inputs of every base
 /// layer [L, batch, d] (kept by the decoder during the step), per-layer weights stacked [L, …] for batched MatMuls, and
 /// one attention whose batch is (row, layer) pairs over the side cache laid out [slot · L + layer, heads, max_ctx,
-/// head_dim] (<c>side_seqlens_k</c>/<c>side_position_ids</c> give each pair its row's length and position). The
-/// updates are summed over layers. About 25 nodes whatever L is: per-node dispatch, not arithmetic, was most of the
-/// side network's cost when it ran layer by layer.</item>
+/// head_dim] (<c>side_seqlens_k</c> gives each pair its row's cached length, which is also its position for the
+/// attention's own rotary). The updates are summed over layers. 14 nodes whatever L is: per-node dispatch, not
+/// arithmetic, was most of the side network's cost when it ran layer by layer.</item>
 /// </list>
 /// Layer l's update is o + f with x = norm_l(h_l) (the base layer's own input norm), o = attention(x·Qᵀ, x·Kᵀ, x·Vᵀ)·Oᵀ
 /// (the base's RoPE on q and k) and f = (silu(x·Gateᵀ) ⊙ x·Upᵀ)·Downᵀ; s_{l+1} = s_l + o + f from s_0 = 0. Nothing the
@@ -31,6 +31,9 @@ internal static class SideGraph
     public const string Inputs = "hidden_stack";
     public const string SeqLensK = "side_seqlens_k";
     public const string PositionIds = "side_position_ids";
+
+    /// <summary>Whether the stacked graph's attention applies the rotary itself (ONNX Runtime's CPU attention does for head_dim % 16 == 0); else it takes <see cref="PositionIds"/>.</summary>
+    public static bool InternalRotary(OtterDefinition def) => def.HeadDim % 16 == 0;
 
     /// <summary>Side layer <paramref name="index"/> alone (prefill).</summary>
     public static byte[] BuildLayer(ModelConfig c, OtterDefinition def, (float[] Weight, float[]? Bias) inputNorm, int index, int maxContext, RotaryTables? rotary)
@@ -58,7 +61,7 @@ internal static class SideGraph
         return g.ToBytes();
     }
 
-    /// <summary>Every side layer as one batched computation (decode steps of one token per row).</summary>
+    /// <summary>Every side layer as one batched computation (decode steps of one token per row); 14 nodes whatever L is.</summary>
     public static byte[] BuildStacked(ModelConfig c, OtterDefinition def, IReadOnlyList<(float[] Weight, float[]? Bias)> inputNorms, int maxContext, RotaryTables? rotary)
     {
         int layers = def.Layers.Count, d = c.HiddenSize, q = def.NumHeads * def.HeadDim, side = def.SideSize, f = def.IntermediateSize;
@@ -66,42 +69,69 @@ internal static class SideGraph
         g.Input(Inputs, DT.Float, layers, "batch", d);
         g.Input(SeqLensK, DT.Int32, "pairs");
         g.Input(BlockGraph.TotalSeqLen, DT.Int32);
-        if (rotary is not null) g.Input(PositionIds, DT.Int64, "pairs", 1);
         DeclareCache(g, def, maxContext, output: false, batch: "pairs");
 
-        // x = norm_l(h_l) for every layer: the norm without its weight, then the per-layer weight (and bias) broadcast.
+        // x·W_l with x = norm(h_l) ⊙ w_l (+ b_l): the per-layer norm weight folded into the rows of W_l (and the bias
+        // into a per-layer output offset), so the norm itself is one op over [L, batch, d].
+        var gpt2 = c.Architecture == ModelArchitecture.Gpt2;
         var ones = g.Weight("ones", Enumerable.Repeat(1f, d).ToArray(), d);
-        var normWeights = g.Weight("ln_w", Stack(inputNorms.Select(n => n.Weight)), layers, 1, d);
-        string x;
-        if (c.Architecture == ModelArchitecture.Gpt2)
+        var normed = gpt2
+            ? g.Node("LayerNormalization", [Inputs, ones, g.Weight("zeros", new float[d], d)], "ln", "", ("axis", -1L), ("epsilon", c.NormEps))
+            : g.Node("SimplifiedLayerNormalization", [Inputs, ones], "ln", "", ("axis", -1L), ("epsilon", c.NormEps));
+        var width = 3 * q + 2 * f;
+        var weights = new float[(long)layers * d * width];
+        var offsets = gpt2 ? new float[layers * width] : null;
+        for (var l = 0; l < layers; l++)
         {
-            var plain = g.Node("LayerNormalization", [Inputs, ones, g.Weight("zeros", new float[d], d)], "ln", "", ("axis", -1L), ("epsilon", c.NormEps));
-            x = g.Node("Add", [g.Node("Mul", [plain, normWeights], "ln_scaled"), g.Weight("ln_b", Stack(inputNorms.Select(n => n.Bias!)), layers, 1, d)], "ln_out");
+            var w = ProjectionWeight(def, def.Layers[l], d); // [d, width]
+            var (scale, bias) = inputNorms[l];
+            for (var i = 0; i < d; i++)
+            {
+                for (var j = 0; j < width; j++) weights[((long)l * d + i) * width + j] = scale[i] * w[i * width + j];
+                if (offsets is not null) for (var j = 0; j < width; j++) offsets[l * width + j] += bias![i] * w[i * width + j];
+            }
+        }
+        var proj = g.Node("MatMul", [normed, g.Weight("proj_w", weights, layers, d, width)], gpt2 ? "proj_mm" : "proj");
+        if (offsets is not null) proj = g.Node("Add", [proj, g.Weight("proj_b", offsets, layers, 1, width)], "proj");
+        var parts = g.NodeMulti("Split", [proj, g.Int64s("proj_split", 3 * q, f, f)], ["qkv", "gate", "up"], "", ("axis", 2L));
+
+        // Attention over (row, layer) pairs: [L, batch, 3q] → [batch, L, 3q] → [batch·L, 1, 3q], Q/K/V packed, the
+        // rotary inside the attention (a decode token's position is its row's cached length, seqlens_k) where the
+        // attention supports it (head_dim a multiple of 16), else RotaryEmbedding on q and k at side_position_ids.
+        var packed = g.Node("Reshape", [g.Node("Transpose", [parts[0]], "qkv_rows", "", ("perm", new long[] { 1, 0, 2 })), g.Int64s("pairs_shape", -1, 1, 3 * q)], "qkv_pairs");
+        string[] attnInputs;
+        var attributes = new List<(string, object)> { ("num_heads", (long)def.NumHeads), ("kv_num_heads", (long)def.NumHeads) };
+        if (rotary is not null && InternalRotary(def))
+        {
+            attnInputs = [packed, "", "", BlockGraph.PastKey, BlockGraph.PastValue, SeqLensK, BlockGraph.TotalSeqLen,
+                g.Weight("cos_cache", rotary.Cos, rotary.MaxPositions, def.HeadDim / 2),
+                g.Weight("sin_cache", rotary.Sin, rotary.MaxPositions, def.HeadDim / 2)];
+            attributes.Add(("do_rotary", 1L));
+            attributes.Add(("rotary_interleaved", 0L));
+        }
+        else if (rotary is not null)
+        {
+            g.Input(PositionIds, DT.Int64, "pairs", 1);
+            var qkv = g.NodeMulti("Split", [packed, g.Int64s("qkv_split", q, q, q)], ["q", "k", "v"], "", ("axis", 2L));
+            var (qIn, kIn) = Rotate(g, rotary, def, qkv[0], qkv[1], PositionIds);
+            attnInputs = [qIn, kIn, qkv[2], BlockGraph.PastKey, BlockGraph.PastValue, SeqLensK, BlockGraph.TotalSeqLen];
         }
         else
         {
-            x = g.Node("Mul", [g.Node("SimplifiedLayerNormalization", [Inputs, ones], "ln", "", ("axis", -1L), ("epsilon", c.NormEps)), normWeights], "ln_out");
+            attnInputs = [packed, "", "", BlockGraph.PastKey, BlockGraph.PastValue, SeqLensK, BlockGraph.TotalSeqLen];
         }
-        var proj = g.Node("MatMul", [x, g.Weight("proj_w", Stack(def.Layers.Select(l => ProjectionWeight(def, l, d))), layers, d, 3 * q + 2 * f)], "proj");
-        var parts = g.NodeMulti("Split", [proj, g.Int64s("proj_split", q, q, q, f, f)], ["q", "k", "v", "gate", "up"], "", ("axis", 2L));
-
-        // Attention over (row, layer) pairs: [L, batch, q] → [batch, L, q] → [batch·L, 1, q].
-        var pairsShape = g.Int64s("pairs_shape", -1, 1, q);
-        string Pairs(string t, string name) => g.Node("Reshape", [g.Node("Transpose", [t], name + "_t", "", ("perm", new long[] { 1, 0, 2 })), pairsShape], name + "_pairs");
-        var (qIn, kIn) = Rotate(g, rotary, def, Pairs(parts[0], "q"), Pairs(parts[1], "k"), PositionIds);
-        var attn = g.NodeMulti("GroupQueryAttention",
-            [qIn, kIn, Pairs(parts[2], "v"), BlockGraph.PastKey, BlockGraph.PastValue, SeqLensK, BlockGraph.TotalSeqLen],
-            ["attn", BlockGraph.PresentKey, BlockGraph.PresentValue], GraphBuilder.MicrosoftDomain,
-            ("num_heads", (long)def.NumHeads), ("kv_num_heads", (long)def.NumHeads))[0];
+        var attn = g.NodeMulti("GroupQueryAttention", attnInputs, ["attn", BlockGraph.PresentKey, BlockGraph.PresentValue],
+            GraphBuilder.MicrosoftDomain, [.. attributes])[0];
         // [batch·L, 1, q] → [batch, L, q] → [L, batch, q].
         var attnLayers = g.Node("Transpose", [g.Node("Reshape", [attn, g.Int64s("rows_shape", -1, layers, q)], "attn_rows")], "attn_layers", "", ("perm", new long[] { 1, 0, 2 }));
-        var o = g.Node("MatMul", [attnLayers, g.Weight("o_w", Stack(def.Layers.Select(l => Transpose(l.O, side, q))), layers, q, side)], "o");
-        var ffn = g.Node("MatMul", [SwiGlu(g, parts[3], parts[4]), g.Weight("down_w", Stack(def.Layers.Select(l => Transpose(l.Down, side, f))), layers, f, side)], "down");
-        // s_L = Σ_l (o_l + f_l): [L, batch, side] → [1, batch, side] → [batch, 1, side].
-        var sum = g.Node("ReduceSum", [g.Node("Add", [o, ffn], "updates"), g.Int64s("layer_axis", 0)], "sum", "", ("keepdims", 1L));
-        g.Node("Transpose", [sum], SideOut, "", ("perm", new long[] { 1, 0, 2 }));
+
+        // o + f = [attn, swiglu] · [O; Down] per layer, then s_L = Σ_l over layers: [L, batch, side] → [batch, side].
+        var outWeights = Stack(def.Layers.Select(l => Concat(Transpose(l.O, side, q), Transpose(l.Down, side, f))));
+        var updates = g.Node("MatMul", [g.Node("Concat", [attnLayers, SwiGlu(g, parts[1], parts[2])], "out_in", "", ("axis", 2L)),
+            g.Weight("out_w", outWeights, layers, q + f, side)], "updates");
+        g.Node("ReduceSum", [updates, g.Int64s("layer_axis", 0)], SideOut, "", ("keepdims", 0L));
         DeclareCache(g, def, maxContext, output: true, batch: "pairs");
-        g.Output(SideOut, DT.Float, "batch", 1, side);
+        g.Output(SideOut, DT.Float, "batch", side);
         return g.ToBytes();
     }
 

@@ -200,6 +200,55 @@ public sealed class OtterTests
         }
     }
 
+    /// <summary>
+    /// The demo's side network (head_dim 32: the decode step's attention applies the rotary itself, positions from each
+    /// row's cached length) on three rows at different positions decoded in one batch: every row's reward after every
+    /// step equals the float64 re-computation of its whole sequence.
+    /// </summary>
+    [Fact]
+    public void DemoOtter_RowsAtDifferentPositionsInOneBatch_MatchFloat64Formula()
+    {
+        var demo = DemoModelReferenceTests.DemoDirectory;
+        var dir = Path.Combine(demo, "otter");
+        using var model = DecoderModel.Load(demo, new RuntimeOptions { MaxBatch = 3, MaxContext = 128 });
+        var c = model.Config;
+        var definition = OtterReader.ReadFolder(dir, c);
+        Assert.True(Serving.Inference.Graphs.SideGraph.InternalRotary(definition), "the demo's side heads take the attention's own rotary");
+        using var head = new RewardHead(definition, model, "public/positive-otter@1");
+        int[][] prompts = [[0, 412, 77, 1203, 9], [0, 88, 2040, 311, 64, 1777, 905, 14, 260, 3001, 45], [0, 640]];
+        const int steps = 5;
+        int Next(int row, int step) => 100 + 211 * row + 37 * step;
+
+        using var dec = new BatchDecoder(model, 3);
+        var seqs = prompts.Select(p =>
+        {
+            var seq = dec.TryAllocate()!;
+            dec.SetRewardHead(seq, head);
+            dec.Prefill(seq, p);
+            return seq;
+        }).ToArray();
+        var rewards = new float[prompts.Length, steps];
+        for (var s = 0; s < steps; s++)
+        {
+            for (var r = 0; r < seqs.Length; r++) seqs[r].PendingToken = Next(r, s);
+            dec.Decode();
+            for (var r = 0; r < seqs.Length; r++) rewards[r, s] = seqs[r].Reward;
+        }
+
+        for (var r = 0; r < prompts.Length; r++)
+        {
+            var ids = prompts[r].Concat(Enumerable.Range(0, steps).Select(s => Next(r, s))).ToArray();
+            var hidden = new float[(c.NumLayers + 1) * ids.Length * c.HiddenSize];
+            using (var plain = new BatchDecoder(model, 1)) plain.Prefill(plain.TryAllocate()!, ids, hidden);
+            var expected = Float64Rewards(dir, c, model.LayerInputNorms, hidden, ids.Length);
+            for (var s = 0; s < steps; s++)
+            {
+                var e = expected[prompts[r].Length + s];
+                Assert.True(Math.Abs(rewards[r, s] - e) <= 1e-4 * Math.Max(1, Math.Abs(e)), $"row {r} step {s}: {rewards[r, s]} vs float64 {e}");
+            }
+        }
+    }
+
     [Fact]
     public void Logits_WithAndWithoutOtter_BitIdentical_InAMixedAdapterBatch_AndForksCarryTheSideCache()
     {
