@@ -60,9 +60,9 @@ if (only.Contains("cost") || only.Contains("separate"))
             : new RewardHead(RandomHead(model.Config, layer: model.Config.NumLayers), model, "random@1");
         if (only.Contains("cost")) json[$"cost_{name}"] = Cost(name, model, head, batches, opts.Int("steps", 32), opts.Int("reps", 5), md);
         if (only.Contains("separate")) json[$"separate_{name}"] = Separate(name, model, head, opts.Int("reps", 5), md);
-        // The Otter form (a side network over every layer) on the Llama-style models: the demo's trained one, and a random
-        // one of the demo's proportions (side d/3, one head, d/4 neurons) on the larger fixture.
-        if (only.Contains("cost") && model.Config.Architecture == ModelArchitecture.Llama)
+        // The Otter form (a side network over every layer): the demo's trained one, and a random one of the demo's
+        // proportions (side d/3, one head, d/4 neurons) on the larger fixtures.
+        if (only.Contains("cost"))
         {
             var otterDir = name == "demo"
                 ? Path.Combine(demo, "otter")

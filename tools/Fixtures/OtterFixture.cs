@@ -5,7 +5,7 @@ namespace Serving.Fixtures;
 
 /// <summary>
 /// A random Otter side network (the forge's <c>models/demo/otter</c> format: per layer side attention + SwiGLU reading
-/// the base's normed layer inputs, a side stream of <c>side</c> values, a two-layer tanh head) for a Llama-style model.
+/// the base's normed layer inputs, a side stream of <c>side</c> values, a two-layer tanh head) for a Llama- or GPT-2-style model.
 /// For tests of the format and for cost benchmarks at shapes the forge does not train.
 /// </summary>
 public static class OtterFixture

@@ -63,10 +63,22 @@ public sealed class OtterTests
             for (var p = 0; p < t; p++)
             {
                 var hrow = Enumerable.Range(0, d).Select(i => (double)hidden[(l * t + p) * d + i]).ToArray();
-                var ms = hrow.Select(v => v * v).Average();
-                xs[p] = hrow.Select((v, i) => v / Math.Sqrt(ms + c.NormEps) * norms[l].Weight[i]).ToArray();
-                qs[p] = Rope(MatVec(layer.Q, q, d, xs[p]), p);
-                ks[p] = Rope(MatVec(layer.K, q, d, xs[p]), p);
+                if (c.Architecture == ModelArchitecture.Gpt2)
+                {
+                    // The base's own input norm: LayerNorm with bias; GPT-2 has no rotary (positions are in the embeddings).
+                    var mean = hrow.Average();
+                    var variance = hrow.Select(v => (v - mean) * (v - mean)).Average();
+                    xs[p] = hrow.Select((v, i) => (v - mean) / Math.Sqrt(variance + c.NormEps) * norms[l].Weight[i] + norms[l].Bias![i]).ToArray();
+                    qs[p] = MatVec(layer.Q, q, d, xs[p]);
+                    ks[p] = MatVec(layer.K, q, d, xs[p]);
+                }
+                else
+                {
+                    var ms = hrow.Select(v => v * v).Average();
+                    xs[p] = hrow.Select((v, i) => v / Math.Sqrt(ms + c.NormEps) * norms[l].Weight[i]).ToArray();
+                    qs[p] = Rope(MatVec(layer.Q, q, d, xs[p]), p);
+                    ks[p] = Rope(MatVec(layer.K, q, d, xs[p]), p);
+                }
                 vs[p] = MatVec(layer.V, q, d, xs[p]);
             }
             for (var p = 0; p < t; p++)
@@ -118,11 +130,12 @@ public sealed class OtterTests
     }
 
     [Theory]
-    [InlineData("sum")]
-    [InlineData("last")]
-    public void RandomOtter_PrefillAndDecode_MatchFloat64Formula(string pooling)
+    [InlineData("sum", "llama")]
+    [InlineData("last", "llama")]
+    [InlineData("sum", "gpt2")]
+    public void RandomOtter_PrefillAndDecode_MatchFloat64Formula(string pooling, string family)
     {
-        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 2, MaxContext = 64 });
+        using var model = DecoderModel.Load(family == "gpt2" ? Fixtures.TinyGpt2 : Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 2, MaxContext = 64 });
         var c = model.Config;
         var dir = WriteRandomOtter(c, seed: 4, pooling: pooling);
         using var head = new RewardHead(OtterReader.ReadFolder(dir, c), model, "t/otter@1");
