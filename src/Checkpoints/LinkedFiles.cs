@@ -23,22 +23,28 @@ public static class LinkedFiles
     public static void ThrowIfDangling(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        var info = new FileInfo(path);
-        var target = info.LinkTarget;
+        var target = new FileInfo(path).LinkTarget;
         if (target is null) return; // not a link, or nothing there
-        FileSystemInfo? final;
+        // Ask the OS, which follows the whole chain: .NET's ResolveLinkTarget resolves a relative target against the
+        // link's path as written, which is wrong when a folder above it is itself a link (an adapter folder linked to a
+        // cache snapshot whose files link to ../../blobs).
+        if (Directory.Exists(path)) return;
         try
         {
-            final = info.ResolveLinkTarget(returnFinalTarget: true);
+            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new DanglingLinkException(path, target, null);
         }
         catch (IOException e)
         {
-            // A cycle (ELOOP) or a link chain too long to follow.
+            // A cycle (ELOOP) or a chain too long to follow.
             throw new DanglingLinkException(path, target, e.Message);
         }
-        if (final is null || !(File.Exists(final.FullName) || Directory.Exists(final.FullName)))
+        catch (UnauthorizedAccessException)
         {
-            throw new DanglingLinkException(path, final?.FullName ?? target, null);
+            // The target exists; reading it fails later with its own message.
         }
     }
 
@@ -79,6 +85,6 @@ public sealed class DanglingLinkException : FileNotFoundException
     /// <summary>The link.</summary>
     public string Path { get; }
 
-    /// <summary>Where it points (the final target when the chain could be followed).</summary>
+    /// <summary>Where it points, as the link stores it (relative to the link's real folder).</summary>
     public string Target { get; }
 }

@@ -17,18 +17,24 @@ internal static class NonStreaming
     public static async Task<IResult> CollectAsync(IReadOnlyList<ResponseContext> parts, CancellationToken ct)
     {
         var first = parts[0];
-        var alignment = parts.Count == 1 ? first.Handle.Alignment : null; // alignment takes one prompt (checked by the mapper)
+        // The alignment report is complete once the events are: read it after them. Alignment takes one prompt (the mapper checks).
         if (first.IsChat)
         {
             var choices = new List<ChatChoiceBody>();
             foreach (var r in parts) choices.AddRange(ChatChoices(r, await CollectEventsAsync(r, ct).ConfigureAwait(false)));
-            return TypedResults.Ok(new ChatCompletionResponse(first.Id, "chat.completion", first.Created, first.Model, choices, ResponseContext.SumUsage(parts)) { Alignment = alignment });
+            return TypedResults.Ok(new ChatCompletionResponse(first.Id, "chat.completion", first.Created, first.Model, choices, ResponseContext.SumUsage(parts))
+            {
+                Alignment = first.Handle.Alignment,
+            });
         }
         else
         {
             var choices = new List<CompletionChoiceBody>();
             foreach (var r in parts) choices.AddRange(CompletionChoices(r, await CollectEventsAsync(r, ct).ConfigureAwait(false)));
-            return TypedResults.Ok(new CompletionResponse(first.Id, "text_completion", first.Created, first.Model, choices, ResponseContext.SumUsage(parts)) { Alignment = alignment });
+            return TypedResults.Ok(new CompletionResponse(first.Id, "text_completion", first.Created, first.Model, choices, ResponseContext.SumUsage(parts))
+            {
+                Alignment = first.Handle.Alignment,
+            });
         }
     }
 

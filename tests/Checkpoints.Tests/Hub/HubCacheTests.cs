@@ -161,6 +161,21 @@ public sealed class HubCacheTests : IDisposable
     }
 
     [Fact]
+    public void LinkedFiles_SnapshotReachedThroughAFolderLink_FollowsRelativeLinksFromTheRealFolder()
+    {
+        // adapters/tiny → snapshots/<rev>, whose files link to ../../blobs: resolved from the snapshot, not from adapters/.
+        var snapshot = _cache.AddSnapshot("org/tiny", HubCacheLayout.Commit("a"), _source);
+        var linked = Path.Combine(_source, "linked-snapshot");
+        Directory.CreateSymbolicLink(linked, snapshot);
+        Assert.True(LinkedFiles.Exists(Path.Combine(linked, "model.safetensors")));
+        using (var folder = CheckpointFolder.Open(linked)) Assert.Equal(Weights, folder.ReadFloat32("w", 64, 64));
+
+        HubCacheLayout.BreakLink(snapshot, "config.json");
+        var e = Assert.Throws<DanglingLinkException>(() => LinkedFiles.Exists(Path.Combine(linked, "config.json")));
+        Assert.Equal(Path.Combine(linked, "config.json"), e.Path);
+    }
+
+    [Fact]
     public void FromEnvironment_HfHubCacheThenHfHomeThenXdgThenHome()
     {
         HubCache From(params (string Name, string Value)[] vars) =>
