@@ -55,10 +55,6 @@ internal static class OpenAIRequestMapper
         return prepared;
     }
 
-    /// <summary>One prompt of <c>/v1/completions</c> (the first, when the body holds several).</summary>
-    public static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null) =>
-        Completion(body, host, CompletionPrompts(body.Prompt, host)[0], id, deadline, head);
-
     private static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, PromptInput input, string id, DateTimeOffset deadline, RewardHead? head)
     {
         var echo = body.Echo == true;
