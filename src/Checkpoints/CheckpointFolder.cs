@@ -27,15 +27,19 @@ public sealed class CheckpointFolder : IDisposable
     /// <summary>Every tensor name in the checkpoint's files.</summary>
     public IEnumerable<string> TensorNames => _byTensor.Keys;
 
-    /// <summary>Opens a folder, validating config.json and every safetensors header.</summary>
+    /// <summary>
+    /// Opens a folder, validating config.json and every safetensors header. Files may be symbolic links (the Hugging
+    /// Face cache's snapshot folders); a dangling one is a <see cref="DanglingLinkException"/> naming it.
+    /// </summary>
     public static CheckpointFolder Open(string directory)
     {
+        LinkedFiles.ThrowIfDangling(directory);
         if (!System.IO.Directory.Exists(directory))
         {
             throw new DirectoryNotFoundException($"checkpoint folder '{directory}' does not exist");
         }
         var configPath = Path.Combine(directory, "config.json");
-        if (!File.Exists(configPath))
+        if (!LinkedFiles.Exists(configPath))
         {
             throw new ModelConfigException($"{directory}: no config.json (a Hugging Face checkpoint folder needs one)");
         }
@@ -108,11 +112,11 @@ public sealed class CheckpointFolder : IDisposable
     private static IEnumerable<string> WeightFiles(string directory)
     {
         var single = Path.Combine(directory, "model.safetensors");
-        if (File.Exists(single)) return [single];
+        if (LinkedFiles.Exists(single)) return [single];
         var index = Path.Combine(directory, "model.safetensors.index.json");
-        if (File.Exists(index))
+        if (LinkedFiles.Exists(index))
         {
-            using var doc = JsonDocument.Parse(File.ReadAllText(index));
+            using var doc = JsonDocument.Parse(LinkedFiles.ReadAllText(index));
             if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
             {
                 throw new SafetensorsFormatException(index, null, "index has no 'weight_map' object");

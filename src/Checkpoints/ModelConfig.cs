@@ -71,9 +71,9 @@ public sealed record ModelConfig
         string json;
         try
         {
-            json = File.ReadAllText(path);
+            json = LinkedFiles.ReadAllText(path);
         }
-        catch (IOException ex)
+        catch (IOException ex) // a dangling link too: DanglingLinkException names it
         {
             throw new ModelConfigException($"{path}: cannot read: {ex.Message}");
         }

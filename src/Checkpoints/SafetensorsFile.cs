@@ -52,18 +52,25 @@ public sealed unsafe class SafetensorsFile : IDisposable
     /// <summary>Where the file came from, for messages.</summary>
     public string SourceName => _source;
 
-    /// <summary>Opens and validates a file, memory-mapping it read-only.</summary>
+    /// <summary>
+    /// Opens and validates a file, memory-mapping it read-only. A symbolic link (the Hugging Face cache's layout) is
+    /// followed: the length is the opened target's, and a dangling link is a <see cref="DanglingLinkException"/>.
+    /// </summary>
     public static SafetensorsFile Open(string path)
     {
-        var length = new FileInfo(path).Length;
-        if (length < 8)
-        {
-            throw new SafetensorsFormatException(path, null, $"file is {length} bytes; a safetensors file starts with an 8-byte header length");
-        }
-        var map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        LinkedFiles.ThrowIfDangling(path);
+        // The handle's length, not FileInfo's: on Linux FileInfo(path).Length describes a link, not its target.
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1);
+        MemoryMappedFile? map = null;
         MemoryMappedViewAccessor? view = null;
         try
         {
+            var length = stream.Length;
+            if (length < 8)
+            {
+                throw new SafetensorsFormatException(path, null, $"file is {length} bytes; a safetensors file starts with an 8-byte header length");
+            }
+            map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
             view = map.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
             byte* p = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
@@ -73,7 +80,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
         catch
         {
             view?.Dispose();
-            map.Dispose();
+            map?.Dispose();
+            stream.Dispose();
             throw;
         }
     }

@@ -78,7 +78,7 @@ public static class GatewayApplication
 
         // Surface.
         services.AddHealthChecks().AddCheck<NodesHealthCheck>(NodesHealthCheck.Name, tags: [HealthEndpoints.ReadyTag]);
-        services.AddOpenApi(o => o.AddDocumentTransformer<OpenAiRoutesDocument>());
+        services.AddOpenApi(o => o.AddDocumentTransformer<OpenAiRoutesDocument>().AddDocumentTransformer<TokenizerRoutesDocument>());
         services.AddOpenTelemetry().WithMetrics(m => m
             .AddMeter(GatewayMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "System.Net.Http")
             .AddPrometheusExporter());

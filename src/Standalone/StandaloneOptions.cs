@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Storage;
+using Serving.Checkpoints.Hub;
 
 namespace Serving.Standalone;
 
@@ -15,7 +16,10 @@ public sealed class StandaloneOptions
     /// <summary>Gateway port (0 picks a free one); default 8080.</summary>
     public int Port { get; set; } = 8080;
 
-    /// <summary>Checkpoint folder; default <c>models/demo</c>, found by walking up from the executable and the working directory.</summary>
+    /// <summary>
+    /// Checkpoint folder, or a Hugging Face model id <c>org/name[@revision]</c> in the local hub cache (see
+    /// <c>Node:ModelPath</c>, <c>Node:HubCache</c>); default <c>models/demo</c>, found by walking up from the executable and the working directory.
+    /// </summary>
     public string? ModelPath { get; set; }
 
     /// <summary>Redis connection string; empty starts an embedded Garnet on loopback.</summary>
@@ -54,7 +58,9 @@ public sealed class StandaloneOptionsValidator : IValidateOptions<StandaloneOpti
         if (string.IsNullOrWhiteSpace(o.Host)) errors.Add("Standalone:Host must be non-empty.");
         if (o.Port is < 0 or > 65535) errors.Add("Standalone:Port must be in [0, 65535].");
         if (!AdapterKeys.IsValidTenant(o.DevTenant)) errors.Add($"Standalone:DevTenant '{o.DevTenant}' is not a valid tenant id (1–64 of a-z, 0-9, '-', '_').");
-        if (o.ModelPath is { } path && !File.Exists(Path.Combine(path, "config.json"))) errors.Add($"Standalone:ModelPath '{path}' holds no config.json.");
+        // A Hugging Face id is resolved (and reported when missing, with where it looked) at start.
+        if (o.ModelPath is { } path && !CheckpointLocator.IsHubId(path, out _) && !File.Exists(Path.Combine(path, "config.json")))
+            errors.Add($"Standalone:ModelPath '{path}' holds no config.json (give a checkpoint folder, or a model id org/name[@revision] in the local Hugging Face cache).");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 

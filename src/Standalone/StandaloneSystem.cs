@@ -8,6 +8,7 @@ using Serving.AdapterStore.Ingest;
 using Serving.AdapterStore.Peft;
 using Serving.AdapterStore.RewardHeads;
 using Serving.AdapterStore.Storage;
+using Serving.Checkpoints;
 using Serving.Gateway;
 using Serving.Gateway.Tenancy;
 using Serving.Inference.Node;
@@ -100,9 +101,16 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
     public static async Task<StandaloneSystem> StartAsync(IConfiguration configuration, CancellationToken cancellationToken = default)
     {
         var options = StandaloneOptionsValidator.Check(configuration.GetSection(StandaloneOptions.Section).Get<StandaloneOptions>() ?? new StandaloneOptions());
-        string modelPath = Path.GetFullPath(options.ModelPath ?? configuration["Node:ModelPath"] ?? FindDemoModel());
-        if (!File.Exists(Path.Combine(modelPath, "config.json"))) throw new ArgumentException($"No checkpoint (config.json) at '{modelPath}'.");
-        string modelId = new NodeOptions { ModelPath = modelPath, ModelId = configuration["Node:ModelId"] }.ResolvedModelId;
+        // A folder, or a Hugging Face id resolved in the local hub cache (HubModelNotFoundException says where it looked).
+        var model = new NodeOptions
+        {
+            ModelPath = options.ModelPath ?? configuration["Node:ModelPath"] ?? FindDemoModel(),
+            ModelId = configuration["Node:ModelId"],
+            HubCache = configuration["Node:HubCache"],
+        };
+        string modelPath = Path.GetFullPath(model.LocateCheckpoint().Directory);
+        if (!LinkedFiles.Exists(Path.Combine(modelPath, "config.json"))) throw new ArgumentException($"No checkpoint (config.json) at '{modelPath}'.");
+        string modelId = model.ResolvedModelId;
         string devKey = string.IsNullOrWhiteSpace(options.DevKey) ? ApiKeyStore.NewSecret() : options.DevKey;
 
         EmbeddedGarnet? garnet = null;
@@ -128,6 +136,7 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
             {
                 ["urls"] = "http://127.0.0.1:0",
                 ["Node:ModelPath"] = modelPath,
+                ["Node:ModelId"] = modelId,
                 ["Node:Redis"] = redis,
                 ["Node:Id"] = configuration["Node:Id"] ?? "standalone-node",
                 ["Node:DefaultRewardHead"] = defaultHead,
@@ -200,12 +209,12 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
             if (await store.GetMetadataAsync(PublicTenant, name, null, cancellationToken) is not null) continue;
             try
             {
-                var files = PeftFiles.From(await File.ReadAllBytesAsync(config, cancellationToken), await File.ReadAllBytesAsync(weights, cancellationToken), sawPickle: false);
+                var files = PeftFiles.From(await LinkedFiles.ReadAllBytesAsync(config, cancellationToken), await LinkedFiles.ReadAllBytesAsync(weights, cancellationToken), sawPickle: false);
                 await ingestor.IngestAsync(new UploadRequest(PublicTenant, name, modelId, files, new CodecOptions { Codec = AdapterCodec.Lossless },
                     api.KeepOriginalByDefault), cancellationToken);
                 seeded.Add(name);
             }
-            catch (AdapterValidationException e)
+            catch (Exception e) when (e is AdapterValidationException or DanglingLinkException)
             {
                 LogNotSeeded(logger, dir, e.Message);
             }
@@ -236,7 +245,7 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
                 await ingestor.IngestAsync(new RewardHeadUpload(PublicTenant, name, modelId, RewardHeadFiles.ReadFolder(folder)), cancellationToken);
                 seeded.Add(name);
             }
-            catch (AdapterValidationException e)
+            catch (Exception e) when (e is AdapterValidationException or DanglingLinkException)
             {
                 LogHeadNotSeeded(logger, folder, e.Message);
             }

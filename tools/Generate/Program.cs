@@ -1,18 +1,21 @@
 using System.Diagnostics;
 using System.Globalization;
+using Serving.Checkpoints.Hub;
 using Serving.Inference.Engine;
 using Serving.Inference.Runtime;
 using Serving.Inference.Sampling;
 using Serving.Inference.Tokenization;
 
-// Streams generated text from a Hugging Face checkpoint folder.
-// usage: Serving.Generate <checkpoint-dir> "<prompt>" [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
+// Streams generated text from a Hugging Face checkpoint folder, or a model id (org/name[@revision]) in the local hub cache.
+// usage: Serving.Generate <checkpoint-dir | org/name[@revision]> "<prompt>" [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
 //        [--min-p P] [--repetition-penalty R] [--presence-penalty X] [--frequency-penalty X] [--seed S]
 //        [--stop STR]... [--context N] [--threads N] [--cuda]
 if (args.Length < 2 || args[0] is "-h" or "--help")
 {
-    Console.Error.WriteLine("usage: Serving.Generate <checkpoint-dir> \"<prompt>\" [--max-tokens 64] [--temperature 0.8] [--top-k 0] [--top-p 1] [--min-p 0]");
+    Console.Error.WriteLine("usage: Serving.Generate <checkpoint-dir | org/name[@revision]> \"<prompt>\" [--max-tokens 64] [--temperature 0.8] [--top-k 0] [--top-p 1] [--min-p 0]");
     Console.Error.WriteLine("       [--repetition-penalty 1] [--presence-penalty 0] [--frequency-penalty 0] [--seed N] [--stop STR]... [--context 512] [--threads N] [--cuda]");
+    Console.Error.WriteLine("An existing path is a checkpoint folder; an org/name[@revision] that is not one is read from the Hugging Face cache");
+    Console.Error.WriteLine("(HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), never downloaded.");
     return 2;
 }
 var dir = args[0];
@@ -46,6 +49,7 @@ try
         };
     }
     p = p with { StopStrings = stops };
+    dir = CheckpointLocator.Locate(dir).Directory;
 
     using var model = DecoderModel.Load(dir, new RuntimeOptions
     {

@@ -14,7 +14,8 @@ const string Usage = """
     POST /v1/completions {"prompt": prefix + document, "echo": true, "max_tokens": 0, "logprobs": 0}: the prefix is
     context, not scored; the first token of a prompt has no logprob.
 
-    --tokenizer DIR  the model's folder (tokenizer files + config.json): documents are tokenized here and sent as token
+    --tokenizer DIR  the model's folder (tokenizer files + config.json; or org/name, a model id in the local Hugging Face
+                     cache): documents are tokenized here and sent as token
                      ids, cut by tokens into windows that fit the context (--context, default: the server's
                      max_model_len, else config.json's); each later window repeats --overlap tokens as context
                      (default half the window). Every model scores exactly the same tokens.
@@ -53,9 +54,18 @@ try
         }
     }
     if (file is null || models.Count == 0) throw new ArgumentException("--file and --models are required");
-    if (!File.Exists(file)) throw new ArgumentException($"no file {file}");
     if (tokenizerDir is null && (context is not null || overlap is not null)) throw new ArgumentException("--context and --overlap need --tokenizer");
-    if (tokenizerDir is not null && !File.Exists(Path.Combine(tokenizerDir, "config.json"))) throw new ArgumentException($"--tokenizer: no config.json in {tokenizerDir}");
+    try
+    {
+        // Files may be links (the forge's splits, a Hugging Face cache); --tokenizer may be a model id in the local cache.
+        if (!LinkedFiles.Exists(file)) throw new ArgumentException($"no file {file}");
+        if (tokenizerDir is not null) tokenizerDir = Serving.Checkpoints.Hub.CheckpointLocator.Locate(tokenizerDir).Directory;
+        if (tokenizerDir is not null && !LinkedFiles.Exists(Path.Combine(tokenizerDir, "config.json"))) throw new ArgumentException($"--tokenizer: no config.json in {tokenizerDir}");
+    }
+    catch (IOException e) // a dangling link, a model id missing from the cache: each message names the path
+    {
+        throw new ArgumentException(e.Message, e);
+    }
 }
 catch (ArgumentException e)
 {

@@ -1,5 +1,6 @@
 using System.Formats.Tar;
 using Serving.AdapterStore.Peft;
+using Serving.Checkpoints;
 using Serving.Checkpoints.RewardHeads;
 
 namespace Serving.AdapterStore.RewardHeads;
@@ -47,8 +48,8 @@ public sealed record RewardHeadFiles(byte[] ConfigJson, byte[] Tensors, string T
     public static RewardHeadFiles ReadFolder(string folder)
     {
         var config = Path.Combine(folder, ConfigName);
-        var tensors = new[] { HeadTensorsName, OtterTensorsName }.Select(n => Path.Combine(folder, n)).FirstOrDefault(File.Exists);
-        return From(File.Exists(config) ? File.ReadAllBytes(config) : null, tensors is null ? null : File.ReadAllBytes(tensors),
+        var tensors = new[] { HeadTensorsName, OtterTensorsName }.Select(n => Path.Combine(folder, n)).FirstOrDefault(LinkedFiles.Exists);
+        return From(LinkedFiles.Exists(config) ? LinkedFiles.ReadAllBytes(config) : null, tensors is null ? null : LinkedFiles.ReadAllBytes(tensors),
             tensors is null ? null : Path.GetFileName(tensors), sawPickle: false);
     }
 

@@ -30,10 +30,10 @@ internal static class HeadFileParts
     public static (byte[] Config, byte[] Tensors) ReadFolder(string folder)
     {
         var config = Path.Combine(folder, "config.json");
-        if (!File.Exists(config)) throw new RewardHeadFormatException(RewardHeadFormatException.InvalidConfig, $"{folder} has no config.json");
+        if (!LinkedFiles.Exists(config)) throw new RewardHeadFormatException(RewardHeadFormatException.InvalidConfig, $"{folder} has no config.json");
         var tensors = Directory.GetFiles(folder, "*.safetensors").Order().FirstOrDefault()
             ?? throw new RewardHeadFormatException(RewardHeadFormatException.InvalidTensors, $"{folder} has no .safetensors file", RewardHeadFormatException.TensorMissing);
-        return (File.ReadAllBytes(config), File.ReadAllBytes(tensors));
+        return (LinkedFiles.ReadAllBytes(config), LinkedFiles.ReadAllBytes(tensors));
     }
 
     /// <summary>

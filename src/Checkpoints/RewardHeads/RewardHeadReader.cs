@@ -18,9 +18,9 @@ public static class RewardHeadReader
     {
         var config = Path.Combine(folder, "config.json");
         var tensors = Path.Combine(folder, "head.safetensors");
-        if (!File.Exists(config)) throw new RewardHeadFormatException(RewardHeadFormatException.InvalidConfig, $"{folder} has no config.json");
-        if (!File.Exists(tensors)) throw new RewardHeadFormatException(RewardHeadFormatException.InvalidTensors, $"{folder} has no head.safetensors");
-        return Read(File.ReadAllBytes(config), File.ReadAllBytes(tensors), baseConfig);
+        if (!LinkedFiles.Exists(config)) throw new RewardHeadFormatException(RewardHeadFormatException.InvalidConfig, $"{folder} has no config.json");
+        if (!LinkedFiles.Exists(tensors)) throw new RewardHeadFormatException(RewardHeadFormatException.InvalidTensors, $"{folder} has no head.safetensors");
+        return Read(LinkedFiles.ReadAllBytes(config), LinkedFiles.ReadAllBytes(tensors), baseConfig);
     }
 
     /// <summary>Validates uploaded bytes.</summary>

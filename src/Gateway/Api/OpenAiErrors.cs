@@ -9,7 +9,8 @@ public static class OpenAiErrors
 {
     /// <summary>True for paths whose clients expect OpenAI's error shape (the proxied routes and <c>/v1/models</c>).</summary>
     public static bool IsOpenAiPath(PathString path) =>
-        path.StartsWithSegments("/v1/chat") || path.StartsWithSegments("/v1/completions") || path.StartsWithSegments("/v1/models");
+        path.StartsWithSegments("/v1/chat") || path.StartsWithSegments("/v1/completions") || path.StartsWithSegments("/v1/models")
+        || path.StartsWithSegments("/tokenize") || path.StartsWithSegments("/detokenize"); // vLLM's tokenizer routes answer as the OpenAI ones
 
     /// <summary>
     /// Writes <paramref name="error"/> with the right shape for the path, and <c>Retry-After</c> (whole seconds, at

@@ -135,7 +135,9 @@ internal sealed class OpenAiRequestMiddleware(
             model = model.WithTenant(AdapterVisibility.OwnerFor(model, tenant)!);
         }
 
-        int maxTokens = fields.MaxTokens ?? limits.CurrentValue.DefaultMaxTokens;
+        // /tokenize and /detokenize generate nothing: they cost their body only.
+        bool generates = !RegistryProxyConfigProvider.TokenizerPaths.Contains(context.Request.Path.Value, StringComparer.Ordinal);
+        int maxTokens = generates ? fields.MaxTokens ?? limits.CurrentValue.DefaultMaxTokens : 0;
         int cost = TokenBudget.Estimate(body.Length, maxTokens, fields.N);
         var (ok, retryAfter) = tokens.TryTake(tenant, cost);
         if (!ok)

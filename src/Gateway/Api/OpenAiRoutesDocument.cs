@@ -109,6 +109,9 @@ internal abstract record GenerationExtensionsDoc
 
     [JsonPropertyName("early_exit"), Description("Extension: early-exit settings, passed to the node unchanged (see the node's README)")]
     public JsonObject? EarlyExit { get; init; }
+
+    [JsonPropertyName("return_tokens_as_token_ids"), Description("vLLM's: logprobs name each token and alternative `token_id:<id>` instead of its text (which may be empty or shared by several ids)")]
+    public bool? ReturnTokensAsTokenIds { get; init; }
 }
 
 /// <summary><c>POST /v1/chat/completions</c> body (OpenAI's; the fields the gateway and the node extensions use are listed).</summary>
@@ -121,7 +124,7 @@ internal sealed record ChatCompletionRequestDoc : GenerationExtensionsDoc
 /// <summary><c>POST /v1/completions</c> body.</summary>
 internal sealed record CompletionRequestDoc : GenerationExtensionsDoc
 {
-    [JsonPropertyName("prompt"), Description("A string, a one-string list or token ids")]
+    [JsonPropertyName("prompt"), Description("A string, a list of strings, a list of token ids, or a list of token-id lists (several prompts: each prompt's n choices follow the previous prompt's)")]
     public required JsonNode Prompt { get; init; }
 }
 

@@ -14,8 +14,11 @@ namespace Serving.Gateway.Routing;
 /// </summary>
 internal sealed class RegistryProxyConfigProvider : IProxyConfigProvider
 {
+    /// <summary>vLLM's tokenizer routes: forwarded like the OpenAI routes, but they generate nothing.</summary>
+    public static readonly string[] TokenizerPaths = ["/tokenize", "/detokenize"];
+
     /// <summary>Paths forwarded to nodes.</summary>
-    public static readonly string[] ForwardedPaths = ["/v1/chat/completions", "/v1/completions"];
+    public static readonly string[] ForwardedPaths = ["/v1/chat/completions", "/v1/completions", .. TokenizerPaths];
 
     private readonly RoutingOptions _options;
     private volatile Snapshot _snapshot;

@@ -4,6 +4,7 @@ using Serving.AdapterStore.Compression;
 using Serving.AdapterStore.Ingest;
 using Serving.AdapterStore.Peft;
 using Serving.AdapterStore.Storage;
+using Serving.Checkpoints;
 using Serving.Contracts.Models;
 using Serving.Inference.Node.Hosting;
 using Serving.Inference.Node.Telemetry;
@@ -69,14 +70,27 @@ internal sealed class AdapterHostedService(AdapterManager manager, ModelHost hos
 
     /// <summary>
     /// Publishes every PEFT folder under <paramref name="directory"/> (name = folder name) as tenant <c>public</c>,
-    /// through the store's ingest pipeline (validation against the base model, lossless container). A folder that fails
-    /// validation is logged with the reason and skipped.
+    /// through the store's ingest pipeline (validation against the base model, lossless container). Folders and files
+    /// may be symbolic links (e.g. into a Hugging Face cache's snapshots). A folder that fails validation, or a link whose
+    /// target is gone, is logged with the reason (naming the link) and skipped.
     /// </summary>
     internal static async Task<int> LoadDirectoryAsync(IAdapterStore store, string directory, ModelHost host, ILogger logger, CancellationToken cancellationToken)
     {
         var catalog = new StaticBaseModelCatalog().Add(host.ModelId, host.Config);
         var ingestor = new AdapterIngestor(store, catalog);
         var count = 0;
+        // A link to a folder that is gone is listed as neither folder nor adapter: name it rather than skip it silently.
+        foreach (var entry in Directory.EnumerateFiles(directory).Order(StringComparer.Ordinal))
+        {
+            try
+            {
+                LinkedFiles.ThrowIfDangling(entry);
+            }
+            catch (DanglingLinkException e)
+            {
+                NodeLog.AdapterFolderSkipped(logger, entry, e.Message);
+            }
+        }
         foreach (var folder in Directory.EnumerateDirectories(directory).Order(StringComparer.Ordinal))
         {
             var name = Path.GetFileName(folder);
@@ -89,13 +103,17 @@ internal sealed class AdapterHostedService(AdapterManager manager, ModelHost hos
             }
             try
             {
-                var files = new PeftFiles(await File.ReadAllBytesAsync(config, cancellationToken).ConfigureAwait(false),
-                    await File.ReadAllBytesAsync(weights, cancellationToken).ConfigureAwait(false));
+                var files = new PeftFiles(await LinkedFiles.ReadAllBytesAsync(config, cancellationToken).ConfigureAwait(false),
+                    await LinkedFiles.ReadAllBytesAsync(weights, cancellationToken).ConfigureAwait(false));
                 await ingestor.IngestAsync(new UploadRequest(ModelId.PublicTenant, name, host.ModelId, files,
                     new CodecOptions { Codec = AdapterCodec.Lossless }, KeepOriginal: false), cancellationToken).ConfigureAwait(false);
                 count++;
             }
             catch (AdapterValidationException e)
+            {
+                NodeLog.AdapterFolderSkipped(logger, folder, e.Message);
+            }
+            catch (DanglingLinkException e)
             {
                 NodeLog.AdapterFolderSkipped(logger, folder, e.Message);
             }

@@ -26,7 +26,7 @@ public sealed class ExitCatalog
         _host = host;
         _options = options.Value;
         if (!_options.EarlyExit) return;
-        var folder = _options.ExitProbe ?? Path.Combine(_options.ModelPath, "exit-probe");
+        var folder = _options.ExitProbe ?? Path.Combine(host.CheckpointDirectory, "exit-probe");
         if (Directory.Exists(folder))
         {
             _probe = new ProbeCriterion(ExitProbeReader.ReadFolder(folder, host.Model.Config), host.Model);

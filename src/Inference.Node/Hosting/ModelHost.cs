@@ -23,7 +23,8 @@ public sealed class ModelHost : IDisposable
     {
         var o = options.Value;
         ModelId = o.ResolvedModelId;
-        _model = DecoderModel.Load(o.ModelPath, new RuntimeOptions
+        CheckpointDirectory = o.LocateCheckpoint().Directory;
+        _model = DecoderModel.Load(CheckpointDirectory, new RuntimeOptions
         {
             ExecutionProvider = o.ExecutionProvider,
             DeviceId = o.DeviceId,
@@ -44,8 +45,8 @@ public sealed class ModelHost : IDisposable
             slots = (int)Math.Clamp(o.KvBudgetMiB * 1024 * 1024 / bytesPerSlot, 1, o.MaxBatch);
         }
         _decoder = new BatchDecoder(_model, slots);
-        Tokenizer = TokenizerLoader.Load(o.ModelPath, c.VocabSize);
-        Template = ChatTemplate.FromCheckpoint(o.ModelPath, out var isDefault);
+        Tokenizer = TokenizerLoader.Load(CheckpointDirectory, c.VocabSize);
+        Template = ChatTemplate.FromCheckpoint(CheckpointDirectory, out var isDefault);
         Observer = new SchedulerObserver(metrics, logger);
         Scheduler = new GenerationScheduler(_decoder, Tokenizer,
             new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep }, Observer, time);
@@ -55,6 +56,9 @@ public sealed class ModelHost : IDisposable
 
     /// <summary>The base model's id (<c>model</c> in requests).</summary>
     public string ModelId { get; }
+
+    /// <summary>The checkpoint folder loaded: <see cref="NodeOptions.ModelPath"/>, or the hub cache snapshot a model id resolved to.</summary>
+    public string CheckpointDirectory { get; }
 
     /// <summary>The loaded model (reward heads bind to its final norm).</summary>
     public DecoderModel Model => _model;

@@ -46,6 +46,7 @@ public static class NodeHostingExtensions
         builder.Services.AddHealthChecks().AddCheck<ReadinessCheck>("scheduler", tags: [HealthEndpoints.ReadyTag]);
         builder.Services.AddProblemDetails();
         builder.Services.AddExceptionHandler<NodeExceptionHandler>();
+        builder.Services.AddOpenApi(); // /openapi/v1.json: the routes' metadata (snake_case from the JSON options above)
         builder.AddNodeRegistration(); // heartbeats to the gateway's registry when Node:Redis is set
         return builder;
     }
@@ -65,12 +66,16 @@ public static class NodeHostingExtensions
         return services;
     }
 
-    /// <summary>The exception handler, liveness <c>/health/live</c>, readiness <c>/health/ready</c>, Prometheus <c>/metrics</c>.</summary>
+    /// <summary>
+    /// The exception handler, liveness <c>/health/live</c>, readiness <c>/health/ready</c>, Prometheus <c>/metrics</c>,
+    /// the OpenAPI document <c>/openapi/v1.json</c>.
+    /// </summary>
     public static WebApplication MapNodeDefaults(this WebApplication app)
     {
         app.UseExceptionHandler();
         app.MapHealthEndpoints();
         app.MapPrometheusScrapingEndpoint("/metrics");
+        app.MapOpenApi();
         return app;
     }
 }

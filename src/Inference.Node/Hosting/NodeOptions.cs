@@ -1,5 +1,7 @@
 using Microsoft.Extensions.Options;
 using Serving.AdapterStore.Storage;
+using Serving.Checkpoints;
+using Serving.Checkpoints.Hub;
 using Serving.Inference.Decoding;
 using Serving.Inference.Runtime;
 
@@ -14,10 +16,21 @@ public sealed class NodeOptions
     /// <summary>Time the host gives the node to stop beyond <see cref="ShutdownDrain"/> (leaving the registry, disposing).</summary>
     public static readonly TimeSpan ShutdownMargin = TimeSpan.FromSeconds(5);
 
-    /// <summary>Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files). Required.</summary>
+    /// <summary>
+    /// Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files; symbolic links followed), or a model id
+    /// <c>org/name[@revision]</c> read from the local hub cache (<see cref="HubCache"/>) as <c>transformers</c> does
+    /// offline, never downloaded. A path that exists always wins: only a value that is no existing path and is shaped
+    /// <c>org/name</c> is an id. Required.
+    /// </summary>
     public string ModelPath { get; set; } = string.Empty;
 
-    /// <summary>The <c>model</c> name clients use; defaults to the checkpoint folder's name.</summary>
+    /// <summary>
+    /// The Hugging Face hub cache that a model id in <see cref="ModelPath"/> is resolved in; default: <c>HF_HUB_CACHE</c>,
+    /// else <c>HF_HOME/hub</c>, else <c>~/.cache/huggingface/hub</c>.
+    /// </summary>
+    public string? HubCache { get; set; }
+
+    /// <summary>The <c>model</c> name clients use; defaults to the model id (<c>org/name</c>) or the checkpoint folder's name.</summary>
     public string? ModelId { get; set; }
 
     /// <summary>ONNX Runtime execution provider: <c>Cpu</c> or <c>Cuda</c>.</summary>
@@ -140,9 +153,18 @@ public sealed class NodeOptions
     /// <summary>Port to listen on (0 picks a free one; ignored when <c>urls</c> is set).</summary>
     public int Port { get; set; } = 8000;
 
-    /// <summary>The model id served: <see cref="ModelId"/> or the folder name.</summary>
+    /// <summary>The model id served: <see cref="ModelId"/>, else the Hugging Face id's <c>org/name</c>, else the folder name.</summary>
     public string ResolvedModelId =>
-        !string.IsNullOrWhiteSpace(ModelId) ? ModelId! : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(ModelPath)));
+        !string.IsNullOrWhiteSpace(ModelId) ? ModelId!
+        : CheckpointLocator.IsHubId(ModelPath, out var id) ? id.Repo
+        : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(ModelPath)));
+
+    /// <summary>
+    /// The checkpoint folder <see cref="ModelPath"/> names (for an id, its snapshot in the hub cache); throws
+    /// <see cref="HubModelNotFoundException"/> saying where it looked.
+    /// </summary>
+    public CheckpointLocation LocateCheckpoint() =>
+        CheckpointLocator.Locate(ModelPath, string.IsNullOrWhiteSpace(HubCache) ? null : new HubCache(HubCache, "Node:HubCache"));
 }
 
 /// <summary>Checks <see cref="NodeOptions"/> at start (<c>ValidateOnStart</c>); also refuses the keys renamed when durations became TimeSpans.</summary>
@@ -163,8 +185,9 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
             if (configuration[$"{NodeOptions.Section}:{old}"] is not null)
                 errors.Add($"Node:{old} was renamed Node:{renamed}, a duration (e.g. {example}).");
         }
-        if (string.IsNullOrWhiteSpace(o.ModelPath)) errors.Add("Node:ModelPath is required (a Hugging Face checkpoint folder).");
-        else if (!Directory.Exists(o.ModelPath)) errors.Add($"Node:ModelPath '{o.ModelPath}' does not exist.");
+        if (!string.IsNullOrWhiteSpace(o.HubCache) && !Directory.Exists(o.HubCache)) errors.Add($"Node:HubCache '{o.HubCache}' does not exist.");
+        if (string.IsNullOrWhiteSpace(o.ModelPath)) errors.Add("Node:ModelPath is required (a Hugging Face checkpoint folder, or a model id org/name in the local hub cache).");
+        else CheckModelPath(o, errors);
         if (o.ModelId is not null && (o.ModelId.Length == 0 || o.ModelId.Contains(':'))) errors.Add("Node:ModelId must be non-empty and must not contain ':' (it separates adapters).");
         if (o.MaxBatch is < 1 or > 4096) errors.Add("Node:MaxBatch must be in [1, 4096].");
         if (o.MaxContext < 2) errors.Add("Node:MaxContext must be at least 2.");
@@ -212,5 +235,24 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
         }
         if (o.RewardHeadCacheSize < 1) errors.Add("Node:RewardHeadCacheSize must be at least 1.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    private static void CheckModelPath(NodeOptions o, List<string> errors)
+    {
+        try
+        {
+            if (!Directory.Exists(o.LocateCheckpoint().Directory))
+            {
+                errors.Add($"Node:ModelPath '{o.ModelPath}' does not exist (give a checkpoint folder, or a model id org/name[@revision] held by the local Hugging Face cache).");
+            }
+        }
+        catch (HubModelNotFoundException e)
+        {
+            errors.Add($"Node:ModelPath: {e.Message}");
+        }
+        catch (DanglingLinkException e)
+        {
+            errors.Add($"Node:ModelPath: {e.Message}");
+        }
     }
 }

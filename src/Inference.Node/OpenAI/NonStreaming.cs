@@ -7,78 +7,111 @@ namespace Serving.Inference.Node.OpenAI;
 /// <summary>Non-streamed responses are the streamed events collected.</summary>
 internal static class NonStreaming
 {
-    public static async Task<IResult> CollectAsync(ResponseContext r, CancellationToken ct)
+    /// <summary>One prompt's response.</summary>
+    public static Task<IResult> CollectAsync(ResponseContext r, CancellationToken ct) => CollectAsync([r], ct);
+
+    /// <summary>
+    /// The response of one or several prompts (a completions request's list): each prompt's choices in order, indexed
+    /// from its <see cref="ResponseContext.ChoiceOffset"/>, usage summed over the prompts.
+    /// </summary>
+    public static async Task<IResult> CollectAsync(IReadOnlyList<ResponseContext> parts, CancellationToken ct)
     {
-        var n = r.Choices;
-        var text = new StringBuilder[n];
-        var finish = new FinishReason?[n];
-        var tokens = new List<(int Id, float Logprob, TopLogprob[]? Top, int Offset)>[n];
-        var rewards = new float?[n];
-        var tokenRewards = new List<float>?[n];
-        for (var i = 0; i < n; i++)
+        var first = parts[0];
+        // The alignment report is complete once the events are: read it after them. Alignment takes one prompt (the mapper checks).
+        if (first.IsChat)
         {
-            text[i] = new StringBuilder();
-            tokens[i] = [];
-            if (r.Prepared.Generation.ReturnTokenRewards) tokenRewards[i] = [];
+            var choices = new List<ChatChoiceBody>();
+            foreach (var r in parts) choices.AddRange(ChatChoices(r, await CollectEventsAsync(r, ct).ConfigureAwait(false)));
+            return TypedResults.Ok(new ChatCompletionResponse(first.Id, "chat.completion", first.Created, first.Model, choices, ResponseContext.SumUsage(parts))
+            {
+                Alignment = first.Handle.Alignment,
+            });
         }
+        else
+        {
+            var choices = new List<CompletionChoiceBody>();
+            foreach (var r in parts) choices.AddRange(CompletionChoices(r, await CollectEventsAsync(r, ct).ConfigureAwait(false)));
+            return TypedResults.Ok(new CompletionResponse(first.Id, "text_completion", first.Created, first.Model, choices, ResponseContext.SumUsage(parts))
+            {
+                Alignment = first.Handle.Alignment,
+            });
+        }
+    }
+
+    /// <summary>What one prompt's events say, per choice.</summary>
+    private sealed class Collected(int n, bool tokenRewards)
+    {
+        public readonly StringBuilder[] Text = [.. Enumerable.Range(0, n).Select(_ => new StringBuilder())];
+        public readonly FinishReason?[] Finish = new FinishReason?[n];
+        public readonly List<(int Id, float Logprob, TopLogprob[]? Top, int Offset)>[] Tokens = [.. Enumerable.Range(0, n).Select(_ => new List<(int, float, TopLogprob[]?, int)>())];
+        public readonly float?[] Rewards = new float?[n];
+        public readonly List<float>?[] TokenRewards = [.. Enumerable.Range(0, n).Select(_ => tokenRewards ? new List<float>() : null)];
+    }
+
+    private static async Task<Collected> CollectEventsAsync(ResponseContext r, CancellationToken ct)
+    {
+        var c = new Collected(r.Choices, r.Prepared.Generation.ReturnTokenRewards);
         await foreach (var e in r.Handle.Events.ReadAllAsync(ct).ConfigureAwait(false))
         {
             switch (e.Kind)
             {
                 case GenerationEventKind.Token:
-                    if (e.TokenId >= 0 && r.Prepared.Logprobs != LogprobsStyle.None) tokens[e.Choice].Add((e.TokenId, e.Logprob, e.TopLogprobs, text[e.Choice].Length));
-                    if (e.TokenId >= 0 && e.Reward is float tokenReward) tokenRewards[e.Choice]?.Add(tokenReward);
-                    text[e.Choice].Append(e.Text);
+                    if (e.TokenId >= 0 && r.Prepared.Logprobs != LogprobsStyle.None) c.Tokens[e.Choice].Add((e.TokenId, e.Logprob, e.TopLogprobs, c.Text[e.Choice].Length));
+                    if (e.TokenId >= 0 && e.Reward is float tokenReward) c.TokenRewards[e.Choice]?.Add(tokenReward);
+                    c.Text[e.Choice].Append(e.Text);
                     break;
                 case GenerationEventKind.Finished:
-                    finish[e.Choice] = e.FinishReason;
-                    rewards[e.Choice] = e.Reward;
+                    c.Finish[e.Choice] = e.FinishReason;
+                    c.Rewards[e.Choice] = e.Reward;
                     break;
             }
         }
+        return c;
+    }
 
-        if (r.IsChat)
+    private static ChatChoiceBody[] ChatChoices(ResponseContext r, Collected c)
+    {
+        var choices = new ChatChoiceBody[r.Choices];
+        for (var i = 0; i < choices.Length; i++)
         {
-            var choices = new ChatChoiceBody[n];
-            for (var i = 0; i < n; i++)
+            ChatLogprobsBody? lp = null;
+            if (r.Prepared.Logprobs == LogprobsStyle.Chat)
             {
-                ChatLogprobsBody? lp = null;
-                if (r.Prepared.Logprobs == LogprobsStyle.Chat)
-                {
-                    lp = new ChatLogprobsBody(tokens[i].Select(t => ChatToken(r, t.Id, t.Logprob, t.Top)).ToList());
-                }
-                choices[i] = new ChatChoiceBody(i, new ChatMessageOut("assistant", text[i].ToString()), lp, finish[i]?.ToOpenAIString())
-                {
-                    Reward = rewards[i],
-                    TokenRewards = tokenRewards[i],
-                };
+                lp = new ChatLogprobsBody(c.Tokens[i].Select(t => ChatToken(r, t.Id, t.Logprob, t.Top)).ToList());
             }
-            return TypedResults.Ok(new ChatCompletionResponse(r.Id, "chat.completion", r.Created, r.Model, choices, r.Usage) { Alignment = r.Handle.Alignment });
+            choices[i] = new ChatChoiceBody(r.ChoiceOffset + i, new ChatMessageOut("assistant", c.Text[i].ToString()), lp, c.Finish[i]?.ToOpenAIString())
+            {
+                Reward = c.Rewards[i],
+                TokenRewards = c.TokenRewards[i],
+            };
         }
-        else
+        return choices;
+    }
+
+    private static CompletionChoiceBody[] CompletionChoices(ResponseContext r, Collected c)
+    {
+        var choices = new CompletionChoiceBody[r.Choices];
+        var echo = r.Prepared.Echo ?? string.Empty; // echo takes one choice (checked by the mapper)
+        for (var i = 0; i < choices.Length; i++)
         {
-            var choices = new CompletionChoiceBody[n];
-            var echo = r.Prepared.Echo ?? string.Empty; // echo takes one choice (checked by the mapper)
-            for (var i = 0; i < n; i++)
+            CompletionLogprobsBody? lp = null;
+            if (r.Prepared.Logprobs == LogprobsStyle.Completion)
             {
-                CompletionLogprobsBody? lp = null;
-                if (r.Prepared.Logprobs == LogprobsStyle.Completion)
-                {
-                    lp = r.Prepared.Echo is null ? new CompletionLogprobsBody([], [], [], []) : EchoedPrompt(r);
-                    lp = new CompletionLogprobsBody(
-                        [.. lp.Tokens, .. tokens[i].Select(t => r.TokenText(t.Id))],
-                        [.. lp.TokenLogprobs, .. tokens[i].Select(t => (float?)t.Logprob)],
-                        [.. lp.TopLogprobs, .. tokens[i].Select(t => TopDictionary(r, t.Top))],
-                        [.. lp.TextOffset, .. tokens[i].Select(t => echo.Length + t.Offset)]);
-                }
-                choices[i] = new CompletionChoiceBody(i, echo + text[i].ToString(), lp, finish[i]?.ToOpenAIString())
-                {
-                    Reward = rewards[i],
-                    TokenRewards = tokenRewards[i],
-                };
+                var tokens = c.Tokens[i];
+                lp = r.Prepared.Echo is null ? new CompletionLogprobsBody([], [], [], []) : EchoedPrompt(r);
+                lp = new CompletionLogprobsBody(
+                    [.. lp.Tokens, .. tokens.Select(t => r.TokenText(t.Id))],
+                    [.. lp.TokenLogprobs, .. tokens.Select(t => (float?)t.Logprob)],
+                    [.. lp.TopLogprobs, .. tokens.Select(t => TopDictionary(r, t.Top))],
+                    [.. lp.TextOffset, .. tokens.Select(t => echo.Length + t.Offset)]);
             }
-            return TypedResults.Ok(new CompletionResponse(r.Id, "text_completion", r.Created, r.Model, choices, r.Usage) { Alignment = r.Handle.Alignment });
+            choices[i] = new CompletionChoiceBody(r.ChoiceOffset + i, echo + c.Text[i].ToString(), lp, c.Finish[i]?.ToOpenAIString())
+            {
+                Reward = c.Rewards[i],
+                TokenRewards = c.TokenRewards[i],
+            };
         }
+        return choices;
     }
 
     /// <summary>

@@ -29,14 +29,18 @@ public static class OpenAIApi
         DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull,
     };
 
-    /// <summary>Maps the routes under <c>/v1</c>.</summary>
+    /// <summary>Maps the routes under <c>/v1</c>, and vLLM's <c>/tokenize</c> and <c>/detokenize</c> (<see cref="TokenizeApi"/>).</summary>
     public static IEndpointRouteBuilder MapOpenAIApi(this IEndpointRouteBuilder app)
     {
-        var v1 = app.MapGroup("/v1");
-        v1.MapPost("/completions", CreateCompletionAsync);
-        v1.MapPost("/chat/completions", CreateChatCompletionAsync);
-        v1.MapGet("/models", ListModels);
-        v1.MapGet("/models/{**id}", GetModel);
+        var v1 = app.MapGroup("/v1").WithTags("OpenAI");
+        // The handlers read their bodies themselves (to name the offending field); Accepts/Produces describe them in /openapi/v1.json.
+        v1.MapPost("/completions", CreateCompletionAsync).WithName("CreateCompletion")
+            .Accepts<CompletionRequestBody>("application/json").Produces<CompletionResponse>(contentType: "application/json");
+        v1.MapPost("/chat/completions", CreateChatCompletionAsync).WithName("CreateChatCompletion")
+            .Accepts<ChatCompletionRequestBody>("application/json").Produces<ChatCompletionResponse>(contentType: "application/json");
+        v1.MapGet("/models", ListModels).WithName("ListModels").Produces<ModelListResponse>();
+        v1.MapGet("/models/{**id}", GetModel).WithName("GetModel").Produces<ModelBody>();
+        app.MapTokenizeApi();
         return app;
     }
 
@@ -44,13 +48,13 @@ public static class OpenAIApi
     public static Task<IResult> CreateCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, RewardHeadCatalog rewardHeads,
         ExitCatalog exits, IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
         GenerateAsync<CompletionRequestBody>(context, host, catalog, adapters, rewardHeads, exits, options.Value, metrics, time, loggers, "cmpl-",
-            (body, id, deadline, head) => OpenAIRequestMapper.Completion(body, host, id, deadline, head));
+            (body, id, deadline, head) => OpenAIRequestMapper.Completions(body, host, id, deadline, head));
 
     /// <summary><c>POST /v1/chat/completions</c>.</summary>
     public static Task<IResult> CreateChatCompletionAsync(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters, RewardHeadCatalog rewardHeads,
         ExitCatalog exits, IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers) =>
         GenerateAsync<ChatCompletionRequestBody>(context, host, catalog, adapters, rewardHeads, exits, options.Value, metrics, time, loggers, "chatcmpl-",
-            (body, id, deadline, head) => OpenAIRequestMapper.Chat(body, host, id, deadline, head));
+            (body, id, deadline, head) => [OpenAIRequestMapper.Chat(body, host, id, deadline, head)]);
 
     /// <summary>Header carrying the caller's tenant (set by the gateway); absent means tenant <c>public</c>.</summary>
     public const string TenantHeader = "X-Serving-Tenant";
@@ -95,7 +99,7 @@ public static class OpenAIApi
         new($"{host.ModelId}:{m.Tenant}/{m.Name}", "model", m.Created.ToUnixTimeSeconds(), m.Tenant, host.MaxContext) { Parent = host.ModelId, Version = m.Version };
 
     /// <summary>Reads <c>X-Serving-Tenant</c> (null when absent); a malformed value is a 400.</summary>
-    private static string? Tenant(HttpContext context)
+    internal static string? Tenant(HttpContext context)
     {
         var tenant = context.Request.Headers[TenantHeader].FirstOrDefault();
         if (tenant is null || AdapterKeys.IsValidTenant(tenant)) return tenant;
@@ -146,23 +150,14 @@ public static class OpenAIApi
         };
     }
 
-    private static async Task<IResult> GenerateAsync<TBody>(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters,
-        RewardHeadCatalog rewardHeads, ExitCatalog exits, NodeOptions options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers, string idPrefix,
-        Func<TBody, string, DateTimeOffset, Rewards.RewardHead?, PreparedRequest> prepare)
-        where TBody : GenerationRequestBody
+    /// <summary>
+    /// The request body as <typeparamref name="TBody"/>; malformed JSON is a 400 naming the field the parser stopped at.
+    /// </summary>
+    internal static async Task<TBody> ReadBodyAsync<TBody>(HttpContext context)
     {
-        var logger = loggers.CreateLogger("Serving.Inference.Node.OpenAI");
-        var id = idPrefix + Guid.NewGuid().ToString("N");
-        var ct = context.RequestAborted;
-        PreparedRequest prepared;
-        TBody body;
-        var responseModel = host.ModelId; // echoed as the response's "model": the base, or what the client asked for with an adapter
-        // Refusals (RequestRefusedException, SamplingParameterException, an unreachable store) and a client that went
-        // away are the node's exception handler's to answer.
-        var tenant = Tenant(context);
         try
         {
-            body = await JsonSerializer.DeserializeAsync<TBody>(context.Request.Body, RequestJson, ct).ConfigureAwait(false)
+            return await JsonSerializer.DeserializeAsync<TBody>(context.Request.Body, RequestJson, context.RequestAborted).ConfigureAwait(false)
                 ?? throw Refusals.Invalid(null, "The request body must be a JSON object.");
         }
         catch (JsonException e)
@@ -170,64 +165,117 @@ public static class OpenAIApi
             var param = e.Path is { Length: > 2 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : null;
             throw Refusals.Invalid(param, $"The request body is not valid JSON for this endpoint: {e.Message}", ErrorCodes.InvalidJson);
         }
+    }
+
+    private static async Task<IResult> GenerateAsync<TBody>(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters,
+        RewardHeadCatalog rewardHeads, ExitCatalog exits, NodeOptions options, NodeMetrics metrics, TimeProvider time, ILoggerFactory loggers, string idPrefix,
+        Func<TBody, string, DateTimeOffset, Rewards.RewardHead?, IReadOnlyList<PreparedRequest>> prepare)
+        where TBody : GenerationRequestBody
+    {
+        var logger = loggers.CreateLogger("Serving.Inference.Node.OpenAI");
+        var id = idPrefix + Guid.NewGuid().ToString("N");
+        var ct = context.RequestAborted;
+        var responseModel = host.ModelId; // echoed as the response's "model": the base, or what the client asked for with an adapter
+        // Refusals (RequestRefusedException, SamplingParameterException, an unreachable store) and a client that went
+        // away are the node's exception handler's to answer.
+        var tenant = Tenant(context);
+        var body = await ReadBodyAsync<TBody>(context).ConfigureAwait(false);
         var resolution = catalog.Resolve(body.Model, out var adapter);
         if (resolution == ModelResolution.UnknownModel) throw Refusals.ModelNotFound(body.Model!);
         var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
         var head = await rewardHeads.ResolveAsync(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true, ct).ConfigureAwait(false);
         if (head is not null) context.Response.Headers[RewardHeadHeader] = head.Key;
-        prepared = prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head);
-        // echo scores the prompt with every layer (an explicit early_exit was refused): the node's default mode stays off.
-        if (prepared.Echo is null) prepared = exits.Apply(body.EarlyExit, prepared);
-        if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };
+        // One prepared request per prompt (a completions prompt may hold several); chat always has one.
+        var prepared = prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head).ToArray();
+        for (var i = 0; i < prepared.Length; i++)
+        {
+            var p = prepared[i];
+            // echo scores the prompt with every layer (an explicit early_exit was refused): the node's default mode stays off.
+            if (p.Echo is null) p = exits.Apply(body.EarlyExit, p);
+            if (tenant is not null) p = p with { Generation = p.Generation with { Tenant = tenant } };
+            if (adapterRef is not null) p = p with { Generation = p.Generation with { Adapter = adapterRef } };
+            prepared[i] = p;
+        }
         if (adapterRef is not null)
         {
             responseModel = string.IsNullOrEmpty(body.Model) ? host.ModelId : body.Model;
-            prepared = prepared with { Generation = prepared.Generation with { Adapter = adapterRef } };
             context.Response.Headers[AdapterHeader] = adapterRef.Key;
         }
 
-        SubmitStatus status;
-        GenerationHandle? handle;
-        try
+        var handles = Submit(host, prepared, body, typeof(TBody) == typeof(ChatCompletionRequestBody), metrics, logger, id);
+        var created = time.GetUtcNow().ToUnixTimeSeconds();
+        var parts = new ResponseContext[prepared.Length];
+        var offset = 0;
+        for (var i = 0; i < parts.Length; i++)
         {
-            status = host.Scheduler.Submit(prepared.Generation, out handle);
-        }
-        catch (SamplingParameterException e)
-        {
-            var isChat = typeof(TBody) == typeof(ChatCompletionRequestBody);
-            var param = e.Param switch
+            parts[i] = new ResponseContext(id, responseModel, created, host.Tokenizer, prepared[i], handles[i], typeof(TBody) == typeof(ChatCompletionRequestBody))
             {
-                "max_tokens" => prepared.MaxTokensParam,
-                "prompt" when isChat => "messages",
-                "model" when body.MergedAdapters is not null => "merged_adapters",
-                var other => other,
+                ChoiceOffset = offset,
             };
-            throw Refusals.Invalid(param, e.Message);
+            offset += parts[i].Choices;
         }
-        switch (status)
-        {
-            case SubmitStatus.QueueFull:
-                metrics.Rejected("queue_full");
-                NodeLog.RequestRefused(logger, id, "queue full");
-                throw Refusals.QueueFull();
-            case SubmitStatus.Unavailable:
-                metrics.Rejected("draining");
-                NodeLog.RequestRefused(logger, id, "draining");
-                throw Refusals.Draining();
-        }
-
-        var response = new ResponseContext(id, responseModel, time.GetUtcNow().ToUnixTimeSeconds(), host.Tokenizer, prepared, handle!,
-            typeof(TBody) == typeof(ChatCompletionRequestBody));
-        if (prepared.Stream) return new SseResult(response, logger);
+        if (prepared[0].Stream) return new SseResult(parts, logger);
         try
         {
-            return await NonStreaming.CollectAsync(response, ct).ConfigureAwait(false);
+            return await NonStreaming.CollectAsync(parts, ct).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
-            handle!.Cancel();
+            foreach (var h in handles) h.Cancel();
             NodeLog.ClientDisconnected(logger, id);
             return Results.Empty;
+        }
+    }
+
+    /// <summary>
+    /// Queues every prompt's request, all or none: a refusal of one (a sampling field, a full queue, draining) cancels
+    /// those already queued before it is thrown, so no prompt of a refused request runs.
+    /// </summary>
+    private static GenerationHandle[] Submit(ModelHost host, PreparedRequest[] prepared, GenerationRequestBody body, bool isChat, NodeMetrics metrics, ILogger logger, string id)
+    {
+        var handles = new GenerationHandle[prepared.Length];
+        var submitted = 0;
+        try
+        {
+            for (; submitted < prepared.Length; submitted++)
+            {
+                SubmitStatus status;
+                GenerationHandle? handle;
+                try
+                {
+                    status = host.Scheduler.Submit(prepared[submitted].Generation, out handle);
+                }
+                catch (SamplingParameterException e)
+                {
+                    var param = e.Param switch
+                    {
+                        "max_tokens" => prepared[submitted].MaxTokensParam,
+                        "prompt" when isChat => "messages",
+                        "prompt" when prepared.Length > 1 => $"prompt[{submitted}]",
+                        "model" when body.MergedAdapters is not null => "merged_adapters",
+                        var other => other,
+                    };
+                    throw Refusals.Invalid(param, e.Message);
+                }
+                switch (status)
+                {
+                    case SubmitStatus.QueueFull:
+                        metrics.Rejected("queue_full");
+                        NodeLog.RequestRefused(logger, id, "queue full");
+                        throw Refusals.QueueFull();
+                    case SubmitStatus.Unavailable:
+                        metrics.Rejected("draining");
+                        NodeLog.RequestRefused(logger, id, "draining");
+                        throw Refusals.Draining();
+                }
+                handles[submitted] = handle!;
+            }
+            return handles;
+        }
+        catch
+        {
+            for (var i = 0; i < submitted; i++) handles[i].Cancel();
+            throw;
         }
     }
 }

@@ -16,7 +16,13 @@ internal sealed record PreparedRequest(GenerationRequest Generation, bool Stream
     /// come first in the choice's logprobs); null without echo.
     /// </summary>
     public string? Echo { get; init; }
+
+    /// <summary><c>return_tokens_as_token_ids</c>: logprobs name tokens <c>token_id:&lt;id&gt;</c>.</summary>
+    public bool TokenIdsAsText { get; init; }
 }
+
+/// <summary>One prompt of a completions request: its tokens, and its text when it was sent as text.</summary>
+internal sealed record PromptInput(int[] Tokens, string? Text);
 
 /// <summary>Whether and how logprobs are reported.</summary>
 internal enum LogprobsStyle { None, Completion, Chat }
@@ -33,13 +39,29 @@ internal static class OpenAIRequestMapper
     /// <summary>The instruction DARWIN's beams answer is rewritten through this request (a user message of the chat template).</summary>
     internal const string MutationInstruction = "Rewrite the following instruction in other words, keeping its meaning:\n\n";
 
-    public static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
+    /// <summary>
+    /// <c>/v1/completions</c>: one prepared request per prompt (<c>prompt</c> may hold several, as OpenAI allows: a list
+    /// of strings or a list of token-id lists); their choices follow one another in the response.
+    /// </summary>
+    public static IReadOnlyList<PreparedRequest> Completions(CompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
+    {
+        var prompts = CompletionPrompts(body.Prompt, host);
+        if (prompts.Count > 1 && body.Alignment is not null)
+        {
+            throw Refusals.Invalid("alignment", $"alignment takes one prompt per request, got {prompts.Count}; send the prompts in separate requests.");
+        }
+        var prepared = new PreparedRequest[prompts.Count];
+        for (var i = 0; i < prompts.Count; i++) prepared[i] = Completion(body, host, prompts[i], id, deadline, head);
+        return prepared;
+    }
+
+    private static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, PromptInput input, string id, DateTimeOffset deadline, RewardHead? head)
     {
         var echo = body.Echo == true;
         if (echo) CheckEcho(body);
         if (body.Suffix is { Length: > 0 }) throw Refusals.Invalid("suffix", "suffix is not supported by this node.");
         if (body.BestOf is int bo && bo != (body.N ?? 1)) throw Refusals.Invalid("best_of", "best_of other than n is not supported by this node.");
-        var prompt = CompletionPrompt(body.Prompt, host);
+        var prompt = input.Tokens;
         if (body.Logprobs is int lp && (lp < 0 || lp > MaxCompletionLogprobs))
         {
             throw Refusals.Invalid("logprobs", $"logprobs must be between 0 and {MaxCompletionLogprobs}, got {lp}.");
@@ -52,7 +74,7 @@ internal static class OpenAIRequestMapper
         var scoreOnly = echo && body.MaxTokens == 0;
         var maxTokens = scoreOnly ? 1 : body.MaxTokens ?? Math.Max(1, Math.Min(16, host.MaxContext - prompt.Length));
         var sampling = Sampling(body, maxTokens, body.Logprobs);
-        var instruction = body.Prompt.ValueKind == JsonValueKind.String ? body.Prompt.GetString() : null;
+        var instruction = input.Text;
         var decoding = scoreOnly ? ScoreOnlySpec.Instance : Decoding(body.Alignment, instruction,
             text => host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault),
             text => RenderUser(host, MutationInstruction + text));
@@ -61,7 +83,8 @@ internal static class OpenAIRequestMapper
         return new PreparedRequest(generation, body.Stream == true, body.StreamOptions?.IncludeUsage == true,
             body.Logprobs is null ? LogprobsStyle.None : LogprobsStyle.Completion, "max_tokens")
         {
-            Echo = echo ? PromptText(body.Prompt) ?? host.Tokenizer.Decode(prompt) : null,
+            Echo = echo ? input.Text ?? host.Tokenizer.Decode(prompt) : null,
+            TokenIdsAsText = body.ReturnTokensAsTokenIds == true,
         };
     }
 
@@ -84,16 +107,26 @@ internal static class OpenAIRequestMapper
         }
     }
 
-    public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
+    /// <summary>
+    /// <c>messages</c> checked (a non-empty list, each with a role and text content) and converted; a refusal naming the
+    /// offending field otherwise.
+    /// </summary>
+    internal static List<ChatMessage> Messages(List<ChatMessageBody>? bodies)
     {
-        if (body.Messages is null || body.Messages.Count == 0) throw Refusals.Invalid("messages", "messages must be a non-empty list.");
-        var messages = new List<ChatMessage>(body.Messages.Count);
-        for (var i = 0; i < body.Messages.Count; i++)
+        if (bodies is null || bodies.Count == 0) throw Refusals.Invalid("messages", "messages must be a non-empty list.");
+        var messages = new List<ChatMessage>(bodies.Count);
+        for (var i = 0; i < bodies.Count; i++)
         {
-            var m = body.Messages[i];
+            var m = bodies[i];
             if (string.IsNullOrEmpty(m.Role)) throw Refusals.Invalid($"messages[{i}].role", "Each message needs a role.");
             messages.Add(new ChatMessage(m.Role, MessageText(m.Content, i)));
         }
+        return messages;
+    }
+
+    public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
+    {
+        var messages = Messages(body.Messages);
         var addGenerationPrompt = body.AddGenerationPrompt ?? true;
         var prompt = Render(host, messages, addGenerationPrompt);
         if (body.TopLogprobs is not null && body.Logprobs != true)
@@ -114,7 +147,10 @@ internal static class OpenAIRequestMapper
             },
             text => RenderUser(host, MutationInstruction + text));
         return new PreparedRequest(Generation(body, prompt, sampling, logprobs, id, deadline, head, decoding),
-            body.Stream == true, body.StreamOptions?.IncludeUsage == true, logprobs ? LogprobsStyle.Chat : LogprobsStyle.None, param);
+            body.Stream == true, body.StreamOptions?.IncludeUsage == true, logprobs ? LogprobsStyle.Chat : LogprobsStyle.None, param)
+        {
+            TokenIdsAsText = body.ReturnTokensAsTokenIds == true,
+        };
     }
 
     private static GenerationRequest Generation(GenerationRequestBody body, int[] prompt, SamplingParameters sampling, bool logprobs, string id, DateTimeOffset deadline,
@@ -165,8 +201,11 @@ internal static class OpenAIRequestMapper
         };
     }
 
-    /// <summary>Messages through the chat template, tokenised.</summary>
-    private static int[] Render(ModelHost host, List<ChatMessage> messages, bool addGenerationPrompt)
+    /// <summary>
+    /// Messages through the chat template, tokenised; <paramref name="addSpecialTokens"/> false leaves out the BOS the
+    /// tokenizer would add (<c>add_bos_token</c>) beyond what the template writes.
+    /// </summary>
+    internal static int[] Render(ModelHost host, List<ChatMessage> messages, bool addGenerationPrompt, bool addSpecialTokens = true)
     {
         string text;
         try
@@ -177,7 +216,7 @@ internal static class OpenAIRequestMapper
         {
             throw Refusals.Invalid("messages", e.Message);
         }
-        return host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault);
+        return host.Tokenizer.Encode(text, addSpecialTokens && host.Tokenizer.AddBosByDefault);
     }
 
     /// <summary>One user message through the chat template, with the generation prompt.</summary>
@@ -222,41 +261,70 @@ internal static class OpenAIRequestMapper
         }
     }
 
-    /// <summary>The prompt's text as the client sent it (a string or a one-string list); null for token ids.</summary>
-    private static string? PromptText(JsonElement prompt) => prompt.ValueKind switch
-    {
-        JsonValueKind.String => prompt.GetString(),
-        JsonValueKind.Array when prompt.GetArrayLength() == 1 => PromptText(prompt[0]),
-        _ => null,
-    };
-
-    private static int[] CompletionPrompt(JsonElement prompt, ModelHost host)
+    /// <summary>
+    /// The prompts of <c>/v1/completions</c>, in OpenAI's four shapes: a string, a list of strings, a list of token ids,
+    /// or a list of token-id lists (one prompt per item). Empty prompts and ids outside the model's vocabulary are
+    /// refused naming the prompt (<c>prompt[i]</c> when there are several), before anything is queued.
+    /// </summary>
+    internal static IReadOnlyList<PromptInput> CompletionPrompts(JsonElement prompt, ModelHost host)
     {
         switch (prompt.ValueKind)
         {
             case JsonValueKind.String:
-                var text = prompt.GetString()!;
-                if (text.Length == 0) throw Refusals.Invalid("prompt", "prompt must not be empty.");
-                return host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault);
+                return [TextPrompt(prompt, host, "prompt")];
             case JsonValueKind.Array:
-                var items = prompt.EnumerateArray().ToList();
-                if (items.Count == 0) throw Refusals.Invalid("prompt", "prompt must not be empty.");
-                if (items.All(i => i.ValueKind == JsonValueKind.Number))
+                var count = prompt.GetArrayLength();
+                if (count == 0) throw Refusals.Invalid("prompt", "prompt must not be empty.");
+                var first = prompt[0].ValueKind;
+                if (first == JsonValueKind.Number) return [IdsPrompt(prompt, host, "prompt")];
+                if (first is not (JsonValueKind.String or JsonValueKind.Array))
                 {
-                    return items.Select(i => i.TryGetInt32(out var t) ? t : throw Refusals.Invalid("prompt", "Token ids must be integers.")).ToArray();
+                    throw Refusals.Invalid("prompt", "prompt must be a string, a list of strings, a list of token ids or a list of token-id lists.");
                 }
-                // A batch of one ([["text"]] is not a batch): lm-evaluation-harness sends [[ids]] with batch size 1.
-                if (items.Count == 1 && (items[0].ValueKind == JsonValueKind.String
-                    || (items[0].ValueKind == JsonValueKind.Array && items[0].EnumerateArray().All(i => i.ValueKind == JsonValueKind.Number))))
+                var prompts = new PromptInput[count];
+                var i = 0;
+                foreach (var item in prompt.EnumerateArray())
                 {
-                    return CompletionPrompt(items[0], host);
+                    // A batch of one keeps the plain name: lm-evaluation-harness sends [[ids]] with batch size 1.
+                    var param = count == 1 ? "prompt" : $"prompt[{i}]";
+                    if (item.ValueKind != first)
+                    {
+                        throw Refusals.Invalid(param, "The prompts of one request must all be strings or all be lists of token ids.");
+                    }
+                    prompts[i++] = first == JsonValueKind.String ? TextPrompt(item, host, param) : IdsPrompt(item, host, param);
                 }
-                throw Refusals.Invalid("prompt", "This node takes one prompt per request: a string, a list with one string, a list of token ids, or a list with one list of token ids.");
+                return prompts;
             case JsonValueKind.Undefined or JsonValueKind.Null:
                 throw Refusals.Invalid("prompt", "prompt is required.");
             default:
-                throw Refusals.Invalid("prompt", "prompt must be a string or a list of token ids.");
+                throw Refusals.Invalid("prompt", "prompt must be a string, a list of strings, a list of token ids or a list of token-id lists.");
         }
+    }
+
+    private static PromptInput TextPrompt(JsonElement prompt, ModelHost host, string param)
+    {
+        var text = prompt.GetString()!;
+        if (text.Length == 0) throw Refusals.Invalid(param, "prompt must not be empty.");
+        return new PromptInput(host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault), text);
+    }
+
+    private static PromptInput IdsPrompt(JsonElement prompt, ModelHost host, string param)
+    {
+        var count = prompt.GetArrayLength();
+        if (count == 0) throw Refusals.Invalid(param, "A token-id prompt must hold at least one id.");
+        var vocab = host.Config.VocabSize;
+        var ids = new int[count];
+        var i = 0;
+        foreach (var item in prompt.EnumerateArray())
+        {
+            if (item.ValueKind != JsonValueKind.Number || !item.TryGetInt32(out var id))
+            {
+                throw Refusals.Invalid(param, $"Token ids must be integers; item {i} is {(item.ValueKind == JsonValueKind.Number ? item.GetRawText() : item.ValueKind.ToString().ToLowerInvariant())}.");
+            }
+            if ((uint)id >= (uint)vocab) throw Refusals.Invalid(param, $"Token id {id} (item {i}) is outside the vocabulary [0, {vocab}).");
+            ids[i++] = id;
+        }
+        return new PromptInput(ids, null);
     }
 
     private static string MessageText(JsonElement content, int index)

@@ -28,6 +28,9 @@ public abstract class GenerationRequestBody
     public bool? SkipSpecialTokens { get; set; }
     public MergedAdaptersBody? MergedAdapters { get; set; }
 
+    /// <summary>vLLM's: logprobs name tokens <c>token_id:&lt;id&gt;</c> instead of their text (which may be empty or shared by several ids).</summary>
+    public bool? ReturnTokensAsTokenIds { get; set; }
+
     /// <summary>Extension: the reward head that scores the output (<c>tenant/name</c> or <c>name</c>).</summary>
     public string? RewardHead { get; set; }
 

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.IO.Pipelines;
 using System.Text.Json;
+using System.Threading.Channels;
 using Serving.Inference.Node.Telemetry;
 using Serving.Inference.Sampling;
 using Serving.Inference.Scheduling;
@@ -12,10 +13,27 @@ namespace Serving.Inference.Node.OpenAI;
 /// <c>chat.completion.chunk</c>), then the usage chunk when <c>stream_options.include_usage</c> is set, then
 /// <c>data: [DONE]</c>. JSON is written straight into the response pipe; events already produced are sent in one
 /// flush. A client that disconnects cancels the request, which frees its KV slots before the next decode step.
+/// A completions request with several prompts streams their chunks interleaved as they come, each choice indexed from
+/// its prompt's <see cref="ResponseContext.ChoiceOffset"/>, and ends once every prompt is done.
 /// </summary>
-internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
+internal sealed class SseResult : IResult
 {
     private static readonly JsonWriterOptions WriterOptions = new() { SkipValidation = true };
+
+    private readonly IReadOnlyList<ResponseContext> _parts;
+    private readonly ResponseContext _first; // the first prompt's: id, model, flags and tokenizer are the same for every prompt
+    private readonly ILogger _logger;
+
+    public SseResult(ResponseContext response, ILogger logger) : this([response], logger)
+    {
+    }
+
+    public SseResult(IReadOnlyList<ResponseContext> parts, ILogger logger)
+    {
+        _parts = parts;
+        _first = parts[0];
+        _logger = logger;
+    }
 
     public async Task ExecuteAsync(HttpContext httpContext)
     {
@@ -27,56 +45,114 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
         var ct = httpContext.RequestAborted;
         var pipe = response.BodyWriter;
         var json = new Utf8JsonWriter(pipe, WriterOptions);
-        var offsets = new int[r.Choices];
+        var offsets = new int[_parts[^1].ChoiceOffset + _parts[^1].Choices];
         var completed = false;
         try
         {
-            if (r.IsChat)
+            if (_first.IsChat)
             {
-                for (var i = 0; i < r.Choices; i++) WriteChunk(pipe, json, i, null, roleDelta: true, default, null, offsets);
+                for (var i = 0; i < _first.Choices; i++) WriteChunk(pipe, json, i, null, roleDelta: true, default, null, offsets);
                 await pipe.FlushAsync(ct).ConfigureAwait(false);
             }
-            var events = r.Handle.Events;
-            // The wait takes no token: a cancellable wait on the channel allocates a waiter (~100 B) for every token,
-            // an uncancellable one reuses a single waiter. A disconnect cancels the request instead, and the scheduler
-            // then ends its events (abort, done) before its next decode step, which ends this loop.
-            using var disconnect = ct.Register(static h => ((GenerationHandle)h!).Cancel(), r.Handle);
-            while (await events.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
-            {
-                while (events.TryRead(out var e))
-                {
-                    switch (e.Kind)
-                    {
-                        case GenerationEventKind.Token:
-                            WriteChunk(pipe, json, e.Choice, null, roleDelta: false, e, null, offsets);
-                            break;
-                        case GenerationEventKind.Finished:
-                            WriteChunk(pipe, json, e.Choice, e.FinishReason, roleDelta: false, e, null, offsets);
-                            break;
-                        case GenerationEventKind.Done:
-                            completed = true;
-                            if (r.Handle.Alignment is { } report) WriteAlignment(pipe, json, report);
-                            if (r.Prepared.IncludeUsage) WriteChunk(pipe, json, -1, null, roleDelta: false, default, r.Usage, offsets);
-                            pipe.Write("data: [DONE]\n\n"u8);
-                            break;
-                    }
-                }
-                await pipe.FlushAsync(ct).ConfigureAwait(false);
-            }
+            completed = _parts.Count == 1
+                ? await StreamAsync(pipe, json, offsets, ct).ConfigureAwait(false)
+                : await StreamPromptsAsync(pipe, json, offsets, ct).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
-            NodeLog.ClientDisconnected(logger, r.Id);
+            NodeLog.ClientDisconnected(_logger, _first.Id);
         }
         catch (IOException)
         {
-            NodeLog.ClientDisconnected(logger, r.Id);
+            NodeLog.ClientDisconnected(_logger, _first.Id);
         }
         finally
         {
-            if (!completed) r.Handle.Cancel();
+            if (!completed)
+            {
+                foreach (var part in _parts) part.Handle.Cancel();
+            }
             await json.DisposeAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>One prompt: its events straight from its channel. True once <c>[DONE]</c> was written.</summary>
+    private async Task<bool> StreamAsync(PipeWriter pipe, Utf8JsonWriter json, int[] offsets, CancellationToken ct)
+    {
+        var completed = false;
+        var events = _first.Handle.Events;
+        // The wait takes no token: a cancellable wait on the channel allocates a waiter (~100 B) for every token,
+        // an uncancellable one reuses a single waiter. A disconnect cancels the request instead, and the scheduler
+        // then ends its events (abort, done) before its next decode step, which ends this loop.
+        using var disconnect = ct.Register(static h => ((GenerationHandle)h!).Cancel(), _first.Handle);
+        while (await events.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
+        {
+            while (events.TryRead(out var e))
+            {
+                switch (e.Kind)
+                {
+                    case GenerationEventKind.Token:
+                        WriteChunk(pipe, json, e.Choice, null, roleDelta: false, e, null, offsets);
+                        break;
+                    case GenerationEventKind.Finished:
+                        WriteChunk(pipe, json, e.Choice, e.FinishReason, roleDelta: false, e, null, offsets);
+                        break;
+                    case GenerationEventKind.Done:
+                        completed = true;
+                        if (_first.Handle.Alignment is { } report) WriteAlignment(pipe, json, report);
+                        if (_first.Prepared.IncludeUsage) WriteChunk(pipe, json, -1, null, roleDelta: false, default, _first.Usage, offsets);
+                        pipe.Write("data: [DONE]\n\n"u8);
+                        break;
+                }
+            }
+            await pipe.FlushAsync(ct).ConfigureAwait(false);
+        }
+        return completed;
+    }
+
+    /// <summary>Several prompts: their channels merged into one, in arrival order. True once <c>[DONE]</c> was written.</summary>
+    private async Task<bool> StreamPromptsAsync(PipeWriter pipe, Utf8JsonWriter json, int[] offsets, CancellationToken ct)
+    {
+        var merged = Channel.CreateUnbounded<(int Part, GenerationEvent Event)>(new UnboundedChannelOptions { SingleReader = true });
+        var pumps = new Task[_parts.Count];
+        for (var i = 0; i < pumps.Length; i++) pumps[i] = PumpAsync(_parts[i].Handle, i, merged.Writer);
+        _ = Task.WhenAll(pumps).ContinueWith(static (_, w) => ((ChannelWriter<(int, GenerationEvent)>)w!).TryComplete(), merged.Writer,
+            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        using var disconnect = ct.Register(static p =>
+        {
+            foreach (var part in (IReadOnlyList<ResponseContext>)p!) part.Handle.Cancel();
+        }, _parts);
+        var done = 0;
+        var completed = false;
+        while (await merged.Reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
+        {
+            while (merged.Reader.TryRead(out var item))
+            {
+                var e = item.Event;
+                var choice = _parts[item.Part].ChoiceOffset + e.Choice;
+                switch (e.Kind)
+                {
+                    case GenerationEventKind.Token:
+                        WriteChunk(pipe, json, choice, null, roleDelta: false, e, null, offsets);
+                        break;
+                    case GenerationEventKind.Finished:
+                        WriteChunk(pipe, json, choice, e.FinishReason, roleDelta: false, e, null, offsets);
+                        break;
+                    case GenerationEventKind.Done when ++done == _parts.Count:
+                        completed = true;
+                        if (_first.Prepared.IncludeUsage) WriteChunk(pipe, json, -1, null, roleDelta: false, default, ResponseContext.SumUsage(_parts), offsets);
+                        pipe.Write("data: [DONE]\n\n"u8);
+                        break;
+                }
+            }
+            await pipe.FlushAsync(ct).ConfigureAwait(false);
+        }
+        return completed;
+    }
+
+    private static async Task PumpAsync(GenerationHandle handle, int part, ChannelWriter<(int, GenerationEvent)> merged)
+    {
+        await foreach (var e in handle.Events.ReadAllAsync(CancellationToken.None).ConfigureAwait(false)) merged.TryWrite((part, e));
     }
 
     /// <summary>One <c>data:</c> line. <paramref name="choice"/> -1 writes the usage chunk (no choices).</summary>
@@ -86,17 +162,17 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
         pipe.Write("data: "u8);
         json.Reset(pipe);
         json.WriteStartObject();
-        json.WriteString("id"u8, r.Id);
-        json.WriteString("object"u8, r.IsChat ? "chat.completion.chunk"u8 : "text_completion"u8);
-        json.WriteNumber("created"u8, r.Created);
-        json.WriteString("model"u8, r.Model);
+        json.WriteString("id"u8, _first.Id);
+        json.WriteString("object"u8, _first.IsChat ? "chat.completion.chunk"u8 : "text_completion"u8);
+        json.WriteNumber("created"u8, _first.Created);
+        json.WriteString("model"u8, _first.Model);
         json.WriteStartArray("choices"u8);
         if (choice >= 0)
         {
             json.WriteStartObject();
             json.WriteNumber("index"u8, choice);
             var text = token.Text ?? string.Empty;
-            if (r.IsChat)
+            if (_first.IsChat)
             {
                 json.WriteStartObject("delta"u8);
                 if (roleDelta)
@@ -114,7 +190,7 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
             {
                 json.WriteString("text"u8, text);
             }
-            if (finish is null && token.Kind == GenerationEventKind.Token && token.TokenId >= 0 && r.Prepared.Logprobs != LogprobsStyle.None)
+            if (finish is null && token.Kind == GenerationEventKind.Token && token.TokenId >= 0 && _first.Prepared.Logprobs != LogprobsStyle.None)
             {
                 WriteLogprobs(json, token, offsets[choice]);
             }
@@ -140,7 +216,7 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
             if (usage.DraftAcceptance is double acceptance) json.WriteNumber("draft_acceptance"u8, acceptance);
             json.WriteEndObject();
         }
-        else if (r.Prepared.IncludeUsage)
+        else if (_first.Prepared.IncludeUsage)
         {
             json.WriteNull("usage"u8);
         }
@@ -155,10 +231,10 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
         pipe.Write("data: "u8);
         json.Reset(pipe);
         json.WriteStartObject();
-        json.WriteString("id"u8, r.Id);
-        json.WriteString("object"u8, r.IsChat ? "chat.completion.chunk"u8 : "text_completion"u8);
-        json.WriteNumber("created"u8, r.Created);
-        json.WriteString("model"u8, r.Model);
+        json.WriteString("id"u8, _first.Id);
+        json.WriteString("object"u8, _first.IsChat ? "chat.completion.chunk"u8 : "text_completion"u8);
+        json.WriteNumber("created"u8, _first.Created);
+        json.WriteString("model"u8, _first.Model);
         json.WriteStartArray("choices"u8);
         json.WriteEndArray();
         json.WritePropertyName("alignment"u8);
@@ -171,8 +247,8 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
     private void WriteLogprobs(Utf8JsonWriter json, in GenerationEvent token, int offset)
     {
         json.WriteStartObject("logprobs"u8);
-        var text = r.TokenText(token.TokenId);
-        if (r.IsChat)
+        var text = _first.TokenText(token.TokenId);
+        if (_first.IsChat)
         {
             json.WriteStartArray("content"u8);
             json.WriteStartObject();
@@ -181,7 +257,7 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
             foreach (var a in token.TopLogprobs ?? [])
             {
                 json.WriteStartObject();
-                WriteToken(json, r.TokenText(a.TokenId), a.Logprob);
+                WriteToken(json, _first.TokenText(a.TokenId), a.Logprob);
                 json.WriteEndObject();
             }
             json.WriteEndArray();
@@ -203,7 +279,7 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
                 var seen = new HashSet<string>();
                 foreach (var a in top)
                 {
-                    var t = r.TokenText(a.TokenId);
+                    var t = _first.TokenText(a.TokenId);
                     if (seen.Add(t)) json.WriteNumber(t, a.Logprob);
                 }
                 json.WriteEndObject();

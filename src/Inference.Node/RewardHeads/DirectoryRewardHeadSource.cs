@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Options;
+using Serving.Checkpoints;
 using Serving.Checkpoints.RewardHeads;
 using Serving.Contracts.Models;
 using Serving.Inference.Node.Hosting;
@@ -26,7 +27,7 @@ public sealed class DirectoryRewardHeadSource : IRewardHeadSource
             var path = Path.GetFullPath(folder);
             var key = $"{ModelId.PublicTenant}/{name}@1";
             var config = Path.Combine(path, "config.json");
-            var otter = File.Exists(config) && OtterReader.IsOtter(File.ReadAllBytes(config));
+            var otter = LinkedFiles.Exists(config) && OtterReader.IsOtter(LinkedFiles.ReadAllBytes(config));
             var head = otter
                 ? new RewardHead(OtterReader.ReadFolder(path, host.Model.Config), host.Model, key)
                 : new RewardHead(RewardHeadReader.ReadFolder(path, host.Model.Config), host.Model, key);

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Serving.Checkpoints;
 
 namespace Serving.Inference.Tokenization;
 
@@ -10,7 +11,7 @@ internal static class JsonUtil
         byte[] bytes;
         try
         {
-            bytes = File.ReadAllBytes(path);
+            bytes = LinkedFiles.ReadAllBytes(path);
         }
         catch (IOException e)
         {

@@ -1,3 +1,5 @@
+using Serving.Checkpoints;
+
 namespace Serving.Inference.Tokenization;
 
 /// <summary>
@@ -12,9 +14,15 @@ namespace Serving.Inference.Tokenization;
 /// as BOS and EOS when <c>vocabSize &gt; 256</c>.</item>
 /// </list>
 /// <c>tokenizer_config.json</c> (with <c>special_tokens_map.json</c>, <c>added_tokens.json</c>) supplies bos/eos and <c>add_bos_token</c>.
+/// Files may be symbolic links (the Hugging Face cache's snapshots); a dangling one is refused by name before anything is
+/// chosen, so a missing blob never silently falls through to another tokenizer.
 /// </summary>
 public static class TokenizerLoader
 {
+    /// <summary>Every file this loader may read from a checkpoint folder.</summary>
+    private static readonly string[] Files =
+        ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"];
+
     /// <param name="checkpointDirectory">The checkpoint folder.</param>
     /// <param name="vocabSize">The model's vocabulary size (<c>config.json</c>); a tokenizer with ids beyond it is refused. 0 skips that check (not allowed for the byte tokenizer).</param>
     public static ITokenizer Load(string checkpointDirectory, int vocabSize)
@@ -22,6 +30,18 @@ public static class TokenizerLoader
         ArgumentNullException.ThrowIfNull(checkpointDirectory);
         ArgumentOutOfRangeException.ThrowIfNegative(vocabSize);
         if (!Directory.Exists(checkpointDirectory)) throw new DirectoryNotFoundException($"Checkpoint folder '{checkpointDirectory}' does not exist.");
+        foreach (var file in Files)
+        {
+            var path = Path.Combine(checkpointDirectory, file);
+            try
+            {
+                LinkedFiles.ThrowIfDangling(path);
+            }
+            catch (DanglingLinkException e)
+            {
+                throw new TokenizerFormatException(path, e.Message, e);
+            }
+        }
 
         var config = TokenizerConfig.Read(checkpointDirectory);
         string Path_(string name) => Path.Combine(checkpointDirectory, name);

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Serving.Checkpoints;
 
 namespace Serving.Inference.Chat.Jinja;
 
@@ -12,8 +13,8 @@ internal static class TemplateLoader
     public static string? ReadChatTemplate(string directory)
     {
         var path = Path.Combine(directory, "tokenizer_config.json");
-        if (!File.Exists(path)) return null;
-        using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+        if (!LinkedFiles.Exists(path)) return null;
+        using var doc = JsonDocument.Parse(LinkedFiles.ReadAllBytes(path));
         if (!doc.RootElement.TryGetProperty("chat_template", out var t)) return null;
         string? source = null;
         if (t.ValueKind == JsonValueKind.String)
