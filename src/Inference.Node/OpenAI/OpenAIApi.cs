@@ -160,22 +160,14 @@ public static class OpenAIApi
         // Refusals (RequestRefusedException, SamplingParameterException, an unreachable store) and a client that went
         // away are the node's exception handler's to answer.
         var tenant = Tenant(context);
-        try
-        {
-            body = await JsonSerializer.DeserializeAsync<TBody>(context.Request.Body, RequestJson, ct).ConfigureAwait(false)
-                ?? throw Refusals.Invalid(null, "The request body must be a JSON object.");
-        }
-        catch (JsonException e)
-        {
-            var param = e.Path is { Length: > 2 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : null;
-            throw Refusals.Invalid(param, $"The request body is not valid JSON for this endpoint: {e.Message}", ErrorCodes.InvalidJson);
-        }
+        body = await RequestBodyReader.ReadAsync<TBody>(context.Request, ct).ConfigureAwait(false);
         var resolution = catalog.Resolve(body.Model, out var adapter);
         if (resolution == ModelResolution.UnknownModel) throw Refusals.ModelNotFound(body.Model!);
         var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
         var head = await rewardHeads.ResolveAsync(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true, ct).ConfigureAwait(false);
         if (head is not null) context.Response.Headers[RewardHeadHeader] = head.Key;
         prepared = prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head);
+        if (prepared.IncludeUsage && body.StreamOptions?.ContinuousUsageStats == true) prepared = prepared with { ContinuousUsage = true };
         // echo scores the prompt with every layer (an explicit early_exit was refused): the node's default mode stays off.
         if (prepared.Echo is null) prepared = exits.Apply(body.EarlyExit, prepared);
         if (tenant is not null) prepared = prepared with { Generation = prepared.Generation with { Tenant = tenant } };

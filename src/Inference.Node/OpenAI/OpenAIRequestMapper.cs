@@ -16,6 +16,9 @@ internal sealed record PreparedRequest(GenerationRequest Generation, bool Stream
     /// come first in the choice's logprobs); null without echo.
     /// </summary>
     public string? Echo { get; init; }
+
+    /// <summary>Streams: every chunk carries the usage so far (<c>stream_options.continuous_usage_stats</c> with <c>include_usage</c>).</summary>
+    public bool ContinuousUsage { get; init; }
 }
 
 /// <summary>Whether and how logprobs are reported.</summary>
@@ -91,6 +94,7 @@ internal static class OpenAIRequestMapper
         for (var i = 0; i < body.Messages.Count; i++)
         {
             var m = body.Messages[i];
+            if (m is null) throw Refusals.Invalid($"messages[{i}]", "Each message must be an object with a role and content.");
             if (string.IsNullOrEmpty(m.Role)) throw Refusals.Invalid($"messages[{i}].role", "Each message needs a role.");
             messages.Add(new ChatMessage(m.Role, MessageText(m.Content, i)));
         }
@@ -197,6 +201,7 @@ internal static class OpenAIRequestMapper
         StopStrings = StopStrings(body.Stop),
         IgnoreEos = body.IgnoreEos ?? false,
         TopLogprobs = topLogprobs,
+        LogitBias = LogitBiasField.Read(body.LogitBias),
     };
 
     private static string[] StopStrings(JsonElement stop)
@@ -271,7 +276,7 @@ internal static class OpenAIRequestMapper
                 var sb = new System.Text.StringBuilder();
                 foreach (var part in content.EnumerateArray())
                 {
-                    if (part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var type) && type.GetString() == "text"
+                    if (part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "text"
                         && part.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String)
                     {
                         sb.Append(t.GetString());

@@ -10,8 +10,9 @@ namespace Serving.Inference.Node.OpenAI;
 /// <summary>
 /// Streams a request's events as Server-Sent Events in OpenAI's chunk format (<c>text_completion</c> or
 /// <c>chat.completion.chunk</c>), then the usage chunk when <c>stream_options.include_usage</c> is set, then
-/// <c>data: [DONE]</c>. JSON is written straight into the response pipe; events already produced are sent in one
-/// flush. A client that disconnects cancels the request, which frees its KV slots before the next decode step.
+/// <c>data: [DONE]</c>; with <c>continuous_usage_stats</c> too, every chunk carries the usage so far (vLLM's
+/// extension). JSON is written straight into the response pipe; events already produced are sent in one flush. A
+/// client that disconnects cancels the request, which frees its KV slots before the next decode step.
 /// </summary>
 internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
 {
@@ -138,6 +139,17 @@ internal sealed class SseResult(ResponseContext r, ILogger logger) : IResult
             json.WriteNumber("generated_tokens"u8, usage.GeneratedTokens);
             if (usage.LayersPerToken is double layers) json.WriteNumber("layers_per_token"u8, layers);
             if (usage.DraftAcceptance is double acceptance) json.WriteNumber("draft_acceptance"u8, acceptance);
+            json.WriteEndObject();
+        }
+        else if (r.Prepared.ContinuousUsage)
+        {
+            // The counts so far, read from the handle (no allocation per chunk): the gateway settles a cancelled stream by them.
+            int prompt = r.Handle.PromptTokens, completion = r.Handle.CompletionTokens;
+            json.WriteStartObject("usage"u8);
+            json.WriteNumber("prompt_tokens"u8, prompt);
+            json.WriteNumber("completion_tokens"u8, completion);
+            json.WriteNumber("total_tokens"u8, prompt + completion);
+            json.WriteNumber("generated_tokens"u8, r.Handle.GeneratedTokens);
             json.WriteEndObject();
         }
         else if (r.Prepared.IncludeUsage)
