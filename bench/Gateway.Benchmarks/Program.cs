@@ -35,7 +35,13 @@ const int StreamTokens = 16;
 byte[] chunk = Encoding.UTF8.GetBytes("""data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"bench","choices":[{"index":0,"delta":{"content":" ok"},"finish_reason":null}]}""" + "\n\n");
 byte[] tail = Encoding.UTF8.GetBytes("data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"bench\",\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":"
     + StreamTokens + ",\"total_tokens\":" + (8 + StreamTokens) + "}}\n\ndata: [DONE]\n\n");
+// With stream_options.continuous_usage_stats (what the gateway asks of nodes, to settle cancelled streams) every chunk
+// carries the usage so far, as the real node writes it.
+byte[][] chunksWithUsage = Enumerable.Range(1, StreamTokens).Select(i => Encoding.UTF8.GetBytes(
+    """data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"bench","choices":[{"index":0,"delta":{"content":" ok"},"finish_reason":null}],"usage":{"prompt_tokens":8,"completion_tokens":"""
+    + i + ",\"total_tokens\":" + (8 + i) + ",\"generated_tokens\":" + i + "}}\n\n")).ToArray();
 byte[] streamFlag = "\"stream\":true"u8.ToArray();
+byte[] continuousFlag = "\"continuous_usage_stats\":true"u8.ToArray();
 node.MapPost("/v1/chat/completions", async (HttpContext ctx) =>
 {
     using var body = new MemoryStream();
@@ -47,9 +53,10 @@ node.MapPost("/v1/chat/completions", async (HttpContext ctx) =>
         return;
     }
     ctx.Response.ContentType = "text/event-stream";
+    bool continuous = body.GetBuffer().AsSpan(0, (int)body.Length).IndexOf(continuousFlag) >= 0;
     for (var i = 0; i < StreamTokens; i++)
     {
-        await ctx.Response.Body.WriteAsync(chunk);
+        await ctx.Response.Body.WriteAsync(continuous ? chunksWithUsage[i] : chunk);
         await ctx.Response.Body.FlushAsync();
     }
     await ctx.Response.Body.WriteAsync(tail);

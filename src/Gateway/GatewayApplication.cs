@@ -110,7 +110,7 @@ public static class GatewayApplication
         app.MapModelsApi();
         app.MapAdapterApi().RequireAuthorization(TenancyPolicies.Tenant).RequireRateLimiting(RateLimitPolicies.TenantRequests);
         app.MapRewardHeadApi().RequireAuthorization(TenancyPolicies.Tenant).RequireRateLimiting(RateLimitPolicies.TenantRequests);
-        app.MapAdminApi();
+        app.MapAdminApi().MapTenantUsageApi();
         app.MapReverseProxy(proxy =>
         {
             var request = proxy.ApplicationServices.GetRequiredService<OpenAiRequestMiddleware>();

@@ -60,6 +60,12 @@ public static class ErrorCodes
     /// <summary>A tenant id outside the allowed form (gateway admin API).</summary>
     public static readonly ErrorCode TenantInvalid = new("tenant_invalid", 400, ErrorTypes.InvalidRequest);
 
+    /// <summary>
+    /// A request whose token reservation (prompt + n × max_tokens, clamped to the model's context) exceeds what the
+    /// tenant may spend in a minute, so waiting can never admit it (gateway).
+    /// </summary>
+    public static readonly ErrorCode TokenBudgetExceeded = new("token_budget_exceeded", 400, ErrorTypes.InvalidRequest);
+
     // ---- 401, 403 ----
 
     /// <summary>No API key was sent (gateway).</summary>
@@ -149,7 +155,7 @@ public static class ErrorCodes
     /// <summary>Every row of the table, in the order above.</summary>
     public static IReadOnlyList<ErrorCode> All { get; } =
     [
-        InvalidParameter, InvalidJson, MissingParameter, InvalidTenant, ModelAmbiguous, AdapterIncompatible, TenantInvalid,
+        InvalidParameter, InvalidJson, MissingParameter, InvalidTenant, ModelAmbiguous, AdapterIncompatible, TenantInvalid, TokenBudgetExceeded,
         MissingApiKey, InvalidApiKey, Forbidden,
         ModelNotFound, NotPinned, RewardHeadNotFound, TenantNotFound, KeyNotFound,
         RequestTooLarge, FeatureUnavailable, RewardHeadIncompatible, RequestRateLimited, TokenRateLimited, ClientClosed,

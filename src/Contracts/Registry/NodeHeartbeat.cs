@@ -35,6 +35,12 @@ public sealed record NodeHeartbeat
     /// <summary>Largest number of rows the node runs at once (0 when unknown).</summary>
     [JsonPropertyName("max_running")] public int MaxRunning { get; init; }
 
+    /// <summary>
+    /// Most tokens (prompt + completion) one sequence may hold on this node, vLLM's <c>max_model_len</c>; 0 when unknown.
+    /// The gateway clamps a request's token reservation to it.
+    /// </summary>
+    [JsonPropertyName("max_model_len")] public int MaxModelLen { get; init; }
+
     /// <summary>Fraction of the KV cache in use, 0..1.</summary>
     [JsonPropertyName("kv_usage")] public double KvUsage { get; init; }
 

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text.Json;
 using Microsoft.Extensions.Options;
 using Serving.Contracts.Errors;
+using Serving.Contracts.Json;
 using Serving.Contracts.Models;
 using Serving.Gateway.RateLimiting;
 using Serving.Gateway.Routing;
@@ -9,68 +10,18 @@ using Serving.Gateway.Tenancy;
 
 namespace Serving.Gateway.Api;
 
-/// <summary>The fields of an OpenAI request body the gateway needs.</summary>
-/// <param name="Model">The <c>model</c> string.</param>
-/// <param name="ModelStart">Byte offset of the model's JSON string token (including its quote).</param>
-/// <param name="ModelLength">Byte length of that token (quotes included).</param>
-/// <param name="MaxTokens">max_tokens or max_completion_tokens, null when absent.</param>
-/// <param name="N">n, 1 when absent.</param>
-internal readonly record struct RequestFields(string? Model, int ModelStart, int ModelLength, int? MaxTokens, int N)
-{
-    /// <summary>Reads top-level fields; throws <see cref="JsonException"/> for malformed JSON or a non-object.</summary>
-    public static RequestFields Parse(ReadOnlySpan<byte> json)
-    {
-        var reader = new Utf8JsonReader(json, new JsonReaderOptions { MaxDepth = 64 });
-        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject) throw new JsonException("The body must be a JSON object.");
-        string? model = null;
-        int start = 0, length = 0, n = 1;
-        int? maxTokens = null;
-        while (reader.Read())
-        {
-            if (reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == 0) break;
-            if (reader.TokenType != JsonTokenType.PropertyName || reader.CurrentDepth != 1)
-            {
-                continue;
-            }
-            if (reader.ValueTextEquals("model"u8))
-            {
-                reader.Read();
-                if (reader.TokenType != JsonTokenType.String) throw new JsonException("'model' must be a string.");
-                model = reader.GetString();
-                start = (int)reader.TokenStartIndex;
-                length = (int)(reader.BytesConsumed - reader.TokenStartIndex);
-            }
-            else if (reader.ValueTextEquals("max_tokens"u8) || reader.ValueTextEquals("max_completion_tokens"u8))
-            {
-                reader.Read();
-                if (reader.TokenType == JsonTokenType.Number && reader.TryGetInt32(out int m)) maxTokens = m;
-            }
-            else if (reader.ValueTextEquals("n"u8))
-            {
-                reader.Read();
-                if (reader.TokenType == JsonTokenType.Number && reader.TryGetInt32(out int v) && v > 0) n = v;
-            }
-            else
-            {
-                reader.Read();
-                reader.Skip();
-            }
-        }
-        return new RequestFields(model, start, length, maxTokens, n);
-    }
-}
-
 /// <summary>
 /// First step of the proxy pipeline for the OpenAI routes: reads the body (bounded), resolves <c>model</c> against
 /// the caller's tenant (another tenant's adapter is a 404), charges the token budget, rewrites <c>model</c> to its
 /// canonical form <c>base:tenant/adapter</c> for the node, strips the caller's key, and hands the routing policy a
 /// <see cref="RoutingRequest"/>. Every other field (OpenAI's and the node's extensions: <c>reward_head</c>,
 /// <c>return_token_rewards</c>, <c>alignment</c>, <c>early_exit</c>, …) reaches the node byte for byte: only the
-/// <c>model</c> token is spliced. After the response, the node's <c>usage.generated_tokens</c> settles the token charge
-/// (<see cref="TokenBudget.Settle"/>).
+/// <c>model</c> token is spliced, and for a stream the <c>stream_options</c> value, so that the node reports usage in
+/// every chunk (<see cref="UsageCapture"/> shows the client only the usage it asked for). The token reservation is
+/// settled when the response ends (<see cref="TokenSettlement"/>).
 /// </summary>
 internal sealed class OpenAiRequestMiddleware(
-    INodeView view, AdapterVisibility visibility, TokenBudget tokens, IOptionsMonitor<RoutingOptions> routing,
+    INodeView view, AdapterVisibility visibility, TokenBudget tokens, TenantUsage usage, IOptionsMonitor<RoutingOptions> routing,
     IOptionsMonitor<RateLimitOptions> limits, IOptions<GatewayOptions> gateway)
 {
     /// <summary>Header carrying the calling tenant to the node (set by the gateway, never taken from the client).</summary>
@@ -98,10 +49,22 @@ internal sealed class OpenAiRequestMiddleware(
             return;
         }
 
+        if (JsonTextCheck.FindInvalidString(body) is { } badText)
+        {
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.InvalidJson,
+                $"The request body holds text that is not valid UTF-8 (or an escape that leaves a lone surrogate) in {(badText.Length == 0 ? "a property name" : $"'{badText}'")}; send UTF-8 JSON.",
+                badText.Length == 0 ? null : badText);
+            return;
+        }
         RequestFields fields;
         try
         {
-            fields = RequestFields.Parse(body);
+            fields = RequestFields.Parse(body, chat: context.Request.Path.StartsWithSegments("/v1/chat"));
+        }
+        catch (RequestFieldException e)
+        {
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.InvalidJson, $"The request body is not valid JSON for this endpoint: {e.Message}", e.Param);
+            return;
         }
         catch (JsonException e)
         {
@@ -118,7 +81,7 @@ internal sealed class OpenAiRequestMiddleware(
             await ModelNotFoundAsync(context, fields.Model);
             return;
         }
-        if (!ServedNow(model.BaseModel))
+        if (ServedNow(model.BaseModel) is not { } maxModelLen)
         {
             await OpenAiErrors.WriteAsync(context, ErrorCodes.NoNodeAvailable, $"No inference node serving '{model.BaseModel}' is available right now; retry shortly.",
                 retryAfter: gateway.Value.RetryAfter);
@@ -135,54 +98,98 @@ internal sealed class OpenAiRequestMiddleware(
             model = model.WithTenant(AdapterVisibility.OwnerFor(model, tenant)!);
         }
 
-        // /tokenize and /detokenize generate nothing: they cost their body only.
+        // /tokenize and /detokenize generate nothing: they reserve (and, answering without usage, are charged) their body only.
         bool generates = !RegistryProxyConfigProvider.TokenizerPaths.Contains(context.Request.Path.Value, StringComparer.Ordinal);
         int maxTokens = generates ? fields.MaxTokens ?? limits.CurrentValue.DefaultMaxTokens : 0;
-        int cost = TokenBudget.Estimate(body.Length, maxTokens, fields.N);
-        var (ok, retryAfter) = tokens.TryTake(tenant, cost);
-        if (!ok)
+        var cost = TokenCost.Of(body.Length, maxTokens, fields.N, maxModelLen);
+        var (admission, reservation, retryAfter) = tokens.TryReserve(tenant, cost.Tokens);
+        if (admission == Admission.NeverFits)
+        {
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.TokenBudgetExceeded,
+                $"This request may use up to {cost.Tokens} tokens (about {cost.Prompt} of prompt + {cost.Choices} × {cost.PerChoice} of completion"
+                + (maxModelLen > 0 ? $", max_tokens clamped to the model's context of {maxModelLen}" : "")
+                + $"), more than your tenant may spend in a minute ({tokens.LimitOf(tenant)}); lower max_tokens or n, or shorten the prompt.",
+                fields.MaxTokensParam);
+            return;
+        }
+        if (reservation is null)
         {
             await TenantRateLimits.WriteTooManyAsync(context, retryAfter, ErrorCodes.TokenRateLimited, "tokens");
             return;
         }
 
-        string canonical = model.ToString();
-        if (canonical != fields.Model) body = Splice(body, fields, canonical);
-        context.Request.Body = new MemoryStream(body, writable: false);
-        context.Request.ContentLength = body.Length;
-        context.Request.Headers.Remove("Transfer-Encoding");
-        context.Request.Headers.Authorization = default;
-        context.Request.Headers.Remove("api-key");
-        context.Request.Headers[TenantHeader] = tenant;
-        // The spread key only scatters base-model requests over nodes: no need for a cryptographic generator.
-        context.Features.Set(new RoutingRequest(model, tenant, (ulong)Random.Shared.NextInt64()));
-
-        // What the node reports generating (usage.generated_tokens) settles the charge upward when it exceeds max_tokens × n.
-        var tap = new GeneratedTokensTap(context.Response.Body);
-        context.Response.Body = tap;
-        await next();
-        if (tap.GeneratedTokens is { } generated) tokens.Settle(tenant, (long)Math.Max(0, maxTokens) * fields.N, generated);
+        var capture = new UsageCapture(context.Response.Body, () => context.Response.ContentType?.StartsWith("text/event-stream", StringComparison.OrdinalIgnoreCase) == true,
+            !fields.IncludeUsage ? ClientUsage.None : fields.ContinuousUsage ? ClientUsage.Continuous : ClientUsage.Final);
+        var responseBody = context.Response.Body;
+        try
+        {
+            string canonical = model.ToString();
+            body = Rewrite(body, fields, canonical == fields.Model ? null : canonical);
+            context.Request.Body = new MemoryStream(body, writable: false);
+            context.Request.ContentLength = body.Length;
+            context.Request.Headers.Remove("Transfer-Encoding");
+            context.Request.Headers.Authorization = default;
+            context.Request.Headers.Remove("api-key");
+            context.Request.Headers[TenantHeader] = tenant;
+            // The spread key only scatters base-model requests over nodes: no need for a cryptographic generator.
+            context.Features.Set(new RoutingRequest(model, tenant, (ulong)Random.Shared.NextInt64()));
+            context.Response.Body = capture;
+            await next();
+            await capture.CompleteAsync(context.RequestAborted);
+        }
+        finally
+        {
+            context.Response.Body = responseBody;
+            var (charged, outcome, used) = TokenSettlement.Decide(reservation.Tokens, fields.Stream, context, capture);
+            tokens.Settle(reservation, charged);
+            usage.Record(tenant, model.AdapterKey, outcome, used, charged);
+            await capture.DisposeAsync();
+        }
     }
 
-    private bool ServedNow(string baseModel)
+    /// <summary>Whether a ready node serves <paramref name="baseModel"/>, and the largest context one publishes (0 when none does); null when none is ready.</summary>
+    private int? ServedNow(string baseModel)
     {
+        int? served = null;
         foreach (var n in view.Current.Nodes.Values)
         {
-            if (n.Heartbeat.Ready && n.Heartbeat.Model == baseModel) return true;
+            if (n.Heartbeat.Ready && n.Heartbeat.Model == baseModel) served = Math.Max(served ?? 0, n.Heartbeat.MaxModelLen);
         }
-        return false;
+        return served;
     }
 
     private static Task ModelNotFoundAsync(HttpContext context, string model) =>
         OpenAiErrors.WriteAsync(context, ErrorCodes.ModelNotFound, $"The model '{model}' does not exist or you do not have access to it.", "model");
 
-    private static byte[] Splice(byte[] body, RequestFields fields, string canonical)
+    private static readonly byte[] StreamOptionsValue = "{\"include_usage\":true,\"continuous_usage_stats\":true}"u8.ToArray();
+
+    /// <summary>
+    /// The body for the node: <c>model</c> replaced by <paramref name="canonical"/> (when not null) and, for a stream,
+    /// <c>stream_options</c> asking for usage in every chunk (its value replaced, or the member added first).
+    /// </summary>
+    private static byte[] Rewrite(byte[] body, RequestFields fields, string? canonical)
     {
-        byte[] value = JsonSerializer.SerializeToUtf8Bytes(canonical);
-        var result = new byte[body.Length - fields.ModelLength + value.Length];
-        body.AsSpan(0, fields.ModelStart).CopyTo(result);
-        value.CopyTo(result, fields.ModelStart);
-        body.AsSpan(fields.ModelStart + fields.ModelLength).CopyTo(result.AsSpan(fields.ModelStart + value.Length));
+        var edits = new List<(int Start, int Length, byte[] Value)>(2);
+        if (canonical is not null) edits.Add((fields.ModelStart, fields.ModelLength, JsonSerializer.SerializeToUtf8Bytes(canonical)));
+        if (fields.Stream)
+        {
+            edits.Add(fields.StreamOptions.Start >= 0
+                ? (fields.StreamOptions.Start, fields.StreamOptions.Length, StreamOptionsValue)
+                : (fields.BodyStart, 0, [.. "\"stream_options\":"u8, .. StreamOptionsValue, (byte)',']));
+        }
+        if (edits.Count == 0) return body;
+        edits.Sort((a, b) => a.Start.CompareTo(b.Start));
+        var result = new byte[body.Length + edits.Sum(e => e.Value.Length - e.Length)];
+        int from = 0, to = 0;
+        foreach (var (start, length, value) in edits)
+        {
+            body.AsSpan(from, start - from).CopyTo(result.AsSpan(to));
+            to += start - from;
+            value.CopyTo(result, to);
+            to += value.Length;
+            from = start + length;
+        }
+        body.AsSpan(from).CopyTo(result.AsSpan(to));
         return result;
     }
 

@@ -61,7 +61,7 @@ internal sealed class OpenAiRoutesDocument : IOpenApiDocumentTransformer
                                 ["text/event-stream"] = new(),
                             },
                         },
-                        ["400"] = new OpenApiResponse { Description = "Invalid request (OpenAI error JSON; `param` names the field)" },
+                        ["400"] = new OpenApiResponse { Description = "Invalid request (OpenAI error JSON; `param` names the field), or a reservation beyond the tenant's whole token budget (token_budget_exceeded)" },
                         ["404"] = new OpenApiResponse { Description = "Unknown model, adapter or reward head, or one the caller may not see" },
                         ["429"] = new OpenApiResponse { Description = "The tenant's request or token rate (with Retry-After)" },
                     },
@@ -89,7 +89,7 @@ internal abstract record GenerationExtensionsDoc
     [JsonPropertyName("model"), Description("The base model, or base:adapter, base:tenant/adapter")]
     public required string Model { get; init; }
 
-    [JsonPropertyName("max_tokens"), Description("Output tokens per choice; with n, what the token budget is charged at admission")]
+    [JsonPropertyName("max_tokens"), Description("Output tokens per choice; with n, what the token budget reserves at admission (clamped to the model's context); the response's usage settles it")]
     public int? MaxTokens { get; init; }
 
     [JsonPropertyName("n"), Description("Choices")]

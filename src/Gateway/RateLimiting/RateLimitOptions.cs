@@ -12,12 +12,13 @@ public sealed class RateLimitOptions
     public int RequestsPerMinute { get; set; } = 600;
 
     /// <summary>
-    /// Tokens per minute per tenant: prompt bytes / 4 + max_tokens × n, charged at admission, plus what the node reports
-    /// generating beyond max_tokens × n (<c>usage.generated_tokens</c>), charged when the response ends; 1–10⁹, default 200 000.
+    /// Tokens per minute per tenant (the bucket's size and refill rate): each request reserves prompt bytes / 4 +
+    /// n × max_tokens (clamped to the model's context) and is settled at its usage, prompt once + every generated token
+    /// (<see cref="TokenBudget"/>); 1–10⁹, default 200 000.
     /// </summary>
     public int TokensPerMinute { get; set; } = 200_000;
 
-    /// <summary>Completion tokens assumed when a request sets no max_tokens; 1–1 000 000, default 256.</summary>
+    /// <summary>Completion tokens reserved per choice when a request sets no max_tokens; 1–1 000 000, default 256.</summary>
     public int DefaultMaxTokens { get; set; } = 256;
 
     /// <summary>Overrides by tenant id.</summary>

@@ -85,9 +85,12 @@ internal sealed partial class UpstreamRetryMiddleware
     }
 
     /// <summary>True when the forward failed before any byte reached a node: a refused or failed connection.</summary>
-    internal static bool NeverReachedNode(HttpContext context)
+    internal static bool NeverReachedNode(HttpContext context) =>
+        !context.Response.HasStarted && context.GetForwarderErrorFeature() is { } error && IsConnectFailure(error);
+
+    /// <summary>True when <paramref name="error"/> is a refused or failed connection: the request never reached the node.</summary>
+    internal static bool IsConnectFailure(IForwarderErrorFeature error)
     {
-        if (context.Response.HasStarted || context.GetForwarderErrorFeature() is not { } error) return false;
         if (error.Error != ForwarderError.Request) return false;
         for (var e = error.Exception; e is not null; e = e.InnerException)
         {

@@ -153,18 +153,10 @@ public static class OpenAIApi
     /// <summary>
     /// The request body as <typeparamref name="TBody"/>; malformed JSON is a 400 naming the field the parser stopped at.
     /// </summary>
-    internal static async Task<TBody> ReadBodyAsync<TBody>(HttpContext context)
+    internal static async Task<TBody> ReadBodyAsync<TBody>(HttpContext context) where TBody : class
     {
-        try
-        {
-            return await JsonSerializer.DeserializeAsync<TBody>(context.Request.Body, RequestJson, context.RequestAborted).ConfigureAwait(false)
-                ?? throw Refusals.Invalid(null, "The request body must be a JSON object.");
-        }
-        catch (JsonException e)
-        {
-            var param = e.Path is { Length: > 2 } p && p.StartsWith("$.", StringComparison.Ordinal) ? p[2..] : null;
-            throw Refusals.Invalid(param, $"The request body is not valid JSON for this endpoint: {e.Message}", ErrorCodes.InvalidJson);
-        }
+        // Strings that are not UTF-8 are a 400 naming the field before anything is parsed (RequestBodyReader).
+        return await RequestBodyReader.ReadAsync<TBody>(context.Request, context.RequestAborted).ConfigureAwait(false);
     }
 
     private static async Task<IResult> GenerateAsync<TBody>(HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters,
@@ -190,6 +182,7 @@ public static class OpenAIApi
         for (var i = 0; i < prepared.Length; i++)
         {
             var p = prepared[i];
+            if (p.IncludeUsage && body.StreamOptions?.ContinuousUsageStats == true) p = p with { ContinuousUsage = true };
             // echo scores the prompt with every layer (an explicit early_exit was refused): the node's default mode stays off.
             if (p.Echo is null) p = exits.Apply(body.EarlyExit, p);
             if (tenant is not null) p = p with { Generation = p.Generation with { Tenant = tenant } };

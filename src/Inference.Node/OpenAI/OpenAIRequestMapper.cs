@@ -19,6 +19,9 @@ internal sealed record PreparedRequest(GenerationRequest Generation, bool Stream
 
     /// <summary><c>return_tokens_as_token_ids</c>: logprobs name tokens <c>token_id:&lt;id&gt;</c>.</summary>
     public bool TokenIdsAsText { get; init; }
+
+    /// <summary>Streams: every chunk carries the usage so far (<c>stream_options.continuous_usage_stats</c> with <c>include_usage</c>).</summary>
+    public bool ContinuousUsage { get; init; }
 }
 
 /// <summary>One prompt of a completions request: its tokens, and its text when it was sent as text.</summary>
@@ -118,6 +121,7 @@ internal static class OpenAIRequestMapper
         for (var i = 0; i < bodies.Count; i++)
         {
             var m = bodies[i];
+            if (m is null) throw Refusals.Invalid($"messages[{i}]", "Each message must be an object with a role and content.");
             if (string.IsNullOrEmpty(m.Role)) throw Refusals.Invalid($"messages[{i}].role", "Each message needs a role.");
             messages.Add(new ChatMessage(m.Role, MessageText(m.Content, i)));
         }
@@ -236,6 +240,7 @@ internal static class OpenAIRequestMapper
         StopStrings = StopStrings(body.Stop),
         IgnoreEos = body.IgnoreEos ?? false,
         TopLogprobs = topLogprobs,
+        LogitBias = LogitBiasField.Read(body.LogitBias),
     };
 
     private static string[] StopStrings(JsonElement stop)
@@ -339,7 +344,7 @@ internal static class OpenAIRequestMapper
                 var sb = new System.Text.StringBuilder();
                 foreach (var part in content.EnumerateArray())
                 {
-                    if (part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var type) && type.GetString() == "text"
+                    if (part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "text"
                         && part.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String)
                     {
                         sb.Append(t.GetString());

@@ -26,6 +26,9 @@ public abstract class GenerationRequestBody
     public float? RepetitionPenalty { get; set; }
     public bool? IgnoreEos { get; set; }
     public bool? SkipSpecialTokens { get; set; }
+
+    /// <summary>OpenAI's <c>logit_bias</c>: token id (as a string key) → a value in [-100, 100] added to its logit.</summary>
+    public Dictionary<string, double>? LogitBias { get; set; }
     public MergedAdaptersBody? MergedAdapters { get; set; }
 
     /// <summary>vLLM's: logprobs name tokens <c>token_id:&lt;id&gt;</c> instead of their text (which may be empty or shared by several ids).</summary>
@@ -83,6 +86,9 @@ public sealed class MergedAdaptersBody
 public sealed class StreamOptionsBody
 {
     public bool? IncludeUsage { get; set; }
+
+    /// <summary>vLLM's extension: with <c>include_usage</c>, every chunk carries the usage so far (the gateway settles cancelled streams by it).</summary>
+    public bool? ContinuousUsageStats { get; set; }
 }
 
 /// <summary><c>POST /v1/completions</c> body.</summary>

@@ -11,8 +11,9 @@ namespace Serving.Inference.Node.OpenAI;
 /// <summary>
 /// Streams a request's events as Server-Sent Events in OpenAI's chunk format (<c>text_completion</c> or
 /// <c>chat.completion.chunk</c>), then the usage chunk when <c>stream_options.include_usage</c> is set, then
-/// <c>data: [DONE]</c>. JSON is written straight into the response pipe; events already produced are sent in one
-/// flush. A client that disconnects cancels the request, which frees its KV slots before the next decode step.
+/// <c>data: [DONE]</c>; with <c>continuous_usage_stats</c> too, every chunk carries the usage so far (vLLM's
+/// extension). JSON is written straight into the response pipe; events already produced are sent in one flush. A
+/// client that disconnects cancels the request, which frees its KV slots before the next decode step.
 /// A completions request with several prompts streams their chunks interleaved as they come, each choice indexed from
 /// its prompt's <see cref="ResponseContext.ChoiceOffset"/>, and ends once every prompt is done.
 /// </summary>
@@ -214,6 +215,25 @@ internal sealed class SseResult : IResult
             json.WriteNumber("generated_tokens"u8, usage.GeneratedTokens);
             if (usage.LayersPerToken is double layers) json.WriteNumber("layers_per_token"u8, layers);
             if (usage.DraftAcceptance is double acceptance) json.WriteNumber("draft_acceptance"u8, acceptance);
+            json.WriteEndObject();
+        }
+        else if (_first.Prepared.ContinuousUsage)
+        {
+            // The counts so far, summed over the prompts' handles (no allocation per chunk): the gateway settles a
+            // cancelled stream by them.
+            int prompt = 0, completion = 0, generated = 0;
+            for (var i = 0; i < _parts.Count; i++)
+            {
+                var part = _parts[i];
+                prompt += part.Handle.PromptTokens;
+                completion += part.Handle.CompletionTokens;
+                generated += part.Handle.GeneratedTokens;
+            }
+            json.WriteStartObject("usage"u8);
+            json.WriteNumber("prompt_tokens"u8, prompt);
+            json.WriteNumber("completion_tokens"u8, completion);
+            json.WriteNumber("total_tokens"u8, prompt + completion);
+            json.WriteNumber("generated_tokens"u8, generated);
             json.WriteEndObject();
         }
         else if (_first.Prepared.IncludeUsage)

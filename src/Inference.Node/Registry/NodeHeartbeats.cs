@@ -84,6 +84,7 @@ internal sealed partial class NodeHeartbeats(
             QueueDepth = s.Waiting,
             Running = s.RunningRows,
             MaxRunning = s.KvSlots,
+            MaxModelLen = host.MaxContext,
             KvUsage = s.KvUsage,
             Ready = s.Accepting && !lifetime.ApplicationStopping.IsCancellationRequested,
             Timestamp = time.GetUtcNow(),

@@ -46,6 +46,8 @@ public sealed class FakeNode : IAsyncDisposable
     public string Model { get; }
     public string BaseUrl { get; private set; } = "";
     public ConcurrentQueue<ReceivedRequest> Received { get; } = new();
+    /// <summary>Released once per request received (after it is in <see cref="Received"/>).</summary>
+    public SemaphoreSlim ReceivedSignal { get; } = new(0);
     public int Cancelled;
     public int Completed;
 
@@ -68,6 +70,9 @@ public sealed class FakeNode : IAsyncDisposable
     public TaskCompletionSource FirstChunkSent { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     /// <summary>Set when a request was cancelled by the caller.</summary>
     public TaskCompletionSource CancelSeen { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>The context it publishes as <c>max_model_len</c> (0: unknown).</summary>
+    public int MaxModelLen { get; set; }
 
     public AdapterResidency Residency { get; set; } = AdapterResidency.Empty;
     public int QueueDepth { get; set; }
@@ -95,6 +100,7 @@ public sealed class FakeNode : IAsyncDisposable
     {
         NodeId = Id, BaseUrl = BaseUrl, Model = Model, Version = "fake-1", StartedAt = _started, Adapters = Residency,
         QueueDepth = QueueDepth, Running = Volatile.Read(ref _active), MaxRunning = MaxRunning, KvUsage = KvUsage, Timestamp = DateTimeOffset.UtcNow,
+        MaxModelLen = MaxModelLen,
     };
 
     public Task PublishAsync() => _registry.PublishHeartbeatAsync(Heartbeat(), HeartbeatTtl);
@@ -146,28 +152,59 @@ public sealed class FakeNode : IAsyncDisposable
             string model = body["model"]!.GetValue<string>();
             Received.Enqueue(new ReceivedRequest(ctx.Request.Path, model, ctx.Request.Headers["X-Serving-Tenant"].FirstOrDefault(),
                 ctx.Request.Headers.Authorization.Count > 0, stream, body["user"]?.GetValue<string>(), raw.ToArray()));
+            ReceivedSignal.Release();
             bool chat = ctx.Request.Path.StartsWithSegments("/v1/chat");
+            // Per-request script (unknown fields reach the node byte for byte): x_fake_status refuses with that status,
+            // x_fake_tokens / x_fake_prompt_tokens / x_fake_generated set the answer's size and usage (tokens per choice,
+            // n choices), x_fake_hang_after stops a stream after that many token chunks until the caller goes away.
+            if (body["x_fake_status"]?.GetValue<int>() is int refuse)
+            {
+                ctx.Response.StatusCode = refuse;
+                await ctx.Response.WriteAsJsonAsync(new { error = new { message = "refused by script", type = "invalid_request_error", param = "x_fake_status", code = (string?)null } });
+                return;
+            }
+            int tokens = body["x_fake_tokens"]?.GetValue<int>() ?? Tokens;
+            int choices = body["n"]?.GetValue<int>() ?? 1;
+            int promptTokens = body["x_fake_prompt_tokens"]?.GetValue<int>() ?? 3;
+            int? generatedOverride = body["x_fake_generated"]?.GetValue<int>() ?? GeneratedTokens;
+            int? hangAfter = body["x_fake_hang_after"]?.GetValue<int>();
+            object Usage(int completion, int? generated) => generated is { } g
+                ? new { prompt_tokens = promptTokens, completion_tokens = completion, total_tokens = promptTokens + completion, generated_tokens = g }
+                : new { prompt_tokens = promptTokens, completion_tokens = completion, total_tokens = promptTokens + completion };
             if (!stream)
             {
-                if (TokenDelay > TimeSpan.Zero) await Task.Delay(TokenDelay * Tokens, ctx.RequestAborted);
-                string text = string.Concat(Enumerable.Range(0, Tokens).Select(i => $"t{i} "));
-                object choice = chat
-                    ? new { index = 0, message = new { role = "assistant", content = text }, finish_reason = "stop" }
-                    : new { index = 0, text, finish_reason = "stop" };
+                if (TokenDelay > TimeSpan.Zero) await Task.Delay(TokenDelay * tokens, ctx.RequestAborted);
+                string text = string.Concat(Enumerable.Range(0, tokens).Select(i => $"t{i} "));
+                var choiceList = Enumerable.Range(0, choices).Select(c => chat
+                    ? (object)new { index = c, message = new { role = "assistant", content = text }, finish_reason = "stop" }
+                    : new { index = c, text, finish_reason = "stop" }).ToArray();
                 await ctx.Response.WriteAsJsonAsync(new
                 {
                     id = "cmpl-1", @object = chat ? "chat.completion" : "text_completion", created = 1, model,
-                    choices = new[] { choice },
-                    usage = GeneratedTokens is { } generated
-                        ? (object)new { prompt_tokens = 3, completion_tokens = Tokens, total_tokens = 3 + Tokens, generated_tokens = generated }
-                        : new { prompt_tokens = 3, completion_tokens = Tokens, total_tokens = 3 + Tokens },
+                    choices = choiceList,
+                    usage = Usage(tokens * choices, generatedOverride),
                 });
                 Interlocked.Increment(ref Completed);
                 return;
             }
+            bool includeUsage = body["stream_options"]?["include_usage"]?.GetValue<bool>() == true;
+            bool continuous = includeUsage && body["stream_options"]?["continuous_usage_stats"]?.GetValue<bool>() == true;
             ctx.Response.ContentType = "text/event-stream";
             ctx.Response.Headers.CacheControl = "no-cache";
-            for (int i = 0; i < Tokens; i++)
+            if (hangAfter == 0)
+            {
+                await ctx.Response.StartAsync(ctx.RequestAborted);
+                await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+                await Task.Delay(Timeout.Infinite, ctx.RequestAborted);
+            }
+            Dictionary<string, object?> Chunk(object[] choiceList, object? usage)
+            {
+                var c = new Dictionary<string, object?> { ["id"] = "c1", ["object"] = chat ? "chat.completion.chunk" : "text_completion", ["created"] = 1, ["model"] = model, ["choices"] = choiceList };
+                if (includeUsage) c["usage"] = usage;
+                return c;
+            }
+            int generatedSoFar = 0;
+            for (int i = 0; i < tokens; i++)
             {
                 if (DieAfterChunks == i)
                 {
@@ -176,14 +213,16 @@ public sealed class FakeNode : IAsyncDisposable
                     ctx.Abort();
                     return;
                 }
-                if (HangAfterChunks == i)
+                if (HangAfterChunks == i || hangAfter == i)
                 {
                     await Task.Delay(Timeout.Infinite, ctx.RequestAborted);
                 }
                 if (TokenDelay > TimeSpan.Zero) await Task.Delay(TokenDelay, ctx.RequestAborted);
-                object chunk = chat
-                    ? new { id = "c1", @object = "chat.completion.chunk", created = 1, model, choices = new[] { new { index = 0, delta = new { content = $"t{i} " }, finish_reason = (string?)null } } }
-                    : new { id = "c1", @object = "text_completion", created = 1, model, choices = new[] { new { index = 0, text = $"t{i} ", finish_reason = (string?)null } } };
+                generatedSoFar += choices;
+                var choiceList = Enumerable.Range(0, choices).Select(c => chat
+                    ? (object)new { index = c, delta = new { content = $"t{i} " }, finish_reason = (string?)null }
+                    : new { index = c, text = $"t{i} ", finish_reason = (string?)null }).ToArray();
+                var chunk = Chunk(choiceList, continuous ? Usage(generatedSoFar, generatedSoFar) : null);
                 await ctx.Response.WriteAsync("data: " + JsonSerializer.Serialize(chunk) + "\n\n", ctx.RequestAborted);
                 await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
                 if (i == 0)
@@ -193,7 +232,9 @@ public sealed class FakeNode : IAsyncDisposable
                 }
             }
             object last = new { id = "c1", @object = "chat.completion.chunk", created = 1, model, choices = new[] { new { index = 0, delta = new { content = "" }, finish_reason = "stop" } } };
-            await ctx.Response.WriteAsync("data: " + JsonSerializer.Serialize(last) + "\n\ndata: [DONE]\n\n", ctx.RequestAborted);
+            var tail = "data: " + JsonSerializer.Serialize(last) + "\n\n";
+            if (includeUsage) tail += "data: " + JsonSerializer.Serialize(Chunk([], Usage(tokens * choices, generatedOverride ?? tokens * choices))) + "\n\n";
+            await ctx.Response.WriteAsync(tail + "data: [DONE]\n\n", ctx.RequestAborted);
             Interlocked.Increment(ref Completed);
         }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)

@@ -37,7 +37,10 @@ public sealed class GatewayHost : IAsyncDisposable
     /// <summary>Registry prefix nodes of this gateway publish under.</summary>
     public string RegistryPrefix => Prefix + "-reg";
 
-    public static async Task<GatewayHost> StartAsync(string redis, Dictionary<string, string?>? extra = null)
+    /// <param name="redis">redis-server to use.</param>
+    /// <param name="extra">Configuration over the defaults.</param>
+    /// <param name="services">Registrations made before the gateway's own (its <c>TryAdd</c>s then keep them), e.g. the token budget's clock.</param>
+    public static async Task<GatewayHost> StartAsync(string redis, Dictionary<string, string?>? extra = null, Action<IServiceCollection>? services = null)
     {
         string prefix = "t" + Guid.NewGuid().ToString("N")[..10];
         var config = new Dictionary<string, string?>
@@ -65,6 +68,7 @@ public sealed class GatewayHost : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.Logging.SetMinimumLevel(LogLevel.Debug);
         builder.Logging.AddProvider(new CapturingLoggerProvider(logs));
+        services?.Invoke(builder.Services);
         builder.AddGateway();
         var app = builder.Build();
         app.MapGateway();
