@@ -170,11 +170,13 @@ public sealed class HubTokenizerSystemTests(HubSystemFixture fixture) : IClassFi
     [Fact]
     public async Task Tokenize_CostsTheBodyOnly_NotMaxTokens()
     {
-        // 100 tokens a minute: charged the default max_tokens (256), the first request would empty the budget.
+        // 100 tokens a minute: charged the default max_tokens (256), the first request would never fit the budget (400).
+        // Four tokenize calls cost their bodies (~12 tokens each), so a completion reserving ~88 of the 100 must wait:
+        // 429, not the 400 of a request that could never fit.
         using var http = Gateway(HubSystemFixture.TightKey);
         for (var i = 0; i < 4; i++) await OkAsync(http, "/tokenize", new { model = Repo, prompt = "Der Hund" });
-        var (status, _) = await PostAsync(http, "/v1/completions", new { model = Repo, prompt = "Der Hund", max_tokens = 200 });
-        Assert.Equal(HttpStatusCode.TooManyRequests, status);
+        var (status, json) = await PostAsync(http, "/v1/completions", new { model = Repo, prompt = "Der Hund", max_tokens = 70 });
+        Assert.True(status == HttpStatusCode.TooManyRequests, $"expected 429, got {(int)status}: {json}");
     }
 
     [Fact]
