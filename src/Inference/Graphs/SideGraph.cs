@@ -34,10 +34,10 @@ internal static class SideGraph
         string qIn = parts[0], kIn = parts[1];
         if (rotary is not null)
         {
-            var cos = g.Weight("cos_cache", rotary.Cos, rotary.MaxPositions, def.HeadDim / 2);
-            var sin = g.Weight("sin_cache", rotary.Sin, rotary.MaxPositions, def.HeadDim / 2);
-            qIn = g.Node("RotaryEmbedding", [qIn, BlockGraph.PositionIds, cos, sin], "q_rot", GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)def.NumHeads));
-            kIn = g.Node("RotaryEmbedding", [kIn, BlockGraph.PositionIds, cos, sin], "k_rot", GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)def.NumHeads));
+            // The Otter reader holds a rotary side network's head width to the base's, so the base's rotation applies.
+            var caches = BlockGraph.RotaryCaches(g, rotary);
+            qIn = BlockGraph.PositionQueryOrKey(g, c, qIn, null, def.NumHeads, rotary, caches, "q");
+            kIn = BlockGraph.PositionQueryOrKey(g, c, kIn, null, def.NumHeads, rotary, caches, "k");
         }
         var attn = g.NodeMulti("GroupQueryAttention",
             [qIn, kIn, parts[2], BlockGraph.PastKey, BlockGraph.PastValue, BlockGraph.SeqLensK, BlockGraph.TotalSeqLen],
