@@ -26,7 +26,9 @@ internal sealed class FamilyReference
     private readonly JsonElement? _rope;
     private readonly string _ropeType;
 
-    public FamilyReference(string directory)
+    /// <param name="deltas">Optional updates added to stored weights by tensor name ([out, in], as stored): a LoRA
+    /// merged into the base, the independent path adapter rows are checked against.</param>
+    public FamilyReference(string directory, IReadOnlyDictionary<string, double[]>? deltas = null)
     {
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(directory, "config.json")));
         var c = doc.RootElement.Clone();
@@ -67,7 +69,16 @@ internal sealed class FamilyReference
         var file = SafetensorsFile.Open(Path.Combine(directory, "model.safetensors"));
         _w = name =>
         {
-            if (!_cache.TryGetValue(name, out var v)) _cache[name] = v = file.ReadFloat32(name).Select(x => (double)x).ToArray();
+            if (!_cache.TryGetValue(name, out var v))
+            {
+                v = file.ReadFloat32(name).Select(x => (double)x).ToArray();
+                if (deltas is not null && deltas.TryGetValue(name, out var delta))
+                {
+                    if (delta.Length != v.Length) throw new ArgumentException($"delta for {name} has {delta.Length} values, the weight {v.Length}");
+                    for (var i = 0; i < v.Length; i++) v[i] += delta[i];
+                }
+                _cache[name] = v;
+            }
             return v;
         };
     }
