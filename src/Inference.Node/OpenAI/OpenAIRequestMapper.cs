@@ -177,7 +177,9 @@ internal static class OpenAIRequestMapper
         {
             throw Refusals.Invalid("messages", e.Message);
         }
-        return host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault);
+        // As transformers' apply_chat_template: the rendered text is tokenised without special tokens, the template
+        // places BOS itself (Llama 3's tokenizer would otherwise add a second <|begin_of_text|>).
+        return host.Tokenizer.Encode(text, addBos: false);
     }
 
     /// <summary>One user message through the chat template, with the generation prompt.</summary>
