@@ -45,7 +45,7 @@ public sealed class ModelHost : IDisposable
         }
         _decoder = new BatchDecoder(_model, slots);
         Tokenizer = TokenizerLoader.Load(o.ModelPath, c.VocabSize);
-        Template = ChatTemplate.FromCheckpoint(o.ModelPath, out var isDefault);
+        Template = ChatTemplate.FromCheckpoint(o.ModelPath, out var isDefault, time);
         Observer = new SchedulerObserver(metrics, logger);
         Scheduler = new GenerationScheduler(_decoder, Tokenizer,
             new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep }, Observer, time);
