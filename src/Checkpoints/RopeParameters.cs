@@ -78,7 +78,12 @@ public sealed record RopeParameters
     /// </summary>
     internal static (RopeParameters Rope, double Theta) Read(ConfigReader root, int maxPositions, double defaultTheta)
     {
-        var dict = root.OptionalObject("rope_scaling") ?? root.OptionalObject("rope_parameters");
+        var dictKey = root.HasNonNull("rope_scaling") ? "rope_scaling" : "rope_parameters";
+        var dict = root.OptionalObject(dictKey);
+        if (dict is not null && (dict.Contains("full_attention") || dict.Contains("sliding_attention")))
+        {
+            throw root.Unsupported(dictKey, "rotary parameters per layer type (full_attention / sliding_attention) are not supported");
+        }
         var theta = dict?.OptionalDouble("rope_theta") ?? root.OptionalDouble("rope_theta") ?? defaultTheta;
         var partial = root.OptionalDouble("partial_rotary_factor") ?? dict?.OptionalDouble("partial_rotary_factor") ?? 1.0;
         if (!(partial > 0 && partial <= 1))

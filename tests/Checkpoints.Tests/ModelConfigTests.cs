@@ -181,6 +181,7 @@ public sealed class ModelConfigTests
     [InlineData(""","rope_scaling":{"rope_type":"mrope","factor":2.0}""", "rope_scaling.rope_type: 'mrope' is not supported")]
     [InlineData(""","rope_scaling":{"rope_type":"linear","factor":0.5}""", "rope_scaling.factor: must be a finite number >= 1")]
     [InlineData(""","rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":4.0,"high_freq_factor":1.0}""", "rope_scaling.high_freq_factor")]
+    [InlineData(""","rope_parameters":{"full_attention":{"rope_type":"default"},"sliding_attention":{"rope_type":"default"}}""", "rope_parameters: rotary parameters per layer type")]
     [InlineData(""","partial_rotary_factor":0.2""", "partial_rotary_factor 0.2 leaves 3 rotary dimensions")]
     [InlineData(""","partial_rotary_factor":0.05""", "leaves 0 rotary dimensions of 16; they must be positive and even")]
     public void Parse_UnsupportedRotary_RefusesNamingTheField(string extra, string expected)
