@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch eager baseline for the decode benchmark: the same checkpoint (Hugging Face layout, safetensors), the same
-shapes, a KV cache, no graph compilation. Runs as a server: one request per stdin line "batch steps prompt_len",
+shapes, a KV cache, no graph compilation. Llama-family checkpoints: Llama 3.x rotary scaling and Qwen3's q/k norms
+as transformers computes them (the llama3-1b-like and qwen3-small-like shapes). Runs as a server: one request per stdin line "batch steps prompt_len",
 one JSON line per answer, so the C# harness can alternate A B A B without reloading weights.
 Run with Debian's /usr/bin/python3 (python3-torch, libopenblas0-pthread)."""
 import json, math, struct, sys, time
@@ -10,17 +11,18 @@ import torch.nn.functional as F
 
 
 def load_safetensors(path):
+    # Memory-mapped and copied tensor by tensor: a 5 GB checkpoint costs 5 GB, not twice that.
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
-        data = f.read()
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         b, e = info["data_offsets"]
         dt = {"F32": np.float32, "F16": np.float16}[info["dtype"]]
-        out[name] = torch.from_numpy(np.frombuffer(data[b:e], dtype=dt).reshape(info["shape"]).astype(np.float32).copy())
+        out[name] = torch.from_numpy(np.frombuffer(data[b:e], dtype=dt).reshape(info["shape"]).astype(np.float32))
     return out
 
 
@@ -37,13 +39,37 @@ class Model:
             self.d, self.L, self.H = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"]
             self.KV = c.get("num_key_value_heads", self.H)
             self.hd = c.get("head_dim", self.d // self.H)
+            self.eps = c.get("rms_norm_eps", 1e-6)
             inv = 1.0 / (c.get("rope_theta", 10000.0) ** (torch.arange(0, self.hd, 2, dtype=torch.float32) / self.hd))
+            inv = self.scaled_inv_freq(inv, c.get("rope_scaling") or {})
+            # Qwen3: an RMSNorm over each head of q and k before rotary.
+            self.qk_norm = c.get("model_type") == "qwen3"
             ang = torch.arange(max_ctx, dtype=torch.float32)[:, None] * inv[None, :]
             emb = torch.cat([ang, ang], dim=-1)
             self.cos, self.sin = emb.cos(), emb.sin()
             # nn.Linear computes x @ W.T; keep the stored [out, in] orientation, as transformers does.
             self.head = self.w.get("lm_head.weight", self.w["model.embed_tokens.weight"])
         self.max_ctx = max_ctx
+
+    @staticmethod
+    def scaled_inv_freq(inv, scaling):
+        """Llama 3.1/3.2 frequency smoothing (transformers' _compute_llama3_parameters); other types are not benchmarked."""
+        kind = scaling.get("rope_type", scaling.get("type", "default"))
+        if kind == "default":
+            return inv
+        if kind != "llama3":
+            raise SystemExit(f"torch_decode.py: rope_scaling type {kind!r} is not implemented in the baseline")
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > old / low, inv / factor, inv)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / high) * ~(wavelen > old / low)
+        return torch.where(medium, smoothed, scaled)
+
+    def rms(self, x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
 
     def rope(self, x, pos):  # x [B, h, S, hd], pos [B, S]
         cos, sin = self.cos[pos][:, None], self.sin[pos][:, None]
@@ -70,10 +96,12 @@ class Model:
                 q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             else:
                 p = f"model.layers.{l}."
-                var = x.pow(2).mean(-1, keepdim=True)
-                h = x * torch.rsqrt(var + 1e-5) * w[p + "input_layernorm.weight"]
-                q = F.linear(h, w[p + "self_attn.q_proj.weight"]).view(B, S, self.H, self.hd).transpose(1, 2)
-                k = F.linear(h, w[p + "self_attn.k_proj.weight"]).view(B, S, self.KV, self.hd).transpose(1, 2)
+                h = self.rms(x, w[p + "input_layernorm.weight"])
+                q = F.linear(h, w[p + "self_attn.q_proj.weight"]).view(B, S, self.H, self.hd)
+                k = F.linear(h, w[p + "self_attn.k_proj.weight"]).view(B, S, self.KV, self.hd)
+                if self.qk_norm:
+                    q, k = self.rms(q, w[p + "self_attn.q_norm.weight"]), self.rms(k, w[p + "self_attn.k_norm.weight"])
+                q, k = q.transpose(1, 2), k.transpose(1, 2)
                 v = F.linear(h, w[p + "self_attn.v_proj.weight"]).view(B, S, self.KV, self.hd).transpose(1, 2)
                 q, k = self.rope(q, pos), self.rope(k, pos)
             K[:, :, past:past + S] = k
@@ -96,16 +124,14 @@ class Model:
                 x = x + torch.addmm(w[p + "mlp.c_proj.bias"], h, w[p + "mlp.c_proj.weight"]).view(B, S, self.d)
             else:
                 x = x + F.linear(a, w[p + "self_attn.o_proj.weight"])
-                var = x.pow(2).mean(-1, keepdim=True)
-                h = x * torch.rsqrt(var + 1e-5) * w[p + "post_attention_layernorm.weight"]
+                h = self.rms(x, w[p + "post_attention_layernorm.weight"])
                 g = F.silu(F.linear(h, w[p + "mlp.gate_proj.weight"])) * F.linear(h, w[p + "mlp.up_proj.weight"])
                 x = x + F.linear(g, w[p + "mlp.down_proj.weight"])
         x = x[:, -1]
         if self.gpt2:
             x = F.layer_norm(x, (self.d,), w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], 1e-5)
             return x @ w["transformer.wte.weight"].t()
-        var = x.pow(2).mean(-1, keepdim=True)
-        x = x * torch.rsqrt(var + 1e-5) * w["model.norm.weight"]
+        x = self.rms(x, w["model.norm.weight"])
         return F.linear(x, self.head)
 
     def decode_run(self, batch, steps, prompt_len):

@@ -3,7 +3,7 @@ using Serving.Fixtures;
 // Writes a randomly initialised Hugging Face checkpoint: Serving.Fixtures <shape> <output-dir> [--seed N] [--fp16]
 if (args.Length < 2)
 {
-    Console.Error.WriteLine("usage: fixtures <tiny-gpt2|tiny-llama|gpt2-small|llama-small> <output-dir> [--seed N] [--fp16]");
+    Console.Error.WriteLine("usage: fixtures <shape> <output-dir> [--seed N] [--fp16]  (shapes: tiny-gpt2, tiny-llama, gpt2-small, llama-small, llama3-1b-like, qwen3-small-like, " + string.Join(", ", FamilyFixtures.Names) + ")");
     return 2;
 }
 var shape = FixtureShape.Named(args[0]);

@@ -10,6 +10,12 @@ using Serving.Inference.Tokenization;
 // usage: Serving.Generate <checkpoint-dir | org/name[@revision]> "<prompt>" [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
 //        [--min-p P] [--repetition-penalty R] [--presence-penalty X] [--frequency-penalty X] [--seed S]
 //        [--stop STR]... [--context N] [--threads N] [--cuda]
+//        Serving.Generate <checkpoint-dir> --logits-json FILE --token-ids 1,2,3: every position's logits for the given
+//        token ids (one prefill), as JSON {"tokens": [...], "logits": [[...], ...]} (cross-checks against transformers)
+if (args.Length >= 3 && args[1] == "--logits-json")
+{
+    return DumpLogits(args);
+}
 if (args.Length < 2 || args[0] is "-h" or "--help")
 {
     Console.Error.WriteLine("usage: Serving.Generate <checkpoint-dir | org/name[@revision]> \"<prompt>\" [--max-tokens 64] [--temperature 0.8] [--top-k 0] [--top-p 1] [--min-p 0]");
@@ -114,6 +120,30 @@ catch (Exception ex) when (ex is ArgumentException or FormatException or IOExcep
 {
     Console.Error.WriteLine($"error: {ex.Message}");
     return 1;
+}
+
+static int DumpLogits(string[] args)
+{
+    var dir = args[0];
+    var file = args[2];
+    var ids = args.Length >= 5 && args[3] == "--token-ids"
+        ? args[4].Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray()
+        : throw new ArgumentException("--logits-json needs --token-ids 1,2,3");
+    using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 1, MaxContext = Math.Max(ids.Length, 8) });
+    using var decoder = new BatchDecoder(model, 1);
+    var v = model.Config.VocabSize;
+    var all = new float[ids.Length * v];
+    decoder.Prefill(decoder.TryAllocate()!, ids, allLogits: all);
+    var rows = new System.Text.Json.Nodes.JsonArray();
+    for (var t = 0; t < ids.Length; t++) rows.Add(new System.Text.Json.Nodes.JsonArray(all.AsSpan(t * v, v).ToArray().Select(x => (System.Text.Json.Nodes.JsonNode?)x).ToArray()));
+    var doc = new System.Text.Json.Nodes.JsonObject
+    {
+        ["tokens"] = new System.Text.Json.Nodes.JsonArray(ids.Select(x => (System.Text.Json.Nodes.JsonNode?)x).ToArray()),
+        ["logits"] = rows,
+    };
+    File.WriteAllText(file, doc.ToJsonString());
+    Console.Error.WriteLine($"wrote {ids.Length} × {v} logits to {file}");
+    return 0;
 }
 
 static SamplingParameters Add(List<string> list, string value, SamplingParameters p)

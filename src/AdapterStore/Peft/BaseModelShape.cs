@@ -4,7 +4,8 @@ using Serving.Checkpoints;
 namespace Serving.AdapterStore.Peft;
 
 /// <summary>The adaptable projections of a base model and their widths, derived from its config.json.</summary>
-/// <param name="Architecture"><c>gpt2</c> or <c>llama</c>.</param>
+/// <param name="Architecture"><c>gpt2</c>, <c>llama</c> (separate q/k/v and gate/up projections: Llama, Qwen2/3, Mistral,
+/// Gemma 2) or <c>phi3</c> (fused <c>qkv_proj</c> and <c>gate_up_proj</c>).</param>
 /// <param name="NumLayers">Transformer blocks.</param>
 /// <param name="HiddenSize">d.</param>
 /// <param name="NumHeads">Query heads.</param>
@@ -15,18 +16,23 @@ public sealed partial record BaseModelShape(string Architecture, int NumLayers, 
 {
     /// <summary>GPT-2 family id.</summary>
     public const string Gpt2 = "gpt2";
-    /// <summary>Llama family id.</summary>
+    /// <summary>Llama family id (every Llama-architecture model with separate projections).</summary>
     public const string Llama = "llama";
+    /// <summary>Phi-3 family id: q|k|v and gate|up are one module each.</summary>
+    public const string Phi3 = "phi3";
 
     /// <summary>Shape of a checkpoint described by its config.json.</summary>
     public static BaseModelShape FromConfig(ModelConfig config) => new(
-        config.Architecture == ModelArchitecture.Gpt2 ? Gpt2 : Llama,
+        config.Architecture == ModelArchitecture.Gpt2 ? Gpt2 : config.FusedProjections ? Phi3 : Llama,
         config.NumLayers, config.HiddenSize, config.NumHeads, config.NumKvHeads, config.HeadDim, config.IntermediateSize);
 
     /// <summary>Layer-relative module names that may be adapted, in canonical order.</summary>
-    public IReadOnlyList<string> Modules => Architecture == Gpt2
-        ? ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
-        : ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+    public IReadOnlyList<string> Modules => Architecture switch
+    {
+        Gpt2 => ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"],
+        Phi3 => ["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"],
+        _ => ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
+    };
 
     /// <summary>Logical (in, out) widths of a module (y = W x; GPT-2's Conv1D stores W transposed, which A/B do not see).</summary>
     public (int In, int Out)? Widths(string module)
@@ -45,6 +51,10 @@ public sealed partial record BaseModelShape(string Architecture, int NumLayers, 
             (Llama, "mlp.gate_proj") => (d, f),
             (Llama, "mlp.up_proj") => (d, f),
             (Llama, "mlp.down_proj") => (f, d),
+            (Phi3, "self_attn.qkv_proj") => (d, q + 2 * kv),
+            (Phi3, "self_attn.o_proj") => (q, d),
+            (Phi3, "mlp.gate_up_proj") => (d, 2 * f),
+            (Phi3, "mlp.down_proj") => (f, d),
             _ => null,
         };
     }
@@ -58,7 +68,7 @@ public sealed partial record BaseModelShape(string Architecture, int NumLayers, 
     /// </summary>
     public bool TryParsePath(string path, out int layer, out string module)
     {
-        var m = (Architecture == Gpt2 ? Gpt2Path() : LlamaPath()).Match(path);
+        var m = (Architecture switch { Gpt2 => Gpt2Path(), Phi3 => Phi3Path(), _ => LlamaPath() }).Match(path);
         layer = 0;
         module = "";
         if (!m.Success || !int.TryParse(m.Groups[1].ValueSpan, out layer)) return false;
@@ -68,11 +78,14 @@ public sealed partial record BaseModelShape(string Architecture, int NumLayers, 
 
     /// <summary>Which family a path belongs to, if any (to tell "wrong base model" from "bad module name").</summary>
     public static string? FamilyOf(string path) =>
-        Gpt2Path().IsMatch(path) ? Gpt2 : LlamaPath().IsMatch(path) ? Llama : null;
+        Gpt2Path().IsMatch(path) ? Gpt2 : LlamaPath().IsMatch(path) ? Llama : Phi3Path().IsMatch(path) ? Phi3 : null;
 
     [GeneratedRegex(@"^(?:transformer\.)?h\.(\d{1,6})\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)$")]
     private static partial Regex Gpt2Path();
 
     [GeneratedRegex(@"^(?:model\.)?layers\.(\d{1,6})\.(self_attn\.[qkvo]_proj|mlp\.gate_proj|mlp\.up_proj|mlp\.down_proj)$")]
     private static partial Regex LlamaPath();
+
+    [GeneratedRegex(@"^(?:model\.)?layers\.(\d{1,6})\.(self_attn\.qkv_proj|self_attn\.o_proj|mlp\.gate_up_proj|mlp\.down_proj)$")]
+    private static partial Regex Phi3Path();
 }

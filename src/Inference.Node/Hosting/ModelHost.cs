@@ -46,7 +46,7 @@ public sealed class ModelHost : IDisposable
         }
         _decoder = new BatchDecoder(_model, slots);
         Tokenizer = TokenizerLoader.Load(CheckpointDirectory, c.VocabSize);
-        Template = ChatTemplate.FromCheckpoint(CheckpointDirectory, out var isDefault);
+        Template = ChatTemplate.FromCheckpoint(CheckpointDirectory, out var isDefault, time);
         Observer = new SchedulerObserver(metrics, logger);
         Scheduler = new GenerationScheduler(_decoder, Tokenizer,
             new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep }, Observer, time);

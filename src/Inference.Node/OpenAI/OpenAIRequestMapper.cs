@@ -206,10 +206,11 @@ internal static class OpenAIRequestMapper
     }
 
     /// <summary>
-    /// Messages through the chat template, tokenised; <paramref name="addSpecialTokens"/> false leaves out the BOS the
-    /// tokenizer would add (<c>add_bos_token</c>) beyond what the template writes.
+    /// Messages through the chat template, tokenised as transformers' <c>apply_chat_template</c> does (no special tokens
+    /// beyond what the template writes); <paramref name="addSpecialTokens"/> (vLLM's /tokenize option) adds the BOS the
+    /// tokenizer would add (<c>add_bos_token</c>).
     /// </summary>
-    internal static int[] Render(ModelHost host, List<ChatMessage> messages, bool addGenerationPrompt, bool addSpecialTokens = true)
+    internal static int[] Render(ModelHost host, List<ChatMessage> messages, bool addGenerationPrompt, bool addSpecialTokens = false)
     {
         string text;
         try
@@ -220,6 +221,8 @@ internal static class OpenAIRequestMapper
         {
             throw Refusals.Invalid("messages", e.Message);
         }
+        // As transformers' apply_chat_template: the rendered text is tokenised without special tokens, the template
+        // places BOS itself (Llama 3's tokenizer would otherwise add a second <|begin_of_text|>); /tokenize may ask for them.
         return host.Tokenizer.Encode(text, addSpecialTokens && host.Tokenizer.AddBosByDefault);
     }
 

@@ -31,15 +31,14 @@ public static class TokenizeApi
         var tenant = OpenAIApi.Tenant(context);
         var body = await OpenAIApi.ReadBodyAsync<TokenizeRequestBody>(context).ConfigureAwait(false);
         await CheckModelAsync(body.Model, tenant, catalog, adapters, context.RequestAborted).ConfigureAwait(false);
-        var addSpecialTokens = body.AddSpecialTokens ?? true;
         int[] tokens;
         switch (body.Prompt.ValueKind, body.Messages)
         {
             case (JsonValueKind.String, null):
-                tokens = host.Tokenizer.Encode(body.Prompt.GetString()!, addSpecialTokens && host.Tokenizer.AddBosByDefault);
+                tokens = host.Tokenizer.Encode(body.Prompt.GetString()!, (body.AddSpecialTokens ?? true) && host.Tokenizer.AddBosByDefault);
                 break;
             case (JsonValueKind.Undefined or JsonValueKind.Null, { } messages):
-                tokens = OpenAIRequestMapper.Render(host, OpenAIRequestMapper.Messages(messages), body.AddGenerationPrompt ?? true, addSpecialTokens);
+                tokens = OpenAIRequestMapper.Render(host, OpenAIRequestMapper.Messages(messages), body.AddGenerationPrompt ?? true, body.AddSpecialTokens ?? false);
                 break;
             case (JsonValueKind.Undefined or JsonValueKind.Null, null):
                 throw Refusals.Invalid("prompt", "Send prompt (a string) or messages (a chat conversation) to tokenize.");
@@ -93,9 +92,10 @@ public static class TokenizeApi
 
 /// <summary>
 /// <c>POST /tokenize</c> body (vLLM's): <c>prompt</c> (a string) or <c>messages</c> (a chat conversation, rendered by the
-/// model's chat template, with <c>add_generation_prompt</c>, default true). <c>add_special_tokens</c> (default true) adds
-/// what the tokenizer adds by itself (a BOS when the checkpoint's <c>add_bos_token</c> asks for one), as the completions
-/// and chat routes do; vLLM's default for messages is false, but here true reproduces the chat route's prompt exactly.
+/// model's chat template, with <c>add_generation_prompt</c>, default true). <c>add_special_tokens</c> adds what the
+/// tokenizer adds by itself (a BOS when the checkpoint's <c>add_bos_token</c> asks for one); as in vLLM its default is
+/// true for a prompt (what the completions route adds) and false for messages (what the chat route does: the template
+/// writes its own BOS, as transformers' <c>apply_chat_template</c>).
 /// </summary>
 public sealed class TokenizeRequestBody
 {

@@ -5,13 +5,13 @@ namespace Serving.Inference.Adapters;
 /// <summary>The four projections of a block that adapters can change, in the engine's fused layout.</summary>
 public enum AdaptedProjection
 {
-    /// <summary>Fused q|k|v (GPT-2 <c>attn.c_attn</c>; Llama <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>).</summary>
+    /// <summary>Fused q|k|v (GPT-2 <c>attn.c_attn</c>; Llama <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>; Phi-3 <c>qkv_proj</c>).</summary>
     Qkv = 0,
 
     /// <summary>Attention output (GPT-2 <c>attn.c_proj</c>; Llama <c>o_proj</c>).</summary>
     Out = 1,
 
-    /// <summary>First feed-forward projection (GPT-2 <c>mlp.c_fc</c>; Llama fused gate|up).</summary>
+    /// <summary>First feed-forward projection (GPT-2 <c>mlp.c_fc</c>; Llama fused gate|up; Phi-3 <c>gate_up_proj</c>).</summary>
     Up = 2,
 
     /// <summary>Second feed-forward projection (GPT-2 <c>mlp.c_proj</c>; Llama <c>down_proj</c>).</summary>
@@ -224,6 +224,17 @@ public sealed class AdapterFactors
                 "mlp.c_fc" => (AdaptedProjection.Up, 0, d, f),
                 "mlp.c_proj" => (AdaptedProjection.Down, 0, f, d),
                 _ => throw new ArgumentException($"module {module} is not an adaptable GPT-2 projection (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)", nameof(module)),
+            };
+        }
+        if (c.FusedProjections)
+        {
+            return module switch
+            {
+                "self_attn.qkv_proj" => (AdaptedProjection.Qkv, 0, d, q + 2 * kv),
+                "self_attn.o_proj" => (AdaptedProjection.Out, 0, q, d),
+                "mlp.gate_up_proj" => (AdaptedProjection.Up, 0, d, 2 * f),
+                "mlp.down_proj" => (AdaptedProjection.Down, 0, f, d),
+                _ => throw new ArgumentException($"module {module} is not an adaptable Phi-3 projection (self_attn.qkv_proj, self_attn.o_proj, mlp.gate_up_proj, mlp.down_proj)", nameof(module)),
             };
         }
         return module switch

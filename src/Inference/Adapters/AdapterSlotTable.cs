@@ -54,7 +54,8 @@ public sealed class AdapterSlotTable : IDisposable
             _slots[s] = new Slot(config.NumLayers);
             _physical[s] = _logical[s] = s;
         }
-        var llama = config.Architecture == ModelArchitecture.Llama;
+        // Separate q/k/v (gate/up) modules stack their ranks in the fused projection; Phi-3's fused modules do not.
+        var llama = config.Architecture == ModelArchitecture.Llama && !config.FusedProjections;
         var scratch = 0;
         for (var p = 0; p < P; p++)
         {

@@ -16,8 +16,10 @@ namespace Serving.Inference.Attention;
 /// Inputs: <c>q</c> [..., N, H·hd], <c>k</c> and <c>v</c> [..., N, KV·hd] (N packed tokens; RoPE already applied to q
 /// and k), <c>k_cache</c> and <c>v_cache</c> [S, KV, C, hd] (every slot of one layer's cache; written in place),
 /// <c>plan</c> int64 [P]: <c>R, then R × (slot, start, first token, token count)</c>: row r's tokens are packed tokens
-/// [first, first + count) at positions [start, start + count) of slot <c>slot</c>. Output: attention [..., N, H·hd];
-/// tokens no row names get zeros. H is q's width over hd, KV a divisor of H (grouped-query), scale 1/√hd.
+/// [first, first + count) at positions [start, start + count) of slot <c>slot</c>, and <c>params</c> float [3]:
+/// <c>(scale, softcap, window)</c> — the score scale, tanh soft-capping <c>c·tanh(s/c)</c> of the scaled scores (0: none) and
+/// the sliding window in tokens (0: full causal attention; otherwise a query at p sees positions (p − window, p]).
+/// Output: attention [..., N, H·hd]; tokens no row names get zeros. H is q's width over hd, KV a divisor of H (grouped-query).
 /// </para>
 /// Computation: every row's new K/V are written into its slot first (so a row's later tokens see its earlier ones),
 /// then one unit per (row, head) attends each of the row's tokens over positions [0, its own], softmax in float with
@@ -28,7 +30,14 @@ internal static unsafe class SlotAttentionOp
 {
     public const string Domain = "serving.attention";
     public const string Name = "SlotAttention";
-    public const int InputCount = 6;
+    public const int InputCount = 7;
+
+    /// <summary>Length of the <c>params</c> input: scale, softcap, window.</summary>
+    public const int ParameterCount = 3;
+
+    /// <summary>The <c>params</c> input of layer <paramref name="layer"/> of <paramref name="c"/>.</summary>
+    public static float[] Parameters(Serving.Checkpoints.ModelConfig c, int layer) =>
+        [c.AttentionScale ?? 1f / MathF.Sqrt(c.HeadDim), c.AttentionSoftcap ?? 0f, c.SlidingWindow(layer)];
     private const long InlineWork = 1 << 16; // multiply-adds under which a step runs inline (waking the pool costs more)
 
     private static readonly Lock Gate = new();
@@ -75,7 +84,7 @@ internal static unsafe class SlotAttentionOp
     private static nint Compute(nint context)
     {
         Span<long> qDims = stackalloc long[8], kDims = stackalloc long[8], vDims = stackalloc long[8];
-        Span<long> kcDims = stackalloc long[8], vcDims = stackalloc long[8], pDims = stackalloc long[8];
+        Span<long> kcDims = stackalloc long[8], vcDims = stackalloc long[8], pDims = stackalloc long[8], aDims = stackalloc long[8];
         nint s;
         if ((s = OrtNativeApi.Input(context, 0, out var q, qDims, out var qRank)) != 0) return s;
         if ((s = OrtNativeApi.Input(context, 1, out var k, kDims, out var kRank)) != 0) return s;
@@ -83,6 +92,10 @@ internal static unsafe class SlotAttentionOp
         if ((s = OrtNativeApi.Input(context, 3, out var kc, kcDims, out var kcRank)) != 0) return s;
         if ((s = OrtNativeApi.Input(context, 4, out var vc, vcDims, out var vcRank)) != 0) return s;
         if ((s = OrtNativeApi.Input(context, 5, out var plan, pDims, out var pRank)) != 0) return s;
+        if ((s = OrtNativeApi.Input(context, 6, out var attnParams, aDims, out var aRank)) != 0) return s;
+        if (aRank != 1 || aDims[0] != ParameterCount) return Invalid($"params must be float [{ParameterCount}] (scale, softcap, window)");
+        var pa = (float*)attnParams;
+        if (!(pa[0] > 0) || !(pa[1] >= 0) || !(pa[2] >= 0) || pa[2] != MathF.Floor(pa[2])) return Invalid($"params ({pa[0]}, {pa[1]}, {pa[2]}): scale must be positive, softcap and window non-negative, window whole");
         if (qRank < 2 || kRank != qRank || vRank != qRank || kcRank != 4 || vcRank != 4 || pRank != 1)
         {
             return Invalid($"expected q/k/v [..., N, ·] of one rank, caches [S, KV, C, hd], plan [P]; got ranks {qRank}, {kRank}, {vRank}, {kcRank}, {vcRank}, {pRank}");
@@ -124,7 +137,8 @@ internal static unsafe class SlotAttentionOp
         var job = new Job
         {
             Q = (float*)q, K = (float*)k, V = (float*)v, KCache = (float*)kc, VCache = (float*)vc, Out = (float*)output, Plan = p,
-            Heads = (int)heads, KvHeads = (int)kvHeads, HeadDim = (int)hd, Context = (int)context_, Scale = 1f / MathF.Sqrt(hd),
+            Heads = (int)heads, KvHeads = (int)kvHeads, HeadDim = (int)hd, Context = (int)context_, Scale = pa[0],
+            Softcap = pa[1], Window = (int)Math.Min(pa[2], int.MaxValue),
         };
         // New K/V first, in plan order: a row's later tokens attend to its earlier ones.
         for (long r = 0; r < rows; r++)
@@ -155,8 +169,8 @@ internal static unsafe class SlotAttentionOp
     {
         public float* Q, K, V, KCache, VCache, Out;
         public long* Plan;
-        public int Heads, KvHeads, HeadDim, Context;
-        public float Scale;
+        public int Heads, KvHeads, HeadDim, Context, Window;
+        public float Scale, Softcap;
     }
 
     [UnmanagedCallersOnly]
@@ -177,15 +191,22 @@ internal static unsafe class SlotAttentionOp
         for (long t = 0; t < count; t++)
         {
             var n = (int)(start + t + 1);
+            var lo = job->Window > 0 ? Math.Max(0, n - job->Window) : 0; // a sliding window keeps the last Window positions
             var query = new ReadOnlySpan<float>(job->Q + ((first + t) * job->Heads + h) * hd, hd);
-            var s = scores[..n];
-            for (var j = 0; j < n; j++) s[j] = TensorPrimitives.Dot(query, new ReadOnlySpan<float>(keys + (long)j * hd, hd)) * job->Scale;
+            var s = scores[lo..n];
+            for (var j = lo; j < n; j++) s[j - lo] = TensorPrimitives.Dot(query, new ReadOnlySpan<float>(keys + (long)j * hd, hd)) * job->Scale;
+            if (job->Softcap > 0)
+            {
+                TensorPrimitives.Multiply(s, 1f / job->Softcap, s);
+                TensorPrimitives.Tanh(s, s);
+                TensorPrimitives.Multiply(s, job->Softcap, s);
+            }
             var max = TensorPrimitives.Max(s);
             TensorPrimitives.Subtract(s, max, s);
             TensorPrimitives.Exp(s, s);
             var inv = 1f / TensorPrimitives.Sum(s);
             var o = new Span<float>(job->Out + ((first + t) * job->Heads + h) * hd, hd);
-            for (var j = 0; j < n; j++) TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(values + (long)j * hd, hd), s[j] * inv, o, o);
+            for (var j = lo; j < n; j++) TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(values + (long)j * hd, hd), s[j - lo] * inv, o, o);
         }
     }
 }

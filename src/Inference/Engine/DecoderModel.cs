@@ -126,7 +126,7 @@ public sealed class DecoderModel : IDisposable
         var embedName = gpt2 ? "transformer.wte.weight" : "model.embed_tokens.weight";
         var tokenEmbedding = ckpt.ReadFloat32(embedName, v, d);
         var positionEmbedding = gpt2 ? ckpt.ReadFloat32("transformer.wpe.weight", c.MaxPositions, d) : null;
-        var rotary = gpt2 ? null : new RotaryTables(maxContext, c.HeadDim, c.RopeTheta);
+        var rotary = gpt2 ? null : new RotaryTables(c, maxContext);
 
         var sessions = new List<InferenceSession>();
         var inputNorms = new (float[], float[]?)[c.NumLayers];
@@ -211,7 +211,7 @@ public sealed class DecoderModel : IDisposable
                 sessions.Add(denseBlocks[layer]);
                 TrimNativeHeap();
             }
-            var normW = ckpt.ReadFloat32(gpt2 ? "transformer.ln_f.weight" : "model.norm.weight", d);
+            var normW = gpt2 ? ckpt.ReadFloat32("transformer.ln_f.weight", d) : LayerWeights.ReadNorm(ckpt, c, "model.norm.weight", (int)d);
             var normB = gpt2 ? ckpt.ReadFloat32("transformer.ln_f.bias", d) : null;
             var headW = c.TieWordEmbeddings || !ckpt.Contains("lm_head.weight")
                 ? tokenEmbedding
@@ -294,7 +294,11 @@ public sealed class DecoderModel : IDisposable
             throw new ArgumentOutOfRangeException(nameof(token), token, $"token id outside the vocabulary [0, {Config.VocabSize})");
         }
         var row = _tokenEmbedding.AsSpan(token * d, d);
-        if (_positionEmbedding is null)
+        if (Config.EmbeddingScale is { } scale)
+        {
+            System.Numerics.Tensors.TensorPrimitives.Multiply(row, scale, destination); // Gemma: × √d in fp32
+        }
+        else if (_positionEmbedding is null)
         {
             row.CopyTo(destination);
         }

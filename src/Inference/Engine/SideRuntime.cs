@@ -42,7 +42,7 @@ internal sealed class SideRuntime : IDisposable
         SideB = new NativeBuffer<float>((long)buf.MaxTokensPerStep * def.SideSize);
         _inputs = new NativeBuffer<float>((long)_layers * capacity * buf.Config.HiddenSize);
         _pairLengths = new NativeBuffer<int>(capacity * _layers);
-        if (buf.Rotary && !SideGraph.InternalRotary(def)) _pairPositions = new NativeBuffer<long>(capacity * _layers);
+        if (buf.Rotary && !SideGraph.InternalRotary(def, buf.Model.Rotary)) _pairPositions = new NativeBuffer<long>(capacity * _layers);
         _decode = new StepBindings?[capacity + 1];
     }
 

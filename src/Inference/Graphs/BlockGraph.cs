@@ -123,7 +123,7 @@ internal static class BlockGraph
             g.Input(PastKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
             g.Input(PastValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         }
-        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary, loraVariant, packed);
+        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary, loraVariant, packed, layer);
         if (!packed)
         {
             g.Output(PresentKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
@@ -220,7 +220,7 @@ internal static class BlockGraph
 
     /// <summary>Adds one block's nodes to <paramref name="g"/>, naming its internals with <paramref name="prefix"/>.</summary>
     public static void Add(GraphBuilder g, ModelConfig c, LayerWeights w, string prefix, string hidden, string hiddenOut,
-        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary, int loraVariant = 0, bool packed = false)
+        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary, int loraVariant = 0, bool packed = false, int layer = 0)
     {
         int d = c.HiddenSize, hd = c.HeadDim, q = c.NumHeads * hd, kv = c.NumKvHeads * hd, f = c.IntermediateSize;
         var llama = c.Architecture == ModelArchitecture.Llama;
@@ -234,19 +234,30 @@ internal static class BlockGraph
         string qIn = parts[0], kIn = parts[1];
         if (llama)
         {
-            var cos = g.Weight(N("cos_cache"), rotary!.Cos, rotary.MaxPositions, hd / 2);
-            var sin = g.Weight(N("sin_cache"), rotary.Sin, rotary.MaxPositions, hd / 2);
-            qIn = g.Node("RotaryEmbedding", [qIn, PositionIds, cos, sin], N("q_rot"), GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumHeads));
-            kIn = g.Node("RotaryEmbedding", [kIn, PositionIds, cos, sin], N("k_rot"), GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumKvHeads));
+            var caches = RotaryCaches(g, rotary!, prefix);
+            qIn = PositionQueryOrKey(g, c, qIn, w.QNorm, c.NumHeads, rotary!, caches, N("q"));
+            kIn = PositionQueryOrKey(g, c, kIn, w.KNorm, c.NumKvHeads, rotary!, caches, N("k"));
         }
-        var attn = packed
-            ? g.Node(Attention.SlotAttentionOp.Name, [qIn, kIn, parts[2], KCache, VCache, KvPlan], N("attn"), Attention.SlotAttentionOp.Domain)
-            : g.NodeMulti("GroupQueryAttention",
+        var window = c.SlidingWindow(layer);
+        string attn;
+        if (packed)
+        {
+            var parameters = g.Weight(N("attn_params"), Attention.SlotAttentionOp.Parameters(c, layer), Attention.SlotAttentionOp.ParameterCount);
+            attn = g.Node(Attention.SlotAttentionOp.Name, [qIn, kIn, parts[2], KCache, VCache, KvPlan, parameters], N("attn"), Attention.SlotAttentionOp.Domain);
+        }
+        else
+        {
+            var attributes = new List<(string, object)> { ("num_heads", (long)c.NumHeads), ("kv_num_heads", (long)c.NumKvHeads) };
+            if (c.AttentionScale is { } scale) attributes.Add(("scale", scale));
+            if (c.AttentionSoftcap is { } cap) attributes.Add(("softcap", cap));
+            if (window > 0) attributes.Add(("local_window_size", (long)window));
+            attn = g.NodeMulti("GroupQueryAttention",
                 [qIn, kIn, parts[2], pastKey, pastValue, SeqLensK, TotalSeqLen],
-                [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain,
-                ("num_heads", (long)c.NumHeads), ("kv_num_heads", (long)c.NumKvHeads))[0];
+                [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain, [.. attributes])[0];
+        }
         var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, N("o"));
         if (loraVariant != 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, N("o"), loraVariant);
+        if (w.PostAttnNorm is not null) o = Norm(g, c, o, w.PostAttnNorm, null, N("ln_post_attn"));
         var x2 = g.Node("Add", [hidden, o], N("resid1"));
 
         // Feed-forward
@@ -257,8 +268,10 @@ internal static class BlockGraph
             var gu = Linear(g, n2, w.UpWeight, w.UpBias, d, 2 * f, N("gate_up"));
             if (loraVariant != 0) gu = AddLora(g, n2, gu, Adapters.AdaptedProjection.Up, N("gate_up"), loraVariant);
             var gates = g.NodeMulti("Split", [gu, g.Int64s(N("gu_split"), f, f)], [N("gate"), N("up")], "", ("axis", 2L));
-            var silu = g.Node("Mul", [gates[0], g.Node("Sigmoid", [gates[0]], N("sig"))], N("silu"));
-            act = g.Node("Mul", [silu, gates[1]], packed ? FfnActivations : N("swiglu"));
+            var gated = c.GeluGate
+                ? g.Node("FastGelu", [gates[0]], N("gelu"), GraphBuilder.MicrosoftDomain) // GELU, tanh approximation (Gemma's GeGLU)
+                : g.Node("Mul", [gates[0], g.Node("Sigmoid", [gates[0]], N("sig"))], N("silu"));
+            act = g.Node("Mul", [gated, gates[1]], packed ? FfnActivations : N("swiglu"));
         }
         else
         {
@@ -273,12 +286,39 @@ internal static class BlockGraph
         }
         var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, N("down"));
         if (loraVariant != 0) m = AddLora(g, act, m, Adapters.AdaptedProjection.Down, N("down"), loraVariant);
+        if (w.PostFfnNorm is not null) m = Norm(g, c, m, w.PostFfnNorm, null, N("ln_post_ffn"));
         g.Node("Add", [x2, m], hiddenOut);
     }
+
+    /// <summary>
+    /// q or k [.., heads·hd] of a rotary model as attention reads it: the per-head RMSNorm first where the model has one
+    /// (Qwen3's <c>q_norm</c>/<c>k_norm</c>), then rotary on the first <see cref="RotaryTables.Dim"/> dimensions of each
+    /// head (the rest pass through: <c>partial_rotary_factor</c>).
+    /// </summary>
+    internal static string PositionQueryOrKey(GraphBuilder g, ModelConfig c, string x, float[]? headNorm, int heads, RotaryTables rotary,
+        (string Cos, string Sin) caches, string name)
+    {
+        var hd = c.HeadDim;
+        if (headNorm is not null)
+        {
+            var perHead = g.Node("Reshape", [x, g.Int64s(name + "_heads_shape", 0, 0, heads, hd)], name + "_heads");
+            var normed = g.Node("SimplifiedLayerNormalization", [perHead, g.Weight(name + "_norm_w", headNorm, hd)], name + "_norm", "", ("axis", -1L), ("epsilon", c.NormEps));
+            x = g.Node("Reshape", [normed, g.Int64s(name + "_flat_shape", 0, 0, heads * hd)], name + "_normed");
+        }
+        var attributes = new List<(string, object)> { ("interleaved", 0L), ("num_heads", (long)heads) };
+        if (rotary.Dim != hd) attributes.Add(("rotary_embedding_dim", (long)rotary.Dim));
+        return g.Node("RotaryEmbedding", [x, PositionIds, caches.Cos, caches.Sin], name + "_rot", GraphBuilder.MicrosoftDomain, [.. attributes]);
+    }
+
+    /// <summary>Adds the rotary cos/sin tables [positions, rotary_dim/2] as initializers (once per graph; q and k share them).</summary>
+    internal static (string Cos, string Sin) RotaryCaches(GraphBuilder g, RotaryTables rotary, string prefix = "") =>
+        (g.Weight(prefix + "cos_cache", rotary.Cos, rotary.MaxPositions, rotary.Dim / 2),
+         g.Weight(prefix + "sin_cache", rotary.Sin, rotary.MaxPositions, rotary.Dim / 2));
 
     internal static string Norm(GraphBuilder g, ModelConfig c, string x, float[] weight, float[]? bias, string name)
     {
         var d = c.HiddenSize;
+        if (weight.Length != d) throw new ArgumentException($"norm '{name}': {weight.Length} weights for width {d}", nameof(weight));
         var scale = g.Weight(name + "_w", weight, d);
         if (c.Architecture == ModelArchitecture.Gpt2)
         {
@@ -292,31 +332,4 @@ internal static class BlockGraph
         var y = g.Node("MatMul", [x, g.ShareableWeight(name + "_w", weight, inDim, outDim)], bias is null ? name : name + "_mm");
         return bias is null ? y : g.Node("Add", [y, g.Weight(name + "_b", bias, outDim)], name);
     }
-}
-
-/// <summary>Rotary cos/sin tables [max_positions, head_dim/2] as Hugging Face's Llama computes them (fp32 angles).</summary>
-internal sealed class RotaryTables
-{
-    public RotaryTables(int maxPositions, int headDim, float theta)
-    {
-        MaxPositions = maxPositions;
-        var half = headDim / 2;
-        Cos = new float[maxPositions * half];
-        Sin = new float[maxPositions * half];
-        for (var i = 0; i < half; i++)
-        {
-            // inv_freq = 1 / θ^(2i/hd), computed in fp32 like transformers' default rope init
-            var invFreq = 1.0f / MathF.Pow(theta, 2f * i / headDim);
-            for (var p = 0; p < maxPositions; p++)
-            {
-                var angle = (float)p * invFreq;
-                Cos[p * half + i] = MathF.Cos(angle);
-                Sin[p * half + i] = MathF.Sin(angle);
-            }
-        }
-    }
-
-    public int MaxPositions { get; }
-    public float[] Cos { get; }
-    public float[] Sin { get; }
 }

@@ -26,7 +26,7 @@ internal static class FusedGraph
             g.Input(PastKey(l), DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
             g.Input(PastValue(l), DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
             var next = $"h{l + 1}";
-            BlockGraph.Add(g, c, LayerWeights.Read(ckpt, l), $"l{l}/", hidden, next, PastKey(l), PastValue(l), PresentKey(l), PresentValue(l), rotary);
+            BlockGraph.Add(g, c, LayerWeights.Read(ckpt, l), $"l{l}/", hidden, next, PastKey(l), PastValue(l), PresentKey(l), PresentValue(l), rotary, layer: l);
             g.Output(PresentKey(l), DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
             g.Output(PresentValue(l), DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
             hidden = next;

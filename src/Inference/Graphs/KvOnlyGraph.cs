@@ -36,9 +36,8 @@ internal static class KvOnlyGraph
         var parts = g.NodeMulti("Split", [qkv, g.Int64s("qkv_split", q, kv, kv)], ["q", "k", Value], "", ("axis", 2L));
         if (rotary is not null)
         {
-            var cos = g.Weight("cos_cache", rotary.Cos, rotary.MaxPositions, hd / 2);
-            var sin = g.Weight("sin_cache", rotary.Sin, rotary.MaxPositions, hd / 2);
-            g.Node("RotaryEmbedding", [parts[1], BlockGraph.PositionIds, cos, sin], Key, GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)c.NumKvHeads));
+            var key = BlockGraph.PositionQueryOrKey(g, c, parts[1], w.KNorm, c.NumKvHeads, rotary, BlockGraph.RotaryCaches(g, rotary), "k");
+            g.Node("Identity", [key], Key);
         }
         else
         {

@@ -21,6 +21,14 @@ internal sealed class LayerWeights
     public required float[] DownWeight { get; init; }     // [F, d]
     public float[]? DownBias { get; init; }
 
+    /// <summary>Qwen3: RMSNorm weights [head_dim] over each head of q and of k (null otherwise).</summary>
+    public float[]? QNorm { get; init; }
+    public float[]? KNorm { get; init; }
+
+    /// <summary>Gemma 2: the norm on the attention output and the one on the MLP output (Norm2 is the pre-MLP norm).</summary>
+    public float[]? PostAttnNorm { get; init; }
+    public float[]? PostFfnNorm { get; init; }
+
     public static LayerWeights Read(CheckpointFolder ckpt, int layer)
     {
         var c = ckpt.Config;
@@ -52,29 +60,56 @@ internal sealed class LayerWeights
     {
         int d = c.HiddenSize, f = c.IntermediateSize, q = c.NumHeads * c.HeadDim, kv = c.NumKvHeads * c.HeadDim;
         var p = $"model.layers.{i}.";
-        var wq = ckpt.ReadFloat32(p + "self_attn.q_proj.weight", q, d);
-        var wk = ckpt.ReadFloat32(p + "self_attn.k_proj.weight", kv, d);
-        var wv = ckpt.ReadFloat32(p + "self_attn.v_proj.weight", kv, d);
+        float[] qkv, gateUp;
+        if (c.FusedProjections)
+        {
+            // Phi-3 stores q|k|v and gate|up already fused, in the engine's column order.
+            qkv = TransposeConcat(d, (ckpt.ReadFloat32(p + "self_attn.qkv_proj.weight", q + 2 * kv, d), q + 2 * kv));
+            gateUp = TransposeConcat(d, (ckpt.ReadFloat32(p + "mlp.gate_up_proj.weight", 2 * f, d), 2 * f));
+        }
+        else
+        {
+            var wq = ckpt.ReadFloat32(p + "self_attn.q_proj.weight", q, d);
+            var wk = ckpt.ReadFloat32(p + "self_attn.k_proj.weight", kv, d);
+            var wv = ckpt.ReadFloat32(p + "self_attn.v_proj.weight", kv, d);
+            qkv = TransposeConcat(d, (wq, q), (wk, kv), (wv, kv));
+            var gate = ckpt.ReadFloat32(p + "mlp.gate_proj.weight", f, d);
+            var up = ckpt.ReadFloat32(p + "mlp.up_proj.weight", f, d);
+            gateUp = TransposeConcat(d, (gate, f), (up, f));
+        }
         float[]? qkvBias = null;
         if (c.AttentionBias)
         {
             qkvBias = [.. ckpt.ReadFloat32(p + "self_attn.q_proj.bias", q), .. ckpt.ReadFloat32(p + "self_attn.k_proj.bias", kv), .. ckpt.ReadFloat32(p + "self_attn.v_proj.bias", kv)];
         }
-        var gate = ckpt.ReadFloat32(p + "mlp.gate_proj.weight", f, d);
-        var up = ckpt.ReadFloat32(p + "mlp.up_proj.weight", f, d);
         return new LayerWeights
         {
-            Norm1Weight = ckpt.ReadFloat32(p + "input_layernorm.weight", d),
-            QkvWeight = TransposeConcat(d, (wq, q), (wk, kv), (wv, kv)),
+            Norm1Weight = ReadNorm(ckpt, c, p + "input_layernorm.weight", d),
+            QkvWeight = qkv,
             QkvBias = qkvBias,
             OutWeight = TransposeConcat(q, (ckpt.ReadFloat32(p + "self_attn.o_proj.weight", d, q), d)),
             OutBias = c.AttentionBias && ckpt.Contains(p + "self_attn.o_proj.bias") ? ckpt.ReadFloat32(p + "self_attn.o_proj.bias", d) : null,
-            Norm2Weight = ckpt.ReadFloat32(p + "post_attention_layernorm.weight", d),
-            UpWeight = TransposeConcat(d, (gate, f), (up, f)),
+            Norm2Weight = ReadNorm(ckpt, c, p + (c.SandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"), d),
+            UpWeight = gateUp,
             UpBias = c.MlpBias ? [.. ckpt.ReadFloat32(p + "mlp.gate_proj.bias", f), .. ckpt.ReadFloat32(p + "mlp.up_proj.bias", f)] : null,
             DownWeight = TransposeConcat(f, (ckpt.ReadFloat32(p + "mlp.down_proj.weight", d, f), d)),
             DownBias = c.MlpBias ? ckpt.ReadFloat32(p + "mlp.down_proj.bias", d) : null,
+            QNorm = c.QkNorm ? ReadNorm(ckpt, c, p + "self_attn.q_norm.weight", c.HeadDim) : null,
+            KNorm = c.QkNorm ? ReadNorm(ckpt, c, p + "self_attn.k_norm.weight", c.HeadDim) : null,
+            PostAttnNorm = c.SandwichNorms ? ReadNorm(ckpt, c, p + "post_attention_layernorm.weight", d) : null,
+            PostFfnNorm = c.SandwichNorms ? ReadNorm(ckpt, c, p + "post_feedforward_layernorm.weight", d) : null,
         };
+    }
+
+    /// <summary>An RMSNorm weight as the graph uses it: the stored one plus <see cref="ModelConfig.NormWeightOffset"/> (Gemma's 1 + w, in fp32 as transformers adds it).</summary>
+    internal static float[] ReadNorm(CheckpointFolder ckpt, ModelConfig c, string name, int width)
+    {
+        var w = ckpt.ReadFloat32(name, width);
+        if (c.NormWeightOffset != 0)
+        {
+            for (var i = 0; i < w.Length; i++) w[i] += c.NormWeightOffset;
+        }
+        return w;
     }
 
     /// <summary>Turns [out_i, in] matrices into one [in, Σ out_i] matrix (column blocks in order).</summary>

@@ -30,10 +30,15 @@ internal static class SideGraph
     public const string SideOut = "side_out";
     public const string Inputs = "hidden_stack";
     public const string SeqLensK = "side_seqlens_k";
-    public const string PositionIds = "side_position_ids";
+    public const string PositionIds = BlockGraph.PositionIds;
 
-    /// <summary>Whether the stacked graph's attention applies the rotary itself (ONNX Runtime's CPU attention does for head_dim % 16 == 0); else it takes <see cref="PositionIds"/>.</summary>
-    public static bool InternalRotary(OtterDefinition def) => def.HeadDim % 16 == 0;
+    /// <summary>
+    /// Whether the stacked graph's attention applies the rotary itself: ONNX Runtime's CPU attention does for a head_dim
+    /// that is a multiple of 16 and rotates whole heads; else (and for partial rotary) the graph takes
+    /// <see cref="PositionIds"/> [pairs, 1] and rotates with <c>RotaryEmbedding</c> as the base blocks do.
+    /// </summary>
+    public static bool InternalRotary(OtterDefinition def, RotaryTables? rotary) =>
+        rotary is not null && def.HeadDim % 16 == 0 && rotary.Dim == def.HeadDim;
 
     /// <summary>Side layer <paramref name="index"/> alone (prefill).</summary>
     public static byte[] BuildLayer(ModelConfig c, OtterDefinition def, (float[] Weight, float[]? Bias) inputNorm, int index, int maxContext, RotaryTables? rotary)
@@ -48,7 +53,7 @@ internal static class SideGraph
         var x = BlockGraph.Norm(g, c, BlockGraph.Hidden, inputNorm.Weight, inputNorm.Bias, "ln");
         var proj = g.Node("MatMul", [x, g.Weight("proj_w", ProjectionWeight(def, layer, d), d, 3 * q + 2 * f)], "proj");
         var parts = g.NodeMulti("Split", [proj, g.Int64s("proj_split", q, q, q, f, f)], ["q", "k", "v", "gate", "up"], "", ("axis", 2L));
-        var (qIn, kIn) = Rotate(g, rotary, def, parts[0], parts[1], BlockGraph.PositionIds);
+        var (qIn, kIn) = Rotate(g, c, rotary, def, parts[0], parts[1]);
         var attn = g.NodeMulti("GroupQueryAttention",
             [qIn, kIn, parts[2], BlockGraph.PastKey, BlockGraph.PastValue, BlockGraph.SeqLensK, BlockGraph.TotalSeqLen],
             ["attn", BlockGraph.PresentKey, BlockGraph.PresentValue], GraphBuilder.MicrosoftDomain,
@@ -101,11 +106,10 @@ internal static class SideGraph
         var packed = g.Node("Reshape", [g.Node("Transpose", [parts[0]], "qkv_rows", "", ("perm", new long[] { 1, 0, 2 })), g.Int64s("pairs_shape", -1, 1, 3 * q)], "qkv_pairs");
         string[] attnInputs;
         var attributes = new List<(string, object)> { ("num_heads", (long)def.NumHeads), ("kv_num_heads", (long)def.NumHeads) };
-        if (rotary is not null && InternalRotary(def))
+        if (rotary is not null && InternalRotary(def, rotary))
         {
-            attnInputs = [packed, "", "", BlockGraph.PastKey, BlockGraph.PastValue, SeqLensK, BlockGraph.TotalSeqLen,
-                g.Weight("cos_cache", rotary.Cos, rotary.MaxPositions, def.HeadDim / 2),
-                g.Weight("sin_cache", rotary.Sin, rotary.MaxPositions, def.HeadDim / 2)];
+            var caches = BlockGraph.RotaryCaches(g, rotary);
+            attnInputs = [packed, "", "", BlockGraph.PastKey, BlockGraph.PastValue, SeqLensK, BlockGraph.TotalSeqLen, caches.Cos, caches.Sin];
             attributes.Add(("do_rotary", 1L));
             attributes.Add(("rotary_interleaved", 0L));
         }
@@ -113,7 +117,7 @@ internal static class SideGraph
         {
             g.Input(PositionIds, DT.Int64, "pairs", 1);
             var qkv = g.NodeMulti("Split", [packed, g.Int64s("qkv_split", q, q, q)], ["q", "k", "v"], "", ("axis", 2L));
-            var (qIn, kIn) = Rotate(g, rotary, def, qkv[0], qkv[1], PositionIds);
+            var (qIn, kIn) = Rotate(g, c, rotary, def, qkv[0], qkv[1]);
             attnInputs = [qIn, kIn, qkv[2], BlockGraph.PastKey, BlockGraph.PastValue, SeqLensK, BlockGraph.TotalSeqLen];
         }
         else
@@ -142,13 +146,13 @@ internal static class SideGraph
         return Transpose(Concat(layer.Q, layer.K, layer.V, layer.Gate, layer.Up), 3 * q + 2 * f, d);
     }
 
-    private static (string Q, string K) Rotate(GraphBuilder g, RotaryTables? rotary, OtterDefinition def, string q, string k, string positions)
+    /// <summary>The base's rotation of q and k at <c>position_ids</c> (the Otter reader holds a rotary side network's head width to the base's).</summary>
+    private static (string Q, string K) Rotate(GraphBuilder g, ModelConfig c, RotaryTables? rotary, OtterDefinition def, string q, string k)
     {
         if (rotary is null) return (q, k);
-        var cos = g.Weight("cos_cache", rotary.Cos, rotary.MaxPositions, def.HeadDim / 2);
-        var sin = g.Weight("sin_cache", rotary.Sin, rotary.MaxPositions, def.HeadDim / 2);
-        return (g.Node("RotaryEmbedding", [q, positions, cos, sin], "q_rot", GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)def.NumHeads)),
-                g.Node("RotaryEmbedding", [k, positions, cos, sin], "k_rot", GraphBuilder.MicrosoftDomain, ("interleaved", 0L), ("num_heads", (long)def.NumHeads)));
+        var caches = BlockGraph.RotaryCaches(g, rotary);
+        return (BlockGraph.PositionQueryOrKey(g, c, q, null, def.NumHeads, rotary, caches, "q"),
+                BlockGraph.PositionQueryOrKey(g, c, k, null, def.NumHeads, rotary, caches, "k"));
     }
 
     private static string SwiGlu(GraphBuilder g, string gate, string up) =>

@@ -33,7 +33,7 @@ public abstract class AdapterApiContractTests : IAsyncLifetime
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseTestServer();
-        builder.Services.AddSingleton<IBaseModelCatalog>(new StaticBaseModelCatalog().Add("gpt2-test", PeftFolders.Gpt2).Add("qwen-test", PeftFolders.Llama));
+        builder.Services.AddSingleton<IBaseModelCatalog>(new StaticBaseModelCatalog().Add("gpt2-test", PeftFolders.Gpt2).Add("qwen-test", PeftFolders.Llama).Add("phi3-test", PeftFolders.Phi3));
         builder.Services.AddSingleton<ITenantContext>(new SingleTenantContext(Tenant));
         builder.Services.AddAdapterStore(o => o.RedisConnectionString = _server.ConnectionString, api => api.MaxUploadBytes = MaxUpload);
         _app = builder.Build();
@@ -247,6 +247,30 @@ public abstract class AdapterApiContractTests : IAsyncLifetime
         var problem = await AssertProblemAsync(await Client.PostAsync("/v1/adapters/x", Folder(folder.ConfigBytes, folder.Safetensors, ("base_model", "gpt2-test"))),
             HttpStatusCode.UnprocessableEntity, AdapterErrors.BaseModelMismatch);
         Assert.StartsWith("base_model.model.model.layers.", problem.GetProperty("tensor").GetString());
+    }
+
+    [Fact]
+    public async Task Upload_Phi3FusedLora_IsStoredWithItsFusedModules()
+    {
+        var folder = PeftFolders.Phi3Lora();
+        var response = await Client.PostAsync("/v1/adapters/phi3-lora", Folder(folder.ConfigBytes, folder.Safetensors, ("base_model", "phi3-test"), ("codec", "lossless")));
+        string text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.Created, text);
+        var store = _app!.Services.GetRequiredService<IAdapterStore>();
+        var loaded = await store.LoadAdapterAsync(Tenant, "phi3-lora", null, CancellationToken.None);
+        var modules = loaded!.Value.Adapter.Modules;
+        Assert.Equal(8, modules.Count);
+        Assert.Equal((64, (4 + 2 * 2) * 16), (modules.Single(m => m.Layer == 1 && m.Module == "self_attn.qkv_proj").InFeatures, modules.Single(m => m.Layer == 1 && m.Module == "self_attn.qkv_proj").OutFeatures));
+        Assert.Equal(192, modules.Single(m => m.Layer == 0 && m.Module == "mlp.gate_up_proj").OutFeatures);
+    }
+
+    [Fact]
+    public async Task Upload_SeparateProjectionLoraAgainstPhi3Base_Returns422WrongBase()
+    {
+        var folder = PeftFolders.LlamaLora();
+        var problem = await AssertProblemAsync(await Client.PostAsync("/v1/adapters/x", Folder(folder.ConfigBytes, folder.Safetensors, ("base_model", "phi3-test"))),
+            HttpStatusCode.UnprocessableEntity, AdapterErrors.BaseModelMismatch);
+        Assert.Contains("a llama module; the base model is phi3", problem.GetProperty("detail").GetString());
     }
 
     [Fact]

@@ -27,7 +27,16 @@ internal static class PeftFolders
          "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true, "hidden_act": "silu"}
         """;
 
+    /// <summary>A tiny Phi-3 (fused qkv_proj and gate_up_proj).</summary>
+    public const string Phi3ConfigJson = """
+        {"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_size": 64, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 100,
+         "max_position_embeddings": 128, "original_max_position_embeddings": 128, "rms_norm_eps": 1e-5, "sliding_window": 63,
+         "tie_word_embeddings": false, "hidden_act": "silu"}
+        """;
+
     public static BaseModelShape Gpt2 => BaseModelShape.FromConfig(ModelConfig.Parse(Gpt2ConfigJson));
+    public static BaseModelShape Phi3 => BaseModelShape.FromConfig(ModelConfig.Parse(Phi3ConfigJson));
     public static BaseModelShape Llama => BaseModelShape.FromConfig(ModelConfig.Parse(LlamaConfigJson));
 
     public static string LoraConfig(string baseModel, int r, double alpha, object targets, bool fanInFanOut, string extra = "")
@@ -123,6 +132,26 @@ internal static class PeftFolders
         string config = LoraConfig("Qwen/Qwen2-0.5B", r, 16, "(.*\\.)?(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)", fanInFanOut: false)
             .Replace("\"use_rslora\": false", "\"use_rslora\": true");
         return Build(config, list, SafetensorsDType.BF16);
+    }
+
+    /// <summary>A Phi-3 LoRA as peft writes it for Phi-3 fine-tunes: targets qkv_proj, o_proj, gate_up_proj, down_proj.</summary>
+    public static PeftFolder Phi3Lora(int seed = 4, int r = 4)
+    {
+        var rng = new Random(seed);
+        var shape = Phi3;
+        var list = new List<(string, long[], float[])>();
+        for (int l = 0; l < shape.NumLayers; l++)
+        {
+            foreach (var module in shape.Modules)
+            {
+                var (i, o) = shape.Widths(module)!.Value;
+                string p = $"base_model.model.model.layers.{l}.{module}";
+                list.Add(($"{p}.lora_A.weight", [r, i], Random(rng, r * i)));
+                list.Add(($"{p}.lora_B.weight", [o, r], Random(rng, o * r)));
+            }
+        }
+        string config = LoraConfig("microsoft/Phi-3-mini-4k-instruct", r, 8, new[] { "qkv_proj", "o_proj", "gate_up_proj", "down_proj" }, fanInFanOut: false);
+        return Build(config, list);
     }
 
     /// <summary>VeRA with saved projection on the given base.</summary>

@@ -226,7 +226,7 @@ public sealed class OtterTests
         using var model = DecoderModel.Load(demo, new RuntimeOptions { MaxBatch = 3, MaxContext = 128 });
         var c = model.Config;
         var definition = OtterReader.ReadFolder(dir, c);
-        Assert.True(Serving.Inference.Graphs.SideGraph.InternalRotary(definition), "the demo's side heads take the attention's own rotary");
+        Assert.True(Serving.Inference.Graphs.SideGraph.InternalRotary(definition, model.Rotary), "the demo's side heads take the attention's own rotary");
         using var head = new RewardHead(definition, model, "public/positive-otter@1");
         int[][] prompts = [[0, 412, 77, 1203, 9], [0, 88, 2040, 311, 64, 1777, 905, 14, 260, 3001, 45], [0, 640]];
         const int steps = 5;

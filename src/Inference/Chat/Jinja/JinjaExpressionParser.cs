@@ -3,8 +3,9 @@ using System.Globalization;
 namespace Serving.Inference.Chat.Jinja;
 
 /// <summary>
-/// Precedence climbing over the tokens of <see cref="JinjaLexer.Lex"/>: or, and, not, comparisons / in / is, + - ~,
-/// %, unary minus, filters, then postfix (.attr, .method(), [key], [a:b]) on primaries.
+/// Precedence climbing over the tokens of <see cref="JinjaLexer.Lex"/>: inline <c>a if c else b</c>, or, and, not,
+/// comparisons / in / is (tests with optional arguments), + - ~, * %, unary minus, filters (with arguments), then postfix
+/// (.attr, .method(), [key], [a:b:step]) on primaries; calls take positional and <c>name=value</c> arguments.
 /// </summary>
 internal sealed class JinjaExpressionParser
 {
@@ -16,7 +17,7 @@ internal sealed class JinjaExpressionParser
     public static Expr Parse(string text)
     {
         var p = new JinjaExpressionParser(JinjaLexer.Lex(text));
-        var e = p.ParseOr();
+        var e = p.ParseConditional();
         if (p._pos != p._tokens.Count) throw new FormatException($"chat template: unexpected '{p._tokens[p._pos]}' in '{text}'");
         return e;
     }
@@ -33,6 +34,14 @@ internal sealed class JinjaExpressionParser
     private void Expect(string t)
     {
         if (!Accept(t)) throw new FormatException($"chat template: expected '{t}', found '{Peek ?? "end"}'");
+    }
+
+    private Expr ParseConditional()
+    {
+        var e = ParseOr();
+        if (!Accept("if")) return e;
+        var cond = ParseOr();
+        return new Conditional(cond, e, Accept("else") ? ParseConditional() : null);
     }
 
     private Expr ParseOr()
@@ -74,7 +83,17 @@ internal sealed class JinjaExpressionParser
             else if (Accept("is"))
             {
                 var negated = Accept("not");
-                e = new Test(e, _tokens[_pos++], negated);
+                var name = _tokens[_pos++];
+                var args = new List<Expr>();
+                if (Accept("("))
+                {
+                    (args, _) = ParseArguments();
+                }
+                else if (name is "equalto" or "eq" or "sameas" or "divisibleby" && Peek is { } next && next != ")" && next != "and" && next != "or")
+                {
+                    args.Add(ParseConcat()); // Jinja allows `x is equalto 3` without parentheses
+                }
+                e = new Test(e, name, negated, args);
             }
             else
             {
@@ -97,7 +116,7 @@ internal sealed class JinjaExpressionParser
     private Expr ParseMul()
     {
         var e = ParseUnary();
-        while (Peek is "%")
+        while (Peek is "%" or "*")
         {
             var op = _tokens[_pos++];
             e = new Binary(op, e, ParseUnary());
@@ -110,7 +129,12 @@ internal sealed class JinjaExpressionParser
     private Expr ParseFiltered()
     {
         var e = ParsePostfix();
-        while (Accept("|")) e = new Filter(e, _tokens[_pos++]);
+        while (Accept("|"))
+        {
+            var name = _tokens[_pos++];
+            var (args, kwargs) = Accept("(") ? ParseArguments() : ([], []);
+            e = new Filter(e, name, args, kwargs);
+        }
         return e;
     }
 
@@ -124,12 +148,8 @@ internal sealed class JinjaExpressionParser
                 var name = _tokens[_pos++];
                 if (Accept("("))
                 {
-                    var args = new List<Expr>();
-                    if (!Accept(")"))
-                    {
-                        do args.Add(ParseOr()); while (Accept(","));
-                        Expect(")");
-                    }
+                    var (args, kwargs) = ParseArguments();
+                    if (kwargs.Count > 0) throw new FormatException($"chat template: keyword arguments to .{name}() are not supported");
                     e = new MethodCall(e, name, args);
                 }
                 else
@@ -142,9 +162,10 @@ internal sealed class JinjaExpressionParser
                 Expr? start = Peek == ":" ? null : ParseOr();
                 if (Accept(":"))
                 {
-                    Expr? end = Peek == "]" ? null : ParseOr();
+                    Expr? end = Peek is "]" or ":" ? null : ParseOr();
+                    Expr? step = Accept(":") && Peek != "]" ? ParseOr() : null;
                     Expect("]");
-                    e = new Slice(e, start, end);
+                    e = new Slice(e, start, end, step);
                 }
                 else
                 {
@@ -165,7 +186,7 @@ internal sealed class JinjaExpressionParser
         _pos++;
         if (t == "(")
         {
-            var e = ParseOr();
+            var e = ParseConditional();
             Expect(")");
             return e;
         }
@@ -177,16 +198,46 @@ internal sealed class JinjaExpressionParser
             case "false" or "False": return new Literal(false);
             case "none" or "None": return new Literal(null);
         }
+        if (t == "[")
+        {
+            var items = new List<Expr>();
+            if (!Accept("]"))
+            {
+                do items.Add(ParseConditional()); while (Accept(",") && Peek != "]");
+                Expect("]");
+            }
+            return new ListLiteral(items);
+        }
         if (Accept("("))
         {
-            var args = new List<Expr>();
-            if (!Accept(")"))
-            {
-                do args.Add(ParseOr()); while (Accept(","));
-                Expect(")");
-            }
-            return new Call(t, args);
+            var (args, kwargs) = ParseArguments();
+            return new Call(t, args, kwargs);
         }
         return new Variable(t);
+    }
+
+    /// <summary>After "(": positional then <c>name=value</c> arguments up to ")".</summary>
+    private (List<Expr> Args, Dictionary<string, Expr> Kwargs) ParseArguments()
+    {
+        var args = new List<Expr>();
+        var kwargs = new Dictionary<string, Expr>();
+        if (Accept(")")) return (args, kwargs);
+        do
+        {
+            if (_pos + 1 < _tokens.Count && _tokens[_pos + 1] == "=" && char.IsLetter(_tokens[_pos][0]))
+            {
+                var name = _tokens[_pos];
+                _pos += 2;
+                kwargs[name] = ParseConditional();
+            }
+            else
+            {
+                if (kwargs.Count > 0) throw new FormatException("chat template: a positional argument follows a keyword argument");
+                args.Add(ParseConditional());
+            }
+        }
+        while (Accept(","));
+        Expect(")");
+        return (args, kwargs);
     }
 }

@@ -14,16 +14,26 @@ internal sealed record Segment(SegmentKind Kind, string Body);
 /// </summary>
 internal static class JinjaLexer
 {
+    /// <summary>
+    /// Splits <paramref name="src"/> the way transformers' Jinja environment does (<c>trim_blocks</c> and
+    /// <c>lstrip_blocks</c> on): <c>-</c> strips all whitespace on its side of a tag; the first newline after a block or
+    /// comment tag is dropped; spaces and tabs between the start of a line and a block or comment tag are dropped
+    /// (not for <c>{%+</c>).
+    /// </summary>
     public static List<Segment> Tokenize(string src)
     {
         var segments = new List<Segment>();
         var i = 0;
         var trimNextLeading = false;
+        var trimNextNewline = false;
+        var lineStarting = true;
         while (i < src.Length)
         {
             var open = IndexOfOpen(src, i);
             var text = open < 0 ? src[i..] : src[i..open];
             if (trimNextLeading) text = text.TrimStart();
+            else if (trimNextNewline && text.StartsWith('\n')) text = text[1..];
+            else if (trimNextNewline && text.StartsWith("\r\n", StringComparison.Ordinal)) text = text[2..];
             trimNextLeading = false;
             if (open < 0)
             {
@@ -32,13 +42,23 @@ internal static class JinjaLexer
             }
             var kind = src[open + 1];
             var bodyStart = open + 2;
-            var trimBefore = bodyStart < src.Length && src[bodyStart] == '-';
-            if (trimBefore) text = text.TrimEnd();
+            var marker = bodyStart < src.Length ? src[bodyStart] : '\0';
+            var trimBefore = marker == '-';
+            if (trimBefore)
+            {
+                text = text.TrimEnd();
+            }
+            else if (kind is '%' or '#' && marker != '+')
+            {
+                // lstrip_blocks: only whitespace between the line's start and the tag goes.
+                var lineStart = text.LastIndexOf('\n') + 1;
+                if ((lineStart > 0 || lineStarting) && text.AsSpan(lineStart).IndexOfAnyExcept(' ', '\t') < 0) text = text[..lineStart];
+            }
             if (text.Length > 0) segments.Add(new Segment(SegmentKind.Text, text));
             var close = kind switch { '{' => "}}", '%' => "%}", _ => "#}" };
             var end = src.IndexOf(close, bodyStart, StringComparison.Ordinal);
             if (end < 0) throw new FormatException($"chat template: unclosed '{src[open]}{kind}' at offset {open}");
-            var body = src[(trimBefore ? bodyStart + 1 : bodyStart)..end];
+            var body = src[(trimBefore || marker == '+' ? bodyStart + 1 : bodyStart)..end];
             if (body.EndsWith('-'))
             {
                 body = body[..^1];
@@ -47,6 +67,9 @@ internal static class JinjaLexer
             if (kind == '{') segments.Add(new Segment(SegmentKind.Output, body.Trim()));
             else if (kind == '%') segments.Add(new Segment(SegmentKind.Statement, body.Trim()));
             i = end + 2;
+            // trim_blocks: a block or comment tag swallows the newline right after it (and the next line starts there).
+            trimNextNewline = kind is '%' or '#';
+            lineStarting = trimNextNewline && i < src.Length && (src[i] == '\n' || src.AsSpan(i).StartsWith("\r\n"));
         }
         return segments;
     }
@@ -105,7 +128,7 @@ internal static class JinjaLexer
                 tokens.Add(s.Substring(i, 2));
                 i += 2;
             }
-            else if ("+-~|.[](),<>%:".Contains(c))
+            else if ("+-~|.[](),<>%:=*/{}".Contains(c))
             {
                 tokens.Add(c.ToString());
                 i++;

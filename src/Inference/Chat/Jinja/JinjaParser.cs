@@ -31,9 +31,7 @@ internal sealed class JinjaParser(List<Segment> segments)
                             nodes.Add(ParseIf(seg.Body));
                             break;
                         case "set":
-                            var eq = seg.Body.IndexOf('=', StringComparison.Ordinal);
-                            if (eq < 0) throw new FormatException($"chat template: bad set '{seg.Body}'");
-                            nodes.Add(new SetNode(seg.Body[3..eq].Trim(), JinjaExpressionParser.Parse(seg.Body[(eq + 1)..])));
+                            nodes.Add(ParseSet(seg.Body));
                             break;
                         case "endfor" or "endif" or "elif" or "else":
                             end = seg.Body;
@@ -48,16 +46,32 @@ internal sealed class JinjaParser(List<Segment> segments)
         return nodes;
     }
 
+    private static SetNode ParseSet(string body)
+    {
+        var eq = body.IndexOf('=', StringComparison.Ordinal);
+        if (eq < 0) throw new FormatException($"chat template: '{{% {body} %}}' (block set, without '=') is not supported");
+        var target = body[3..eq].Trim();
+        var dot = target.IndexOf('.', StringComparison.Ordinal);
+        var (name, attribute) = dot < 0 ? (target, (string?)null) : (target[..dot], target[(dot + 1)..]);
+        if (!IsName(name) || attribute is not null && !IsName(attribute)) throw new FormatException($"chat template: cannot assign to '{target}'");
+        return new SetNode(name, attribute, JinjaExpressionParser.Parse(body[(eq + 1)..]));
+    }
+
     private ForNode ParseFor(string body)
     {
         var inAt = body.IndexOf(" in ", StringComparison.Ordinal);
         if (inAt < 0) throw new FormatException($"chat template: bad for '{body}'");
-        var variable = body[3..inAt].Trim();
+        var variables = body[3..inAt].Split(',').Select(v => v.Trim()).ToList();
+        if (!variables.All(IsName)) throw new FormatException($"chat template: bad loop variables in '{body}'");
         var iterable = JinjaExpressionParser.Parse(body[(inAt + 4)..]);
         var inner = ParseBody(out var end);
+        if (end is not null && FirstWord(end) == "else") throw new FormatException("chat template: for ... else is not supported");
         if (end != "endfor") throw new FormatException("chat template: for without endfor");
-        return new ForNode(variable, iterable, inner);
+        return new ForNode(variables, iterable, inner);
     }
+
+    private static bool IsName(string s) =>
+        s.Length > 0 && (char.IsLetter(s[0]) || s[0] == '_') && s.All(c => char.IsLetterOrDigit(c) || c == '_');
 
     private IfNode ParseIf(string body)
     {

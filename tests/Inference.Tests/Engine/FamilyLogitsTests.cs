@@ -1,0 +1,150 @@
+using Serving.Checkpoints;
+using Serving.Fixtures;
+using Serving.Inference.Adapters;
+using Serving.Inference.Engine;
+using Serving.Inference.Runtime;
+using Serving.Inference.Tests.Reference;
+using Xunit;
+
+namespace Serving.Inference.Tests.Engine;
+
+/// <summary>
+/// Every Llama-architecture family and rotary variant against <see cref="FamilyReference"/> (float64, written
+/// independently of the graph builder): two rows with prompts of 40 and 47 tokens, prefilled one by one (every prompt
+/// position checked), then 16 decode steps in one batch with the rows at different positions. The fixtures' lengths
+/// make the prompts and decode steps cross each threshold (dynamic/yarn's original 32 positions, the 24/30-token
+/// sliding windows, Gemma's window on layer 0 only).
+/// </summary>
+public sealed class FamilyLogitsTests
+{
+    private const double Tolerance = 1e-4;
+
+    public static TheoryData<string> Families => new(FamilyFixtures.Names);
+
+    /// <summary>The families whose attention differs from plain causal attention (windows, soft-capping, a custom scale) or whose keys need more than a projection (q/k norms, partial rotary).</summary>
+    public static TheoryData<string> PackedFamilies => ["tiny-mistral", "tiny-gemma2", "tiny-qwen3", "tiny-phi3", "tiny-llama-yarn"];
+
+    private static string Dir(string name) => Fixtures.Checkpoint(name, FamilyFixtures.All[name]);
+
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void PrefillThenBatchedDecode_TwoRowsAtDifferentPositions_MatchFloat64Reference(string name) =>
+        RunAndCompare(name, packed: false);
+
+    [Theory]
+    [MemberData(nameof(PackedFamilies))]
+    public void PackedSteps_TwoRowsAtDifferentPositions_MatchFloat64Reference(string name) =>
+        RunAndCompare(name, packed: true);
+
+    private static void RunAndCompare(string name, bool packed)
+    {
+        var dir = Dir(name);
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 128, PackedSteps = packed });
+        using var dec = new BatchDecoder(model);
+        var reference = new FamilyReference(dir);
+        var v = model.Config.VocabSize;
+        var rng = new Random(7);
+        var rows = new List<List<int>>();
+        foreach (var length in new[] { 40, 47 })
+        {
+            var prompt = Enumerable.Range(0, length).Select(_ => rng.Next(0, v)).ToList();
+            var seq = dec.TryAllocate()!;
+            var all = new float[length * v];
+            var last = dec.Prefill(seq, prompt.ToArray(), allLogits: all);
+            var expected = reference.Forward(prompt);
+            for (var t = 0; t < length; t++)
+            {
+                ReferenceLogitsTests.AssertClose(expected[t], all.AsSpan(t * v, v), Tolerance, $"{name}: prompt of {length}, position {t}");
+            }
+            seq.PendingToken = ReferenceLogitsTests.ArgMax(last);
+            prompt.Add(seq.PendingToken);
+            rows.Add(prompt);
+        }
+        for (var step = 0; step < 16; step++)
+        {
+            var logits = dec.Decode().ToArray();
+            for (var r = 0; r < rows.Count; r++)
+            {
+                var expected = reference.Forward(rows[r]);
+                var row = logits.AsSpan(r * v, v);
+                ReferenceLogitsTests.AssertClose(expected[^1], row, Tolerance, $"{name}: row {r} at position {rows[r].Count - 1} (decode step {step})");
+                var next = ReferenceLogitsTests.ArgMax(row);
+                dec.Active[r].PendingToken = next;
+                rows[r].Add(next);
+            }
+        }
+    }
+
+    public static TheoryData<string> AdapterFamilies => ["tiny-phi3", "tiny-qwen3", "tiny-gemma2", "tiny-llama3"];
+
+    /// <summary>
+    /// A LoRA on every projection of the family (Phi-3's fused <c>qkv_proj</c>/<c>gate_up_proj</c> included) written to a
+    /// slot: prefill and decode match the reference with <c>ΔW = s·B·A</c> merged into the stored weights.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(AdapterFamilies))]
+    public void AdapterRow_OnEveryProjectionOfTheFamily_MatchesMergedFloat64Reference(string name)
+    {
+        var dir = Dir(name);
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 128, AdapterSlots = 2 });
+        using var dec = new BatchDecoder(model);
+        var c = model.Config;
+        string[] modules = c.FusedProjections
+            ? ["self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj"]
+            : ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
+        int d = c.HiddenSize, q = c.NumHeads * c.HeadDim, kv = c.NumKvHeads * c.HeadDim, f = c.IntermediateSize;
+        (int In, int Out) Shape(string m) => m switch
+        {
+            "self_attn.qkv_proj" => (d, q + 2 * kv),
+            "self_attn.q_proj" => (d, q),
+            "self_attn.k_proj" or "self_attn.v_proj" => (d, kv),
+            "self_attn.o_proj" => (q, d),
+            "mlp.gate_up_proj" => (d, 2 * f),
+            "mlp.down_proj" => (f, d),
+            _ => (d, f),
+        };
+        var rng = new Random(3);
+        var lora = new List<LoraModule>();
+        var deltas = new Dictionary<string, double[]>();
+        for (var l = 0; l < c.NumLayers; l++)
+        {
+            foreach (var m in modules)
+            {
+                var (inDim, outDim) = Shape(m);
+                const int r = 3;
+                var a = Enumerable.Range(0, r * inDim).Select(_ => (float)(rng.NextDouble() * 2 - 1) * 0.3f).ToArray();
+                var b = Enumerable.Range(0, outDim * r).Select(_ => (float)(rng.NextDouble() * 2 - 1) * 0.3f).ToArray();
+                const float scale = 0.75f;
+                lora.Add(new LoraModule(m, l, r, scale, a, b));
+                var delta = new double[outDim * inDim];
+                for (var o = 0; o < outDim; o++)
+                {
+                    for (var i = 0; i < inDim; i++)
+                    {
+                        double sum = 0;
+                        for (var k = 0; k < r; k++) sum += (double)b[o * r + k] * a[k * inDim + i];
+                        delta[o * inDim + i] = scale * sum;
+                    }
+                }
+                deltas[$"model.layers.{l}.{m}.weight"] = delta;
+            }
+        }
+        dec.Adapters!.Write(1, AdapterFactors.FromLora(c, lora));
+        var reference = new FamilyReference(dir, deltas);
+        var prompt = Enumerable.Range(0, 40).Select(i => (i * 37 + 11) % c.VocabSize).ToList();
+        var expected = reference.Forward(prompt)[^1];
+        Assert.True(expected.Zip(new FamilyReference(dir).Forward(prompt)[^1], (x, y) => Math.Abs(x - y)).Max() > 1e-2, "the adapter barely changes the logits");
+        var seq = dec.TryAllocate()!;
+        dec.SetAdapter(seq, 1);
+        var logits = dec.Prefill(seq, prompt.ToArray()).ToArray();
+        ReferenceLogitsTests.AssertClose(expected, logits, Tolerance, $"{name}: adapter prefill");
+        for (var step = 0; step < 4; step++)
+        {
+            var next = ReferenceLogitsTests.ArgMax(logits);
+            prompt.Add(next);
+            seq.PendingToken = next;
+            logits = dec.Decode().ToArray();
+            ReferenceLogitsTests.AssertClose(reference.Forward(prompt)[^1], logits, Tolerance, $"{name}: adapter decode step {step}");
+        }
+    }
+}
