@@ -18,8 +18,12 @@ public sealed class ModelHost : IDisposable
     private readonly BatchDecoder _decoder;
     private readonly List<IDisposable> _afterDecoder = [];
 
-    /// <summary>Loads the checkpoint named by <see cref="NodeOptions.ModelPath"/>.</summary>
-    public ModelHost(IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILogger<ModelHost> logger)
+    /// <summary>
+    /// Loads the checkpoint named by <see cref="NodeOptions.ModelPath"/>. Scheduler observers registered in the
+    /// container (<paramref name="observers"/>) see every scheduler event after the node's own metrics and logs, on the
+    /// scheduler thread (tests pace the scheduler with one).
+    /// </summary>
+    public ModelHost(IOptions<NodeOptions> options, NodeMetrics metrics, TimeProvider time, ILogger<ModelHost> logger, IEnumerable<ISchedulerObserver> observers)
     {
         var o = options.Value;
         ModelId = o.ResolvedModelId;
@@ -48,8 +52,10 @@ public sealed class ModelHost : IDisposable
         Tokenizer = TokenizerLoader.Load(CheckpointDirectory, c.VocabSize);
         Template = ChatTemplate.FromCheckpoint(CheckpointDirectory, out var isDefault, time);
         Observer = new SchedulerObserver(metrics, logger);
+        var extra = observers.ToList();
         Scheduler = new GenerationScheduler(_decoder, Tokenizer,
-            new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep }, Observer, time);
+            new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep },
+            extra.Count == 0 ? Observer : new CompositeSchedulerObserver([Observer, .. extra]), time);
         metrics.Observe(Scheduler);
         NodeLog.ModelLoaded(logger, ModelId, c.Architecture.ToString(), slots, _model.MaxContext, (long)_model.LoadTime.TotalMilliseconds, isDefault);
     }

@@ -52,3 +52,54 @@ public sealed class NullSchedulerObserver : ISchedulerObserver
     public void OnRequestFinished(GenerationHandle request, FinishReason reason) { }
     public void OnStepFailed(Exception error) { }
 }
+
+/// <summary>Several observers, called in order (the host's own first, then any the application registered).</summary>
+public sealed class CompositeSchedulerObserver(IReadOnlyList<ISchedulerObserver> observers) : ISchedulerObserver
+{
+    private readonly ISchedulerObserver[] _observers = [.. observers];
+
+    public void OnRequestStarted(GenerationHandle request, TimeSpan queued)
+    {
+        foreach (var o in _observers) o.OnRequestStarted(request, queued);
+    }
+
+    public void OnFirstToken(GenerationHandle request, TimeSpan timeToFirstToken)
+    {
+        foreach (var o in _observers) o.OnFirstToken(request, timeToFirstToken);
+    }
+
+    public void OnOutputToken(TimeSpan sincePrevious)
+    {
+        foreach (var o in _observers) o.OnOutputToken(sincePrevious);
+    }
+
+    public void OnPromptTokens(int count)
+    {
+        foreach (var o in _observers) o.OnPromptTokens(count);
+    }
+
+    public void OnRequestFinished(GenerationHandle request, FinishReason reason)
+    {
+        foreach (var o in _observers) o.OnRequestFinished(request, reason);
+    }
+
+    public void OnStepFailed(Exception error)
+    {
+        foreach (var o in _observers) o.OnStepFailed(error);
+    }
+
+    public void OnAdapterActivated(string key, int slot, string? evicted, TimeSpan copy)
+    {
+        foreach (var o in _observers) o.OnAdapterActivated(key, slot, evicted, copy);
+    }
+
+    public void OnAdapterSlotHit(string key)
+    {
+        foreach (var o in _observers) o.OnAdapterSlotHit(key);
+    }
+
+    public void OnStrategyStalled(GenerationHandle request)
+    {
+        foreach (var o in _observers) o.OnStrategyStalled(request);
+    }
+}

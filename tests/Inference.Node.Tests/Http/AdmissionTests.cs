@@ -1,5 +1,8 @@
 using System.Net;
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+using Serving.Inference.Sampling;
+using Serving.Inference.Scheduling;
 using Xunit;
 
 namespace Serving.Inference.Node.Tests.Http;
@@ -39,27 +42,95 @@ public sealed class AdmissionTests : IAsyncLifetime
         }
     }
 
+    /// <summary>
+    /// Paced by a gate on the scheduler thread (a scheduler observer that blocks in <c>OnOutputToken</c> until the test
+    /// lets another token through), so the 2000-token request cannot run to its end however fast or slow the machine
+    /// is: the test sees it running, cancels it, then lets the scheduler step one token at a time until the slot is free.
+    /// </summary>
     [Fact]
     public async Task CancelledStream_FreesItsKvSlot_WithinAStep()
     {
+        var gate = new TokenGate(free: 3);
+        await using var server = await NodeServer.StartAsync(new Dictionary<string, string?>
+        {
+            ["Node:ModelPath"] = Models.TinyGpt2,
+            ["Node:MaxBatch"] = "1",
+            ["Node:MaxQueue"] = "1",
+        }, services => services.AddSingleton<ISchedulerObserver>(gate));
+        using var opensBeforeTheServerStops = gate; // disposed first: a failed assertion must not leave the scheduler held
+        async Task<JsonNode> Status() => JsonNode.Parse(await server.Http.GetStringAsync("node/status"))!;
+
         using var cts = new CancellationTokenSource();
-        var response = await _server.Http.SendAsync(Sse.Post("v1/completions", Long()), HttpCompletionOption.ResponseHeadersRead, cts.Token);
+        var response = await server.Http.SendAsync(Sse.Post("v1/completions", Long()), HttpCompletionOption.ResponseHeadersRead, cts.Token);
         var enumerator = Sse.ReadAsync(response, cts.Token).GetAsyncEnumerator(cts.Token);
         Assert.True(await enumerator.MoveNextAsync()); // generating
-        // Status is published at the end of each iteration, so the first token can reach us before it: wait for it.
-        var running = await WaitForStatusAsync(s => (int)s["kv"]!["slots_used"]! == 1);
-        Assert.Equal(1, (int)running["kv"]!["slots_used"]!);
+        // The gate holds the scheduler after a few tokens, inside a step: the request stays running until released.
+        await gate.WaitUntilBlockedAsync();
+        JsonNode running;
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while ((int)(running = await Status())["kv"]!["slots_used"]! != 1)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"the held request never showed in the status: {running.ToJsonString()}");
+            await Task.Delay(5);
+        }
         Assert.Equal(1, (int)running["running_rows"]!);
-        var stepsBefore = (long)running["steps"]!;
 
         cts.Cancel();
         response.Dispose();
         await enumerator.DisposeAsync().AsTask().ContinueWith(_ => { });
 
-        var freed = await WaitForStatusAsync(s => (int)s["kv"]!["slots_used"]! == 0);
+        // One token at a time until the slot is free: however long the node takes to notice the disconnect, the request
+        // can only have run as many steps as were let through.
+        var released = 0;
+        JsonNode freed;
+        while ((int)(freed = await Status())["kv"]!["slots_used"]! != 0)
+        {
+            Assert.True(released < 1000, $"the cancelled request still held its slot after {released} more tokens: {freed.ToJsonString()}");
+            gate.Release(1);
+            released++;
+            await Task.Delay(2);
+        }
+        gate.Open();
         Assert.Equal(0, (int)freed["running_requests"]!);
-        // Far fewer steps than the 2000 tokens asked for: the request left the batch, it did not run to the end.
-        Assert.True((long)freed["steps"]! - stepsBefore < 1000, $"{(long)freed["steps"]! - stepsBefore} steps ran after the cancel");
+    }
+
+    /// <summary>Lets <c>free</c> output tokens through, then blocks the scheduler thread in each <c>OnOutputToken</c> until released.</summary>
+    private sealed class TokenGate(int free) : ISchedulerObserver, IDisposable
+    {
+        private readonly SemaphoreSlim _tokens = new(free);
+        private readonly SemaphoreSlim _blocked = new(0);
+        private volatile bool _open;
+
+        public void OnOutputToken(TimeSpan sincePrevious)
+        {
+            if (_open || _tokens.Wait(0)) return;
+            _blocked.Release();
+            _tokens.Wait();
+        }
+
+        public Task WaitUntilBlockedAsync() => _blocked.WaitAsync(TimeSpan.FromSeconds(30)).ContinueWith(t => Assert.True(t.Result, "the scheduler never reached the gate"));
+
+        public void Release(int tokens) => _tokens.Release(tokens);
+
+        /// <summary>Lets every token through from now on (the server can stop).</summary>
+        public void Open()
+        {
+            _open = true;
+            _tokens.Release(1000);
+        }
+
+        public void OnRequestStarted(GenerationHandle request, TimeSpan queued) { }
+        public void OnFirstToken(GenerationHandle request, TimeSpan timeToFirstToken) { }
+        public void OnPromptTokens(int count) { }
+        public void OnRequestFinished(GenerationHandle request, FinishReason reason) { }
+        public void OnStepFailed(Exception error) { }
+
+        public void Dispose()
+        {
+            Open();
+            _tokens.Dispose();
+            _blocked.Dispose();
+        }
     }
 
     [Fact]
