@@ -91,6 +91,7 @@ return 0;
 
 static JsonArray Cost(string name, DecoderModel model, RewardHead head, int[] batches, int steps, int reps, StringBuilder md)
 {
+    const int warmup = 3; // untimed first: tier-1 JIT of the decode path's managed code and every step shape's bindings
     var inv = CultureInfo.InvariantCulture;
     md.AppendLine(inv, $"\nHead cost, {name} (head: layer {head.Layer}, {head.Definition.Parameters} parameters; model {model.Config.NumLayers} layers, d {model.Config.HiddenSize}), {steps} decode steps per run, {reps} repetitions after a warm-up (the order with/without alternating):\n");
     md.AppendLine("| batch | without head (tok/s) | with head (tok/s) | step time with/without, median (min–max) |");
@@ -101,7 +102,15 @@ static JsonArray Cost(string name, DecoderModel model, RewardHead head, int[] ba
         using var dec = new BatchDecoder(model, b);
         var without = new List<double>();
         var with = new List<double>();
-        for (var r = -1; r < reps; r++)
+        // Two seconds of both before anything is timed: the first seconds of a process run slower (JIT tiers, the
+        // thread pool, first touches of the weights), which would land on whichever configuration is measured first.
+        var warm = Stopwatch.GetTimestamp();
+        while (Stopwatch.GetElapsedTime(warm).TotalSeconds < 2)
+        {
+            DecodeRun(dec, b, steps, head);
+            DecodeRun(dec, b, steps, null);
+        }
+        for (var r = -warmup; r < reps; r++)
         {
             // A/B then B/A on alternate repetitions, so neither side always runs first (caches, thread pool warmth).
             double t0, t1;
@@ -152,7 +161,7 @@ static double DecodeRun(BatchDecoder dec, int b, int steps, RewardHead? head)
 
 static JsonObject Separate(string name, DecoderModel model, RewardHead head, int reps, StringBuilder md)
 {
-    const int n = 8, tokens = 64, prompt = 16;
+    const int n = 8, tokens = 64, prompt = 16, warmup = 3;
     var inv = CultureInfo.InvariantCulture;
     using var dec = new BatchDecoder(model, n);
     var inPassStep = new List<double>();
@@ -162,7 +171,7 @@ static JsonObject Separate(string name, DecoderModel model, RewardHead head, int
     var scratch = new float[head.ScratchSize];
     var hidden = new float[model.Config.HiddenSize];
     for (var i = 0; i < hidden.Length; i++) hidden[i] = (float)(rng.NextDouble() - 0.5);
-    for (var r = -1; r < reps; r++)
+    for (var r = -warmup; r < reps; r++)
     {
         // (a) what the head adds to generating the candidates: decode with minus decode without;
         var without = DecodeRun(dec, n, tokens, null);
