@@ -68,7 +68,7 @@ internal sealed class RoutingOptionsValidator : IValidateOptions<RoutingOptions>
     {
         var errors = new List<string>();
         const string S = RoutingOptions.SectionName;
-        if (string.IsNullOrWhiteSpace(o.RegistryPrefix)) errors.Add($"{S}:RegistryPrefix must be non-empty.");
+        if (string.IsNullOrWhiteSpace(o.RegistryPrefix) || o.RegistryPrefix.IndexOfAny(['{', '}']) >= 0) errors.Add($"{S}:RegistryPrefix must be non-empty and without braces.");
         if (o.RefreshInterval < TimeSpan.FromMilliseconds(50) || o.RefreshInterval > TimeSpan.FromMinutes(1)) errors.Add($"{S}:RefreshInterval must be between 50 ms and 1 min.");
         foreach (var (key, value) in new[] { ("HostCost", o.HostCost), ("LoadingCost", o.LoadingCost), ("AbsentCost", o.AbsentCost), ("LoadWeight", o.LoadWeight), ("KvWeight", o.KvWeight) })
         {

@@ -86,6 +86,9 @@ public sealed class NodeOptions
     /// <summary>Key prefix of the adapter store (the store's <c>AdapterStore:KeyPrefix</c>); default <see cref="AdapterStoreOptions.DefaultKeyPrefix"/>.</summary>
     public string AdapterKeyPrefix { get; set; } = AdapterStoreOptions.DefaultKeyPrefix;
 
+    /// <summary>Key layout of the adapter store (the store's <c>AdapterStore:KeyLayout</c>); default per adapter.</summary>
+    public KeyLayout AdapterKeyLayout { get; set; } = KeyLayout.PerAdapter;
+
     /// <summary>
     /// Without <see cref="Redis"/>: a folder of PEFT adapter folders (<c>&lt;dir&gt;/&lt;name&gt;/adapter_config.json</c> +
     /// <c>adapter_model.safetensors</c>), validated and decoded by the store's reader at start and served as tenant <c>public</c>.
