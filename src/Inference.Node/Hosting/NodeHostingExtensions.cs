@@ -9,6 +9,7 @@ using Serving.AdapterStore.Storage;
 using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Registry;
+using Serving.Inference.Node.Security;
 using Serving.Inference.Node.RewardHeads;
 using Serving.Inference.Node.Telemetry;
 using Serving.ServiceDefaults;
@@ -74,6 +75,7 @@ public static class NodeHostingExtensions
     public static WebApplication MapNodeDefaults(this WebApplication app)
     {
         app.UseExceptionHandler();
+        app.UseGatewayCredential(); // Node:GatewayKey: 401 before any route runs
         app.MapHealthEndpoints();
         app.MapPrometheusScrapingEndpoint("/metrics");
         return app;

@@ -86,6 +86,13 @@ public sealed class NodeOptions
     /// <summary>Key prefix of the adapter store (the store's <c>AdapterStore:KeyPrefix</c>); default <see cref="AdapterStoreOptions.DefaultKeyPrefix"/>.</summary>
     public string AdapterKeyPrefix { get; set; } = AdapterStoreOptions.DefaultKeyPrefix;
 
+    /// <summary>
+    /// The gateway's credential (<c>Gateway:Routing:NodeKey</c>, from a Secret): when set, the node serves only requests
+    /// carrying it in <c>X-Serving-Gateway-Key</c> (health and <c>/metrics</c> stay open), 401 otherwise; at least 16
+    /// characters. Empty (the default): every request is served, as on a loopback-only node.
+    /// </summary>
+    public string? GatewayKey { get; set; }
+
     /// <summary>Key layout of the adapter store (the store's <c>AdapterStore:KeyLayout</c>); default per adapter.</summary>
     public KeyLayout AdapterKeyLayout { get; set; } = KeyLayout.PerAdapter;
 
@@ -161,6 +168,8 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
     public ValidateOptionsResult Validate(string? name, NodeOptions o)
     {
         var errors = new List<string>();
+        if (!string.IsNullOrEmpty(o.GatewayKey) && o.GatewayKey.Length < Serving.Contracts.Security.GatewayCredential.MinLength)
+            errors.Add($"Node:GatewayKey must be at least {Serving.Contracts.Security.GatewayCredential.MinLength} characters.");
         foreach (var (old, renamed, example) in Renamed)
         {
             if (configuration[$"{NodeOptions.Section}:{old}"] is not null)
