@@ -2,6 +2,7 @@
 // Quality (own-domain loss kept) is measured by bench/AdapterQuality.
 // Usage: dotnet run -c Release --project bench/AdapterStore.Benchmarks [-- --quick] [--peft-only] [--peft ADAPTER_DIR --base CONFIG_JSON]...
 // Each --peft/--base pair adds a real PEFT folder (e.g. a demo adapter) to the ratio/error sweep.
+// --cluster: one redis-server vs a 3-primary Redis Cluster instead (ClusterBench.cs; docs/deploy.md).
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -20,6 +21,13 @@ int reps = quick ? 3 : 10;
 // gpt2-small: d = 768, 12 layers, rank 16 on attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj.
 var shape = new BaseModelShape(BaseModelShape.Gpt2, 12, 768, 12, 12, 64, 3072);
 const int rank = 16;
+if (args.Contains("--cluster"))
+{
+    var (clusterConfig, clusterWeights) = BuildGpt2Lora(shape, rank, seed: 2, "gaussian");
+    var clusterContainer = AdapterContainer.Encode(PeftAdapterReader.Read(clusterConfig, clusterWeights, shape).Payload, new CodecOptions { Codec = AdapterCodec.ComPeft });
+    await Serving.AdapterStore.Benchmarks.ClusterBench.RunAsync(args, clusterContainer, "gpt2-small rank-16 adapter (ComPEFT, density 0.1)");
+    return;
+}
 var inputs = new List<(string Title, byte[] Config, byte[] File, BaseModelShape Shape)>();
 foreach (var dist in args.Contains("--peft-only") ? [] : new[] { "gaussian", "laplace" })
 {

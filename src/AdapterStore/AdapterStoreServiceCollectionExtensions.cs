@@ -22,11 +22,13 @@ public static class AdapterStoreServiceCollectionExtensions
     {
         services.AddOptions<AdapterStoreOptions>().Bind(configuration.GetSection(AdapterStoreOptions.SectionName)).ValidateOnStart();
         services.AddOptions<AdapterApiOptions>().Bind(configuration.GetSection(AdapterApiOptions.SectionName)).ValidateOnStart();
+        services.AddOptions<RedisClientOptions>().Bind(configuration.GetSection(RedisClientOptions.SectionName)).ValidateOnStart();
         return services.AddAdapterStoreServices();
     }
 
     /// <summary>
-    /// Registers the store (adapters and reward heads): Redis at <see cref="AdapterStoreOptions.RedisConnectionString"/>, or an embedded Garnet on
+    /// Registers the store (adapters and reward heads): Redis at <see cref="AdapterStoreOptions.RedisConnectionString"/>
+    /// (credentials and TLS from <see cref="RedisClientOptions"/>, section <c>Redis</c>), or an embedded Garnet on
     /// loopback when it is empty; the ingest pipelines; a single-tenant <see cref="ITenantContext"/> unless one is registered.
     /// The options are set by code here, validated at start. The host registers an <see cref="IBaseModelCatalog"/>
     /// (e.g. <see cref="StaticBaseModelCatalog"/>) and maps <see cref="StoreUnavailableException"/> (503, retry) and
@@ -43,6 +45,7 @@ public static class AdapterStoreServiceCollectionExtensions
     {
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<AdapterStoreOptions>, AdapterStoreOptionsValidator>());
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<AdapterApiOptions>, AdapterApiOptionsValidator>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<RedisClientOptions>, RedisClientOptionsValidator>());
         services.TryAddSingleton(TimeProvider.System);
         // Started only when resolved, i.e. when no connection string is configured.
         services.TryAddSingleton(sp =>
@@ -53,9 +56,9 @@ public static class AdapterStoreServiceCollectionExtensions
         services.TryAddSingleton<IConnectionMultiplexer>(sp =>
         {
             var o = sp.GetRequiredService<IOptions<AdapterStoreOptions>>().Value;
-            return ConnectionMultiplexer.Connect(string.IsNullOrWhiteSpace(o.RedisConnectionString)
-                ? sp.GetRequiredService<EmbeddedGarnet>().ConnectionString
-                : o.RedisConnectionString);
+            return string.IsNullOrWhiteSpace(o.RedisConnectionString)
+                ? ConnectionMultiplexer.Connect(sp.GetRequiredService<EmbeddedGarnet>().ConnectionString)
+                : ConnectionMultiplexer.Connect(sp.GetRequiredService<IOptions<RedisClientOptions>>().Value.ToConfiguration(o.RedisConnectionString));
         });
         services.TryAddSingleton<IAdapterStore>(sp => new RedisAdapterStore(sp.GetRequiredService<IConnectionMultiplexer>(),
             sp.GetRequiredService<IOptions<AdapterStoreOptions>>().Value, sp.GetRequiredService<TimeProvider>(), sp.GetService<ILogger<RedisAdapterStore>>()));

@@ -49,7 +49,7 @@ public sealed class RedisRewardHeadStore : IRewardHeadStore
     public RedisRewardHeadStore(IConnectionMultiplexer redis, AdapterStoreOptions options, TimeProvider? time = null, ILogger<RedisRewardHeadStore>? logger = null)
     {
         AdapterStoreOptionsValidator.Check(options);
-        Keys = new RewardHeadKeys(options.KeyPrefix);
+        Keys = new RewardHeadKeys(options.KeyPrefix, options.KeyLayout);
         _storage = new RedisArtifactStorage<RewardHeadMetadata>(redis, options, new ArtifactKind<RewardHeadMetadata>
         {
             Noun = "Reward head",

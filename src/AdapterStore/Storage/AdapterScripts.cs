@@ -1,22 +1,26 @@
 namespace Serving.AdapterStore.Storage;
 
-/// <summary>The Lua scripts that make a publish and a delete atomic (<see cref="RedisAdapterStore"/>; key layout in <see cref="AdapterKeys"/>).</summary>
+/// <summary>
+/// The Lua scripts that make a publish and a delete atomic (<see cref="RedisAdapterStore"/>; key layout in
+/// <see cref="ArtifactKeys"/>). Every key a script touches belongs to one artifact and so to one cluster slot; the
+/// tenant's index, in another slot, is written around them (<see cref="RedisArtifactStorage{TMeta}"/>).
+/// </summary>
 internal static class AdapterScripts
 {
-    // KEYS: 1 meta, 2 versions, 3 cur, 4 index, 5.. chunk keys. ARGV: 1 chunk-key count, 2 version, 3 name, 4.. meta field/value pairs.
+    // KEYS: 1 meta, 2 versions, 3 cur, 4.. chunk keys. ARGV: 1 chunk-key count, 2 version, 3.. meta field/value pairs.
     // Every staged chunk must still exist (a crash or an expired TTL aborts the commit), then chunks become permanent,
     // the metadata appears, and the pointer moves forward only (a slower concurrent upload never moves it back).
     public const string Commit = """
         local n = tonumber(ARGV[1])
-        for i = 5, 4 + n do
+        for i = 4, 3 + n do
           if redis.call('EXISTS', KEYS[i]) == 0 then
             return redis.error_reply('MISSING_CHUNK ' .. KEYS[i])
           end
         end
-        for i = 5, 4 + n do
+        for i = 4, 3 + n do
           redis.call('PERSIST', KEYS[i])
         end
-        for i = 4, #ARGV, 2 do
+        for i = 3, #ARGV, 2 do
           redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
         end
         local ver = tonumber(ARGV[2])
@@ -26,15 +30,14 @@ internal static class AdapterScripts
           redis.call('SET', KEYS[3], ARGV[2])
           cur = ver
         end
-        redis.call('SADD', KEYS[4], ARGV[3])
         return cur
         """;
 
-    // KEYS: 1 meta, 2 versions, 3 cur, 4 index, 5.. chunk keys. ARGV: 1 version, 2 name.
+    // KEYS: 1 meta, 2 versions, 3 cur, 4.. chunk keys. ARGV: 1 version.
     // Returns the current version after the delete (0 when none is left), or -1 when the version did not exist.
     public const string Delete = """
         local existed = redis.call('ZREM', KEYS[2], ARGV[1])
-        for i = 5, #KEYS do
+        for i = 4, #KEYS do
           redis.call('DEL', KEYS[i])
         end
         redis.call('DEL', KEYS[1])
@@ -46,7 +49,6 @@ internal static class AdapterScripts
             cur = top[1]
           else
             redis.call('DEL', KEYS[3])
-            redis.call('SREM', KEYS[4], ARGV[2])
             cur = '0'
           end
         end

@@ -17,6 +17,25 @@ public sealed class AdapterStoreOptions
     /// <summary>Prefix of every key and of the event channel; non-empty, no braces; default <see cref="DefaultKeyPrefix"/>.</summary>
     public string KeyPrefix { get; set; } = DefaultKeyPrefix;
 
+    /// <summary>
+    /// Which keys share a Redis Cluster slot: <see cref="KeyLayout.PerAdapter"/> (the default: one artifact per slot, a
+    /// large tenant spreads over the shards) or <see cref="KeyLayout.PerTenant"/> (stores written before it). Every
+    /// service reading the store uses the same layout (the node's <c>Node:AdapterKeyLayout</c>).
+    /// </summary>
+    public KeyLayout KeyLayout { get; set; } = KeyLayout.PerAdapter;
+
+    /// <summary>
+    /// Replicas that must confirm a commit before a publish returns (Redis <c>WAIT</c> on the artifact's primary); 0 (the
+    /// default) does not wait. With 1 on a Redis Cluster (or a primary with replicas), an acknowledged upload survives a
+    /// failover of its primary: Redis replicates asynchronously, and without the wait a primary that dies right after a
+    /// commit can take it along. A commit the replicas do not confirm in <see cref="WaitReplicasTimeout"/> fails the publish
+    /// with <see cref="StoreUnavailableException"/> (it may be visible, and may be lost; retrying makes a new version).
+    /// </summary>
+    public int WaitReplicas { get; set; }
+
+    /// <summary>How long a publish waits for <see cref="WaitReplicas"/> confirmations; 1 ms–30 s, default 2 s.</summary>
+    public TimeSpan WaitReplicasTimeout { get; set; } = TimeSpan.FromSeconds(2);
+
     /// <summary>Payload chunk size: well under Redis' 512 MB value limit and small enough not to stall the server; 1 KiB–64 MiB, default 1 MiB.</summary>
     public int ChunkBytes { get; set; } = 1 << 20;
 
@@ -48,6 +67,9 @@ public sealed class AdapterStoreOptionsValidator : IValidateOptions<AdapterStore
         if (o.KeepVersions < 1) errors.Add($"{S}:KeepVersions must be at least 1.");
         if (string.IsNullOrWhiteSpace(o.KeyPrefix) || o.KeyPrefix.Contains('{') || o.KeyPrefix.Contains('}')) errors.Add($"{S}:KeyPrefix must be non-empty and without braces.");
         if (o.StagingTtl <= TimeSpan.Zero) errors.Add($"{S}:StagingTtl must be positive.");
+        if (!Enum.IsDefined(o.KeyLayout)) errors.Add($"{S}:KeyLayout must be PerAdapter or PerTenant.");
+        if (o.WaitReplicas is < 0 or > 16) errors.Add($"{S}:WaitReplicas must be between 0 and 16.");
+        if (o.WaitReplicasTimeout < TimeSpan.FromMilliseconds(1) || o.WaitReplicasTimeout > TimeSpan.FromSeconds(30)) errors.Add($"{S}:WaitReplicasTimeout must be between 1 ms and 30 s.");
         if (o.EmbeddedPort is < 0 or > 65535) errors.Add($"{S}:EmbeddedPort must be in [0, 65535].");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

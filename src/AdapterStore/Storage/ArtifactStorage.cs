@@ -90,18 +90,20 @@ internal sealed class RedisArtifactStorage<TMeta>(IConnectionMultiplexer redis, 
         var meta = kind.Complete(draft, new StorageFacts(version, kind.Checksum(payload), payload.Length, time.GetUtcNow(), payloadHashes.Count, payloadHashes,
             originalHashes.Count, originalHashes, original?.Length ?? 0));
 
-        var keys = new List<RedisKey>
-        {
-            _keys.Meta(tenant, name, version), _keys.Versions(tenant, name), _keys.Current(tenant, name), _keys.Index(tenant),
-        };
+        var metaKey = _keys.Meta(tenant, name, version);
+        var keys = new List<RedisKey> { metaKey, _keys.Versions(tenant, name), _keys.Current(tenant, name) };
         keys.AddRange(chunkKeys);
-        var args = new List<RedisValue> { chunkKeys.Count, version, name };
+        var args = new List<RedisValue> { chunkKeys.Count, version };
         foreach (var e in kind.ToHash(meta))
         {
             args.Add(e.Name);
             args.Add(e.Value);
         }
         cancellationToken.ThrowIfCancellationRequested();
+        // The index lives in the tenant's slot, outside the commit: listed before it (a listed name without a current
+        // version is skipped by lists; a committed name missing from the index would be invisible to them) and again
+        // after it (a concurrent delete of the last version may have removed the name in between).
+        await db.SetAddAsync(_keys.Index(tenant), name);
         long current;
         try
         {
@@ -111,6 +113,8 @@ internal sealed class RedisArtifactStorage<TMeta>(IConnectionMultiplexer redis, 
         {
             throw new StoreUnavailableException($"Publish of {tenant}/{name} v{version} aborted: a staged chunk vanished before commit; nothing was published ({e.Message}).", e);
         }
+        await WaitForReplicasAsync(metaKey, tenant, name, version);
+        await db.SetAddAsync(_keys.Index(tenant), name);
         kind.LogPublished(logger, tenant, name, version, payload.Length);
         await AnnounceAsync(new AdapterEvent("publish", tenant, name, version, current));
         await CleanupAsync(tenant, name, current, cancellationToken);
@@ -266,17 +270,43 @@ internal sealed class RedisArtifactStorage<TMeta>(IConnectionMultiplexer redis, 
     {
         var db = Db;
         var meta = await GetMetadataAsync(tenant, name, version, cancellationToken);
-        var keys = new List<RedisKey> { _keys.Meta(tenant, name, version), _keys.Versions(tenant, name), _keys.Current(tenant, name), _keys.Index(tenant) };
+        var keys = new List<RedisKey> { _keys.Meta(tenant, name, version), _keys.Versions(tenant, name), _keys.Current(tenant, name) };
         if (meta is not null)
         {
             for (int i = 0; i < meta.Chunks; i++) keys.Add(_keys.Chunk(tenant, name, version, i));
             for (int i = 0; i < meta.OriginalChunks; i++) keys.Add(_keys.OriginalChunk(tenant, name, version, i));
         }
-        long current = (long)await db.ScriptEvaluateAsync(AdapterScripts.Delete, [.. keys], [version, name]);
+        long current = (long)await db.ScriptEvaluateAsync(AdapterScripts.Delete, [.. keys], [version]);
         if (current < 0) return false;
+        if (current == 0)
+        {
+            // The last version is gone: unlist the name, then list it again if a concurrent publish committed meanwhile
+            // (its own second add may have run before this removal).
+            await db.SetRemoveAsync(_keys.Index(tenant), name);
+            if (await CurrentAsync(db, tenant, name) > 0) await db.SetAddAsync(_keys.Index(tenant), name);
+        }
         kind.LogDeleted(logger, tenant, name, version);
         await AnnounceAsync(new AdapterEvent("delete", tenant, name, version, current));
         return true;
+    }
+
+    /// <summary>
+    /// With <see cref="AdapterStoreOptions.WaitReplicas"/>: Redis <c>WAIT</c> on the primary that holds the artifact's
+    /// slot, over the connection the commit went through, so the commit (and the chunks before it, replicated in order)
+    /// is on that many replicas before the publish is acknowledged.
+    /// </summary>
+    private async Task WaitForReplicasAsync(RedisKey key, string tenant, string name, long version)
+    {
+        int wanted = options.WaitReplicas;
+        if (wanted == 0) return;
+        var primary = redis.GetServer(key);
+        long timeoutMs = (long)options.WaitReplicasTimeout.TotalMilliseconds;
+        long confirmed = (long)await primary.ExecuteAsync("WAIT", wanted, timeoutMs);
+        if (confirmed < wanted)
+        {
+            throw new StoreUnavailableException($"{kind.Noun} {tenant}/{name} v{version} was committed on the primary but only {confirmed} of {wanted} replicas " +
+                $"confirmed it within {timeoutMs} ms; it may be visible and could be lost if the primary fails. Retry the upload (it makes a new version).");
+        }
     }
 
     private async Task CleanupAsync(string tenant, string name, long current, CancellationToken cancellationToken)

@@ -18,7 +18,7 @@ public sealed class RedisAdapterStore : IAdapterStore
     public RedisAdapterStore(IConnectionMultiplexer redis, AdapterStoreOptions options, TimeProvider? time = null, ILogger<RedisAdapterStore>? logger = null)
     {
         AdapterStoreOptionsValidator.Check(options);
-        Keys = new AdapterKeys(options.KeyPrefix);
+        Keys = new AdapterKeys(options.KeyPrefix, options.KeyLayout);
         _storage = new RedisArtifactStorage<AdapterMetadata>(redis, options, Kind(Keys), time ?? TimeProvider.System, (ILogger?)logger ?? NullLogger.Instance);
     }
 

@@ -74,6 +74,9 @@ public static class ErrorCodes
     /// <summary>The API key is unknown or revoked (gateway; OpenAI's code and type).</summary>
     public static readonly ErrorCode InvalidApiKey = new("invalid_api_key", 401, ErrorTypes.InvalidRequest);
 
+    /// <summary>A node configured with <c>Node:GatewayKey</c> got a request without the gateway's credential (node).</summary>
+    public static readonly ErrorCode GatewayCredentialRequired = new("gateway_credential_required", 401, ErrorTypes.InvalidRequest);
+
     /// <summary>The key's role may not use the route (gateway).</summary>
     public static readonly ErrorCode Forbidden = new("forbidden", 403, ErrorTypes.Permission);
 

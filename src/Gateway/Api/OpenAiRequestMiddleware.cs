@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using Serving.Contracts.Errors;
 using Serving.Contracts.Json;
 using Serving.Contracts.Models;
+using Serving.Contracts.Security;
 using Serving.Gateway.RateLimiting;
 using Serving.Gateway.Routing;
 using Serving.Gateway.Tenancy;
@@ -130,7 +131,13 @@ internal sealed class OpenAiRequestMiddleware(
             context.Request.Headers.Remove("Transfer-Encoding");
             context.Request.Headers.Authorization = default;
             context.Request.Headers.Remove("api-key");
+            // Only the gateway speaks X-Serving-* to nodes: drop what the client sent, then add the tenant and the credential.
+            foreach (var header in context.Request.Headers.Keys.Where(h => h.StartsWith(GatewayCredential.HeaderPrefix, StringComparison.OrdinalIgnoreCase)).ToList())
+            {
+                context.Request.Headers.Remove(header);
+            }
             context.Request.Headers[TenantHeader] = tenant;
+            if (routing.CurrentValue.NodeKey is { Length: > 0 } nodeKey) context.Request.Headers[GatewayCredential.Header] = nodeKey;
             // The spread key only scatters base-model requests over nodes: no need for a cryptographic generator.
             context.Features.Set(new RoutingRequest(model, tenant, (ulong)Random.Shared.NextInt64()));
             context.Response.Body = capture;

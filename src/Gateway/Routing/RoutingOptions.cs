@@ -13,6 +13,12 @@ public sealed class RoutingOptions
     /// <summary>Key prefix of the node registry (<see cref="RegistryKeys"/>); default <see cref="RegistryKeys.DefaultPrefix"/>.</summary>
     public string RegistryPrefix { get; set; } = RegistryKeys.DefaultPrefix;
 
+    /// <summary>
+    /// The credential sent to nodes in <c>X-Serving-Gateway-Key</c> (the nodes' <c>Node:GatewayKey</c>, from a Secret);
+    /// empty (the default): none is sent. At least 16 characters.
+    /// </summary>
+    public string? NodeKey { get; set; }
+
     /// <summary>Period of the full registry read that complements the pub/sub announcements; 50 ms–1 min, default 1 s.</summary>
     public TimeSpan RefreshInterval { get; set; } = TimeSpan.FromSeconds(1);
 
@@ -68,7 +74,9 @@ internal sealed class RoutingOptionsValidator : IValidateOptions<RoutingOptions>
     {
         var errors = new List<string>();
         const string S = RoutingOptions.SectionName;
-        if (string.IsNullOrWhiteSpace(o.RegistryPrefix)) errors.Add($"{S}:RegistryPrefix must be non-empty.");
+        if (string.IsNullOrWhiteSpace(o.RegistryPrefix) || o.RegistryPrefix.IndexOfAny(['{', '}']) >= 0) errors.Add($"{S}:RegistryPrefix must be non-empty and without braces.");
+        if (!string.IsNullOrEmpty(o.NodeKey) && o.NodeKey.Length < Serving.Contracts.Security.GatewayCredential.MinLength)
+            errors.Add($"{S}:NodeKey must be at least {Serving.Contracts.Security.GatewayCredential.MinLength} characters.");
         if (o.RefreshInterval < TimeSpan.FromMilliseconds(50) || o.RefreshInterval > TimeSpan.FromMinutes(1)) errors.Add($"{S}:RefreshInterval must be between 50 ms and 1 min.");
         foreach (var (key, value) in new[] { ("HostCost", o.HostCost), ("LoadingCost", o.LoadingCost), ("AbsentCost", o.AbsentCost), ("LoadWeight", o.LoadWeight), ("KvWeight", o.KvWeight) })
         {

@@ -23,8 +23,9 @@ public sealed record TenantRecord(string Id, string DisplayName, DateTimeOffset 
 
 /// <summary>
 /// Tenants and API keys in Redis. Keys are random 256-bit secrets, so an unsalted SHA-256 is enough to store them:
-/// <c>gw:key:{sha256}</c> HASH (key_id, tenant, role, created), <c>gw:keyid:{id}</c> → sha256, <c>gw:tenant:{id}</c> HASH,
-/// <c>gw:tenants</c> SET, <c>gw:tenant:{id}:keys</c> SET of key ids.
+/// <c>{gw}:key:SHA256</c> HASH (key_id, tenant, role, created), <c>{gw}:keyid:ID</c> → sha256, <c>{gw}:tenant:ID</c> HASH,
+/// <c>{gw}:tenants</c> SET, <c>{gw}:tenant:ID:keys</c> SET of key ids. The hash tag <c>{gw}</c> (the prefix) keeps them in
+/// one Redis Cluster slot, so issuing a key stays one transaction there; they are few and cached.
 /// </summary>
 public sealed class ApiKeyStore
 {
@@ -49,7 +50,7 @@ public sealed class ApiKeyStore
 
     private const string What = "The key store (Redis)";
 
-    private string P => _options.KeyPrefix;
+    private string P => "{" + _options.KeyPrefix + "}";
 
     /// <summary>Hex SHA-256 of a key.</summary>
     public static string Hash(string key) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)));

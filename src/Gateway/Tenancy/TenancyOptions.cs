@@ -40,7 +40,7 @@ internal sealed class TenancyOptionsValidator : IValidateOptions<TenancyOptions>
     {
         var errors = new List<string>();
         const string S = TenancyOptions.SectionName;
-        if (string.IsNullOrWhiteSpace(o.KeyPrefix)) errors.Add($"{S}:KeyPrefix must be non-empty.");
+        if (string.IsNullOrWhiteSpace(o.KeyPrefix) || o.KeyPrefix.IndexOfAny(['{', '}']) >= 0) errors.Add($"{S}:KeyPrefix must be non-empty and without braces.");
         if (o.CacheTtl < TimeSpan.Zero) errors.Add($"{S}:CacheTtl must not be negative.");
         for (var i = 0; i < o.StaticKeys.Count; i++)
         {

@@ -26,7 +26,7 @@ public static class AdapterHostingExtensions
         {
             var o = sp.GetRequiredService<IOptions<NodeOptions>>().Value;
             if (string.IsNullOrWhiteSpace(o.Redis)) throw new InvalidOperationException("Node:Redis is not set.");
-            var config = ConfigurationOptions.Parse(o.Redis);
+            var config = sp.GetRequiredService<IOptions<RedisClientOptions>>().Value.ToConfiguration(o.Redis);
             config.AbortOnConnectFail = false; // start and serve cached adapters while the store is down
             return ConnectionMultiplexer.Connect(config);
         });
@@ -35,7 +35,7 @@ public static class AdapterHostingExtensions
             var o = sp.GetRequiredService<IOptions<NodeOptions>>().Value;
             if (!string.IsNullOrWhiteSpace(o.Redis))
             {
-                return new RedisAdapterStore(sp.GetRequiredService<IConnectionMultiplexer>(), new AdapterStoreOptions { KeyPrefix = o.AdapterKeyPrefix },
+                return new RedisAdapterStore(sp.GetRequiredService<IConnectionMultiplexer>(), new AdapterStoreOptions { KeyPrefix = o.AdapterKeyPrefix, KeyLayout = o.AdapterKeyLayout },
                     sp.GetRequiredService<TimeProvider>(), sp.GetService<ILogger<RedisAdapterStore>>());
             }
             return new LocalAdapterStore(sp.GetRequiredService<TimeProvider>());

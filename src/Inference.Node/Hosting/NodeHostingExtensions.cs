@@ -1,12 +1,15 @@
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
 using Serilog;
 using Serilog.Formatting.Compact;
+using Serving.AdapterStore.Storage;
 using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Registry;
+using Serving.Inference.Node.Security;
 using Serving.Inference.Node.RewardHeads;
 using Serving.Inference.Node.Telemetry;
 using Serving.ServiceDefaults;
@@ -29,6 +32,9 @@ public static class NodeHostingExtensions
 
         builder.Services.AddOptions<NodeOptions>().Bind(builder.Configuration.GetSection(NodeOptions.Section)).ValidateOnStart();
         builder.Services.AddSingleton<IValidateOptions<NodeOptions>, NodeOptionsValidator>();
+        // Credentials and TLS of the node's Redis connections (store and registry), apart from Node:Redis (a Secret sets Redis__Password).
+        builder.Services.AddOptions<RedisClientOptions>().Bind(builder.Configuration.GetSection(RedisClientOptions.SectionName)).ValidateOnStart();
+        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<RedisClientOptions>, RedisClientOptionsValidator>());
 
         // The host's own settings come before the container exists: read them from the same binding (defaults included).
         var node = builder.Configuration.GetSection(NodeOptions.Section).Get<NodeOptions>() ?? new NodeOptions();
@@ -73,6 +79,7 @@ public static class NodeHostingExtensions
     public static WebApplication MapNodeDefaults(this WebApplication app)
     {
         app.UseExceptionHandler();
+        app.UseGatewayCredential(); // Node:GatewayKey: 401 before any route runs
         app.MapHealthEndpoints();
         app.MapPrometheusScrapingEndpoint("/metrics");
         app.MapOpenApi();

@@ -100,6 +100,16 @@ public sealed class NodeOptions
     public string AdapterKeyPrefix { get; set; } = AdapterStoreOptions.DefaultKeyPrefix;
 
     /// <summary>
+    /// The gateway's credential (<c>Gateway:Routing:NodeKey</c>, from a Secret): when set, the node serves only requests
+    /// carrying it in <c>X-Serving-Gateway-Key</c> (health and <c>/metrics</c> stay open), 401 otherwise; at least 16
+    /// characters. Empty (the default): every request is served, as on a loopback-only node.
+    /// </summary>
+    public string? GatewayKey { get; set; }
+
+    /// <summary>Key layout of the adapter store (the store's <c>AdapterStore:KeyLayout</c>); default per adapter.</summary>
+    public KeyLayout AdapterKeyLayout { get; set; } = KeyLayout.PerAdapter;
+
+    /// <summary>
     /// Without <see cref="Redis"/>: a folder of PEFT adapter folders (<c>&lt;dir&gt;/&lt;name&gt;/adapter_config.json</c> +
     /// <c>adapter_model.safetensors</c>), validated and decoded by the store's reader at start and served as tenant <c>public</c>.
     /// </summary>
@@ -180,6 +190,8 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
     public ValidateOptionsResult Validate(string? name, NodeOptions o)
     {
         var errors = new List<string>();
+        if (!string.IsNullOrEmpty(o.GatewayKey) && o.GatewayKey.Length < Serving.Contracts.Security.GatewayCredential.MinLength)
+            errors.Add($"Node:GatewayKey must be at least {Serving.Contracts.Security.GatewayCredential.MinLength} characters.");
         foreach (var (old, renamed, example) in Renamed)
         {
             if (configuration[$"{NodeOptions.Section}:{old}"] is not null)

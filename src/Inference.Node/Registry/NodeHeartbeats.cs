@@ -24,6 +24,7 @@ internal sealed partial class NodeHeartbeats(
     IAdapterResidencySource adapters,
     Microsoft.AspNetCore.Hosting.Server.IServer server,
     IHostApplicationLifetime lifetime,
+    IOptions<RedisClientOptions> redisClient,
     NodeIdentity identity,
     TimeProvider time,
     ILoggerFactory loggers) : IHostedService, IAsyncDisposable
@@ -54,7 +55,7 @@ internal sealed partial class NodeHeartbeats(
             _baseUrl = AdvertisedUrl(_options.AdvertisedUrl, bound);
             _nodeId = _options.Id ?? $"{Dns.GetHostName()}-{bound.Port}";
             identity.Id = _nodeId;
-            var config = ConfigurationOptions.Parse(_options.Redis!);
+            var config = redisClient.Value.ToConfiguration(_options.Redis!);
             config.AbortOnConnectFail = false; // start (and serve) while Redis is down; heartbeats resume when it is back
             _redis = ConnectionMultiplexer.Connect(config);
             var registry = new NodeRegistry(_redis, new RegistryKeys(_options.RegistryPrefix), time);

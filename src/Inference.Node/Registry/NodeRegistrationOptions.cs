@@ -41,7 +41,7 @@ internal sealed class NodeRegistrationOptionsValidator : IValidateOptions<NodeRe
             errors.Add("Node:Id must be non-empty and without whitespace.");
         if (o.AdvertisedUrl is not null && !(Uri.TryCreate(o.AdvertisedUrl, UriKind.Absolute, out var u) && u.Scheme is "http" or "https"))
             errors.Add("Node:AdvertisedUrl must be an absolute http(s) URL.");
-        if (string.IsNullOrWhiteSpace(o.RegistryPrefix)) errors.Add("Node:RegistryPrefix must be non-empty.");
+        if (string.IsNullOrWhiteSpace(o.RegistryPrefix) || o.RegistryPrefix.IndexOfAny(['{', '}']) >= 0) errors.Add("Node:RegistryPrefix must be non-empty and without braces.");
         if (o.HeartbeatInterval <= TimeSpan.Zero) errors.Add("Node:HeartbeatInterval must be positive.");
         if (o.HeartbeatTtl <= o.HeartbeatInterval) errors.Add("Node:HeartbeatTtl must be longer than Node:HeartbeatInterval.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

@@ -19,7 +19,11 @@ public static class RewardHeadHostingExtensions
     {
         services.AddSingleton<DirectoryRewardHeadSource>();
         services.TryAddSingleton<IRewardHeadStore>(sp => new RedisRewardHeadStore(sp.GetRequiredService<IConnectionMultiplexer>(),
-            new AdapterStoreOptions { KeyPrefix = sp.GetRequiredService<IOptions<NodeOptions>>().Value.AdapterKeyPrefix },
+            new AdapterStoreOptions
+            {
+                KeyPrefix = sp.GetRequiredService<IOptions<NodeOptions>>().Value.AdapterKeyPrefix,
+                KeyLayout = sp.GetRequiredService<IOptions<NodeOptions>>().Value.AdapterKeyLayout,
+            },
             sp.GetRequiredService<TimeProvider>(), sp.GetService<ILogger<RedisRewardHeadStore>>()));
         services.AddSingleton(sp => new StoreRewardHeadSource(sp.GetRequiredService<IRewardHeadStore>(), sp.GetRequiredService<ModelHost>(),
             sp.GetRequiredService<IOptions<NodeOptions>>().Value.RewardHeadCacheSize, sp.GetRequiredService<TimeProvider>(),

@@ -50,7 +50,7 @@ public abstract class AdapterApiContractTests : IAsyncLifetime
     private IEnumerable<RedisKey> TenantKeys()
     {
         var redis = _app!.Services.GetRequiredService<IConnectionMultiplexer>();
-        return redis.GetServer(redis.GetEndPoints()[0]).Keys(pattern: $"adp:{{{Tenant}}}:*").ToList();
+        return redis.GetServer(redis.GetEndPoints()[0]).Keys(pattern: new AdapterKeys(AdapterStoreOptions.DefaultKeyPrefix).TenantPattern(Tenant)).ToList();
     }
 
     internal static MultipartFormDataContent Form(params (string Field, string? FileName, byte[] Data)[] parts)

@@ -111,7 +111,7 @@ public abstract class RewardHeadStoreContractTests : IDisposable
         Assert.Null(await _store.ReadAsync(Tenant, "gone", null, Ct));
         Assert.Empty(await _store.ListAsync(Tenant, Ct));
         // Only the version counter stays (versions are never reused).
-        Assert.Equal([$"{_prefix}:{{{Tenant}}}:h:gone:seq"], await KeysAsync());
+        Assert.Equal([_store.Keys.Sequence(Tenant, "gone")], await KeysAsync());
     }
 
     [Fact]

@@ -16,7 +16,8 @@ using StackExchange.Redis;
 namespace Serving.Gateway.Tests.Infrastructure;
 
 /// <summary>What a fake node received.</summary>
-public sealed record ReceivedRequest(string Path, string Model, string? Tenant, bool HadAuthorization, bool Stream, string? User, byte[] Body);
+public sealed record ReceivedRequest(string Path, string Model, string? Tenant, bool HadAuthorization, bool Stream, string? User, byte[] Body,
+    string? GatewayKey = null, string[]? ServingHeaders = null);
 
 /// <summary>
 /// A stand-in for the inference node until the real one (branch <c>node</c>) lands: a Kestrel app on 127.0.0.1:0 that
@@ -151,7 +152,9 @@ public sealed class FakeNode : IAsyncDisposable
             bool stream = body["stream"]?.GetValue<bool>() ?? false;
             string model = body["model"]!.GetValue<string>();
             Received.Enqueue(new ReceivedRequest(ctx.Request.Path, model, ctx.Request.Headers["X-Serving-Tenant"].FirstOrDefault(),
-                ctx.Request.Headers.Authorization.Count > 0, stream, body["user"]?.GetValue<string>(), raw.ToArray()));
+                ctx.Request.Headers.Authorization.Count > 0, stream, body["user"]?.GetValue<string>(), raw.ToArray(),
+                ctx.Request.Headers["X-Serving-Gateway-Key"].FirstOrDefault(),
+                ctx.Request.Headers.Keys.Where(h => h.StartsWith("X-Serving-", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal).ToArray()));
             ReceivedSignal.Release();
             bool chat = ctx.Request.Path.StartsWithSegments("/v1/chat");
             // Per-request script (unknown fields reach the node byte for byte): x_fake_status refuses with that status,

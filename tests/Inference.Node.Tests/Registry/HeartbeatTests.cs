@@ -120,7 +120,7 @@ public sealed class HeartbeatTests : IDisposable
         var most = TimeSpan.Zero;
         for (var i = 0; i < 30; i++)
         {
-            var ttl = await _client.GetDatabase().KeyTimeToLiveAsync("hb2:node:node-b");
+            var ttl = await _client.GetDatabase().KeyTimeToLiveAsync(registry.Keys.Node("node-b"));
             Assert.NotNull(ttl);
             Assert.True(ttl!.Value <= TimeSpan.FromSeconds(1), $"TTL {ttl} exceeds the configured 1 s");
             if (ttl.Value > most) most = ttl.Value;

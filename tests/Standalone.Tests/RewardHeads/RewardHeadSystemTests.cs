@@ -418,7 +418,7 @@ public sealed class RewardHeadSystemTests(DemoSystemFixture fixture) : IClassFix
         await using var redis = await ConnectionMultiplexer.ConnectAsync(fixture.RedisConnection);
         var keys = new List<string>();
         await foreach (var k in redis.GetServers()[0].KeysAsync(pattern: "*")) keys.Add(k.ToString());
-        var mine = keys.Where(k => k.Contains($"{{{tenant}}}:h:{name}", StringComparison.Ordinal)).ToList();
+        var mine = keys.Where(k => k.Contains($"{{{tenant}/{name}}}:h:", StringComparison.Ordinal)).ToList();
         var index = await redis.GetDatabase().SetMembersAsync(keys.FirstOrDefault(k => k.EndsWith($"{{{tenant}}}:hidx", StringComparison.Ordinal)) ?? "none");
         return [.. mine, .. index.Select(m => m.ToString()).Where(m => m == name)];
     }
