@@ -60,7 +60,17 @@ public sealed class Cluster : IDisposable
 
         Nodes = new ServiceProcess[count];
         NodeUrls = new string[count];
-        for (int i = 0; i < count; i++)
+        for (int i = 0; i < count; i++) StartNode(i);
+        await WaitForNodesAsync(count);
+    }
+
+    /// <summary>
+    /// Starts node <paramref name="i"/> on a free port. A port found free can be taken by another test process before
+    /// the node binds it (test assemblies run in parallel): <see cref="WaitForNodesAsync"/> restarts such a node on a
+    /// new port.
+    /// </summary>
+    private void StartNode(int i)
+    {
         {
             int port = EmbeddedGarnet.FreePort();
             NodeUrls[i] = $"http://127.0.0.1:{port}";
@@ -77,8 +87,20 @@ public sealed class Cluster : IDisposable
                 // One line per request a node receives (before any endpoint code): the tests count them.
                 "--Serilog:MinimumLevel:Override:Microsoft.AspNetCore.Hosting.Diagnostics", "Information"));
         }
-        await WaitForNodesAsync(count);
     }
+
+    /// <summary>Restarts (on a new port) a node that exited because its port was taken before it could bind it; bounded.</summary>
+    private void RestartNodesThatLostTheirPort()
+    {
+        for (int i = 0; i < Nodes.Length; i++)
+        {
+            if (Nodes[i] is not { HasExited: true } node || !node.Tail().Contains("BindEndpointAsync", StringComparison.Ordinal)) continue;
+            if (++_portRestarts > 3) throw new InvalidOperationException($"node-{i + 1} lost its port again:\n{node.Tail()}");
+            StartNode(i);
+        }
+    }
+
+    private int _portRestarts;
 
     private ServiceProcess Track(ServiceProcess p)
     {
@@ -99,6 +121,7 @@ public sealed class Cluster : IDisposable
         while (true)
         {
             if (Gateway.HasExited) throw new InvalidOperationException($"gateway exited:\n{Gateway.Tail()}");
+            RestartNodesThatLostTheirPort();
             try
             {
                 string metrics = await http.GetStringAsync(GatewayUrl + "/metrics");
