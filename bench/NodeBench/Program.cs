@@ -130,7 +130,7 @@ builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
 {
     ["Node:ModelPath"] = dir, ["Node:ModelId"] = "bench", ["Node:Host"] = "127.0.0.1", ["Node:Port"] = "0",
     ["Node:MaxBatch"] = maxBatch.ToString(inv), ["Node:MaxContext"] = context.ToString(inv), ["Node:Threads"] = threads.ToString(inv),
-    ["Node:MaxQueue"] = "1024", ["Serilog:MinimumLevel:Default"] = "Warning",
+    ["Node:MaxQueue"] = "1024", ["Logging:LogLevel:Default"] = "Warning",
 });
 builder.AddNodeDefaults();
 builder.Services.AddInferenceNode();

@@ -19,7 +19,7 @@ MODEL_PATH=$(realpath "${MODEL_PATH:-models/demo}")
 NODE_THREADS=${NODE_THREADS:-1}
 BASE_MODEL_ID=$(basename "$MODEL_PATH")
 BIN="bin/${CONFIGURATION}/net10.0/linux-x64"
-NODE_CMD=${NODE_CMD:-"exec dotnet src/Inference.Node/${BIN}/Serving.Inference.Node.dll --Node:ModelPath \"\$MODEL_PATH\" --Node:Port \$NODE_PORT --Node:Threads ${NODE_THREADS} --Node:Redis \"\$REDIS\" --Node:Id \$NODE_ID --Node:AdvertisedUrl \$NODE_URL --Serilog:MinimumLevel:Override:Microsoft.AspNetCore Warning"}
+NODE_CMD=${NODE_CMD:-"exec dotnet src/Inference.Node/${BIN}/Serving.Inference.Node.dll --Node:ModelPath \"\$MODEL_PATH\" --Node:Port \$NODE_PORT --Node:Threads ${NODE_THREADS} --Node:Redis \"\$REDIS\" --Node:Id \$NODE_ID --Node:AdvertisedUrl \$NODE_URL --Logging:LogLevel:Microsoft.AspNetCore Warning"}
 REDIS="127.0.0.1:${REDIS_PORT}"
 
 pids=()

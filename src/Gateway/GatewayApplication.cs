@@ -1,7 +1,6 @@
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
-using OpenTelemetry.Metrics;
 using Scalar.AspNetCore;
 using Serving.AdapterStore;
 using Serving.AdapterStore.Api;
@@ -16,6 +15,7 @@ using Serving.Gateway.Routing;
 using Serving.Gateway.Telemetry;
 using Serving.Gateway.Tenancy;
 using Serving.ServiceDefaults;
+using Serving.ServiceDefaults.Telemetry;
 using StackExchange.Redis;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Forwarder;
@@ -30,6 +30,11 @@ public static class GatewayApplication
     public static IHostApplicationBuilder AddGateway(this IHostApplicationBuilder builder)
     {
         var services = builder.Services;
+        // Serilog, traces (server spans continue a client's traceparent; YARP's forward and its HttpClient span send it
+        // on to the node), metrics for /metrics, OTLP when configured.
+        builder.AddServiceDefaults(new ServiceTelemetry(GatewayMetrics.ServiceName,
+            Meters: [GatewayMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "System.Net.Http"],
+            ActivitySources: [GatewayMetrics.YarpActivitySource]));
         // Options: bound from configuration, checked by their IValidateOptions at start (one way, everywhere).
         services.AddOptions<GatewayOptions>().BindConfiguration(GatewayOptions.SectionName).ValidateOnStart();
         services.AddSingleton<IValidateOptions<GatewayOptions>, GatewayOptionsValidator>();
@@ -79,9 +84,6 @@ public static class GatewayApplication
         // Surface.
         services.AddHealthChecks().AddCheck<NodesHealthCheck>(NodesHealthCheck.Name, tags: [HealthEndpoints.ReadyTag]);
         services.AddOpenApi(o => o.AddDocumentTransformer<OpenAiRoutesDocument>().AddDocumentTransformer<TokenizerRoutesDocument>());
-        services.AddOpenTelemetry().WithMetrics(m => m
-            .AddMeter(GatewayMetrics.MeterName, "Microsoft.AspNetCore.Hosting", "System.Net.Http")
-            .AddPrometheusExporter());
         return builder;
     }
 

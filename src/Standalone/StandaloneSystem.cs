@@ -13,6 +13,8 @@ using Serving.Gateway;
 using Serving.Gateway.Tenancy;
 using Serving.Inference.Node;
 using Serving.Inference.Node.Hosting;
+using Serving.Inference.Node.Telemetry;
+using OpenTelemetry.Trace;
 
 namespace Serving.Standalone;
 
@@ -98,7 +100,12 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
     /// are, and the <c>Standalone</c> section is checked by <see cref="StandaloneOptionsValidator"/>
     /// (<see cref="Microsoft.Extensions.Options.OptionsValidationException"/> when it fails).
     /// </summary>
-    public static async Task<StandaloneSystem> StartAsync(IConfiguration configuration, CancellationToken cancellationToken = default)
+    public static Task<StandaloneSystem> StartAsync(IConfiguration configuration, CancellationToken cancellationToken = default) =>
+        StartAsync(configuration, nodeServices: null, gatewayServices: null, cancellationToken);
+
+    /// <summary>As <see cref="StartAsync(IConfiguration, CancellationToken)"/>, with services added to the node's and the gateway's containers (tests add log sinks).</summary>
+    internal static async Task<StandaloneSystem> StartAsync(IConfiguration configuration, Action<IServiceCollection>? nodeServices,
+        Action<IServiceCollection>? gatewayServices, CancellationToken cancellationToken = default)
     {
         var options = StandaloneOptionsValidator.Check(configuration.GetSection(StandaloneOptions.Section).Get<StandaloneOptions>() ?? new StandaloneOptions());
         // A folder, or a Hugging Face id resolved in the local hub cache (HubModelNotFoundException says where it looked).
@@ -140,7 +147,9 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
                 ["Node:Redis"] = redis,
                 ["Node:Id"] = configuration["Node:Id"] ?? "standalone-node",
                 ["Node:DefaultRewardHead"] = defaultHead,
-            });
+                // One process, one trace exporter: the gateway's (below) exports the node's spans too.
+                ["Telemetry:OtlpEndpoint"] = "",
+            }, nodeServices);
             await node.StartAsync(cancellationToken);
             string nodeUrl = Address(node);
 
@@ -152,13 +161,14 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
                 ["Gateway:Tenancy:StaticKeys:0:Key"] = devKey,
                 ["Gateway:Tenancy:StaticKeys:0:Tenant"] = options.DevTenant,
                 ["Gateway:Tenancy:StaticKeys:0:Role"] = ApiKeyRoles.Tenant,
+                ["Telemetry:ServiceName"] = configuration["Telemetry:ServiceName"] ?? "serving-standalone",
             };
             if (!string.IsNullOrWhiteSpace(options.AdminKey))
             {
                 gatewaySettings["Gateway:Tenancy:StaticKeys:1:Key"] = options.AdminKey;
                 gatewaySettings["Gateway:Tenancy:StaticKeys:1:Role"] = ApiKeyRoles.Admin;
             }
-            gateway = BuildGateway(configuration, gatewaySettings);
+            gateway = BuildGateway(configuration, gatewaySettings, gatewayServices);
             await gateway.StartAsync(cancellationToken);
             await gateway.Services.GetRequiredService<ApiKeyStore>().CreateTenantAsync(options.DevTenant, "Development tenant", cancellationToken);
             if (options.SeedPublicAdapters) await SeedPublicAdaptersAsync(gateway.Services, modelId, Path.Combine(modelPath, "adapters"), cancellationToken);
@@ -265,21 +275,25 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
     [LoggerMessage(EventId = EventIds.PublicAdapterNotSeeded, Level = LogLevel.Warning, Message = "Adapter folder {Folder} not seeded: {Reason}")]
     private static partial void LogNotSeeded(ILogger logger, string folder, string reason);
 
-    private static WebApplication BuildNode(IConfiguration configuration, Dictionary<string, string?> settings)
+    private static WebApplication BuildNode(IConfiguration configuration, Dictionary<string, string?> settings, Action<IServiceCollection>? services)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         Layer(builder, configuration, settings);
+        services?.Invoke(builder.Services);
         builder.AddNode();
         var app = builder.Build();
         app.MapNode();
         return app;
     }
 
-    private static WebApplication BuildGateway(IConfiguration configuration, Dictionary<string, string?> settings)
+    private static WebApplication BuildGateway(IConfiguration configuration, Dictionary<string, string?> settings, Action<IServiceCollection>? services)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         Layer(builder, configuration, settings);
+        services?.Invoke(builder.Services);
         builder.AddGateway();
+        // The node's phase spans (its activity source is named as its meter) leave through this host's exporter.
+        builder.Services.ConfigureOpenTelemetryTracerProvider(t => t.AddSource(NodeMetrics.MeterName));
         var app = builder.Build();
         app.MapGateway();
         return app;

@@ -110,7 +110,7 @@ public sealed class NodeServer : IAsyncDisposable
             ["Node:MaxContext"] = "2048",
             ["Node:Threads"] = "1",
             ["Node:ShutdownDrain"] = "00:00:02",
-            ["Serilog:MinimumLevel:Default"] = "Warning",
+            ["Logging:LogLevel:Default"] = "Warning",
         };
         foreach (var (k, v) in settings ?? new Dictionary<string, string?>()) config[k] = v;
         builder.Configuration.AddInMemoryCollection(config);

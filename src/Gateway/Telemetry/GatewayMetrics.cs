@@ -16,6 +16,12 @@ public sealed class GatewayMetrics
     /// <summary>Meter name.</summary>
     public const string MeterName = "Serving.Gateway";
 
+    /// <summary>Default <c>service.name</c> of the gateway's traces and metrics (<c>Telemetry:ServiceName</c> overrides it).</summary>
+    public const string ServiceName = "serving-gateway";
+
+    /// <summary>YARP's activity source: the forward to the node (<c>proxy.forwarder</c>) between the server and client spans.</summary>
+    public const string YarpActivitySource = "Yarp.ReverseProxy";
+
     private readonly Counter<long> _routing;
     private readonly Counter<long> _retries;
     private readonly Counter<long> _streamErrors;

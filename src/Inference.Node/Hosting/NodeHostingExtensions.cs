@@ -2,9 +2,6 @@ using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
-using OpenTelemetry.Metrics;
-using Serilog;
-using Serilog.Formatting.Compact;
 using Serving.AdapterStore.Storage;
 using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.OpenAI;
@@ -13,6 +10,7 @@ using Serving.Inference.Node.Security;
 using Serving.Inference.Node.RewardHeads;
 using Serving.Inference.Node.Telemetry;
 using Serving.ServiceDefaults;
+using Serving.ServiceDefaults.Telemetry;
 
 namespace Serving.Inference.Node.Hosting;
 
@@ -20,15 +18,12 @@ namespace Serving.Inference.Node.Hosting;
 public static class NodeHostingExtensions
 {
     /// <summary>
-    /// Serilog (compact JSON to the console), validated options, listen address, drain time, OpenTelemetry metrics,
-    /// health checks, the exception handler.
+    /// The service defaults (Serilog from <c>Logging</c>, traces with the node's phase spans, metrics, OTLP from
+    /// <c>Telemetry</c>), validated options, listen address, drain time, health checks, the exception handler.
     /// </summary>
     public static WebApplicationBuilder AddNodeDefaults(this WebApplicationBuilder builder)
     {
-        builder.Services.AddSerilog((services, lc) => lc
-            .ReadFrom.Configuration(builder.Configuration)
-            .Enrich.FromLogContext()
-            .WriteTo.Console(new RenderedCompactJsonFormatter()));
+        builder.AddServiceDefaults(new ServiceTelemetry(NodeTracing.ServiceName, Meters: [NodeMetrics.MeterName], ActivitySources: [NodeTracing.SourceName]));
 
         builder.Services.AddOptions<NodeOptions>().Bind(builder.Configuration.GetSection(NodeOptions.Section)).ValidateOnStart();
         builder.Services.AddSingleton<IValidateOptions<NodeOptions>, NodeOptionsValidator>();
@@ -48,7 +43,6 @@ public static class NodeHostingExtensions
             o.SerializerOptions.DictionaryKeyPolicy = null;
         });
         builder.Services.AddSingleton<NodeMetrics>();
-        builder.Services.AddOpenTelemetry().WithMetrics(m => m.AddMeter(NodeMetrics.MeterName).AddPrometheusExporter());
         builder.Services.AddHealthChecks().AddCheck<ReadinessCheck>("scheduler", tags: [HealthEndpoints.ReadyTag]);
         builder.Services.AddProblemDetails();
         builder.Services.AddExceptionHandler<NodeExceptionHandler>();

@@ -4,13 +4,15 @@ using Serving.Inference.Scheduling;
 namespace Serving.Inference.Node.Telemetry;
 
 /// <summary>
-/// The node's one <see cref="Meter"/> (<see cref="MeterName"/>). Names follow the rule of <c>docs/telemetry.md</c>
+/// The node's one <see cref="Meter"/> (<see cref="MeterName"/>). Names follow the rule of <c>docs/telemetry.md</c> (the table: <c>docs/deploy.md</c>)
 /// (vLLM's where they mean the same); Prometheus names (OpenTelemetry exporter, at <c>/metrics</c>):
 /// <c>serving_node_num_requests_waiting</c>, <c>serving_node_num_requests_running</c>,
 /// <c>serving_node_rows_running</c>, <c>serving_node_kv_cache_usage_perc</c>, <c>serving_node_prompt_tokens_total</c>,
 /// <c>serving_node_generation_tokens_total</c>, <c>serving_node_request_success_total{finished_reason}</c>,
 /// <c>serving_node_requests_rejected_total{reason}</c>, <c>serving_node_time_to_first_token_seconds</c>,
-/// <c>serving_node_time_per_output_token_seconds</c>, <c>serving_node_request_queue_time_seconds</c>; adapters:
+/// <c>serving_node_time_per_output_token_seconds</c>, <c>serving_node_request_queue_time_seconds</c>,
+/// <c>serving_node_e2e_request_latency_seconds</c>, <c>serving_node_request_prefill_time_seconds</c>,
+/// <c>serving_node_request_decode_time_seconds</c>; adapters:
 /// <c>serving_node_adapter_lookups_total{tier,result}</c>, <c>serving_node_adapter_load_time_seconds</c>,
 /// <c>serving_node_adapter_activation_time_seconds</c>, <c>serving_node_adapter_requests_total{adapter}</c>,
 /// <c>serving_node_adapter_prompt_tokens_total{adapter}</c>, <c>serving_node_adapter_generation_tokens_total{adapter}</c>,
@@ -36,6 +38,9 @@ public sealed class NodeMetrics
     private readonly Histogram<double> _ttft;
     private readonly Histogram<double> _tpot;
     private readonly Histogram<double> _queueTime;
+    private readonly Histogram<double> _e2e;
+    private readonly Histogram<double> _prefillTime;
+    private readonly Histogram<double> _decodeTime;
     private readonly Counter<long> _adapterLookups;
     private readonly Histogram<double> _adapterLoad;
     private readonly Histogram<double> _adapterActivation;
@@ -61,6 +66,9 @@ public sealed class NodeMetrics
         _ttft = meter.CreateHistogram("serving.node.time_to_first_token", "s", "From arrival to the first sampled token.", advice: advice);
         _tpot = meter.CreateHistogram("serving.node.time_per_output_token", "s", "Between consecutive tokens of one choice.", advice: advice);
         _queueTime = meter.CreateHistogram("serving.node.request_queue_time", "s", "From arrival to admission into the batch.", advice: advice);
+        _e2e = meter.CreateHistogram("serving.node.e2e_request_latency", "s", "From arrival to the end of the request.", advice: advice);
+        _prefillTime = meter.CreateHistogram("serving.node.request_prefill_time", "s", "From admission to the first sampled token.", advice: advice);
+        _decodeTime = meter.CreateHistogram("serving.node.request_decode_time", "s", "From the first token to the end of the request.", advice: advice);
         _adapterLookups = meter.CreateCounter<long>("serving.node.adapter.lookups", "{lookup}",
             "Adapter lookups by tier (host: decoded cache, slot: device slot) and result (hit, miss).");
         _adapterLoad = meter.CreateHistogram("serving.node.adapter.load_time", "s", "Store read, decode and conversion of an adapter (store → host).", advice: advice);
@@ -141,6 +149,16 @@ public sealed class NodeMetrics
     internal void TimePerOutputToken(TimeSpan t) => _tpot.Record(t.TotalSeconds);
 
     internal void QueueTime(TimeSpan t) => _queueTime.Record(t.TotalSeconds);
+
+    /// <summary>A finished request's phases, from the scheduler's timestamps (a phase it never reached is not recorded).</summary>
+    internal void Phases(GenerationHandle request)
+    {
+        if (request.FinishedAt is not { } end) return;
+        _e2e.Record((end - request.SubmittedAt).TotalSeconds);
+        if (request.FirstTokenAt is not { } first) return;
+        if (request.AdmittedAt is { } admitted) _prefillTime.Record((first - admitted).TotalSeconds);
+        _decodeTime.Record((end - first).TotalSeconds);
+    }
 
     internal void Finished(string reason) => _finished.Add(1, new KeyValuePair<string, object?>("finished_reason", reason));
 

@@ -12,12 +12,15 @@ internal sealed class SchedulerObserver(NodeMetrics metrics, ILogger logger) : I
     public void OnRequestStarted(GenerationHandle request, TimeSpan queued)
     {
         metrics.QueueTime(queued);
+        NodeTracing.Admitted(request, out var previous);
         NodeLog.RequestStarted(logger, request.Request.Id, request.PromptTokens, request.Request.Choices, (long)queued.TotalMilliseconds);
+        NodeTracing.Restore(previous);
     }
 
     public void OnFirstToken(GenerationHandle request, TimeSpan timeToFirstToken)
     {
         metrics.TimeToFirstToken(timeToFirstToken);
+        NodeTracing.FirstToken(request);
         // The first token of each choice is counted in OnOutputToken's absence: count them here.
         for (var i = 0; i < request.Request.Choices; i++) metrics.GeneratedToken();
     }
@@ -33,7 +36,9 @@ internal sealed class SchedulerObserver(NodeMetrics metrics, ILogger logger) : I
     public void OnRequestFinished(GenerationHandle request, FinishReason reason)
     {
         var r = reason.ToOpenAIString();
+        NodeTracing.Finishing(request, out var previous);
         metrics.Finished(r);
+        metrics.Phases(request);
         if (request.Request.Adapter is { } adapter && AdapterLabel is { } label)
         {
             metrics.AdapterRequestFinished(label(adapter.Key), request.PromptTokens, request.CompletionTokens);
@@ -42,6 +47,7 @@ internal sealed class SchedulerObserver(NodeMetrics metrics, ILogger logger) : I
         var exitMode = decoding is Serving.Inference.Decoding.SpeculativeSpec ? "speculative" : request.Request.EarlyExit is not null ? "confident" : null;
         metrics.DecodingFinished(decoding.Method, request.GeneratedTokens, exitMode, request.LayersPerToken, request.DraftAcceptance);
         NodeLog.RequestFinished(logger, request.Request.Id, r, request.CompletionTokens);
+        NodeTracing.Finish(request, r, previous);
     }
 
     public void OnStepFailed(Exception error) => NodeLog.StepFailed(logger, error);

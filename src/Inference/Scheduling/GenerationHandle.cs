@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 using Serving.Inference.Output;
 using Serving.Inference.Sampling;
@@ -23,7 +24,20 @@ public sealed class GenerationHandle : IGenerationSink
         Request = request;
         _wake = wake;
         SubmittedAt = submittedAt;
+        TraceContext = Activity.Current?.Context ?? default;
     }
+
+    /// <summary>
+    /// The trace context current where the request was submitted (the caller's span, e.g. the node's HTTP request
+    /// span); default when there was none. The host's observer parents the request's phase spans on it.
+    /// </summary>
+    public ActivityContext TraceContext { get; }
+
+    /// <summary>
+    /// The span of the request's current phase (queue wait, prefill, decode), kept by the host's scheduler observer on
+    /// the scheduler thread; null when nothing traces. One per phase, never per token.
+    /// </summary>
+    public Activity? PhaseSpan { get; set; }
 
     /// <summary>The request as submitted.</summary>
     public GenerationRequest Request { get; }
@@ -71,6 +85,15 @@ public sealed class GenerationHandle : IGenerationSink
 
     /// <summary>When the request was submitted.</summary>
     public DateTimeOffset SubmittedAt { get; }
+
+    /// <summary>When it left the queue and got its KV slots (null until then); the scheduler's clock.</summary>
+    public DateTimeOffset? AdmittedAt { get; internal set; }
+
+    /// <summary>When its first token was sampled (null until then, or when none was).</summary>
+    public DateTimeOffset? FirstTokenAt { get; internal set; }
+
+    /// <summary>When it ended (null until then).</summary>
+    public DateTimeOffset? FinishedAt { get; internal set; }
 
     /// <summary>Sampler seed of each choice (random ones included), set when the request starts running.</summary>
     public ulong[]? Seeds { get; internal set; }

@@ -136,7 +136,9 @@ public sealed partial class GenerationScheduler
             next.Rows.Add(row);
             _running.Add(next);
             next.Handle.Seeds = next.Strategy.Seeds;
-            _observer.OnRequestStarted(next.Handle, _time.GetUtcNow() - next.Handle.SubmittedAt);
+            var admitted = _time.GetUtcNow();
+            next.Handle.AdmittedAt = admitted;
+            _observer.OnRequestStarted(next.Handle, admitted - next.Handle.SubmittedAt);
             budget -= AdvancePrefill(next, row, budget);
         }
         _statusWaitingForSlot = blockedOnSlots;
@@ -221,7 +223,9 @@ public sealed partial class GenerationScheduler
         if (ReferenceEquals(job.Rows[0], row))
         {
             if (job.PromptScores is { } scores) job.Handle.PromptLogprobs = scores.Tokens;
-            _observer.OnFirstToken(job.Handle, _time.GetUtcNow() - job.Handle.SubmittedAt);
+            var first = _time.GetUtcNow();
+            job.Handle.FirstTokenAt = first;
+            _observer.OnFirstToken(job.Handle, first - job.Handle.SubmittedAt);
         }
         Deliver(row, logits);
     }
@@ -282,6 +286,7 @@ public sealed partial class GenerationScheduler
         _queue.OnCompleted(job, HasWaiting(job.Tenant));
         for (var i = job.Rows.Count - 1; i >= 0; i--) job.Free(job.Rows[i]);
         job.Handle.Write(new GenerationEvent(GenerationEventKind.Done, 0, null, -1, 0f, null, null));
+        job.Handle.FinishedAt = _time.GetUtcNow();
         job.Handle.Complete();
         _observer.OnRequestFinished(job.Handle, job.Handle.FirstChoiceFinish ?? FinishReason.Abort);
     }

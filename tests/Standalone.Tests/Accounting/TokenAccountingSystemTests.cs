@@ -43,7 +43,6 @@ public sealed class AccountingSystemFixture : IAsyncLifetime
             ["Node:ShutdownDrain"] = "00:00:00",
             ["Gateway:RateLimits:RequestsPerMinute"] = "100000",
             ["Logging:LogLevel:Default"] = "Warning",
-            ["Serilog:MinimumLevel:Default"] = "Warning",
         };
         for (int i = 0; i < Tenants.Length; i++)
         {

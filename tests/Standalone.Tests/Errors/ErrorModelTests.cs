@@ -40,7 +40,6 @@ public sealed class SystemFixture : IAsyncLifetime
             ["Gateway:Tenancy:StaticKeys:5:Tenant"] = "limited",
             ["Gateway:RateLimits:Tenants:limited:RequestsPerMinute"] = "1",
             ["Logging:LogLevel:Default"] = "Warning",
-            ["Serilog:MinimumLevel:Default"] = "Warning",
         }).Build();
         System = await StandaloneSystem.StartAsync(configuration);
     }

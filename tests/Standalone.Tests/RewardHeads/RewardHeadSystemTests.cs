@@ -56,7 +56,6 @@ public sealed class DemoSystemFixture : IAsyncLifetime
             ["Gateway:Tenancy:StaticKeys:5:Key"] = OtherKey,
             ["Gateway:Tenancy:StaticKeys:5:Tenant"] = "other",
             ["Logging:LogLevel:Default"] = "Warning",
-            ["Serilog:MinimumLevel:Default"] = "Warning",
         }).Build();
         System = await StandaloneSystem.StartAsync(configuration);
     }

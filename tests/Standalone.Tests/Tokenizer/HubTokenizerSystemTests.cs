@@ -50,7 +50,6 @@ public sealed class HubSystemFixture : IAsyncLifetime
             ["Gateway:Tenancy:StaticKeys:6:Tenant"] = "tight",
             ["Gateway:RateLimits:Tenants:tight:TokensPerMinute"] = "100",
             ["Logging:LogLevel:Default"] = "Warning",
-            ["Serilog:MinimumLevel:Default"] = "Warning",
         }).Build();
         System = await StandaloneSystem.StartAsync(configuration);
     }

@@ -83,9 +83,9 @@ public sealed class Cluster : IDisposable
                 "--Node:Id", $"node-{i + 1}",
                 "--Node:HeartbeatInterval", "00:00:00.500",
                 "--Node:HeartbeatTtl", "00:00:02",
-                "--Serilog:MinimumLevel:Default", "Warning",
+                "--Logging:LogLevel:Default", "Warning",
                 // One line per request a node receives (before any endpoint code): the tests count them.
-                "--Serilog:MinimumLevel:Override:Microsoft.AspNetCore.Hosting.Diagnostics", "Information"));
+                "--Logging:LogLevel:Microsoft.AspNetCore.Hosting.Diagnostics", "Information"));
         }
     }
 
