@@ -3,14 +3,15 @@ using System.Reflection;
 using Serving.AdapterStore.Storage;
 using Serving.Gateway;
 using Serving.Inference.Node.Hosting;
+using Serving.ServiceDefaults.Telemetry;
 
 namespace Serving.Deploy.Tests;
 
 /// <summary>
 /// Resolves a configuration key (<c>Node:Redis</c>, or the environment form <c>Node__Redis</c>) to a property of the
 /// options class that binds its section, the way the configuration binder walks it: case-insensitive property names,
-/// any key under a dictionary, an index under a list, nested classes. Keys the framework itself reads (listen URLs,
-/// logging levels) are accepted by name.
+/// any key under a dictionary, an index under a list, nested classes. Keys the framework itself reads (listen URLs)
+/// are accepted by name.
 /// </summary>
 internal static class ConfigKeys
 {
@@ -25,7 +26,7 @@ internal static class ConfigKeys
             if (!sections.TryGetValue(section, out var list)) sections[section] = list = [];
             list.Add(type);
         }
-        foreach (var assembly in new[] { typeof(GatewayOptions).Assembly, typeof(AdapterStoreOptions).Assembly })
+        foreach (var assembly in new[] { typeof(GatewayOptions).Assembly, typeof(AdapterStoreOptions).Assembly, typeof(TelemetryOptions).Assembly })
         {
             foreach (var type in assembly.GetTypes())
             {
@@ -59,11 +60,10 @@ internal static class ConfigKeys
         return $"{key}: no options class binds any prefix of it";
     }
 
+    // Logging:* and Telemetry:* are options classes of ServiceDefaults (LoggingOptions, TelemetryOptions): resolved like
+    // any other section. The Serilog section is read by nothing, so its keys are reported.
     private static bool IsFrameworkKey(string k) =>
-        k is "ASPNETCORE_URLS" or "ASPNETCORE_HTTP_PORTS" or "urls" or "DOTNET_gcServer"
-        // Microsoft.Extensions.Logging (the gateway) and Serilog (the node): levels per category.
-        || k.StartsWith("Logging:LogLevel:", StringComparison.Ordinal)
-        || k == "Serilog:MinimumLevel:Default" || k.StartsWith("Serilog:MinimumLevel:Override:", StringComparison.Ordinal);
+        k is "ASPNETCORE_URLS" or "ASPNETCORE_HTTP_PORTS" or "urls" or "DOTNET_gcServer";
 
     private static string? Walk(Type type, string[] path)
     {

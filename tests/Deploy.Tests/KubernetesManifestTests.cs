@@ -113,6 +113,12 @@ public sealed partial class KubernetesManifestTests
         Assert.NotNull(ConfigKeys.Problem("Gateway__Tenancy__StaticKeys__first__Key"));
         Assert.NotNull(ConfigKeys.Problem("Gateway__Tenancy"));
         Assert.NotNull(ConfigKeys.Problem("Nodes__ModelPath"));
+        // The shared logging and telemetry keys (ServiceDefaults); Serilog's own section is read by no service.
+        Assert.Null(ConfigKeys.Problem("Logging__LogLevel__Microsoft.AspNetCore"));
+        Assert.Null(ConfigKeys.Problem("Logging__Format"));
+        Assert.Null(ConfigKeys.Problem("Telemetry__OtlpEndpoint"));
+        Assert.NotNull(ConfigKeys.Problem("Telemetry__OtlpEndpont"));
+        Assert.NotNull(ConfigKeys.Problem("Serilog__MinimumLevel__Default"));
     }
 
     [Theory]
