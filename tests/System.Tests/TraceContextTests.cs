@@ -6,10 +6,10 @@ using Serving.System.Tests.Infrastructure;
 namespace Serving.System.Tests;
 
 /// <summary>
-/// W3C trace context from a client through the real gateway into a real node process and its log records. (It holds
-/// without any tracing exporter: ASP.NET Core starts a request activity from an incoming <c>traceparent</c> whenever its
-/// hosting logger is enabled, the gateway's forward carries the context on, and Serilog writes the id as <c>@tr</c>.
-/// This test keeps it so: a gateway that dropped or replaced the header would fail it.)
+/// W3C trace context from a client through the real gateway into a real node process and its log records: the node's
+/// console JSON lines (<c>Logging:Format</c> Json, its default) carry the client's trace id as <c>@tr</c>. A gateway that
+/// dropped or replaced the header would fail it. (The span tree itself is checked in process by
+/// <c>tests/Standalone.Tests/Telemetry/TraceContextTests.cs</c>.)
 /// </summary>
 public sealed class TraceContextTests(ClusterFixture fixture) : IClassFixture<ClusterFixture>
 {

@@ -5,7 +5,7 @@ using Serving.Contracts.Registry;
 namespace Serving.Gateway.Telemetry;
 
 /// <summary>
-/// The gateway's one <see cref="Meter"/> (<c>Serving.Gateway</c>). Names follow the rule of <c>docs/telemetry.md</c>
+/// The gateway's one <see cref="Meter"/> (<c>Serving.Gateway</c>). Names follow the rule of <c>docs/telemetry.md</c> (the table: <c>docs/deploy.md</c>)
 /// (Prometheus form on <c>/metrics</c>): <c>serving_gateway_routing_decisions_total{residency}</c>,
 /// <c>serving_gateway_upstream_retries_total</c>, <c>serving_gateway_stream_errors_total{reason}</c>,
 /// <c>serving_gateway_nodes</c>, <c>serving_gateway_nodes_healthy</c>, <c>serving_gateway_prompt_tokens_total{tenant,adapter}</c>,

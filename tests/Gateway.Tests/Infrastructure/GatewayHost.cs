@@ -7,6 +7,8 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Serilog.Core;
+using Serilog.Events;
 using Serving.AdapterStore.Storage;
 using Serving.Gateway.Routing;
 
@@ -59,15 +61,15 @@ public sealed class GatewayHost : IAsyncDisposable
             ["Gateway:Tenancy:StaticKeys:2:Key"] = KeyB,
             ["Gateway:Tenancy:StaticKeys:2:Tenant"] = "tenant-b",
             ["Gateway:Resilience:StreamIdleTimeout"] = "00:00:05",
+            ["Logging:LogLevel:Default"] = "Debug",
         };
         foreach (var (k, v) in extra ?? []) config[k] = v;
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory, EnvironmentName = "Testing" });
         builder.Configuration.AddInMemoryCollection(config);
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         var logs = new ConcurrentQueue<string>();
-        builder.Logging.ClearProviders();
-        builder.Logging.SetMinimumLevel(LogLevel.Debug);
-        builder.Logging.AddProvider(new CapturingLoggerProvider(logs));
+        // Serilog is the gateway's logger (ServiceDefaults): a sink in its container sees every record from Debug up.
+        builder.Services.AddSingleton<ILogEventSink>(new CapturingSink(logs));
         services?.Invoke(builder.Services);
         builder.AddGateway();
         var app = builder.Build();
@@ -109,19 +111,12 @@ public sealed class GatewayHost : IAsyncDisposable
 }
 
 /// <summary>Keeps every formatted log line (to prove that no key or prompt is logged).</summary>
-public sealed class CapturingLoggerProvider(ConcurrentQueue<string> sink) : ILoggerProvider
+/// <summary>Every record the gateway logs, rendered as "level category: message exception".</summary>
+public sealed class CapturingSink(ConcurrentQueue<string> sink) : ILogEventSink
 {
-    public ILogger CreateLogger(string categoryName) => new Logger(sink, categoryName);
-
-    public void Dispose() { }
-
-    private sealed class Logger(ConcurrentQueue<string> sink, string category) : ILogger
+    public void Emit(LogEvent logEvent)
     {
-        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
-        public bool IsEnabled(LogLevel logLevel) => true;
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-        {
-            sink.Enqueue($"{logLevel} {category}: {formatter(state, exception)} {exception}");
-        }
+        string category = logEvent.Properties.TryGetValue("SourceContext", out var c) && c is ScalarValue { Value: string s } ? s : "";
+        sink.Enqueue($"{logEvent.Level} {category}: {logEvent.RenderMessage(System.Globalization.CultureInfo.InvariantCulture)} {logEvent.Exception}");
     }
 }
