@@ -14,6 +14,7 @@ using Serving.Gateway.Tenancy;
 using Serving.Inference.Node;
 using Serving.Inference.Node.Hosting;
 using Serving.Inference.Node.Telemetry;
+using OpenTelemetry.Metrics;
 using OpenTelemetry.Trace;
 
 namespace Serving.Standalone;
@@ -292,8 +293,10 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
         Layer(builder, configuration, settings);
         services?.Invoke(builder.Services);
         builder.AddGateway();
-        // The node's phase spans (its activity source is named as its meter) leave through this host's exporter.
+        // The node's phase spans (its activity source is named as its meter) and its metrics leave through this host's
+        // exporters: OTLP (the node's is off) and the public /metrics.
         builder.Services.ConfigureOpenTelemetryTracerProvider(t => t.AddSource(NodeMetrics.MeterName));
+        builder.Services.ConfigureOpenTelemetryMeterProvider(m => m.AddMeter(NodeMetrics.MeterName));
         var app = builder.Build();
         app.MapGateway();
         return app;
