@@ -2,6 +2,8 @@ using System.Globalization;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Logging;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Trace;
 using Serving.AdapterStore.Api;
 using Serving.AdapterStore.Compression;
 using Serving.AdapterStore.Ingest;
@@ -14,8 +16,6 @@ using Serving.Gateway.Tenancy;
 using Serving.Inference.Node;
 using Serving.Inference.Node.Hosting;
 using Serving.Inference.Node.Telemetry;
-using OpenTelemetry.Metrics;
-using OpenTelemetry.Trace;
 
 namespace Serving.Standalone;
 
