@@ -29,7 +29,7 @@ internal static class FormatComparison
                 Console.WriteLine($"  {formats[i]}: projections {models[i].ProjectionWeightBytes / 1e6:F1} MB, head {models[i].HeadWeightBytes / 1e6:F1} MB, load {models[i].LoadTime.TotalSeconds:F1} s");
             }
             Console.WriteLine("| shape | batch | " + string.Join(" | ", formats.Select(f => $"{f} tok/s")) + " | " +
-                string.Join(" | ", formats.Skip(1).Select(f => $"{f}/{formats[0]} (min–max)")) + (baseline is null ? "" : " | PyTorch eager tok/s |") + " |");
+                string.Join(" | ", formats.Skip(1).Select(f => $"{f}/{formats[0]} (min–max)")) + " |" + (baseline is null ? "" : " PyTorch eager tok/s |"));
             var rows = new JsonArray();
             foreach (var b in batches)
             {
