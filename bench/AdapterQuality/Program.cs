@@ -3,6 +3,8 @@
 // general-domain loss change, and the ΔW error proxies.
 // usage: AdapterQuality [--root models/demo] [--adapters german,spanish,...] [--settings "s1;s2;..."]
 //                       [--general-every 8] [--no-general] [--json out.jsonl] [--plot docs/x.png] [--threads 2]
+//        AdapterQuality --formats "fp32;int8;int4;int4+head;int8/acc0" [--block 32] [--prompts 200] [--tokens 64]:
+//                       quantised weights (issue 17): loss/perplexity, adapters' own loss, greedy agreement vs the first
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -34,6 +36,22 @@ if (opt.TryGetValue("from-json", out var from))
 }
 
 OrtRuntime.EnsureInitialized(threads);
+if (opt.TryGetValue("formats", out var formatList))
+{
+    // "int4+head" quantises the LM head too; "/acc0" runs MatMulNBits at accuracy level 0 (fp32 compute), default 4.
+    var block = int.Parse(Str("block", "32"), CultureInfo.InvariantCulture);
+    var configs = formatList.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(label =>
+    {
+        var parts = label.Split('/');
+        var head = parts[0].EndsWith("+head", StringComparison.Ordinal);
+        var format = Enum.Parse<Serving.Inference.Graphs.WeightFormat>(parts[0].Replace("+head", "", StringComparison.Ordinal), ignoreCase: true);
+        var accuracy = parts.Length > 1 ? int.Parse(parts[1].Replace("acc", "", StringComparison.Ordinal), CultureInfo.InvariantCulture) : 4;
+        return new FormatQuality.Config(label, format, accuracy, head, block);
+    }).ToList();
+    FormatQuality.Run(root, configs, adapters, int.Parse(Str("prompts", "200"), CultureInfo.InvariantCulture),
+        int.Parse(Str("tokens", "64"), CultureInfo.InvariantCulture), generalEvery, threads);
+    return;
+}
 using var model = DecoderModel.Load(root, new RuntimeOptions { MaxBatch = 1, MaxContext = LossEvaluator.Window + 8, AdapterSlots = 1, AdapterMaxRank = 64, Threads = threads });
 var tokenizer = TokenizerLoader.Load(root, model.Config.VocabSize);
 using var decoder = new BatchDecoder(model);

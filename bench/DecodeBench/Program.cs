@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Microsoft.ML.OnnxRuntime;
 using Serving.Fixtures;
 using Serving.Inference.Engine;
+using Serving.Inference.Graphs;
 using Serving.Inference.Runtime;
 
 // Decode throughput of the engine against (a) the batch-1 memory roofline, (b) the machine's fp32 GEMM throughput
@@ -12,6 +13,9 @@ using Serving.Inference.Runtime;
 // usage: DecodeBench [--shape gpt2-small] [--batches 1,8,32] [--steps 32] [--reps 5] [--prompt 16] [--context 256]
 //                    [--threads N] [--no-torch] [--json FILE] [--md docs/benchmarks.md]
 //        DecodeBench --matmul-ceiling [--shape ..] [--batches ..]: the step time of the projection MatMuls alone
+//        DecodeBench --formats fp32,int8,int4 [--block 32] [--accuracy 4] [--quantize-head] [--torch] [--shape ..] [--batches ..]:
+//                    the same decode run for each weight format, interleaved (each rep runs every format once, the order
+//                    rotating), after a 2 s warm-up per format; ratios are paired per rep against the first format
 var opts = Args.Parse(args);
 var inv = CultureInfo.InvariantCulture;
 var threads = opts.Int("threads", Environment.ProcessorCount);
@@ -34,6 +38,14 @@ if (opts.Flag("matmul-ceiling"))
     var cfg = Serving.Checkpoints.ModelConfig.Load(Path.Combine(dir, "config.json"));
     Console.WriteLine($"{shape}: ORT fp32 GEMM probe (256 × 1024 × 4096) {Machine.GemmFlops(threads) / 1e9:F0} GFLOP/s; {threads} threads");
     MatMulCeiling.Run(cfg, batches, threads, reps);
+    return 0;
+}
+
+if (opts.Flag("formats"))
+{
+    var formats = opts.Str("formats", "fp32,int8,int4").Split(',').Select(f => Enum.Parse<WeightFormat>(f, ignoreCase: true)).ToArray();
+    FormatComparison.Run(dir, shape, formats, batches, steps, reps, prompt, context, threads, opts.Int("block", 32), opts.Int("accuracy", 4),
+        opts.Flag("quantize-head"), opts.Flag("torch"), "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args), opts.Str("json", $"bench/results/formats-{shape}.json"));
     return 0;
 }
 
@@ -61,9 +73,9 @@ if (compareFused)
         for (var r = -1; r < reps; r++)
         {
             dec.UseFusedDecode = false;
-            var s1 = EngineRun(dec, b, steps, prompt, rng);
+            var s1 = DecodeRuns.Greedy(dec, b, steps, prompt, rng);
             dec.UseFusedDecode = true;
-            var s2 = EngineRun(dec, b, steps, prompt, rng);
+            var s2 = DecodeRuns.Greedy(dec, b, steps, prompt, rng);
             if (r < 0) continue;
             split.Add(b * steps / s1);
             fused.Add(b * steps / s2);
@@ -86,7 +98,7 @@ foreach (var b in batches)
     var theirs = new List<double>();
     for (var r = -1; r < reps; r++) // r = -1 is the warm-up pair
     {
-        var seconds = EngineRun(dec, b, steps, prompt, rng);
+        var seconds = DecodeRuns.Greedy(dec, b, steps, prompt, rng);
         var torchSeconds = torch?.Run(b, steps, prompt);
         if (r < 0) continue;
         ours.Add(b * steps / seconds);
@@ -136,30 +148,7 @@ File.WriteAllText(jsonPath, doc.ToJsonString(new JsonSerializerOptions { WriteIn
 Console.WriteLine($"wrote {jsonPath}");
 return 0;
 
-static double EngineRun(BatchDecoder dec, int batch, int steps, int prompt, Random rng)
-{
-    var tokens = new int[prompt];
-    var seqs = new List<Sequence>();
-    var v = dec.Model.Config.VocabSize;
-    for (var i = 0; i < batch; i++)
-    {
-        for (var t = 0; t < prompt; t++) tokens[t] = rng.Next(0, 255);
-        var s = dec.TryAllocate()!;
-        s.PendingToken = ArgMax(dec.Prefill(s, tokens));
-        seqs.Add(s);
-    }
-    var sw = Stopwatch.StartNew();
-    for (var step = 0; step < steps; step++)
-    {
-        var logits = dec.Decode();
-        for (var r = 0; r < batch; r++) dec.Active[r].PendingToken = ArgMax(logits.Slice(r * v, v));
-    }
-    var seconds = sw.Elapsed.TotalSeconds;
-    foreach (var s in seqs) dec.Release(s);
-    return seconds;
-}
 
-static int ArgMax(ReadOnlySpan<float> x) => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(x);
 
 static long ParamsInMatMuls(Serving.Checkpoints.ModelConfig c)
 {
@@ -360,5 +349,32 @@ static class MatMulCeiling
             }
         }
         foreach (var s in sessions) s.Dispose();
+    }
+}
+
+/// <summary>One timed greedy decode run: <c>batch</c> random prompts prefilled (not timed), then <c>steps</c> decode steps.</summary>
+internal static class DecodeRuns
+{
+    public static double Greedy(BatchDecoder dec, int batch, int steps, int prompt, Random rng)
+    {
+        var tokens = new int[prompt];
+        var seqs = new List<Sequence>();
+        var v = dec.Model.Config.VocabSize;
+        for (var i = 0; i < batch; i++)
+        {
+            for (var t = 0; t < prompt; t++) tokens[t] = rng.Next(0, 255);
+            var s = dec.TryAllocate()!;
+            s.PendingToken = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(dec.Prefill(s, tokens));
+            seqs.Add(s);
+        }
+        var sw = Stopwatch.StartNew();
+        for (var step = 0; step < steps; step++)
+        {
+            var logits = dec.Decode();
+            for (var r = 0; r < batch; r++) dec.Active[r].PendingToken = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.Slice(r * v, v));
+        }
+        var seconds = sw.Elapsed.TotalSeconds;
+        foreach (var s in seqs) dec.Release(s);
+        return seconds;
     }
 }

@@ -40,6 +40,10 @@ public sealed class ModelHost : IDisposable
             AdapterMaxRank = o.AdapterMaxRank,
             AdapterKernel = o.AdapterKernel,
             PackedSteps = o.EarlyExit,
+            Weights = o.Weights,
+            WeightBlockSize = o.WeightBlockSize,
+            WeightAccuracyLevel = o.WeightAccuracyLevel,
+            QuantizeHead = o.QuantizeHead,
         });
         var c = _model.Config;
         var slots = o.MaxBatch;
@@ -89,6 +93,10 @@ public sealed class ModelHost : IDisposable
 
     /// <summary>Longest prompt + output per row.</summary>
     public int MaxContext => _model.MaxContext;
+
+    /// <summary>The weights' format and bytes, for <c>/node/status</c>.</summary>
+    public Status.WeightsStatus Weights => new(_model.Options.Weights.ToString().ToLowerInvariant(), _model.ProjectionWeightBytes, _model.HeadWeightBytes,
+        _model.Options.Weights == Graphs.WeightFormat.Fp32 ? null : _model.Options.WeightBlockSize, _model.Options.QuantizeHead);
 
     /// <summary>When the model finished loading (for <c>created</c> in /v1/models).</summary>
     public DateTimeOffset LoadedAt { get; } = DateTimeOffset.UtcNow;

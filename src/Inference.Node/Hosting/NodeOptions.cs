@@ -3,6 +3,7 @@ using Serving.AdapterStore.Storage;
 using Serving.Checkpoints;
 using Serving.Checkpoints.Hub;
 using Serving.Inference.Decoding;
+using Serving.Inference.Graphs;
 using Serving.Inference.Runtime;
 
 namespace Serving.Inference.Node.Hosting;
@@ -86,6 +87,21 @@ public sealed class NodeOptions
     /// CUDA), <c>Segmented</c> (CPU only) or <c>BatchedMatMul</c>.
     /// </summary>
     public AdapterKernelKind AdapterKernel { get; set; } = AdapterKernelKind.Auto;
+
+    /// <summary>
+    /// How the projection weights are stored: <c>Fp32</c>, or <c>Int8</c> / <c>Int4</c> quantised at load (block-wise,
+    /// round to nearest, run by ONNX Runtime's <c>MatMulNBits</c>); adapters stay fp32 on top. See docs/engine.md.
+    /// </summary>
+    public WeightFormat Weights { get; set; } = WeightFormat.Fp32;
+
+    /// <summary>Values per quantisation block (a power of two, 16 to 256).</summary>
+    public int WeightBlockSize { get; set; } = 32;
+
+    /// <summary><c>MatMulNBits</c> accuracy level: 0 = fp32 compute on the dequantised weights, 4 = int8 activations (faster).</summary>
+    public int WeightAccuracyLevel { get; set; } = 4;
+
+    /// <summary>Also quantise the LM head (with <see cref="Weights"/> Int8/Int4).</summary>
+    public bool QuantizeHead { get; set; }
 
     /// <summary>Byte budget of the host cache of decoded adapters (LRU; pinned adapters are never evicted).</summary>
     public long AdapterHostCacheMiB { get; set; } = 1024;
@@ -213,6 +229,10 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
         if (o.AdapterSlots is < 0 or > 256) errors.Add("Node:AdapterSlots must be in [0, 256].");
         if (o.AdapterMaxRank is < 1 or > 1024) errors.Add("Node:AdapterMaxRank must be in [1, 1024].");
         if (o.AdapterHostCacheMiB < 1) errors.Add("Node:AdapterHostCacheMiB must be at least 1.");
+        if (!Enum.IsDefined(o.Weights)) errors.Add("Node:Weights must be Fp32, Int8 or Int4.");
+        if (o.WeightBlockSize is < 16 or > 256 || (o.WeightBlockSize & (o.WeightBlockSize - 1)) != 0) errors.Add("Node:WeightBlockSize must be a power of two in [16, 256].");
+        if (o.WeightAccuracyLevel is < 0 or > 4) errors.Add("Node:WeightAccuracyLevel must be in [0, 4].");
+        if (o.QuantizeHead && o.Weights == WeightFormat.Fp32) errors.Add("Node:QuantizeHead needs Node:Weights Int8 or Int4.");
         if (o.AdapterKernel == AdapterKernelKind.Segmented && o.ExecutionProvider != ExecutionProviderKind.Cpu)
             errors.Add("Node:AdapterKernel Segmented runs on the CPU provider only; use Auto or BatchedMatMul with Cuda.");
         if (!string.IsNullOrWhiteSpace(o.Redis) && !string.IsNullOrWhiteSpace(o.AdapterDirectory))

@@ -19,7 +19,11 @@ public sealed record NodeStatus(
     KvStatus Kv,
     AdapterTiers Adapters,
     int MaxContext,
-    long Steps);
+    long Steps,
+    WeightsStatus Weights);
+
+/// <summary>How the model's weights are held: format (fp32, int8, int4), bytes of the projections and the LM head.</summary>
+public sealed record WeightsStatus(string Format, long ProjectionBytes, long HeadBytes, int? BlockSize, bool HeadQuantized);
 
 /// <summary><c>GET /node/status</c>.</summary>
 public static class NodeStatusApi
@@ -40,6 +44,7 @@ public static class NodeStatusApi
     {
         var s = host.Scheduler.Status;
         return TypedResults.Ok(new NodeStatus(host.ModelId, Version, s.Accepting, s.Waiting, s.RunningRequests, s.RunningRows,
-            new KvStatus(s.KvSlots, s.RunningRows, s.KvUsage, s.KvTokens, s.KvTokenCapacity), adapters.Tiers(), host.MaxContext, s.Steps));
+            new KvStatus(s.KvSlots, s.RunningRows, s.KvUsage, s.KvTokens, s.KvTokenCapacity), adapters.Tiers(), host.MaxContext, s.Steps,
+            host.Weights));
     }
 }

@@ -97,6 +97,12 @@ public sealed class DecoderModel : IDisposable
     /// <summary>Whether packed steps can run (<see cref="RuntimeOptions.PackedSteps"/>).</summary>
     public bool SupportsPackedSteps => PackedBlocks.Length > 0;
 
+    /// <summary>Bytes the graphs' projection weights take in <see cref="RuntimeOptions.Weights"/>' format (all layers; one copy).</summary>
+    public long ProjectionWeightBytes { get; private init; }
+
+    /// <summary>Bytes of the LM head as the head graph holds it (quantised with <see cref="RuntimeOptions.QuantizeHead"/>).</summary>
+    public long HeadWeightBytes { get; private init; }
+
     /// <summary>Whether adapter steps run the segmented operator (<see cref="RuntimeOptions.UsesSegmentedAdapters"/>).</summary>
     internal bool SegmentedAdapters => LoraSegmentedBlocks.Length > 0;
 
@@ -142,6 +148,7 @@ public sealed class DecoderModel : IDisposable
         var kvOnly = packed ? new InferenceSession[c.NumLayers] : [];
         var kvOnlySegmented = packed && segmented ? new InferenceSession[c.NumLayers] : [];
         var shared = new List<IDisposable>();
+        long projectionBytes = 0;
         try
         {
             using var so = OrtRuntime.CreateSessionOptions(options);
@@ -154,6 +161,9 @@ public sealed class DecoderModel : IDisposable
             for (var layer = 0; layer < c.NumLayers; layer++)
             {
                 var weights = LayerWeights.Read(ckpt, layer);
+                weights.Quantize(c, options.Weights, options.WeightBlockSize, options.WeightAccuracyLevel);
+                projectionBytes += weights.Quantized?.Bytes
+                    ?? sizeof(float) * ((long)weights.QkvWeight.Length + weights.OutWeight.Length + weights.UpWeight.Length + weights.DownWeight.Length);
                 inputNorms[layer] = (weights.Norm1Weight, weights.Norm1Bias);
                 ffnDown[layer] = weights.DownWeight;
                 if (prepacked is null)
@@ -170,7 +180,12 @@ public sealed class DecoderModel : IDisposable
                 if (packed) Attention.SlotAttentionOp.Register(layerOptions);
                 foreach (var (name, values, dims) in sharedWeights)
                 {
-                    var value = OrtValue.CreateTensorValueFromMemory(values, dims);
+                    var value = values switch
+                    {
+                        float[] floats => OrtValue.CreateTensorValueFromMemory(floats, dims),
+                        byte[] bytes => OrtValue.CreateTensorValueFromMemory(bytes, dims),
+                        _ => throw new InvalidOperationException($"shared weight '{name}' of type {values.GetType()}"),
+                    };
                     shared.Add(value);
                     layerOptions.AddInitializer(name, value);
                 }
@@ -220,7 +235,10 @@ public sealed class DecoderModel : IDisposable
             {
                 throw new SafetensorsFormatException(ckpt.Directory, "lm_head.weight", "missing tensor (config says the head is not tied)");
             }
-            var head = new InferenceSession(Dump(HeadGraph.Build(c, normW, normB, headW), "head"), so);
+            var headQuantized = options.QuantizeHead
+                ? WeightQuantizer.Quantize(headW, (int)d, (int)v, options.Weights, options.WeightBlockSize, transposed: true)
+                : null;
+            var head = new InferenceSession(Dump(HeadGraph.Build(c, normW, normB, headW, headQuantized, options.WeightAccuracyLevel), "head"), so);
             sessions.Add(head);
             var fused = options.BuildFusedGraph ? new InferenceSession(FusedGraph.Build(ckpt, maxContext, rotary, normW, normB, headW), so) : null;
             var blocks = new InferenceSession[c.NumLayers];
@@ -241,6 +259,8 @@ public sealed class DecoderModel : IDisposable
                 KvOnlyBlocks = kvOnly,
                 KvOnlySegmentedBlocks = kvOnlySegmented,
                 Rotary = rotary,
+                ProjectionWeightBytes = projectionBytes,
+                HeadWeightBytes = headQuantized?.Bytes ?? sizeof(float) * headW.LongLength,
             };
         }
         catch

@@ -91,7 +91,7 @@ internal static class BlockGraph
     /// As <see cref="Build(ModelConfig, LayerWeights, int, int, RotaryTables?, int)"/>; with <paramref name="shareWeights"/>
     /// the projection weights are placeholders the caller supplies per session (returned as <c>Shared</c>).
     /// </summary>
-    public static (byte[] Model, List<(string Name, float[] Values, long[] Dims)> Shared) Build(ModelConfig c, LayerWeights w, int layer,
+    public static (byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) Build(ModelConfig c, LayerWeights w, int layer,
         int maxContext, RotaryTables? rotary, int loraVariant, bool shareWeights, bool packed = false)
     {
         var name = loraVariant switch
@@ -228,7 +228,8 @@ internal static class BlockGraph
 
         // Attention
         var n1 = Norm(g, c, hidden, w.Norm1Weight, w.Norm1Bias, N("ln1"));
-        var qkv = Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, N("qkv"));
+        var quant = w.Quantized;
+        var qkv = Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, N("qkv"), quant?.Qkv, quant?.AccuracyLevel ?? 0);
         if (loraVariant != 0) qkv = AddLora(g, n1, qkv, Adapters.AdaptedProjection.Qkv, N("qkv"), loraVariant);
         var parts = g.NodeMulti("Split", [qkv, g.Int64s(N("qkv_split"), q, kv, kv)], [N("q"), N("k"), N("v")], "", ("axis", 2L));
         string qIn = parts[0], kIn = parts[1];
@@ -255,7 +256,7 @@ internal static class BlockGraph
                 [qIn, kIn, parts[2], pastKey, pastValue, SeqLensK, TotalSeqLen],
                 [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain, [.. attributes])[0];
         }
-        var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, N("o"));
+        var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, N("o"), quant?.Out, quant?.AccuracyLevel ?? 0);
         if (loraVariant != 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, N("o"), loraVariant);
         if (w.PostAttnNorm is not null) o = Norm(g, c, o, w.PostAttnNorm, null, N("ln_post_attn"));
         var x2 = g.Node("Add", [hidden, o], N("resid1"));
@@ -265,7 +266,7 @@ internal static class BlockGraph
         string act;
         if (llama)
         {
-            var gu = Linear(g, n2, w.UpWeight, w.UpBias, d, 2 * f, N("gate_up"));
+            var gu = Linear(g, n2, w.UpWeight, w.UpBias, d, 2 * f, N("gate_up"), quant?.Up, quant?.AccuracyLevel ?? 0);
             if (loraVariant != 0) gu = AddLora(g, n2, gu, Adapters.AdaptedProjection.Up, N("gate_up"), loraVariant);
             var gates = g.NodeMulti("Split", [gu, g.Int64s(N("gu_split"), f, f)], [N("gate"), N("up")], "", ("axis", 2L));
             var gated = c.GeluGate
@@ -275,7 +276,9 @@ internal static class BlockGraph
         }
         else
         {
-            var fc = g.Node("MatMul", [n2, g.ShareableWeight(N("fc_w"), w.UpWeight, d, f)], N("fc"));
+            var fc = quant is null
+                ? g.Node("MatMul", [n2, g.ShareableWeight(N("fc_w"), w.UpWeight, d, f)], N("fc"))
+                : QuantizedMatMul(g, n2, quant.Up, quant.AccuracyLevel, N("fc"));
             var fcBias = g.Weight(N("fc_b"), w.UpBias!, f);
             if (loraVariant != 0)
             {
@@ -284,7 +287,7 @@ internal static class BlockGraph
             }
             act = g.Node("FastGelu", [fc, fcBias], packed ? FfnActivations : N("gelu"), GraphBuilder.MicrosoftDomain);
         }
-        var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, N("down"));
+        var m = Linear(g, act, w.DownWeight, w.DownBias, f, d, N("down"), quant?.Down, quant?.AccuracyLevel ?? 0);
         if (loraVariant != 0) m = AddLora(g, act, m, Adapters.AdaptedProjection.Down, N("down"), loraVariant);
         if (w.PostFfnNorm is not null) m = Norm(g, c, m, w.PostFfnNorm, null, N("ln_post_ffn"));
         g.Node("Add", [x2, m], hiddenOut);
@@ -327,9 +330,32 @@ internal static class BlockGraph
         return g.Node("SimplifiedLayerNormalization", [x, scale], name, "", ("axis", -1L), ("epsilon", c.NormEps));
     }
 
-    internal static string Linear(GraphBuilder g, string x, float[] weight, float[]? bias, int inDim, int outDim, string name)
+    /// <summary>x · W (+ bias): MatMul on the fp32 weight, or MatMulNBits on its quantised form when one is given.</summary>
+    internal static string Linear(GraphBuilder g, string x, float[] weight, float[]? bias, int inDim, int outDim, string name,
+        QuantizedWeight? quantized = null, int accuracyLevel = 0)
     {
-        var y = g.Node("MatMul", [x, g.ShareableWeight(name + "_w", weight, inDim, outDim)], bias is null ? name : name + "_mm");
+        var output = bias is null ? name : name + "_mm";
+        var y = quantized is null
+            ? g.Node("MatMul", [x, g.ShareableWeight(name + "_w", weight, inDim, outDim)], output)
+            : QuantizedMatMul(g, x, quantized, accuracyLevel, output);
         return bias is null ? y : g.Node("Add", [y, g.Weight(name + "_b", bias, outDim)], name);
+    }
+
+    /// <summary>
+    /// <c>com.microsoft::MatMulNBits</c> over a quantised weight (shareable initializers: values, scales, zero points).
+    /// <paramref name="accuracyLevel"/>: 0 computes in fp32 on the dequantised weight; 4 quantises the activations to
+    /// int8 per block and runs integer dot products (faster, one more rounding).
+    /// </summary>
+    internal static string QuantizedMatMul(GraphBuilder g, string x, QuantizedWeight w, int accuracyLevel, string output)
+    {
+        var inputs = new List<string>
+        {
+            x,
+            g.ShareableBytes(output + "_q", w.Data, w.N, w.Blocks, w.BlobSize),
+            g.ShareableWeight(output + "_scales", w.Scales, w.Scales.Length),
+        };
+        if (w.ZeroPoints is not null) inputs.Add(g.ShareableBytes(output + "_zp", w.ZeroPoints, w.ZeroPoints.Length));
+        return g.Node("MatMulNBits", [.. inputs], output, GraphBuilder.MicrosoftDomain,
+            ("K", (long)w.K), ("N", (long)w.N), ("bits", (long)w.Bits), ("block_size", (long)w.BlockSize), ("accuracy_level", (long)accuracyLevel));
     }
 }

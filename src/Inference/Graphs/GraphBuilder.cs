@@ -25,7 +25,7 @@ internal sealed class GraphBuilder(string name)
     public bool ShareWeights { get; init; }
 
     /// <summary>The weights written as placeholders, by name (with <see cref="ShareWeights"/>).</summary>
-    public List<(string Name, float[] Values, long[] Dims)> SharedWeights { get; } = [];
+    public List<(string Name, Array Values, long[] Dims)> SharedWeights { get; } = [];
 
     /// <summary>Adds an fp32 weight, copied into the model at <see cref="ToBytes"/>.</summary>
     public string Weight(string weightName, float[] values, params long[] dims) => AddWeight(weightName, values, dims, shareable: false);
@@ -50,6 +50,29 @@ internal sealed class GraphBuilder(string name)
             RawData = shared
                 ? UnsafeByteOperations.UnsafeWrap(new byte[values.Length * sizeof(float)])
                 : UnsafeByteOperations.UnsafeWrap(MemoryMarshal.AsBytes(values.AsSpan()).ToArray()),
+        };
+        tensor.Dims.AddRange(dims);
+        _graph.Initializer.Add(tensor);
+        return weightName;
+    }
+
+    /// <summary>Adds a large uint8 weight (packed quantised values) that sessions may share, as <see cref="ShareableWeight"/>.</summary>
+    public string ShareableBytes(string weightName, byte[] values, params long[] dims)
+    {
+        long n = 1;
+        foreach (var d in dims) n *= d;
+        if (n != values.Length)
+        {
+            throw new ArgumentException($"weight '{weightName}': {values.Length} bytes for shape [{string.Join(", ", dims)}]");
+        }
+        if (ShareWeights) SharedWeights.Add((weightName, values, dims));
+        var tensor = new TensorProto
+        {
+            Name = weightName,
+            DataType = (int)TensorProto.Types.DataType.Uint8,
+            RawData = ShareWeights
+                ? UnsafeByteOperations.UnsafeWrap(new byte[values.Length])
+                : UnsafeByteOperations.UnsafeWrap(values),
         };
         tensor.Dims.AddRange(dims);
         _graph.Initializer.Add(tensor);

@@ -15,7 +15,7 @@ internal static class KvOnlyGraph
     public const string Key = "key";
     public const string Value = "value";
 
-    public static (byte[] Model, List<(string Name, float[] Values, long[] Dims)> Shared) Build(ModelConfig c, LayerWeights w, int layer, RotaryTables? rotary, bool segmented)
+    public static (byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) Build(ModelConfig c, LayerWeights w, int layer, RotaryTables? rotary, bool segmented)
     {
         int d = c.HiddenSize, hd = c.HeadDim, q = c.NumHeads * hd, kv = c.NumKvHeads * hd;
         var g = new GraphBuilder(segmented ? $"kv_only_{layer}_lora_segmented" : $"kv_only_{layer}") { ShareWeights = true };
@@ -31,7 +31,7 @@ internal static class KvOnlyGraph
         g.Input(BlockGraph.Hidden, DT.Float, "batch", "seq", d);
         var n1 = BlockGraph.Norm(g, c, BlockGraph.Hidden, w.Norm1Weight, w.Norm1Bias, "ln1");
         // The same shared q/k/v weight as the block (one copy per layer); q is computed and dropped.
-        var qkv = BlockGraph.Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, "qkv");
+        var qkv = BlockGraph.Linear(g, n1, w.QkvWeight, w.QkvBias, d, q + 2 * kv, "qkv", w.Quantized?.Qkv, w.Quantized?.AccuracyLevel ?? 0);
         if (segmented) qkv = BlockGraph.AddLora(g, n1, qkv, Adapters.AdaptedProjection.Qkv, "qkv", BlockGraph.Segmented);
         var parts = g.NodeMulti("Split", [qkv, g.Int64s("qkv_split", q, kv, kv)], ["q", "k", Value], "", ("axis", 2L));
         if (rotary is not null)

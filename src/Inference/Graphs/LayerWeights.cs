@@ -29,6 +29,22 @@ internal sealed class LayerWeights
     public float[]? PostAttnNorm { get; init; }
     public float[]? PostFfnNorm { get; init; }
 
+    /// <summary>The projections in a quantised format (null: fp32 MatMuls); set once by <see cref="Quantize"/>.</summary>
+    public QuantizedProjections? Quantized { get; private set; }
+
+    /// <summary>
+    /// Quantises the four projections (q|k|v, out, up (gate|up), down) for <c>MatMulNBits</c>. The fp32 arrays stay
+    /// (norms, the early-exit criteria's view of the FFN, and references read them); the graphs use the quantised form.
+    /// </summary>
+    public void Quantize(ModelConfig c, WeightFormat format, int blockSize, int accuracyLevel)
+    {
+        if (format == WeightFormat.Fp32) return;
+        int d = c.HiddenSize, q = c.NumHeads * c.HeadDim;
+        QuantizedWeight Of(float[] w, int k) => WeightQuantizer.Quantize(w, k, w.Length / k, format, blockSize);
+        var down = Of(DownWeight, DownWeight.Length / d);
+        Quantized = new QuantizedProjections(Of(QkvWeight, d), Of(OutWeight, q), Of(UpWeight, d), down, accuracyLevel);
+    }
+
     public static LayerWeights Read(CheckpointFolder ckpt, int layer)
     {
         var c = ckpt.Config;
@@ -132,4 +148,10 @@ internal sealed class LayerWeights
         }
         return result;
     }
+}
+
+/// <summary>One layer's projections in <c>MatMulNBits</c>'s layout, and the accuracy level the graphs run them at.</summary>
+internal sealed record QuantizedProjections(QuantizedWeight Qkv, QuantizedWeight Out, QuantizedWeight Up, QuantizedWeight Down, int AccuracyLevel)
+{
+    public long Bytes => Qkv.Bytes + Out.Bytes + Up.Bytes + Down.Bytes;
 }

@@ -94,9 +94,43 @@ public sealed record RuntimeOptions
         _ => ExecutionProvider == ExecutionProviderKind.Cpu,
     };
 
+    /// <summary>
+    /// How the projection weights are stored (<see cref="Graphs.WeightFormat"/>): fp32, or quantised at load (block-wise,
+    /// round to nearest) and run by <c>MatMulNBits</c>. Embeddings and norms stay fp32; the LM head too unless
+    /// <see cref="QuantizeHead"/>. Adapter updates stay fp32 on top (as QLoRA serving does).
+    /// </summary>
+    public Graphs.WeightFormat Weights { get; init; } = Graphs.WeightFormat.Fp32;
+
+    /// <summary>Values per quantisation block along the input dimension (a power of two, 16 to 256).</summary>
+    public int WeightBlockSize { get; init; } = 32;
+
+    /// <summary>
+    /// <c>MatMulNBits</c>'s <c>accuracy_level</c>: 0 computes in fp32 on the dequantised weights (the quantisation is the
+    /// only change); 4 also quantises the activations to int8 per block and uses integer dot products (faster on CPUs
+    /// with VNNI/AVX2; see docs/benchmarks.md, "Quantised weights").
+    /// </summary>
+    public int WeightAccuracyLevel { get; init; } = 4;
+
+    /// <summary>Also quantise the LM head (measured separately: on small models it is the largest matrix).</summary>
+    public bool QuantizeHead { get; init; }
+
     /// <summary>Validates ranges.</summary>
     public void Validate()
     {
+        if (!Enum.IsDefined(Weights)) throw new ArgumentOutOfRangeException(nameof(Weights), Weights, "fp32, int8 or int4");
+        if (WeightBlockSize is < 16 or > 256 || (WeightBlockSize & (WeightBlockSize - 1)) != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(WeightBlockSize), WeightBlockSize, "must be a power of two in [16, 256]");
+        }
+        if (WeightAccuracyLevel is < 0 or > 4) throw new ArgumentOutOfRangeException(nameof(WeightAccuracyLevel), WeightAccuracyLevel, "must be in [0, 4]");
+        if (Weights != Graphs.WeightFormat.Fp32 && BuildFusedGraph)
+        {
+            throw new ArgumentException("the fused measuring graph is fp32 only", nameof(BuildFusedGraph));
+        }
+        if (QuantizeHead && Weights == Graphs.WeightFormat.Fp32)
+        {
+            throw new ArgumentException("QuantizeHead needs Weights int8 or int4", nameof(QuantizeHead));
+        }
         if (MaxBatch is < 1 or > 4096) throw new ArgumentOutOfRangeException(nameof(MaxBatch), MaxBatch, "must be in [1, 4096]");
         if (MaxContext < 2) throw new ArgumentOutOfRangeException(nameof(MaxContext), MaxContext, "must be at least 2");
         if (Threads < 0) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "must be non-negative");
