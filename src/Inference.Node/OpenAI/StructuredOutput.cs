@@ -94,7 +94,7 @@ internal static class StructuredOutput
 
     private static Grammar GuidedJson(JsonElement value) => value.ValueKind switch
     {
-        JsonValueKind.Object or JsonValueKind.True => Grammar.FromJsonSchema(value),
+        JsonValueKind.Object => Grammar.FromJsonSchema(value),
         JsonValueKind.String => Grammar.FromJsonSchema(value.GetString()!),
         _ => throw Refusals.Invalid("guided_json", "guided_json must be a JSON Schema (an object, or a string holding one)."),
     };

@@ -46,7 +46,11 @@ internal sealed class JsonSchemaCompiler
 
     private static readonly JsonSerializerOptions Relaxed = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
+    /// <summary>Most subschemas one compilation may visit ($ref expansions included) before it is refused as too large.</summary>
+    public const int MaxWork = 50_000;
+
     private readonly JsonElement _root;
+    private int _work;
     private readonly Dictionary<string, int> _refDepth = [];
 
     private JsonSchemaCompiler(JsonElement root) => _root = root;
@@ -64,6 +68,7 @@ internal sealed class JsonSchemaCompiler
 
     private Rx Schema(JsonElement s, string path)
     {
+        if (++_work > MaxWork) throw new ConstraintException(path, null, $"The schema is too large to compile (more than {MaxWork} subschemas once references are expanded).");
         if (s.ValueKind == JsonValueKind.True) return AnyValue(AnyValueDepth);
         if (s.ValueKind == JsonValueKind.False) return Rx.Nothing;
         if (s.ValueKind != JsonValueKind.Object) throw new ConstraintException(path, null, $"A schema must be an object or a boolean, got {Kind(s)} at {path}.");
@@ -470,7 +475,8 @@ internal sealed class JsonSchemaCompiler
 
     private static readonly Rx Time = Seq(Rx.Alt(Seq(Digits('0', '1'), D), Seq(B('2'), Digits('0', '3'))), B(':'), Digits('0', '5'), D, B(':'), Digits('0', '5'), D,
         Rx.Optional(Seq(B('.'), Rx.Repeat(D, 1, 3))),
-        Rx.Alt(B('Z'), Seq(Rx.Alt(B('+'), B('-')), Rx.Alt(Seq(Digits('0', '1'), D), Seq(B('2'), Digits('0', '3'))), B(':'), Digits('0', '5'), D)));
+        // Offsets within ±13:59 (validators that parse with DateTimeOffset refuse beyond ±14:00).
+        Rx.Alt(B('Z'), Seq(Rx.Alt(B('+'), B('-')), Rx.Alt(Seq(B('0'), D), Seq(B('1'), Digits('0', '3'))), B(':'), Digits('0', '5'), D)));
 
     private static readonly Rx Alnum = Rx.Alt(Digits('a', 'z'), Digits('A', 'Z'), D);
 

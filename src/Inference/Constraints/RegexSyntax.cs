@@ -166,12 +166,11 @@ internal static class RegexSyntax
         {
             var negate = Eat('^');
             var ranges = new List<CodePointSet>();
-            var first = true;
             while (true)
             {
                 if (AtEnd) throw Error("a missing ']'");
-                if (s[Pos] == ']' && !first) { Pos++; break; }
-                first = false;
+                // ECMAScript: ']' closes the class even first ('[]' matches nothing, '[^]' anything).
+                if (s[Pos] == ']') { Pos++; break; }
                 CodePointSet lo;
                 int loChar = -1;
                 if (s[Pos] == '\\')

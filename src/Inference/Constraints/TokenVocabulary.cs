@@ -84,6 +84,9 @@ public sealed class TokenVocabulary
     /// <summary>Whether every byte is a token of its own: then any live state can finish within its byte distance in tokens.</summary>
     public bool HasEveryByte { get; }
 
+    /// <summary>A vocabulary from raw token bytes (id = index; <paramref name="special"/> ids are never allowed), e.g. for benchmarks over a vocabulary without its tokenizer files.</summary>
+    public static TokenVocabulary FromTokenBytes(byte[][] bytesById, bool[] special, int vocabSize, int[] eosIds) => new(bytesById, special, vocabSize, eosIds);
+
     /// <summary>The vocabulary of <paramref name="tokenizer"/> for a model with <paramref name="vocabSize"/> logits (cached).</summary>
     public static TokenVocabulary For(ITokenizer tokenizer, int vocabSize, int[] eosIds)
     {
