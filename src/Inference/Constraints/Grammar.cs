@@ -50,7 +50,17 @@ public sealed class Grammar
         {
             throw new ConstraintException("$", null, $"The schema is not valid JSON: {e.Message}");
         }
-        using (doc) return JsonSchemaCompiler.Compile(doc.RootElement);
+        using (doc)
+        {
+            try
+            {
+                return JsonSchemaCompiler.Compile(doc.RootElement);
+            }
+            catch (InsufficientExecutionStackException)
+            {
+                throw new ConstraintException("$", null, "The schema nests too deeply to compile.");
+            }
+        }
     });
 
     /// <summary>Output must be JSON valid against <paramref name="schema"/>.</summary>

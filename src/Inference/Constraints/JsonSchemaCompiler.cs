@@ -69,6 +69,7 @@ internal sealed class JsonSchemaCompiler
     private Rx Schema(JsonElement s, string path)
     {
         if (++_work > MaxWork) throw new ConstraintException(path, null, $"The schema is too large to compile (more than {MaxWork} subschemas once references are expanded).");
+        if (!System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack()) throw new ConstraintException(path, null, "The schema nests too deeply to compile.");
         if (s.ValueKind == JsonValueKind.True) return AnyValue(AnyValueDepth);
         if (s.ValueKind == JsonValueKind.False) return Rx.Nothing;
         if (s.ValueKind != JsonValueKind.Object) throw new ConstraintException(path, null, $"A schema must be an object or a boolean, got {Kind(s)} at {path}.");
@@ -79,7 +80,22 @@ internal sealed class JsonSchemaCompiler
         }
 
         if (s.TryGetProperty("$ref", out var reference)) return Ref(s, reference, path);
-        if (s.TryGetProperty("allOf", out var allOf)) return Schema(MergeAll(s, allOf, path), path);
+        if (s.TryGetProperty("allOf", out var allOf))
+        {
+            var refs = new List<string>();
+            var merged = MergeAll(s, allOf, path, refs);
+            // References resolved while merging count as expansions, like $ref itself (recursion through allOf).
+            if (refs.Any(r => _refDepth.GetValueOrDefault(r) >= MaxRecursion)) return Rx.Nothing;
+            foreach (var r in refs) _refDepth[r] = _refDepth.GetValueOrDefault(r) + 1;
+            try
+            {
+                return Schema(merged, path);
+            }
+            finally
+            {
+                foreach (var r in refs) _refDepth[r]--;
+            }
+        }
         if (s.TryGetProperty("anyOf", out var anyOf)) return Union(s, anyOf, "anyOf", path);
         if (s.TryGetProperty("oneOf", out var oneOf)) return Union(s, oneOf, "oneOf", path);
 
@@ -304,7 +320,7 @@ internal sealed class JsonSchemaCompiler
     private static bool Requires(JsonElement s, string name) =>
         s.TryGetProperty("required", out var r) && r.ValueKind == JsonValueKind.Array && r.EnumerateArray().Any(x => x.ValueKind == JsonValueKind.String && x.GetString() == name);
 
-    private JsonElement MergeAll(JsonElement s, JsonElement allOf, string path)
+    private JsonElement MergeAll(JsonElement s, JsonElement allOf, string path, List<string> refs)
     {
         if (allOf.ValueKind != JsonValueKind.Array) throw new ConstraintException($"{path}/allOf", "allOf", $"allOf must be an array (at {path}).");
         var merged = new JsonObject();
@@ -318,6 +334,7 @@ internal sealed class JsonSchemaCompiler
             while (target.ValueKind == JsonValueKind.Object && target.TryGetProperty("$ref", out var r) && r.ValueKind == JsonValueKind.String
                    && target.EnumerateObject().All(p => p.Name == "$ref" || Annotations.Contains(p.Name)) && guard++ < 16)
             {
+                refs.Add(r.GetString()!);
                 target = Resolve(r.GetString()!, partPath);
             }
             merged = Merge(merged, ToObject(target, partPath), partPath);

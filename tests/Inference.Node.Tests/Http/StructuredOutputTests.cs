@@ -8,16 +8,17 @@ namespace Serving.Inference.Node.Tests.Http;
 /// <summary>
 /// Structured output through the node's OpenAI surface: <c>response_format</c> (json_object, json_schema),
 /// <c>guided_json</c>, <c>guided_regex</c>, <c>guided_choice</c> on chat and completions, streaming and <c>n</c> &gt; 1,
-/// checked by parsing the output; and each kind of bad constraint answered 400 naming the field, path or keyword.
+/// checked by parsing the output (on the demo model: constraints need an end-of-sequence token); and each kind of bad
+/// constraint answered 400 naming the field, path or keyword.
 /// </summary>
-public sealed class StructuredOutputTests(SharedNode node) : IClassFixture<SharedNode>
+public sealed class StructuredOutputTests(Alignment.DemoRewardNode node) : IClassFixture<Alignment.DemoRewardNode>
 {
     private HttpClient Http => node.Server.Http;
 
     private const string PersonSchema = """{"type":"object","properties":{"name":{"type":"string","maxLength":10},"age":{"type":"integer","minimum":0,"maximum":120},"tags":{"type":"array","items":{"enum":["a","b"]},"maxItems":2}},"required":["name","age"],"additionalProperties":false}""";
 
     private static JsonObject Chat(string extra, int n = 1, bool stream = false) => JsonNode.Parse(
-        $$"""{"model":"{{NodeServer.ModelId}}","messages":[{"role":"user","content":"Who?"}],"max_tokens":90,"temperature":1,"seed":3,"n":{{n}},"stream":{{(stream ? "true" : "false")}},{{extra}}}""")!.AsObject();
+        $$"""{"model":"demo","messages":[{"role":"user","content":"Who?"}],"max_tokens":90,"temperature":1,"seed":3,"n":{{n}},"stream":{{(stream ? "true" : "false")}},{{extra}}}""")!.AsObject();
 
     private static void AssertPerson(string text)
     {
@@ -31,11 +32,11 @@ public sealed class StructuredOutputTests(SharedNode node) : IClassFixture<Share
     [Fact]
     public async Task JsonSchema_ChatWithTwoChoices_BothValidate()
     {
-        using var response = await Http.SendAsync(Sse.Post("v1/chat/completions", Chat($$"""
-            "response_format":{"type":"json_schema","json_schema":{"name":"person","schema":{{PersonSchema}},"strict":true}}
+        using var response = await Http.SendAsync(Sse.Post("v1/chat/completions", Chat($$$"""
+            "response_format":{"type":"json_schema","json_schema":{"name":"person","schema":{{{PersonSchema}}},"strict":true}}
             """, n: 2)));
         var body = await Sse.JsonAsync(response);
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(response.StatusCode == HttpStatusCode.OK, body.ToJsonString());
         foreach (var choice in body["choices"]!.AsArray())
         {
             Assert.Equal("stop", (string)choice!["finish_reason"]!);
@@ -46,10 +47,10 @@ public sealed class StructuredOutputTests(SharedNode node) : IClassFixture<Share
     [Fact]
     public async Task JsonSchema_Streamed_ConcatenatedDeltasValidate()
     {
-        using var response = await Http.SendAsync(Sse.Post("v1/chat/completions", Chat($$"""
-            "response_format":{"type":"json_schema","json_schema":{"name":"person","schema":{{PersonSchema}}}}
+        using var response = await Http.SendAsync(Sse.Post("v1/chat/completions", Chat($$$"""
+            "response_format":{"type":"json_schema","json_schema":{"name":"person","schema":{{{PersonSchema}}}}}
             """, stream: true)), HttpCompletionOption.ResponseHeadersRead);
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(response.StatusCode == HttpStatusCode.OK, response.StatusCode == HttpStatusCode.OK ? "" : await response.Content.ReadAsStringAsync());
         AssertPerson(Sse.Text(await Sse.ReadAllAsync(response)));
     }
 
@@ -60,7 +61,7 @@ public sealed class StructuredOutputTests(SharedNode node) : IClassFixture<Share
             "response_format":{"type":"json_object"}
             """)));
         var body = await Sse.JsonAsync(response);
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(response.StatusCode == HttpStatusCode.OK, body.ToJsonString());
         var text = (string)body["choices"]![0]!["message"]!["content"]!;
         Assert.Equal(System.Text.Json.JsonValueKind.Object, System.Text.Json.JsonDocument.Parse(text).RootElement.ValueKind);
     }
@@ -71,9 +72,9 @@ public sealed class StructuredOutputTests(SharedNode node) : IClassFixture<Share
         async Task<string> Complete(string extra)
         {
             using var response = await Http.SendAsync(Sse.Post("v1/completions", JsonNode.Parse(
-                $$"""{"model":"{{NodeServer.ModelId}}","prompt":"Say:","max_tokens":40,"temperature":1,"seed":5,{{extra}}}""")!));
+                $$"""{"model":"demo","prompt":"Say:","max_tokens":40,"temperature":1,"seed":5,{{extra}}}""")!));
             var body = await Sse.JsonAsync(response);
-            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.True(response.StatusCode == HttpStatusCode.OK, body.ToJsonString());
             return (string)body["choices"]![0]!["text"]!;
         }
         Assert.Matches(new Regex(@"^[A-Z]{2}-\d{3}(x|yz)?$"), await Complete("""
