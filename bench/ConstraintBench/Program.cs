@@ -117,7 +117,7 @@ switch (mode)
             foreach (var subset in Directory.GetDirectories(data).OrderBy(d => d, StringComparer.Ordinal))
             {
                 var files = Directory.GetFiles(subset, "*.json").OrderBy(f => f, StringComparer.Ordinal).ToList();
-                var compiled = new List<(string Schema, Grammar Grammar)>();
+                var compiled = new List<string>();   // schema texts only: grammars are compiled again (cache) for the sample
                 var subsetTimes = new List<double>();
                 var firstMask = new List<double>();
                 foreach (var f in files)
@@ -134,7 +134,7 @@ switch (mode)
                         var sw2 = Stopwatch.StartNew();
                         masks.Apply(masks.Start, int.MaxValue, logits, logits);
                         firstMask.Add(sw2.Elapsed.TotalMilliseconds);
-                        compiled.Add((text, g));
+                        compiled.Add(text);
                     }
                     catch (ConstraintException e)
                     {
@@ -153,7 +153,7 @@ switch (mode)
                     {
                         PromptTokens = prompt,
                         Sampling = new SamplingParameters { Temperature = 1f, Seed = (ulong)i, MaxTokens = 480 },
-                        Decoding = ConstrainedSpec.Wrap(SamplingSpec.Instance, p.Grammar),
+                        Decoding = ConstrainedSpec.Wrap(SamplingSpec.Instance, Grammar.FromJsonSchema(p)),
                     };
                     SubmitStatus status;
                     GenerationHandle? h;
@@ -166,8 +166,8 @@ switch (mode)
                     checkedCount++;
                     try
                     {
-                        var schema = JsonSchema.FromText(picked[i].Schema);
-                        var ok = finish == FinishReason.Stop && schema.Evaluate(JsonNode.Parse(text), new EvaluationOptions { RequireFormatValidation = true }).IsValid;
+                        var schema = JsonSchema.FromText(ForValidator(picked[i]));
+                        var ok = finish == FinishReason.Stop && schema.Evaluate(JsonNode.Parse(text), new EvaluationOptions { RequireFormatValidation = true, EvaluateAs = SpecVersion.Draft7 }).IsValid;
                         if (ok) valid++;
                         else Console.Error.WriteLine($"invalid ({finish}) in {Path.GetFileName(subset)}: {text[..Math.Min(text.Length, 300)]}");
                     }
@@ -187,6 +187,42 @@ switch (mode)
         return 1;
 }
 return 0;
+
+// JsonSchema.Net reads drafts 6 and later: a draft-04 schema is restated as draft 7 (its meta-schema reference dropped,
+// boolean exclusiveMinimum/Maximum turned into the numeric form) before it validates an output.
+static string ForValidator(string schemaText)
+{
+    var root = JsonNode.Parse(schemaText)!;
+    if (root is JsonObject o && o["$schema"] is JsonValue v && v.ToString().Contains("draft-0", StringComparison.Ordinal)) o.Remove("$schema");
+    Restate(root);
+    return root.ToJsonString();
+
+    static void Restate(JsonNode? node)
+    {
+        switch (node)
+        {
+            case JsonObject obj:
+                foreach (var (bound, exclusive) in new[] { ("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum") })
+                {
+                    if (obj[exclusive] is JsonValue flag && flag.GetValueKind() is System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False)
+                    {
+                        var on = flag.GetValueKind() == System.Text.Json.JsonValueKind.True;
+                        obj.Remove(exclusive);
+                        if (on && obj[bound] is JsonNode b)
+                        {
+                            obj[exclusive] = b.DeepClone();
+                            obj.Remove(bound);
+                        }
+                    }
+                }
+                foreach (var (_, child) in obj.ToList()) Restate(child);
+                break;
+            case JsonArray arr:
+                foreach (var child in arr) Restate(child);
+                break;
+        }
+    }
+}
 
 static (double TokensPerSecond, double TokensPerRow) Run(GenerationScheduler scheduler, int[] prompt, int batch, int maxTokens, Grammar? grammar, int rep)
 {

@@ -15,7 +15,7 @@ namespace Serving.Inference.Constraints;
 public sealed class Grammar
 {
     /// <summary>Most compiled grammars kept; the cache is cleared when it grows past this (rare: distinct schemas).</summary>
-    public const int CacheLimit = 512;
+    public const int CacheLimit = 64;
 
     private static readonly ConcurrentDictionary<string, Grammar> Cache = new();
     private readonly ConditionalWeakTable<TokenVocabulary, GrammarMasks> _masks = [];

@@ -246,7 +246,7 @@ internal sealed class JsonSchemaCompiler
         }
         var siblings = s.EnumerateObject().Where(p => p.Name != keyword && !Annotations.Contains(p.Name)).ToList();
         var list = branches.EnumerateArray().ToList();
-        if (keyword == "oneOf" && list.Count > 1 && !Disjoint(list, path)) throw new ConstraintException($"{path}/oneOf", "oneOf",
+        if (keyword == "oneOf" && list.Count > 1 && !Disjoint(list, path) && !DisjointObjects(list, siblings, path)) throw new ConstraintException($"{path}/oneOf", "oneOf",
             $"oneOf at {path} has branches that may overlap (constrained decoding enforces oneOf only when the branches have different types or distinct const/enum values of a required property).");
         var alts = new List<Rx>();
         for (var i = 0; i < list.Count; i++)
@@ -316,6 +316,57 @@ internal sealed class JsonSchemaCompiler
         }
         return false;
     }
+
+    /// <summary>
+    /// Object-only branches where every pair is told apart by a required property: an output of branch i holds only
+    /// i's declared properties, so it fails branch j when j requires a property i does not declare (and vice versa).
+    /// </summary>
+    private bool DisjointObjects(List<JsonElement> branches, List<JsonProperty> siblings, string path)
+    {
+        var siblingProps = new HashSet<string>();
+        var siblingRequired = new HashSet<string>();
+        var siblingObject = false;
+        foreach (var p in siblings)
+        {
+            if (p.Name == "properties" && p.Value.ValueKind == JsonValueKind.Object) siblingProps.UnionWith(p.Value.EnumerateObject().Select(x => x.Name));
+            else if (p.Name == "required" && p.Value.ValueKind == JsonValueKind.Array) siblingRequired.UnionWith(Names(p.Value));
+            else if (p.Name == "type") siblingObject = p.Value.ValueKind == JsonValueKind.String && p.Value.GetString() == "object";
+            else if (!ObjectKeywords.Contains(p.Name)) return false;
+        }
+        var declared = new List<HashSet<string>>();
+        var required = new List<HashSet<string>>();
+        foreach (var b in branches)
+        {
+            var target = b;
+            if (b.ValueKind == JsonValueKind.Object && b.TryGetProperty("$ref", out var r) && r.ValueKind == JsonValueKind.String) target = Resolve(r.GetString()!, path);
+            if (target.ValueKind != JsonValueKind.Object) return false;
+            var isObject = siblingObject;
+            var decl = new HashSet<string>(siblingProps);
+            var req = new HashSet<string>(siblingRequired);
+            foreach (var p in target.EnumerateObject())
+            {
+                if (p.Name == "type") isObject |= p.Value.ValueKind == JsonValueKind.String && p.Value.GetString() == "object";
+                else if (p.Name == "properties" && p.Value.ValueKind == JsonValueKind.Object) decl.UnionWith(p.Value.EnumerateObject().Select(x => x.Name));
+                else if (p.Name == "required" && p.Value.ValueKind == JsonValueKind.Array) req.UnionWith(Names(p.Value));
+                else if (!ObjectKeywords.Contains(p.Name) && !Annotations.Contains(p.Name)) return false;
+            }
+            if (!isObject && !(siblingProps.Count > 0 || decl.Count > 0)) return false;
+            decl.UnionWith(req);
+            declared.Add(decl);
+            required.Add(req);
+        }
+        for (var i = 0; i < branches.Count; i++)
+        {
+            for (var j = 0; j < branches.Count; j++)
+            {
+                if (i != j && required[j].IsSubsetOf(declared[i])) return false;
+            }
+        }
+        return true;
+    }
+
+    private static IEnumerable<string> Names(JsonElement array) =>
+        array.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.String).Select(x => x.GetString()!);
 
     private static bool Requires(JsonElement s, string name) =>
         s.TryGetProperty("required", out var r) && r.ValueKind == JsonValueKind.Array && r.EnumerateArray().Any(x => x.ValueKind == JsonValueKind.String && x.GetString() == name);
@@ -455,11 +506,16 @@ internal sealed class JsonSchemaCompiler
                 "date" => Date,
                 "time" => Time,
                 "date-time" => Rx.Seq(Date, B('T'), Time),
-                "email" => Email,
                 "uuid" => Uuid,
                 "ipv4" => Ipv4,
-                _ => throw new ConstraintException($"{path}/format", "format", $"format '{name}' (at {path}) is not supported; supported formats: date, time, date-time, email, uuid, ipv4."),
+                "uri" or "uri-reference" or "iri" or "iri-reference" => UriFormat,
+                "email" or "idn-email" => Email,
+                _ when name is null || CheckedFormats.Contains(name) =>
+                    throw new ConstraintException($"{path}/format", "format", $"format '{name}' (at {path}) is not supported; supported formats: date, time, date-time, email, uuid, ipv4, uri."),
+                // A format no validator knows is an annotation (JSON Schema: unknown formats are ignored).
+                _ => null,
             };
+            if (body is null) return AnyString;
             return Rx.Seq(B('"'), body, B('"'));
         }
         if (max is int m && m < min) return Rx.Nothing;
@@ -500,6 +556,17 @@ internal sealed class JsonSchemaCompiler
     private static readonly Rx Label = Rx.Repeat(Alnum, 1, 20);
 
     private static readonly Rx Email = Seq(Label, Rx.Repeat(Seq(B('.'), Label), 0, 2), B('@'), Label, Rx.Repeat(Seq(B('.'), Label), 0, 2), B('.'), Rx.Repeat(Rx.Alt(Digits('a', 'z'), Digits('A', 'Z')), 2, 6));
+
+    /// <summary>Formats validators check (JSON Schema's defined formats): refused unless enforced above.</summary>
+    private static readonly HashSet<string> CheckedFormats =
+    [
+        "date", "time", "date-time", "duration", "email", "idn-email", "hostname", "idn-hostname", "ipv4", "ipv6", "uri", "uri-reference",
+        "iri", "iri-reference", "uuid", "uri-template", "json-pointer", "relative-json-pointer", "regex",
+    ];
+
+    // Absolute http(s) URIs with alphanumeric host labels and path segments: valid as uri, uri-reference, iri, iri-reference.
+    private static readonly Rx UriFormat = Seq(Lit("http"), Rx.Optional(B('s')), Lit("://"), Label, Rx.Repeat(Seq(B('.'), Label), 0, 2), B('.'), Rx.Repeat(Rx.Alt(Digits('a', 'z'), Digits('A', 'Z')), 2, 6),
+        Rx.Repeat(Seq(B('/'), Rx.Repeat(Rx.Alt(Alnum, B('-'), B('_')), 1, 20)), 0, 4));
 
     private static readonly Rx Hex = Rx.Alt(D, Digits('a', 'f'), Digits('A', 'F'));
 
