@@ -93,7 +93,7 @@ public sealed class StructuredOutputTests(Alignment.DemoRewardNode node) : IClas
     [InlineData("""{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"integer","multipleOf":3}}}""", "response_format.json_schema.schema", "multipleOf")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","properties":{"a":{"type":"strin"}}}}}""", "response_format.json_schema.schema", "$/properties/a")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","properties":{"a":{"$ref":"#/$defs/missing"}}}}}""", "response_format.json_schema.schema", "#/$defs/missing")]
-    [InlineData("""{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"string","format":"uri"}}}""", "response_format.json_schema.schema", "format")]
+    [InlineData("""{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"string","format":"hostname"}}}""", "response_format.json_schema.schema", "format")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"x"}}""", "response_format.json_schema.schema", "schema")]
     [InlineData("""{"type":"xml"}""", "response_format.type", "xml")]
     [InlineData("""{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"string","pattern":"(?=a)b"}}}""", "response_format.json_schema.schema", "lookaround")]
