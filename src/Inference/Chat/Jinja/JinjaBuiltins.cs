@@ -441,7 +441,7 @@ internal static class Builtins
                         _ => fallback,
                     };
                 }
-            case "abs": return v switch { long n => Math.Abs(n), double d => Math.Abs(d), _ => throw new ChatTemplateRenderException("bad operand type for abs()", line) };
+            case "abs": return v switch { long n => (object)Math.Abs(n), double d => Math.Abs(d), _ => throw new ChatTemplateRenderException("bad operand type for abs()", line) };
             case "round":
                 {
                     var precision = Arg(a, kw, 0, "precision", 0L) is long p ? (int)p : 0;

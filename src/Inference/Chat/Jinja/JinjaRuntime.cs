@@ -308,15 +308,15 @@ internal static class Py
             var isFloat = l is double || r is double;
             switch (op)
             {
-                case "+": return isFloat ? ToDouble(l) + ToDouble(r) : ToLong(l) + ToLong(r);
-                case "-": return isFloat ? ToDouble(l) - ToDouble(r) : ToLong(l) - ToLong(r);
-                case "*": return isFloat ? ToDouble(l) * ToDouble(r) : ToLong(l) * ToLong(r);
+                case "+": return isFloat ? ToDouble(l) + ToDouble(r) : (object)(ToLong(l) + ToLong(r));
+                case "-": return isFloat ? ToDouble(l) - ToDouble(r) : (object)(ToLong(l) - ToLong(r));
+                case "*": return isFloat ? ToDouble(l) * ToDouble(r) : (object)(ToLong(l) * ToLong(r));
                 case "/":
                     if (ToDouble(r) == 0) throw new ChatTemplateRenderException("division by zero", line);
                     return ToDouble(l) / ToDouble(r);
                 case "//":
                     if (ToDouble(r) == 0) throw new ChatTemplateRenderException("integer division or modulo by zero", line);
-                    return isFloat ? Math.Floor(ToDouble(l) / ToDouble(r)) : FloorDiv(ToLong(l), ToLong(r));
+                    return isFloat ? Math.Floor(ToDouble(l) / ToDouble(r)) : (object)FloorDiv(ToLong(l), ToLong(r));
                 case "%":
                     if (ToDouble(r) == 0) throw new ChatTemplateRenderException("integer division or modulo by zero", line);
                     if (isFloat)

@@ -157,7 +157,7 @@ internal sealed class UnaryExpr(string op, Expr operand, int line) : Expr(line)
             "not" => !Py.Truthy(v),
             "-" => v switch
             {
-                long n => -n,
+                long n => (object)(-n),
                 double d => -d,
                 bool b => b ? -1L : 0L,
                 _ => throw new ChatTemplateRenderException($"bad operand type for unary -: {Py.TypeName(v)}", Line),
