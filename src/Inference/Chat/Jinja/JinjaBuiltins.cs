@@ -76,9 +76,9 @@ internal static class Builtins
             Dictionary<string, object?> d => name switch
             {
                 "items" => Items(d),
-                "keys" => d.Keys.Select(k => (object?)k).ToList(),
+                "keys" => d.Keys.Select(k => (object?)Py.UnKey(k)).ToList(),
                 "values" => d.Values.ToList(),
-                "get" => a.Count > 0 && a[0] is string k && d.TryGetValue(k, out var v) ? v : a.Count > 1 ? a[1] : null,
+                "get" => a.Count > 0 && a[0] is string or long or bool && d.TryGetValue(Py.Key(a[0], line), out var v) ? v : a.Count > 1 ? a[1] : null,
                 _ => new Dictionary<string, object?>(d),
             },
             _ => null,
@@ -95,7 +95,7 @@ internal static class Builtins
     public static List<object?> Items(Dictionary<string, object?> d)
     {
         var list = new List<object?>(d.Count);
-        foreach (var (k, v) in d) list.Add(new List<object?> { k, v });
+        foreach (var (k, v) in d) list.Add(new List<object?> { Py.UnKey(k), v });
         return list;
     }
 

@@ -78,6 +78,22 @@ internal static class JinjaEvaluator
                         if (flow != Flow.Normal) return flow;
                         break;
                     }
+                case CallBlockNode cb:
+                    {
+                        var a = new List<object?>(cb.Call.Args.Count);
+                        foreach (var x in cb.Call.Args) a.Add(x.Eval(frame));
+                        var kw = new Dictionary<string, object?>();
+                        foreach (var (k, x) in cb.Call.Kwargs) kw[k] = x.Eval(frame);
+                        var body = cb.Body;
+                        kw["caller"] = (JinjaFunction)((_, _, _) =>
+                        {
+                            var text = new StringBuilder();
+                            Execute(body, new Frame(frame), text);
+                            return text.ToString();
+                        });
+                        output.Append(Py.Str(cb.Call.Call(frame, a, kw)));
+                        break;
+                    }
                 case BreakNode:
                     return Flow.Break;
                 case ContinueNode:

@@ -27,7 +27,7 @@ internal sealed class JinjaParser
         var nodes = parser.ParseBody([], out _);
         foreach (var (name, line) in parser._calledNames)
         {
-            if (!Globals.Contains(name) && !parser._macros.Contains(name))
+            if (!Globals.Contains(name) && !parser._macros.Contains(name) && name != "caller")
             {
                 throw new TemplateSyntaxException($"call of '{name}()', which is neither a macro of this template nor a global this engine has", line);
             }
@@ -158,6 +158,18 @@ internal sealed class JinjaParser
                     var body = ParseBody(["endgeneration"], out _);
                     Expect(TokenKind.BlockEnd);
                     return new BlockNode(body, line);
+                }
+            case "call":
+                {
+                    if (Peek.Kind == TokenKind.Operator && Peek.Value == "(") throw Error("call blocks with caller arguments are not supported");
+                    var callee = ParsePrimary();
+                    while (IsOp(".")) { var l = Next().Line; callee = new GetAttrExpr(callee, ExpectName(), l); }
+                    if (!IsOp("(")) throw Error("expected a macro call after 'call'");
+                    var call = ParseCall(callee) as CallExpr ?? throw Error("expected a macro call after 'call'");
+                    Expect(TokenKind.BlockEnd);
+                    var body = ParseBody(["endcall"], out _);
+                    Expect(TokenKind.BlockEnd);
+                    return new CallBlockNode(call, body, line);
                 }
             case "break" or "continue":
                 if (_loopDepth == 0) throw new TemplateSyntaxException($"'{name}' outside a for loop", line);
@@ -519,7 +531,7 @@ internal sealed class JinjaParser
         }
     }
 
-    private Expr ParseCall(Expr callee)
+    private CallExpr ParseCall(Expr callee)
     {
         var line = Next().Line;
         var (args, kwargs) = ParseArguments();
@@ -545,7 +557,18 @@ internal sealed class JinjaParser
         {
             if (args.Count + kwargs.Count > 0) ExpectOp(",");
             if (AcceptOp(")")) break;
-            if (IsOp("*") || IsOp("**")) throw Error("'*' and '**' arguments are not supported");
+            if (IsOp("*"))
+            {
+                var line = Next().Line;
+                args.Add(new SpreadExpr(ParseExpression(), line));
+                continue;
+            }
+            if (IsOp("**"))
+            {
+                var line = Next().Line;
+                kwargs.Add(("**", new SpreadExpr(ParseExpression(), line)));
+                continue;
+            }
             if (Peek.Kind == TokenKind.Name && _tokens[_pos + 1] is { Kind: TokenKind.Operator, Value: "=" })
             {
                 var name = Next().Value;

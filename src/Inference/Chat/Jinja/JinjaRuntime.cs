@@ -68,8 +68,10 @@ internal sealed class JinjaMacro(MacroNode node, Frame definition)
         }
         if (kwargs is not null)
         {
+            if (kwargs.TryGetValue("caller", out var callerBody)) frame.Set("caller", callerBody);
             foreach (var k in kwargs.Keys)
             {
+                if (k == "caller") continue;
                 if (!p.Exists(x => x.Name == k)) throw new ChatTemplateRenderException($"macro '{node.Name}' takes no keyword argument '{k}'", line);
             }
         }
@@ -182,7 +184,7 @@ internal static class Py
         {
             if (!first) sb.Append(", ");
             first = false;
-            AppendStringRepr(sb, k);
+            AppendRepr(sb, UnKey(k));
             sb.Append(": ");
             AppendRepr(sb, x);
         }
@@ -227,6 +229,21 @@ internal static class Py
         var exp = int.Parse(r.AsSpan(e + 1), CultureInfo.InvariantCulture);
         return mantissa + "e" + (exp < 0 ? "-" : "+") + Math.Abs(exp).ToString("00", CultureInfo.InvariantCulture);
     }
+
+    /// <summary>Marks a dictionary key that is an integer in Python (dictionaries here are keyed by strings).</summary>
+    private const char IntKey = '\uE000';
+
+    /// <summary>A Python dictionary key as stored: strings as they are, integers and booleans marked.</summary>
+    public static string Key(object? k, int line) => k switch
+    {
+        string s => s,
+        long n => IntKey + n.ToString(CultureInfo.InvariantCulture),
+        bool b => IntKey + (b ? "1" : "0"),
+        _ => throw new ChatTemplateRenderException($"a {TypeName(k)} as a dictionary key is not supported", line),
+    };
+
+    /// <summary>A stored key as Python sees it.</summary>
+    public static object UnKey(string k) => k.Length > 0 && k[0] == IntKey ? long.Parse(k.AsSpan(1), CultureInfo.InvariantCulture) : k;
 
     public static bool IsNumber(object? v) => v is long or double or bool;
 
@@ -293,7 +310,7 @@ internal static class Py
             case List<object?> l:
                 foreach (var x in l) if (Eq(x, item)) return true;
                 return false;
-            case Dictionary<string, object?> d: return item is string k && d.ContainsKey(k);
+            case Dictionary<string, object?> d: return item is string or long or bool && d.ContainsKey(Key(item, line));
             case Undefined: return false;
             default: throw new ChatTemplateRenderException($"argument of type '{TypeName(container)}' is not iterable", line);
         }
@@ -375,7 +392,7 @@ internal static class Py
     {
         List<object?> l => l,
         string s => Chars(s),
-        Dictionary<string, object?> d => [.. d.Keys],
+        Dictionary<string, object?> d => [.. d.Keys.Select(UnKey)],
         Undefined => [],
         _ => throw new ChatTemplateRenderException($"'{TypeName(v)}' object is not iterable", line),
     };
@@ -416,6 +433,8 @@ internal static class Py
             case (Dictionary<string, object?> d, string s):
                 if (d.TryGetValue(s, out var v)) return v;
                 return d is not JinjaNamespace && Builtins.IsDictMethod(s) ? BoundMethod(obj, s) : Undefined.Instance;
+            case (Dictionary<string, object?> d, long or bool) when d is not JinjaNamespace:
+                return d.TryGetValue(Key(key, line), out var iv) ? iv : Undefined.Instance;
             case (List<object?> l, long or bool):
                 var i = ToLong(key);
                 if (i < 0) i += l.Count;
@@ -501,13 +520,13 @@ internal static class Py
                     Close(']', l.Count, depth);
                     break;
                 case Dictionary<string, object?> m when m is not JinjaNamespace:
-                    IEnumerable<KeyValuePair<string, object?>> entries = sortKeys ? m.OrderBy(kv => kv.Key, StringComparer.Ordinal) : m;
+                    IEnumerable<KeyValuePair<string, object?>> entries = sortKeys ? m.OrderBy(kv => Str(UnKey(kv.Key)), StringComparer.Ordinal) : m;
                     Open('{', m.Count, depth);
                     var k = 0;
                     foreach (var (key, value) in entries)
                     {
                         Item(k++, depth);
-                        JsonString(sb, key, ensureAscii);
+                        JsonString(sb, Str(UnKey(key)), ensureAscii);
                         sb.Append(keySeparator);
                         Write(value, depth + 1);
                     }

@@ -80,6 +80,13 @@ internal sealed class BlockNode(List<Node> body, int line) : Node(line)
     public List<Node> Body { get; } = body;
 }
 
+/// <summary><c>{% call macro(args) %}body{% endcall %}</c>: the macro runs with <c>caller()</c> rendering the body.</summary>
+internal sealed class CallBlockNode(CallExpr call, List<Node> body, int line) : Node(line)
+{
+    public CallExpr Call { get; } = call;
+    public List<Node> Body { get; } = body;
+}
+
 internal sealed class BreakNode(int line) : Node(line);
 
 internal sealed class ContinueNode(int line) : Node(line);
@@ -116,8 +123,7 @@ internal sealed class DictExpr(List<(Expr Key, Expr Value)> items, int line) : E
         var d = new Dictionary<string, object?>(items.Count);
         foreach (var (k, v) in items)
         {
-            var key = k.Eval(frame);
-            d[key as string ?? throw new ChatTemplateRenderException($"dictionary keys must be strings here, got {Py.TypeName(key)}", Line)] = v.Eval(frame);
+            d[Py.Key(k.Eval(frame), Line)] = v.Eval(frame);
         }
         return d;
     }
@@ -226,19 +232,43 @@ internal sealed class FilterExpr(Expr target, FilterCall filter, int line) : Exp
     public override object? Eval(Frame frame) => Builtins.Filter(filter, target.Eval(frame), frame);
 }
 
+/// <summary><c>*xs</c> in a call's arguments (its items become positional arguments), or <c>**d</c> under the name "**".</summary>
+internal sealed class SpreadExpr(Expr inner, int line) : Expr(line)
+{
+    public override object? Eval(Frame frame) => inner.Eval(frame);
+}
+
 /// <summary>A call: of a method (<c>x.strip()</c>), a macro, or a global (<c>range</c>, <c>namespace</c>, ...).</summary>
 internal sealed class CallExpr(Expr callee, List<Expr> args, List<(string Name, Expr Value)> kwargs, int line) : Expr(line)
 {
+    public List<Expr> Args => args;
+    public List<(string Name, Expr Value)> Kwargs => kwargs;
+
     public override object? Eval(Frame frame)
     {
         var a = new List<object?>(args.Count);
-        foreach (var x in args) a.Add(x.Eval(frame));
+        foreach (var x in args)
+        {
+            if (x is SpreadExpr) a.AddRange(Py.Iterate(x.Eval(frame), Line));
+            else a.Add(x.Eval(frame));
+        }
         Dictionary<string, object?>? kw = null;
         if (kwargs.Count > 0)
         {
             kw = new Dictionary<string, object?>(kwargs.Count);
-            foreach (var (k, v) in kwargs) kw[k] = v.Eval(frame);
+            foreach (var (k, v) in kwargs)
+            {
+                if (k != "**") kw[k] = v.Eval(frame);
+                else if (v.Eval(frame) is Dictionary<string, object?> d) foreach (var (dk, dv) in d) kw[dk] = dv;
+                else throw new ChatTemplateRenderException("argument after ** must be a mapping", Line);
+            }
         }
+        return Call(frame, a, kw);
+    }
+
+    /// <summary>The call with evaluated arguments (a call block adds <c>caller</c> to <paramref name="kw"/>).</summary>
+    public object? Call(Frame frame, List<object?> a, Dictionary<string, object?>? kw)
+    {
         if (callee is GetAttrExpr g)
         {
             var target = g.Target.Eval(frame);
