@@ -122,6 +122,16 @@ public sealed partial class ChatTemplate
     }
 
     /// <summary>
+    /// The named templates of the checkpoint's <c>tokenizer_config.json</c> (a list of <c>{"name", "template"}</c>; a
+    /// single string is "default"), in file order; transformers renders "default" unless asked for another name.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> NamedTemplates(string directory)
+    {
+        var path = Path.Combine(directory, "tokenizer_config.json");
+        return Serving.Checkpoints.LinkedFiles.Exists(path) ? TemplateLoader.ReadNamed(Serving.Checkpoints.LinkedFiles.ReadAllBytes(path)) : new Dictionary<string, string>();
+    }
+
+    /// <summary>
     /// Compiles <paramref name="source"/> and renders plain conversations with it once (<see cref="Probe"/>): what this
     /// engine cannot render is a <see cref="TemplateSyntaxException"/> here, naming the construct and its line.
     /// </summary>
@@ -286,7 +296,7 @@ public sealed partial class ChatTemplate
             case JsonValueKind.False: return false;
             case JsonValueKind.Number:
                 var raw = e.GetRawText();
-                return raw.AsSpan().IndexOfAny(".eE") < 0 && e.TryGetInt64(out var n) ? n : e.GetDouble();
+                return raw.AsSpan().IndexOfAny(".eE") < 0 && e.TryGetInt64(out var n) ? (object)n : e.GetDouble();
             default: return null;
         }
     }

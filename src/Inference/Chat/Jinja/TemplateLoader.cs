@@ -25,10 +25,9 @@ internal static class TemplateLoader
         var path = Path.Combine(directory, "tokenizer_config.json");
         if (!LinkedFiles.Exists(path)) return null;
         var named = ReadNamed(LinkedFiles.ReadAllBytes(path));
-        if (named.TryGetValue("default", out var source) || named.Count == 1 && named.TryGetValue(string.Empty, out source))
-        {
-            return string.IsNullOrEmpty(source) ? null : new TemplateSource(source, path);
-        }
+        if (named.TryGetValue("default", out var source)) return string.IsNullOrEmpty(source) ? null : new TemplateSource(source, path);
+        // As transformers: several templates and none named "default" is an error, not a silent fallback to ChatML.
+        if (named.Count > 0) throw new FormatException($"{path}: chat_template lists templates ({string.Join(", ", named.Keys)}) but none named \"default\"");
         return null;
     }
 
