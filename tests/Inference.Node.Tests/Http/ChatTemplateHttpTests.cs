@@ -94,4 +94,31 @@ public sealed class ChatTemplateHttpTests(EchoFixture fx) : IClassFixture<EchoFi
         Assert.Equal("chat_template", (string?)json["error"]!["param"]);
         Assert.Contains("line 2: the statement '{% include %}' is not supported", (string?)json["error"]!["message"]);
     }
+
+    [Fact]
+    public async Task NodeChatTemplateOption_OverridesTheCheckpointsTemplate()
+    {
+        var file = Path.Combine(Path.GetTempPath(), "node-template-" + Guid.NewGuid().ToString("N") + ".jinja");
+        await File.WriteAllTextAsync(file, "{% for m in messages %}{{ m.role | upper }}: {{ m.content }}\n{% endfor %}");
+        try
+        {
+            await using var node = await NodeServer.StartAsync(new Dictionary<string, string?>
+            {
+                ["Node:ModelPath"] = EchoFixture.Demo,
+                ["Node:ModelId"] = "demo",
+                ["Node:MaxContext"] = "128",
+                ["Node:MaxBatch"] = "1",
+                ["Node:ChatTemplate"] = file,
+            });
+            using var response = await node.Http.SendAsync(Sse.Post("v1/chat/completions",
+                new { model = "demo", max_tokens = 1, messages = new object[] { new { role = "user", content = "Der Hund" } } }));
+            var json = await Sse.JsonAsync(response);
+            Assert.True(response.StatusCode == HttpStatusCode.OK, json.ToJsonString());
+            Assert.Equal(Tokens("USER: Der Hund\n"), (int)json["usage"]!["prompt_tokens"]!);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
 }
