@@ -208,6 +208,7 @@ public sealed partial class ChatTemplate
         }
         vars["add_generation_prompt"] = options.AddGenerationPrompt;
         var sb = new StringBuilder();
+        Limits.StartRender();
         JinjaEvaluator.Execute(_nodes, new Frame(new Frame(null, vars)), sb);
         var rendered = sb.ToString();
         return options.ContinueFinalMessage ? CutAfterFinalMessage(rendered, messages) : rendered;

@@ -145,4 +145,16 @@ public sealed class JinjaEngineTests
             Directory.Delete(dir, true);
         }
     }
+
+    [Theory]
+    [InlineData("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "macros nested more than 64 deep")]
+    [InlineData("{% for i in range(1100) %}{% for j in range(1100) %}{% endfor %}{% endfor %}", "more than 1000000 loop iterations")]
+    [InlineData("{{ range(1000000) | length }}", "more than the 100000 the sandbox allows")]
+    [InlineData("{% set ns = namespace() %}{% set ns.self = ns %}{{ ns }}", "nested too deeply")]
+    public void HostileTemplate_IsStoppedWithARenderError(string source, string message) =>
+        Assert.Contains(message, Assert.Throws<ChatTemplateRenderException>(() => Render(source)).Message);
+
+    [Fact]
+    public void DeeplyNestedExpression_IsRefusedAtCompile() =>
+        Assert.Contains("nested too deeply", Assert.Throws<TemplateSyntaxException>(() => new ChatTemplate("{{ " + new string('(', 5000) + "1" + new string(')', 5000) + " }}")).Message);
 }

@@ -645,6 +645,8 @@ internal static class Builtins
             _ => throw new ChatTemplateRenderException("range() takes one to three integers", line),
         };
         if (step == 0) throw new ChatTemplateRenderException("range() arg 3 must not be zero", line);
+        var count = step > 0 ? (stop - start + step - 1) / step : (start - stop - step - 1) / -step;
+        if (count > Limits.MaxRange) throw new ChatTemplateRenderException($"range() of {count} items: more than the {Limits.MaxRange} the sandbox allows", line);
         var list = new List<object?>();
         for (var i = start; step > 0 ? i < stop : i > stop; i += step) list.Add(i);
         return list;

@@ -150,6 +150,7 @@ internal static class JinjaEvaluator
         inner.Set("loop", loop);
         for (var k = 0; k < items.Count; k++)
         {
+            Limits.Step(f.Line);
             loop.Index0 = k;
             Assign(f.Target, items[k], inner, f.Line);
             if (Execute(f.Body, inner, output) == Flow.Break) break;

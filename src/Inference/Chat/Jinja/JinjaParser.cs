@@ -122,6 +122,19 @@ internal sealed class JinjaParser
 
     private Node ParseStatement(string name, int line)
     {
+        if (++_depth > Limits.MaxNesting) throw new TemplateSyntaxException("blocks nested too deeply", line);
+        try
+        {
+            return ParseStatementInner(name, line);
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    private Node ParseStatementInner(string name, int line)
+    {
         switch (name)
         {
             case "if": return ParseIf(line);
@@ -345,7 +358,10 @@ internal sealed class JinjaParser
         if (IsName("not"))
         {
             var line = Next().Line;
-            return new UnaryExpr("not", ParseNot(), line);
+            if (++_depth > Limits.MaxNesting) throw Error("expressions nested too deeply");
+            var operand = ParseNot();
+            _depth--;
+            return new UnaryExpr("not", operand, line);
         }
         return ParseCompare();
     }
@@ -417,7 +433,9 @@ internal sealed class JinjaParser
         if (IsOp("-") || IsOp("+"))
         {
             var t = Next();
+            if (++_depth > Limits.MaxNesting) throw Error("expressions nested too deeply");
             e = new UnaryExpr(t.Value, ParseUnary(withFilter: false), t.Line);
+            _depth--;
         }
         else
         {
@@ -427,7 +445,22 @@ internal sealed class JinjaParser
         return withFilter ? ParseFilterExpr(e) : e;
     }
 
+    private int _depth;
+
     private Expr ParsePrimary()
+    {
+        if (++_depth > Limits.MaxNesting) throw Error("expressions nested too deeply");
+        try
+        {
+            return ParsePrimaryInner();
+        }
+        finally
+        {
+            _depth--;
+        }
+    }
+
+    private Expr ParsePrimaryInner()
     {
         var t = Next();
         switch (t.Kind)

@@ -76,7 +76,15 @@ internal sealed class JinjaMacro(MacroNode node, Frame definition)
             }
         }
         var sb = new StringBuilder();
-        JinjaEvaluator.Execute(node.Body, frame, sb);
+        Limits.EnterMacro(line);
+        try
+        {
+            JinjaEvaluator.Execute(node.Body, frame, sb);
+        }
+        finally
+        {
+            Limits.ExitMacro();
+        }
         return sb.ToString();
     }
 }
@@ -97,6 +105,45 @@ internal sealed class Frame(Frame? parent, Dictionary<string, object?>? vars = n
     }
 
     public void Set(string name, object? value) => _vars[name] = value;
+}
+
+/// <summary>
+/// Bounds on one render, so that a template sent with a request cannot exhaust the node: loop iterations and macro
+/// calls per render, macro recursion depth, value nesting, and <c>range</c> length (Jinja's sandbox caps it alike).
+/// Counted per thread: a render runs synchronously on one.
+/// </summary>
+internal static class Limits
+{
+    public const int MaxNesting = 200;
+    public const int MaxMacroDepth = 64;
+    public const long MaxSteps = 1_000_000;
+    public const int MaxRange = 100_000;
+
+    [ThreadStatic] private static long t_steps;
+    [ThreadStatic] private static int t_depth;
+
+    public static void StartRender()
+    {
+        t_steps = 0;
+        t_depth = 0;
+    }
+
+    public static void Step(int line)
+    {
+        if (++t_steps > MaxSteps) throw new ChatTemplateRenderException($"the template ran more than {MaxSteps} loop iterations and macro calls", line);
+    }
+
+    public static void EnterMacro(int line)
+    {
+        Step(line);
+        if (++t_depth > MaxMacroDepth)
+        {
+            t_depth--;
+            throw new ChatTemplateRenderException($"macros nested more than {MaxMacroDepth} deep", line);
+        }
+    }
+
+    public static void ExitMacro() => t_depth--;
 }
 
 /// <summary>Python's semantics for the values templates handle: truth, text, equality, operators, lookup, JSON.</summary>
@@ -142,12 +189,13 @@ internal static class Py
     public static string Repr(object? v)
     {
         var sb = new StringBuilder();
-        AppendRepr(sb, v);
+        AppendRepr(sb, v, 0);
         return sb.ToString();
     }
 
-    private static void AppendRepr(StringBuilder sb, object? v)
+    private static void AppendRepr(StringBuilder sb, object? v, int depth)
     {
+        if (depth > Limits.MaxNesting) throw new ChatTemplateRenderException("a value nested too deeply (or containing itself) to print", 0);
         switch (v)
         {
             case null: sb.Append("None"); break;
@@ -161,22 +209,22 @@ internal static class Py
                 for (var i = 0; i < l.Count; i++)
                 {
                     if (i > 0) sb.Append(", ");
-                    AppendRepr(sb, l[i]);
+                    AppendRepr(sb, l[i], depth + 1);
                 }
                 sb.Append(']');
                 break;
             case JinjaNamespace ns:
                 sb.Append("<Namespace ");
-                AppendDict(sb, ns);
+                AppendDict(sb, ns, depth + 1);
                 sb.Append('>');
                 break;
-            case Dictionary<string, object?> d: AppendDict(sb, d); break;
+            case Dictionary<string, object?> d: AppendDict(sb, d, depth + 1); break;
             case JinjaMacro m: sb.Append("<Macro '").Append(m.Name).Append("'>"); break;
             default: sb.Append(v); break;
         }
     }
 
-    private static void AppendDict(StringBuilder sb, Dictionary<string, object?> d)
+    private static void AppendDict(StringBuilder sb, Dictionary<string, object?> d, int depth)
     {
         sb.Append('{');
         var first = true;
@@ -184,9 +232,9 @@ internal static class Py
         {
             if (!first) sb.Append(", ");
             first = false;
-            AppendRepr(sb, UnKey(k));
+            AppendRepr(sb, UnKey(k), depth);
             sb.Append(": ");
-            AppendRepr(sb, x);
+            AppendRepr(sb, x, depth);
         }
         sb.Append('}');
     }
@@ -365,6 +413,7 @@ internal static class Py
             case ("*", string s, long n): return Repeat(s, n);
             case ("*", long n, string s): return Repeat(s, n);
             case ("*", List<object?> a, long n):
+                if (a.Count * n > Limits.MaxRange) throw new ChatTemplateRenderException("a list repeated to more items than the sandbox allows", line);
                 var rep = new List<object?>();
                 for (var i = 0; i < n; i++) rep.AddRange(a);
                 return rep;
@@ -382,6 +431,7 @@ internal static class Py
     private static string Repeat(string s, long n)
     {
         if (n <= 0) return string.Empty;
+        if (s.Length * n > 1 << 24) throw new ChatTemplateRenderException("a string repeated to more than 16 Mi characters", 0);
         var sb = new StringBuilder(s.Length * (int)n);
         for (var i = 0; i < n; i++) sb.Append(s);
         return sb.ToString();
@@ -501,6 +551,7 @@ internal static class Py
 
         void Write(object? x, int depth)
         {
+            if (depth > Limits.MaxNesting) throw new ChatTemplateRenderException("a value nested too deeply (or containing itself) for tojson", line);
             switch (x)
             {
                 case null: sb.Append("null"); break;
