@@ -123,7 +123,8 @@ internal static class OpenAIRequestMapper
             var m = bodies[i];
             if (m is null) throw Refusals.Invalid($"messages[{i}]", "Each message must be an object with a role and content.");
             if (string.IsNullOrEmpty(m.Role)) throw Refusals.Invalid($"messages[{i}].role", "Each message needs a role.");
-            messages.Add(new ChatMessage(m.Role, MessageText(m.Content, i)));
+            var parts = TextParts(m.Content, i);
+            messages.Add(new ChatMessage(m.Role, parts is null ? MessageText(m.Content, i) : string.Join('\n', parts)) { ContentParts = parts, Name = m.Name });
         }
         return messages;
     }
@@ -131,8 +132,15 @@ internal static class OpenAIRequestMapper
     public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
     {
         var messages = Messages(body.Messages);
-        var addGenerationPrompt = body.AddGenerationPrompt ?? true;
-        var prompt = Render(host, messages, addGenerationPrompt);
+        var continueFinal = body.ContinueFinalMessage == true;
+        if (continueFinal && body.AddGenerationPrompt == true)
+        {
+            throw Refusals.Invalid("continue_final_message", "continue_final_message continues the last message; it cannot be combined with add_generation_prompt: true.");
+        }
+        var addGenerationPrompt = body.AddGenerationPrompt ?? !continueFinal;
+        var template = RequestTemplate(host, body.ChatTemplate);
+        var options = new ChatRenderOptions { AddGenerationPrompt = addGenerationPrompt, ContinueFinalMessage = continueFinal, Kwargs = body.ChatTemplateKwargs };
+        var prompt = Render(host, messages, options, template);
         if (body.TopLogprobs is not null && body.Logprobs != true)
         {
             throw Refusals.Invalid("top_logprobs", "top_logprobs needs logprobs set to true.");
@@ -146,8 +154,8 @@ internal static class OpenAIRequestMapper
             variant =>
             {
                 var rewritten = new List<ChatMessage>(messages);
-                rewritten[lastUser] = rewritten[lastUser] with { Content = variant };
-                return Render(host, rewritten, addGenerationPrompt);
+                rewritten[lastUser] = rewritten[lastUser] with { Content = variant, ContentParts = null };
+                return Render(host, rewritten, options, template);
             },
             text => RenderUser(host, MutationInstruction + text));
         return new PreparedRequest(Generation(body, prompt, sampling, logprobs, id, deadline, head, decoding),
@@ -210,12 +218,20 @@ internal static class OpenAIRequestMapper
     /// beyond what the template writes); <paramref name="addSpecialTokens"/> (vLLM's /tokenize option) adds the BOS the
     /// tokenizer would add (<c>add_bos_token</c>).
     /// </summary>
-    internal static int[] Render(ModelHost host, List<ChatMessage> messages, bool addGenerationPrompt, bool addSpecialTokens = false)
+    internal static int[] Render(ModelHost host, List<ChatMessage> messages, bool addGenerationPrompt, bool addSpecialTokens = false) =>
+        Render(host, messages, new ChatRenderOptions { AddGenerationPrompt = addGenerationPrompt }, null, addSpecialTokens);
+
+    /// <summary>
+    /// Messages through <paramref name="template"/> (the model's when null) with <paramref name="options"/>; the bos and
+    /// eos token texts are the tokenizer's. A template that raises (<c>raise_exception</c>) or fails for these messages
+    /// is a 400 carrying its message.
+    /// </summary>
+    internal static int[] Render(ModelHost host, List<ChatMessage> messages, ChatRenderOptions options, ChatTemplate? template, bool addSpecialTokens = false)
     {
         string text;
         try
         {
-            text = host.Template.Render(messages, addGenerationPrompt, BosText(host), EosText(host));
+            text = (template ?? host.Template).Render(messages, options with { BosToken = BosText(host), EosToken = EosText(host) });
         }
         catch (ChatTemplateException e)
         {
@@ -224,6 +240,40 @@ internal static class OpenAIRequestMapper
         // As transformers' apply_chat_template: the rendered text is tokenised without special tokens, the template
         // places BOS itself (Llama 3's tokenizer would otherwise add a second <|begin_of_text|>); /tokenize may ask for them.
         return host.Tokenizer.Encode(text, addSpecialTokens && host.Tokenizer.AddBosByDefault);
+    }
+
+    /// <summary>The request's own <c>chat_template</c> compiled (cached by its hash), or null for the model's; a 400 naming the construct and line it cannot render.</summary>
+    private static ChatTemplate? RequestTemplate(ModelHost host, string? source)
+    {
+        if (source is null) return null;
+        try
+        {
+            return host.RequestTemplates.Get(source);
+        }
+        catch (TemplateSyntaxException e)
+        {
+            throw Refusals.Invalid("chat_template", $"chat_template cannot be rendered by this engine: {e.Message}");
+        }
+    }
+
+    /// <summary>The text parts of a list <c>content</c> (null for a string or null content).</summary>
+    private static List<string>? TextParts(JsonElement content, int index)
+    {
+        if (content.ValueKind != JsonValueKind.Array) return null;
+        var parts = new List<string>();
+        foreach (var part in content.EnumerateArray())
+        {
+            if (part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "text"
+                && part.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String)
+            {
+                parts.Add(t.GetString()!);
+            }
+            else
+            {
+                throw Refusals.Invalid($"messages[{index}].content", "Only text content parts are supported.");
+            }
+        }
+        return parts;
     }
 
     /// <summary>One user message through the chat template, with the generation prompt.</summary>
