@@ -37,6 +37,8 @@ public static class ModelsApi
 
     internal static async Task<Results<Ok<ModelEntry>, JsonHttpResult<OpenAIErrorBody>>> GetAsync(string id, HttpContext context, INodeView view, IAdapterStore store, CancellationToken cancellationToken)
     {
+        // SDKs percent-encode the '/' of an adapter id (base:tenant%2Fname); the catch-all keeps %2F encoded.
+        id = Uri.UnescapeDataString(id);
         var all = await VisibleAsync(context, view, store, cancellationToken);
         return all.FirstOrDefault(m => m.Id == id) is { } m
             ? TypedResults.Ok(m)

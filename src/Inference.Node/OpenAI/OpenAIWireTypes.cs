@@ -4,7 +4,8 @@ using System.Text.Json.Serialization;
 namespace Serving.Inference.Node.OpenAI;
 
 // Request bodies. Numbers stay nullable so a missing field takes the OpenAI default; fields with several JSON shapes
-// (prompt, stop, content) are JsonElement and checked by OpenAIRequestMapper. Unknown fields are ignored.
+// (prompt, stop, content) are JsonElement and checked by OpenAIRequestMapper. Unknown fields land in UnknownFields and
+// are judged by RequestFieldPolicy.
 
 /// <summary>Fields shared by completions and chat completions (OpenAI names, plus vLLM's top_k, min_p, repetition_penalty, ignore_eos).</summary>
 public abstract class GenerationRequestBody
@@ -45,6 +46,10 @@ public abstract class GenerationRequestBody
 
     /// <summary>Extension: FFN early exit (<c>confident</c>) or self-speculative decoding (<c>speculative</c>).</summary>
     public EarlyExitBody? EarlyExit { get; set; }
+
+    /// <summary>Fields without a member here, judged by <see cref="RequestFieldPolicy"/> (refused, or accepted and logged).</summary>
+    [JsonExtensionData]
+    public Dictionary<string, JsonElement>? UnknownFields { get; set; }
 }
 
 /// <summary><c>early_exit</c>: <c>{"mode": "confident" | "speculative" | "off", "criterion", "threshold", "draft_layers", "draft_tokens"}</c>.</summary>
