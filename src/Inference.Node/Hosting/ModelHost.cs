@@ -51,6 +51,7 @@ public sealed class ModelHost : IDisposable
         _decoder = new BatchDecoder(_model, slots);
         Tokenizer = TokenizerLoader.Load(CheckpointDirectory, c.VocabSize);
         Template = ChatTemplate.FromCheckpoint(CheckpointDirectory, out var isDefault, time);
+        ToolCallParser = OpenAI.Tools.ToolCallParsers.Resolve(o.ToolCallParser, Template.Source);
         Observer = new SchedulerObserver(metrics, logger);
         var extra = observers.ToList();
         Scheduler = new GenerationScheduler(_decoder, Tokenizer,
@@ -59,6 +60,9 @@ public sealed class ModelHost : IDisposable
         metrics.Observe(Scheduler);
         NodeLog.ModelLoaded(logger, ModelId, c.Architecture.ToString(), slots, _model.MaxContext, (long)_model.LoadTime.TotalMilliseconds, isDefault);
     }
+
+    /// <summary>How tool calls are read from this model's output (<see cref="NodeOptions.ToolCallParser"/>).</summary>
+    public OpenAI.Tools.ToolCallParser ToolCallParser { get; }
 
     /// <summary>The base model's id (<c>model</c> in requests).</summary>
     public string ModelId { get; }

@@ -207,6 +207,7 @@ public static class OpenAIApi
             parts[i] = new ResponseContext(id, responseModel, created, host.Tokenizer, prepared[i], handles[i], typeof(TBody) == typeof(ChatCompletionRequestBody))
             {
                 ChoiceOffset = offset,
+                Logger = logger,
             };
             offset += parts[i].Choices;
         }

@@ -114,6 +114,15 @@ public sealed class ChatCompletionRequestBody : GenerationRequestBody
     public bool? Logprobs { get; set; }
     public int? TopLogprobs { get; set; }
     public bool? AddGenerationPrompt { get; set; }
+
+    /// <summary>The functions the model may call: <c>[{"type": "function", "function": {"name", "description", "parameters"}}]</c>.</summary>
+    public JsonElement Tools { get; set; }
+
+    /// <summary><c>"none"</c>, <c>"auto"</c>, <c>"required"</c> or <c>{"type": "function", "function": {"name": ...}}</c>.</summary>
+    public JsonElement ToolChoice { get; set; }
+
+    /// <summary>Whether a forced call may be several calls (default true).</summary>
+    public bool? ParallelToolCalls { get; set; }
 }
 
 /// <summary>A chat message; <c>content</c> is a string or a list of <c>{"type":"text","text":...}</c> parts.</summary>
@@ -122,6 +131,12 @@ public sealed class ChatMessageBody
     public string? Role { get; set; }
     public JsonElement Content { get; set; }
     public string? Name { get; set; }
+
+    /// <summary>An assistant message's calls: <c>[{"id", "type": "function", "function": {"name", "arguments"}}]</c>.</summary>
+    public JsonElement ToolCalls { get; set; }
+
+    /// <summary>A <c>tool</c> message: the call it answers.</summary>
+    public string? ToolCallId { get; set; }
 }
 
 // Response bodies (serialised with snake_case names).
@@ -191,8 +206,19 @@ public sealed record ChatChoiceBody(int Index, ChatMessageOut Message, ChatLogpr
     public IReadOnlyList<float>? TokenRewards { get; init; }
 }
 
-/// <summary>The assistant's message.</summary>
-public sealed record ChatMessageOut(string Role, string Content);
+/// <summary>The assistant's message: its text (null when it only made calls) and its calls.</summary>
+public sealed record ChatMessageOut(string Role, string? Content)
+{
+    /// <summary>The calls the model made (absent when none).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<ToolCallOut>? ToolCalls { get; init; }
+}
+
+/// <summary>One call in a response: <c>{"id": "call_…", "type": "function", "function": {"name", "arguments"}}</c>.</summary>
+public sealed record ToolCallOut(string Id, string Type, FunctionCallOut Function);
+
+/// <summary>A call's function: its name and its arguments as a JSON string.</summary>
+public sealed record FunctionCallOut(string Name, string Arguments);
 
 /// <summary>Chat logprobs.</summary>
 public sealed record ChatLogprobsBody(IReadOnlyList<ChatTokenLogprob> Content);
