@@ -268,7 +268,7 @@ internal static class OpenAIRequestMapper
             Id = id,
             RewardHead = head,
             ReturnTokenRewards = body.ReturnTokenRewards == true,
-            Decoding = decoding,
+            Decoding = StructuredOutput.Apply(body, decoding),
         };
     }
 

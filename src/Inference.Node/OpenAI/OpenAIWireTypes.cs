@@ -44,6 +44,18 @@ public abstract class GenerationRequestBody
     /// <summary>Extension: decoding-time alignment with the reward head.</summary>
     public AlignmentBody? Alignment { get; set; }
 
+    /// <summary>OpenAI's <c>response_format</c>: <c>{"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema", "strict"}}</c>.</summary>
+    public JsonElement ResponseFormat { get; set; }
+
+    /// <summary>vLLM's <c>guided_json</c>: a JSON Schema (object or string).</summary>
+    public JsonElement GuidedJson { get; set; }
+
+    /// <summary>vLLM's <c>guided_regex</c>: the whole output matches this regular expression.</summary>
+    public JsonElement GuidedRegex { get; set; }
+
+    /// <summary>vLLM's <c>guided_choice</c>: the output is exactly one of these strings.</summary>
+    public JsonElement GuidedChoice { get; set; }
+
     /// <summary>Extension: FFN early exit (<c>confident</c>) or self-speculative decoding (<c>speculative</c>).</summary>
     public EarlyExitBody? EarlyExit { get; set; }
 

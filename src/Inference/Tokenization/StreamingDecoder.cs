@@ -25,6 +25,9 @@ public sealed class StreamingDecoder
         _chars = new char[MaxCharsPerAppend];
     }
 
+    /// <summary>The id → bytes table this decoder reads (what constrained decoding walks its automaton with).</summary>
+    internal TokenDecodeTable Table => _table;
+
     /// <summary>The largest number of chars one <see cref="Append"/>/<see cref="TryAppend"/> or <see cref="Flush()"/> can produce.</summary>
     public int MaxCharsPerAppend => _table.MaxTokenBytes + 4;
 

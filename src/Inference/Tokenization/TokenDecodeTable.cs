@@ -26,6 +26,12 @@ internal sealed class TokenDecodeTable
     /// <summary>Drop one 0x20 at the very start of the decoded stream (decoder <c>Strip</c> / <c>Metaspace</c>).</summary>
     public bool StripLeadingSpace { get; }
 
+    /// <summary>Ids the table covers.</summary>
+    public int Count => _bytes.Length;
+
+    /// <summary>Whether <paramref name="id"/> is a special (added, control) token.</summary>
+    public bool IsSpecial(int id) => (uint)id < (uint)_special.Length && _special[id];
+
     /// <summary>The longest byte sequence a single id produces.</summary>
     public int MaxTokenBytes { get; }
 
