@@ -239,7 +239,7 @@ internal static class OpenAIRequestMapper
             // The format's marker is a special token ([TOOL_CALLS], <|python_tag|>): keep it in the text the parser reads.
             generation = generation with { SkipSpecialTokens = false };
         }
-        if (tools is { Forced: true }) generation = ToolConstraint.Apply(generation, tools, host);
+        if (tools is { Forced: true }) generation = ToolConstraint.Apply(generation, tools);
         return new PreparedRequest(generation,
             body.Stream == true, body.StreamOptions?.IncludeUsage == true, logprobs ? LogprobsStyle.Chat : LogprobsStyle.None, param)
         {

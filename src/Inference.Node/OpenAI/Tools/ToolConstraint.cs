@@ -1,6 +1,6 @@
 using System.Text;
 using System.Text.Json;
-using Serving.Inference.Node.Hosting;
+using Serving.Inference.Constraints;
 using Serving.Inference.Scheduling;
 
 namespace Serving.Inference.Node.OpenAI.Tools;
@@ -39,12 +39,39 @@ public static class ToolConstraint
     private static string Parameters(ToolFunction f) =>
         f.Parameters is { } p ? p.GetRawText() : "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}";
 
-    /// <summary>The request with its output held to <see cref="Schema"/>.</summary>
-    public static GenerationRequest Apply(GenerationRequest generation, ToolRequest tools, ModelHost host)
+    /// <summary>
+    /// The request with its output held to <see cref="Schema"/> (compiled once per schema, cached by its hash); a
+    /// function's parameters the constraint engine cannot enforce are a 400 naming the tool, the schema path and the keyword.
+    /// </summary>
+    public static GenerationRequest Apply(GenerationRequest generation, ToolRequest tools)
     {
-        _ = Schema(tools);
-        _ = host;
-        throw Refusals.Invalid("tool_choice", "Forcing a call (tool_choice required or a named function) needs constrained decoding, which this node does not have yet; use tool_choice auto.");
+        if (generation.Decoding is ConstrainedSpec)
+        {
+            throw Refusals.Invalid("tool_choice", "A forced tool call constrains the output itself: leave out response_format / guided_* with tool_choice required or a named function.");
+        }
+        Grammar grammar;
+        try
+        {
+            grammar = Grammar.FromJsonSchema(Schema(tools));
+        }
+        catch (ConstraintException e)
+        {
+            var param = tools.Choice == ToolChoiceMode.Named
+                ? $"tools[{IndexOf(tools, tools.NamedFunction!)}].function.parameters"
+                : "tools";
+            var keyword = e.Keyword is null ? "" : $" (keyword '{e.Keyword}')";
+            throw Refusals.Invalid(param, $"The function parameters cannot be enforced for a forced call: {e.Message} [schema path {e.Path}{keyword}]");
+        }
+        return generation with { Decoding = ConstrainedSpec.Wrap(generation.Decoding, grammar) };
+    }
+
+    private static int IndexOf(ToolRequest tools, string name)
+    {
+        for (var i = 0; i < tools.Functions.Count; i++)
+        {
+            if (tools.Functions[i].Name == name) return i;
+        }
+        return -1;
     }
 
     /// <summary>The calls in a forced output (null with <paramref name="error"/> when it is not what the schema demands, e.g. cut off by max_tokens).</summary>
