@@ -50,7 +50,8 @@ public sealed class ModelHost : IDisposable
         }
         _decoder = new BatchDecoder(_model, slots);
         Tokenizer = TokenizerLoader.Load(CheckpointDirectory, c.VocabSize);
-        Template = ChatTemplate.FromCheckpoint(CheckpointDirectory, out var isDefault, time);
+        Template = ChatTemplate.FromCheckpoint(CheckpointDirectory, out var isDefault, time, string.IsNullOrWhiteSpace(o.ChatTemplate) ? null : o.ChatTemplate);
+        RequestTemplates = new ChatTemplateCache(time);
         ToolCallParser = OpenAI.Tools.ToolCallParsers.Resolve(o.ToolCallParser, Template.Source);
         Observer = new SchedulerObserver(metrics, logger);
         var extra = observers.ToList();
@@ -79,8 +80,11 @@ public sealed class ModelHost : IDisposable
     /// <summary>The checkpoint's tokenizer.</summary>
     public ITokenizer Tokenizer { get; }
 
-    /// <summary>The checkpoint's chat template (or the documented default).</summary>
+    /// <summary>The checkpoint's chat template, <see cref="NodeOptions.ChatTemplate"/>'s, or the documented default.</summary>
     public ChatTemplate Template { get; }
+
+    /// <summary>Templates sent with requests (<c>chat_template</c>), compiled once per text.</summary>
+    public ChatTemplateCache RequestTemplates { get; }
 
     /// <summary>Scheduler events into metrics and logs.</summary>
     internal SchedulerObserver Observer { get; }

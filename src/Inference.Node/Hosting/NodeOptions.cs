@@ -30,6 +30,13 @@ public sealed class NodeOptions
     /// </summary>
     public string? HubCache { get; set; }
 
+    /// <summary>
+    /// A chat template file (Jinja) used instead of the checkpoint's own (<c>chat_template.jinja</c> beside it, else
+    /// <c>chat_template</c> of <c>tokenizer_config.json</c>), as vLLM's <c>--chat-template</c>. Checked and compiled at
+    /// start: a construct the engine cannot render stops the node naming it and its line.
+    /// </summary>
+    public string? ChatTemplate { get; set; }
+
     /// <summary>The <c>model</c> name clients use; defaults to the model id (<c>org/name</c>) or the checkpoint folder's name.</summary>
     public string? ModelId { get; set; }
 
@@ -205,6 +212,7 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
                 errors.Add($"Node:{old} was renamed Node:{renamed}, a duration (e.g. {example}).");
         }
         if (!string.IsNullOrWhiteSpace(o.HubCache) && !Directory.Exists(o.HubCache)) errors.Add($"Node:HubCache '{o.HubCache}' does not exist.");
+        if (o.ChatTemplate is not null && !File.Exists(o.ChatTemplate)) errors.Add($"Node:ChatTemplate '{o.ChatTemplate}' is not a file (give a Jinja chat template file, or leave it unset to use the checkpoint's template).");
         if (string.IsNullOrWhiteSpace(o.ModelPath)) errors.Add("Node:ModelPath is required (a Hugging Face checkpoint folder, or a model id org/name in the local hub cache).");
         else CheckModelPath(o, errors);
         if (o.ModelId is not null && (o.ModelId.Length == 0 || o.ModelId.Contains(':'))) errors.Add("Node:ModelId must be non-empty and must not contain ':' (it separates adapters).");

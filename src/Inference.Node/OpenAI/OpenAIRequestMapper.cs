@@ -117,28 +117,41 @@ internal static class OpenAIRequestMapper
     /// <summary>
     /// <c>messages</c> checked (a non-empty list, each with a role and text content; an assistant's <c>tool_calls</c>
     /// well formed; a <c>tool</c> message answering a call made before it) and converted; a refusal naming the offending
-    /// field otherwise. Calls and tool results reach the template as text in <paramref name="parser"/>'s format (a
-    /// <c>tool</c> message as a <c>&lt;tool_response&gt;</c> user turn when the template knows no tool role).
+    /// field otherwise. A template that reads <c>tool_calls</c> gets the calls as message fields; any other gets them as
+    /// text in <paramref name="parser"/>'s format (and a <c>tool</c> message as a <c>&lt;tool_response&gt;</c> user turn
+    /// when it knows no tool role).
     /// </summary>
     internal static List<ChatMessage> Messages(List<ChatMessageBody>? bodies, ChatTemplate? template = null, ToolCallParser? parser = null)
     {
         if (bodies is null || bodies.Count == 0) throw Refusals.Invalid("messages", "messages must be a non-empty list.");
         var messages = new List<ChatMessage>(bodies.Count);
         var callIds = new HashSet<string>(StringComparer.Ordinal);
-        var toolRole = template is null || TemplateKnowsToolRole(template);
+        var structured = template is not null && TemplateRenders(template, "tool_calls");
+        var toolRole = template is null || structured || TemplateKnowsToolRole(template);
         for (var i = 0; i < bodies.Count; i++)
         {
             var m = bodies[i];
             if (m is null) throw Refusals.Invalid($"messages[{i}]", "Each message must be an object with a role and content.");
             if (string.IsNullOrEmpty(m.Role)) throw Refusals.Invalid($"messages[{i}].role", "Each message needs a role.");
-            var text = MessageText(m.Content, i);
+            var parts = TextParts(m.Content, i);
+            var text = parts is null ? MessageText(m.Content, i) : string.Join('\n', parts);
+            IReadOnlyList<ChatToolCall>? toolCalls = null;
             if (m.ToolCalls.ValueKind is not (JsonValueKind.Undefined or JsonValueKind.Null))
             {
                 if (m.Role != "assistant") throw Refusals.Invalid($"messages[{i}].tool_calls", "Only assistant messages carry tool_calls.");
                 var calls = AssistantCalls(m.ToolCalls, i);
                 foreach (var c in calls) callIds.Add(c.Id);
-                var callText = ToolRequest.CallsAsText(parser ?? new HermesToolCallParser(), calls);
-                text = text.Length == 0 ? callText : text + "\n" + callText;
+                if (structured)
+                {
+                    toolCalls = [.. calls.Select(c => new ChatToolCall(c.Id, c.Name, c.Arguments))];
+                }
+                else
+                {
+                    // The template does not render tool_calls: the calls reach it as text in the model's own format.
+                    var callText = ToolRequest.CallsAsText(parser ?? new HermesToolCallParser(), calls);
+                    text = text.Length == 0 ? callText : text + "\n" + callText;
+                    parts = null;
+                }
             }
             if (m.Role == "tool")
             {
@@ -154,10 +167,15 @@ internal static class OpenAIRequestMapper
                     continue;
                 }
             }
-            messages.Add(new ChatMessage(m.Role, text));
+            // An assistant turn that only made calls has no content (null, as the client sent it).
+            var content = toolCalls is not null && m.Content.ValueKind is JsonValueKind.Undefined or JsonValueKind.Null ? null : text;
+            messages.Add(new ChatMessage(m.Role, content) { ContentParts = parts, Name = m.Name, ToolCalls = toolCalls, ToolCallId = m.Role == "tool" ? m.ToolCallId : null });
         }
         return messages;
     }
+
+    /// <summary>True when the template reads the variable or message field <paramref name="name"/> (<c>tools</c>, <c>tool_calls</c>).</summary>
+    private static bool TemplateRenders(ChatTemplate template, string name) => template.Source.Contains(name, StringComparison.Ordinal);
 
     /// <summary>True when the template writes messages of role <c>tool</c> (else they would vanish from the prompt).</summary>
     private static bool TemplateKnowsToolRole(ChatTemplate template) =>
@@ -212,10 +230,19 @@ internal static class OpenAIRequestMapper
     public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
     {
         var tools = ToolRequest.Read(body.Tools, body.ToolChoice, body.ParallelToolCalls, host.ToolCallParser);
-        var messages = Messages(body.Messages, host.Template, host.ToolCallParser);
-        if (tools is not null) AddToolInstruction(messages, tools);
-        var addGenerationPrompt = body.AddGenerationPrompt ?? true;
-        var prompt = Render(host, messages, addGenerationPrompt);
+        var template = RequestTemplate(host, body.ChatTemplate);
+        var messages = Messages(body.Messages, template ?? host.Template, host.ToolCallParser);
+        var continueFinal = body.ContinueFinalMessage == true;
+        if (continueFinal && body.AddGenerationPrompt == true)
+        {
+            throw Refusals.Invalid("continue_final_message", "continue_final_message continues the last message; it cannot be combined with add_generation_prompt: true.");
+        }
+        var addGenerationPrompt = body.AddGenerationPrompt ?? !continueFinal;
+        // A template that renders tools gets them as the variable `tools`; any other sees them as a system instruction.
+        var toolsVariable = tools is not null && TemplateRenders(template ?? host.Template, "tools") ? tools.ToolObjects() : null;
+        if (tools is not null && toolsVariable is null) AddToolInstruction(messages, tools);
+        var options = new ChatRenderOptions { AddGenerationPrompt = addGenerationPrompt, ContinueFinalMessage = continueFinal, Kwargs = body.ChatTemplateKwargs, Tools = toolsVariable };
+        var prompt = Render(host, messages, options, template);
         if (body.TopLogprobs is not null && body.Logprobs != true)
         {
             throw Refusals.Invalid("top_logprobs", "top_logprobs needs logprobs set to true.");
@@ -229,8 +256,8 @@ internal static class OpenAIRequestMapper
             variant =>
             {
                 var rewritten = new List<ChatMessage>(messages);
-                rewritten[lastUser] = rewritten[lastUser] with { Content = variant };
-                return Render(host, rewritten, addGenerationPrompt);
+                rewritten[lastUser] = rewritten[lastUser] with { Content = variant, ContentParts = null };
+                return Render(host, rewritten, options, template);
             },
             text => RenderUser(host, MutationInstruction + text));
         var generation = Generation(body, prompt, sampling, logprobs, id, deadline, head, decoding);
@@ -301,12 +328,20 @@ internal static class OpenAIRequestMapper
     /// beyond what the template writes); <paramref name="addSpecialTokens"/> (vLLM's /tokenize option) adds the BOS the
     /// tokenizer would add (<c>add_bos_token</c>).
     /// </summary>
-    internal static int[] Render(ModelHost host, List<ChatMessage> messages, bool addGenerationPrompt, bool addSpecialTokens = false)
+    internal static int[] Render(ModelHost host, List<ChatMessage> messages, bool addGenerationPrompt, bool addSpecialTokens = false) =>
+        Render(host, messages, new ChatRenderOptions { AddGenerationPrompt = addGenerationPrompt }, null, addSpecialTokens);
+
+    /// <summary>
+    /// Messages through <paramref name="template"/> (the model's when null) with <paramref name="options"/>; the bos and
+    /// eos token texts are the tokenizer's. A template that raises (<c>raise_exception</c>) or fails for these messages
+    /// is a 400 carrying its message.
+    /// </summary>
+    internal static int[] Render(ModelHost host, List<ChatMessage> messages, ChatRenderOptions options, ChatTemplate? template, bool addSpecialTokens = false)
     {
         string text;
         try
         {
-            text = host.Template.Render(messages, addGenerationPrompt, BosText(host), EosText(host));
+            text = (template ?? host.Template).Render(messages, options with { BosToken = BosText(host), EosToken = EosText(host) });
         }
         catch (ChatTemplateException e)
         {
@@ -315,6 +350,40 @@ internal static class OpenAIRequestMapper
         // As transformers' apply_chat_template: the rendered text is tokenised without special tokens, the template
         // places BOS itself (Llama 3's tokenizer would otherwise add a second <|begin_of_text|>); /tokenize may ask for them.
         return host.Tokenizer.Encode(text, addSpecialTokens && host.Tokenizer.AddBosByDefault);
+    }
+
+    /// <summary>The request's own <c>chat_template</c> compiled (cached by its hash), or null for the model's; a 400 naming the construct and line it cannot render.</summary>
+    private static ChatTemplate? RequestTemplate(ModelHost host, string? source)
+    {
+        if (source is null) return null;
+        try
+        {
+            return host.RequestTemplates.Get(source);
+        }
+        catch (TemplateSyntaxException e)
+        {
+            throw Refusals.Invalid("chat_template", $"chat_template cannot be rendered by this engine: {e.Message}");
+        }
+    }
+
+    /// <summary>The text parts of a list <c>content</c> (null for a string or null content).</summary>
+    private static List<string>? TextParts(JsonElement content, int index)
+    {
+        if (content.ValueKind != JsonValueKind.Array) return null;
+        var parts = new List<string>();
+        foreach (var part in content.EnumerateArray())
+        {
+            if (part.ValueKind == JsonValueKind.Object && part.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "text"
+                && part.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String)
+            {
+                parts.Add(t.GetString()!);
+            }
+            else
+            {
+                throw Refusals.Invalid($"messages[{index}].content", "Only text content parts are supported.");
+            }
+        }
+        return parts;
     }
 
     /// <summary>One user message through the chat template, with the generation prompt.</summary>

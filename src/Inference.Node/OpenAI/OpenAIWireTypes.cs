@@ -135,6 +135,15 @@ public sealed class ChatCompletionRequestBody : GenerationRequestBody
 
     /// <summary>Whether a forced call may be several calls (default true).</summary>
     public bool? ParallelToolCalls { get; set; }
+
+    /// <summary>vLLM's <c>continue_final_message</c>: the prompt ends inside the last message, which the model continues.</summary>
+    public bool? ContinueFinalMessage { get; set; }
+
+    /// <summary>vLLM's <c>chat_template</c>: a Jinja template for this request instead of the model's.</summary>
+    public string? ChatTemplate { get; set; }
+
+    /// <summary>vLLM's <c>chat_template_kwargs</c>: further template variables (e.g. <c>enable_thinking</c>).</summary>
+    public Dictionary<string, JsonElement>? ChatTemplateKwargs { get; set; }
 }
 
 /// <summary>A chat message; <c>content</c> is a string or a list of <c>{"type":"text","text":...}</c> parts.</summary>

@@ -6,7 +6,7 @@ namespace Serving.Inference.Chat;
 /// <summary>Python's <c>strftime</c> in the C locale, for the codes chat templates use (<c>strftime_now("%d %b %Y")</c>).</summary>
 internal static class Strftime
 {
-    public static string Format(DateTimeOffset t, string format)
+    public static string Format(DateTimeOffset t, string format, int line = 0)
     {
         var inv = CultureInfo.InvariantCulture;
         var sb = new StringBuilder();
@@ -35,7 +35,7 @@ internal static class Strftime
                 'S' => t.Second.ToString("00", inv),
                 'j' => t.DayOfYear.ToString("000", inv),
                 '%' => "%",
-                _ => throw new FormatException($"chat template: strftime code '%{code}' is not supported"),
+                _ => throw new Serving.Inference.Chat.Jinja.ChatTemplateUnsupportedException($"strftime code '%{code}'", line),
             });
         }
         return sb.ToString();

@@ -248,4 +248,22 @@ public sealed class ToolCallHttpTests(DemoToolNode node) : IClassFixture<DemoToo
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal(param, json.GetProperty("error").GetProperty("param").GetString());
     }
+
+    /// <summary>A template that reads <c>tools</c> and <c>tool_calls</c> gets them as variables (seen through the template's own raise_exception).</summary>
+    [Fact]
+    public async Task TemplateReadingTools_GetsToolsAndCallsAsVariables()
+    {
+        var body = """
+            {"model": "org/demo", "max_tokens": 2,
+             "chat_template": "{{ raise_exception(tools[0].function.name ~ '|' ~ messages[1].tool_calls[0].function.arguments.zone ~ '|' ~ messages[2].tool_call_id) }}",
+             "tools": [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}],
+             "messages": [{"role": "user", "content": "time?"},
+                          {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{\"zone\": \"CET\"}"}}]},
+                          {"role": "tool", "tool_call_id": "call_1", "content": "12:00"}]}
+            """;
+        using var response = await node.Server.Http.PostAsync("/v1/chat/completions", new StringContent(body, Encoding.UTF8, "application/json"));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("get_time|CET|call_1", text);
+    }
 }

@@ -80,8 +80,8 @@ public sealed class ChatTemplateTests
     [Fact]
     public void UnsupportedSyntax_ThrowsFormatException()
     {
-        Assert.Throws<FormatException>(() => new ChatTemplate("{% macro m() %}{% endmacro %}"));
-        Assert.Throws<FormatException>(() => new ChatTemplate("{% for m in messages %}"));
+        Assert.Throws<TemplateSyntaxException>(() => new ChatTemplate("{% include 'other.jinja' %}"));
+        Assert.Throws<TemplateSyntaxException>(() => new ChatTemplate("{% for m in messages %}"));
     }
 
     [Fact]

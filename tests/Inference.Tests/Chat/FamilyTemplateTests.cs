@@ -160,13 +160,14 @@ public sealed class FamilyTemplateTests
         Directory.CreateDirectory(dir);
         try
         {
-            // Parses, but the plain-conversation path uses a filter the subset lacks: refused at load, not at the first request.
-            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"chat_template": "{% for m in messages %}{{ m.content | wordwrap(10) }}{% endfor %}"}""");
+            // A filter the engine lacks: refused at load, naming the file, the filter and the line, not at the first request.
+            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"chat_template": "{% for m in messages %}\n{{ m.content | wordwrap(10) }}{% endfor %}"}""");
             var e = Assert.Throws<FormatException>(() => ChatTemplate.FromCheckpoint(dir, out _));
-            Assert.Contains("tokenizer_config.json: chat_template cannot be rendered by this engine", e.Message);
-            Assert.Contains("unknown filter 'wordwrap'", e.Message);
-            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"chat_template": "{% macro m() %}x{% endmacro %}{{ m() }}"}""");
-            Assert.Contains("unsupported statement", Assert.Throws<FormatException>(() => ChatTemplate.FromCheckpoint(dir, out _)).Message);
+            Assert.Contains("tokenizer_config.json: the chat template cannot be rendered by this engine", e.Message);
+            Assert.Contains("line 2: the filter 'wordwrap' is not supported", e.Message);
+            // A construct reached only while rendering (a strftime code the engine lacks) is found by the probe at load.
+            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"chat_template": "{{ strftime_now('%U') }}"}""");
+            Assert.Contains("line 1: strftime code '%U' is not supported", Assert.Throws<FormatException>(() => ChatTemplate.FromCheckpoint(dir, out _)).Message);
         }
         finally
         {

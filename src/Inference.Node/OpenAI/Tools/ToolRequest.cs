@@ -170,6 +170,9 @@ public sealed partial record ToolRequest(IReadOnlyList<ToolFunction> Functions, 
         return sb.ToString();
     }
 
+    /// <summary>The tools as OpenAI's objects, for the template's <c>tools</c> variable.</summary>
+    public IReadOnlyList<JsonElement> ToolObjects() => [.. Functions.Select(f => JsonDocument.Parse(FunctionJson(f)).RootElement)];
+
     /// <summary>One tool as OpenAI's JSON (<c>{"type": "function", "function": {...}}</c>), compact.</summary>
     public static string FunctionJson(ToolFunction f)
     {

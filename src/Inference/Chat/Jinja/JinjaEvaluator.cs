@@ -1,12 +1,18 @@
-using System.Globalization;
 using System.Text;
 
 namespace Serving.Inference.Chat.Jinja;
 
-/// <summary>Runs the statement tree against a scope of variables; Jinja's truthiness, scoping and text conversion.</summary>
+/// <summary>What a statement tells the loop around it.</summary>
+internal enum Flow { Normal, Break, Continue }
+
+/// <summary>
+/// Runs the statement tree against a frame, writing to the output. Scoping as Jinja's: a for loop, a macro call and a
+/// <c>with</c> block have their own scope (what they set is gone afterwards; a namespace's attributes, being one shared
+/// object, are how a template carries values out); <c>if</c> has none.
+/// </summary>
 internal static class JinjaEvaluator
 {
-    public static void Execute(List<Node> nodes, Dictionary<string, object?> scope, StringBuilder output)
+    public static Flow Execute(List<Node> nodes, Frame frame, StringBuilder output)
     {
         foreach (var node in nodes)
         {
@@ -16,200 +22,138 @@ internal static class JinjaEvaluator
                     output.Append(t.Text);
                     break;
                 case OutputNode o:
-                    output.Append(ToText(o.Expr.Eval(scope)));
-                    break;
-                case SetNode { Attribute: null } s:
-                    scope[s.Name] = s.Expr.Eval(scope);
-                    break;
-                case SetNode s:
-                    if (!scope.TryGetValue(s.Name, out var target) || target is not JinjaNamespace ns)
-                    {
-                        throw new FormatException($"chat template: '{s.Name}.{s.Attribute}' can only be set on a namespace()");
-                    }
-                    ns[s.Attribute] = s.Expr.Eval(scope);
+                    var v = o.Expr.Eval(frame);
+                    if (v is string s) output.Append(s);
+                    else output.Append(Py.Str(v));
                     break;
                 case IfNode i:
                     foreach (var (cond, body) in i.Branches)
                     {
-                        if (cond is null || Truthy(cond.Eval(scope)))
+                        if (cond is null || Py.Truthy(cond.Eval(frame)))
                         {
-                            Execute(body, scope, output);
+                            var flow = Execute(body, frame, output);
+                            if (flow != Flow.Normal) return flow;
                             break;
                         }
                     }
                     break;
                 case ForNode f:
-                    RunFor(f, scope, output);
+                    RunFor(f, frame, output);
                     break;
+                case SetNode set:
+                    Assign(set.Target, set.Value.Eval(frame), frame, set.Line);
+                    break;
+                case SetBlockNode sb:
+                    {
+                        var text = new StringBuilder();
+                        Execute(sb.Body, new Frame(frame), text);
+                        object? value = text.ToString();
+                        foreach (var filter in sb.Filters) value = Builtins.Filter(filter, value, frame);
+                        Assign(sb.Target, value, frame, sb.Line);
+                        break;
+                    }
+                case MacroNode m:
+                    frame.Set(m.Name, new JinjaMacro(m, frame));
+                    break;
+                case WithNode w:
+                    {
+                        var inner = new Frame(frame);
+                        foreach (var (name, value) in w.Bindings) inner.Set(name, value.Eval(frame));
+                        var flow = Execute(w.Body, inner, output);
+                        if (flow != Flow.Normal) return flow;
+                        break;
+                    }
+                case FilterBlockNode fb:
+                    {
+                        var text = new StringBuilder();
+                        Execute(fb.Body, new Frame(frame), text);
+                        object? value = text.ToString();
+                        foreach (var filter in fb.Filters) value = Builtins.Filter(filter, value, frame);
+                        output.Append(Py.Str(value));
+                        break;
+                    }
+                case BlockNode b:
+                    {
+                        var flow = Execute(b.Body, frame, output);
+                        if (flow != Flow.Normal) return flow;
+                        break;
+                    }
+                case CallBlockNode cb:
+                    {
+                        var a = new List<object?>(cb.Call.Args.Count);
+                        foreach (var x in cb.Call.Args) a.Add(x.Eval(frame));
+                        var kw = new Dictionary<string, object?>();
+                        foreach (var (k, x) in cb.Call.Kwargs) kw[k] = x.Eval(frame);
+                        var body = cb.Body;
+                        kw["caller"] = (JinjaFunction)((_, _, _) =>
+                        {
+                            var text = new StringBuilder();
+                            Execute(body, new Frame(frame), text);
+                            return text.ToString();
+                        });
+                        output.Append(Py.Str(cb.Call.Call(frame, a, kw)));
+                        break;
+                    }
+                case BreakNode:
+                    return Flow.Break;
+                case ContinueNode:
+                    return Flow.Continue;
             }
         }
+        return Flow.Normal;
     }
 
-    /// <summary>
-    /// A for loop runs in its own scope, as in Jinja: what its body sets is gone after the loop (a namespace's
-    /// attributes, being one shared object, are how a template carries values out).
-    /// </summary>
-    private static void RunFor(ForNode f, Dictionary<string, object?> scope, StringBuilder output)
+    private static void Assign(AssignTarget target, object? value, Frame frame, int line)
     {
-        var items = f.Iterable.Eval(scope) switch
+        if (target.Tuple is { } names)
         {
-            null or Undefined => [],
-            var other => Iterate(other),
-        };
-        var inner = new Dictionary<string, object?>(scope);
+            var parts = value as List<object?> ?? (value is string or Dictionary<string, object?> ? Py.Iterate(value, line)
+                : throw new ChatTemplateRenderException($"cannot unpack non-iterable {Py.TypeName(value)} object", line));
+            if (parts.Count != names.Count) throw new ChatTemplateRenderException($"cannot unpack {parts.Count} values into {names.Count} names", line);
+            for (var i = 0; i < names.Count; i++) Assign(names[i], parts[i], frame, line);
+            return;
+        }
+        if (target.Attribute is null)
+        {
+            frame.Set(target.Name, value);
+            return;
+        }
+        if (frame.Lookup(target.Name) is not JinjaNamespace ns)
+        {
+            throw new ChatTemplateRenderException($"cannot assign attribute on non-namespace object '{target.Name}'", line);
+        }
+        ns[target.Attribute] = value;
+    }
+
+    private static void RunFor(ForNode f, Frame frame, StringBuilder output)
+    {
+        var source = f.Iterable.Eval(frame);
+        if (source is null) throw new ChatTemplateRenderException("'NoneType' object is not iterable", f.Line);
+        var items = Py.Iterate(source, f.Line);
+        var inner = new Frame(frame);
+        if (f.Filter is not null)
+        {
+            var kept = new List<object?>();
+            foreach (var item in items)
+            {
+                Assign(f.Target, item, inner, f.Line);
+                if (Py.Truthy(f.Filter.Eval(inner))) kept.Add(item);
+            }
+            items = kept;
+        }
+        if (items.Count == 0)
+        {
+            if (f.Else is not null) Execute(f.Else, inner, output);
+            return;
+        }
+        var loop = new LoopContext(items);
+        inner.Set("loop", loop);
         for (var k = 0; k < items.Count; k++)
         {
-            if (f.Variables.Count == 1)
-            {
-                inner[f.Variables[0]] = items[k];
-            }
-            else
-            {
-                var parts = items[k] as List<object?> ?? throw new FormatException($"chat template: cannot unpack {TypeName(items[k])} into {string.Join(", ", f.Variables)}");
-                if (parts.Count != f.Variables.Count) throw new FormatException($"chat template: cannot unpack {parts.Count} values into {f.Variables.Count} names");
-                for (var v = 0; v < parts.Count; v++) inner[f.Variables[v]] = parts[v];
-            }
-            inner["loop"] = new Dictionary<string, object?>
-            {
-                ["index"] = (long)(k + 1), ["index0"] = (long)k, ["first"] = k == 0, ["last"] = k == items.Count - 1,
-                ["length"] = (long)items.Count, ["revindex"] = (long)(items.Count - k), ["revindex0"] = (long)(items.Count - k - 1),
-                ["previtem"] = k > 0 ? items[k - 1] : Undefined.Value, ["nextitem"] = k + 1 < items.Count ? items[k + 1] : Undefined.Value,
-            };
-            Execute(f.Body, inner, output);
-        }
-    }
-
-    /// <summary>The items a for loop or a list filter walks: a list, a string's characters, a mapping's keys.</summary>
-    public static List<object?> Iterate(object? v) => v switch
-    {
-        List<object?> l => l,
-        string str => str.Select(c => (object?)c.ToString()).ToList(),
-        Dictionary<string, object?> d => d.Keys.Select(k => (object?)k).ToList(),
-        _ => throw new FormatException($"chat template: cannot iterate over {TypeName(v)}"),
-    };
-
-    /// <summary>A mapping's (key, value) pairs, each a two-item list (for <c>for k, v in d|items</c>).</summary>
-    public static List<object?> Items(Dictionary<string, object?> d) => d.Select(kv => (object?)new List<object?> { kv.Key, kv.Value }).ToList();
-
-    public static bool Truthy(object? v) => v switch
-    {
-        null or Undefined => false,
-        bool b => b,
-        string s => s.Length > 0,
-        long n => n != 0,
-        double x => x != 0,
-        List<object?> l => l.Count > 0,
-        Dictionary<string, object?> d => d.Count > 0,
-        _ => true,
-    };
-
-    public static string ToText(object? v) => v switch
-    {
-        null => "None",
-        Undefined => string.Empty,
-        bool b => b ? "True" : "False",
-        long n => n.ToString(CultureInfo.InvariantCulture),
-        double x => x.ToString("R", CultureInfo.InvariantCulture),
-        string s => s,
-        _ => v.ToString() ?? string.Empty,
-    };
-
-    public static string TypeName(object? v) => v switch
-    {
-        null => "none",
-        Undefined => "undefined",
-        string => "string",
-        long or double => "number",
-        bool => "boolean",
-        List<object?> => "list",
-        Dictionary<string, object?> => "mapping",
-        _ => v.GetType().Name,
-    };
-
-    public static string Title(string s)
-    {
-        var sb = new StringBuilder(s.Length);
-        var start = true;
-        foreach (var c in s)
-        {
-            sb.Append(start ? char.ToUpperInvariant(c) : char.ToLowerInvariant(c));
-            start = !char.IsLetterOrDigit(c);
-        }
-        return sb.ToString();
-    }
-
-    public static string Capitalize(string s) => s.Length == 0 ? s : char.ToUpperInvariant(s[0]) + s[1..].ToLowerInvariant();
-
-    /// <summary>
-    /// transformers' <c>tojson</c>: Python's <c>json.dumps(x, ensure_ascii=False, indent=indent)</c> — separators
-    /// <c>", "</c>/<c>": "</c>, or <c>","</c> and one item per line with an indent.
-    /// </summary>
-    public static string ToJson(object? v, long? indent)
-    {
-        var sb = new StringBuilder();
-        Write(v, 0);
-        return sb.ToString();
-
-        void Write(object? x, int depth)
-        {
-            switch (x)
-            {
-                case null or Undefined: sb.Append("null"); break;
-                case bool b: sb.Append(b ? "true" : "false"); break;
-                case long n: sb.Append(n.ToString(CultureInfo.InvariantCulture)); break;
-                case double d: sb.Append(d.ToString("R", CultureInfo.InvariantCulture)); break;
-                case string s: WriteString(s); break;
-                case List<object?> l: Container('[', ']', l.Count, i => Write(l[i], depth + 1), depth); break;
-                case Dictionary<string, object?> m:
-                    var entries = m.ToList();
-                    Container('{', '}', entries.Count, i =>
-                    {
-                        WriteString(entries[i].Key);
-                        sb.Append(": ");
-                        Write(entries[i].Value, depth + 1);
-                    }, depth);
-                    break;
-                default: WriteString(ToText(x)); break;
-            }
-        }
-
-        void Container(char open, char close, int count, Action<int> item, int depth)
-        {
-            sb.Append(open);
-            if (count == 0)
-            {
-                sb.Append(close);
-                return;
-            }
-            for (var i = 0; i < count; i++)
-            {
-                if (i > 0) sb.Append(indent is null ? ", " : ",");
-                if (indent is { } n) sb.Append('\n').Append(' ', (int)n * (depth + 1));
-                item(i);
-            }
-            if (indent is { } m) sb.Append('\n').Append(' ', (int)m * depth);
-            sb.Append(close);
-        }
-
-        void WriteString(string s)
-        {
-            sb.Append('"');
-            foreach (var c in s)
-            {
-                switch (c)
-                {
-                    case '"': sb.Append("\\\""); break;
-                    case '\\': sb.Append("\\\\"); break;
-                    case '\n': sb.Append("\\n"); break;
-                    case '\r': sb.Append("\\r"); break;
-                    case '\t': sb.Append("\\t"); break;
-                    case '\b': sb.Append("\\b"); break;
-                    case '\f': sb.Append("\\f"); break;
-                    case < ' ': sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture)); break;
-                    default: sb.Append(c); break;
-                }
-            }
-            sb.Append('"');
+            Limits.Step(f.Line);
+            loop.Index0 = k;
+            Assign(f.Target, items[k], inner, f.Line);
+            if (Execute(f.Body, inner, output) == Flow.Break) break;
         }
     }
 }

@@ -1,267 +1,288 @@
 namespace Serving.Inference.Chat.Jinja;
 
-// The syntax tree: statements (Node) and expressions (Expr). An expression evaluates itself against the scope.
+// The syntax tree. Statements (Node) run against a Frame and write to its output; expressions (Expr) evaluate to
+// values: null (None), bool, long, double, string, List<object?>, Dictionary<string, object?>, Undefined,
+// JinjaNamespace, JinjaMacro, JinjaFunction, LoopContext.
 
-internal abstract record Node;
-internal sealed record TextNode(string Text) : Node;
-internal sealed record OutputNode(Expr Expr) : Node;
-
-/// <summary><c>{% set name = expr %}</c>, or <c>{% set name.attr = expr %}</c> on a namespace.</summary>
-internal sealed record SetNode(string Name, string? Attribute, Expr Expr) : Node;
-internal sealed record IfNode(List<(Expr? Cond, List<Node> Body)> Branches) : Node;
-
-/// <summary><c>{% for a in xs %}</c> or <c>{% for k, v in pairs %}</c> (each item unpacked into the names).</summary>
-internal sealed record ForNode(List<string> Variables, Expr Iterable, List<Node> Body) : Node;
-
-/// <summary>A callable global (<c>raise_exception</c>, <c>namespace</c>, <c>strftime_now</c>, <c>range</c>).</summary>
-internal delegate object? JinjaFunction(List<object?> args, Dictionary<string, object?> kwargs);
-
-/// <summary>The object <c>namespace(...)</c> returns: attributes a loop body can assign and the outside can read.</summary>
-internal sealed class JinjaNamespace : Dictionary<string, object?>;
-
-internal abstract record Expr
+internal abstract class Node(int line)
 {
-    public abstract object? Eval(Dictionary<string, object?> scope);
+    public int Line { get; } = line;
 }
 
-internal sealed record Literal(object? Value) : Expr
+internal sealed class TextNode(string text, int line) : Node(line)
 {
-    public override object? Eval(Dictionary<string, object?> scope) => Value;
+    public string Text { get; } = text;
 }
 
-internal sealed record ListLiteral(List<Expr> Items) : Expr
+internal sealed class OutputNode(Expr expr, int line) : Node(line)
 {
-    public override object? Eval(Dictionary<string, object?> scope) => Items.Select(i => i.Eval(scope)).ToList();
+    public Expr Expr { get; } = expr;
 }
 
-internal sealed record Variable(string Name) : Expr
+/// <summary>Where a <c>set</c> or <c>for</c> stores: one name, <c>ns.attr</c>, or a tuple of names.</summary>
+internal sealed record AssignTarget(string Name, string? Attribute, List<AssignTarget>? Tuple)
 {
-    public override object? Eval(Dictionary<string, object?> scope) => scope.TryGetValue(Name, out var v) ? v : Undefined.Value;
+    public static AssignTarget Of(string name) => new(name, null, null);
 }
 
-/// <summary>Marks a missing variable or key, so <c>is defined</c> can tell it from none.</summary>
-internal sealed class Undefined
+internal sealed class SetNode(AssignTarget target, Expr value, int line) : Node(line)
 {
-    public static readonly Undefined Value = new();
-    public override string ToString() => string.Empty;
+    public AssignTarget Target { get; } = target;
+    public Expr Value { get; } = value;
 }
 
-internal sealed record Lookup(Expr Target, Expr Key) : Expr
+/// <summary><c>{% set x %}...{% endset %}</c> (optionally through filters).</summary>
+internal sealed class SetBlockNode(AssignTarget target, List<Node> body, List<FilterCall> filters, int line) : Node(line)
 {
-    public override object? Eval(Dictionary<string, object?> scope)
+    public AssignTarget Target { get; } = target;
+    public List<Node> Body { get; } = body;
+    public List<FilterCall> Filters { get; } = filters;
+}
+
+internal sealed class IfNode(List<(Expr? Cond, List<Node> Body)> branches, int line) : Node(line)
+{
+    public List<(Expr? Cond, List<Node> Body)> Branches { get; } = branches;
+}
+
+internal sealed class ForNode(AssignTarget target, Expr iterable, Expr? filter, List<Node> body, List<Node>? elseBody, int line) : Node(line)
+{
+    public AssignTarget Target { get; } = target;
+    public Expr Iterable { get; } = iterable;
+    public Expr? Filter { get; } = filter;
+    public List<Node> Body { get; } = body;
+    public List<Node>? Else { get; } = elseBody;
+}
+
+internal sealed class MacroNode(string name, List<(string Name, Expr? Default)> parameters, List<Node> body, int line) : Node(line)
+{
+    public string Name { get; } = name;
+    public List<(string Name, Expr? Default)> Parameters { get; } = parameters;
+    public List<Node> Body { get; } = body;
+}
+
+/// <summary><c>{% with a = 1 %}...{% endwith %}</c>: a scope with its own names.</summary>
+internal sealed class WithNode(List<(string Name, Expr Value)> bindings, List<Node> body, int line) : Node(line)
+{
+    public List<(string Name, Expr Value)> Bindings { get; } = bindings;
+    public List<Node> Body { get; } = body;
+}
+
+/// <summary><c>{% filter upper %}...{% endfilter %}</c>.</summary>
+internal sealed class FilterBlockNode(List<FilterCall> filters, List<Node> body, int line) : Node(line)
+{
+    public List<FilterCall> Filters { get; } = filters;
+    public List<Node> Body { get; } = body;
+}
+
+/// <summary>transformers' <c>{% generation %}</c> (marks assistant text for masks; renders its body unchanged).</summary>
+internal sealed class BlockNode(List<Node> body, int line) : Node(line)
+{
+    public List<Node> Body { get; } = body;
+}
+
+/// <summary><c>{% call macro(args) %}body{% endcall %}</c>: the macro runs with <c>caller()</c> rendering the body.</summary>
+internal sealed class CallBlockNode(CallExpr call, List<Node> body, int line) : Node(line)
+{
+    public CallExpr Call { get; } = call;
+    public List<Node> Body { get; } = body;
+}
+
+internal sealed class BreakNode(int line) : Node(line);
+
+internal sealed class ContinueNode(int line) : Node(line);
+
+/// <summary>A filter with its arguments, as <c>x|name(args)</c> applies it.</summary>
+internal sealed record FilterCall(string Name, List<Expr> Args, List<(string Name, Expr Value)> Kwargs, int Line);
+
+internal abstract class Expr(int line)
+{
+    public int Line { get; } = line;
+    public abstract object? Eval(Frame frame);
+}
+
+internal sealed class LiteralExpr(object? value, int line) : Expr(line)
+{
+    public object? Value { get; } = value;
+    public override object? Eval(Frame frame) => Value;
+}
+
+internal sealed class ListExpr(List<Expr> items, int line) : Expr(line)
+{
+    public override object? Eval(Frame frame)
     {
-        var t = Target.Eval(scope);
-        var k = Key.Eval(scope);
-        return (t, k) switch
-        {
-            (Dictionary<string, object?> d, string s) => d.TryGetValue(s, out var v) ? v : Undefined.Value,
-            (List<object?> l, long i) => i < 0 ? (l.Count + i >= 0 ? l[(int)(l.Count + i)] : Undefined.Value) : i < l.Count ? l[(int)i] : Undefined.Value,
-            (string s, long i) => i >= 0 && i < s.Length ? s[(int)i].ToString() : Undefined.Value,
-            _ => Undefined.Value,
-        };
+        var list = new List<object?>(items.Count);
+        foreach (var i in items) list.Add(i.Eval(frame));
+        return list;
     }
 }
 
-/// <summary><c>xs[start:end:step]</c> on lists and strings, with Python's bounds (negative step walks backwards).</summary>
-internal sealed record Slice(Expr Target, Expr? Start, Expr? End, Expr? Step) : Expr
+internal sealed class DictExpr(List<(Expr Key, Expr Value)> items, int line) : Expr(line)
 {
-    public override object? Eval(Dictionary<string, object?> scope)
+    public override object? Eval(Frame frame)
     {
-        var t = Target.Eval(scope);
-        var items = t switch
+        var d = new Dictionary<string, object?>(items.Count);
+        foreach (var (k, v) in items)
         {
-            List<object?> l => l,
-            string str => str.Select(c => (object?)c.ToString()).ToList(),
-            _ => throw new FormatException("chat template: only lists and strings can be sliced"),
-        };
-        var count = items.Count;
-        long? Value(Expr? e) => e is null ? null : e.Eval(scope) is long n ? n : throw new FormatException("chat template: slice bounds must be integers");
-        var step = Value(Step) ?? 1;
-        if (step == 0) throw new FormatException("chat template: slice step cannot be zero");
-        var result = new List<object?>();
-        if (step > 0)
-        {
-            var from = Clamp(Value(Start) ?? 0, count, 0, count);
-            var to = Clamp(Value(End) ?? count, count, 0, count);
-            for (var i = from; i < to; i += step) result.Add(items[(int)i]);
+            d[Py.Key(k.Eval(frame), Line)] = v.Eval(frame);
         }
-        else
-        {
-            var from = Clamp(Value(Start) ?? count - 1, count, -1, count - 1);
-            var to = Value(End) is { } e ? Clamp(e, count, -1, count - 1) : -1;
-            for (var i = from; i > to; i += step) result.Add(items[(int)i]);
-        }
-        return t is string ? string.Concat(result.Select(x => (string)x!)) : result;
-    }
-
-    private static long Clamp(long v, int count, long lo, long hi) => Math.Clamp(v < 0 ? count + v : v, lo, hi);
-}
-
-internal sealed record MethodCall(Expr Target, string Name, List<Expr> Args) : Expr
-{
-    public override object? Eval(Dictionary<string, object?> scope)
-    {
-        var t = Target.Eval(scope);
-        string Arg(int i) => i < Args.Count ? JinjaEvaluator.ToText(Args[i].Eval(scope)) : throw new FormatException($"chat template: {Name}() needs an argument");
-        return (t, Name) switch
-        {
-            (string str, "strip") => Args.Count == 0 ? str.Trim() : str.Trim(Arg(0).ToCharArray()),
-            (string str, "lstrip") => Args.Count == 0 ? str.TrimStart() : str.TrimStart(Arg(0).ToCharArray()),
-            (string str, "rstrip") => Args.Count == 0 ? str.TrimEnd() : str.TrimEnd(Arg(0).ToCharArray()),
-            (string str, "upper") => str.ToUpperInvariant(),
-            (string str, "lower") => str.ToLowerInvariant(),
-            (string str, "title") => JinjaEvaluator.Title(str),
-            (string str, "capitalize") => JinjaEvaluator.Capitalize(str),
-            (string str, "startswith") => str.StartsWith(Arg(0), StringComparison.Ordinal),
-            (string str, "endswith") => str.EndsWith(Arg(0), StringComparison.Ordinal),
-            (string str, "replace") => str.Replace(Arg(0), Arg(1), StringComparison.Ordinal),
-            (string str, "split") => Args.Count == 0
-                ? str.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries).Select(x => (object?)x).ToList()
-                : str.Split(Arg(0)).Select(x => (object?)x).ToList(),
-            (Dictionary<string, object?> d, "get") => d.TryGetValue(Arg(0), out var v) ? v : Args.Count > 1 ? Args[1].Eval(scope) : null,
-            (Dictionary<string, object?> d, "items") => JinjaEvaluator.Items(d),
-            (Dictionary<string, object?> d, "keys") => d.Keys.Select(k => (object?)k).ToList(),
-            (Dictionary<string, object?> d, "values") => d.Values.ToList(),
-            _ => throw new FormatException($"chat template: method '{Name}' is not supported on {JinjaEvaluator.TypeName(t)}"),
-        };
+        return d;
     }
 }
 
-internal sealed record Unary(string Op, Expr Operand) : Expr
+internal sealed class NameExpr(string name, int line) : Expr(line)
 {
-    public override object? Eval(Dictionary<string, object?> scope) => Op switch
-    {
-        "not" => !JinjaEvaluator.Truthy(Operand.Eval(scope)),
-        "-" => Operand.Eval(scope) is long n ? -n : throw new FormatException("chat template: unary minus needs a number"),
-        _ => throw new FormatException($"chat template: unknown operator {Op}"),
-    };
+    public string Name { get; } = name;
+    public override object? Eval(Frame frame) => frame.Lookup(Name);
 }
 
-internal sealed record Binary(string Op, Expr Left, Expr Right) : Expr
+internal sealed class GetAttrExpr(Expr target, string name, int line) : Expr(line)
 {
-    public override object? Eval(Dictionary<string, object?> scope)
+    public Expr Target { get; } = target;
+    public string Name { get; } = name;
+    public override object? Eval(Frame frame) => Py.GetAttr(Target.Eval(frame), Name, Line);
+}
+
+internal sealed class GetItemExpr(Expr target, Expr key, int line) : Expr(line)
+{
+    public override object? Eval(Frame frame) => Py.GetItem(target.Eval(frame), key.Eval(frame), Line);
+}
+
+internal sealed class SliceExpr(Expr target, Expr? start, Expr? stop, Expr? step, int line) : Expr(line)
+{
+    public override object? Eval(Frame frame) =>
+        Py.Slice(target.Eval(frame), start?.Eval(frame), stop?.Eval(frame), step?.Eval(frame), Line);
+}
+
+internal sealed class UnaryExpr(string op, Expr operand, int line) : Expr(line)
+{
+    public override object? Eval(Frame frame)
     {
-        switch (Op)
+        var v = operand.Eval(frame);
+        return op switch
         {
-            case "and": return JinjaEvaluator.Truthy(Left.Eval(scope)) && JinjaEvaluator.Truthy(Right.Eval(scope));
-            case "or": return JinjaEvaluator.Truthy(Left.Eval(scope)) || JinjaEvaluator.Truthy(Right.Eval(scope));
-        }
-        var l = Left.Eval(scope);
-        var r = Right.Eval(scope);
-        return Op switch
-        {
-            "+" when l is long a && r is long b => a + b,
-            "-" when l is long a && r is long b => a - b,
-            "*" when l is long a && r is long b => a * b,
-            "%" when l is long a && r is long b && b != 0 => a % b,
-            "+" when l is List<object?> a && r is List<object?> b => a.Concat(b).ToList(),
-            "+" or "~" => JinjaEvaluator.ToText(l) + JinjaEvaluator.ToText(r),
-            "==" => AreEqual(l, r),
-            "!=" => !AreEqual(l, r),
-            "<" or ">" or "<=" or ">=" when l is long a && r is long b => Op switch { "<" => a < b, ">" => a > b, "<=" => a <= b, _ => a >= b },
-            "in" => r switch
+            "not" => !Py.Truthy(v),
+            "-" => v switch
             {
-                string s => s.Contains(JinjaEvaluator.ToText(l), StringComparison.Ordinal),
-                List<object?> list => list.Any(x => AreEqual(x, l)),
-                Dictionary<string, object?> d => l is string key && d.ContainsKey(key),
-                _ => false,
+                long n => (object)(-n),
+                double d => -d,
+                bool b => b ? -1L : 0L,
+                _ => throw new ChatTemplateRenderException($"bad operand type for unary -: {Py.TypeName(v)}", Line),
             },
-            _ => throw new FormatException($"chat template: operator {Op} is not supported for {JinjaEvaluator.TypeName(l)} and {JinjaEvaluator.TypeName(r)}"),
+            _ => v is long or double or bool ? v : throw new ChatTemplateRenderException($"bad operand type for unary +: {Py.TypeName(v)}", Line),
         };
     }
-
-    internal static bool AreEqual(object? a, object? b) =>
-        a is Undefined ? b is Undefined || b is null : Equals(a, b);
 }
 
-/// <summary><c>then if cond else otherwise</c> (the else part optional: undefined when absent).</summary>
-internal sealed record Conditional(Expr Cond, Expr Then, Expr? Else) : Expr
+internal sealed class BinaryExpr(string op, Expr left, Expr right, int line) : Expr(line)
 {
-    public override object? Eval(Dictionary<string, object?> scope) =>
-        JinjaEvaluator.Truthy(Cond.Eval(scope)) ? Then.Eval(scope) : Else is null ? Undefined.Value : Else.Eval(scope);
-}
-
-internal sealed record Test(Expr Target, string Name, bool Negated, List<Expr> Args) : Expr
-{
-    public override object? Eval(Dictionary<string, object?> scope)
+    public override object? Eval(Frame frame)
     {
-        var v = Target.Eval(scope);
-        var result = Name switch
+        switch (op)
         {
-            "defined" => v is not Undefined,
-            "undefined" => v is Undefined,
-            "none" => v is null,
-            "string" => v is string,
-            "number" => v is long or double,
-            "integer" => v is long,
-            "float" => v is double,
-            "boolean" => v is bool,
-            "true" => v is true,
-            "false" => v is false,
-            "mapping" => v is Dictionary<string, object?>,
-            "sequence" => v is List<object?> or string,
-            "iterable" => v is List<object?> or string or Dictionary<string, object?>,
-            "callable" => v is JinjaFunction,
-            "even" => v is long n && n % 2 == 0,
-            "odd" => v is long n && n % 2 != 0,
-            "equalto" or "eq" or "sameas" => Args.Count == 1 ? Binary.AreEqual(v, Args[0].Eval(scope)) : throw new FormatException($"chat template: test '{Name}' takes one argument"),
-            _ => throw new FormatException($"chat template: unknown test '{Name}'"),
-        };
-        return result != Negated;
-    }
-}
-
-internal sealed record Filter(Expr Target, string Name, List<Expr> Args, Dictionary<string, Expr> Kwargs) : Expr
-{
-    public override object? Eval(Dictionary<string, object?> scope)
-    {
-        var v = Target.Eval(scope);
-        object? Arg(int i, object? fallback = null) => i < Args.Count ? Args[i].Eval(scope) : fallback;
-        return Name switch
-        {
-            "trim" => JinjaEvaluator.ToText(v).Trim(),
-            "upper" => JinjaEvaluator.ToText(v).ToUpperInvariant(),
-            "lower" => JinjaEvaluator.ToText(v).ToLowerInvariant(),
-            "title" => JinjaEvaluator.Title(JinjaEvaluator.ToText(v)),
-            "capitalize" => JinjaEvaluator.Capitalize(JinjaEvaluator.ToText(v)),
-            "length" or "count" => v switch { string s => (long)s.Length, List<object?> l => (long)l.Count, Dictionary<string, object?> d => (long)d.Count, _ => 0L },
-            "string" => JinjaEvaluator.ToText(v),
-            "safe" => v,
-            "list" => JinjaEvaluator.Iterate(v),
-            "first" => JinjaEvaluator.Iterate(v) is { Count: > 0 } f ? f[0] : Undefined.Value,
-            "last" => JinjaEvaluator.Iterate(v) is { Count: > 0 } f ? f[^1] : Undefined.Value,
-            "reverse" => v is string s ? new string(s.Reverse().ToArray()) : Enumerable.Reverse(JinjaEvaluator.Iterate(v)).ToList(),
-            "items" => v is Dictionary<string, object?> d ? JinjaEvaluator.Items(d) : throw new FormatException($"chat template: items needs a mapping, got {JinjaEvaluator.TypeName(v)}"),
-            "join" => string.Join(JinjaEvaluator.ToText(Arg(0, "")), JinjaEvaluator.Iterate(v).Select(JinjaEvaluator.ToText)),
-            "default" or "d" => v is Undefined || (JinjaEvaluator.Truthy(Arg(1, false)) && !JinjaEvaluator.Truthy(v)) ? Arg(0, "") : v,
-            "replace" => JinjaEvaluator.ToText(v).Replace(JinjaEvaluator.ToText(Arg(0)), JinjaEvaluator.ToText(Arg(1)), StringComparison.Ordinal),
-            "select" or "reject" => SelectOrReject(v, scope),
-            "tojson" => JinjaEvaluator.ToJson(v, Kwargs.TryGetValue("indent", out var indent) ? indent.Eval(scope) as long? : null),
-            _ => throw new FormatException($"chat template: unknown filter '{Name}'"),
-        };
-    }
-
-    private List<object?> SelectOrReject(object? v, Dictionary<string, object?> scope)
-    {
-        if (Args.Count == 0) return JinjaEvaluator.Iterate(v).Where(x => JinjaEvaluator.Truthy(x) == (Name == "select")).ToList();
-        var test = JinjaEvaluator.ToText(Args[0].Eval(scope));
-        var testArgs = Args.Skip(1).ToList();
-        var keep = Name == "select";
-        return JinjaEvaluator.Iterate(v)
-            .Where(x => (bool)new Test(new Literal(x), test, Negated: false, testArgs).Eval(scope)! == keep)
-            .ToList();
-    }
-}
-
-/// <summary>A call of a global: <c>name(args, key=value)</c>.</summary>
-internal sealed record Call(string Name, List<Expr> Args, Dictionary<string, Expr> Kwargs) : Expr
-{
-    public override object? Eval(Dictionary<string, object?> scope)
-    {
-        if (!scope.TryGetValue(Name, out var f) || f is not JinjaFunction function)
-        {
-            throw new FormatException($"chat template: unknown function '{Name}'");
+            case "and":
+                {
+                    var l = left.Eval(frame);
+                    return Py.Truthy(l) ? right.Eval(frame) : l;
+                }
+            case "or":
+                {
+                    var l = left.Eval(frame);
+                    return Py.Truthy(l) ? l : right.Eval(frame);
+                }
         }
-        return function(Args.Select(a => a.Eval(scope)).ToList(), Kwargs.ToDictionary(k => k.Key, k => k.Value.Eval(scope)));
+        return Py.Binary(op, left.Eval(frame), right.Eval(frame), Line);
     }
+}
+
+/// <summary>A comparison chain <c>a &lt; b &lt;= c</c> (Python semantics: each pair, short-circuit).</summary>
+internal sealed class CompareExpr(Expr first, List<(string Op, Expr Right)> rest, int line) : Expr(line)
+{
+    public override object? Eval(Frame frame)
+    {
+        var l = first.Eval(frame);
+        foreach (var (op, rightExpr) in rest)
+        {
+            var r = rightExpr.Eval(frame);
+            if (!Py.Compare(op, l, r, Line)) return false;
+            l = r;
+        }
+        return true;
+    }
+}
+
+internal sealed class ConditionalExpr(Expr cond, Expr then, Expr? otherwise, int line) : Expr(line)
+{
+    public override object? Eval(Frame frame) =>
+        Py.Truthy(cond.Eval(frame)) ? then.Eval(frame) : otherwise is null ? Undefined.Instance : otherwise.Eval(frame);
+}
+
+internal sealed class TestExpr(Expr target, string name, List<Expr> args, bool negated, int line) : Expr(line)
+{
+    public override object? Eval(Frame frame)
+    {
+        var v = target.Eval(frame);
+        var a = new List<object?>(args.Count);
+        foreach (var x in args) a.Add(x.Eval(frame));
+        return Builtins.Test(name, v, a, Line) != negated;
+    }
+}
+
+internal sealed class FilterExpr(Expr target, FilterCall filter, int line) : Expr(line)
+{
+    public override object? Eval(Frame frame) => Builtins.Filter(filter, target.Eval(frame), frame);
+}
+
+/// <summary><c>*xs</c> in a call's arguments (its items become positional arguments), or <c>**d</c> under the name "**".</summary>
+internal sealed class SpreadExpr(Expr inner, int line) : Expr(line)
+{
+    public override object? Eval(Frame frame) => inner.Eval(frame);
+}
+
+/// <summary>A call: of a method (<c>x.strip()</c>), a macro, or a global (<c>range</c>, <c>namespace</c>, ...).</summary>
+internal sealed class CallExpr(Expr callee, List<Expr> args, List<(string Name, Expr Value)> kwargs, int line) : Expr(line)
+{
+    public List<Expr> Args => args;
+    public List<(string Name, Expr Value)> Kwargs => kwargs;
+
+    public override object? Eval(Frame frame)
+    {
+        var a = new List<object?>(args.Count);
+        foreach (var x in args)
+        {
+            if (x is SpreadExpr) a.AddRange(Py.Iterate(x.Eval(frame), Line));
+            else a.Add(x.Eval(frame));
+        }
+        Dictionary<string, object?>? kw = null;
+        if (kwargs.Count > 0)
+        {
+            kw = new Dictionary<string, object?>(kwargs.Count);
+            foreach (var (k, v) in kwargs)
+            {
+                if (k != "**") kw[k] = v.Eval(frame);
+                else if (v.Eval(frame) is Dictionary<string, object?> d) foreach (var (dk, dv) in d) kw[dk] = dv;
+                else throw new ChatTemplateRenderException("argument after ** must be a mapping", Line);
+            }
+        }
+        return Call(frame, a, kw);
+    }
+
+    /// <summary>The call with evaluated arguments (a call block adds <c>caller</c> to <paramref name="kw"/>).</summary>
+    public object? Call(Frame frame, List<object?> a, Dictionary<string, object?>? kw)
+    {
+        if (callee is GetAttrExpr g)
+        {
+            var target = g.Target.Eval(frame);
+            if (Builtins.TryMethod(target, g.Name, a, kw, Line, out var result)) return result;
+            return Invoke(Py.GetAttr(target, g.Name, Line), a, kw, frame);
+        }
+        return Invoke(callee.Eval(frame), a, kw, frame);
+    }
+
+    private object? Invoke(object? f, List<object?> a, Dictionary<string, object?>? kw, Frame frame) => f switch
+    {
+        JinjaFunction fn => fn(a, kw ?? Builtins.NoKwargs, Line),
+        JinjaMacro m => m.Call(a, kw, frame, Line),
+        Undefined => throw new ChatTemplateRenderException("an undefined value is not callable", Line),
+        _ => throw new ChatTemplateRenderException($"'{Py.TypeName(f)}' object is not callable", Line),
+    };
 }
