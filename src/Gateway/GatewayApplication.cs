@@ -90,6 +90,7 @@ public static class GatewayApplication
     /// <summary>Middleware in order, then every endpoint.</summary>
     public static WebApplication MapGateway(this WebApplication app)
     {
+        app.UseRequestIds(); // first: every response carries X-Request-Id; the node gets the same id (forwarded header)
         app.UseExceptionHandler();
         app.UseRouting();
         app.UseAuthentication();
@@ -122,6 +123,7 @@ public static class GatewayApplication
             proxy.UseLoadBalancing();
             proxy.UsePassiveHealthChecks();
         });
+        app.MapUnknownV1Routes(); // any other /v1 route or method: OpenAI's error JSON naming it
         return app;
     }
 

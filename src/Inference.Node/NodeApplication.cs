@@ -3,6 +3,7 @@ using Serving.Inference.Node.Hosting;
 using Serving.Inference.Node.OpenAI;
 using Serving.Inference.Node.Registry;
 using Serving.Inference.Node.Status;
+using Serving.ServiceDefaults;
 
 namespace Serving.Inference.Node;
 
@@ -22,15 +23,17 @@ public static class NodeApplication
 
     /// <summary>
     /// Health, metrics, the OpenAI routes, <c>/node/status</c> and the adapter pin/prefetch routes; responses carry
-    /// <c>X-Serving-Node</c> once the node has joined a registry.
+    /// <c>X-Request-Id</c>, and <c>X-Serving-Node</c> once the node has joined a registry.
     /// </summary>
     public static WebApplication MapNode(this WebApplication app)
     {
+        app.UseRequestIds(); // first: every response carries X-Request-Id, and the node's log lines of the request its id
         app.UseNodeIdentityHeader();
         app.MapNodeDefaults();
         app.MapOpenAIApi();
         app.MapNodeStatusApi();
         app.MapAdapterAdminApi();
+        app.MapUnknownV1Routes(); // any other /v1 route or method: OpenAI's error JSON naming it
         return app;
     }
 }

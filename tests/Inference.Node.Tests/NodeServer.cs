@@ -118,10 +118,7 @@ public sealed class NodeServer : IAsyncDisposable
         services?.Invoke(builder.Services);
         builder.Services.AddInferenceNode();
         var app = builder.Build();
-        app.MapNodeDefaults();
-        app.MapOpenAIApi();
-        app.MapNodeStatusApi();
-        app.MapAdapterAdminApi();
+        app.MapNode();
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         return new NodeServer(app, new Uri(address.Replace("[::]", "127.0.0.1") + "/"));

@@ -40,7 +40,7 @@ public static class RequestSurface
     /// <summary>(the field's path, an edit that gives it a wrong value) for each field of <paramref name="type"/> and below.</summary>
     private static IEnumerable<(string Path, Action<JsonObject> Set)> Fields(Type type, string prefix, int depth)
     {
-        foreach (var p in type.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite).OrderBy(p => p.Name, StringComparer.Ordinal))
+        foreach (var p in type.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite && p.GetCustomAttribute<System.Text.Json.Serialization.JsonExtensionDataAttribute>() is null).OrderBy(p => p.Name, StringComparer.Ordinal))
         {
             string name = JsonNamingPolicy.SnakeCaseLower.ConvertName(p.Name);
             var t = Nullable.GetUnderlyingType(p.PropertyType) ?? p.PropertyType;

@@ -48,6 +48,12 @@ public static class ErrorCodes
     /// <summary>A required field is absent (gateway: <c>model</c>).</summary>
     public static readonly ErrorCode MissingParameter = new("missing_required_parameter", 400, ErrorTypes.InvalidRequest);
 
+    /// <summary>
+    /// A request field the service knows but does not implement, and that would change the output (<c>functions</c>,
+    /// <c>audio</c>, <c>modalities</c>, <c>prediction</c>, ...): refused rather than silently ignored; <c>param</c> names it (node).
+    /// </summary>
+    public static readonly ErrorCode UnsupportedParameter = new("unsupported_parameter", 400, ErrorTypes.InvalidRequest);
+
     /// <summary>A malformed <c>X-Serving-Tenant</c> header (node).</summary>
     public static readonly ErrorCode InvalidTenant = new("invalid_tenant", 400, ErrorTypes.InvalidRequest);
 
@@ -85,6 +91,9 @@ public static class ErrorCodes
     /// <summary>Unknown base model or adapter, or one the caller may not see (never 403, so nothing is confirmed).</summary>
     public static readonly ErrorCode ModelNotFound = new("model_not_found", 404, ErrorTypes.InvalidRequest);
 
+    /// <summary>A route under <c>/v1</c> the service does not implement (<c>/v1/embeddings</c>, ...): node, gateway.</summary>
+    public static readonly ErrorCode UnknownRoute = new("unknown_url", 404, ErrorTypes.InvalidRequest);
+
     /// <summary>Unpinning an adapter that is not pinned (node).</summary>
     public static readonly ErrorCode NotPinned = new("not_pinned", 404, ErrorTypes.InvalidRequest);
 
@@ -97,7 +106,10 @@ public static class ErrorCodes
     /// <summary>No such key of the tenant (gateway admin API).</summary>
     public static readonly ErrorCode KeyNotFound = new("key_not_found", 404, ErrorTypes.InvalidRequest);
 
-    // ---- 413, 422, 429, 499 ----
+    // ---- 405, 413, 422, 429, 499 ----
+
+    /// <summary>A route under <c>/v1</c> called with a method it does not take (<c>GET /v1/chat/completions</c>): node, gateway.</summary>
+    public static readonly ErrorCode MethodNotAllowed = new("method_not_allowed", 405, ErrorTypes.InvalidRequest);
 
     /// <summary>The body is larger than the service reads (gateway).</summary>
     public static readonly ErrorCode RequestTooLarge = new("request_too_large", 413, ErrorTypes.InvalidRequest);

@@ -37,8 +37,15 @@ public static class ModelsApi
 
     internal static async Task<Results<Ok<ModelEntry>, JsonHttpResult<OpenAIErrorBody>>> GetAsync(string id, HttpContext context, INodeView view, IAdapterStore store, CancellationToken cancellationToken)
     {
+        // SDKs percent-encode the '/' of an adapter id (base:tenant%2Fname); the catch-all keeps %2F encoded.
+        id = Uri.UnescapeDataString(id);
         var all = await VisibleAsync(context, view, store, cancellationToken);
-        return all.FirstOrDefault(m => m.Id == id) is { } m
+        // The caller's own adapters are listed as base:name; base:tenant/name (the canonical id the node answers with) names them too.
+        string tenant = context.User.FindFirst(TenancyPolicies.TenantClaim)!.Value;
+        var own = ModelId.TryParse(id, out var parsed) && parsed.Tenant == tenant && parsed.Adapter is not null
+            ? new ModelId(parsed.BaseModel, null, parsed.Adapter).ToString()
+            : null;
+        return all.FirstOrDefault(m => m.Id == id || m.Id == own) is { } m
             ? TypedResults.Ok(m)
             : TypedResults.Json(ErrorCodes.ModelNotFound.Body($"The model '{id}' does not exist or you do not have access to it.", "model"), statusCode: ErrorCodes.ModelNotFound.Status);
     }

@@ -56,6 +56,7 @@ public sealed class ModelHost : IDisposable
         Tokenizer = TokenizerLoader.Load(CheckpointDirectory, c.VocabSize);
         Template = ChatTemplate.FromCheckpoint(CheckpointDirectory, out var isDefault, time, string.IsNullOrWhiteSpace(o.ChatTemplate) ? null : o.ChatTemplate);
         RequestTemplates = new ChatTemplateCache(time);
+        ToolCallParser = OpenAI.Tools.ToolCallParsers.Resolve(o.ToolCallParser, Template.Source);
         Observer = new SchedulerObserver(metrics, logger);
         var extra = observers.ToList();
         Scheduler = new GenerationScheduler(_decoder, Tokenizer,
@@ -64,6 +65,9 @@ public sealed class ModelHost : IDisposable
         metrics.Observe(Scheduler);
         NodeLog.ModelLoaded(logger, ModelId, c.Architecture.ToString(), slots, _model.MaxContext, (long)_model.LoadTime.TotalMilliseconds, isDefault);
     }
+
+    /// <summary>How tool calls are read from this model's output (<see cref="NodeOptions.ToolCallParser"/>).</summary>
+    public OpenAI.Tools.ToolCallParser ToolCallParser { get; }
 
     /// <summary>The base model's id (<c>model</c> in requests).</summary>
     public string ModelId { get; }

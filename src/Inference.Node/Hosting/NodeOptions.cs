@@ -177,6 +177,13 @@ public sealed class NodeOptions
     /// <summary>Reward heads from the store kept loaded (least recently used out first); at least 1, default 32.</summary>
     public int RewardHeadCacheSize { get; set; } = 32;
 
+    /// <summary>
+    /// How tool calls are read from this model's output: <c>hermes</c> (<c>&lt;tool_call&gt;</c>, Qwen2.5/Qwen3),
+    /// <c>llama3_json</c>, <c>mistral</c> (<c>[TOOL_CALLS]</c>), or <c>auto</c> (default: the chat template's own markers
+    /// decide, Hermes when it has none).
+    /// </summary>
+    public string ToolCallParser { get; set; } = OpenAI.Tools.ToolCallParsers.Auto;
+
     /// <summary>True when adapters can be served (a store or a directory is configured).</summary>
     public bool AdaptersEnabled => !string.IsNullOrWhiteSpace(Redis) || !string.IsNullOrWhiteSpace(AdapterDirectory);
 
@@ -273,6 +280,8 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
             else if (string.IsNullOrWhiteSpace(o.Redis) && !o.RewardHeads.ContainsKey(headName))
                 errors.Add($"Node:DefaultRewardHead '{d}' must be a head in Node:RewardHeads (or set Node:Redis to serve heads from the store).");
         }
+        if (!OpenAI.Tools.ToolCallParsers.Names.Contains(o.ToolCallParser))
+            errors.Add($"Node:ToolCallParser must be one of {string.Join(", ", OpenAI.Tools.ToolCallParsers.Names)}, got '{o.ToolCallParser}'.");
         if (o.RewardHeadCacheSize < 1) errors.Add("Node:RewardHeadCacheSize must be at least 1.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

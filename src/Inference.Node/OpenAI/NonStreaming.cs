@@ -79,7 +79,23 @@ internal static class NonStreaming
             {
                 lp = new ChatLogprobsBody(c.Tokens[i].Select(t => ChatToken(r, t.Id, t.Logprob, t.Top)).ToList());
             }
-            choices[i] = new ChatChoiceBody(r.ChoiceOffset + i, new ChatMessageOut("assistant", c.Text[i].ToString()), lp, c.Finish[i]?.ToOpenAIString())
+            var text = c.Text[i].ToString();
+            var message = new ChatMessageOut("assistant", text);
+            var finish = c.Finish[i]?.ToOpenAIString();
+            if (r.Prepared.Tools is { ParsesCalls: true } tools)
+            {
+                var parse = Tools.ToolOutput.Read(tools, text, out var error);
+                if (parse.Calls.Count > 0)
+                {
+                    message = new ChatMessageOut("assistant", parse.Content) { ToolCalls = Tools.ToolOutput.Wire(parse.Calls) };
+                    finish = Tools.ToolOutput.FinishReason(c.Finish[i], calls: true);
+                }
+                else if (error is not null && r.Logger is { } logger)
+                {
+                    Telemetry.NodeLog.ToolCallUnparsed(logger, r.Id, tools.Forced ? "forced" : tools.Parser.Name, error);
+                }
+            }
+            choices[i] = new ChatChoiceBody(r.ChoiceOffset + i, message, lp, finish)
             {
                 Reward = c.Rewards[i],
                 TokenRewards = c.TokenRewards[i],

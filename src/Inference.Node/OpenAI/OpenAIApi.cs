@@ -81,6 +81,8 @@ public static class OpenAIApi
     public static async Task<IResult> GetModel(string id, HttpContext context, ModelHost host, ModelCatalog catalog, AdapterManager adapters)
     {
         var tenant = Tenant(context);
+        // SDKs percent-encode the '/' of an adapter id (base:tenant%2Fname); the catch-all keeps %2F encoded.
+        id = Uri.UnescapeDataString(id);
         if (id == host.ModelId) return TypedResults.Ok(Model(host));
         if (catalog.Resolve(id, out var adapter) != ModelResolution.Adapter) throw Refusals.ModelNotFound(id);
         foreach (var m in await adapters.ListVisibleAsync(tenant, context.RequestAborted).ConfigureAwait(false))
@@ -172,6 +174,7 @@ public static class OpenAIApi
         // away are the node's exception handler's to answer.
         var tenant = Tenant(context);
         var body = await ReadBodyAsync<TBody>(context).ConfigureAwait(false);
+        RequestFieldPolicy.Check(body, logger);
         var resolution = catalog.Resolve(body.Model, out var adapter);
         if (resolution == ModelResolution.UnknownModel) throw Refusals.ModelNotFound(body.Model!);
         var adapterRef = await ResolveAdapterAsync(body, resolution, adapter, tenant, adapters, ct).ConfigureAwait(false);
@@ -204,6 +207,7 @@ public static class OpenAIApi
             parts[i] = new ResponseContext(id, responseModel, created, host.Tokenizer, prepared[i], handles[i], typeof(TBody) == typeof(ChatCompletionRequestBody))
             {
                 ChoiceOffset = offset,
+                Logger = logger,
             };
             offset += parts[i].Choices;
         }

@@ -3,6 +3,7 @@ using Serving.Inference.Chat;
 using Serving.Inference.Decoding;
 using Serving.Inference.Rewards;
 using Serving.Inference.Node.Hosting;
+using Serving.Inference.Node.OpenAI.Tools;
 using Serving.Inference.Sampling;
 using Serving.Inference.Scheduling;
 
@@ -22,6 +23,9 @@ internal sealed record PreparedRequest(GenerationRequest Generation, bool Stream
 
     /// <summary>Streams: every chunk carries the usage so far (<c>stream_options.continuous_usage_stats</c> with <c>include_usage</c>).</summary>
     public bool ContinuousUsage { get; init; }
+
+    /// <summary>The request's tools (null without): the output is read for calls unless <c>tool_choice</c> is none.</summary>
+    public ToolRequest? Tools { get; init; }
 }
 
 /// <summary>One prompt of a completions request: its tokens, and its text when it was sent as text.</summary>
@@ -111,35 +115,133 @@ internal static class OpenAIRequestMapper
     }
 
     /// <summary>
-    /// <c>messages</c> checked (a non-empty list, each with a role and text content) and converted; a refusal naming the
-    /// offending field otherwise.
+    /// <c>messages</c> checked (a non-empty list, each with a role and text content; an assistant's <c>tool_calls</c>
+    /// well formed; a <c>tool</c> message answering a call made before it) and converted; a refusal naming the offending
+    /// field otherwise. A template that reads <c>tool_calls</c> gets the calls as message fields; any other gets them as
+    /// text in <paramref name="parser"/>'s format (and a <c>tool</c> message as a <c>&lt;tool_response&gt;</c> user turn
+    /// when it knows no tool role).
     /// </summary>
-    internal static List<ChatMessage> Messages(List<ChatMessageBody>? bodies)
+    internal static List<ChatMessage> Messages(List<ChatMessageBody>? bodies, ChatTemplate? template = null, ToolCallParser? parser = null)
     {
         if (bodies is null || bodies.Count == 0) throw Refusals.Invalid("messages", "messages must be a non-empty list.");
         var messages = new List<ChatMessage>(bodies.Count);
+        var callIds = new HashSet<string>(StringComparer.Ordinal);
+        var structured = template is not null && TemplateRenders(template, "tool_calls");
+        var toolRole = template is null || structured || TemplateKnowsToolRole(template);
         for (var i = 0; i < bodies.Count; i++)
         {
             var m = bodies[i];
             if (m is null) throw Refusals.Invalid($"messages[{i}]", "Each message must be an object with a role and content.");
             if (string.IsNullOrEmpty(m.Role)) throw Refusals.Invalid($"messages[{i}].role", "Each message needs a role.");
             var parts = TextParts(m.Content, i);
-            messages.Add(new ChatMessage(m.Role, parts is null ? MessageText(m.Content, i) : string.Join('\n', parts)) { ContentParts = parts, Name = m.Name });
+            var text = parts is null ? MessageText(m.Content, i) : string.Join('\n', parts);
+            IReadOnlyList<ChatToolCall>? toolCalls = null;
+            if (m.ToolCalls.ValueKind is not (JsonValueKind.Undefined or JsonValueKind.Null))
+            {
+                if (m.Role != "assistant") throw Refusals.Invalid($"messages[{i}].tool_calls", "Only assistant messages carry tool_calls.");
+                var calls = AssistantCalls(m.ToolCalls, i);
+                foreach (var c in calls) callIds.Add(c.Id);
+                if (structured)
+                {
+                    toolCalls = [.. calls.Select(c => new ChatToolCall(c.Id, c.Name, c.Arguments))];
+                }
+                else
+                {
+                    // The template does not render tool_calls: the calls reach it as text in the model's own format.
+                    var callText = ToolRequest.CallsAsText(parser ?? new HermesToolCallParser(), calls);
+                    text = text.Length == 0 ? callText : text + "\n" + callText;
+                    parts = null;
+                }
+            }
+            if (m.Role == "tool")
+            {
+                if (string.IsNullOrEmpty(m.ToolCallId)) throw Refusals.Invalid($"messages[{i}].tool_call_id", "A tool message needs the tool_call_id of the call it answers.");
+                if (!callIds.Contains(m.ToolCallId))
+                {
+                    throw Refusals.Invalid($"messages[{i}].tool_call_id",
+                        $"tool_call_id '{m.ToolCallId}' answers no call: a tool message must follow an assistant message whose tool_calls hold that id.");
+                }
+                if (!toolRole)
+                {
+                    messages.Add(new ChatMessage("user", "<tool_response>\n" + text + "\n</tool_response>"));
+                    continue;
+                }
+            }
+            // An assistant turn that only made calls has no content (null, as the client sent it).
+            var content = toolCalls is not null && m.Content.ValueKind is JsonValueKind.Undefined or JsonValueKind.Null ? null : text;
+            messages.Add(new ChatMessage(m.Role, content) { ContentParts = parts, Name = m.Name, ToolCalls = toolCalls, ToolCallId = m.Role == "tool" ? m.ToolCallId : null });
         }
         return messages;
     }
 
+    /// <summary>True when the template reads the variable or message field <paramref name="name"/> (<c>tools</c>, <c>tool_calls</c>).</summary>
+    private static bool TemplateRenders(ChatTemplate template, string name) => template.Source.Contains(name, StringComparison.Ordinal);
+
+    /// <summary>True when the template writes messages of role <c>tool</c> (else they would vanish from the prompt).</summary>
+    private static bool TemplateKnowsToolRole(ChatTemplate template) =>
+        template.Source.Contains("'tool'", StringComparison.Ordinal) || template.Source.Contains("\"tool\"", StringComparison.Ordinal)
+        || template.Source == ChatTemplate.DefaultTemplate;
+
+    private static List<(string Id, string Name, string Arguments)> AssistantCalls(JsonElement toolCalls, int index)
+    {
+        var at = $"messages[{index}].tool_calls";
+        if (toolCalls.ValueKind != JsonValueKind.Array) throw Refusals.Invalid(at, "tool_calls must be a list of {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}.");
+        var calls = new List<(string, string, string)>();
+        var j = 0;
+        foreach (var call in toolCalls.EnumerateArray())
+        {
+            var c = $"{at}[{j++}]";
+            if (call.ValueKind != JsonValueKind.Object) throw Refusals.Invalid(c, "Each tool call must be an object.");
+            if (!call.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.String || id.GetString() is not { Length: > 0 } callId)
+            {
+                throw Refusals.Invalid($"{c}.id", "Each tool call needs its id (a string).");
+            }
+            if (call.TryGetProperty("type", out var type) && !(type.ValueKind == JsonValueKind.String && type.GetString() == "function"))
+            {
+                throw Refusals.Invalid($"{c}.type", "Only tool calls of type \"function\" are supported.");
+            }
+            if (!call.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object
+                || !f.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String || name.GetString() is not { Length: > 0 } fn)
+            {
+                throw Refusals.Invalid($"{c}.function.name", "Each tool call needs function.name.");
+            }
+            var args = "{}";
+            if (f.TryGetProperty("arguments", out var a) && a.ValueKind != JsonValueKind.Null)
+            {
+                if (a.ValueKind != JsonValueKind.String) throw Refusals.Invalid($"{c}.function.arguments", "function.arguments must be a string holding JSON.");
+                args = a.GetString()!;
+            }
+            calls.Add((callId, fn, args));
+        }
+        return calls;
+    }
+
+    /// <summary>
+    /// The tools shown to the model: as a system instruction (the Hermes convention Qwen2.5's template writes) joined to
+    /// the first system message, or as a system message of its own.
+    /// </summary>
+    private static void AddToolInstruction(List<ChatMessage> messages, ToolRequest tools)
+    {
+        var instruction = tools.Instruction();
+        if (messages.Count > 0 && messages[0].Role == "system") messages[0] = messages[0] with { Content = messages[0].Content + "\n\n" + instruction };
+        else messages.Insert(0, new ChatMessage("system", instruction));
+    }
+
     public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
     {
-        var messages = Messages(body.Messages);
+        var tools = ToolRequest.Read(body.Tools, body.ToolChoice, body.ParallelToolCalls, host.ToolCallParser);
+        var template = RequestTemplate(host, body.ChatTemplate);
+        var messages = Messages(body.Messages, template ?? host.Template, host.ToolCallParser);
         var continueFinal = body.ContinueFinalMessage == true;
         if (continueFinal && body.AddGenerationPrompt == true)
         {
             throw Refusals.Invalid("continue_final_message", "continue_final_message continues the last message; it cannot be combined with add_generation_prompt: true.");
         }
         var addGenerationPrompt = body.AddGenerationPrompt ?? !continueFinal;
-        var template = RequestTemplate(host, body.ChatTemplate);
-        var options = new ChatRenderOptions { AddGenerationPrompt = addGenerationPrompt, ContinueFinalMessage = continueFinal, Kwargs = body.ChatTemplateKwargs };
+        // A template that renders tools gets them as the variable `tools`; any other sees them as a system instruction.
+        var toolsVariable = tools is not null && TemplateRenders(template ?? host.Template, "tools") ? tools.ToolObjects() : null;
+        if (tools is not null && toolsVariable is null) AddToolInstruction(messages, tools);
+        var options = new ChatRenderOptions { AddGenerationPrompt = addGenerationPrompt, ContinueFinalMessage = continueFinal, Kwargs = body.ChatTemplateKwargs, Tools = toolsVariable };
         var prompt = Render(host, messages, options, template);
         if (body.TopLogprobs is not null && body.Logprobs != true)
         {
@@ -158,10 +260,18 @@ internal static class OpenAIRequestMapper
                 return Render(host, rewritten, options, template);
             },
             text => RenderUser(host, MutationInstruction + text));
-        return new PreparedRequest(Generation(body, prompt, sampling, logprobs, id, deadline, head, decoding),
+        var generation = Generation(body, prompt, sampling, logprobs, id, deadline, head, decoding);
+        if (tools is { ParsesCalls: true, Forced: false, Parser.NeedsSpecialTokens: true } && body.SkipSpecialTokens is null)
+        {
+            // The format's marker is a special token ([TOOL_CALLS], <|python_tag|>): keep it in the text the parser reads.
+            generation = generation with { SkipSpecialTokens = false };
+        }
+        if (tools is { Forced: true }) generation = ToolConstraint.Apply(generation, tools);
+        return new PreparedRequest(generation,
             body.Stream == true, body.StreamOptions?.IncludeUsage == true, logprobs ? LogprobsStyle.Chat : LogprobsStyle.None, param)
         {
             TokenIdsAsText = body.ReturnTokensAsTokenIds == true,
+            Tools = tools,
         };
     }
 

@@ -4,7 +4,8 @@ using System.Text.Json.Serialization;
 namespace Serving.Inference.Node.OpenAI;
 
 // Request bodies. Numbers stay nullable so a missing field takes the OpenAI default; fields with several JSON shapes
-// (prompt, stop, content) are JsonElement and checked by OpenAIRequestMapper. Unknown fields are ignored.
+// (prompt, stop, content) are JsonElement and checked by OpenAIRequestMapper. Unknown fields land in UnknownFields and
+// are judged by RequestFieldPolicy.
 
 /// <summary>Fields shared by completions and chat completions (OpenAI names, plus vLLM's top_k, min_p, repetition_penalty, ignore_eos).</summary>
 public abstract class GenerationRequestBody
@@ -57,6 +58,10 @@ public abstract class GenerationRequestBody
 
     /// <summary>Extension: FFN early exit (<c>confident</c>) or self-speculative decoding (<c>speculative</c>).</summary>
     public EarlyExitBody? EarlyExit { get; set; }
+
+    /// <summary>Fields without a member here, judged by <see cref="RequestFieldPolicy"/> (refused, or accepted and logged).</summary>
+    [JsonExtensionData]
+    public Dictionary<string, JsonElement>? UnknownFields { get; set; }
 }
 
 /// <summary><c>early_exit</c>: <c>{"mode": "confident" | "speculative" | "off", "criterion", "threshold", "draft_layers", "draft_tokens"}</c>.</summary>
@@ -122,6 +127,15 @@ public sealed class ChatCompletionRequestBody : GenerationRequestBody
     public int? TopLogprobs { get; set; }
     public bool? AddGenerationPrompt { get; set; }
 
+    /// <summary>The functions the model may call: <c>[{"type": "function", "function": {"name", "description", "parameters"}}]</c>.</summary>
+    public JsonElement Tools { get; set; }
+
+    /// <summary><c>"none"</c>, <c>"auto"</c>, <c>"required"</c> or <c>{"type": "function", "function": {"name": ...}}</c>.</summary>
+    public JsonElement ToolChoice { get; set; }
+
+    /// <summary>Whether a forced call may be several calls (default true).</summary>
+    public bool? ParallelToolCalls { get; set; }
+
     /// <summary>vLLM's <c>continue_final_message</c>: the prompt ends inside the last message, which the model continues.</summary>
     public bool? ContinueFinalMessage { get; set; }
 
@@ -138,6 +152,12 @@ public sealed class ChatMessageBody
     public string? Role { get; set; }
     public JsonElement Content { get; set; }
     public string? Name { get; set; }
+
+    /// <summary>An assistant message's calls: <c>[{"id", "type": "function", "function": {"name", "arguments"}}]</c>.</summary>
+    public JsonElement ToolCalls { get; set; }
+
+    /// <summary>A <c>tool</c> message: the call it answers.</summary>
+    public string? ToolCallId { get; set; }
 }
 
 // Response bodies (serialised with snake_case names).
@@ -207,8 +227,19 @@ public sealed record ChatChoiceBody(int Index, ChatMessageOut Message, ChatLogpr
     public IReadOnlyList<float>? TokenRewards { get; init; }
 }
 
-/// <summary>The assistant's message.</summary>
-public sealed record ChatMessageOut(string Role, string Content);
+/// <summary>The assistant's message: its text (null when it only made calls) and its calls.</summary>
+public sealed record ChatMessageOut(string Role, string? Content)
+{
+    /// <summary>The calls the model made (absent when none).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<ToolCallOut>? ToolCalls { get; init; }
+}
+
+/// <summary>One call in a response: <c>{"id": "call_…", "type": "function", "function": {"name", "arguments"}}</c>.</summary>
+public sealed record ToolCallOut(string Id, string Type, FunctionCallOut Function);
+
+/// <summary>A call's function: its name and its arguments as a JSON string.</summary>
+public sealed record FunctionCallOut(string Name, string Arguments);
 
 /// <summary>Chat logprobs.</summary>
 public sealed record ChatLogprobsBody(IReadOnlyList<ChatTokenLogprob> Content);

@@ -15,6 +15,9 @@ internal sealed record ResponseContext(string Id, string Model, long Created, IT
         DraftAcceptance = Handle.DraftAcceptance,
     };
 
+    /// <summary>Where a tool call that did not parse is logged (null: not logged).</summary>
+    public ILogger? Logger { get; init; }
+
     /// <summary>Index of this context's first choice in the response (several prompts: each prompt's choices follow the previous one's).</summary>
     public int ChoiceOffset { get; init; }
 

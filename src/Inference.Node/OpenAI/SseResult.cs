@@ -24,6 +24,7 @@ internal sealed class SseResult : IResult
     private readonly IReadOnlyList<ResponseContext> _parts;
     private readonly ResponseContext _first; // the first prompt's: id, model, flags and tokenizer are the same for every prompt
     private readonly ILogger _logger;
+    private readonly Tools.ToolCallStream?[]? _tools; // per choice, when the output is read for tool calls (chat, one prompt)
 
     public SseResult(ResponseContext response, ILogger logger) : this([response], logger)
     {
@@ -34,6 +35,11 @@ internal sealed class SseResult : IResult
         _parts = parts;
         _first = parts[0];
         _logger = logger;
+        if (_first.IsChat && _first.Prepared.Tools is { ParsesCalls: true } tools)
+        {
+            _tools = new Tools.ToolCallStream?[_first.Choices];
+            for (var i = 0; i < _tools.Length; i++) _tools[i] = new Tools.ToolCallStream(tools);
+        }
     }
 
     public async Task ExecuteAsync(HttpContext httpContext)
@@ -92,6 +98,14 @@ internal sealed class SseResult : IResult
             {
                 switch (e.Kind)
                 {
+                    case GenerationEventKind.Token when ToolStream(e.Choice) is { } tool:
+                        // Content that cannot start a call goes out; the rest waits (an empty delta keeps usage and keep-alive flowing).
+                        var content = tool.Append(e.Text);
+                        WriteChunk(pipe, json, e.Choice, null, roleDelta: false, e, null, offsets, content, withheld: content.Length == 0);
+                        break;
+                    case GenerationEventKind.Finished when ToolStream(e.Choice) is { } tool:
+                        WriteToolCallsEnd(pipe, json, tool, e, offsets);
+                        break;
                     case GenerationEventKind.Token:
                         WriteChunk(pipe, json, e.Choice, null, roleDelta: false, e, null, offsets);
                         break;
@@ -156,9 +170,69 @@ internal sealed class SseResult : IResult
         await foreach (var e in handle.Events.ReadAllAsync(CancellationToken.None).ConfigureAwait(false)) merged.TryWrite((part, e));
     }
 
-    /// <summary>One <c>data:</c> line. <paramref name="choice"/> -1 writes the usage chunk (no choices).</summary>
+    /// <summary>
+    /// A choice that was read for tool calls ends: the withheld text that is content after all, then one
+    /// <c>tool_calls</c> delta per call (id, type, name and the whole arguments, as OpenAI's first and later deltas
+    /// together), then the finish chunk (<c>tool_calls</c> when it made calls).
+    /// </summary>
+    private void WriteToolCallsEnd(PipeWriter pipe, Utf8JsonWriter json, Tools.ToolCallStream tool, in GenerationEvent finished, int[] offsets)
+    {
+        var (calls, content, error) = tool.Finish();
+        if (content.Length > 0) WriteChunk(pipe, json, finished.Choice, null, roleDelta: false, finished, null, offsets, content);
+        if (error is not null && _first.Prepared.Tools is { } tools) NodeLog.ToolCallUnparsed(_logger, _first.Id, tools.Forced ? "forced" : tools.Parser.Name, error);
+        var wire = Tools.ToolOutput.Wire(calls);
+        for (var i = 0; i < wire.Count; i++)
+        {
+            pipe.Write("data: "u8);
+            json.Reset(pipe);
+            WriteChunkStart(json);
+            json.WriteStartObject();
+            json.WriteNumber("index"u8, finished.Choice);
+            json.WriteStartObject("delta"u8);
+            json.WriteStartArray("tool_calls"u8);
+            json.WriteStartObject();
+            json.WriteNumber("index"u8, i);
+            json.WriteString("id"u8, wire[i].Id);
+            json.WriteString("type"u8, "function"u8);
+            json.WriteStartObject("function"u8);
+            json.WriteString("name"u8, wire[i].Function.Name);
+            json.WriteString("arguments"u8, wire[i].Function.Arguments);
+            json.WriteEndObject();
+            json.WriteEndObject();
+            json.WriteEndArray();
+            json.WriteEndObject();
+            json.WriteNull("logprobs"u8);
+            json.WriteNull("finish_reason"u8);
+            json.WriteEndObject();
+            json.WriteEndArray();
+            if (_first.Prepared.IncludeUsage && !_first.Prepared.ContinuousUsage) json.WriteNull("usage"u8);
+            json.WriteEndObject();
+            json.Flush();
+            pipe.Write("\n\n"u8);
+        }
+        WriteChunk(pipe, json, finished.Choice, finished.FinishReason, roleDelta: false, finished, null, offsets,
+            finishOverride: Tools.ToolOutput.FinishReason(finished.FinishReason, calls.Count > 0));
+    }
+
+    private Tools.ToolCallStream? ToolStream(int choice) => _tools is null ? null : _tools[choice];
+
+    private void WriteChunkStart(Utf8JsonWriter json)
+    {
+        json.WriteStartObject();
+        json.WriteString("id"u8, _first.Id);
+        json.WriteString("object"u8, _first.IsChat ? "chat.completion.chunk"u8 : "text_completion"u8);
+        json.WriteNumber("created"u8, _first.Created);
+        json.WriteString("model"u8, _first.Model);
+        json.WriteStartArray("choices"u8);
+    }
+
+    /// <summary>
+    /// One <c>data:</c> line. <paramref name="choice"/> -1 writes the usage chunk (no choices). <paramref name="content"/>
+    /// replaces the token's text; <paramref name="withheld"/> writes an empty delta (text held back by the tool parser);
+    /// <paramref name="finishOverride"/> replaces the finish reason's name.
+    /// </summary>
     private void WriteChunk(PipeWriter pipe, Utf8JsonWriter json, int choice, FinishReason? finish, bool roleDelta, in GenerationEvent token,
-        UsageBody? usage, int[] offsets)
+        UsageBody? usage, int[] offsets, string? content = null, bool withheld = false, string? finishOverride = null)
     {
         pipe.Write("data: "u8);
         json.Reset(pipe);
@@ -172,11 +246,14 @@ internal sealed class SseResult : IResult
         {
             json.WriteStartObject();
             json.WriteNumber("index"u8, choice);
-            var text = token.Text ?? string.Empty;
+            var text = content ?? token.Text ?? string.Empty;
             if (_first.IsChat)
             {
                 json.WriteStartObject("delta"u8);
-                if (roleDelta)
+                if (withheld)
+                {
+                }
+                else if (roleDelta)
                 {
                     json.WriteString("role"u8, "assistant"u8);
                     json.WriteString("content"u8, ""u8);
@@ -191,7 +268,7 @@ internal sealed class SseResult : IResult
             {
                 json.WriteString("text"u8, text);
             }
-            if (finish is null && token.Kind == GenerationEventKind.Token && token.TokenId >= 0 && _first.Prepared.Logprobs != LogprobsStyle.None)
+            if (!withheld && finish is null && token.Kind == GenerationEventKind.Token && token.TokenId >= 0 && _first.Prepared.Logprobs != LogprobsStyle.None)
             {
                 WriteLogprobs(json, token, offsets[choice]);
             }
@@ -199,7 +276,8 @@ internal sealed class SseResult : IResult
             {
                 json.WriteNull("logprobs"u8);
             }
-            if (finish is FinishReason f) json.WriteString("finish_reason"u8, f.ToOpenAIString());
+            if (finishOverride is not null) json.WriteString("finish_reason"u8, finishOverride);
+            else if (finish is FinishReason f) json.WriteString("finish_reason"u8, f.ToOpenAIString());
             else json.WriteNull("finish_reason"u8);
             if (token.Reward is float reward) json.WriteNumber("reward"u8, reward);
             json.WriteEndObject();

@@ -78,6 +78,14 @@ internal static class EventIds
     /// <summary>A replaced Otter head is kept (its sessions) until the node stops.</summary>
     public const int RewardHeadRetired = 1204;
 
+    // OpenAI request surface (fields, tool calls): 1300–1319.
+
+    /// <summary>A request field that changes nothing here (user, store, metadata, ...) was accepted; logged once per field.</summary>
+    public const int IgnoredField = 1300;
+
+    /// <summary>The model's output looked like a tool call but did not parse as one; it is returned as text.</summary>
+    public const int ToolCallUnparsed = 1301;
+
     // Registry: 1100–1199.
 
     /// <summary>The node joins the registry.</summary>

@@ -69,4 +69,10 @@ internal static partial class NodeLog
 
     [LoggerMessage(EventId = EventIds.RewardHeadRetired, Level = LogLevel.Information, Message = "Reward head {Key} replaced or evicted; its Otter sessions are kept until the node stops ({Retired} retired)")]
     public static partial void RewardHeadRetired(ILogger logger, string key, int retired);
+
+    [LoggerMessage(EventId = EventIds.IgnoredField, Level = LogLevel.Debug, Message = "Request field {Field} accepted and ignored: {Why} (logged once per field)")]
+    public static partial void IgnoredField(ILogger logger, string field, string why);
+
+    [LoggerMessage(EventId = EventIds.ToolCallUnparsed, Level = LogLevel.Information, Message = "Request {RequestId}: output in the {Parser} tool-call format did not parse as a call ({Reason}); returned as text")]
+    public static partial void ToolCallUnparsed(ILogger logger, string requestId, string parser, string reason);
 }

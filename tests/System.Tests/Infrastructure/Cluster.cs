@@ -13,6 +13,9 @@ public sealed class Cluster : IDisposable
 {
     public const string TenantKey = "sk-system-tests-tenant";
     public const string AdminKey = "sk-system-tests-admin";
+
+    /// <summary>Keys of tenants allowed one request per minute (the conformance suites' 429), one per suite.</summary>
+    public static readonly string[] LimitedKeys = ["sk-system-tests-limited-node", "sk-system-tests-limited-dotnet"];
     public const string Tenant = "tenant-s";
     public const string Model = "demo";
 
@@ -54,6 +57,9 @@ public sealed class Cluster : IDisposable
             "--Gateway:Routing:HealthInterval", "00:00:01",
             "--Gateway:Tenancy:StaticKeys:0:Key", TenantKey, "--Gateway:Tenancy:StaticKeys:0:Tenant", Tenant,
             "--Gateway:Tenancy:StaticKeys:1:Key", AdminKey, "--Gateway:Tenancy:StaticKeys:1:Role", "admin",
+            "--Gateway:Tenancy:StaticKeys:2:Key", LimitedKeys[0], "--Gateway:Tenancy:StaticKeys:2:Tenant", "limited-node",
+            "--Gateway:Tenancy:StaticKeys:3:Key", LimitedKeys[1], "--Gateway:Tenancy:StaticKeys:3:Tenant", "limited-dotnet",
+            "--Gateway:RateLimits:Tenants:limited-node:RequestsPerMinute", "1", "--Gateway:RateLimits:Tenants:limited-dotnet:RequestsPerMinute", "1",
             "--Gateway:RateLimits:RequestsPerMinute", "100000", "--Gateway:RateLimits:TokensPerMinute", "100000000",
             "--Gateway:Resilience:StreamIdleTimeout", "00:00:05",
             "--Logging:LogLevel:Default", "Warning"));
@@ -85,7 +91,9 @@ public sealed class Cluster : IDisposable
                 "--Node:HeartbeatTtl", "00:00:02",
                 "--Logging:LogLevel:Default", "Warning",
                 // One line per request a node receives (before any endpoint code): the tests count them.
-                "--Logging:LogLevel:Microsoft.AspNetCore.Hosting.Diagnostics", "Information"));
+                "--Logging:LogLevel:Microsoft.AspNetCore.Hosting.Diagnostics", "Information",
+                // Refused requests, with their X-Request-Id (the conformance tests find the client's id in the node's log).
+                "--Logging:LogLevel:Serving.Inference.Node.Hosting.NodeExceptionHandler", "Information"));
         }
     }
 
