@@ -21,6 +21,7 @@ public sealed class OptionsValidationTests
     {
         ["Serving.Inference.Scheduling.SchedulerOptions"] = "built by the node's ModelHost from NodeOptions",
         ["Serving.Inference.Runtime.RuntimeOptions"] = "built by the node's ModelHost from NodeOptions",
+        ["Serving.Inference.Chat.ChatRenderOptions"] = "per chat request, from its fields (add_generation_prompt, continue_final_message, chat_template_kwargs, tools)",
         ["Serving.AdapterStore.Compression.CodecOptions"] = "per upload, from the request's form fields (400 when invalid)",
         ["Serving.AdapterStore.Compression.ComPeftOptions"] = "per upload, from the request's form fields (400 when invalid)",
         ["Serving.AdapterStore.Compression.QuantOptions"] = "per upload, from the request's form fields (400 when invalid)",
