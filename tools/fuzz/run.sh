@@ -44,7 +44,8 @@ for t in "${targets[@]}"; do
   if [ "${FUZZ_MINIMISE:-0}" = 1 ]; then
     mkdir -p "$repo/tools/fuzz/corpus/$t"
     rm -rf "$work/cmin-$t"
-    nice -n 19 afl-cmin -i "$work/out/$t/default/queue" -o "$work/cmin-$t" -t 5000 -m none -- "${fuzz[@]}" "$t" >"$work/cmin-$t.log" 2>&1 \
+    # afl-cmin refuses to run with its working directory under /tmp.
+    (cd "$repo" && nice -n 19 afl-cmin -i "$work/out/$t/default/queue" -o "$work/cmin-$t" -t 5000 -m none -- "${fuzz[@]}" "$t" >"$work/cmin-$t.log" 2>&1) \
       && cp "$work/cmin-$t"/* "$repo/tools/fuzz/corpus/$t"/ || echo "afl-cmin failed on $t (see $work/cmin-$t.log); corpus left as it was"
   fi
 done

@@ -97,9 +97,14 @@ public static class ErrorCodes
     /// <summary>No such key of the tenant (gateway admin API).</summary>
     public static readonly ErrorCode KeyNotFound = new("key_not_found", 404, ErrorTypes.InvalidRequest);
 
+    // ---- 408 ----
+
+    /// <summary>The client sent its body more slowly than Kestrel's minimum data rate (<c>MinRequestBodyDataRate</c>).</summary>
+    public static readonly ErrorCode RequestTimeout = new("request_timeout", 408, ErrorTypes.InvalidRequest);
+
     // ---- 413, 422, 429, 499 ----
 
-    /// <summary>The body is larger than the service reads (gateway).</summary>
+    /// <summary>The body is larger than the service reads (gateway: its routing limit; node and gateway: Kestrel's MaxRequestBodySize).</summary>
     public static readonly ErrorCode RequestTooLarge = new("request_too_large", 413, ErrorTypes.InvalidRequest);
 
     /// <summary>
@@ -161,7 +166,7 @@ public static class ErrorCodes
         InvalidParameter, InvalidJson, MissingParameter, InvalidTenant, ModelAmbiguous, AdapterIncompatible, TenantInvalid, TokenBudgetExceeded,
         MissingApiKey, InvalidApiKey, Forbidden,
         ModelNotFound, NotPinned, RewardHeadNotFound, TenantNotFound, KeyNotFound,
-        RequestTooLarge, FeatureUnavailable, RewardHeadIncompatible, RequestRateLimited, TokenRateLimited, ClientClosed,
+        RequestTimeout, RequestTooLarge, FeatureUnavailable, RewardHeadIncompatible, RequestRateLimited, TokenRateLimited, ClientClosed,
         StoreCorrupt, UpstreamError, UpstreamDisconnected, StoreUnavailable, AdapterUnavailable, RewardHeadUnavailable, NoNodeAvailable, Draining, UpstreamTimeout,
     ];
 }
