@@ -3,7 +3,7 @@
 #
 #   tools/fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 300 s, every target)
 #
-# Builds tools/fuzz, copies the output to $FUZZ_WORK (default /tmp/serving-fuzz), instruments the project's own
+# Builds tools/fuzz, copies the output to $FUZZ_WORK (default ~/.cache/serving-fuzz), instruments the project's own
 # assemblies there with SharpFuzz.CommandLine 2.3.0 (installed into $FUZZ_WORK/tool), writes the seeds from real files
 # (serving-fuzz --seeds), runs afl-fuzz on each target in turn, then prints one line per target: executions, paths found,
 # crashes and hangs (from afl-fuzz's fuzzer_stats). Crashing and hanging inputs stay under $FUZZ_WORK/out/<target>/default/.
@@ -12,7 +12,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-work="${FUZZ_WORK:-/tmp/serving-fuzz}"
+work="${FUZZ_WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/serving-fuzz}" # not under /tmp: afl-cmin refuses to work there
 seconds="${1:-300}"
 shift || true
 export SERVING_REPO="$repo"
@@ -31,7 +31,8 @@ for dll in Serving.Contracts Serving.Checkpoints Serving.AdapterStore Serving.In
   "$work/tool/sharpfuzz" "$work/bin/$dll.dll" >/dev/null
 done
 
-fuzz=(dotnet "$work/bin/Serving.Fuzz.dll")
+# afl-cmin wants the interpreter by its path.
+fuzz=("$(readlink -f "$(command -v dotnet)")" "$work/bin/Serving.Fuzz.dll")
 
 export AFL_SKIP_BIN_CHECK=1 AFL_SKIP_CPUFREQ=1 AFL_NO_AFFINITY=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1
 for t in "${targets[@]}"; do
@@ -44,9 +45,12 @@ for t in "${targets[@]}"; do
   if [ "${FUZZ_MINIMISE:-0}" = 1 ]; then
     mkdir -p "$repo/tools/fuzz/corpus/$t"
     rm -rf "$work/cmin-$t"
-    # afl-cmin refuses to run with its working directory under /tmp.
-    (cd "$repo" && nice -n 19 afl-cmin -i "$work/out/$t/default/queue" -o "$work/cmin-$t" -t 5000 -m none -- "${fuzz[@]}" "$t" >"$work/cmin-$t.log" 2>&1) \
-      && cp "$work/cmin-$t"/* "$repo/tools/fuzz/corpus/$t"/ || echo "afl-cmin failed on $t (see $work/cmin-$t.log); corpus left as it was"
+    nice -n 19 afl-cmin -i "$work/out/$t/default/queue" -o "$work/cmin-$t" -t 5000 -m none -- "${fuzz[@]}" "$t" >"$work/cmin-$t.log" 2>&1 \
+      || { echo "afl-cmin failed on $t (see $work/cmin-$t.log); corpus left as it was"; continue; }
+    # afl-fuzz's names (id:000012,src:...) hold colons: numbered names keep the corpus portable.
+    rm -f "$repo/tools/fuzz/corpus/$t"/cmin-*
+    i=0
+    for f in "$work/cmin-$t"/*; do cp "$f" "$repo/tools/fuzz/corpus/$t/cmin-$(printf %03d "$i")"; i=$((i + 1)); done
   fi
 done
 
