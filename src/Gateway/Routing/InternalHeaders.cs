@@ -1,18 +1,22 @@
 using Microsoft.Extensions.Options;
+using Serving.Contracts.Security;
 using Yarp.ReverseProxy.Transforms;
 using Yarp.ReverseProxy.Transforms.Builder;
 
 namespace Serving.Gateway.Routing;
 
 /// <summary>
-/// Keeps the nodes' internal response headers (<c>X-Serving-*</c>) from clients unless
-/// <see cref="RoutingOptions.ExposeInternalHeaders"/> is on. The request side is <c>OpenAiRequestMiddleware</c>'s: it drops
-/// the <c>X-Serving-*</c> headers a client sends before adding the tenant and the gateway's credential.
+/// Keeps the headers only the gateway and the nodes speak from clients' responses unless
+/// <see cref="RoutingOptions.ExposeInternalHeaders"/> is on: <c>X-Serving-Node</c> (which node served: the cluster's
+/// layout) and, should a node ever echo them, the tenant and credential headers. The headers that describe the
+/// caller's own request (<c>X-Serving-Adapter</c>, <c>X-Serving-Reward-Head</c>: the adapter and head versions it ran
+/// with) pass. The request side is <c>OpenAiRequestMiddleware</c>'s: it drops every <c>X-Serving-*</c> header a client
+/// sends before adding the tenant and the credential.
 /// </summary>
 internal static class InternalHeaders
 {
-    /// <summary>The prefix of every header only the gateway and the nodes speak.</summary>
-    public const string Prefix = "X-Serving-";
+    /// <summary>The response headers hidden by default.</summary>
+    public static readonly string[] Names = ["X-Serving-Node", "X-Serving-Tenant", GatewayCredential.Header];
 
     /// <summary>Adds the response transform to every route.</summary>
     public static void Hide(TransformBuilderContext context)
@@ -22,15 +26,7 @@ internal static class InternalHeaders
         {
             if (options.CurrentValue.ExposeInternalHeaders) return ValueTask.CompletedTask;
             var headers = transform.HttpContext.Response.Headers;
-            List<string>? hidden = null;
-            foreach (var name in headers.Keys)
-            {
-                if (name.StartsWith(Prefix, StringComparison.OrdinalIgnoreCase)) (hidden ??= []).Add(name);
-            }
-            if (hidden is not null)
-            {
-                foreach (var name in hidden) headers.Remove(name);
-            }
+            foreach (var name in Names) headers.Remove(name);
             return ValueTask.CompletedTask;
         });
     }

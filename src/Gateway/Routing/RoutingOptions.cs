@@ -47,8 +47,8 @@ public sealed class RoutingOptions
     public long MaxRequestBodyBytes { get; set; } = 4L << 20;
 
     /// <summary>
-    /// Whether the nodes' internal response headers (<c>X-Serving-*</c>: <c>X-Serving-Node</c>, which names the node that
-    /// served the request) reach clients. Off by default, so clients learn nothing of the cluster's layout; on for
+    /// Whether the nodes' internal response headers (<c>X-Serving-Node</c>, which names the node that served the request)
+    /// reach clients (<c>X-Serving-Adapter</c> and <c>X-Serving-Reward-Head</c> always do). Off by default, so clients learn nothing of the cluster's layout; on for
     /// debugging and for the system tests, which tell requests' nodes by it.
     /// </summary>
     public bool ExposeInternalHeaders { get; set; }
