@@ -79,7 +79,7 @@ public static class GatewayApplication
         services.TryAddSingleton<IProxyConfigProvider, RegistryProxyConfigProvider>();
         services.TryAddSingleton<IForwarderHttpClientFactory, GuardedForwarderHttpClientFactory>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingPolicy, AdapterAffinityPolicy>());
-        services.AddReverseProxy();
+        services.AddReverseProxy().AddTransforms(InternalHeaders.Hide);
 
         // Surface.
         services.AddHealthChecks().AddCheck<NodesHealthCheck>(NodesHealthCheck.Name, tags: [HealthEndpoints.ReadyTag]);

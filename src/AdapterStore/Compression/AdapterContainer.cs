@@ -133,6 +133,13 @@ public static class AdapterContainer
         if (header is null || header.Manifest is null || header.Tensors is null) throw new ContainerFormatException("Container header is incomplete.");
         if (header.Codec is not (AdapterCodec.ComPeft or AdapterCodec.Lossless or AdapterCodec.Quant)) throw new ContainerFormatException($"Unknown codec {header.Codec}.");
         if ((byte)header.Codec != data[6]) throw new ContainerFormatException($"Header codec {header.Codec} disagrees with the prefix byte {data[6]}.");
+        foreach (var t in header.Tensors)
+        {
+            // The codecs read names as given (a lossy codec sorts tensors into A and B by them): check them here, once.
+            if (t is null || string.IsNullOrEmpty(t.Name)) throw new ContainerFormatException("Container header lists a tensor without a name.");
+            if (header.Codec != AdapterCodec.Lossless && !t.Name.EndsWith(".lora_A.weight", StringComparison.Ordinal) && !t.Name.EndsWith(".lora_B.weight", StringComparison.Ordinal))
+                throw new ContainerFormatException($"Tensor '{t.Name}' in a {header.Codec} container is neither lora_A nor lora_B.");
+        }
         body = data[(PrefixSize + (int)headerLength)..^TrailerSize];
         return header;
     }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Serving.Contracts.Json;
 
 namespace Serving.AdapterStore.Peft;
 
@@ -57,6 +58,12 @@ public sealed record PeftConfig
     /// <summary>Parses and checks an adapter_config.json.</summary>
     public static PeftConfig Parse(ReadOnlySpan<byte> json)
     {
+        // Text that is not UTF-8 passes the parser and fails wherever the string is first read (a 500): refuse it here.
+        if (JsonTextCheck.FindInvalidString(json) is { } invalid)
+        {
+            throw new AdapterValidationException(AdapterErrors.ConfigInvalidJson,
+                $"adapter_config.json holds text that is not valid UTF-8 (or an escape that leaves a lone surrogate) in {(invalid.Length == 0 ? "a key" : $"'{invalid}'")}; save it as UTF-8.", status: 400);
+        }
         JsonDocument doc;
         try
         {
@@ -149,9 +156,9 @@ public sealed record PeftConfig
                 R = r,
                 LoraAlpha = alpha,
                 UseRsLora = OptBool(root, "use_rslora") ?? false,
-                RankPattern = Pattern(root, "rank_pattern", e => e.TryGetInt32(out int v) && v > 0 ? v :
+                RankPattern = Pattern(root, "rank_pattern", e => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int v) && v > 0 ? v :
                     throw new AdapterValidationException(AdapterErrors.ConfigInvalid, "rank_pattern values must be positive integers.")),
-                AlphaPattern = Pattern(root, "alpha_pattern", e => e.ValueKind == JsonValueKind.Number ? e.GetDouble() :
+                AlphaPattern = Pattern(root, "alpha_pattern", e => e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out double v) && double.IsFinite(v) ? v :
                     throw new AdapterValidationException(AdapterErrors.ConfigInvalid, "alpha_pattern values must be numbers.")),
                 TargetModules = targets,
                 TargetModulesRegex = targetRegex,
@@ -233,6 +240,6 @@ public sealed record PeftConfig
 
     private static double? OptDouble(JsonElement root, string name) =>
         !root.TryGetProperty(name, out var p) || p.ValueKind == JsonValueKind.Null ? null
-        : p.ValueKind == JsonValueKind.Number ? p.GetDouble()
-        : throw new AdapterValidationException(AdapterErrors.ConfigInvalid, $"'{name}' must be a number.");
+        : p.ValueKind == JsonValueKind.Number && p.TryGetDouble(out double v) && double.IsFinite(v) ? v
+        : throw new AdapterValidationException(AdapterErrors.ConfigInvalid, $"'{name}' must be a finite number.");
 }

@@ -106,12 +106,19 @@ public static class ErrorCodes
     /// <summary>No such key of the tenant (gateway admin API).</summary>
     public static readonly ErrorCode KeyNotFound = new("key_not_found", 404, ErrorTypes.InvalidRequest);
 
-    // ---- 405, 413, 422, 429, 499 ----
+    // ---- 405 ----
 
     /// <summary>A route under <c>/v1</c> called with a method it does not take (<c>GET /v1/chat/completions</c>): node, gateway.</summary>
     public static readonly ErrorCode MethodNotAllowed = new("method_not_allowed", 405, ErrorTypes.InvalidRequest);
 
-    /// <summary>The body is larger than the service reads (gateway).</summary>
+    // ---- 408 ----
+
+    /// <summary>The client sent its body more slowly than Kestrel's minimum data rate (<c>MinRequestBodyDataRate</c>).</summary>
+    public static readonly ErrorCode RequestTimeout = new("request_timeout", 408, ErrorTypes.InvalidRequest);
+
+    // ---- 413, 422, 429, 499 ----
+
+    /// <summary>The body is larger than the service reads (gateway: its routing limit; node and gateway: Kestrel's MaxRequestBodySize).</summary>
     public static readonly ErrorCode RequestTooLarge = new("request_too_large", 413, ErrorTypes.InvalidRequest);
 
     /// <summary>
@@ -173,7 +180,7 @@ public static class ErrorCodes
         InvalidParameter, InvalidJson, MissingParameter, InvalidTenant, ModelAmbiguous, AdapterIncompatible, TenantInvalid, TokenBudgetExceeded,
         MissingApiKey, InvalidApiKey, Forbidden,
         ModelNotFound, NotPinned, RewardHeadNotFound, TenantNotFound, KeyNotFound,
-        RequestTooLarge, FeatureUnavailable, RewardHeadIncompatible, RequestRateLimited, TokenRateLimited, ClientClosed,
+        RequestTimeout, RequestTooLarge, FeatureUnavailable, RewardHeadIncompatible, RequestRateLimited, TokenRateLimited, ClientClosed,
         StoreCorrupt, UpstreamError, UpstreamDisconnected, StoreUnavailable, AdapterUnavailable, RewardHeadUnavailable, NoNodeAvailable, Draining, UpstreamTimeout,
     ];
 }

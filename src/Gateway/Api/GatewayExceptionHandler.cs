@@ -30,6 +30,10 @@ internal sealed partial class GatewayExceptionHandler(IOptions<GatewayOptions> o
             case StoreCorruptException e:
                 await OpenAiErrors.WriteAsync(context, ErrorCodes.StoreCorrupt, e.Message);
                 return true;
+            case BadHttpRequestException e:
+                var refusal = TransportRefusals.From(e.StatusCode, e.Message);
+                await OpenAiErrors.WriteAsync(context, refusal.Error, refusal.Message, refusal.Param);
+                return true;
             default:
                 return false;
         }

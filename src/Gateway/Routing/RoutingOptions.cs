@@ -46,6 +46,13 @@ public sealed class RoutingOptions
     /// <summary>Largest request body read to find <c>model</c> (413 past it); 1 KiB–64 MiB, default 4 MiB.</summary>
     public long MaxRequestBodyBytes { get; set; } = 4L << 20;
 
+    /// <summary>
+    /// Whether the nodes' internal response headers (<c>X-Serving-Node</c>, which names the node that served the request)
+    /// reach clients (<c>X-Serving-Adapter</c> and <c>X-Serving-Reward-Head</c> always do). Off by default, so clients learn nothing of the cluster's layout; on for
+    /// debugging and for the system tests, which tell requests' nodes by it.
+    /// </summary>
+    public bool ExposeInternalHeaders { get; set; }
+
     /// <summary>Path of the node readiness endpoint polled by the active health check; default the nodes' <see cref="HealthEndpoints.ReadyPath"/>.</summary>
     public string HealthPath { get; set; } = HealthEndpoints.ReadyPath;
 

@@ -29,6 +29,7 @@ internal sealed class NodeExceptionHandler(IOptions<NodeOptions> options, ILogge
             RequestRefusedException r => r,
             SamplingParameterException e => Refusals.Invalid(e.Param, e.Message),
             StoreUnavailableException e => Refusals.StoreUnavailable(e.Message),
+            BadHttpRequestException e => TransportRefusals.From(e.StatusCode, e.Message),
             _ => null,
         };
         if (refusal is null) return false;

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Serving.Checkpoints;
+using Serving.Contracts.Json;
 
 namespace Serving.Inference.Tokenization;
 
@@ -16,6 +17,12 @@ internal static class JsonUtil
         catch (IOException e)
         {
             throw new TokenizerFormatException(path, $"cannot be read: {e.Message}", e);
+        }
+        // Text that is not UTF-8 passes the parser and fails wherever the string is first read, as an
+        // InvalidOperationException: refuse it here, naming the file and the field.
+        if (JsonTextCheck.FindInvalidString(bytes) is { } invalid)
+        {
+            throw new TokenizerFormatException(path, $"holds text that is not valid UTF-8 (or an escape that leaves a lone surrogate) in {(invalid.Length == 0 ? "a key" : $"'{invalid}'")}");
         }
         try
         {

@@ -234,6 +234,43 @@ public abstract class AdapterApiContractTests : IAsyncLifetime
         await AssertProblemAsync(await Client.PostAsync("/v1/adapters/x", Form(("archive", "a.zip", zip.ToArray()))), HttpStatusCode.BadRequest, AdapterErrors.ArchivePathTraversal);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Upload_ZipBomb_Returns413WithoutInflatingPastTheLimit(bool lyingSize)
+    {
+        // 64 MiB of zeros deflate to about 64 KiB: a ratio of ~1000 against an upload limit of 1 MiB. Inflated bytes
+        // count against the upload limit as they are read; a declared size patched down to 100 bytes is where the zip
+        // reader stops.
+        var zip = new MemoryStream();
+        using (var z = new ZipArchive(zip, ZipArchiveMode.Create, leaveOpen: true))
+        {
+            using var s = z.CreateEntry("adapter_model.safetensors", CompressionLevel.Optimal).Open();
+            var zeros = new byte[1 << 20];
+            for (var i = 0; i < 64; i++) s.Write(zeros);
+        }
+        var bytes = zip.ToArray();
+        Assert.True(bytes.Length < MaxUpload / 4, $"the bomb is {bytes.Length} bytes");
+        if (lyingSize)
+        {
+            // Uncompressed size: offset 22 of the local header (at 0), offset 24 of the central directory entry.
+            int central = bytes.AsSpan().LastIndexOf("PK\u0001\u0002"u8);
+            BitConverter.TryWriteBytes(bytes.AsSpan(22, 4), 100);
+            BitConverter.TryWriteBytes(bytes.AsSpan(central + 24, 4), 100);
+        }
+        var response = await Client.PostAsync("/v1/adapters/bomb", Form(("archive", "a.zip", bytes)));
+        if (lyingSize)
+        {
+            // The zip reader stops at the declared 100 bytes: nothing is inflated past them, and this zip holds no config.
+            await AssertProblemAsync(response, HttpStatusCode.BadRequest, AdapterErrors.ConfigMissing);
+        }
+        else
+        {
+            await AssertProblemAsync(response, HttpStatusCode.RequestEntityTooLarge, AdapterErrors.TooLarge);
+        }
+        Assert.Equal(HttpStatusCode.NotFound, (await Client.GetAsync("/v1/adapters/bomb")).StatusCode);
+    }
+
     [Fact]
     public async Task Upload_GarbageArchive_Returns400()
     {

@@ -70,6 +70,23 @@ public sealed class HostileContainerTests
         Assert.Throws<ContainerFormatException>(() => AdapterContainer.Decode(AdapterContainer.Assemble(header, body)));
     }
 
+    [Theory]
+    [InlineData(AdapterCodec.ComPeft, "renamed")]
+    [InlineData(AdapterCodec.ComPeft, "unnamed")]
+    [InlineData(AdapterCodec.Quant, "renamed")]
+    [InlineData(AdapterCodec.Quant, "unnamed")]
+    [InlineData(AdapterCodec.Lossless, "unnamed")]
+    public void Decode_TensorNameALossyCodecCannotGroup_ThrowsFormatException(AdapterCodec codec, string lie)
+    {
+        // Found by tools/fuzz (target container): a lossy codec sorted tensors into A and B by name and threw
+        // ArgumentException, or NullReferenceException for a null name, instead of refusing the container.
+        var (h, body) = Valid(codec);
+        var tensors = h.Tensors.ToList();
+        tensors[0] = tensors[0] with { Name = lie == "renamed" ? tensors[0].Name.Replace("lora_A", "lora_7", StringComparison.Ordinal) : null! };
+        var e = Assert.Throws<ContainerFormatException>(() => AdapterContainer.Decode(AdapterContainer.Assemble(h with { Tensors = tensors }, body)));
+        Assert.Contains(lie == "renamed" ? "neither lora_A nor lora_B" : "without a name", e.Message);
+    }
+
     [Fact]
     public void Decode_CorruptedBodyWithFixedChecksum_NeverThrowsAnythingButFormatErrorsOrDecodes()
     {

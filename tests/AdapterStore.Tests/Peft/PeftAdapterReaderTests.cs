@@ -221,6 +221,10 @@ public sealed class PeftAdapterReaderTests
         { "vera_no_projection", AdapterErrors.VeraProjectionMissing },
         { "bias", AdapterErrors.BiasUnsupported },
         { "empty", AdapterErrors.Empty },
+        { "overlapping_offsets", AdapterErrors.SafetensorsInvalid },
+        { "offset_out_of_range", AdapterErrors.SafetensorsInvalid },
+        { "header_length_overflow", AdapterErrors.SafetensorsInvalid },
+        { "header_not_utf8", AdapterErrors.SafetensorsInvalid },
     };
 
     /// <summary>Builds one malformed upload per case name (shared with the HTTP tests).</summary>
@@ -256,8 +260,21 @@ public sealed class PeftAdapterReaderTests
             "vera_no_projection" => VeraWithoutProjection(),
             "bias" => (good.ConfigBytes.Replace("\"bias\": \"none\"", "\"bias\": \"all\""), good.Safetensors),
             "empty" => (good.ConfigBytes, SafetensorsWriter.ToBytes([])),
+            "overlapping_offsets" => (good.ConfigBytes, RawSafetensors("""{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"""u8, 12)),
+            "offset_out_of_range" => (good.ConfigBytes, RawSafetensors("""{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"""u8, 4)),
+            "header_length_overflow" => (good.ConfigBytes, [0xF0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, (byte)'{', (byte)'}']),
+            "header_not_utf8" => (good.ConfigBytes, RawSafetensors([(byte)'{', (byte)'"', 0xC0, 0xAF, (byte)'"', (byte)':', (byte)'{', (byte)'}', (byte)'}'], 0)),
             _ => throw new ArgumentException(name),
         };
+    }
+
+    /// <summary>A safetensors file written byte by byte: the 8-byte header length, <paramref name="header"/>, then <paramref name="dataBytes"/> zero bytes.</summary>
+    private static byte[] RawSafetensors(ReadOnlySpan<byte> header, int dataBytes)
+    {
+        var file = new byte[8 + header.Length + dataBytes];
+        BitConverter.TryWriteBytes(file.AsSpan(0, 8), (long)header.Length);
+        header.CopyTo(file.AsSpan(8));
+        return file;
     }
 
     private static (byte[], byte[]) VeraWithoutProjection()

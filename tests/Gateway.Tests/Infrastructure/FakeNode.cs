@@ -156,6 +156,8 @@ public sealed class FakeNode : IAsyncDisposable
                 ctx.Request.Headers["X-Serving-Gateway-Key"].FirstOrDefault(),
                 ctx.Request.Headers.Keys.Where(h => h.StartsWith("X-Serving-", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal).ToArray()));
             ReceivedSignal.Release();
+            ctx.Response.Headers["X-Serving-Node"] = Id; // as a real node does once registered
+            ctx.Response.Headers["X-Serving-Adapter"] = model + "@1"; // the caller's own adapter version: never hidden
             bool chat = ctx.Request.Path.StartsWithSegments("/v1/chat");
             // Per-request script (unknown fields reach the node byte for byte): x_fake_status refuses with that status,
             // x_fake_tokens / x_fake_prompt_tokens / x_fake_generated set the answer's size and usage (tokens per choice,

@@ -113,6 +113,27 @@ public sealed class RoutingEndToEndTests(RedisFixture redis)
         Assert.Equal(["X-Serving-Gateway-Key", "X-Serving-Tenant"], got.ServingHeaders!);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Forward_NodesInternalResponseHeaders_HiddenUnlessConfigured(bool expose)
+    {
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:Routing:ExposeInternalHeaders"] = expose ? "true" : "false" });
+        await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
+        await gw.WaitForNodesAsync("n1");
+        using var client = gw.Client(GatewayHost.KeyA);
+        foreach (var stream in (bool[])[false, true])
+        {
+            using var r = await client.SendAsync(Chat.Request("fake", stream: stream), HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            Assert.Equal(expose, r.Headers.TryGetValues("X-Serving-Node", out var node));
+            if (expose) Assert.Equal("n1", Assert.Single(node!));
+            Assert.Equal("fake@1", Assert.Single(r.Headers.GetValues("X-Serving-Adapter")));
+            await r.Content.ReadAsStringAsync();
+        }
+        Assert.Equal(2, n1.Received.Count);
+    }
+
     [Fact]
     public async Task Registry_NewNodeJoinsWithoutRestart_SilentNodeLeavesWithinTtl()
     {

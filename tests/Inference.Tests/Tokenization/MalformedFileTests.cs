@@ -33,6 +33,19 @@ public sealed class MalformedFileTests
     }
 
     [Fact]
+    public void TokenizerJson_InvalidUtf8InAString_ThrowsNamingTheField()
+    {
+        // Found by tools/fuzz (target tokenizer-json): the string was read later as an InvalidOperationException.
+        var json = SentencePieceStyleJson.Build();
+        json["normalizer"] = null;
+        var bytes = System.Text.Encoding.UTF8.GetBytes(json.ToJsonString().Replace("\"normalizer\":null", "\"normalizer\":\"FUZZMARK\"", StringComparison.Ordinal));
+        bytes[bytes.AsSpan().IndexOf("FUZZMARK"u8)] = 0xff;
+        using var folder = new TempFolder();
+        File.WriteAllBytes(System.IO.Path.Combine(folder.Path, "tokenizer.json"), bytes);
+        LoadFails(folder, "tokenizer.json", "not valid UTF-8 (or an escape that leaves a lone surrogate) in 'normalizer'");
+    }
+
+    [Fact]
     public void TokenizerJson_NoModel_Throws()
     {
         using var folder = new TempFolder().Write("tokenizer.json", "{\"version\": \"1.0\"}");

@@ -55,6 +55,7 @@ public sealed class Cluster : IDisposable
             "--Gateway:Routing:RefreshInterval", "00:00:00.200",
             "--Gateway:Routing:AdapterCacheTtl", "00:00:00.200",
             "--Gateway:Routing:HealthInterval", "00:00:01",
+            "--Gateway:Routing:ExposeInternalHeaders", "true", // the tests tell requests' nodes by X-Serving-Node
             "--Gateway:Tenancy:StaticKeys:0:Key", TenantKey, "--Gateway:Tenancy:StaticKeys:0:Tenant", Tenant,
             "--Gateway:Tenancy:StaticKeys:1:Key", AdminKey, "--Gateway:Tenancy:StaticKeys:1:Role", "admin",
             "--Gateway:Tenancy:StaticKeys:2:Key", LimitedKeys[0], "--Gateway:Tenancy:StaticKeys:2:Tenant", "limited-node",
