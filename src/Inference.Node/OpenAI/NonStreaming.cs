@@ -117,7 +117,7 @@ internal static class NonStreaming
                 lp = r.Prepared.Echo is null ? new CompletionLogprobsBody([], [], [], []) : EchoedPrompt(r);
                 lp = new CompletionLogprobsBody(
                     [.. lp.Tokens, .. tokens.Select(t => r.TokenText(t.Id))],
-                    [.. lp.TokenLogprobs, .. tokens.Select(t => (float?)t.Logprob)],
+                    [.. lp.TokenLogprobs, .. tokens.Select(t => (float?)WireLogprob.Of(t.Logprob))],
                     [.. lp.TopLogprobs, .. tokens.Select(t => TopDictionary(r, t.Top))],
                     [.. lp.TextOffset, .. tokens.Select(t => echo.Length + t.Offset)]);
             }
@@ -164,16 +164,16 @@ internal static class NonStreaming
         var alternatives = top is null ? [] : top.Select(a =>
         {
             var t = r.TokenText(a.TokenId);
-            return new ChatTopLogprob(t, a.Logprob, Bytes(t));
+            return new ChatTopLogprob(t, WireLogprob.Of(a.Logprob), Bytes(t));
         }).ToList();
-        return new ChatTokenLogprob(text, logprob, Bytes(text), alternatives);
+        return new ChatTokenLogprob(text, WireLogprob.Of(logprob), Bytes(text), alternatives);
     }
 
     public static Dictionary<string, float>? TopDictionary(ResponseContext r, TopLogprob[]? top)
     {
         if (top is null) return null;
         var d = new Dictionary<string, float>();
-        foreach (var a in top) d.TryAdd(r.TokenText(a.TokenId), a.Logprob);
+        foreach (var a in top) d.TryAdd(r.TokenText(a.TokenId), WireLogprob.Of(a.Logprob));
         return d;
     }
 

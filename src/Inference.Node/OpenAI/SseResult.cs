@@ -368,7 +368,7 @@ internal sealed class SseResult : IResult
             json.WriteStringValue(text);
             json.WriteEndArray();
             json.WriteStartArray("token_logprobs"u8);
-            json.WriteNumberValue(token.Logprob);
+            json.WriteNumberValue(WireLogprob.Of(token.Logprob));
             json.WriteEndArray();
             json.WriteStartArray("top_logprobs"u8);
             if (token.TopLogprobs is { } top)
@@ -378,7 +378,7 @@ internal sealed class SseResult : IResult
                 foreach (var a in top)
                 {
                     var t = _first.TokenText(a.TokenId);
-                    if (seen.Add(t)) json.WriteNumber(t, a.Logprob);
+                    if (seen.Add(t)) json.WriteNumber(t, WireLogprob.Of(a.Logprob));
                 }
                 json.WriteEndObject();
             }
@@ -397,7 +397,7 @@ internal sealed class SseResult : IResult
     private static void WriteToken(Utf8JsonWriter json, string text, float logprob)
     {
         json.WriteString("token"u8, text);
-        json.WriteNumber("logprob"u8, logprob);
+        json.WriteNumber("logprob"u8, WireLogprob.Of(logprob));
         json.WriteStartArray("bytes"u8);
         foreach (var b in System.Text.Encoding.UTF8.GetBytes(text)) json.WriteNumberValue(b);
         json.WriteEndArray();

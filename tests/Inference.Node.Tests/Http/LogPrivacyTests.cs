@@ -17,25 +17,27 @@ public sealed class LogPrivacyTests
         const string secret = "PROMPT-SECRET-5e1d";
         var captured = new StringWriter();
         var original = Console.Out;
-        await using (var server = await NodeServer.StartAsync(new Dictionary<string, string?> { ["Serilog:MinimumLevel:Default"] = "Information" }))
+        // Captured before the node starts: its console sink may take the writer when it is built.
+        Console.SetOut(TextWriter.Synchronized(captured));
+        try
         {
-            Console.SetOut(TextWriter.Synchronized(captured));
-            try
+            await using var server = await NodeServer.StartAsync(new Dictionary<string, string?>
             {
-                var http = server.Http;
-                using (var r = await http.SendAsync(Sse.Post("v1/completions", new { model = NodeServer.ModelId, prompt = secret, max_tokens = 4 })))
-                    Assert.Equal(HttpStatusCode.OK, r.StatusCode);
-                using (var r = await http.SendAsync(Sse.Post("v1/chat/completions", new { model = NodeServer.ModelId, messages = new[] { new { role = "user", content = secret } }, max_tokens = 4, stream = true })))
-                    await r.Content.ReadAsStringAsync();
-                using (var r = await http.SendAsync(Sse.Post("v1/completions", new { model = NodeServer.ModelId, prompt = secret, max_tokens = 4, temperature = -1 })))
-                    Assert.Equal(HttpStatusCode.BadRequest, r.StatusCode);
-                using (var r = await http.PostAsync("v1/completions", new StringContent("{\"model\":\"tiny\",\"prompt\":\"" + secret + "\",", Encoding.UTF8, "application/json")))
-                    Assert.Equal(HttpStatusCode.BadRequest, r.StatusCode);
-            }
-            finally
-            {
-                Console.SetOut(original);
-            }
+                ["Logging:LogLevel:Default"] = "Information", ["Logging:Format"] = "Json",
+            });
+            var http = server.Http;
+            using (var r = await http.SendAsync(Sse.Post("v1/completions", new { model = NodeServer.ModelId, prompt = secret, max_tokens = 4 })))
+                Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+            using (var r = await http.SendAsync(Sse.Post("v1/chat/completions", new { model = NodeServer.ModelId, messages = new[] { new { role = "user", content = secret } }, max_tokens = 4, stream = true })))
+                await r.Content.ReadAsStringAsync();
+            using (var r = await http.SendAsync(Sse.Post("v1/completions", new { model = NodeServer.ModelId, prompt = secret, max_tokens = 4, temperature = -1 })))
+                Assert.Equal(HttpStatusCode.BadRequest, r.StatusCode);
+            using (var r = await http.PostAsync("v1/completions", new StringContent("{\"model\":\"tiny\",\"prompt\":\"" + secret + "\",", Encoding.UTF8, "application/json")))
+                Assert.Equal(HttpStatusCode.BadRequest, r.StatusCode);
+        }
+        finally
+        {
+            Console.SetOut(original);
         }
         var logs = captured.ToString();
         Assert.Contains("\"@m\"", logs); // the node did log (compact JSON) during the cycle

@@ -54,6 +54,29 @@ public sealed class StructuredOutputTests(Alignment.DemoRewardNode node) : IClas
         AssertPerson(Sse.Text(await Sse.ReadAllAsync(response)));
     }
 
+    /// <summary>
+    /// A masked token's logprob is −∞, which JSON cannot carry: top alternatives the constraint excluded are written as
+    /// −9999 (vLLM's floor), streamed and not, instead of failing the response.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task JsonSchema_WithTopLogprobs_MaskedAlternativesAreWrittenAsTheFloor(bool stream)
+    {
+        var request = Chat($$$"""
+            "logprobs":true,"top_logprobs":20,"response_format":{"type":"json_schema","json_schema":{"name":"person","schema":{{{PersonSchema}}}}}
+            """, stream: stream);
+        using var response = await Http.SendAsync(Sse.Post("v1/chat/completions", request), HttpCompletionOption.ResponseHeadersRead);
+        Assert.True(response.StatusCode == HttpStatusCode.OK, response.StatusCode == HttpStatusCode.OK ? "" : await response.Content.ReadAsStringAsync());
+        var raw = await response.Content.ReadAsStringAsync();
+        var logprobs = new List<double>();
+        foreach (Match m in Regex.Matches(raw, "\"logprob\":(-?[0-9.eE+-]+)")) logprobs.Add(double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+        Assert.NotEmpty(logprobs);
+        Assert.All(logprobs, lp => Assert.InRange(lp, -9999.0, 0.0));
+        // The first token of a JSON object can only be '{': every other alternative was masked.
+        Assert.Contains(-9999.0, logprobs);
+    }
+
     [Fact]
     public async Task JsonObject_Chat_ReturnsAnObject()
     {

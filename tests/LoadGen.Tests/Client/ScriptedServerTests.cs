@@ -12,9 +12,9 @@ namespace Serving.LoadGen.Tests.Client;
 
 /// <summary>
 /// The client against a real Kestrel server on loopback that emits tokens with known delays. Measured
-/// latencies must be at least the scripted delay (less 5 ms of timer slack) and at most the scripted delay
-/// plus an allowance for a shared 2-core machine (stated per check); the tight comparison is against what
-/// the server itself recorded for the same requests (same clock).
+/// latencies must be at least the scripted delay (less 5 ms of timer slack); the tight comparison is against what
+/// the server itself recorded for the same requests (same clock), never against a guess of how late a loaded
+/// machine runs the script's delays.
 /// </summary>
 public sealed class ScriptedServerTests
 {
@@ -75,17 +75,21 @@ public sealed class ScriptedServerTests
         double serverItl = obs.Average(o => Observation.Ms(o.ChunkTs[0], o.ChunkTs[^1]) / 9);
         double serverSpan = Observation.Ms(server.Observations.Min(o => o.ReceivedTs), server.Observations.Max(o => o.DoneTs)) / 1000;
 
+        double serverE2e = obs.Average(o => Observation.Ms(o.ReceivedTs, o.DoneTs));
         var checks = new (string Name, double Value, double Min, double Max)[]
         {
-            // Against the script: TTFT 200 ms, ITL = TPOT = 50 ms, E2E = 200 + 9·50 = 650 ms; never below
-            // (5 ms timer slack), at most +100 ms (TTFT, E2E) or +20 ms (per-token) above.
-            ("TTFT mean", m.TtftMs.Mean, 195, 300),
-            ("ITL mean", m.ItlMs.Mean, 45, 70),
-            ("TPOT mean", m.TpotMs.Mean, 45, 70),
-            ("E2E mean", m.E2eMs.Mean, 645, 750),
-            // Against the server's own timestamps: TTFT within 30 ms, ITL within 5 ms, throughput within 10%.
+            // Against the script: TTFT 200 ms, ITL = TPOT = 50 ms, E2E = 200 + 9·50 = 650 ms; never below (5 ms timer
+            // slack). No upper bound against the script: on a loaded machine the server's own delays run long.
+            ("TTFT mean", m.TtftMs.Mean, 195, double.PositiveInfinity),
+            ("ITL mean", m.ItlMs.Mean, 45, double.PositiveInfinity),
+            ("TPOT mean", m.TpotMs.Mean, 45, double.PositiveInfinity),
+            ("E2E mean", m.E2eMs.Mean, 645, double.PositiveInfinity),
+            // Against the server's own timestamps of the same requests (same clock, so load moves both): TTFT and E2E
+            // within 30 ms, ITL and TPOT within 5 ms, throughput within 10%. A wrong formula misses these by far more.
             ("TTFT - server TTFT", m.TtftMs.Mean - serverTtft, -2, 30),
+            ("E2E - server E2E", m.E2eMs.Mean - serverE2e, -2, 30),
             ("ITL - server ITL", m.ItlMs.Mean - serverItl, -5, 5),
+            ("TPOT - server ITL", m.TpotMs.Mean - serverItl, -5, 5),
             ("out tok/s ÷ server", m.OutputTokenThroughput / (80 / serverSpan), 0.9, 1.1),
         };
 
