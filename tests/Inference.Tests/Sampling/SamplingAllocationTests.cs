@@ -39,12 +39,20 @@ public sealed class SamplingAllocationTests
         {
             Step(i);   // warm up: tiered JIT, static caches of the sort helpers
         }
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 300; i++)
+        // Steady state is what counts: a window of 300 tokens must allocate nothing. On a loaded machine the runtime's
+        // tiering (call counting, a method's rejit landing late) can put a few one-off bytes on this thread in the
+        // first window, so up to five windows are measured; a per-token allocation shows in every one of them.
+        long allocated = 0;
+        for (int window = 0; window < 5; window++)
         {
-            Step(i);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 300; i++)
+            {
+                Step(i);
+            }
+            allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            if (allocated == 0) break;
         }
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
         Assert.True(allocated == 0, $"{name}: {allocated} bytes allocated over 300 tokens");
     }
 }
