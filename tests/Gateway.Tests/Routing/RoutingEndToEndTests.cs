@@ -1,4 +1,7 @@
 using System.Net;
+using Microsoft.Extensions.DependencyInjection;
+using Serving.Gateway.Routing;
+using StackExchange.Redis;
 using Serving.Contracts.Registry;
 using Serving.Gateway.Tests.Infrastructure;
 
@@ -145,11 +148,29 @@ public sealed class RoutingEndToEndTests(RedisFixture redis)
         await n2.PublishAsync();
         await gw.WaitForNodesAsync("n1", "n2");
 
-        var killed = DateTime.UtcNow;
+        // Counted in the gateway's full registry reads, not in seconds: once Redis has expired n2's key, the next read
+        // that starts must drop it. The read applying the drop is recorded at the moment the view changes.
+        var watcher = (RegistryWatcher)gw.Services.GetRequiredService<INodeView>();
+        long droppedByRead = -1;
+        watcher.DestinationsChanged += s =>
+        {
+            if (!s.Nodes.ContainsKey("n2")) Interlocked.CompareExchange(ref droppedByRead, watcher.FullReadsStarted, -1);
+        };
         await n2.KillAsync();
+        await using var mux = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString);
+        var db = mux.GetDatabase();
+        var key = new RegistryKeys(gw.RegistryPrefix).Node("n2");
+        var deadline = DateTime.UtcNow.AddSeconds(30); // Redis's TTL, not ours: only a hang can reach this
+        while (await db.KeyExistsAsync(key))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "Redis never expired the silent node's key");
+            await Task.Delay(20);
+        }
+        long expiredBeforeRead = watcher.FullReadsStarted + 1; // this read (or an earlier one) is the first to start after the expiry
         await gw.WaitForNodesAsync("n1");
-        // TTL 1 s + refresh 0.1 s + heartbeat period 0.1 s, with slack for a loaded machine.
-        Assert.True(DateTime.UtcNow - killed < TimeSpan.FromSeconds(3), $"left after {(DateTime.UtcNow - killed).TotalSeconds:0.0} s");
+        long dropped = Interlocked.Read(ref droppedByRead);
+        Assert.True(dropped > 0 && dropped <= expiredBeforeRead,
+            $"n2 left at full read {dropped}; its key had expired before read {expiredBeforeRead} started");
 
         using var client = gw.Client(GatewayHost.KeyA);
         for (int i = 0; i < 5; i++)
