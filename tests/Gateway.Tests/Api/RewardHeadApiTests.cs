@@ -89,6 +89,12 @@ public sealed class RewardHeadApiTests(RedisFixture redis)
 
         Assert.Equal(HttpStatusCode.NotFound, (await b.GetAsync("/v1/reward-heads/secret")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await b.GetAsync("/v1/reward-heads/secret/versions")).StatusCode);
+        using (var spoofed = new HttpRequestMessage(HttpMethod.Get, "/v1/reward-heads/secret"))
+        {
+            spoofed.Headers.Add("X-Serving-Tenant", "tenant-a"); // the tenant is the key's, never a client header
+            using var r = await b.SendAsync(spoofed);
+            Assert.Equal(HttpStatusCode.NotFound, r.StatusCode);
+        }
         Assert.Equal(HttpStatusCode.NotFound, (await b.DeleteAsync("/v1/reward-heads/secret")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await b.DeleteAsync("/v1/reward-heads/shared")).StatusCode);
         var seenByB = await JsonAsync(await b.GetAsync("/v1/reward-heads"), HttpStatusCode.OK);

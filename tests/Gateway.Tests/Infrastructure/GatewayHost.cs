@@ -117,6 +117,8 @@ public sealed class CapturingSink(ConcurrentQueue<string> sink) : ILogEventSink
     public void Emit(LogEvent logEvent)
     {
         string category = logEvent.Properties.TryGetValue("SourceContext", out var c) && c is ScalarValue { Value: string s } ? s : "";
-        sink.Enqueue($"{logEvent.Level} {category}: {logEvent.RenderMessage(System.Globalization.CultureInfo.InvariantCulture)} {logEvent.Exception}");
+        // Every property too (scopes, fields the template does not name): what a JSON log line would carry.
+        string properties = string.Join(" ", logEvent.Properties.Select(p => $"{p.Key}={p.Value}"));
+        sink.Enqueue($"{logEvent.Level} {category}: {logEvent.RenderMessage(System.Globalization.CultureInfo.InvariantCulture)} {logEvent.Exception} {properties}");
     }
 }

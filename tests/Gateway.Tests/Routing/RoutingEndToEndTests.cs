@@ -121,7 +121,8 @@ public sealed class RoutingEndToEndTests(RedisFixture redis)
     [InlineData(true)]
     public async Task Forward_NodesInternalResponseHeaders_HiddenUnlessConfigured(bool expose)
     {
-        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:Routing:ExposeInternalHeaders"] = expose ? "true" : "false" });
+        // Hidden is the default: the false case sets nothing, so a changed default fails here too.
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, expose ? new() { ["Gateway:Routing:ExposeInternalHeaders"] = "true" } : null);
         await using var n1 = await FakeNode.StartAsync(redis.ConnectionString, gw.RegistryPrefix, "n1");
         await gw.WaitForNodesAsync("n1");
         using var client = gw.Client(GatewayHost.KeyA);

@@ -47,6 +47,14 @@ public sealed class SecurityTests(RedisFixture redis)
         Assert.Equal(HttpStatusCode.NotFound, (await a.GetAsync("/v1/adapters/secret/versions")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await a.GetAsync("/v1/adapters/secret/versions/1/original")).StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, (await a.DeleteAsync("/v1/adapters/secret")).StatusCode);
+        // Naming the other tenant in a header of the gateway's namespace changes nothing: the tenant is the key's.
+        foreach (var path in new[] { "/v1/adapters/secret", "/v1/adapters/secret/versions", "/v1/adapters/secret/versions/1/original" })
+        {
+            using var spoofed = new HttpRequestMessage(HttpMethod.Get, path);
+            spoofed.Headers.Add("X-Serving-Tenant", "tenant-b");
+            using var r = await a.SendAsync(spoofed);
+            Assert.Equal(HttpStatusCode.NotFound, r.StatusCode);
+        }
         var list = await a.GetFromJsonAsync<JsonElement>("/v1/adapters/");
         Assert.DoesNotContain("secret", list.GetRawText());
         foreach (var model in new[] { "fake:secret", "fake:tenant-b/secret" })
@@ -158,6 +166,60 @@ public sealed class SecurityTests(RedisFixture redis)
         using (var r = await Chat.SendAsync(bad, "fake", prompt: prompt)) Assert.Equal(HttpStatusCode.Unauthorized, r.StatusCode);
         Assert.NotEmpty(gw.Logs);
         Assert.DoesNotContain(gw.Logs, l => l.Contains(GatewayHost.KeyA) || l.Contains("sk-not-a-real-key-123") || l.Contains(prompt));
+    }
+
+    [Fact]
+    public async Task Logs_NeverContainAdapterBytes_AcceptedOrRefused()
+    {
+        const string marker = "ADAPTER-SECRET-91c2";
+        await using var gw = await GatewayHost.StartAsync(redis.ConnectionString, new() { ["Gateway:BaseModels:fake"] = TinyPeft.WriteBaseConfig() });
+        using var a = gw.Client(GatewayHost.KeyA);
+        // Accepted: the marker in a config field and in the safetensors metadata.
+        using (var up = await a.PostAsync("/v1/adapters/ok", Upload(revision: marker, metadata: marker)))
+            Assert.True(up.StatusCode == HttpStatusCode.Created, await up.Content.ReadAsStringAsync());
+        // Refused: the marker where a number belongs, and inside a corrupt safetensors header.
+        using (var up = await a.PostAsync("/v1/adapters/bad-config", Upload(rank: $"\"{marker}\"")))
+            Assert.InRange((int)up.StatusCode, 400, 499); // the specific codes are the bad-input matrix's (docs/bad-input.md)
+        using (var up = await a.PostAsync("/v1/adapters/bad-weights", Upload(weights: CorruptSafetensors(marker))))
+            Assert.InRange((int)up.StatusCode, 400, 499);
+        Assert.NotEmpty(gw.Logs);
+        Assert.DoesNotContain(gw.Logs, l => l.Contains(marker, StringComparison.Ordinal)
+            || l.Contains(Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(marker))[..12], StringComparison.Ordinal)
+            || l.Contains(Convert.ToHexString(System.Text.Encoding.UTF8.GetBytes(marker))[..12], StringComparison.OrdinalIgnoreCase));
+    }
+
+    /// <summary>The TinyPeft adapter with a chosen config revision, rank text, safetensors metadata or weights file.</summary>
+    private static MultipartFormDataContent Upload(string? revision = null, string rank = "2", string? metadata = null, byte[]? weights = null)
+    {
+        const int d = 16, r = 2;
+        float[] Fill(int n) => Enumerable.Range(0, n).Select(i => (i % 7 - 3) * 0.01f).ToArray();
+        weights ??= Serving.Checkpoints.SafetensorsWriter.ToBytes(
+            [
+                Serving.Checkpoints.SafetensorsWriter.Entry.F32("base_model.model.transformer.h.0.attn.c_attn.lora_A.weight", [r, d], Fill(r * d)),
+                Serving.Checkpoints.SafetensorsWriter.Entry.F32("base_model.model.transformer.h.0.attn.c_attn.lora_B.weight", [3 * d, r], Fill(3 * d * r)),
+            ],
+            new Dictionary<string, string> { ["format"] = "pt", ["note"] = metadata ?? "none" });
+        string config = $$"""
+            {"base_model_name_or_path": "fake", "revision": {{(revision is null ? "null" : $"\"{revision}\"")}}, "bias": "none", "fan_in_fan_out": true,
+             "lora_alpha": 4, "peft_type": "LORA", "r": {{rank}}, "target_modules": ["c_attn"], "task_type": "CAUSAL_LM"}
+            """;
+        var form = new MultipartFormDataContent();
+        var c = new ByteArrayContent(System.Text.Encoding.UTF8.GetBytes(config));
+        c.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        form.Add(c, "config", "adapter_config.json");
+        form.Add(new ByteArrayContent(weights), "weights", "adapter_model.safetensors");
+        form.Add(new StringContent("fake"), "base_model");
+        return form;
+    }
+
+    /// <summary>A safetensors file whose header is not JSON and carries <paramref name="marker"/>.</summary>
+    private static byte[] CorruptSafetensors(string marker)
+    {
+        byte[] header = System.Text.Encoding.UTF8.GetBytes("{\"x\": " + marker + "}");
+        var bytes = new byte[8 + header.Length + 16];
+        BitConverter.TryWriteBytes(bytes.AsSpan(0, 8), (ulong)header.Length);
+        header.CopyTo(bytes, 8);
+        return bytes;
     }
 
     [Fact]
