@@ -10,8 +10,12 @@ public sealed partial class GenerationScheduler
     {
         EndExpired(_time.GetUtcNow());
 
+        // Mixed steps when the decoder has them and no running row needs whole steps (an Otter side network, early exit).
+        _mixing = _options.MixedSteps && _decoder.SupportsMixedSteps && !AnyRowNeedsWholeSteps();
+        _plannedCount = 0;
+
         // Prefill: first the prompts already being prefilled, then newcomers while rows and budget allow.
-        var budget = _options.MaxPrefillTokensPerStep;
+        var budget = _mixing ? MixedPrefillBudget() : _options.MaxPrefillTokensPerStep;
         _pool.DeferFrees = true;
         for (var i = 0; i < _running.Count; i++)
         {
@@ -24,6 +28,11 @@ public sealed partial class GenerationScheduler
         }
         Admit(ref budget);
         FinishIteration();
+        if (_mixing)
+        {
+            MixedStep();
+            return;
+        }
 
         // One decode step for every row.
         var b = _decoder.ActiveCount;
@@ -176,6 +185,17 @@ public sealed partial class GenerationScheduler
     private int AdvancePrefill(ScheduledRequest job, DecodingRow row, int budget)
     {
         var prompt = row.Prompt!;
+        if (_mixing && !IsScoredPromptRow(row) && !NeedsWholeSteps(row.Sequence))
+        {
+            // The chunk rides in this iteration's mixed step; a row without budget simply waits for the next one.
+            var chunk = Math.Max(0, Math.Min(prompt.Length - row.PromptOffset, budget));
+            if (chunk > 0)
+            {
+                _plannedRows[_plannedCount] = row;
+                _plannedTake[_plannedCount++] = chunk;
+            }
+            return chunk;
+        }
         var take = Math.Max(0, Math.Min(prompt.Length - row.PromptOffset, budget));
         var scored = IsScoredPromptRow(row);
         if (scored) take = Math.Min(take, ScoredChunk);
@@ -308,5 +328,106 @@ public sealed partial class GenerationScheduler
             }
             return false;
         }
+    }
+
+    private bool _mixing;
+    private int _plannedCount;
+    private DecodingRow?[] _plannedRows = [];
+    private int[] _plannedTake = [];
+
+    /// <summary>Rows that a mixed step cannot carry: their strategies decode them with whole steps only.</summary>
+    private static bool NeedsWholeSteps(Engine.Sequence seq) => seq.RewardHead?.Side is not null || seq.Exit is not null;
+
+    private bool AnyRowNeedsWholeSteps()
+    {
+        var active = _decoder.Active;
+        for (var r = 0; r < active.Count; r++)
+        {
+            if (NeedsWholeSteps(active[r])) return true;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Prompt tokens this iteration's mixed step may carry: decode rows go first (one token each), prompt chunks fill the
+    /// step's budget (<see cref="SchedulerOptions.MaxTokensPerStep"/>) up to their cap
+    /// (<see cref="SchedulerOptions.MaxPrefillTokensPerStep"/>); at least one, so prompts always progress.
+    /// </summary>
+    private int MixedPrefillBudget()
+    {
+        if (_plannedRows.Length < Capacity)
+        {
+            _plannedRows = new DecodingRow?[Capacity];
+            _plannedTake = new int[Capacity];
+        }
+        var decoding = 0;
+        var active = _decoder.Active;
+        for (var r = 0; r < active.Count; r++)
+        {
+            if (active[r].PendingToken >= 0) decoding++;
+        }
+        var room = Math.Min(_options.MaxTokensPerStep, _decoder.MaxStepTokens) - decoding;
+        return Math.Max(1, Math.Min(_options.MaxPrefillTokensPerStep, room));
+    }
+
+    /// <summary>
+    /// One mixed step: every row with a pending token (decode rows, and prompt rows feeding a single pending prompt
+    /// token) plus the prompt chunks planned this iteration, in one pass; each entry's logits go where a decode step's or
+    /// a prefill's would.
+    /// </summary>
+    private void MixedStep()
+    {
+        var active = _decoder.Active;
+        var b = active.Count;
+        if (b == 0) return;
+        _decoder.BeginStep();
+        var entries = 0;
+        for (var r = 0; r < b; r++)
+        {
+            var seq = active[r];
+            if (seq.PendingToken < 0 || NeedsWholeSteps(seq)) continue; // waiting for a chunk, or admitted this iteration on whole steps
+            _decoder.AddToStep(seq);
+            _stepRows[entries++] = _pool.RowOf(seq);
+        }
+        for (var p = 0; p < _plannedCount; p++)
+        {
+            var row = _plannedRows[p]!;
+            _plannedRows[p] = null;
+            if (row.Released || !row.Sequence.IsActive || !row.Prefilling) continue;
+            var take = _plannedTake[p];
+            _decoder.AddToStep(row.Sequence, row.Prompt.AsSpan(row.PromptOffset, take));
+            row.PromptOffset += take;
+            _observer.OnPromptTokens(take);
+            _stepRows[entries++] = row;
+        }
+        _plannedCount = 0;
+        if (entries == 0) return;
+        var logits = _decoder.RunStep();
+        var vocab = _decoder.Model.Config.VocabSize;
+        _pool.DeferFrees = true;
+        for (var e = 0; e < entries; e++)
+        {
+            var row = _stepRows[e]!;
+            var span = logits.Slice(e * vocab, vocab);
+            if (row.Prefilling)
+            {
+                if (row.LastPromptTokenPending)
+                {
+                    if (IsScoredPromptRow(row)) row.Request!.PromptScores!.Observe(row.Length - 1, span);
+                    row.LastPromptTokenPending = false;
+                    if (row.PromptOffset == row.Prompt!.Length) PromptDone(row, span);
+                }
+                else if (row.PromptOffset == row.Prompt!.Length)
+                {
+                    PromptDone(row, span);
+                }
+                continue;
+            }
+            if (row.Released) continue;
+            row.Request!.Handle.AddLayers(row.Sequence.LastLayers, 1);
+            Deliver(row, span);
+        }
+        Array.Clear(_stepRows, 0, entries);
+        FinishIteration();
     }
 }

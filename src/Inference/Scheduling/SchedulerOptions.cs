@@ -13,6 +13,20 @@ public sealed record SchedulerOptions
     public int MaxPrefillTokensPerStep { get; init; } = 512;
 
     /// <summary>
+    /// Mixed steps (needs a decoder whose model was loaded with packed steps): each engine step carries the decode token
+    /// of every running row and chunks of waiting prompts together, so a new prompt never stalls running streams for a
+    /// whole prefill and prompts are processed as one batch. Off: prompts are prefilled one by one between decode steps.
+    /// </summary>
+    public bool MixedSteps { get; init; }
+
+    /// <summary>
+    /// With <see cref="MixedSteps"/>: tokens one step may carry. Decode rows go first (one token each); prompt chunks fill
+    /// the rest, at most <see cref="MaxPrefillTokensPerStep"/>. A smaller budget keeps inter-token latency flat while
+    /// prompts arrive; a larger one reaches first tokens sooner.
+    /// </summary>
+    public int MaxTokensPerStep { get; init; } = 512;
+
+    /// <summary>
     /// Iterations a request may be passed over for want of a free adapter slot while later requests go ahead; after
     /// that, no later request may take or keep filling a slot until it has one (no starvation). Its wait is then
     /// bounded by this plus the longest remaining generation among the slots' rows.
@@ -24,6 +38,7 @@ public sealed record SchedulerOptions
     {
         if (MaxQueue < 1) throw new ArgumentOutOfRangeException(nameof(MaxQueue), MaxQueue, "must be at least 1");
         if (AdapterFairnessSteps < 0) throw new ArgumentOutOfRangeException(nameof(AdapterFairnessSteps), AdapterFairnessSteps, "must be non-negative");
+        if (MaxTokensPerStep < 1) throw new ArgumentOutOfRangeException(nameof(MaxTokensPerStep), MaxTokensPerStep, "must be at least 1");
         if (MaxPrefillTokensPerStep < 1) throw new ArgumentOutOfRangeException(nameof(MaxPrefillTokensPerStep), MaxPrefillTokensPerStep, "must be at least 1");
     }
 }
