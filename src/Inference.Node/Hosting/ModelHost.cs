@@ -39,7 +39,7 @@ public sealed class ModelHost : IDisposable
             AdapterSlots = o.AdaptersEnabled ? o.AdapterSlots : 0,
             AdapterMaxRank = o.AdapterMaxRank,
             AdapterKernel = o.AdapterKernel,
-            PackedSteps = o.EarlyExit,
+            PackedSteps = o.EarlyExit || o.MixedSteps,
             Weights = o.Weights,
             WeightBlockSize = o.WeightBlockSize,
             WeightAccuracyLevel = o.WeightAccuracyLevel,
@@ -60,7 +60,7 @@ public sealed class ModelHost : IDisposable
         Observer = new SchedulerObserver(metrics, logger);
         var extra = observers.ToList();
         Scheduler = new GenerationScheduler(_decoder, Tokenizer,
-            new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep },
+            new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep, MixedSteps = o.MixedSteps, MaxTokensPerStep = o.MaxTokensPerStep },
             extra.Count == 0 ? Observer : new CompositeSchedulerObserver([Observer, .. extra]), time);
         metrics.Observe(Scheduler);
         NodeLog.ModelLoaded(logger, ModelId, c.Architecture.ToString(), slots, _model.MaxContext, (long)_model.LoadTime.TotalMilliseconds, isDefault);

@@ -62,8 +62,17 @@ public sealed class NodeOptions
     /// <summary>Requests waiting for a slot before new ones get 429.</summary>
     public int MaxQueue { get; set; } = 64;
 
-    /// <summary>Prompt tokens prefilled between two decode steps.</summary>
+    /// <summary>Prompt tokens prefilled between two decode steps (with <see cref="MixedSteps"/>: the prompt share of a step).</summary>
     public int MaxPrefillTokensPerStep { get; set; } = 512;
+
+    /// <summary>
+    /// Mixed steps (chunked prefill): each engine step carries every running stream's next token and chunks of waiting
+    /// prompts together, so new prompts do not stall running streams (CPU provider; loads the packed block variants).
+    /// </summary>
+    public bool MixedSteps { get; set; }
+
+    /// <summary>With <see cref="MixedSteps"/>: tokens per step, decode tokens first, prompt chunks fill the rest (docs/scheduling.md).</summary>
+    public int MaxTokensPerStep { get; set; } = 512;
 
     /// <summary>Per-request deadline from arrival (queue wait included); default 10 min.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromMinutes(10);
@@ -258,6 +267,9 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
         if (o.DefaultEarlyExit is not ("off" or "confident" or "speculative")) errors.Add($"Node:DefaultEarlyExit must be off, confident or speculative, got '{o.DefaultEarlyExit}'.");
         if (o.DefaultEarlyExit != "off" && !o.EarlyExit) errors.Add("Node:DefaultEarlyExit needs Node:EarlyExit=true.");
         if (o.EarlyExit && o.ExecutionProvider != ExecutionProviderKind.Cpu) errors.Add("Node:EarlyExit runs on the CPU provider only.");
+        if (o.MixedSteps && o.ExecutionProvider != ExecutionProviderKind.Cpu) errors.Add("Node:MixedSteps runs on the CPU provider only.");
+        if (o.MixedSteps && o.AdaptersEnabled && o.AdapterKernel == AdapterKernelKind.BatchedMatMul) errors.Add("Node:MixedSteps takes adapters through the Segmented kernel only (AdapterKernel Auto or Segmented).");
+        if (o.MaxTokensPerStep < 1) errors.Add("Node:MaxTokensPerStep must be at least 1.");
         if (o.EarlyExit && o.AdaptersEnabled && o.AdapterKernel == AdapterKernelKind.BatchedMatMul) errors.Add("Node:EarlyExit takes adapters through the Segmented kernel only (AdapterKernel Auto or Segmented).");
         if (o.ExitProbe is { } probe && !Directory.Exists(probe)) errors.Add($"Node:ExitProbe '{probe}' does not exist.");
         if (o.DraftTokens is < 1 or > SpeculativeSpec.MaxDraftTokens) errors.Add($"Node:DraftTokens must be in [1, {SpeculativeSpec.MaxDraftTokens}].");

@@ -242,6 +242,8 @@ public sealed partial class BatchDecoder : IDisposable
         _buf.Total.Span[0] = maxTotal;
         _groups?.Find(_active, b);
         var groups = _groups?.Count ?? 0;
+        // Packed blocks only when a row may leave early: the ordinary step is faster, and it runs Otter side networks.
+        var packed = _packedSteps is not null && AnyExitPolicy(b);
         DecodeSteps++;
         AdapterGroupsDecoded += groups;
         if (_useFused)
@@ -250,7 +252,7 @@ public sealed partial class BatchDecoder : IDisposable
             var fused = _fusedBindings[b] ??= StepBindings.Fused(_buf, b);
             _model.Fused!.RunWithBinding(_run, fused.Head!);
         }
-        else if (_packedSteps is not null)
+        else if (packed)
         {
             DecodePacked(b);
         }
@@ -288,7 +290,7 @@ public sealed partial class BatchDecoder : IDisposable
             var seq = _active[r];
             seq.Length++;
             seq.PendingToken = -1;
-            if (_packedSteps is not null) continue; // packed steps count their own layers
+            if (packed) continue; // packed steps count their own layers
             seq.LastLayers = _c.NumLayers;
             seq.LayersRun += _c.NumLayers;
             seq.TokensDecoded++;
@@ -355,6 +357,15 @@ public sealed partial class BatchDecoder : IDisposable
             if (head.Side is { } network && !StepUses(network)) _stepSides.Add(_sides[network]);
         }
         return any;
+    }
+
+    private bool AnyExitPolicy(int b)
+    {
+        for (var r = 0; r < b; r++)
+        {
+            if (_active[r].Exit is not null) return true;
+        }
+        return false;
     }
 
     private bool StepUses(Rewards.OtterNetwork network)
