@@ -29,8 +29,12 @@ public sealed class EmbeddedGarnet : IDisposable
     /// <summary>Loopback port it listens on.</summary>
     public int Port { get; }
 
-    /// <summary>StackExchange.Redis connection string for this server.</summary>
-    public string ConnectionString => $"127.0.0.1:{Port}";
+    /// <summary>
+    /// StackExchange.Redis connection string for this server. The server runs in this process, so a late reply means a
+    /// starved process (a loaded machine: Garnet compiles the first Lua script it sees), not a lost server: commands wait
+    /// up to 20 s instead of the client's 5 s default before they count as failed.
+    /// </summary>
+    public string ConnectionString => $"127.0.0.1:{Port},syncTimeout=20000,asyncTimeout=20000";
 
     /// <summary>A free loopback TCP port (bound and released; a race with another process is possible but rare).</summary>
     public static int FreePort()
