@@ -23,6 +23,7 @@ using Serving.LoadGen.Workload;
 // (batch 1, same sampler) for the same requests. Greedy, ignore_eos, fixed lengths, so every run generates the same tokens.
 // The HTTP clients are the load generator's (tools/LoadGen.Core), so TTFT/ITL and throughput use its definitions.
 // usage: NodeBench [--shape gpt2-small] [--levels 1,8,32] [--tokens 32] [--prompt 16] [--sequential 8] [--rounds 1] [--threads N] [--reps 2]
+//                  [--mixed off|on|both] [--step-tokens 512] [--prefill-tokens 512] [--poisson RATE] [--poisson-requests N]
 var opts = args.Select((a, i) => (a, i)).Where(p => p.a.StartsWith("--", StringComparison.Ordinal))
     .ToDictionary(p => p.a[2..], p => p.i + 1 < args.Length ? args[p.i + 1] : "");
 string Opt(string k, string d) => opts.TryGetValue(k, out var v) ? v : d;
@@ -124,72 +125,128 @@ double EngineBatchTokensPerSecond(int c)
 
 Console.WriteLine($"{shape}, {threads} threads, prompt {promptLen}, {tokens} output tokens per request, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
 
-// 2. The node on loopback.
-var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
-builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+// 2. The node on loopback: one per scheduling variant (--mixed off|on|both: whole steps, mixed steps, or both side by side).
+var variants = Opt("mixed", "off") switch
 {
-    ["Node:ModelPath"] = dir, ["Node:ModelId"] = "bench", ["Node:Host"] = "127.0.0.1", ["Node:Port"] = "0",
-    ["Node:MaxBatch"] = maxBatch.ToString(inv), ["Node:MaxContext"] = context.ToString(inv), ["Node:Threads"] = threads.ToString(inv),
-    ["Node:MaxQueue"] = "1024", ["Logging:LogLevel:Default"] = "Warning",
-});
-builder.AddNodeDefaults();
-builder.Services.AddInferenceNode();
-await using var app = builder.Build();
-app.MapNodeDefaults();
-app.MapOpenAIApi();
-app.MapNodeStatusApi();
-await app.StartAsync();
-var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+    "off" => new[] { false },
+    "on" => [true],
+    "both" => [false, true],
+    var m => throw new ArgumentException($"--mixed must be off, on or both, got '{m}'"),
+};
+var stepTokens = Opt("step-tokens", "512");
+var prefillTokens = Opt("prefill-tokens", "512");
+var poissonRate = double.Parse(Opt("poisson", "0"), inv); // requests/s of an open-loop Poisson point (0: none)
+var poissonCount = int.Parse(Opt("poisson-requests", (maxBatch * 4).ToString(inv)), inv);
+var nodes = new List<(bool Mixed, WebApplication App, OpenAiLoadClient Load)>();
+foreach (var mixed in variants)
+{
+    var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+    builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+    {
+        ["Node:ModelPath"] = dir, ["Node:ModelId"] = "bench", ["Node:Host"] = "127.0.0.1", ["Node:Port"] = "0",
+        ["Node:MaxBatch"] = maxBatch.ToString(inv), ["Node:MaxContext"] = context.ToString(inv), ["Node:Threads"] = threads.ToString(inv),
+        ["Node:MaxQueue"] = "1024", ["Logging:LogLevel:Default"] = "Warning",
+        ["Node:MixedSteps"] = mixed ? "true" : "false", ["Node:MaxTokensPerStep"] = stepTokens, ["Node:MaxPrefillTokensPerStep"] = prefillTokens,
+    });
+    builder.AddNodeDefaults();
+    builder.Services.AddInferenceNode();
+    var app = builder.Build();
+    app.MapNodeDefaults();
+    app.MapOpenAIApi();
+    app.MapNodeStatusApi();
+    await app.StartAsync();
+    var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+    // The HTTP side is the load generator's (tools/LoadGen.Core): streaming /v1/completions, TTFT/ITL/throughput from
+    // its metrics. Prompts are this benchmark's own (exact token counts for the byte tokenizer); lengths are fixed.
+    nodes.Add((mixed, app, new OpenAiLoadClient(new ClientOptions
+    {
+        BaseUrl = new Uri(address), BaseModel = "bench", Endpoint = ApiEndpoint.Completions, IgnoreEos = true, Timeout = TimeSpan.FromMinutes(30),
+    })));
+}
+Console.WriteLine($"scheduling: {string.Join(", ", variants.Select(Variant))}; Node:MaxPrefillTokensPerStep {prefillTokens}, Node:MaxTokensPerStep {stepTokens} (mixed only)");
+static string Variant(bool mixed) => mixed ? "mixed steps" : "whole steps";
 
-// The HTTP side is the load generator's (tools/LoadGen.Core): streaming /v1/completions, closed loop, TTFT/ITL/throughput
-// from its metrics. Prompts are this benchmark's own (exact token counts for the byte tokenizer); lengths are fixed.
-using var load = new OpenAiLoadClient(new ClientOptions
+IReadOnlyList<TraceRequest> Trace(int firstPrompt, int count, double rate = 0)
 {
-    BaseUrl = new Uri(address), BaseModel = "bench", Endpoint = ApiEndpoint.Completions, IgnoreEos = true, Timeout = TimeSpan.FromMinutes(30),
-});
-IReadOnlyList<TraceRequest> Trace(int firstPrompt, int count) =>
-    Enumerable.Range(0, count).Select(k => new TraceRequest(k, 0, null, promptLen, tokens, Prompt(firstPrompt + k))).ToArray();
+    // Poisson arrivals (exponential gaps, fixed seed) when a rate is given; all at once otherwise.
+    var rng = new Random(17);
+    var at = 0.0;
+    return Enumerable.Range(0, count).Select(k =>
+    {
+        var arrival = at;
+        if (rate > 0) at += -Math.Log(1 - rng.NextDouble()) / rate;
+        return new TraceRequest(k, rate > 0 ? arrival : 0, null, promptLen, tokens, Prompt(firstPrompt + k));
+    }).ToArray();
+}
 
-// `count` requests, `concurrency` in flight; every request must return exactly `tokens` tokens (checked through usage).
-async Task<RunMetrics> PointAsync(int firstPrompt, int count, int concurrency)
+static void Check(BenchmarkPoint point, int tokens)
 {
-    var point = await LoadBenchmark.ClosedLoopAsync(load, Trace(firstPrompt, count), concurrency);
     if (point.Failures.Count > 0) throw new InvalidOperationException($"{point.Failures.Count} requests failed: {point.Failures[0].Error} {point.Failures[0].ErrorDetail}");
     if (point.Outcome.Records.FirstOrDefault(r => !r.UsageReported || r.OutputTokens != tokens) is { } bad)
     {
         throw new InvalidOperationException($"expected {tokens} tokens with usage, got {bad.OutputTokens} (usage reported: {bad.UsageReported})");
     }
+}
+
+// `count` requests, `concurrency` in flight; every request must return exactly `tokens` tokens (checked through usage).
+async Task<RunMetrics> PointAsync(OpenAiLoadClient load, int firstPrompt, int count, int concurrency)
+{
+    var point = await LoadBenchmark.ClosedLoopAsync(load, Trace(firstPrompt, count), concurrency);
+    Check(point, tokens);
     return point.Metrics;
 }
-Task<RunMetrics> SequentialAsync() => PointAsync(1000, sequential, 1);
+async Task<RunMetrics> PoissonAsync(OpenAiLoadClient load)
+{
+    var point = await LoadBenchmark.RunAsync(load, new RunPlan { Requests = Trace(3000, poissonCount, poissonRate), Mode = LoadMode.OpenLoop, Duration = TimeSpan.FromMinutes(30) });
+    Check(point, tokens);
+    return point.Metrics;
+}
+Task<RunMetrics> SequentialAsync(OpenAiLoadClient load) => PointAsync(load, 1000, sequential, 1);
 // c clients at once, each sending `rounds` requests one after another (rounds 1: one burst of c requests).
-Task<RunMetrics> ConcurrentAsync(int c) => PointAsync(2000, c * rounds, c);
+Task<RunMetrics> ConcurrentAsync(OpenAiLoadClient load, int c) => PointAsync(load, 2000, c * rounds, c);
 static string Latency(RunMetrics m) => $"TTFT p50 {m.TtftMs.P50:F0} ms, ITL p50 {m.ItlMs.P50:F1} / p99 {m.ItlMs.P99:F1} ms";
 
-// Runs alternate (engine, node sequential, node at each concurrency) so that a shared machine's load hits all alike;
-// ratios are taken within a repetition and the median over repetitions is reported.
-await PointAsync(999, 1, 1); // warm-up
-foreach (var c in levels.Where(l => l > 1)) await ConcurrentAsync(c);
+// Runs alternate (engine, then per node variant: sequential, each concurrency, the Poisson point) so that a shared
+// machine's load hits all alike; ratios are taken within a repetition and the median over repetitions is reported.
+foreach (var node in nodes)
+{
+    await PointAsync(node.Load, 999, 1, 1); // warm-up
+    foreach (var c in levels.Where(l => l > 1)) await ConcurrentAsync(node.Load, c);
+}
 var engineRuns = new List<double>();
-var seqRuns = new List<double>();
-var concRuns = levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<RunMetrics>());
+var seqRuns = variants.ToDictionary(v => v, _ => new List<double>());
+var concRuns = variants.ToDictionary(v => v, _ => levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<RunMetrics>()));
+var poissonRuns = variants.ToDictionary(v => v, _ => new List<RunMetrics>());
 var engineBatchRuns = levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<double>());
 for (var r = 0; r < reps; r++)
 {
     var e = EngineTokensPerSecond();
-    var seq = await SequentialAsync();
-    var s1 = seq.OutputTokenThroughput;
     engineRuns.Add(e);
-    seqRuns.Add(s1);
-    Console.WriteLine($"rep {r}: engine {e:F1}, node sequential {s1:F1} ({(1 - s1 / e) * 100:F1}% overhead; {Latency(seq)})");
-    foreach (var c in concRuns.Keys)
+    Console.WriteLine($"rep {r}: engine {e:F1} tok/s");
+    foreach (var c in engineBatchRuns.Keys)
     {
         var eb = EngineBatchTokensPerSecond(c);
         engineBatchRuns[c].Add(eb / e);
-        var m = await ConcurrentAsync(c);
-        concRuns[c].Add(m);
-        Console.WriteLine($"rep {r}:   concurrency {c}: {m.OutputTokenThroughput:F1} tok/s ({m.OutputTokenThroughput / s1:F2}×; {Latency(m)}); " +
-            $"engine in-process at batch {c} (batch-1 prefills): {eb:F1} tok/s ({eb / e:F2}× engine batch 1; node reaches {m.OutputTokenThroughput / eb:P0} of it)");
+        Console.WriteLine($"rep {r}:   engine in-process at batch {c} (batch-1 prefills): {eb:F1} tok/s ({eb / e:F2}× engine batch 1)");
+    }
+    foreach (var (mixed, _, load) in nodes)
+    {
+        var seq = await SequentialAsync(load);
+        var s1 = seq.OutputTokenThroughput;
+        seqRuns[mixed].Add(s1);
+        Console.WriteLine($"rep {r}: {Variant(mixed)}: node sequential {s1:F1} ({(1 - s1 / e) * 100:F1}% overhead vs engine; {Latency(seq)})");
+        foreach (var c in concRuns[mixed].Keys)
+        {
+            var m = await ConcurrentAsync(load, c);
+            concRuns[mixed][c].Add(m);
+            Console.WriteLine($"rep {r}:   concurrency {c}: {m.OutputTokenThroughput:F1} tok/s ({m.OutputTokenThroughput / s1:F2}× sequential; {Latency(m)})");
+        }
+        if (poissonRate > 0)
+        {
+            var m = await PoissonAsync(load);
+            poissonRuns[mixed].Add(m);
+            Console.WriteLine($"rep {r}:   Poisson {poissonRate} req/s, {poissonCount} requests: {m.OutputTokenThroughput:F1} tok/s; {Latency(m)}");
+        }
     }
 }
 static double Median(IEnumerable<double> v)
@@ -197,20 +254,33 @@ static double Median(IEnumerable<double> v)
     var a = v.OrderBy(x => x).ToArray();
     return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
 }
-var overhead = Median(engineRuns.Zip(seqRuns, (e, s1) => 1 - s1 / e));
 Console.WriteLine();
-Console.WriteLine("| concurrency | aggregate output tok/s (median) | vs sequential (median of per-rep ratios) | engine in-process at this batch vs engine batch 1 | TTFT p50 ms | ITL p50 / p99 ms |");
-Console.WriteLine("|---|---|---|---|---|---|");
-Console.WriteLine($"| 1 (one after another) | {Median(seqRuns):F1} | 1.00× | 1.00× | | |");
-foreach (var (c, runs) in concRuns)
+Console.WriteLine("| scheduling | concurrency | aggregate output tok/s (median) | vs sequential (median of per-rep ratios) | engine in-process at this batch vs engine batch 1 | TTFT p50 ms | ITL p50 / p99 ms | ITL p99 / p50 |");
+Console.WriteLine("|---|---|---|---|---|---|---|---|");
+foreach (var mixed in variants)
 {
-    var tps = runs.Select(m => m.OutputTokenThroughput).ToList();
-    Console.WriteLine($"| {c} | {Median(tps):F1} | {Median(tps.Zip(seqRuns, (v, s1) => v / s1)):F2}× | {Median(engineBatchRuns[c]):F2}× | " +
-        $"{Median(runs.Select(m => m.TtftMs.P50)):F0} | {Median(runs.Select(m => m.ItlMs.P50)):F1} / {Median(runs.Select(m => m.ItlMs.P99)):F1} |");
+    Console.WriteLine($"| {Variant(mixed)} | 1 (one after another) | {Median(seqRuns[mixed]):F1} | 1.00× | 1.00× | | | |");
+    foreach (var (c, runs) in concRuns[mixed])
+    {
+        var tps = runs.Select(m => m.OutputTokenThroughput).ToList();
+        Console.WriteLine($"| {Variant(mixed)} | {c} | {Median(tps):F1} | {Median(tps.Zip(seqRuns[mixed], (v, s1) => v / s1)):F2}× | {Median(engineBatchRuns[c]):F2}× | " +
+            $"{Median(runs.Select(m => m.TtftMs.P50)):F0} | {Median(runs.Select(m => m.ItlMs.P50)):F1} / {Median(runs.Select(m => m.ItlMs.P99)):F1} | {Median(runs.Select(m => m.ItlMs.P99 / m.ItlMs.P50)):F1} |");
+    }
+    if (poissonRuns[mixed].Count > 0)
+    {
+        var runs = poissonRuns[mixed];
+        Console.WriteLine($"| {Variant(mixed)} | Poisson {poissonRate} req/s | {Median(runs.Select(m => m.OutputTokenThroughput)):F1} | | | " +
+            $"{Median(runs.Select(m => m.TtftMs.P50)):F0} | {Median(runs.Select(m => m.ItlMs.P50)):F1} / {Median(runs.Select(m => m.ItlMs.P99)):F1} | {Median(runs.Select(m => m.ItlMs.P99 / m.ItlMs.P50)):F1} |");
+    }
 }
-Console.WriteLine($"engine in-process batch 1: {Median(engineRuns):F1} tok/s; node at concurrency 1: {Median(seqRuns):F1} tok/s; " +
-    $"HTTP + scheduling overhead (median of per-rep ratios) {overhead * 100:F1}%");
-await app.StopAsync();
+Console.WriteLine($"engine in-process batch 1: {Median(engineRuns):F1} tok/s; " +
+    string.Join("; ", variants.Select(v => $"{Variant(v)} node at concurrency 1: {Median(seqRuns[v]):F1} tok/s, HTTP + scheduling overhead {Median(engineRuns.Zip(seqRuns[v], (e, s1) => 1 - s1 / e)) * 100:F1}%")));
+foreach (var node in nodes)
+{
+    node.Load.Dispose();
+    await node.App.StopAsync();
+    await node.App.DisposeAsync();
+}
 
 static string WithTextForEveryToken(string source)
 {

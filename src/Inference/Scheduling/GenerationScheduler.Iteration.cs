@@ -28,11 +28,14 @@ public sealed partial class GenerationScheduler
         }
         Admit(ref budget);
         FinishIteration();
-        if (_mixing)
+        // A mixed step when there is prompt work (or a row waits for its chunk); with decode rows only, the ordinary
+        // decode step does the same work for less.
+        if (_mixing && (_plannedCount > 0 || AnyRowWithoutPendingToken()))
         {
             MixedStep();
             return;
         }
+        _plannedCount = 0;
 
         // One decode step for every row.
         var b = _decoder.ActiveCount;
@@ -337,6 +340,16 @@ public sealed partial class GenerationScheduler
 
     /// <summary>Rows that a mixed step cannot carry: their strategies decode them with whole steps only.</summary>
     private static bool NeedsWholeSteps(Engine.Sequence seq) => seq.RewardHead?.Side is not null || seq.Exit is not null;
+
+    private bool AnyRowWithoutPendingToken()
+    {
+        var active = _decoder.Active;
+        for (var r = 0; r < active.Count; r++)
+        {
+            if (active[r].PendingToken < 0) return true;
+        }
+        return false;
+    }
 
     private bool AnyRowNeedsWholeSteps()
     {
