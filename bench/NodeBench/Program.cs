@@ -24,6 +24,7 @@ using Serving.LoadGen.Workload;
 // The HTTP clients are the load generator's (tools/LoadGen.Core), so TTFT/ITL and throughput use its definitions.
 // usage: NodeBench [--shape gpt2-small] [--levels 1,8,32] [--tokens 32] [--prompt 16] [--sequential 8] [--rounds 1] [--threads N] [--reps 2]
 //                  [--mixed off|on|both] [--step-tokens 512] [--prefill-tokens 512] [--poisson RATE] [--poisson-requests N]
+//                  [--system N (shared prompt start)] [--prefix-reuse true|false]
 var opts = args.Select((a, i) => (a, i)).Where(p => p.a.StartsWith("--", StringComparison.Ordinal))
     .ToDictionary(p => p.a[2..], p => p.i + 1 < args.Length ? args[p.i + 1] : "");
 string Opt(string k, string d) => opts.TryGetValue(k, out var v) ? v : d;
@@ -49,7 +50,9 @@ if (!File.Exists(Path.Combine(dir, "model.safetensors")))
 // every id has text: the 256 byte-level symbols, then " w" + letters for each further id, <|endoftext|> last, no merges.
 dir = WithTextForEveryToken(dir);
 // Prompts of exactly promptLen tokens (one letter = one token without merges), different per request.
-string Prompt(int i) => string.Concat(Enumerable.Range(0, promptLen).Select(k => (char)('a' + (i * 7 + k * 3) % 26)));
+// With --system N the first N tokens are the same for every request (a shared system prompt, for prefix reuse).
+var systemLen = int.Parse(Opt("system", "0"), inv);
+string Prompt(int i) => string.Concat(Enumerable.Range(0, promptLen).Select(k => (char)('a' + (k < systemLen ? k * 5 : i * 7 + k * 3) % 26)));
 
 // 1. Engine in-process, batch 1, the same requests one after another (its own copy of the model).
 // Spinning off, as the node runs by default (NodeOptions.OrtSpin): the thread pool is process-wide, so the in-process
@@ -147,6 +150,7 @@ foreach (var mixed in variants)
         ["Node:MaxBatch"] = maxBatch.ToString(inv), ["Node:MaxContext"] = context.ToString(inv), ["Node:Threads"] = threads.ToString(inv),
         ["Node:MaxQueue"] = "1024", ["Logging:LogLevel:Default"] = "Warning",
         ["Node:MixedSteps"] = mixed ? "true" : "false", ["Node:MaxTokensPerStep"] = stepTokens, ["Node:MaxPrefillTokensPerStep"] = prefillTokens,
+        ["Node:PrefixReuse"] = Opt("prefix-reuse", "false"),
     });
     builder.AddNodeDefaults();
     builder.Services.AddInferenceNode();
@@ -275,6 +279,11 @@ foreach (var mixed in variants)
 }
 Console.WriteLine($"engine in-process batch 1: {Median(engineRuns):F1} tok/s; " +
     string.Join("; ", variants.Select(v => $"{Variant(v)} node at concurrency 1: {Median(seqRuns[v]):F1} tok/s, HTTP + scheduling overhead {Median(engineRuns.Zip(seqRuns[v], (e, s1) => 1 - s1 / e)) * 100:F1}%")));
+foreach (var node in nodes)
+{
+    var status = node.App.Services.GetRequiredService<ModelHost>().Scheduler.Status;
+    Console.WriteLine($"{Variant(node.Mixed)}: prompt tokens admitted {status.PromptTokens}, copied by prefix reuse {status.PrefixTokensReused} ({(double)status.PrefixTokensReused / Math.Max(1, status.PromptTokens):P1})");
+}
 foreach (var node in nodes)
 {
     node.Load.Dispose();

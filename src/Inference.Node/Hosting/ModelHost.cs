@@ -60,7 +60,8 @@ public sealed class ModelHost : IDisposable
         Observer = new SchedulerObserver(metrics, logger);
         var extra = observers.ToList();
         Scheduler = new GenerationScheduler(_decoder, Tokenizer,
-            new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep, MixedSteps = o.MixedSteps, MaxTokensPerStep = o.MaxTokensPerStep },
+            new SchedulerOptions { MaxQueue = o.MaxQueue, MaxPrefillTokensPerStep = o.MaxPrefillTokensPerStep, MixedSteps = o.MixedSteps, MaxTokensPerStep = o.MaxTokensPerStep,
+                PrefixReuse = o.PrefixReuse, MinSharedPrefixTokens = o.MinSharedPrefixTokens },
             extra.Count == 0 ? Observer : new CompositeSchedulerObserver([Observer, .. extra]), time);
         metrics.Observe(Scheduler);
         NodeLog.ModelLoaded(logger, ModelId, c.Architecture.ToString(), slots, _model.MaxContext, (long)_model.LoadTime.TotalMilliseconds, isDefault);

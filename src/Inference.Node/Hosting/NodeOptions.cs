@@ -74,6 +74,15 @@ public sealed class NodeOptions
     /// <summary>With <see cref="MixedSteps"/>: tokens per step, decode tokens first, prompt chunks fill the rest (docs/scheduling.md).</summary>
     public int MaxTokensPerStep { get; set; } = 512;
 
+    /// <summary>
+    /// Prefix reuse: a prompt starting with tokens a running request on the same adapter has cached (a shared system
+    /// prompt) copies their K/V instead of computing them (docs/scheduling.md).
+    /// </summary>
+    public bool PrefixReuse { get; set; }
+
+    /// <summary>With <see cref="PrefixReuse"/>: the shortest shared prefix worth a copy, in tokens.</summary>
+    public int MinSharedPrefixTokens { get; set; } = 16;
+
     /// <summary>Per-request deadline from arrival (queue wait included); default 10 min.</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromMinutes(10);
 
@@ -270,6 +279,7 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
         if (o.MixedSteps && o.ExecutionProvider != ExecutionProviderKind.Cpu) errors.Add("Node:MixedSteps runs on the CPU provider only.");
         if (o.MixedSteps && o.AdaptersEnabled && o.AdapterKernel == AdapterKernelKind.BatchedMatMul) errors.Add("Node:MixedSteps takes adapters through the Segmented kernel only (AdapterKernel Auto or Segmented).");
         if (o.MaxTokensPerStep < 1) errors.Add("Node:MaxTokensPerStep must be at least 1.");
+        if (o.MinSharedPrefixTokens < 1) errors.Add("Node:MinSharedPrefixTokens must be at least 1.");
         if (o.EarlyExit && o.AdaptersEnabled && o.AdapterKernel == AdapterKernelKind.BatchedMatMul) errors.Add("Node:EarlyExit takes adapters through the Segmented kernel only (AdapterKernel Auto or Segmented).");
         if (o.ExitProbe is { } probe && !Directory.Exists(probe)) errors.Add($"Node:ExitProbe '{probe}' does not exist.");
         if (o.DraftTokens is < 1 or > SpeculativeSpec.MaxDraftTokens) errors.Add($"Node:DraftTokens must be in [1, {SpeculativeSpec.MaxDraftTokens}].");

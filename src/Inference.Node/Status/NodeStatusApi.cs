@@ -1,5 +1,6 @@
 using System.Reflection;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
 using Serving.Inference.Node.Adapters;
 using Serving.Inference.Node.Hosting;
 
@@ -20,7 +21,14 @@ public sealed record NodeStatus(
     AdapterTiers Adapters,
     int MaxContext,
     long Steps,
-    WeightsStatus Weights);
+    WeightsStatus Weights,
+    PrefillStatus Prefill);
+
+/// <summary>
+/// How prompts are scheduled: mixed steps and their token budget, prefix reuse, and how many admitted prompt tokens
+/// were copied from running requests instead of computed (docs/scheduling.md).
+/// </summary>
+public sealed record PrefillStatus(bool MixedSteps, int MaxTokensPerStep, int MaxPrefillTokensPerStep, bool PrefixReuse, long PromptTokens, long PrefixTokensReused);
 
 /// <summary>How the model's weights are held: format (fp32, int8, int4), bytes of the projections and the LM head.</summary>
 public sealed record WeightsStatus(string Format, long ProjectionBytes, long HeadBytes, int? BlockSize, bool HeadQuantized);
@@ -40,11 +48,12 @@ public static class NodeStatusApi
     }
 
     /// <summary>Queue depth, running rows, KV usage, adapters per tier, model id, version.</summary>
-    public static Ok<NodeStatus> GetStatus(ModelHost host, AdapterManager adapters)
+    public static Ok<NodeStatus> GetStatus(ModelHost host, AdapterManager adapters, IOptions<NodeOptions> options)
     {
         var s = host.Scheduler.Status;
+        var o = options.Value;
         return TypedResults.Ok(new NodeStatus(host.ModelId, Version, s.Accepting, s.Waiting, s.RunningRequests, s.RunningRows,
             new KvStatus(s.KvSlots, s.RunningRows, s.KvUsage, s.KvTokens, s.KvTokenCapacity), adapters.Tiers(), host.MaxContext, s.Steps,
-            host.Weights));
+            host.Weights, new PrefillStatus(o.MixedSteps, o.MaxTokensPerStep, o.MaxPrefillTokensPerStep, o.PrefixReuse, s.PromptTokens, s.PrefixTokensReused)));
     }
 }

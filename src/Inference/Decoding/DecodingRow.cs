@@ -40,4 +40,7 @@ public sealed class DecodingRow
     internal int PromptOffset { get; set; }
     internal bool LastPromptTokenPending { get; set; }
     internal bool Prefilling => Prompt is not null;
+
+    /// <summary>The prompt the row's cache starts with (kept after prefill, copied to forks): what prefix reuse compares.</summary>
+    internal int[]? CachedPrompt { get; set; }
 }

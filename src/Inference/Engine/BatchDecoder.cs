@@ -316,6 +316,28 @@ public sealed partial class BatchDecoder : IDisposable
         return child;
     }
 
+    /// <summary>
+    /// Gives the empty <paramref name="target"/> the first <paramref name="length"/> cached tokens of
+    /// <paramref name="source"/> (their K/V copied, not recomputed): prefix reuse for prompts that start alike. The caller
+    /// vouches that the tokens are the same; both rows must use the same adapter, and neither a reward head nor an exit
+    /// policy (their state or K/V depend on more than the tokens).
+    /// </summary>
+    public void SharePrefix(Sequence source, Sequence target, int length)
+    {
+        EnsureActive(source);
+        EnsureActive(target);
+        if (ReferenceEquals(source, target)) throw new ArgumentException("a row cannot share its own prefix", nameof(target));
+        if (target.Length != 0) throw new InvalidOperationException($"sequence {target.Id} already holds {target.Length} tokens");
+        if ((uint)length > (uint)source.Length) throw new ArgumentOutOfRangeException(nameof(length), length, $"the source holds {source.Length} tokens");
+        if (source.AdapterSlot != target.AdapterSlot) throw new InvalidOperationException("a prefix is shared only between rows on the same adapter");
+        if (source.RewardHead is not null || target.RewardHead is not null || source.Exit is not null || target.Exit is not null)
+        {
+            throw new InvalidOperationException("rows with a reward head or an exit policy do not share prefixes");
+        }
+        _buf.Kv.CopySlot(source.Slot, target.Slot, length);
+        target.Length = length;
+    }
+
     /// <summary>Frees a sequence's slot; the last active row moves into it.</summary>
     public void Release(Sequence seq)
     {

@@ -151,6 +151,8 @@ public sealed partial class GenerationScheduler
             var admitted = _time.GetUtcNow();
             next.Handle.AdmittedAt = admitted;
             _observer.OnRequestStarted(next.Handle, admitted - next.Handle.SubmittedAt);
+            Interlocked.Add(ref _promptTokens, row.Prompt!.Length);
+            if (_options.PrefixReuse) ReusePrefix(next, row);
             budget -= AdvancePrefill(next, row, budget);
         }
         _statusWaitingForSlot = blockedOnSlots;
@@ -442,5 +444,41 @@ public sealed partial class GenerationScheduler
         }
         Array.Clear(_stepRows, 0, entries);
         FinishIteration();
+    }
+
+    /// <summary>
+    /// Prefix reuse at admission: the running request on the same adapter whose first row has cached the longest common
+    /// prefix of this prompt (at least <see cref="SchedulerOptions.MinSharedPrefixTokens"/>, never the last prompt token,
+    /// whose logits must be computed) lends its K/V; the new row's prefill starts after it.
+    /// </summary>
+    private void ReusePrefix(ScheduledRequest job, DecodingRow row)
+    {
+        var prompt = row.Prompt!;
+        var seq = row.Sequence;
+        if (job.PromptScores is not null || seq.RewardHead is not null || seq.Exit is not null) return;
+        DecodingRow? best = null;
+        var bestLength = _options.MinSharedPrefixTokens - 1;
+        foreach (var other in _running)
+        {
+            if (ReferenceEquals(other, job)) continue;
+            foreach (var source in other.Rows)
+            {
+                var cached = source.Sequence;
+                if (!source.IsActive || source.CachedPrompt is not { } theirs || cached.AdapterSlot != seq.AdapterSlot || cached.RewardHead is not null || cached.Exit is not null) continue;
+                // The source's cache holds its prompt up to what it has prefilled (then generated tokens).
+                var limit = Math.Min(Math.Min(theirs.Length, cached.Length), prompt.Length - 1);
+                if (limit <= bestLength) continue;
+                var common = prompt.AsSpan(0, limit).CommonPrefixLength(theirs.AsSpan(0, limit));
+                if (common > bestLength)
+                {
+                    best = source;
+                    bestLength = common;
+                }
+            }
+        }
+        if (best is null) return;
+        _decoder.SharePrefix(best.Sequence, seq, bestLength);
+        row.PromptOffset = bestLength;
+        Interlocked.Add(ref _prefixTokensReused, bestLength);
     }
 }

@@ -55,6 +55,8 @@ public sealed partial class GenerationScheduler : IDisposable
     private volatile int _statusRows;
     private volatile int _statusWaitingForSlot;
     private long _statusKvTokens;
+    private long _promptTokens;
+    private long _prefixTokensReused;
 
     /// <summary>Creates a scheduler over <paramref name="decoder"/>, which it then owns exclusively (but does not dispose).</summary>
     public GenerationScheduler(BatchDecoder decoder, ITokenizer tokenizer, SchedulerOptions? options = null,
@@ -86,6 +88,8 @@ public sealed partial class GenerationScheduler : IDisposable
         RunningRows = _statusRows,
         KvSlots = Capacity,
         KvTokens = Interlocked.Read(ref _statusKvTokens),
+        PromptTokens = Interlocked.Read(ref _promptTokens),
+        PrefixTokensReused = Interlocked.Read(ref _prefixTokensReused),
         KvTokenCapacity = (long)Capacity * MaxContext,
         Accepting = _accepting,
         Steps = Interlocked.Read(ref _steps),

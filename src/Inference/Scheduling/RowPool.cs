@@ -31,7 +31,7 @@ internal sealed class RowPool(BatchDecoder decoder, AdapterSlotResidency slots)
         }
         if (request.Handle.Request.RewardHead is { } head) decoder.SetRewardHead(seq, head);
         if (request.Handle.Request.EarlyExit is { } exit) decoder.SetExitPolicy(seq, exit);
-        var row = new DecodingRow(seq) { Prompt = request.Handle.Request.PromptTokens, Request = request };
+        var row = new DecodingRow(seq) { Prompt = request.Handle.Request.PromptTokens, CachedPrompt = request.Handle.Request.PromptTokens, Request = request };
         _rows[seq] = row;
         return row;
     }
@@ -48,7 +48,7 @@ internal sealed class RowPool(BatchDecoder decoder, AdapterSlotResidency slots)
         if (request.Handle.Request.RewardHead is { } head) decoder.SetRewardHead(seq, head);
         // Every live row takes part in the next decode step: it feeds the prompt's first token there, and the
         // scheduler's prefill phase takes the rest from the next iteration on.
-        var row = new DecodingRow(seq) { Prompt = prompt, Request = request, PromptOffset = 1, LastPromptTokenPending = true };
+        var row = new DecodingRow(seq) { Prompt = prompt, CachedPrompt = prompt, Request = request, PromptOffset = 1, LastPromptTokenPending = true };
         seq.PendingToken = prompt[0];
         _rows[seq] = row;
         return row;
@@ -58,7 +58,7 @@ internal sealed class RowPool(BatchDecoder decoder, AdapterSlotResidency slots)
     {
         var seq = decoder.TryFork(parent.Sequence) ?? throw new InvalidOperationException("no free KV slot for a reserved fork");
         if (seq.AdapterSlot >= 0) slots.Retain(seq.AdapterSlot);
-        var row = new DecodingRow(seq) { Tag = parent.Tag, Request = parent.Request };
+        var row = new DecodingRow(seq) { Tag = parent.Tag, Request = parent.Request, CachedPrompt = parent.CachedPrompt };
         _rows[seq] = row;
         return row;
     }

@@ -27,6 +27,16 @@ public sealed record SchedulerOptions
     public int MaxTokensPerStep { get; init; } = 512;
 
     /// <summary>
+    /// Prefix reuse: a request whose prompt starts with at least <see cref="MinSharedPrefixTokens"/> tokens that a running
+    /// request on the same adapter already has in its KV cache (a tenant's shared system prompt, the same question
+    /// asked again) copies those K/V instead of prefilling them. Off by default.
+    /// </summary>
+    public bool PrefixReuse { get; init; }
+
+    /// <summary>With <see cref="PrefixReuse"/>: the shortest common prefix worth a copy (tokens).</summary>
+    public int MinSharedPrefixTokens { get; init; } = 16;
+
+    /// <summary>
     /// Iterations a request may be passed over for want of a free adapter slot while later requests go ahead; after
     /// that, no later request may take or keep filling a slot until it has one (no starvation). Its wait is then
     /// bounded by this plus the longest remaining generation among the slots' rows.
@@ -38,6 +48,7 @@ public sealed record SchedulerOptions
     {
         if (MaxQueue < 1) throw new ArgumentOutOfRangeException(nameof(MaxQueue), MaxQueue, "must be at least 1");
         if (AdapterFairnessSteps < 0) throw new ArgumentOutOfRangeException(nameof(AdapterFairnessSteps), AdapterFairnessSteps, "must be non-negative");
+        if (MinSharedPrefixTokens < 1) throw new ArgumentOutOfRangeException(nameof(MinSharedPrefixTokens), MinSharedPrefixTokens, "must be at least 1");
         if (MaxTokensPerStep < 1) throw new ArgumentOutOfRangeException(nameof(MaxTokensPerStep), MaxTokensPerStep, "must be at least 1");
         if (MaxPrefillTokensPerStep < 1) throw new ArgumentOutOfRangeException(nameof(MaxPrefillTokensPerStep), MaxPrefillTokensPerStep, "must be at least 1");
     }

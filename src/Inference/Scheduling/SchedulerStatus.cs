@@ -36,6 +36,12 @@ public sealed record SchedulerStatus
     /// <summary>Keys of the adapters in device slots (resident, whether or not rows use them now).</summary>
     public IReadOnlyList<string> DeviceAdapters { get; init; } = [];
 
+    /// <summary>Prompt tokens of admitted requests (their first rows), since start.</summary>
+    public long PromptTokens { get; init; }
+
+    /// <summary>Of <see cref="PromptTokens"/>, those whose K/V were copied from a running request (prefix reuse).</summary>
+    public long PrefixTokensReused { get; init; }
+
     /// <summary>Requests waiting because every adapter slot is busy with other adapters.</summary>
     public int WaitingForAdapterSlot { get; init; }
 }

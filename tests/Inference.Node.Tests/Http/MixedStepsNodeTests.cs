@@ -27,6 +27,14 @@ public sealed class MixedStepsNodeTests
             return (string)body["choices"]![0]!["text"]!;
         }));
         Assert.Equal(await AskAll(whole), await AskAll(mixed));
+
+        var prefill = JsonNode.Parse(await mixed.Http.GetStringAsync("node/status"))!["prefill"]!;
+        Assert.True((bool)prefill["mixed_steps"]!);
+        Assert.Equal(24, (int)prefill["max_tokens_per_step"]!);
+        Assert.Equal(16, (int)prefill["max_prefill_tokens_per_step"]!);
+        Assert.False((bool)prefill["prefix_reuse"]!);
+        Assert.True((long)prefill["prompt_tokens"]! > 0);
+        Assert.Equal(0, (long)prefill["prefix_tokens_reused"]!);
     }
 
     [Fact]
