@@ -88,7 +88,12 @@ public sealed class GrammarMasks
             accepting = _dfa.IsAccepting(state);
             // Every further token must leave a state that finishes within what is left after it (EOS included).
             var threshold = budget == int.MaxValue ? int.MaxValue : budget - 2;
-            if (mask.MaxDistanceAfter > threshold) mask = Closing(state, Math.Max(threshold, -1), mask, accepting);
+            if (mask.MaxDistanceAfter > threshold)
+            {
+                // No token finishes in time: the answer is known without a walk (only EOS if accepting, else the
+                // full mask, as Closing decides), so a row far from its end — e.g. a long minLength — costs nothing more.
+                mask = mask.MinDistanceAfter > threshold ? (accepting ? OnlyEnd : mask) : Closing(state, Math.Max(threshold, -1), mask, accepting);
+            }
         }
         if (mask.Inverted)
         {
@@ -131,7 +136,7 @@ public sealed class GrammarMasks
     {
         var key = ((long)state << 32) | (uint)threshold;
         if (_closing.TryGetValue(key, out var m)) return m;
-        m = threshold < 0 ? new StateMask([], false, -1, 0) : Compute(state, threshold);
+        m = threshold < 0 ? OnlyEnd : Compute(state, threshold);
         // Nothing finishes in time and EOS is not allowed either: the row will run out of budget whatever it does, so
         // keep it inside the grammar (finish reason "length") rather than leave no token at all.
         if (m.Count == 0 && !accepting) m = full;
@@ -151,6 +156,7 @@ public sealed class GrammarMasks
         var deadAt = -1;
         var allowed = new List<int>();
         var maxDistance = 0;
+        var minDistance = int.MaxValue;
         for (var k = 0; k < ids.Length; k++)
         {
             var p = v.Lcp[k];
@@ -180,9 +186,10 @@ public sealed class GrammarMasks
             if (distance > threshold) continue;
             allowed.Add(ids[k]);
             maxDistance = Math.Max(maxDistance, distance);
+            minDistance = Math.Min(minDistance, distance);
         }
         allowed.Sort();
-        if (allowed.Count * 2 <= v.VocabSize) return new StateMask([.. allowed], false, maxDistance, allowed.Count);
+        if (allowed.Count * 2 <= v.VocabSize) return new StateMask([.. allowed], false, maxDistance, minDistance, allowed.Count);
         // Mostly allowed: store the banned ids instead (specials and ids without bytes included; EOS is set separately).
         var banned = new List<int>(v.VocabSize - allowed.Count);
         var a = 0;
@@ -191,9 +198,16 @@ public sealed class GrammarMasks
             if (a < allowed.Count && allowed[a] == id) { a++; continue; }
             banned.Add(id);
         }
-        return new StateMask([.. banned], true, maxDistance, allowed.Count);
+        return new StateMask([.. banned], true, maxDistance, minDistance, allowed.Count);
     }
 
-    /// <summary>One state's mask: allowed ids, or (<see cref="Inverted"/>) banned ids when most tokens are allowed.</summary>
-    private sealed record StateMask(int[] Ids, bool Inverted, int MaxDistanceAfter, int Count);
+    /// <summary>No ordinary token (end-of-sequence is set apart, in accepting states).</summary>
+    private static readonly StateMask OnlyEnd = new([], false, -1, int.MaxValue, 0);
+
+    /// <summary>
+    /// One state's mask: allowed ids, or (<see cref="Inverted"/>) banned ids when most tokens are allowed;
+    /// <see cref="MaxDistanceAfter"/> / <see cref="MinDistanceAfter"/>: the largest / smallest distance to acceptance
+    /// (bytes) over the allowed tokens' end states (int.MaxValue as the minimum when none is allowed).
+    /// </summary>
+    private sealed record StateMask(int[] Ids, bool Inverted, int MaxDistanceAfter, int MinDistanceAfter, int Count);
 }
