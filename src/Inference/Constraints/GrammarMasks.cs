@@ -18,6 +18,9 @@ public sealed class GrammarMasks
     private readonly object _lock = new();
     private StateMask?[] _masks = new StateMask?[64];
     private readonly Dictionary<long, StateMask> _closing = [];
+    // Distinct id lists, shared by the states whose masks are equal (counting states of a minLength string or a
+    // maxItems array all allow the same tokens): one array stays in the cache instead of one per state.
+    private readonly Dictionary<int[], int[]> _idLists = new(IdListComparer.Instance);
     private int[] _depthStates;
 
     internal GrammarMasks(Grammar grammar, TokenVocabulary vocab)
@@ -129,14 +132,14 @@ public sealed class GrammarMasks
     private StateMask Mask(int state)
     {
         if (state >= _masks.Length) Array.Resize(ref _masks, Math.Max(state + 1, _masks.Length * 2));
-        return _masks[state] ??= Compute(state, int.MaxValue);
+        return _masks[state] ??= Shared(Compute(state, int.MaxValue));
     }
 
     private StateMask Closing(int state, int threshold, StateMask full, bool accepting)
     {
         var key = ((long)state << 32) | (uint)threshold;
         if (_closing.TryGetValue(key, out var m)) return m;
-        m = threshold < 0 ? OnlyEnd : Compute(state, threshold);
+        m = threshold < 0 ? OnlyEnd : Shared(Compute(state, threshold));
         // Nothing finishes in time and EOS is not allowed either: the row will run out of budget whatever it does, so
         // keep it inside the grammar (finish reason "length") rather than leave no token at all.
         if (m.Count == 0 && !accepting) m = full;
@@ -199,6 +202,30 @@ public sealed class GrammarMasks
             banned.Add(id);
         }
         return new StateMask([.. banned], true, maxDistance, minDistance, allowed.Count);
+    }
+
+    /// <summary><paramref name="m"/> with its id list replaced by an equal one already held, if any.</summary>
+    private StateMask Shared(StateMask m)
+    {
+        if (m.Ids.Length == 0) return m;
+        if (_idLists.TryGetValue(m.Ids, out var ids)) return m with { Ids = ids };
+        _idLists[m.Ids] = m.Ids;
+        return m;
+    }
+
+    /// <summary>Id lists compared by content (only when a mask is first computed).</summary>
+    private sealed class IdListComparer : IEqualityComparer<int[]>
+    {
+        public static readonly IdListComparer Instance = new();
+
+        public bool Equals(int[]? x, int[]? y) => x is not null && y is not null && x.AsSpan().SequenceEqual(y);
+
+        public int GetHashCode(int[] obj)
+        {
+            var hash = new HashCode();
+            hash.AddBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(obj.AsSpan()));
+            return hash.ToHashCode();
+        }
     }
 
     /// <summary>No ordinary token (end-of-sequence is set apart, in accepting states).</summary>
