@@ -13,7 +13,7 @@ using Serving.Inference.Tokenization;
 
 // The cost and coverage of constrained decoding (docs/structured-output.md records the results with these commands).
 // usage: ConstraintBench mask [--walks 60] [--tokens 120]      per-token mask time (Apply + Advance), GPT-2 and demo vocabularies
-//        ConstraintBench throughput [--batches 1,32] [--tokens 64] [--reps 3]   demo model, plain vs json_schema, alternating
+//        ConstraintBench throughput [--batches 1,32] [--tokens 64] [--reps 5]   demo model, plain vs json_schema, equal-length rows, alternating
 //        ConstraintBench jsonschemabench --data DIR [--sample 8]   coverage per subset, compile time, compliance on the demo model
 var inv = CultureInfo.InvariantCulture;
 var mode = args.Length > 0 ? args[0] : "mask";
@@ -30,6 +30,8 @@ string[] schemas =
     """{"type":"object","properties":{"name":{"type":"string","maxLength":20},"age":{"type":"integer","minimum":0,"maximum":150},"email":{"type":"string","format":"email"},"tags":{"type":"array","items":{"type":"string"},"maxItems":5}},"required":["name","age"]}""",
     """{"type":"object","properties":{"name":{"const":"get_weather"},"arguments":{"type":"object","properties":{"city":{"type":"string"},"unit":{"enum":["celsius","fahrenheit"]},"days":{"type":"integer","minimum":1,"maximum":14}},"required":["city"]}},"required":["name","arguments"]}""",
     """{"$defs":{"node":{"type":"object","properties":{"value":{"type":"number"},"children":{"type":"array","items":{"$ref":"#/$defs/node"}}},"required":["value"]}},"$ref":"#/$defs/node"}""",
+    // The throughput benchmark's: a string no output finishes within its budget (every step a new counting state).
+    """{"type":"object","properties":{"text":{"type":"string","minLength":2048}},"required":["text"]}""",
 ];
 
 switch (mode)
@@ -64,37 +66,73 @@ switch (mode)
         {
             var batches = Opt("batches", "1,32").Split(',').Select(x => int.Parse(x, inv)).ToArray();
             var maxTokens = int.Parse(Opt("tokens", "64"), inv);
-            var reps = int.Parse(Opt("reps", "3"), inv);
+            var reps = int.Parse(Opt("reps", "5"), inv);
             OrtRuntime.EnsureInitialized(Environment.ProcessorCount);
             using var model = DecoderModel.Load(demoDir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = 256 });
             var tokenizer = TokenizerLoader.Load(demoDir, model.Config.VocabSize);
-            var grammar = Grammar.FromJsonSchema("""{"type":"object","properties":{"text":{"type":"string"}},"required":["text"]}""");
+            // Equal work on both sides: a string of at least 32 bytes per token of budget cannot be finished within the
+            // budget by any token sequence (no demo token is that long), so the budget rule never closes it and every
+            // constrained row runs exactly maxTokens steps and ends with "length" — as the plain rows (ignore_eos) do.
+            // The mask still does its full work every step (printable ASCII and escapes allowed, the rest banned).
+            var minLength = Math.Min(10000, 32 * maxTokens);
+            var schemaText = "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\",\"minLength\":" + minLength.ToString(inv) + "}},\"required\":[\"text\"]}";
+            var grammar = Grammar.FromJsonSchema(schemaText);
             var prompt = tokenizer.Encode("Write a fortune:");
-            Console.WriteLine($"| batch | plain tok/s (median) | json_schema tok/s (median) | ratio (median of pairs) | ratio min–max | tokens per row plain / schema |");
-            Console.WriteLine("|---|---|---|---|---|---|");
+            Console.WriteLine($"schema: {schemaText}; {maxTokens} tokens per row, T = 1, {reps} pairs after 2 warm-up pairs, order alternating");
+            Console.WriteLine($"| batch | plain tok/s (median) | json_schema tok/s (median) | ratio (median of pairs) | ratio min–max | wall ms per step plain / schema (median) | CPU ms per step plain / schema (median) | strategy µs per row-step plain / schema (median) | tokens per row plain / schema | finish plain / schema |");
+            Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
             foreach (var b in batches)
             {
                 using var decoder = new BatchDecoder(model, b);
                 using var scheduler = new GenerationScheduler(decoder, tokenizer);
                 scheduler.Start();
-                Run(scheduler, prompt, b, maxTokens, null, 0);    // warm-up
-                Run(scheduler, prompt, b, maxTokens, grammar, 0);
+                // Warm-up: ONNX Runtime's first runs and the grammar's masks for the states the outputs visit.
+                for (var w = 0; w < 2; w++)
+                {
+                    Run(scheduler, prompt, b, maxTokens, null, 100 + w);
+                    Run(scheduler, prompt, b, maxTokens, grammar, 100 + w);
+                }
                 var plain = new List<double>();
                 var constrained = new List<double>();
                 var ratios = new List<double>();
+                var plainCpu = new List<double>();
+                var schemaCpu = new List<double>();
+                var plainStrategy = new List<double>();
+                var schemaStrategy = new List<double>();
                 double plainLen = 0, schemaLen = 0;
+                var plainFinish = new SortedSet<string>(StringComparer.Ordinal);
+                var schemaFinish = new SortedSet<string>(StringComparer.Ordinal);
                 for (var r = 0; r < reps; r++)
                 {
-                    var (tp, lp) = Run(scheduler, prompt, b, maxTokens, null, r + 1);
-                    var (tc, lc) = Run(scheduler, prompt, b, maxTokens, grammar, r + 1);
-                    plain.Add(tp);
-                    constrained.Add(tc);
-                    ratios.Add(tc / tp);
-                    plainLen += lp / reps;
-                    schemaLen += lc / reps;
+                    // Alternate which side runs first, so a drift in the machine's load favours neither.
+                    RunResult p, c;
+                    if (r % 2 == 0)
+                    {
+                        p = Run(scheduler, prompt, b, maxTokens, null, r + 1);
+                        c = Run(scheduler, prompt, b, maxTokens, grammar, r + 1);
+                    }
+                    else
+                    {
+                        c = Run(scheduler, prompt, b, maxTokens, grammar, r + 1);
+                        p = Run(scheduler, prompt, b, maxTokens, null, r + 1);
+                    }
+                    plain.Add(p.TokensPerSecond);
+                    constrained.Add(c.TokensPerSecond);
+                    ratios.Add(c.TokensPerSecond / p.TokensPerSecond);
+                    plainCpu.Add(p.CpuMsPerStep);
+                    schemaCpu.Add(c.CpuMsPerStep);
+                    plainStrategy.Add(p.StrategyMicrosPerRowStep);
+                    schemaStrategy.Add(c.StrategyMicrosPerRowStep);
+                    plainLen += p.TokensPerRow / reps;
+                    schemaLen += c.TokensPerRow / reps;
+                    plainFinish.UnionWith(p.Finishes);
+                    schemaFinish.UnionWith(c.Finishes);
                 }
-                Console.WriteLine($"| {b} | {Median(plain):F0} | {Median(constrained):F0} | {Median(ratios):P1} | {ratios.Min():P1}–{ratios.Max():P1} | {plainLen:F0} / {schemaLen:F0} |");
+                // Every row runs maxTokens steps, so one step takes (wall time / maxTokens) = batch / tok/s.
+                Console.WriteLine($"| {b} | {Median(plain):F0} | {Median(constrained):F0} | {Median(ratios):P1} | {ratios.Min():P1}–{ratios.Max():P1} | " +
+                    $"{1000.0 * b / Median(plain):F2} / {1000.0 * b / Median(constrained):F2} | {Median(plainCpu):F2} / {Median(schemaCpu):F2} | {Median(plainStrategy):F1} / {Median(schemaStrategy):F1} | {plainLen:F1} / {schemaLen:F1} | {string.Join('+', plainFinish)} / {string.Join('+', schemaFinish)} |");
             }
+            Console.WriteLine($"load average at the end: {File.ReadAllText("/proc/loadavg").Trim()}");
             break;
         }
     case "jsonschemabench":
@@ -224,8 +262,10 @@ static string ForValidator(string schemaText)
     }
 }
 
-static (double TokensPerSecond, double TokensPerRow) Run(GenerationScheduler scheduler, int[] prompt, int batch, int maxTokens, Grammar? grammar, int rep)
+static RunResult Run(GenerationScheduler scheduler, int[] prompt, int batch, int maxTokens, Grammar? grammar, int rep)
 {
+    var clock = new StrategyClock();
+    var cpu = Process.GetCurrentProcess().TotalProcessorTime;
     var sw = Stopwatch.StartNew();
     var handles = new List<GenerationHandle>();
     for (var i = 0; i < batch; i++)
@@ -234,18 +274,22 @@ static (double TokensPerSecond, double TokensPerRow) Run(GenerationScheduler sch
         {
             PromptTokens = prompt,
             Sampling = new SamplingParameters { Temperature = 1f, Seed = (ulong)(rep * 1000 + i), MaxTokens = maxTokens, IgnoreEos = grammar is null },
-            Decoding = grammar is null ? SamplingSpec.Instance : ConstrainedSpec.Wrap(SamplingSpec.Instance, grammar),
+            Decoding = new TimedSpec(grammar is null ? SamplingSpec.Instance : ConstrainedSpec.Wrap(SamplingSpec.Instance, grammar), clock),
         };
         if (scheduler.Submit(request, out var h) != SubmitStatus.Accepted) throw new InvalidOperationException("not accepted");
         handles.Add(h!);
     }
     long tokens = 0;
+    var finishes = new HashSet<string>(StringComparer.Ordinal);
     foreach (var h in handles)
     {
-        Drain(h, out _);
+        Drain(h, out var finish);
+        finishes.Add(finish?.ToString() ?? "none");
         tokens += h.GeneratedTokens;
     }
-    return (tokens / sw.Elapsed.TotalSeconds, (double)tokens / batch);
+    var wall = sw.Elapsed.TotalSeconds;
+    var cpuMs = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalMilliseconds;
+    return new RunResult(tokens / wall, (double)tokens / batch, finishes, cpuMs / maxTokens, clock.Microseconds / Math.Max(1, clock.Calls));
 }
 
 static string Drain(GenerationHandle h, out FinishReason? finish)
@@ -330,4 +374,47 @@ static TokenVocabulary Gpt2Vocabulary()
     special[50256] = true;
     for (var i = 0; i < bytes.Length; i++) bytes[i] ??= [];
     return TokenVocabulary.FromTokenBytes(bytes, special, 50257, [50256]);
+}
+
+/// <summary>One run: generated tokens per wall second, per row, the finish reasons seen, the process's CPU time per step (ms).</summary>
+internal sealed record RunResult(double TokensPerSecond, double TokensPerRow, IReadOnlySet<string> Finishes, double CpuMsPerStep, double StrategyMicrosPerRowStep);
+
+/// <summary>Time spent in a request's decoding strategy per row and step (sampling, plus the mask when constrained), on the scheduler thread.</summary>
+internal sealed class StrategyClock
+{
+    public long Ticks;
+    public long Calls;
+
+    public double Microseconds => Ticks * 1e6 / Stopwatch.Frequency;
+}
+
+/// <summary>The benchmark's wrapper around a request's method: times its strategy's OnLogits (both sides wear it).</summary>
+internal sealed record TimedSpec(DecodingSpec Inner, StrategyClock Clock) : DecodingSpec
+{
+    public override string Method => Inner.Method;
+
+    public override int MaxRows(GenerationRequest request) => Inner.MaxRows(request);
+
+    public override void Validate(GenerationRequest request, int capacity) => Inner.Validate(request, capacity);
+
+    public override IDecodingStrategy Create(DecodingSetup setup) => new TimedStrategy(Inner.Create(setup), Clock);
+
+    private sealed class TimedStrategy(IDecodingStrategy inner, StrategyClock clock) : IDecodingStrategy
+    {
+        public bool IsDone => inner.IsDone;
+
+        public ulong[] Seeds => inner.Seeds;
+
+        public void OnLogits(IDecodingContext context, DecodingRow row, ReadOnlySpan<float> logits)
+        {
+            var start = Stopwatch.GetTimestamp();
+            inner.OnLogits(context, row, logits);
+            clock.Ticks += Stopwatch.GetTimestamp() - start;
+            clock.Calls++;
+        }
+
+        public void OnStepEnd(IDecodingContext context) => inner.OnStepEnd(context);
+
+        public void Abort() => inner.Abort();
+    }
 }

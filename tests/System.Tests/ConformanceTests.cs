@@ -131,6 +131,54 @@ public sealed class ConformanceTests(ConformanceFixture fixture) : IClassFixture
         Assert.NotEmpty(answer.Content);
     }
 
+    private const string TimeSchema = """
+        {"type": "object", "properties": {"zone": {"enum": ["UTC", "CET"]}}, "required": ["zone"], "additionalProperties": false}
+        """;
+
+    /// <summary>
+    /// tool_choice "required" forces a call through the constrained decoder: twenty sampled tries per tool set (T = 1,
+    /// seeds 1–20, parallel_tool_calls alternating; both tools in 48 tokens, get_weather alone in 80) are each a call
+    /// whose arguments validate against the function's parameters.
+    /// </summary>
+    [Fact]
+    public async Task DotNet_RequiredToolChoice_TwentyTriesAtTemperatureOne_EachACallWhoseArgumentsValidate()
+    {
+        foreach (var weatherOnly in new[] { false, true })
+        {
+            var calls = new HashSet<string>();
+            for (var seed = 1; seed <= 20; seed++)
+            {
+                var options = new ChatCompletionOptions
+                {
+                    Temperature = 1f, MaxOutputTokenCount = weatherOnly ? 80 : 48, ToolChoice = ChatToolChoice.CreateRequiredChoice(), AllowParallelToolCalls = seed % 2 == 0,
+                };
+#pragma warning disable OPENAI001 // Seed is marked experimental in the client
+                options.Seed = seed;
+#pragma warning restore OPENAI001
+                options.Tools.Add(ChatTool.CreateFunctionTool("get_weather", null, BinaryData.FromString(WeatherSchema)));
+                if (!weatherOnly) options.Tools.Add(ChatTool.CreateFunctionTool("get_time", null, BinaryData.FromString(TimeSchema)));
+                ChatCompletion c = await Chat().CompleteChatAsync([new UserChatMessage("Weather or time, please.")], options);
+                Assert.Equal(ChatFinishReason.ToolCalls, c.FinishReason);
+                Assert.NotEmpty(c.ToolCalls);
+                if (seed % 2 == 1) Assert.Single(c.ToolCalls); // parallel_tool_calls: false holds it to one call
+                foreach (var call in c.ToolCalls)
+                {
+                    var schema = call.FunctionName switch
+                    {
+                        "get_weather" => WeatherSchema,
+                        "get_time" when !weatherOnly => TimeSchema,
+                        var other => throw new Xunit.Sdk.XunitException($"a call of {other}, which is not a tool of the request"),
+                    };
+                    var result = JsonSchema.FromText(schema).Evaluate(JsonNode.Parse(call.FunctionArguments.ToString()));
+                    Assert.True(result.IsValid, $"seed {seed}: arguments {call.FunctionArguments} of {call.FunctionName} do not validate");
+                    Assert.StartsWith("call_", call.Id);
+                    calls.Add(call.FunctionName + call.FunctionArguments);
+                }
+            }
+            Assert.True(calls.Count >= 2, $"only {calls.Count} distinct calls in 20 tries: {string.Join(" | ", calls)}"); // the tries sampled
+        }
+    }
+
     [Fact]
     public async Task DotNet_ToolCallStreaming_ThroughGateway()
     {

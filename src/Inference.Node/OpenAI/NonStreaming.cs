@@ -92,7 +92,7 @@ internal static class NonStreaming
                 }
                 else if (error is not null && r.Logger is { } logger)
                 {
-                    Telemetry.NodeLog.ToolCallUnparsed(logger, r.Id, tools.Forced ? "forced" : tools.Parser.Name, error);
+                    Telemetry.NodeLog.ToolCallUnparsed(logger, r.Prepared.Generation.Id ?? r.Id, tools.Forced ? "forced" : tools.Parser.Name, error);
                 }
             }
             choices[i] = new ChatChoiceBody(r.ChoiceOffset + i, message, lp, finish)

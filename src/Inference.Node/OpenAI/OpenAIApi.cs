@@ -168,6 +168,10 @@ public static class OpenAIApi
     {
         var logger = loggers.CreateLogger("Serving.Inference.Node.OpenAI");
         var id = idPrefix + Guid.NewGuid().ToString("N");
+        // The request's X-Request-Id (the client's, or the one the gateway or UseRequestIds gave it): the id its log
+        // records and spans carry, those the scheduler writes on its own thread included. The response's "id" is the
+        // OpenAI-shaped completion id.
+        var requestId = context.TraceIdentifier;
         var ct = context.RequestAborted;
         var responseModel = host.ModelId; // echoed as the response's "model": the base, or what the client asked for with an adapter
         // Refusals (RequestRefusedException, SamplingParameterException, an unreachable store) and a client that went
@@ -181,7 +185,7 @@ public static class OpenAIApi
         var head = await rewardHeads.ResolveAsync(body.RewardHead, tenant, wanted: body.Alignment is not null || body.ReturnTokenRewards == true, ct).ConfigureAwait(false);
         if (head is not null) context.Response.Headers[RewardHeadHeader] = head.Key;
         // One prepared request per prompt (a completions prompt may hold several); chat always has one.
-        var prepared = prepare(body, id, time.GetUtcNow() + options.RequestTimeout, head).ToArray();
+        var prepared = prepare(body, requestId, time.GetUtcNow() + options.RequestTimeout, head).ToArray();
         for (var i = 0; i < prepared.Length; i++)
         {
             var p = prepared[i];
@@ -198,7 +202,7 @@ public static class OpenAIApi
             context.Response.Headers[AdapterHeader] = adapterRef.Key;
         }
 
-        var handles = Submit(host, prepared, body, typeof(TBody) == typeof(ChatCompletionRequestBody), metrics, logger, id);
+        var handles = Submit(host, prepared, body, typeof(TBody) == typeof(ChatCompletionRequestBody), metrics, logger, requestId);
         var created = time.GetUtcNow().ToUnixTimeSeconds();
         var parts = new ResponseContext[prepared.Length];
         var offset = 0;
@@ -219,7 +223,7 @@ public static class OpenAIApi
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
             foreach (var h in handles) h.Cancel();
-            NodeLog.ClientDisconnected(logger, id);
+            NodeLog.ClientDisconnected(logger, requestId);
             return Results.Empty;
         }
     }

@@ -50,7 +50,7 @@ internal static class OpenAIRequestMapper
     /// <c>/v1/completions</c>: one prepared request per prompt (<c>prompt</c> may hold several, as OpenAI allows: a list
     /// of strings or a list of token-id lists); their choices follow one another in the response.
     /// </summary>
-    public static IReadOnlyList<PreparedRequest> Completions(CompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
+    public static IReadOnlyList<PreparedRequest> Completions(CompletionRequestBody body, ModelHost host, string requestId, DateTimeOffset deadline, RewardHead? head = null)
     {
         var prompts = CompletionPrompts(body.Prompt, host);
         if (prompts.Count > 1 && body.Alignment is not null)
@@ -58,11 +58,11 @@ internal static class OpenAIRequestMapper
             throw Refusals.Invalid("alignment", $"alignment takes one prompt per request, got {prompts.Count}; send the prompts in separate requests.");
         }
         var prepared = new PreparedRequest[prompts.Count];
-        for (var i = 0; i < prompts.Count; i++) prepared[i] = Completion(body, host, prompts[i], id, deadline, head);
+        for (var i = 0; i < prompts.Count; i++) prepared[i] = Completion(body, host, prompts[i], requestId, deadline, head);
         return prepared;
     }
 
-    private static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, PromptInput input, string id, DateTimeOffset deadline, RewardHead? head)
+    private static PreparedRequest Completion(CompletionRequestBody body, ModelHost host, PromptInput input, string requestId, DateTimeOffset deadline, RewardHead? head)
     {
         var echo = body.Echo == true;
         if (echo) CheckEcho(body);
@@ -85,7 +85,7 @@ internal static class OpenAIRequestMapper
         var decoding = scoreOnly ? ScoreOnlySpec.Instance : Decoding(body.Alignment, instruction,
             text => host.Tokenizer.Encode(text, host.Tokenizer.AddBosByDefault),
             text => RenderUser(host, MutationInstruction + text));
-        var generation = Generation(body, prompt, sampling, body.Logprobs is not null, id, deadline, head, decoding);
+        var generation = Generation(body, prompt, sampling, body.Logprobs is not null, requestId, deadline, head, decoding);
         if (echo && body.Logprobs is int top) generation = generation with { PromptLogprobs = top };
         return new PreparedRequest(generation, body.Stream == true, body.StreamOptions?.IncludeUsage == true,
             body.Logprobs is null ? LogprobsStyle.None : LogprobsStyle.Completion, "max_tokens")
@@ -227,7 +227,7 @@ internal static class OpenAIRequestMapper
         else messages.Insert(0, new ChatMessage("system", instruction));
     }
 
-    public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string id, DateTimeOffset deadline, RewardHead? head = null)
+    public static PreparedRequest Chat(ChatCompletionRequestBody body, ModelHost host, string requestId, DateTimeOffset deadline, RewardHead? head = null)
     {
         var tools = ToolRequest.Read(body.Tools, body.ToolChoice, body.ParallelToolCalls, host.ToolCallParser);
         var template = RequestTemplate(host, body.ChatTemplate);
@@ -260,7 +260,7 @@ internal static class OpenAIRequestMapper
                 return Render(host, rewritten, options, template);
             },
             text => RenderUser(host, MutationInstruction + text));
-        var generation = Generation(body, prompt, sampling, logprobs, id, deadline, head, decoding);
+        var generation = Generation(body, prompt, sampling, logprobs, requestId, deadline, head, decoding);
         if (tools is { ParsesCalls: true, Forced: false, Parser.NeedsSpecialTokens: true } && body.SkipSpecialTokens is null)
         {
             // The format's marker is a special token ([TOOL_CALLS], <|python_tag|>): keep it in the text the parser reads.
@@ -275,7 +275,7 @@ internal static class OpenAIRequestMapper
         };
     }
 
-    private static GenerationRequest Generation(GenerationRequestBody body, int[] prompt, SamplingParameters sampling, bool logprobs, string id, DateTimeOffset deadline,
+    private static GenerationRequest Generation(GenerationRequestBody body, int[] prompt, SamplingParameters sampling, bool logprobs, string requestId, DateTimeOffset deadline,
         RewardHead? head, DecodingSpec decoding)
     {
         var n = body.N ?? 1;
@@ -292,7 +292,7 @@ internal static class OpenAIRequestMapper
             Logprobs = logprobs,
             SkipSpecialTokens = body.SkipSpecialTokens ?? true,
             Deadline = deadline,
-            Id = id,
+            Id = requestId,
             RewardHead = head,
             ReturnTokenRewards = body.ReturnTokenRewards == true,
             Decoding = StructuredOutput.Apply(body, decoding),

@@ -179,7 +179,7 @@ internal sealed class SseResult : IResult
     {
         var (calls, content, error) = tool.Finish();
         if (content.Length > 0) WriteChunk(pipe, json, finished.Choice, null, roleDelta: false, finished, null, offsets, content);
-        if (error is not null && _first.Prepared.Tools is { } tools) NodeLog.ToolCallUnparsed(_logger, _first.Id, tools.Forced ? "forced" : tools.Parser.Name, error);
+        if (error is not null && _first.Prepared.Tools is { } tools) NodeLog.ToolCallUnparsed(_logger, _first.Prepared.Generation.Id ?? _first.Id, tools.Forced ? "forced" : tools.Parser.Name, error);
         var wire = Tools.ToolOutput.Wire(calls);
         for (var i = 0; i < wire.Count; i++)
         {

@@ -18,6 +18,9 @@ public sealed class GrammarMasks
     private readonly object _lock = new();
     private StateMask?[] _masks = new StateMask?[64];
     private readonly Dictionary<long, StateMask> _closing = [];
+    // Distinct id lists, shared by the states whose masks are equal (counting states of a minLength string or a
+    // maxItems array all allow the same tokens): one array stays in the cache instead of one per state.
+    private readonly Dictionary<int[], int[]> _idLists = new(IdListComparer.Instance);
     private int[] _depthStates;
 
     internal GrammarMasks(Grammar grammar, TokenVocabulary vocab)
@@ -88,7 +91,12 @@ public sealed class GrammarMasks
             accepting = _dfa.IsAccepting(state);
             // Every further token must leave a state that finishes within what is left after it (EOS included).
             var threshold = budget == int.MaxValue ? int.MaxValue : budget - 2;
-            if (mask.MaxDistanceAfter > threshold) mask = Closing(state, Math.Max(threshold, -1), mask, accepting);
+            if (mask.MaxDistanceAfter > threshold)
+            {
+                // No token finishes in time: the answer is known without a walk (only EOS if accepting, else the
+                // full mask, as Closing decides), so a row far from its end — e.g. a long minLength — costs nothing more.
+                mask = mask.MinDistanceAfter > threshold ? (accepting ? OnlyEnd : mask) : Closing(state, Math.Max(threshold, -1), mask, accepting);
+            }
         }
         if (mask.Inverted)
         {
@@ -124,14 +132,14 @@ public sealed class GrammarMasks
     private StateMask Mask(int state)
     {
         if (state >= _masks.Length) Array.Resize(ref _masks, Math.Max(state + 1, _masks.Length * 2));
-        return _masks[state] ??= Compute(state, int.MaxValue);
+        return _masks[state] ??= Shared(Compute(state, int.MaxValue));
     }
 
     private StateMask Closing(int state, int threshold, StateMask full, bool accepting)
     {
         var key = ((long)state << 32) | (uint)threshold;
         if (_closing.TryGetValue(key, out var m)) return m;
-        m = threshold < 0 ? new StateMask([], false, -1, 0) : Compute(state, threshold);
+        m = threshold < 0 ? OnlyEnd : Shared(Compute(state, threshold));
         // Nothing finishes in time and EOS is not allowed either: the row will run out of budget whatever it does, so
         // keep it inside the grammar (finish reason "length") rather than leave no token at all.
         if (m.Count == 0 && !accepting) m = full;
@@ -151,6 +159,7 @@ public sealed class GrammarMasks
         var deadAt = -1;
         var allowed = new List<int>();
         var maxDistance = 0;
+        var minDistance = int.MaxValue;
         for (var k = 0; k < ids.Length; k++)
         {
             var p = v.Lcp[k];
@@ -180,9 +189,10 @@ public sealed class GrammarMasks
             if (distance > threshold) continue;
             allowed.Add(ids[k]);
             maxDistance = Math.Max(maxDistance, distance);
+            minDistance = Math.Min(minDistance, distance);
         }
         allowed.Sort();
-        if (allowed.Count * 2 <= v.VocabSize) return new StateMask([.. allowed], false, maxDistance, allowed.Count);
+        if (allowed.Count * 2 <= v.VocabSize) return new StateMask([.. allowed], false, maxDistance, minDistance, allowed.Count);
         // Mostly allowed: store the banned ids instead (specials and ids without bytes included; EOS is set separately).
         var banned = new List<int>(v.VocabSize - allowed.Count);
         var a = 0;
@@ -191,9 +201,40 @@ public sealed class GrammarMasks
             if (a < allowed.Count && allowed[a] == id) { a++; continue; }
             banned.Add(id);
         }
-        return new StateMask([.. banned], true, maxDistance, allowed.Count);
+        return new StateMask([.. banned], true, maxDistance, minDistance, allowed.Count);
     }
 
-    /// <summary>One state's mask: allowed ids, or (<see cref="Inverted"/>) banned ids when most tokens are allowed.</summary>
-    private sealed record StateMask(int[] Ids, bool Inverted, int MaxDistanceAfter, int Count);
+    /// <summary><paramref name="m"/> with its id list replaced by an equal one already held, if any.</summary>
+    private StateMask Shared(StateMask m)
+    {
+        if (m.Ids.Length == 0) return m;
+        if (_idLists.TryGetValue(m.Ids, out var ids)) return m with { Ids = ids };
+        _idLists[m.Ids] = m.Ids;
+        return m;
+    }
+
+    /// <summary>Id lists compared by content (only when a mask is first computed).</summary>
+    private sealed class IdListComparer : IEqualityComparer<int[]>
+    {
+        public static readonly IdListComparer Instance = new();
+
+        public bool Equals(int[]? x, int[]? y) => x is not null && y is not null && x.AsSpan().SequenceEqual(y);
+
+        public int GetHashCode(int[] obj)
+        {
+            var hash = new HashCode();
+            hash.AddBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(obj.AsSpan()));
+            return hash.ToHashCode();
+        }
+    }
+
+    /// <summary>No ordinary token (end-of-sequence is set apart, in accepting states).</summary>
+    private static readonly StateMask OnlyEnd = new([], false, -1, int.MaxValue, 0);
+
+    /// <summary>
+    /// One state's mask: allowed ids, or (<see cref="Inverted"/>) banned ids when most tokens are allowed;
+    /// <see cref="MaxDistanceAfter"/> / <see cref="MinDistanceAfter"/>: the largest / smallest distance to acceptance
+    /// (bytes) over the allowed tokens' end states (int.MaxValue as the minimum when none is allowed).
+    /// </summary>
+    private sealed record StateMask(int[] Ids, bool Inverted, int MaxDistanceAfter, int MinDistanceAfter, int Count);
 }

@@ -67,7 +67,7 @@ public sealed record GenerationRequest
     /// <summary>Absolute deadline; when it passes, waiting or running, the request ends with <see cref="FinishReason.Abort"/>.</summary>
     public DateTimeOffset? Deadline { get; init; }
 
-    /// <summary>Caller-chosen id for logs (e.g. the HTTP response id).</summary>
+    /// <summary>Caller-chosen id for logs and traces (the node: the request's <c>X-Request-Id</c>, so the scheduler's records of it carry the id its client and the gateway see).</summary>
     public string? Id { get; init; }
 }
 

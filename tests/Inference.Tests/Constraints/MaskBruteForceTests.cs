@@ -166,6 +166,34 @@ public sealed class MaskBruteForceTests
         Assert.False(float.IsNegativeInfinity(masked[bytes.FindIndex(b => b.AsSpan().SequenceEqual("abc"u8))]), "with room left, string content is allowed");
     }
 
+    /// <summary>
+    /// A row that cannot finish within its budget whatever it does (a string far shorter than its minLength): the mask
+    /// is the unbounded one (the row stays in the grammar and ends by length), EOS stays banned, and this is decided
+    /// without a vocabulary walk per budget — nothing is allocated however many budgets the row passes through.
+    /// </summary>
+    [Fact]
+    public void Apply_NoTokenCanFinishInTime_UnboundedMaskAtEveryBudget_WithoutAllocating()
+    {
+        var vocab = Vocabulary(out var bytes);
+        var masks = Grammar.FromJsonSchema("{\"type\":\"string\",\"minLength\":200}").MasksFor(vocab);
+        var logits = new float[vocab.VocabSize];
+        for (var i = 0; i < logits.Length; i++) logits[i] = i * 0.01f;
+        var unbounded = new float[vocab.VocabSize];
+        var masked = new float[vocab.VocabSize];
+        var state = masks.Advance(masks.Start, bytes.FindIndex(b => b.AsSpan().SequenceEqual("\""u8)));
+        masks.Apply(state, int.MaxValue, logits, unbounded);
+        Assert.True(float.IsNegativeInfinity(unbounded[Eos]));
+        Assert.False(float.IsNegativeInfinity(unbounded[bytes.FindIndex(b => b.AsSpan().SequenceEqual("abc"u8))]));
+        for (var budget = 1; budget <= 60; budget++)
+        {
+            masks.Apply(state, budget, logits, masked);
+            Assert.Equal(unbounded, masked);
+        }
+        var next = 61; // a budget never seen before on every call (a closing mask walked per budget would allocate)
+        AllocationProbe.AssertNoAllocation(() => masks.Apply(state, next++, logits, masked), "GrammarMasks.Apply at new budgets none of which can finish");
+        Assert.True(next < 190, "every budget stayed below the string's distance to acceptance");
+    }
+
     private static bool Valid(byte[] text)
     {
         try
