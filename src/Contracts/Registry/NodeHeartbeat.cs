@@ -36,6 +36,12 @@ public sealed record NodeHeartbeat
     [JsonPropertyName("max_running")] public int MaxRunning { get; init; }
 
     /// <summary>
+    /// Most requests the node queues (waiting for a KV slot) before it refuses with 429; 0 when unknown. With
+    /// <see cref="MaxRunning"/> it bounds what the gateway forwards to the node at once (docs/overload.md).
+    /// </summary>
+    [JsonPropertyName("max_queue")] public int MaxQueue { get; init; }
+
+    /// <summary>
     /// Most tokens (prompt + completion) one sequence may hold on this node, vLLM's <c>max_model_len</c>; 0 when unknown.
     /// The gateway clamps a request's token reservation to it.
     /// </summary>

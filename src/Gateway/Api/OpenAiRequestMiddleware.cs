@@ -7,6 +7,7 @@ using Serving.Contracts.Models;
 using Serving.Contracts.Security;
 using Serving.Gateway.RateLimiting;
 using Serving.Gateway.Routing;
+using Serving.Gateway.Telemetry;
 using Serving.Gateway.Tenancy;
 
 namespace Serving.Gateway.Api;
@@ -23,7 +24,7 @@ namespace Serving.Gateway.Api;
 /// </summary>
 internal sealed class OpenAiRequestMiddleware(
     INodeView view, AdapterVisibility visibility, TokenBudget tokens, TenantUsage usage, IOptionsMonitor<RoutingOptions> routing,
-    IOptionsMonitor<RateLimitOptions> limits, IOptions<GatewayOptions> gateway)
+    IOptionsMonitor<RateLimitOptions> limits, IOptions<GatewayOptions> gateway, GatewayMetrics metrics)
 {
     /// <summary>Header carrying the calling tenant to the node (set by the gateway, never taken from the client).</summary>
     public const string TenantHeader = "X-Serving-Tenant";
@@ -97,6 +98,14 @@ internal sealed class OpenAiRequestMiddleware(
                 return;
             }
             model = model.WithTenant(AdapterVisibility.OwnerFor(model, tenant)!);
+        }
+        if (routing.CurrentValue.ShedAtNodeLimit
+            && NodeAdmission.AllFull(context.GetReverseProxyFeature().AvailableDestinations, view.Current, model.BaseModel))
+        {
+            metrics.RecordShed();
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.RequestRateLimited,
+                $"Every inference node serving '{model.BaseModel}' is at its queue limit; retry later.", retryAfter: gateway.Value.RetryAfter);
+            return;
         }
 
         // /tokenize and /detokenize generate nothing: they reserve (and, answering without usage, are charged) their body only.

@@ -20,8 +20,11 @@ internal sealed partial class UpstreamRetryMiddleware
     private readonly GatewayMetrics _metrics;
     private readonly ILogger<UpstreamRetryMiddleware> _logger;
 
-    public UpstreamRetryMiddleware(IOptions<ResilienceOptions> options, GatewayMetrics metrics, ILogger<UpstreamRetryMiddleware> logger)
+    private readonly TimeSpan _retryAfter;
+
+    public UpstreamRetryMiddleware(IOptions<ResilienceOptions> options, IOptions<GatewayOptions> gateway, GatewayMetrics metrics, ILogger<UpstreamRetryMiddleware> logger)
     {
+        _retryAfter = gateway.Value.RetryAfter;
         _metrics = metrics;
         _logger = logger;
         _pipeline = options.Value.MaxConnectRetries == 0
@@ -76,11 +79,12 @@ internal sealed partial class UpstreamRetryMiddleware
                 _ when NeverReachedNode(context) => (ErrorCodes.NoNodeAvailable, "No inference node accepted the connection; retry shortly."),
                 _ => (ErrorCodes.UpstreamError, "The inference node failed while handling the request; it was not retried because it may have started."),
             };
-            await OpenAiErrors.WriteAsync(context, code, message);
+            // A 503 (no node took it) says when to come back, as every 429/503 of the gateway does.
+            await OpenAiErrors.WriteAsync(context, code, message, retryAfter: code.Status == 503 ? _retryAfter : null);
         }
         else if (context.Response.StatusCode == 503 && proxy.ProxiedDestination is null && !context.Response.HasStarted)
         {
-            await OpenAiErrors.WriteAsync(context, ErrorCodes.NoNodeAvailable, "No inference node is available for this model right now; retry shortly.");
+            await OpenAiErrors.WriteAsync(context, ErrorCodes.NoNodeAvailable, "No inference node is available for this model right now; retry shortly.", retryAfter: _retryAfter);
         }
     }
 

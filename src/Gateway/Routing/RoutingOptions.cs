@@ -53,6 +53,13 @@ public sealed class RoutingOptions
     /// </summary>
     public bool ExposeInternalHeaders { get; set; }
 
+    /// <summary>
+    /// Whether the gateway refuses a request itself (429 <c>rate_limit_exceeded</c>, <c>Retry-After</c>) when every node
+    /// serving its model already has <c>max_running + max_queue</c> requests in flight from this gateway
+    /// (<see cref="NodeAdmission"/>), instead of forwarding it for the node to refuse; default true.
+    /// </summary>
+    public bool ShedAtNodeLimit { get; set; } = true;
+
     /// <summary>Path of the node readiness endpoint polled by the active health check; default the nodes' <see cref="HealthEndpoints.ReadyPath"/>.</summary>
     public string HealthPath { get; set; } = HealthEndpoints.ReadyPath;
 

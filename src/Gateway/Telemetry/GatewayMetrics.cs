@@ -9,7 +9,8 @@ namespace Serving.Gateway.Telemetry;
 /// (Prometheus form on <c>/metrics</c>): <c>serving_gateway_routing_decisions_total{residency}</c>,
 /// <c>serving_gateway_upstream_retries_total</c>, <c>serving_gateway_stream_errors_total{reason}</c>,
 /// <c>serving_gateway_nodes</c>, <c>serving_gateway_nodes_healthy</c>, <c>serving_gateway_prompt_tokens_total{tenant,adapter}</c>,
-/// <c>serving_gateway_generated_tokens_total{tenant,adapter}</c>, <c>serving_gateway_token_settlements_total{outcome}</c>.
+/// <c>serving_gateway_generated_tokens_total{tenant,adapter}</c>, <c>serving_gateway_token_settlements_total{outcome}</c>,
+/// <c>serving_gateway_requests_shed_total</c>.
 /// </summary>
 public sealed class GatewayMetrics
 {
@@ -28,6 +29,7 @@ public sealed class GatewayMetrics
     private readonly Counter<long> _promptTokens;
     private readonly Counter<long> _generatedTokens;
     private readonly Counter<long> _settlements;
+    private readonly Counter<long> _shed;
     private readonly BoundedLabels _tenantLabels = new(MaxTenantLabels);
     private readonly BoundedLabels _adapterLabels = new(MaxAdapterLabels);
 
@@ -49,6 +51,8 @@ public sealed class GatewayMetrics
             description: "Generated tokens charged (every choice, alignment candidates included), by tenant and adapter (none: the base model)");
         _settlements = meter.CreateCounter<long>("serving.gateway.token_settlements",
             description: "Token reservations settled, by outcome: usage (charged the node's usage), refused (refunded), cancelled (charged what was generated), unknown (kept the reservation)");
+        _shed = meter.CreateCounter<long>("serving.gateway.requests_shed",
+            description: "Requests the gateway refused (429) because every node serving their model was at its queue limit");
         meter.CreateObservableGauge("serving.gateway.nodes", () => NodeCount?.Invoke() ?? 0, description: "Live nodes in the registry view");
         meter.CreateObservableGauge("serving.gateway.nodes_healthy", () => HealthyNodeCount?.Invoke() ?? 0,
             description: "Nodes the proxy may route to now: in the registry view and not marked unhealthy by active or passive health checks");
@@ -65,6 +69,9 @@ public sealed class GatewayMetrics
 
     /// <summary>Counts a retry on another node.</summary>
     public void RecordRetry() => _retries.Add(1);
+
+    /// <summary>Counts a request refused because every node was at its queue limit (<see cref="Routing.NodeAdmission"/>).</summary>
+    public void RecordShed() => _shed.Add(1);
 
     /// <summary>Counts a settled token reservation and, when the node's usage is known, its tokens.</summary>
     public void RecordTokens(string tenant, string? adapter, string outcome, long promptTokens, long generatedTokens)

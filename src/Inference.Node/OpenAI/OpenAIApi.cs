@@ -177,6 +177,9 @@ public static class OpenAIApi
         // Refusals (RequestRefusedException, SamplingParameterException, an unreachable store) and a client that went
         // away are the node's exception handler's to answer.
         var tenant = Tenant(context);
+        // Overloaded: refuse before the body is parsed, templated and tokenized, so that a refusal costs next to nothing
+        // and the decode loop keeps the CPU (docs/overload.md). Submit checks again, exactly, under the queue's lock.
+        if (host.Scheduler.QueueFull) throw QueueFull(metrics, logger, id);
         var body = await ReadBodyAsync<TBody>(context).ConfigureAwait(false);
         RequestFieldPolicy.Check(body, logger);
         var resolution = catalog.Resolve(body.Model, out var adapter);
@@ -228,6 +231,13 @@ public static class OpenAIApi
         }
     }
 
+    private static RequestRefusedException QueueFull(NodeMetrics metrics, ILogger logger, string id)
+    {
+        metrics.Rejected("queue_full");
+        NodeLog.RequestRefused(logger, id, "queue full");
+        return Refusals.QueueFull();
+    }
+
     /// <summary>
     /// Queues every prompt's request, all or none: a refusal of one (a sampling field, a full queue, draining) cancels
     /// those already queued before it is thrown, so no prompt of a refused request runs.
@@ -261,9 +271,7 @@ public static class OpenAIApi
                 switch (status)
                 {
                     case SubmitStatus.QueueFull:
-                        metrics.Rejected("queue_full");
-                        NodeLog.RequestRefused(logger, id, "queue full");
-                        throw Refusals.QueueFull();
+                        throw QueueFull(metrics, logger, id);
                     case SubmitStatus.Unavailable:
                         metrics.Rejected("draining");
                         NodeLog.RequestRefused(logger, id, "draining");

@@ -85,6 +85,7 @@ internal sealed partial class NodeHeartbeats(
             QueueDepth = s.Waiting,
             Running = s.RunningRows,
             MaxRunning = s.KvSlots,
+            MaxQueue = host.Scheduler.MaxQueue,
             MaxModelLen = host.MaxContext,
             KvUsage = s.KvUsage,
             Ready = s.Accepting && !lifetime.ApplicationStopping.IsCancellationRequested,

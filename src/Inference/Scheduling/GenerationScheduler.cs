@@ -80,6 +80,15 @@ public sealed partial class GenerationScheduler : IDisposable
     /// <summary>KV slots, i.e. the most rows (choices) running at once.</summary>
     public int Capacity => _decoder.Capacity;
 
+    /// <summary>Most requests that may wait for a KV slot (<see cref="SchedulerOptions.MaxQueue"/>).</summary>
+    public int MaxQueue => _options.MaxQueue;
+
+    /// <summary>
+    /// True when the waiting queue was full at the last iteration or submit: a submit now would most likely be
+    /// <see cref="SubmitStatus.QueueFull"/>. A cheap read for callers that refuse before doing per-request work.
+    /// </summary>
+    public bool QueueFull => _statusWaiting >= _options.MaxQueue;
+
     /// <summary>The latest published status (after the last iteration, or a submit); built on each read.</summary>
     public SchedulerStatus Status => new()
     {

@@ -24,6 +24,9 @@ public sealed record ServiceTelemetry(string ServiceName, IReadOnlyList<string> 
 /// </summary>
 public static class ServiceTelemetryExtensions
 {
+    /// <summary>The runtime's built-in meter (.NET 9+): <c>dotnet.gc.*</c>, <c>dotnet.process.*</c>, <c>dotnet.thread_pool.*</c>, <c>dotnet.exceptions</c>.</summary>
+    public const string RuntimeMeter = "System.Runtime";
+
     /// <summary>Registers tracing and metrics for <paramref name="service"/>, from the <c>Telemetry</c> section.</summary>
     public static IHostApplicationBuilder AddServiceTelemetry(this IHostApplicationBuilder builder, ServiceTelemetry service)
     {
@@ -49,6 +52,8 @@ public static class ServiceTelemetryExtensions
             .WithMetrics(m =>
             {
                 foreach (var meter in service.Meters) m.AddMeter(meter);
+                // .NET's own runtime instruments (GC heap and pauses, working set, threads, exceptions): dotnet_* on /metrics.
+                m.AddMeter(RuntimeMeter);
                 m.AddPrometheusExporter();
                 if (endpoint is not null) m.AddOtlpExporter(o => Configure(o, endpoint, options.OtlpProtocol, "v1/metrics"));
             });

@@ -79,6 +79,8 @@ public sealed class FakeNode : IAsyncDisposable
     public int QueueDepth { get; set; }
     public double KvUsage { get; set; }
     public int MaxRunning { get; set; } = 32;
+    /// <summary>The queue limit it publishes as <c>max_queue</c> (0: unknown, the gateway never sheds for it).</summary>
+    public int MaxQueue { get; set; }
     public TimeSpan HeartbeatTtl { get; set; } = TimeSpan.FromSeconds(3);
 
     public static async Task<FakeNode> StartAsync(string redis, string registryPrefix, string id, string model = "fake", bool heartbeat = true)
@@ -101,7 +103,7 @@ public sealed class FakeNode : IAsyncDisposable
     {
         NodeId = Id, BaseUrl = BaseUrl, Model = Model, Version = "fake-1", StartedAt = _started, Adapters = Residency,
         QueueDepth = QueueDepth, Running = Volatile.Read(ref _active), MaxRunning = MaxRunning, KvUsage = KvUsage, Timestamp = DateTimeOffset.UtcNow,
-        MaxModelLen = MaxModelLen,
+        MaxModelLen = MaxModelLen, MaxQueue = MaxQueue,
     };
 
     public Task PublishAsync() => _registry.PublishHeartbeatAsync(Heartbeat(), HeartbeatTtl);

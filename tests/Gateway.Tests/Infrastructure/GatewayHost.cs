@@ -98,6 +98,18 @@ public sealed class GatewayHost : IAsyncDisposable
         }
     }
 
+    /// <summary>Waits until the gateway's view satisfies <paramref name="condition"/> (bounded).</summary>
+    public async Task WaitForAsync(Func<INodeView, bool> condition)
+    {
+        var view = Services.GetRequiredService<INodeView>();
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!condition(view))
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException("the gateway's view never reached the expected state");
+            await Task.Delay(20);
+        }
+    }
+
     /// <summary>Stores an adapter record directly (the payload is opaque to the gateway).</summary>
     public Task<AdapterMetadata> PublishAdapterAsync(string tenant, string name, string baseModel = "fake", byte[]? original = null) =>
         Services.GetRequiredService<IAdapterStore>().PublishAsync(

@@ -154,6 +154,12 @@ public sealed class AdmissionTests : IAsyncLifetime
         Assert.Equal("requests", (string)error["type"]!);
         Assert.Equal(TimeSpan.FromSeconds(3), c.Headers.RetryAfter!.Delta);
 
+        // A full queue refuses before the body is read: a body that is not even JSON gets the 429, not a 400, so an
+        // overloaded node spends nothing on parsing, templating or tokenizing what it refuses.
+        using var garbage = await _server.Http.PostAsync("v1/chat/completions", new StringContent("{not json", System.Text.Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.TooManyRequests, garbage.StatusCode);
+        Assert.Equal(TimeSpan.FromSeconds(3), garbage.Headers.RetryAfter!.Delta);
+
         // Cancelling A lets B run: nothing is dropped.
         ctsA.Cancel();
         a.Dispose();

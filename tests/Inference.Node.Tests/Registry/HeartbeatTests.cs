@@ -61,6 +61,7 @@ public sealed class HeartbeatTests : IDisposable
             Assert.False(string.IsNullOrEmpty(idle.Version));
             Assert.True(idle.Ready);
             Assert.Equal(16, idle.MaxRunning);
+            Assert.Equal(64, idle.MaxQueue); // Node:MaxQueue's default: with max_running, what the gateway may have in flight here
             Assert.Equal(0, idle.Running);
             Assert.Empty(idle.Adapters.Device);
             Assert.InRange(idle.Timestamp, DateTimeOffset.UtcNow.AddSeconds(-5), DateTimeOffset.UtcNow.AddSeconds(1));

@@ -190,6 +190,36 @@ public sealed class ScriptedServerTests
     }
 
     [Fact]
+    public async Task Refusals_RetryAfterRecorded_AndThoseWithoutOneCounted()
+    {
+        await using var server = await ScriptedOpenAiServer.StartAsync(body =>
+            body.GetProperty("model").GetString() switch
+            {
+                "base:with" => new Script { Status = 429, RetryAfter = "3" },
+                "base:without" => new Script { Status = 503 },
+                _ => new Script { TtftMs = 2, ItlMs = 2, Tokens = 2 },
+            });
+        var trace = TraceGenerator.Generate(new WorkloadSpec
+        {
+            Seed = 5,
+            Count = 30,
+            Adapters = new AdapterPopularitySpec { Kind = AdapterPopularityKind.List, Names = ["ok", "with", "without"] },
+            PromptLength = new LengthRange(2, 4),
+            OutputLength = new LengthRange(2, 3),
+        });
+
+        RunOutcome outcome = await RunAsync(Options(server), new RunPlan { Requests = trace, Mode = LoadMode.ClosedLoop, Concurrency = 4 });
+        RunMetrics m = MetricsCalculator.Compute(outcome.Records, outcome.DurationSeconds);
+
+        int with = trace.Count(r => r.Adapter == "with"), without = trace.Count(r => r.Adapter == "without");
+        Assert.True(with > 0 && without > 0);
+        Assert.All(outcome.Records.Where(r => r.Adapter == "with"), r => Assert.Equal("3", r.RetryAfter));
+        Assert.All(outcome.Records.Where(r => r.Adapter != "with"), r => Assert.Null(r.RetryAfter));
+        Assert.Equal(with + without, m.Refused);
+        Assert.Equal(without, m.RefusedWithoutRetryAfter);
+    }
+
+    [Fact]
     public async Task SlowServer_PerRequestTimeout_RecordedAsTimeoutAndBounded()
     {
         await using var server = await ScriptedOpenAiServer.StartAsync(new Script { TtftMs = 10_000 });

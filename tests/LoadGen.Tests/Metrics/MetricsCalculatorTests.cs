@@ -85,6 +85,28 @@ public sealed class MetricsCalculatorTests
         Assert.Equal(1, m.Cancelled);
         Assert.Equal(new Dictionary<string, int> { ["http_429"] = 2, ["timeout"] = 1 }, m.Errors);
         Assert.Equal(200, m.E2eMs.Max, 9);
+        Assert.Equal(2, m.Refused);
+        Assert.Equal(2, m.RefusedWithoutRetryAfter);
+    }
+
+    [Fact]
+    public void Compute_Refusals_CountedWithAndWithoutRetryAfter()
+    {
+        RequestRecord ok = Streamed(0, 0, [0.1], 0.2, 1);
+        RequestRecord[] records =
+        [
+            ok,
+            ok with { Id = 1, Error = ErrorKinds.Http(429), ChunkSeconds = [], RetryAfter = "1" },
+            ok with { Id = 2, Error = ErrorKinds.Http(503), ChunkSeconds = [], RetryAfter = "2" },
+            ok with { Id = 3, Error = ErrorKinds.Http(503), ChunkSeconds = [] },
+            ok with { Id = 4, Error = ErrorKinds.Http(500), ChunkSeconds = [] },
+            ok with { Id = 5, Error = ErrorKinds.Http(429), ChunkSeconds = [], RetryAfter = "1" } with { Error = ErrorKinds.Cancelled },
+        ];
+
+        RunMetrics m = MetricsCalculator.Compute(records, 1.0);
+
+        Assert.Equal(3, m.Refused);                   // 429 and 503 only; a 500 is no refusal, a cancelled request not counted
+        Assert.Equal(1, m.RefusedWithoutRetryAfter);
     }
 
     [Fact]

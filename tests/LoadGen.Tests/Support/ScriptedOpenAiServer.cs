@@ -24,6 +24,8 @@ public sealed record Script
     public bool SendUsage { get; init; } = true;
     public bool Malformed { get; init; }
     public bool OmitDone { get; init; }
+    /// <summary>Sent as the <c>Retry-After</c> header of an error status; null sends none.</summary>
+    public string? RetryAfter { get; init; }
 }
 
 /// <summary>What the server saw and when (Stopwatch timestamps), for comparing with the client's measurements.</summary>
@@ -84,6 +86,7 @@ public sealed class ScriptedOpenAiServer : IAsyncDisposable
         if (script.Status != 200)
         {
             ctx.Response.StatusCode = script.Status;
+            if (script.RetryAfter is not null) ctx.Response.Headers.RetryAfter = script.RetryAfter;
             await ctx.Response.WriteAsJsonAsync(new { error = new { message = "scripted failure", type = "scripted", param = (string?)null, code = script.Status } }, ct);
             Observe();
             return;

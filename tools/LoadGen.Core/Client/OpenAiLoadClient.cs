@@ -96,7 +96,7 @@ public sealed class OpenAiLoadClient : IRequestSender, IDisposable
             if (!response.IsSuccessStatusCode)
             {
                 string body = await ReadPrefixAsync(response, ct).ConfigureAwait(false);
-                return Fail(ErrorKinds.Http((int)response.StatusCode), body);
+                return Fail(ErrorKinds.Http((int)response.StatusCode), body) with { RetryAfter = RetryAfterOf(response) };
             }
 
             await using Stream stream = await response.Content.ReadAsStreamAsync(ct).ConfigureAwait(false);
@@ -262,6 +262,10 @@ public sealed class OpenAiLoadClient : IRequestSender, IDisposable
             return $"{(int)response.StatusCode} {response.ReasonPhrase}";
         }
     }
+
+    /// <summary>The raw <c>Retry-After</c> header (seconds or an HTTP date), null when the response has none.</summary>
+    private static string? RetryAfterOf(HttpResponseMessage response) =>
+        response.Headers.TryGetValues("Retry-After", out IEnumerable<string>? values) ? string.Join(",", values) : null;
 
     private static string Truncate(string s) => s.Length <= MaxErrorBodyChars ? s : s[..MaxErrorBodyChars] + "…";
 

@@ -49,6 +49,8 @@ public static class MetricsCalculator
             TpotMs = Distribution.Of(ok.Select(Tpot).OfType<double>().Select(Ms)),
             ItlMs = Distribution.Of(ok.Where(r => r.Streamed).SelectMany(Gaps).Select(Ms)),
             E2eMs = Distribution.Of(ok.Select(r => Ms(r.E2eSeconds))),
+            Refused = counted.Count(r => r.Refused),
+            RefusedWithoutRetryAfter = counted.Count(r => r.Refused && string.IsNullOrEmpty(r.RetryAfter)),
             Errors = errors,
             PerAdapter = PerAdapter(counted, duration, topAdapters),
             ThroughputOverTime = Bins(ok, duration, binSeconds),

@@ -39,6 +39,12 @@ public sealed record RequestRecord
     /// <summary>A short human-readable detail of the error, if any.</summary>
     public string? ErrorDetail { get; init; }
 
+    /// <summary>The <c>Retry-After</c> header of an HTTP error response, as sent; null when absent (or no HTTP error).</summary>
+    public string? RetryAfter { get; init; }
+
+    /// <summary>True for a 429 or 503 answer: the server refused the request for load (or rate) and may say when to retry.</summary>
+    public bool Refused => Error is "http_429" or "http_503";
+
     /// <summary>True when the request succeeded.</summary>
     public bool Succeeded => Error is null;
 

@@ -51,6 +51,12 @@ public sealed record RunMetrics
     /// <summary>End-to-end latency of completed requests.</summary>
     public Distribution E2eMs { get; init; } = Distribution.Empty;
 
+    /// <summary>Requests answered 429 or 503 (refused for load or rate).</summary>
+    public int Refused { get; init; }
+
+    /// <summary>Of <see cref="Refused"/>, those whose response carried no <c>Retry-After</c> header.</summary>
+    public int RefusedWithoutRetryAfter { get; init; }
+
     /// <summary>Failed requests by error kind.</summary>
     public IReadOnlyDictionary<string, int> Errors { get; init; } = new SortedDictionary<string, int>(StringComparer.Ordinal);
 

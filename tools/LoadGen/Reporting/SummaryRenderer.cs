@@ -61,6 +61,11 @@ public static class SummaryRenderer
             totals.AddRow($"errors: {Esc(kind)}", I(count));
         }
 
+        if (m.Refused > 0)
+        {
+            totals.AddRow("429/503 without Retry-After", $"{I(m.RefusedWithoutRetryAfter)} of {I(m.Refused)}");
+        }
+
         console.Write(totals);
 
         var latency = new Table().AddColumns("latency (ms)", "mean", "p50", "p90", "p99", "max", "n");
