@@ -133,9 +133,16 @@ public sealed class OtterTests
     [InlineData("sum", "llama")]
     [InlineData("last", "llama")]
     [InlineData("sum", "gpt2")]
+    [InlineData("sum", "llama-hd40")] // a head width of 32 + 8: both vector widths of the decode operator
     public void RandomOtter_PrefillAndDecode_MatchFloat64Formula(string pooling, string family)
     {
-        using var model = DecoderModel.Load(family == "gpt2" ? Fixtures.TinyGpt2 : Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 2, MaxContext = 64 });
+        var checkpoint = family switch
+        {
+            "gpt2" => Fixtures.TinyGpt2,
+            "llama-hd40" => Fixtures.Checkpoint("tiny-llama-hd40", Serving.Fixtures.FixtureShape.TinyLlama with { Hidden = 80, Heads = 2, KvHeads = 2 }),
+            _ => Fixtures.TinyLlama,
+        };
+        using var model = DecoderModel.Load(checkpoint, new RuntimeOptions { MaxBatch = 2, MaxContext = 64 });
         var c = model.Config;
         var dir = WriteRandomOtter(c, seed: 4, pooling: pooling);
         using var head = new RewardHead(OtterReader.ReadFolder(dir, c), model, "t/otter@1");
