@@ -25,13 +25,23 @@ using Serving.Inference.Tokenization;
 //            mean reward as P(positive) of the answer scored as the head was trained (<|endoftext|> + answer), mean
 //            per-token log-likelihood of the answer under the base model, generated tokens, 95% confidence intervals,
 //            paired differences to plain sampling.
-// usage: RewardBench [--only cost,separate,quality] [--models demo,gpt2-small,llama-small] [--batches 1,8,32] [--steps 32] [--reps 5] [--threads N]
+//            --clock cpu times the cost section by the decoding thread's CPU time instead of the wall clock (with
+//            --threads 1, so the whole step runs on that thread): on a machine shared with other work, CPU time does
+//            not count the time the step waited for a core, which the wall clock does.
+// usage: RewardBench [--only cost,separate,quality] [--models demo,gpt2-small,llama-small] [--batches 1,8,32] [--steps 32] [--reps 5] [--threads N] [--clock wall|cpu]
 //                    [--prompts 200] [--tokens 48] [--interval 16] [--md docs/benchmarks.md] [--json bench/results/reward.json]
 var opts = BenchArgs.Parse(args);
 var inv = CultureInfo.InvariantCulture;
 var threads = opts.Int("threads", Environment.ProcessorCount);
 OrtRuntime.EnsureInitialized(threads);
 var only = opts.List("only", "cost,separate,quality");
+var cpuClock = opts.Str("clock", "wall") switch
+{
+    "wall" => false,
+    "cpu" when threads == 1 => true,
+    "cpu" => throw new ArgumentException("--clock cpu needs --threads 1 (pool threads' time would not be counted)"),
+    var other => throw new ArgumentException($"--clock {other}: expected wall or cpu"),
+};
 var repo = BenchMachine.Repo();
 var demo = Path.Combine(repo, "models", "demo");
 var command = "dotnet run -c Release --project bench/RewardBench -- " + string.Join(' ', args);
@@ -58,7 +68,7 @@ if (only.Contains("cost") || only.Contains("separate"))
         using var head = name == "demo"
             ? new RewardHead(RewardHeadReader.ReadFolder(Path.Combine(demo, "reward-head"), model.Config), model, "public/positive@1")
             : new RewardHead(RandomHead(model.Config, layer: model.Config.NumLayers), model, "random@1");
-        if (only.Contains("cost")) json[$"cost_{name}"] = Cost(name, model, head, batches, opts.Int("steps", 32), opts.Int("reps", 5), md);
+        if (only.Contains("cost")) json[$"cost_{name}"] = Cost(name, model, head, batches, opts.Int("steps", 32), opts.Int("reps", 5), cpuClock, md);
         if (only.Contains("separate")) json[$"separate_{name}"] = Separate(name, model, head, opts.Int("reps", 5), md);
         // The Otter form (a side network over every layer): the demo's trained one, and a random one of the demo's
         // proportions (side d/3, one head, d/4 neurons) on the larger fixtures.
@@ -69,7 +79,7 @@ if (only.Contains("cost") || only.Contains("separate"))
                 : OtterFixture.Write(Path.Combine(repo, ".fixtures", name + "-otter"), model.Config, seed: 5,
                     side: model.Config.HiddenSize / 3, heads: 1, ffn: model.Config.HiddenSize / 4);
             using var otter = new RewardHead(OtterReader.ReadFolder(otterDir, model.Config), model, "otter@1");
-            json[$"cost_{name}_otter"] = Cost(name + " (Otter form)", model, otter, batches, opts.Int("steps", 32), opts.Int("reps", 5), md);
+            json[$"cost_{name}_otter"] = Cost(name + " (Otter form)", model, otter, batches, opts.Int("steps", 32), opts.Int("reps", 5), cpuClock, md);
         }
     }
 }
@@ -89,12 +99,14 @@ return 0;
 
 // ---------------------------------------------------------------------------------------------------------------------
 
-static JsonArray Cost(string name, DecoderModel model, RewardHead head, int[] batches, int steps, int reps, StringBuilder md)
+static JsonArray Cost(string name, DecoderModel model, RewardHead head, int[] batches, int steps, int reps, bool cpuClock, StringBuilder md)
 {
     const int warmup = 3; // untimed first: tier-1 JIT of the decode path's managed code and every step shape's bindings
     var inv = CultureInfo.InvariantCulture;
-    md.AppendLine(inv, $"\nHead cost, {name} (head: layer {head.Layer}, {head.Definition.Parameters} parameters; model {model.Config.NumLayers} layers, d {model.Config.HiddenSize}), {steps} decode steps per run, {reps} repetitions after a warm-up (the order with/without alternating):\n");
-    md.AppendLine("| batch | without head (tok/s) | with head (tok/s) | step time with/without, median (min–max) |");
+    md.AppendLine(inv, $"\nHead cost, {name} (head: layer {head.Layer}, {head.Definition.Parameters} parameters; model {model.Config.NumLayers} layers, d {model.Config.HiddenSize}), {steps} decode steps per run, {reps} repetitions after a warm-up (the order with/without alternating){(cpuClock ? ", timed by the thread's CPU time" : "")}:\n");
+    md.AppendLine(cpuClock
+        ? "| batch | without head (tok per CPU-s) | with head (tok per CPU-s) | step CPU time with/without, median (min–max) |"
+        : "| batch | without head (tok/s) | with head (tok/s) | step time with/without, median (min–max) |");
     md.AppendLine("|---|---|---|---|");
     var rows = new JsonArray();
     foreach (var b in batches)
@@ -107,8 +119,8 @@ static JsonArray Cost(string name, DecoderModel model, RewardHead head, int[] ba
         var warm = Stopwatch.GetTimestamp();
         while (Stopwatch.GetElapsedTime(warm).TotalSeconds < 2)
         {
-            DecodeRun(dec, b, steps, head);
-            DecodeRun(dec, b, steps, null);
+            DecodeRun(dec, b, steps, head, cpuClock);
+            DecodeRun(dec, b, steps, null, cpuClock);
         }
         for (var r = -warmup; r < reps; r++)
         {
@@ -116,13 +128,13 @@ static JsonArray Cost(string name, DecoderModel model, RewardHead head, int[] ba
             double t0, t1;
             if (r % 2 == 0)
             {
-                t1 = DecodeRun(dec, b, steps, head);
-                t0 = DecodeRun(dec, b, steps, null);
+                t1 = DecodeRun(dec, b, steps, head, cpuClock);
+                t0 = DecodeRun(dec, b, steps, null, cpuClock);
             }
             else
             {
-                t0 = DecodeRun(dec, b, steps, null);
-                t1 = DecodeRun(dec, b, steps, head);
+                t0 = DecodeRun(dec, b, steps, null, cpuClock);
+                t1 = DecodeRun(dec, b, steps, head, cpuClock);
             }
             if (r < 0) continue;
             without.Add(t0);
@@ -136,8 +148,8 @@ static JsonArray Cost(string name, DecoderModel model, RewardHead head, int[] ba
     return rows;
 }
 
-/// <summary>Seconds for <paramref name="steps"/> decode steps of <paramref name="b"/> rows (prompt of 16 tokens prefilled first, not timed).</summary>
-static double DecodeRun(BatchDecoder dec, int b, int steps, RewardHead? head)
+/// <summary>Seconds (wall, or this thread's CPU) for <paramref name="steps"/> decode steps of <paramref name="b"/> rows (prompt of 16 tokens prefilled first, not timed).</summary>
+static double DecodeRun(BatchDecoder dec, int b, int steps, RewardHead? head, bool cpuClock = false)
 {
     var rng = new Random(7);
     var seqs = new Sequence[b];
@@ -149,12 +161,13 @@ static double DecodeRun(BatchDecoder dec, int b, int steps, RewardHead? head)
     }
     var vocab = dec.Model.Config.VocabSize;
     var started = Stopwatch.GetTimestamp();
+    var cpuStarted = cpuClock ? ThreadCpuSeconds() : 0;
     for (var s = 0; s < steps; s++)
     {
         foreach (var seq in seqs) seq.PendingToken = rng.Next(4, Math.Min(vocab, 4000));
         dec.Decode();
     }
-    var seconds = BenchMachine.Seconds(started);
+    var seconds = cpuClock ? ThreadCpuSeconds() - cpuStarted : BenchMachine.Seconds(started);
     foreach (var seq in seqs) dec.Release(seq);
     return seconds;
 }
@@ -379,4 +392,20 @@ static double LogLikelihood(BatchDecoder scorer, int[] prompt, int[] answer)
         total += row[answer[i]] - max - Math.Log(z);
     }
     return total / answer.Length;
+}
+
+/// <summary>CPU time of the calling thread (Linux <c>CLOCK_THREAD_CPUTIME_ID</c>), seconds.</summary>
+static double ThreadCpuSeconds()
+{
+    if (clock_gettime(3, out var ts) != 0) throw new InvalidOperationException("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    return ts.Seconds + ts.Nanoseconds * 1e-9;
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    static extern int clock_gettime(int clock, out TimeSpec value);
+}
+
+internal struct TimeSpec
+{
+    public long Seconds;
+    public long Nanoseconds;
 }

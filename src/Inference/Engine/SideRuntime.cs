@@ -27,8 +27,6 @@ internal sealed class SideRuntime : IDisposable
     private readonly StepBindings?[] _decode;
     private readonly int _layers;
     private readonly NativeBuffer<float> _inputs;
-    private readonly NativeBuffer<int> _pairLengths;
-    private readonly NativeBuffer<long>? _pairPositions;
 
     public SideRuntime(OtterNetwork network, DecoderBuffers buf, int capacity, RunOptions run)
     {
@@ -41,8 +39,6 @@ internal sealed class SideRuntime : IDisposable
         SideA = new NativeBuffer<float>((long)buf.MaxTokensPerStep * def.SideSize);
         SideB = new NativeBuffer<float>((long)buf.MaxTokensPerStep * def.SideSize);
         _inputs = new NativeBuffer<float>((long)_layers * capacity * buf.Config.HiddenSize);
-        _pairLengths = new NativeBuffer<int>(capacity * _layers);
-        if (buf.Rotary && !SideGraph.InternalRotary(def, buf.Model.Rotary)) _pairPositions = new NativeBuffer<long>(capacity * _layers);
         _decode = new StepBindings?[capacity + 1];
     }
 
@@ -82,12 +78,6 @@ internal sealed class SideRuntime : IDisposable
     /// <summary>Every side layer of a decode step of <paramref name="batch"/> rows on the captured inputs, in one session call.</summary>
     public void RunDecode(int batch)
     {
-        var lengths = _pairLengths.Span;
-        for (var r = 0; r < batch; r++) lengths.Slice(r * _layers, _layers).Fill(_buf.SeqLens.Span[r]);
-        if (_pairPositions is not null)
-        {
-            for (var r = 0; r < batch; r++) _pairPositions.Span.Slice(r * _layers, _layers).Fill(_buf.Positions.Span[r]);
-        }
         var bindings = _decode[batch] ??= BindStacked(batch);
         Network.Stacked.RunWithBinding(_run, bindings.Head!);
     }
@@ -103,13 +93,9 @@ internal sealed class SideRuntime : IDisposable
         var key = b.Own(Kv.Keys[0].View(0, kvShape));
         var value = b.Own(Kv.Values[0].View(0, kvShape));
         io.BindInput(SideGraph.Inputs, b.Own(_inputs.View(0, _layers, batch, _buf.Config.HiddenSize)));
-        io.BindInput(SideGraph.SeqLensK, b.Own(_pairLengths.View(0, pairs)));
-        io.BindInput(BlockGraph.TotalSeqLen, b.Own(_buf.Total.View(0)));
-        if (_pairPositions is not null) io.BindInput(SideGraph.PositionIds, b.Own(_pairPositions.View(0, pairs, 1)));
+        io.BindInput(SideGraph.PositionIds, b.Own(_buf.Positions.View(0, batch)));
         io.BindInput(BlockGraph.PastKey, key);
         io.BindInput(BlockGraph.PastValue, value);
-        io.BindOutput(BlockGraph.PresentKey, key);
-        io.BindOutput(BlockGraph.PresentValue, value);
         io.BindOutput(SideGraph.SideOut, b.Own(Final.View(0, batch, def.SideSize)));
         b.Head = io;
         return b;

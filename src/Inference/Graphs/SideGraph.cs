@@ -14,11 +14,13 @@ namespace Serving.Inference.Graphs;
 /// <c>side_out</c>. Prefill runs these between the base blocks (a prompt's hidden states are not kept per layer).</item>
 /// <item><see cref="BuildStacked"/>: every layer at once, for decode steps. A side layer's update depends on its base
 /// layer's input only (s_l is only added to), so the L layers are one batched computation: the inputs of every base
-/// layer [L, batch, d] (kept by the decoder during the step), per-layer weights stacked [L, …] for batched MatMuls, and
-/// one attention whose batch is (row, layer) pairs over the side cache laid out [slot · L + layer, heads, max_ctx,
-/// head_dim] (<c>side_seqlens_k</c> gives each pair its row's cached length, which is also its position for the
-/// attention's own rotary). The updates are summed over layers. 14 nodes whatever L is: per-node dispatch, not
-/// arithmetic, was most of the side network's cost when it ran layer by layer.</item>
+/// layer [L, batch, d] (kept by the decoder during the step), per-layer weights stacked [L, …] for one batched input
+/// projection, then <see cref="Rewards.OtterSideStepOp"/> (rotary, cache write and attention of every (row, layer)
+/// pair over the side cache laid out [slot · L + layer, heads, max_ctx, head_dim], and the SwiGLU; each row's
+/// <c>position_ids</c> [batch] is its cached length), whose [batch, L·(q + f)] output meets the layers' [O; Down]
+/// stacked in one MatMul that also sums the L updates. Four nodes whatever L is: per-node dispatch, not arithmetic,
+/// was most of the side network's cost when it ran layer by layer, and ONNX Runtime's attention spent most of the
+/// rest in per-(pair, head) GEMM calls on a one-token query.</item>
 /// </list>
 /// Layer l's update is o + f with x = norm_l(h_l) (the base layer's own input norm), o = attention(x·Qᵀ, x·Kᵀ, x·Vᵀ)·Oᵀ
 /// (the base's RoPE on q and k) and f = (silu(x·Gateᵀ) ⊙ x·Upᵀ)·Downᵀ; s_{l+1} = s_l + o + f from s_0 = 0. Nothing the
@@ -29,16 +31,7 @@ internal static class SideGraph
     public const string Side = "side";
     public const string SideOut = "side_out";
     public const string Inputs = "hidden_stack";
-    public const string SeqLensK = "side_seqlens_k";
     public const string PositionIds = BlockGraph.PositionIds;
-
-    /// <summary>
-    /// Whether the stacked graph's attention applies the rotary itself: ONNX Runtime's CPU attention does for a head_dim
-    /// that is a multiple of 16 and rotates whole heads; else (and for partial rotary) the graph takes
-    /// <see cref="PositionIds"/> [pairs, 1] and rotates with <c>RotaryEmbedding</c> as the base blocks do.
-    /// </summary>
-    public static bool InternalRotary(OtterDefinition def, RotaryTables? rotary) =>
-        rotary is not null && def.HeadDim % 16 == 0 && rotary.Dim == def.HeadDim;
 
     /// <summary>Side layer <paramref name="index"/> alone (prefill).</summary>
     public static byte[] BuildLayer(ModelConfig c, OtterDefinition def, (float[] Weight, float[]? Bias) inputNorm, int index, int maxContext, RotaryTables? rotary)
@@ -66,14 +59,13 @@ internal static class SideGraph
         return g.ToBytes();
     }
 
-    /// <summary>Every side layer as one batched computation (decode steps of one token per row); 14 nodes whatever L is.</summary>
+    /// <summary>Every side layer as one batched computation (decode steps of one token per row); 4 nodes (5 with GPT-2's norm bias) whatever L is.</summary>
     public static byte[] BuildStacked(ModelConfig c, OtterDefinition def, IReadOnlyList<(float[] Weight, float[]? Bias)> inputNorms, int maxContext, RotaryTables? rotary)
     {
         int layers = def.Layers.Count, d = c.HiddenSize, q = def.NumHeads * def.HeadDim, side = def.SideSize, f = def.IntermediateSize;
         var g = new GraphBuilder("side_stacked");
         g.Input(Inputs, DT.Float, layers, "batch", d);
-        g.Input(SeqLensK, DT.Int32, "pairs");
-        g.Input(BlockGraph.TotalSeqLen, DT.Int32);
+        g.Input(PositionIds, DT.Int64, "batch");
         DeclareCache(g, def, maxContext, output: false, batch: "pairs");
 
         // x·W_l with x = norm(h_l) ⊙ w_l (+ b_l): the per-layer norm weight folded into the rows of W_l (and the bias
@@ -98,43 +90,15 @@ internal static class SideGraph
         }
         var proj = g.Node("MatMul", [normed, g.Weight("proj_w", weights, layers, d, width)], gpt2 ? "proj_mm" : "proj");
         if (offsets is not null) proj = g.Node("Add", [proj, g.Weight("proj_b", offsets, layers, 1, width)], "proj");
-        var parts = g.NodeMulti("Split", [proj, g.Int64s("proj_split", 3 * q, f, f)], ["qkv", "gate", "up"], "", ("axis", 2L));
 
-        // Attention over (row, layer) pairs: [L, batch, 3q] → [batch, L, 3q] → [batch·L, 1, 3q], Q/K/V packed, the
-        // rotary inside the attention (a decode token's position is its row's cached length, seqlens_k) where the
-        // attention supports it (head_dim a multiple of 16), else RotaryEmbedding on q and k at side_position_ids.
-        var packed = g.Node("Reshape", [g.Node("Transpose", [parts[0]], "qkv_rows", "", ("perm", new long[] { 1, 0, 2 })), g.Int64s("pairs_shape", -1, 1, 3 * q)], "qkv_pairs");
-        string[] attnInputs;
-        var attributes = new List<(string, object)> { ("num_heads", (long)def.NumHeads), ("kv_num_heads", (long)def.NumHeads) };
-        if (rotary is not null && InternalRotary(def, rotary))
-        {
-            var caches = BlockGraph.RotaryCaches(g, rotary);
-            attnInputs = [packed, "", "", BlockGraph.PastKey, BlockGraph.PastValue, SeqLensK, BlockGraph.TotalSeqLen, caches.Cos, caches.Sin];
-            attributes.Add(("do_rotary", 1L));
-            attributes.Add(("rotary_interleaved", 0L));
-        }
-        else if (rotary is not null)
-        {
-            g.Input(PositionIds, DT.Int64, "pairs", 1);
-            var qkv = g.NodeMulti("Split", [packed, g.Int64s("qkv_split", q, q, q)], ["q", "k", "v"], "", ("axis", 2L));
-            var (qIn, kIn) = Rotate(g, c, rotary, def, qkv[0], qkv[1]);
-            attnInputs = [qIn, kIn, qkv[2], BlockGraph.PastKey, BlockGraph.PastValue, SeqLensK, BlockGraph.TotalSeqLen];
-        }
-        else
-        {
-            attnInputs = [packed, "", "", BlockGraph.PastKey, BlockGraph.PastValue, SeqLensK, BlockGraph.TotalSeqLen];
-        }
-        var attn = g.NodeMulti("GroupQueryAttention", attnInputs, ["attn", BlockGraph.PresentKey, BlockGraph.PresentValue],
-            GraphBuilder.MicrosoftDomain, [.. attributes])[0];
-        // [batch·L, 1, q] → [batch, L, q] → [L, batch, q].
-        var attnLayers = g.Node("Transpose", [g.Node("Reshape", [attn, g.Int64s("rows_shape", -1, layers, q)], "attn_rows")], "attn_layers", "", ("perm", new long[] { 1, 0, 2 }));
-
-        // o + f = [attn, swiglu] · [O; Down] per layer, then s_L = Σ_l over layers: [L, batch, side] → [batch, side].
+        // Rotary, cache write, attention over (row, layer) pairs and SwiGLU in one operator, whose output is laid out
+        // [batch, L·(q + f)]: with the layers' [O; Down] stacked [L·(q + f), side], one MatMul gives s_L = Σ_l (o_l + f_l).
+        var (cos, sin) = rotary is not null ? BlockGraph.RotaryCaches(g, rotary) : (g.Weight("cos_cache", [1f], 1, 1), g.Weight("sin_cache", [0f], 1, 1));
+        var parameters = g.Weight("side_params", [1f / MathF.Sqrt(def.HeadDim), rotary?.Dim ?? 0], Rewards.OtterSideStepOp.ParameterCount);
+        var mixed = g.Node(Rewards.OtterSideStepOp.Name, [proj, BlockGraph.PastKey, BlockGraph.PastValue, PositionIds, cos, sin, parameters],
+            "mixed", Rewards.OtterSideStepOp.Domain);
         var outWeights = Stack(def.Layers.Select(l => Concat(Transpose(l.O, side, q), Transpose(l.Down, side, f))));
-        var updates = g.Node("MatMul", [g.Node("Concat", [attnLayers, SwiGlu(g, parts[1], parts[2])], "out_in", "", ("axis", 2L)),
-            g.Weight("out_w", outWeights, layers, q + f, side)], "updates");
-        g.Node("ReduceSum", [updates, g.Int64s("layer_axis", 0)], SideOut, "", ("keepdims", 0L));
-        DeclareCache(g, def, maxContext, output: true, batch: "pairs");
+        g.Node("MatMul", [mixed, g.Weight("out_w", outWeights, (long)layers * (q + f), side)], SideOut);
         g.Output(SideOut, DT.Float, "batch", side);
         return g.ToBytes();
     }

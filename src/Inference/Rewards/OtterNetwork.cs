@@ -21,6 +21,7 @@ public sealed class OtterNetwork : IDisposable
         var c = model.Config;
         var sessions = new InferenceSession[c.NumLayers];
         using var so = model.CreateSessionOptions();
+        OtterSideStepOp.Register(so);
         try
         {
             Stacked = new InferenceSession(SideGraph.BuildStacked(c, definition, model.LayerInputNorms, model.MaxContext, model.Rotary), so);

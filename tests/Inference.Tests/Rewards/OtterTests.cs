@@ -133,9 +133,16 @@ public sealed class OtterTests
     [InlineData("sum", "llama")]
     [InlineData("last", "llama")]
     [InlineData("sum", "gpt2")]
+    [InlineData("sum", "llama-hd40")] // a head width of 32 + 8: both vector widths of the decode operator
     public void RandomOtter_PrefillAndDecode_MatchFloat64Formula(string pooling, string family)
     {
-        using var model = DecoderModel.Load(family == "gpt2" ? Fixtures.TinyGpt2 : Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 2, MaxContext = 64 });
+        var checkpoint = family switch
+        {
+            "gpt2" => Fixtures.TinyGpt2,
+            "llama-hd40" => Fixtures.Checkpoint("tiny-llama-hd40", Serving.Fixtures.FixtureShape.TinyLlama with { Hidden = 80, Heads = 2, KvHeads = 2 }),
+            _ => Fixtures.TinyLlama,
+        };
+        using var model = DecoderModel.Load(checkpoint, new RuntimeOptions { MaxBatch = 2, MaxContext = 64 });
         var c = model.Config;
         var dir = WriteRandomOtter(c, seed: 4, pooling: pooling);
         using var head = new RewardHead(OtterReader.ReadFolder(dir, c), model, "t/otter@1");
@@ -214,8 +221,8 @@ public sealed class OtterTests
     }
 
     /// <summary>
-    /// The demo's side network (head_dim 32: the decode step's attention applies the rotary itself, positions from each
-    /// row's cached length) on three rows at different positions decoded in one batch: every row's reward after every
+    /// The demo's side network (the decode step's side operator rotates q and k at each row's own position and writes
+    /// each row's K/V at its own cache index) on three rows at different positions decoded in one batch: every row's reward after every
     /// step equals the float64 re-computation of its whole sequence.
     /// </summary>
     [Fact]
@@ -226,7 +233,6 @@ public sealed class OtterTests
         using var model = DecoderModel.Load(demo, new RuntimeOptions { MaxBatch = 3, MaxContext = 128 });
         var c = model.Config;
         var definition = OtterReader.ReadFolder(dir, c);
-        Assert.True(Serving.Inference.Graphs.SideGraph.InternalRotary(definition, model.Rotary), "the demo's side heads take the attention's own rotary");
         using var head = new RewardHead(definition, model, "public/positive-otter@1");
         int[][] prompts = [[0, 412, 77, 1203, 9], [0, 88, 2040, 311, 64, 1777, 905, 14, 260, 3001, 45], [0, 640]];
         const int steps = 5;
