@@ -23,6 +23,41 @@ public sealed partial class GenerationScheduler
 
         /// <summary>Runs the iteration's step and hands each row's logits on.</summary>
         public abstract void Run();
+
+        /// <summary>
+        /// Hands a step's logits (one vocabulary-sized slice per entry of the scheduler's step rows) to where a decode step's
+        /// or a prefill's would go. A prompt row's entry yields logits a strategy samples from
+        /// only when it ends the prompt: its pending last token, or a chunk that reached the end.
+        /// </summary>
+        protected void HandOut(ReadOnlySpan<float> logits, int entries)
+        {
+            var stepRows = S._stepRows;
+            var vocab = S._decoder.Model.Config.VocabSize;
+            S._pool.DeferFrees = true;
+            for (var e = 0; e < entries; e++)
+            {
+                var row = stepRows[e]!;
+                var span = logits.Slice(e * vocab, vocab);
+                if (row.Prefilling)
+                {
+                    if (row.LastPromptTokenPending)
+                    {
+                        if (IsScoredPromptRow(row)) row.Request!.PromptScores!.Observe(row.Length - 1, span);
+                        row.LastPromptTokenPending = false;
+                        if (row.PromptOffset == row.Prompt!.Length) S.PromptDone(row, span);
+                    }
+                    else if (row.PromptOffset == row.Prompt!.Length)
+                    {
+                        S.PromptDone(row, span);
+                    }
+                    continue;
+                }
+                if (row.Released) continue;
+                row.Request!.Handle.AddLayers(row.Sequence.LastLayers, 1);
+                S.Deliver(row, span);
+            }
+            Array.Clear(stepRows, 0, entries);
+        }
     }
 
     private sealed class WholeSteps(GenerationScheduler scheduler) : StepShape(scheduler)
@@ -64,26 +99,7 @@ public sealed partial class GenerationScheduler
             var active = decoder.Active;
             for (var r = 0; r < b; r++) stepRows[r] = S._pool.RowOf(active[r]);
             var logits = decoder.Decode();
-            var vocab = decoder.Model.Config.VocabSize;
-            S._pool.DeferFrees = true;
-            for (var r = 0; r < b; r++)
-            {
-                var row = stepRows[r]!;
-                var span = logits.Slice(r * vocab, vocab);
-                if (row.Prefilling)
-                {
-                    // The decode fed a prompt token; only the prompt's last one yields logits a strategy samples from.
-                    if (IsScoredPromptRow(row)) row.Request!.PromptScores!.Observe(row.Length - 1, span);
-                    var last = row.LastPromptTokenPending && row.PromptOffset == row.Prompt!.Length;
-                    row.LastPromptTokenPending = false;
-                    if (last) S.PromptDone(row, span);
-                    continue;
-                }
-                if (row.Released) continue;
-                row.Request!.Handle.AddLayers(row.Sequence.LastLayers, 1);
-                S.Deliver(row, span);
-            }
-            Array.Clear(stepRows, 0, b);
+            HandOut(logits, b);
             S.FinishIteration();
         }
     }
@@ -177,31 +193,7 @@ public sealed partial class GenerationScheduler
             _plannedCount = 0;
             if (entries == 0) return;
             var logits = decoder.RunStep();
-            var vocab = decoder.Model.Config.VocabSize;
-            S._pool.DeferFrees = true;
-            for (var e = 0; e < entries; e++)
-            {
-                var row = stepRows[e]!;
-                var span = logits.Slice(e * vocab, vocab);
-                if (row.Prefilling)
-                {
-                    if (row.LastPromptTokenPending)
-                    {
-                        if (IsScoredPromptRow(row)) row.Request!.PromptScores!.Observe(row.Length - 1, span);
-                        row.LastPromptTokenPending = false;
-                        if (row.PromptOffset == row.Prompt!.Length) S.PromptDone(row, span);
-                    }
-                    else if (row.PromptOffset == row.Prompt!.Length)
-                    {
-                        S.PromptDone(row, span);
-                    }
-                    continue;
-                }
-                if (row.Released) continue;
-                row.Request!.Handle.AddLayers(row.Sequence.LastLayers, 1);
-                S.Deliver(row, span);
-            }
-            Array.Clear(stepRows, 0, entries);
+            HandOut(logits, entries);
             S.FinishIteration();
         }
 
