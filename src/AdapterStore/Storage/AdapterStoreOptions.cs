@@ -49,7 +49,7 @@ public sealed class AdapterStoreOptions
     public bool VerifyAfterWrite { get; set; } = true;
 
     /// <summary>
-    /// Embedded Garnet's log memory (its <c>--memory</c>; at least <c>16m</c>); default <c>32m</c>. Records beyond it are
+    /// Embedded Garnet's log memory (its <c>--memory</c>; at least <c>16m</c>); default <c>16m</c>. Records beyond it are
     /// kept in <see cref="EmbeddedDataDirectory"/> and read from there, never dropped (see <see cref="EmbeddedGarnet"/>).
     /// </summary>
     public string EmbeddedMemory { get; set; } = EmbeddedGarnet.DefaultMemory;

@@ -66,8 +66,13 @@ public sealed class EmbeddedGarnet : IDisposable
         _server.Start();
     }
 
-    /// <summary>Default memory budget of the log (records beyond it are read from the data folder).</summary>
-    public const string DefaultMemory = "32m";
+    /// <summary>
+    /// Default memory budget of the log (records beyond it are read from the data folder): the minimum, four pages. Pages
+    /// are allocated as the log's tail first reaches them and then reused, so a larger budget makes the process grow
+    /// under churn until the budget is full; the store's readers (the node's adapter loads, the gateway's lookups) cache
+    /// what they read, so a small log in memory costs little.
+    /// </summary>
+    public const string DefaultMemory = "16m";
 
     /// <summary>Default number of log segments on disk before compaction starts.</summary>
     public const int DefaultCompactionSegments = 8;
