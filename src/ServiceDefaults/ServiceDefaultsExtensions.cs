@@ -31,6 +31,8 @@ public static class ServiceDefaultsExtensions
         NativeHeap.Configure(builder.Configuration);
         builder.Services.AddOptions<NativeHeapOptions>().BindConfiguration(NativeHeapOptions.SectionName).ValidateOnStart();
         builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<NativeHeapOptions>, NativeHeapOptionsValidator>());
+        builder.Services.TryAddSingleton(TimeProvider.System);
+        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, NativeHeapTrimmer>());
         return builder;
     }
 }

@@ -26,6 +26,13 @@ public sealed class NativeHeapOptions
     /// started lowest but grew outside the GC heap faster than the default (docs/overload.md, "Soak").
     /// </summary>
     public int MmapThresholdBytes { get; set; }
+
+    /// <summary>
+    /// How often free memory inside malloc's heaps is handed back to the OS (glibc's <c>malloc_trim</c>: freed blocks
+    /// in the middle of a heap are otherwise kept, and under adapter churn they add up); <see cref="TimeSpan.Zero"/>
+    /// turns it off; 0 or 1 s–1 h, default 1 min.
+    /// </summary>
+    public TimeSpan TrimInterval { get; set; } = TimeSpan.FromMinutes(1);
 }
 
 /// <summary>Checks <see cref="NativeHeapOptions"/>.</summary>
@@ -38,6 +45,8 @@ public sealed class NativeHeapOptionsValidator : IValidateOptions<NativeHeapOpti
         if (options.ArenaMax is < 0 or > 64) errors.Add($"{NativeHeapOptions.SectionName}:ArenaMax must be between 0 (glibc's default) and 64.");
         if (options.MmapThresholdBytes != 0 && options.MmapThresholdBytes is < 4096 or > 32 << 20)
             errors.Add($"{NativeHeapOptions.SectionName}:MmapThresholdBytes must be 0 (glibc's default) or between 4096 and 33554432.");
+        if (options.TrimInterval != TimeSpan.Zero && (options.TrimInterval < TimeSpan.FromSeconds(1) || options.TrimInterval > TimeSpan.FromHours(1)))
+            errors.Add($"{NativeHeapOptions.SectionName}:TrimInterval must be 0 (off) or between 1 s and 1 h.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }
@@ -77,6 +86,59 @@ public static class NativeHeap
         }
     }
 
+    /// <summary>Hands free memory inside malloc's heaps back to the OS (<c>malloc_trim(0)</c>); false when this is not glibc.</summary>
+    public static bool Trim()
+    {
+        if (!OperatingSystem.IsLinux()) return false;
+        try
+        {
+            _ = MallocTrim(0);
+            return true;
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
+
     [DllImport("libc", EntryPoint = "mallopt")]
     private static extern int MallOpt(int param, int value);
+
+    [DllImport("libc", EntryPoint = "malloc_trim")]
+    private static extern int MallocTrim(nuint pad);
+}
+
+/// <summary>Calls <see cref="NativeHeap.Trim"/> every <see cref="NativeHeapOptions.TrimInterval"/> (nothing when it is zero).</summary>
+internal sealed class NativeHeapTrimmer(IOptions<NativeHeapOptions> options, TimeProvider time) : Microsoft.Extensions.Hosting.BackgroundService
+{
+    /// <summary>Trims done (for tests).</summary>
+    public int Trims => _trims;
+
+    private int _trims;
+
+    /// <summary>1 while a trimmer runs in this process: several hosts in one process (the standalone's) trim once.</summary>
+    private static int _running;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var interval = options.Value.TrimInterval;
+        if (interval == TimeSpan.Zero || Interlocked.CompareExchange(ref _running, 1, 0) != 0) return;
+        using var timer = new PeriodicTimer(interval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                if (!NativeHeap.Trim()) return;
+                Interlocked.Increment(ref _trims);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // stopping
+        }
+        finally
+        {
+            Volatile.Write(ref _running, 0);
+        }
+    }
 }
