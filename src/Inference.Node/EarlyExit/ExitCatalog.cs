@@ -60,7 +60,7 @@ public sealed class ExitCatalog
         var generation = prepared.Generation;
         if (generation.RewardHead?.Side is not null)
         {
-            throw Refusals.Invalid("early_exit", "early exit does not run with an Otter reward head (its side network reads every layer).");
+            throw Refusals.Invalid("early_exit", "early exit does not run with an Otter reward head (its side network reads the inputs of base layers an exited row skips).");
         }
         var layers = _host.Model.Config.NumLayers;
         if (mode == "speculative")

@@ -29,7 +29,7 @@ public sealed partial class BatchDecoder
         if (policy is not null)
         {
             if (_packedSteps is null) throw new InvalidOperationException("early exit needs a model loaded with RuntimeOptions.PackedSteps");
-            if (seq.RewardHead?.Side is not null) throw new InvalidOperationException("early exit and an Otter side network do not run together (the side network reads every layer)");
+            if (seq.RewardHead?.Side is not null) throw new InvalidOperationException("early exit and an Otter side network do not run together (the side network reads the inputs of its base layers, which an exited row skips)");
             var state = policy.Criterion.StateSize;
             if (state > _exitStateStride)
             {
