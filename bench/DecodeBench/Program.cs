@@ -16,6 +16,8 @@ using Serving.Inference.Runtime;
 //        DecodeBench --formats fp32,int8,int4 [--block 32] [--accuracy 4] [--quantize-head] [--torch] [--shape ..] [--batches ..]:
 //                    the same decode run for each weight format, interleaved (each rep runs every format once, the order
 //                    rotating), after a 2 s warm-up per format; ratios are paired per rep against the first format
+//        DecodeBench --prefill-batching [--chunks 16,96,256] [--rows 1,4,8] [--clock wall|cpu] [--context 512]: prompt
+//                    work as ordinary one-row prefills vs one mixed step of all rows' chunks (issue 21)
 var opts = Args.Parse(args);
 var inv = CultureInfo.InvariantCulture;
 var threads = opts.Int("threads", Environment.ProcessorCount);
@@ -46,6 +48,14 @@ if (opts.Flag("formats"))
     var formats = opts.Str("formats", "fp32,int8,int4").Split(',').Select(f => Enum.Parse<WeightFormat>(f, ignoreCase: true)).ToArray();
     FormatComparison.Run(dir, shape, formats, batches, steps, reps, prompt, context, threads, opts.Int("block", 32), opts.Int("accuracy", 4),
         opts.Flag("quantize-head"), opts.Flag("torch"), "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args), opts.Str("json", $"bench/results/formats-{shape}.json"));
+    return 0;
+}
+
+if (opts.Flag("prefill-batching"))
+{
+    PrefillBatching.Run(dir, shape, opts.Str("chunks", "16,96,256").Split(',').Select(int.Parse).ToArray(), opts.Str("rows", "1,4,8").Split(',').Select(int.Parse).ToArray(),
+        reps, opts.Int("context", 512), threads, opts.Str("clock", "wall") == "cpu", "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args),
+        opts.Str("json", $"bench/results/prefill-batching-{shape}.json"));
     return 0;
 }
 

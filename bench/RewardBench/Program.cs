@@ -166,13 +166,13 @@ static double DecodeRun(BatchDecoder dec, int b, int steps, RewardHead? head, bo
     }
     var vocab = dec.Model.Config.VocabSize;
     var started = Stopwatch.GetTimestamp();
-    var cpuStarted = cpuClock ? ThreadCpuSeconds() : 0;
+    var cpuStarted = cpuClock ? BenchClock.ThreadCpuSeconds() : 0;
     for (var s = 0; s < steps; s++)
     {
         foreach (var seq in seqs) seq.PendingToken = rng.Next(4, Math.Min(vocab, 4000));
         dec.Decode();
     }
-    var seconds = cpuClock ? ThreadCpuSeconds() - cpuStarted : BenchMachine.Seconds(started);
+    var seconds = cpuClock ? BenchClock.ThreadCpuSeconds() - cpuStarted : BenchMachine.Seconds(started);
     foreach (var seq in seqs) dec.Release(seq);
     return seconds;
 }
@@ -397,20 +397,4 @@ static double LogLikelihood(BatchDecoder scorer, int[] prompt, int[] answer)
         total += row[answer[i]] - max - Math.Log(z);
     }
     return total / answer.Length;
-}
-
-/// <summary>CPU time of the calling thread (Linux <c>CLOCK_THREAD_CPUTIME_ID</c>), seconds.</summary>
-static double ThreadCpuSeconds()
-{
-    if (clock_gettime(3, out var ts) != 0) throw new InvalidOperationException("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
-    return ts.Seconds + ts.Nanoseconds * 1e-9;
-
-    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
-    static extern int clock_gettime(int clock, out TimeSpec value);
-}
-
-internal struct TimeSpec
-{
-    public long Seconds;
-    public long Nanoseconds;
 }

@@ -94,3 +94,24 @@ internal static class BenchMachine
 
     public static double Seconds(long startTicks) => Stopwatch.GetElapsedTime(startTicks).TotalSeconds;
 }
+
+/// <summary>Clocks for timing on a shared machine.</summary>
+internal static class BenchClock
+{
+    /// <summary>CPU time of the calling thread (Linux <c>CLOCK_THREAD_CPUTIME_ID</c>), seconds: with one ONNX Runtime
+    /// thread (the caller) it is the work done, whatever else the machine runs.</summary>
+    public static double ThreadCpuSeconds()
+    {
+        if (clock_gettime(3, out var ts) != 0) throw new InvalidOperationException("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+        return ts.Seconds + ts.Nanoseconds * 1e-9;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int clock_gettime(int clock, out TimeSpec value);
+
+    private struct TimeSpec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+}
