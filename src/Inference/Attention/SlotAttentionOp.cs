@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
 using Serving.Inference.Runtime;
@@ -150,7 +151,17 @@ internal static unsafe class SlotAttentionOp
     [UnmanagedCallersOnly]
     private static void Attend(void* state, nuint unit) => AttendUnit((Job*)state, (long)unit);
 
-    /// <summary>One (row, head): each of the row's tokens attends over the row's positions up to its own.</summary>
+    /// <summary>Queries of one row attended together: each key and value row is read once for this many of them.</summary>
+    private const int QueryBlock = 4;
+
+    /// <summary>Per pool thread: score rows of one block of queries (QueryBlock × the cache's context).</summary>
+    [ThreadStatic] private static float[]? t_scores;
+
+    /// <summary>
+    /// One (row, head): each of the row's tokens attends over the row's positions up to its own. The row's tokens go in
+    /// blocks of <see cref="QueryBlock"/> (a prompt chunk, a verification run) so that each cached key and value is read
+    /// once per block instead of once per token; a decode row is a block of one.
+    /// </summary>
     private static void AttendUnit(Job* job, long unit)
     {
         var r = unit / job->Heads;
@@ -161,26 +172,143 @@ internal static unsafe class SlotAttentionOp
         var keys = job->KCache + ((slot * job->KvHeads + kvh) * job->Context) * hd;
         var values = job->VCache + ((slot * job->KvHeads + kvh) * job->Context) * hd;
         var length = (int)(start + count);
-        var scores = length <= 4096 ? stackalloc float[length] : new float[length];
-        for (long t = 0; t < count; t++)
+        // Sized for the cache's whole context once per thread, so a growing sequence never allocates again.
+        if (t_scores is null || t_scores.Length < QueryBlock * length) t_scores = new float[QueryBlock * Math.Max(length, job->Context)];
+        var vectorised = Vector256.IsHardwareAccelerated && hd % Vector256<float>.Count == 0;
+        fixed (float* scratch = t_scores)
         {
-            var n = (int)(start + t + 1);
-            var lo = job->Window > 0 ? Math.Max(0, n - job->Window) : 0; // a sliding window keeps the last Window positions
-            var query = new ReadOnlySpan<float>(job->Q + ((first + t) * job->Heads + h) * hd, hd);
-            var s = scores[lo..n];
-            for (var j = lo; j < n; j++) s[j - lo] = TensorPrimitives.Dot(query, new ReadOnlySpan<float>(keys + (long)j * hd, hd)) * job->Scale;
-            if (job->Softcap > 0)
+            for (long t0 = 0; t0 < count; t0 += QueryBlock)
             {
-                TensorPrimitives.Multiply(s, 1f / job->Softcap, s);
-                TensorPrimitives.Tanh(s, s);
-                TensorPrimitives.Multiply(s, job->Softcap, s);
+                var m = (int)Math.Min(QueryBlock, count - t0);
+                // Query i of the block is at position start + t0 + i and sees [lo_i, n_i); the block spans [lo, end).
+                var end = (int)(start + t0 + m);
+                var lo = Low(job->Window, (int)(start + t0 + 1));
+                var span = end - lo;
+                var q = job->Q + ((first + t0) * job->Heads + h) * hd;
+                long qStride = (long)job->Heads * hd;
+                if (vectorised && m > 1) Scores4(q, qStride, m, keys + (long)lo * hd, span, hd, scratch, length);
+                else if (vectorised) Scores1(q, keys + (long)lo * hd, span, hd, scratch);
+                else ScoresScalar(q, qStride, m, keys + (long)lo * hd, span, hd, scratch, length);
+                for (var i = 0; i < m; i++)
+                {
+                    var n = (int)(start + t0 + i + 1);
+                    var own = Low(job->Window, n);
+                    var row = new Span<float>(scratch + (long)i * length, span);
+                    row[..(own - lo)].Clear();     // positions before this query's window
+                    row[(n - lo)..].Clear();       // positions after it (causal)
+                    Normalise(row[(own - lo)..(n - lo)], job->Scale, job->Softcap);
+                }
+                var o = job->Out + ((first + t0) * job->Heads + h) * hd;
+                if (vectorised && m > 1) Weighted4(scratch, length, m, values + (long)lo * hd, span, hd, o, qStride);
+                else if (vectorised) Weighted1(scratch, values + (long)lo * hd, span, hd, o);
+                else WeightedScalar(scratch, length, m, values + (long)lo * hd, span, hd, o, qStride);
             }
-            var max = TensorPrimitives.Max(s);
-            TensorPrimitives.Subtract(s, max, s);
-            TensorPrimitives.Exp(s, s);
-            var inv = 1f / TensorPrimitives.Sum(s);
-            var o = new Span<float>(job->Out + ((first + t) * job->Heads + h) * hd, hd);
-            for (var j = lo; j < n; j++) TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(values + (long)j * hd, hd), s[j - lo] * inv, o, o);
+        }
+    }
+
+    /// <summary>First position a query at position n − 1 sees: n − window with a sliding window, else 0.</summary>
+    private static int Low(int window, int n) => window > 0 ? Math.Max(0, n - window) : 0;
+
+    /// <summary>Scaled, soft-capped scores to softmax probabilities, in place.</summary>
+    private static void Normalise(Span<float> s, float scale, float softcap)
+    {
+        TensorPrimitives.Multiply(s, scale, s);
+        if (softcap > 0)
+        {
+            TensorPrimitives.Multiply(s, 1f / softcap, s);
+            TensorPrimitives.Tanh(s, s);
+            TensorPrimitives.Multiply(s, softcap, s);
+        }
+        var max = TensorPrimitives.Max(s);
+        TensorPrimitives.Subtract(s, max, s);
+        TensorPrimitives.Exp(s, s);
+        TensorPrimitives.Multiply(s, 1f / TensorPrimitives.Sum(s), s);
+    }
+
+    /// <summary>Raw scores q_i · k_j of up to four queries (rows of <paramref name="scores"/>, stride
+    /// <paramref name="stride"/>) over <paramref name="n"/> keys, each key loaded once.</summary>
+    private static void Scores4(float* q, long qStride, int m, float* k, int n, int hd, float* scores, int stride)
+    {
+        // Missing queries (m < 4) repeat the last one: computed, never read.
+        float* q0 = q, q1 = q + qStride * Math.Min(1, m - 1), q2 = q + qStride * Math.Min(2, m - 1), q3 = q + qStride * Math.Min(3, m - 1);
+        float* s0 = scores, s1 = scores + stride, s2 = scores + 2L * stride, s3 = scores + 3L * stride;
+        for (var j = 0; j < n; j++, k += hd)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (var c = 0; c < hd; c += Vector256<float>.Count)
+            {
+                var kv = Vector256.Load(k + c);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.Load(q0 + c), kv, a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.Load(q1 + c), kv, a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.Load(q2 + c), kv, a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.Load(q3 + c), kv, a3);
+            }
+            s0[j] = Vector256.Sum(a0);
+            s1[j] = Vector256.Sum(a1);
+            s2[j] = Vector256.Sum(a2);
+            s3[j] = Vector256.Sum(a3);
+        }
+    }
+
+    private static void Scores1(float* q, float* k, int n, int hd, float* scores)
+    {
+        for (var j = 0; j < n; j++, k += hd)
+        {
+            Vector256<float> a = default;
+            for (var c = 0; c < hd; c += Vector256<float>.Count) a = Vector256.FusedMultiplyAdd(Vector256.Load(q + c), Vector256.Load(k + c), a);
+            scores[j] = Vector256.Sum(a);
+        }
+    }
+
+    private static void ScoresScalar(float* q, long qStride, int m, float* k, int n, int hd, float* scores, int stride)
+    {
+        for (var i = 0; i < m; i++)
+        {
+            var query = new ReadOnlySpan<float>(q + i * qStride, hd);
+            for (var j = 0; j < n; j++) scores[(long)i * stride + j] = TensorPrimitives.Dot(query, new ReadOnlySpan<float>(k + (long)j * hd, hd));
+        }
+    }
+
+    /// <summary>o_i = Σ_j p_ij v_j for up to four queries, each value row loaded once per 8-wide column block.</summary>
+    private static void Weighted4(float* p, int stride, int m, float* v, int n, int hd, float* o, long oStride)
+    {
+        float* p0 = p, p1 = p + stride * Math.Min(1, m - 1), p2 = p + stride * Math.Min(2, m - 1), p3 = p + stride * Math.Min(3, m - 1);
+        for (var c = 0; c < hd; c += Vector256<float>.Count)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            var vc = v + c;
+            for (var j = 0; j < n; j++, vc += hd)
+            {
+                var vv = Vector256.Load(vc);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.Create(p0[j]), vv, a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.Create(p1[j]), vv, a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.Create(p2[j]), vv, a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.Create(p3[j]), vv, a3);
+            }
+            a0.Store(o + c);
+            if (m > 1) a1.Store(o + oStride + c);
+            if (m > 2) a2.Store(o + 2 * oStride + c);
+            if (m > 3) a3.Store(o + 3 * oStride + c);
+        }
+    }
+
+    private static void Weighted1(float* p, float* v, int n, int hd, float* o)
+    {
+        for (var c = 0; c < hd; c += Vector256<float>.Count)
+        {
+            Vector256<float> a = default;
+            var vc = v + c;
+            for (var j = 0; j < n; j++, vc += hd) a = Vector256.FusedMultiplyAdd(Vector256.Create(p[j]), Vector256.Load(vc), a);
+            a.Store(o + c);
+        }
+    }
+
+    private static void WeightedScalar(float* p, int stride, int m, float* v, int n, int hd, float* o, long oStride)
+    {
+        for (var i = 0; i < m; i++)
+        {
+            var output = new Span<float>(o + i * oStride, hd);
+            for (var j = 0; j < n; j++) TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(v + (long)j * hd, hd), p[(long)i * stride + j], output, output);
         }
     }
 }

@@ -75,6 +75,40 @@ public sealed class FamilyLogitsTests
         }
     }
 
+    /// <summary>
+    /// Prompts fed as chunks of mixed steps (several tokens of a row attend together in <c>SlotAttention</c>, blocks of
+    /// queries crossing the sliding windows and soft-capping): two rows in the same steps with different chunkings, the
+    /// last token of every chunk against the float64 reference at its position.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(PackedFamilies))]
+    public void MixedSteps_PromptsInChunks_MatchFloat64Reference(string name)
+    {
+        var dir = Dir(name);
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 128, PackedSteps = true });
+        using var dec = new BatchDecoder(model);
+        var reference = new FamilyReference(dir);
+        var v = model.Config.VocabSize;
+        var rng = new Random(11);
+        int[][] chunkings = [[5, 13, 22], [1, 30, 9]];
+        var prompts = chunkings.Select(c => Enumerable.Range(0, c.Sum()).Select(_ => rng.Next(0, v)).ToArray()).ToArray();
+        var expected = prompts.Select(p => reference.Forward(p.ToList())).ToArray();
+        var seqs = prompts.Select(_ => dec.TryAllocate()!).ToArray();
+        var offsets = new int[2];
+        for (var step = 0; step < 3; step++)
+        {
+            dec.BeginStep();
+            for (var r = 0; r < 2; r++) dec.AddToStep(seqs[r], prompts[r].AsSpan(offsets[r], chunkings[r][step]));
+            var logits = dec.RunStep().ToArray();
+            for (var r = 0; r < 2; r++)
+            {
+                offsets[r] += chunkings[r][step];
+                var position = offsets[r] - 1;
+                ReferenceLogitsTests.AssertClose(expected[r][position], logits.AsSpan(r * v, v), Tolerance, $"{name}: row {r}, chunk {step} ending at position {position}");
+            }
+        }
+    }
+
     public static TheoryData<string> AdapterFamilies => ["tiny-phi3", "tiny-qwen3", "tiny-gemma2", "tiny-llama3"];
 
     /// <summary>
