@@ -36,7 +36,7 @@ using Serving.Inference.Tokenization;
 //             weights: their exits mean nothing, only the cost does).
 // usage: EarlyExitBench [--only calibrate,sweep,layerwise,speed,cost] [--criteria probe,cosine,update_view,margin] [--docs 120] [--doc-tokens 96] [--prompts 50] [--tokens 48]
 //                       [--batches 1,8] [--reps 5] [--forced gpt2-small|""] [--threads N] [--probe DIR] [--target 0.95] [--md docs/benchmarks.md]
-//                       [--png docs/early-exit.png] [--calibration bench/results/exit-calibration.json] [--propagation calm,exact]
+//                       [--png docs/early-exit.png] [--calibration bench/results/exit-calibration.json] [--propagation calm,exact] [--token-docs DIR] [--grid t1,t2,…]
 var opts = BenchArgs.Parse(args);
 var inv = CultureInfo.InvariantCulture;
 var threads = opts.Int("threads", Environment.ProcessorCount);
@@ -49,7 +49,8 @@ var target = opts.Double("target", 0.95);
 var command = "dotnet run -c Release --project bench/EarlyExitBench -- " + string.Join(' ', args);
 var md = new StringBuilder();
 md.AppendLine(inv, $"### FFN early exit ({DateTime.UtcNow:yyyy-MM-dd}): `{command}`");
-md.AppendLine(inv, $"Machine: {BenchMachine.Cpu()}, {threads} threads, ONNX Runtime CPU. Demo model (6 layers), its exit probe (`{Path.GetRelativePath(repo, probeDir)}`), documents from `models/demo/eval` (`<|endoftext|>` + text, at most {opts.Int("doc-tokens", 96)} tokens).");
+var source = opts.Str("token-docs", "") is { Length: > 0 } td ? $"given as token ids (`{td}`" : "from `models/demo/eval` (`<|endoftext|>` + text";
+md.AppendLine(inv, $"Machine: {BenchMachine.Cpu()}, {threads} threads, ONNX Runtime CPU. Demo model (6 layers), its exit probe (`{Path.GetRelativePath(repo, probeDir)}`), documents {source}, at most {opts.Int("doc-tokens", 96)} tokens).");
 Console.WriteLine(md.ToString());
 var json = new JsonObject { ["command"] = command, ["machine"] = BenchMachine.Cpu(), ["threads"] = threads };
 
@@ -66,9 +67,18 @@ var criteria = new (string Name, IExitCriterion Criterion, double[] Grid)[]
 };
 var onlyCriteria = opts.List("criteria", "probe,cosine,update_view,margin");
 criteria = criteria.Where(c => onlyCriteria.Contains(c.Name)).ToArray();
-List<int[]> Docs(string split) => File.ReadLines(Path.Combine(demo, "eval", $"general.{split}.jsonl"))
-    .Take(opts.Int("docs", 120))
-    .Select(l => tokenizer.Encode("<|endoftext|>" + JsonNode.Parse(l)!["text"]!.GetValue<string>()))
+if (opts.Str("grid", "") is { Length: > 0 } gridArg) // --grid t1,t2,…: the thresholds every chosen criterion is swept at
+{
+    var grid = gridArg.Split(',').Select(x => double.Parse(x, inv)).ToArray();
+    criteria = criteria.Select(c => (c.Name, c.Criterion, grid)).ToArray();
+}
+// --token-docs DIR: documents given as token ids instead (DIR/windows.{split}.jsonl, one JSON array a line; e.g. the
+// forge's stream windows, tools/forge/exit_eval.py --dump-windows).
+var tokenDocs = opts.Str("token-docs", "");
+List<int[]> Docs(string split) => (tokenDocs.Length > 0
+        ? File.ReadLines(Path.Combine(tokenDocs, $"windows.{split}.jsonl")).Take(opts.Int("docs", 120)).Select(l => JsonSerializer.Deserialize<int[]>(l)!)
+        : File.ReadLines(Path.Combine(demo, "eval", $"general.{split}.jsonl")).Take(opts.Int("docs", 120))
+            .Select(l => tokenizer.Encode("<|endoftext|>" + JsonNode.Parse(l)!["text"]!.GetValue<string>())))
     .Select(ids => ids.Length > opts.Int("doc-tokens", 96) ? ids[..opts.Int("doc-tokens", 96)] : ids)
     .Where(ids => ids.Length >= 4).ToList();
 var calibrationPath = opts.Str("calibration", Path.Combine("bench", "results", "exit-calibration.json"));
