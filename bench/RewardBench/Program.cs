@@ -28,7 +28,9 @@ using Serving.Inference.Tokenization;
 //            --clock cpu times the cost section by the decoding thread's CPU time instead of the wall clock (with
 //            --threads 1, so the whole step runs on that thread): on a machine shared with other work, CPU time does
 //            not count the time the step waited for a core, which the wall clock does.
-// usage: RewardBench [--only cost,separate,quality] [--models demo,gpt2-small,llama-small] [--batches 1,8,32] [--steps 32] [--reps 5] [--threads N] [--clock wall|cpu]
+//            --otter DIR prices another Otter side network on the demo model (default models/demo/otter), e.g. a
+//            candidate shape before training it: the cost does not depend on the weights' values.
+// usage: RewardBench [--only cost,separate,quality] [--models demo,gpt2-small,llama-small] [--batches 1,8,32] [--steps 32] [--reps 5] [--threads N] [--clock wall|cpu] [--otter DIR]
 //                    [--prompts 200] [--tokens 48] [--interval 16] [--md docs/benchmarks.md] [--json bench/results/reward.json]
 var opts = BenchArgs.Parse(args);
 var inv = CultureInfo.InvariantCulture;
@@ -75,7 +77,7 @@ if (only.Contains("cost") || only.Contains("separate"))
         if (only.Contains("cost"))
         {
             var otterDir = name == "demo"
-                ? Path.Combine(demo, "otter")
+                ? Path.GetFullPath(opts.Str("otter", Path.Combine(demo, "otter")))
                 : OtterFixture.Write(Path.Combine(repo, ".fixtures", name + "-otter"), model.Config, seed: 5,
                     side: model.Config.HiddenSize / 3, heads: 1, ffn: model.Config.HiddenSize / 4);
             using var otter = new RewardHead(OtterReader.ReadFolder(otterDir, model.Config), model, "otter@1");
@@ -103,7 +105,10 @@ static JsonArray Cost(string name, DecoderModel model, RewardHead head, int[] ba
 {
     const int warmup = 3; // untimed first: tier-1 JIT of the decode path's managed code and every step shape's bindings
     var inv = CultureInfo.InvariantCulture;
-    md.AppendLine(inv, $"\nHead cost, {name} (head: layer {head.Layer}, {head.Definition.Parameters} parameters; model {model.Config.NumLayers} layers, d {model.Config.HiddenSize}), {steps} decode steps per run, {reps} repetitions after a warm-up (the order with/without alternating){(cpuClock ? ", timed by the thread's CPU time" : "")}:\n");
+    var form = head.Side is { Definition: var side }
+        ? $"side network: {side.Layers.Count} side layers on base layers {string.Join(',', side.Layers.Select(l => l.Layer))}, side {side.SideSize}, {side.NumHeads} head(s) of {side.HeadDim}, {side.IntermediateSize} neurons, {side.Parameters} parameters"
+        : $"head: layer {head.Layer}, {head.Definition.Parameters} parameters";
+    md.AppendLine(inv, $"\nHead cost, {name} ({form}; model {model.Config.NumLayers} layers, d {model.Config.HiddenSize}), {steps} decode steps per run, {reps} repetitions after a warm-up (the order with/without alternating){(cpuClock ? ", timed by the thread's CPU time" : "")}:\n");
     md.AppendLine(cpuClock
         ? "| batch | without head (tok per CPU-s) | with head (tok per CPU-s) | step CPU time with/without, median (min–max) |"
         : "| batch | without head (tok/s) | with head (tok/s) | step time with/without, median (min–max) |");

@@ -51,7 +51,7 @@ public static class AdapterStoreServiceCollectionExtensions
         services.TryAddSingleton(sp =>
         {
             var o = sp.GetRequiredService<IOptions<AdapterStoreOptions>>().Value;
-            return new EmbeddedGarnet(o.EmbeddedPort, o.EmbeddedMemory, sp.GetService<ILoggerFactory>());
+            return EmbeddedGarnet.Start(o, sp.GetService<ILoggerFactory>());
         });
         services.TryAddSingleton<IConnectionMultiplexer>(sp =>
         {

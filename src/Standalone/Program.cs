@@ -1,6 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.Options;
 using Serving.Inference.Node.Hosting;
+using Serving.ServiceDefaults;
 using Serving.ServiceDefaults.Logging;
 
 namespace Serving.Standalone;
@@ -42,6 +43,7 @@ public static class Program
     public static HostApplicationBuilder AddStandalone(this HostApplicationBuilder builder)
     {
         StandaloneSystem.DropAppSettings(builder.Configuration);
+        builder.AddNativeHeap(); // glibc's malloc set before the node's and gateway's threads allocate
         builder.AddServiceLogging(); // this host's own records (lifetime, startup failures) go the gateway's and node's way
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
         // The node drains for Node:ShutdownDrain inside this host's stop; add the gateway's and the store's stop to it.

@@ -128,7 +128,10 @@ public sealed partial class StandaloneSystem : IAsyncDisposable
             string redis;
             if (string.IsNullOrWhiteSpace(options.Redis))
             {
-                garnet = new EmbeddedGarnet();
+                // The AdapterStore section's Embedded* keys size it (memory, data folder, compaction), validated like the store's.
+                var storeOptions = AdapterStoreOptionsValidator.Check(
+                    configuration.GetSection(AdapterStoreOptions.SectionName).Get<AdapterStoreOptions>() ?? new AdapterStoreOptions());
+                garnet = EmbeddedGarnet.Start(storeOptions);
                 redis = garnet.ConnectionString;
             }
             else

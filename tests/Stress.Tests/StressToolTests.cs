@@ -18,6 +18,31 @@ public sealed class StressToolTests
     }
 
     [Fact]
+    public void ParseRssAnon_ReadsKilobytes_NullWithoutTheLine()
+    {
+        Assert.Equal(100L * 1024, ProcessProbe.ParseRssAnon("VmRSS:\t  421133 kB\nRssAnon:\t     100 kB\nRssFile:\t 7 kB\n"));
+        Assert.Null(ProcessProbe.ParseRssAnon("VmRSS:\t 1 kB\n"));
+    }
+
+    [Fact]
+    public async Task StoreInfo_LogFieldsParsed_AndBulkStringRead()
+    {
+        const string info = "# Store\r\nIndexMemorySizeBytes:1048576\r\nLog.BeginAddress:64\r\nLog.TailAddress:12617080\r\nLog.CurrentMemorySizeBytes:16777216\r\nReadCache.TailAddress:N/A\r\n";
+        var f = StoreProbe.ParseInfo(info);
+        Assert.Equal(64, f["Log.BeginAddress"]);
+        Assert.Equal(12617080, f["Log.TailAddress"]);
+        Assert.Equal(16777216, f["Log.CurrentMemorySizeBytes"]);
+        Assert.False(f.ContainsKey("ReadCache.TailAddress"));
+        Assert.False(f.ContainsKey("IndexMemorySizeBytes"));
+
+        var body = System.Text.Encoding.UTF8.GetBytes(info);
+        using var stream = new MemoryStream([.. System.Text.Encoding.ASCII.GetBytes($"${body.Length}\r\n"), .. body, .. "\r\n"u8.ToArray()]);
+        Assert.Equal(info, await StoreProbe.ReadBulkStringAsync(stream, CancellationToken.None));
+        using var error = new MemoryStream("-ERR unknown command\r\n"u8.ToArray());
+        await Assert.ThrowsAsync<FormatException>(() => StoreProbe.ReadBulkStringAsync(error, CancellationToken.None));
+    }
+
+    [Fact]
     public void ParseStatus_WithoutTheLines_Throws()
     {
         Assert.Throws<FormatException>(() => ProcessProbe.ParseStatus("Name:\tx\n"));

@@ -15,7 +15,7 @@ public sealed class ClusterFixture : IAsyncLifetime
 
     public Task DisposeAsync()
     {
-        Cluster.Dispose();
+        Cluster?.Dispose(); // null when the start failed (its processes were already stopped)
         return Task.CompletedTask;
     }
 }

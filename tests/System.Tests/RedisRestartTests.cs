@@ -15,8 +15,8 @@ public sealed class RedisRestartTests
             Assert.True(up.StatusCode == HttpStatusCode.Created, await up.Content.ReadAsStringAsync());
 
         cluster.Redis.Kill();
-        // Longer than the heartbeat TTL (2 s): the gateway must not drop nodes just because Redis is gone.
-        await Task.Delay(TimeSpan.FromSeconds(3));
+        // Longer than the heartbeat TTL: the gateway must not drop nodes just because Redis is gone.
+        await Task.Delay(TimeSpan.Parse(Cluster.HeartbeatTtl, global::System.Globalization.CultureInfo.InvariantCulture) + TimeSpan.FromSeconds(1));
         int[] before = cluster.Nodes.Select(Cluster.ReceivedPosts).ToArray();
         for (int i = 0; i < 16; i++) // random spread: both nodes get some (all on one: p = 2^-15)
         {
@@ -50,7 +50,7 @@ public sealed class RedisRestartTests
         using (var list = await client.GetAsync("/v1/adapters/"))
             Assert.Contains("spanish", await list.Content.ReadAsStringAsync());
         // The nodes republish into the empty Redis; the gateway's view is whole again and requests still flow.
-        await cluster.WaitForNodesAsync(2, TimeSpan.FromSeconds(10));
+        await cluster.WaitForNodesAsync(2);
         using (var r = await client.SendAsync(Sse.Chat("Tell me a fortune", 8)))
             Assert.Equal(HttpStatusCode.OK, r.StatusCode);
     }

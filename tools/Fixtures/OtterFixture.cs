@@ -10,8 +10,11 @@ namespace Serving.Fixtures;
 /// </summary>
 public static class OtterFixture
 {
-    /// <summary>Writes <c>config.json</c> + <c>otter.safetensors</c> into <paramref name="dir"/> and returns it.</summary>
-    public static string Write(string dir, ModelConfig c, int seed, int side = 16, int heads = 2, int ffn = 12, string pooling = "sum")
+    /// <summary>
+    /// Writes <c>config.json</c> + <c>otter.safetensors</c> into <paramref name="dir"/> and returns it; the side layers
+    /// read the base layers <paramref name="sideLayers"/> (null: every base layer).
+    /// </summary>
+    public static string Write(string dir, ModelConfig c, int seed, int side = 16, int heads = 2, int ffn = 12, string pooling = "sum", IReadOnlyList<int>? sideLayers = null)
     {
         Directory.CreateDirectory(dir);
         var rng = new Random(seed);
@@ -19,7 +22,7 @@ public static class OtterFixture
         int d = c.HiddenSize, hd = c.HeadDim, q = heads * hd;
         var entries = new List<SafetensorsWriter.Entry>();
         var layers = new List<object>();
-        for (var l = 0; l < c.NumLayers; l++)
+        foreach (var l in sideLayers ?? Enumerable.Range(0, c.NumLayers).ToArray())
         {
             object P(string name, int rows, int cols, double scale)
             {

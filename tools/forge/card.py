@@ -259,16 +259,20 @@ def extra_sections(w, out, R):
     if os.path.exists(p):
         o = json.load(open(p, encoding="utf-8"))
         pr = o["params"]
+        idx = [ly["layer"] for ly in o["layers"]]
+        where = ("every layer l" if len(idx) == o["num_hidden_layers"] else
+                 f"base layer{'s' if len(idx) > 1 else ''} l = {', '.join(map(str, idx))} (of 0..{o['num_hidden_layers'] - 1}; "
+                 "the other layers have no side layer)")
         w("## Otter form of the reward head (side network)")
         w("")
-        w(f"`otter/` (`tools/forge/otter.py`): the inserted-parameter form of the reward head (Otter). In every layer l, "
+        w(f"`otter/` (`tools/forge/otter.py`): the inserted-parameter form of the reward head (Otter). In {where}, "
           f"{o['num_heads']} extra attention head(s) of head_dim {o['head_dim']} (own K/V, RoPE as the base) and "
           f"{o['intermediate_size']} extra SwiGLU neurons read x_l = `input_layernorm`_l(hidden[l]) — the normalised "
           f"input the base attention of layer l reads, i.e. the original {o['hidden_size']} dimensions — and write only "
-          f"a new side stream of {o['side_size']} dimensions (s_0 = 0, s_(l+1) = s_l + attention + FFN); the base's "
+          f"a new side stream of {o['side_size']} dimensions (s_0 = 0, each side layer adds its attention + FFN); the base's "
           "residual stream is never written, so the original logits are exactly unchanged (asserted against the "
           "reference logits). A reward head (RMSNorm over the side stream with its own weight, Linear "
-          f"{o['side_size']}→{o['head']['layers'][0]['shape'][0]}, tanh, Linear →1) reads s_{o['num_hidden_layers']}. "
+          f"{o['side_size']}→{o['head']['layers'][0]['shape'][0]}, tanh, Linear →1) reads the stream after the last side layer. "
           "Initialised by copying base weights (" + "; ".join(f"{k}: {v}" for k, v in o["init"]["heads"].items()) +
           f"; {o['init']['ffn']}), then trained with the base frozen on the reward head's labels and splits. "
           "`otter/config.json` describes the computation completely.")
@@ -278,7 +282,8 @@ def extra_sections(w, out, R):
           f"~{pr['side_layers']:,} multiply-adds against ~{pr['base_layers'] + R['config']['vocab_size'] * R['config']['hidden_size']:,} "
           f"for the base layers + LM head ({pct(pr['side_layers'] / (pr['base_layers'] + R['config']['vocab_size'] * R['config']['hidden_size']))} "
           "of a decode step's weights, attention over the context aside), plus its own K/V cache "
-          f"({o['num_heads']} head(s) per layer next to the base's {R['config']['num_key_value_heads']}).")
+          f"({o['num_heads']} head(s) in each of {len(idx)} side layer(s), next to the base's {R['config']['num_key_value_heads']} "
+          f"in each of {o['num_hidden_layers']} layers).")
         w("")
         ho = o.get("head_only_auc") or R["reward_auc"]
         w("| form | pooling | params | train AUC | val AUC | test AUC |")

@@ -170,7 +170,10 @@ def check_otter(d, c, W, m, R):
     o = json.load(open(p))
     T = forge.read_safetensors(os.path.join(d, "otter", "otter.safetensors"))
     L, D, hd, H, dp, Fp = (o[k] for k in ("num_hidden_layers", "hidden_size", "head_dim", "num_heads", "side_size", "intermediate_size"))
-    assert o["kind"] == "otter-side-network" and L == c["num_hidden_layers"] and D == c["hidden_size"] and len(o["layers"]) == L
+    assert o["kind"] == "otter-side-network" and L == c["num_hidden_layers"] and D == c["hidden_size"]
+    # one side layer per base layer, or a subset: each names the base layer it reads, strictly increasing
+    idx = [ly["layer"] for ly in o["layers"]]
+    assert 1 <= len(idx) <= L and 0 <= idx[0] and idx[-1] < L and all(a < b for a, b in zip(idx, idx[1:])), idx
     want = {"q_proj": [H * hd, D], "k_proj": [H * hd, D], "v_proj": [H * hd, D], "o_proj": [dp, H * hd],
             "gate_proj": [Fp, D], "up_proj": [Fp, D], "down_proj": [dp, Fp]}
     named = set()
@@ -218,11 +221,11 @@ def check_otter(d, c, W, m, R):
         r = mlp_np(rms(s, T[hc["norm"]["weight"]]), hc["layers"], T, hc["activation"])[:, 0]
         if o["pooling"] == "sum":
             r = np.cumsum(r)
-        assert X[f"p{k}.side"].shape == (L + 1, n, dp)
+        assert X[f"p{k}.side"].shape == (len(idx) + 1, n, dp)
         worst = max(worst, np.abs(np.stack(ss) - X[f"p{k}.side"]).max(), np.abs(r - X[f"p{k}.reward"]).max())
         k += 1
     assert worst <= 1e-4, worst
-    print(f"otter side network OK (d' {dp}, {H} head(s), {Fp} neurons, pooling {o['pooling']}, test AUC "
+    print(f"otter side network OK (side layers on base layers {idx}, d' {dp}, {H} head(s), {Fp} neurons, pooling {o['pooling']}, test AUC "
           f"{o['auc']['test']:.3f}; max diff {worst:.1e})")
 
 

@@ -48,8 +48,23 @@ public sealed class AdapterStoreOptions
     /// <summary>Read chunks back and compare hashes before the version becomes visible; default true.</summary>
     public bool VerifyAfterWrite { get; set; } = true;
 
-    /// <summary>Embedded Garnet's memory bound (its <c>--memory</c>); default 512m.</summary>
-    public string EmbeddedMemory { get; set; } = "512m";
+    /// <summary>
+    /// Embedded Garnet's log memory (its <c>--memory</c>; at least <c>16m</c>); default <c>16m</c>. Records beyond it are
+    /// kept in <see cref="EmbeddedDataDirectory"/> and read from there, never dropped (see <see cref="EmbeddedGarnet"/>).
+    /// </summary>
+    public string EmbeddedMemory { get; set; } = EmbeddedGarnet.DefaultMemory;
+
+    /// <summary>
+    /// Folder under which embedded Garnet keeps its log files (a new subfolder per start, deleted at stop: nothing
+    /// survives a restart); default the system temp folder. On a tmpfs those files take memory, outside the process.
+    /// </summary>
+    public string? EmbeddedDataDirectory { get; set; }
+
+    /// <summary>How often embedded Garnet compacts its log (whole seconds, 1 s–1 h); default 60 s.</summary>
+    public TimeSpan EmbeddedCompactionInterval { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Log segments (each half of <see cref="EmbeddedMemory"/>) on disk before a compaction starts; 2–1024, default 8.</summary>
+    public int EmbeddedCompactionSegments { get; set; } = EmbeddedGarnet.DefaultCompactionSegments;
 
     /// <summary>Embedded Garnet port; 0 (the default) picks a free loopback port.</summary>
     public int EmbeddedPort { get; set; }
@@ -71,6 +86,11 @@ public sealed class AdapterStoreOptionsValidator : IValidateOptions<AdapterStore
         if (o.WaitReplicas is < 0 or > 16) errors.Add($"{S}:WaitReplicas must be between 0 and 16.");
         if (o.WaitReplicasTimeout < TimeSpan.FromMilliseconds(1) || o.WaitReplicasTimeout > TimeSpan.FromSeconds(30)) errors.Add($"{S}:WaitReplicasTimeout must be between 1 ms and 30 s.");
         if (o.EmbeddedPort is < 0 or > 65535) errors.Add($"{S}:EmbeddedPort must be in [0, 65535].");
+        if (EmbeddedGarnet.ParseSize(o.EmbeddedMemory) is not { } memory || memory < EmbeddedGarnet.MinMemoryBytes)
+            errors.Add($"{S}:EmbeddedMemory must be a size of at least 16m, such as 32m or 1g.");
+        if (o.EmbeddedCompactionInterval < TimeSpan.FromSeconds(1) || o.EmbeddedCompactionInterval > TimeSpan.FromHours(1) || o.EmbeddedCompactionInterval.Ticks % TimeSpan.TicksPerSecond != 0)
+            errors.Add($"{S}:EmbeddedCompactionInterval must be whole seconds between 1 s and 1 h.");
+        if (o.EmbeddedCompactionSegments is < 2 or > 1024) errors.Add($"{S}:EmbeddedCompactionSegments must be between 2 and 1024.");
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 

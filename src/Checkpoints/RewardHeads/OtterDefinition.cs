@@ -3,6 +3,9 @@ namespace Serving.Checkpoints.RewardHeads;
 /// <summary>One layer of an Otter side network: extra attention heads and FFN neurons that read the base layer's normed input.</summary>
 public sealed record OtterLayer
 {
+    /// <summary>The base layer (0-based) whose normed input this side layer reads.</summary>
+    public required int Layer { get; init; }
+
     /// <summary>The base tensor whose weight normalises the layer input (the layer's <c>input_layernorm</c> / <c>ln_1</c>).</summary>
     public required string InputNorm { get; init; }
 
@@ -24,10 +27,11 @@ public sealed record OtterLayer
 
 /// <summary>
 /// The full Otter form (<c>kind: otter-side-network</c>, the format of <c>models/demo/otter</c>): a side stream
-/// s ∈ R^<see cref="SideSize"/> per position, s₀ = 0; at every base layer l the side network reads x_l = norm_l(h_l)
-/// (the vector the base attention reads), adds its own attention heads (with their own K/V cache and the base's RoPE)
-/// and SwiGLU FFN neurons (parallel, both reading x_l) into s, and never writes the base's residual stream, so the
-/// base logits are exactly unchanged. After the last layer a head (RMSNorm over the side stream, then an MLP) gives a
+/// s ∈ R^<see cref="SideSize"/> per position, s₀ = 0; at every base layer l that has a side layer (all of them, or a
+/// subset: <see cref="Layers"/>, in base-layer order) the side network reads x_l = norm_l(h_l) (the vector the base
+/// attention reads), adds its own attention heads (with their own K/V cache and the base's RoPE) and SwiGLU FFN
+/// neurons (parallel, both reading x_l) into s, and never writes the base's residual stream, so the base logits are
+/// exactly unchanged. After the last layer a head (RMSNorm over the side stream, then an MLP) gives a
 /// score per position, pooled like a head-only reward head's. Validated by <see cref="OtterReader"/>.
 /// </summary>
 public sealed record OtterDefinition
@@ -39,6 +43,8 @@ public sealed record OtterDefinition
     public required int HeadDim { get; init; }
     public required int IntermediateSize { get; init; }
     public required float NormEps { get; init; }
+
+    /// <summary>The side layers, one per base layer they read, in strictly increasing <see cref="OtterLayer.Layer"/> order (1 to the base's layer count).</summary>
     public required IReadOnlyList<OtterLayer> Layers { get; init; }
 
     /// <summary>RMSNorm weight over the side stream, applied before the head's MLP.</summary>

@@ -4,8 +4,9 @@ namespace Serving.Checkpoints.RewardHeads;
 
 /// <summary>
 /// Reads and validates an Otter side network (<c>config.json</c> with <c>kind: otter-side-network</c> + its safetensors)
-/// against a base model's config: the layer count, the hidden size, the base's head dimension and rotary θ, every
-/// tensor present, finite and of the shape the dimensions imply. Failures are <see cref="RewardHeadFormatException"/>s
+/// against a base model's config: the layer count, the base layers the side layers read (each in range, strictly
+/// increasing), the hidden size, the base's head dimension and rotary θ, every tensor present, finite and of the shape
+/// the dimensions imply. Failures are <see cref="RewardHeadFormatException"/>s
 /// with the same codes as a head-only reward head's.
 /// </summary>
 public static class OtterReader
@@ -59,9 +60,9 @@ public static class OtterReader
         {
             throw Mismatch($"the side network's rope θ {theta.GetSingle()} differs from the base's {baseConfig.RopeTheta}");
         }
-        if (!root.TryGetProperty("layers", out var layersJson) || layersJson.ValueKind != JsonValueKind.Array || layersJson.GetArrayLength() != layers)
+        if (!root.TryGetProperty("layers", out var layersJson) || layersJson.ValueKind != JsonValueKind.Array || layersJson.GetArrayLength() is 0 || layersJson.GetArrayLength() > layers)
         {
-            throw Config($"config.json: \"layers\" must list the {layers} side layers");
+            throw Config($"config.json: \"layers\" must list between 1 and {layers} side layers (at most one per base layer)");
         }
         if (!root.TryGetProperty("head", out var head) || head.ValueKind != JsonValueKind.Object) throw Config("config.json: \"head\" (norm, layers, activation) is required");
 
@@ -86,8 +87,15 @@ public static class OtterReader
                     if (l.ValueKind != JsonValueKind.Object || !l.TryGetProperty(part, out var p) || p.ValueKind != JsonValueKind.Object) throw Config($"config.json: layers[{i}].{part} is required");
                     return Read(file, Str(p, "weight") ?? throw Config($"config.json: layers[{i}].{part}.weight is required"), [rows, cols]);
                 }
+                var baseLayer = BaseLayer(l, i, layersJson.GetArrayLength() == layers);
+                if (baseLayer >= layers) throw Mismatch($"layers[{i}] reads base layer {baseLayer}; the base model has layers 0..{layers - 1}");
+                if (list.Count > 0 && baseLayer <= list[^1].Layer)
+                {
+                    throw Config($"config.json: layers[{i}].layer {baseLayer} must be greater than layers[{i - 1}].layer {list[^1].Layer} (side layers in base-layer order, at most one per base layer)");
+                }
                 list.Add(new OtterLayer
                 {
+                    Layer = baseLayer,
                     InputNorm = Str(l, "input_norm") ?? throw Config($"config.json: layers[{i}].input_norm (the base norm tensor) is required"),
                     Q = T("q_proj", q, hidden),
                     K = T("k_proj", q, hidden),
@@ -151,6 +159,22 @@ public static class OtterReader
                 },
             };
         }
+    }
+
+    /// <summary>
+    /// The base layer side layer <paramref name="index"/> reads: its <c>"layer"</c>, which may be left out only when
+    /// every base layer has a side layer (then entry i reads layer i).
+    /// </summary>
+    private static int BaseLayer(JsonElement layer, int index, bool everyLayer)
+    {
+        if (layer.ValueKind != JsonValueKind.Object) throw Config($"config.json: layers[{index}] must be an object");
+        if (!layer.TryGetProperty("layer", out var v))
+        {
+            return everyLayer ? index : throw Config($"config.json: layers[{index}].layer (the base layer it reads) is required when the side network covers only some base layers");
+        }
+        return v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out var n) && n >= 0
+            ? n
+            : throw Config($"config.json: layers[{index}].layer must be a non-negative integer (a base layer index)");
     }
 
     private static float[] Read(SafetensorsFile file, string name, long[] shape)

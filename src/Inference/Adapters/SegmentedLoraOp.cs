@@ -43,31 +43,20 @@ internal static unsafe class SegmentedLoraOp
     private const int ColumnBlock = 512; // output columns per expand unit
     private const long InlineWork = 1 << 18;
 
-    private static readonly Lock Gate = new();
-    private static nint _domain;         // OrtCustomOpDomain*, process lifetime (sessions keep referring to it)
+    private static readonly CustomOpDomain Ops = new(Domain, () =>
+    {
+        // v16: CreateKernelV2 / KernelComputeV2 (errors as statuses); v18: MayInplace. Inputs 4 and 5 (ranks, plan) are int64.
+        var op = NewCpuOp(Name, 18, InputCount, int64Inputs: (1UL << 4) | (1UL << 5), &KernelCompute, &KernelComputeV2);
+        op->InferOutputShapeFn = &InferOutputShape;
+        op->GetMayInplace = &GetMayInplace;
+        op->ReleaseMayInplace = &ReleaseMap;
+        op->GetAliasMap = &GetAliasMap;
+        op->ReleaseAliasMap = &ReleaseMap;
+        return (nint)op;
+    });
 
     /// <summary>Adds the <see cref="Domain"/> operators to <paramref name="options"/> (CPU provider).</summary>
-    public static void Register(SessionOptions options) =>
-        OrtNativeApi.AddCustomOpDomain(options.DangerousGetHandle(), EnsureDomain());
-
-    private static nint EnsureDomain()
-    {
-        lock (Gate)
-        {
-            if (_domain != 0) return _domain;
-            // v16: CreateKernelV2 / KernelComputeV2 (errors as statuses); v18: MayInplace. Inputs 4 and 5 (ranks, plan) are int64.
-            var op = NewCpuOp(Name, 18, InputCount, int64Inputs: (1UL << 4) | (1UL << 5), &KernelCompute, &KernelComputeV2);
-            op->InferOutputShapeFn = &InferOutputShape;
-            op->GetMayInplace = &GetMayInplace;
-            op->ReleaseMayInplace = &ReleaseMap;
-            op->GetAliasMap = &GetAliasMap;
-            op->ReleaseAliasMap = &ReleaseMap;
-            var domain = OrtNativeApi.CreateCustomOpDomain(Domain);
-            OrtNativeApi.CustomOpDomainAdd(domain, op);
-            return _domain = domain;
-        }
-    }
-
+    public static void Register(SessionOptions options) => Ops.Register(options);
 
     /// <summary>The output has y's type and shape (ONNX Runtime's planner needs the shape to grant the in-place reuse).</summary>
     [UnmanagedCallersOnly]
@@ -101,26 +90,8 @@ internal static unsafe class SegmentedLoraOp
         NativeMemory.Free(outputIndex);
     }
 
-    /// <summary>Only called by runtimes that ignore KernelComputeV2 (older than 1.16, which this build never loads).</summary>
-    [UnmanagedCallersOnly]
-    private static void KernelCompute(nint kernel, nint context)
-    {
-        var status = Compute(context);
-        if (status != 0) Environment.FailFast("SegmentedLora failed on a runtime without KernelComputeV2");
-    }
-
-    [UnmanagedCallersOnly]
-    private static nint KernelComputeV2(nint kernel, nint context)
-    {
-        try
-        {
-            return Compute(context);
-        }
-        catch (Exception e)
-        {
-            return OrtNativeApi.CreateStatus(OrtNativeApi.ErrorFail, $"{Name}: {e.Message}");
-        }
-    }
+    [UnmanagedCallersOnly] private static void KernelCompute(nint kernel, nint context) => ComputeV1(Name, &Compute, context);
+    [UnmanagedCallersOnly] private static nint KernelComputeV2(nint kernel, nint context) => ComputeV2(Name, &Compute, context);
 
     private static long _computes;
     private static long _inPlace;
@@ -128,7 +99,7 @@ internal static unsafe class SegmentedLoraOp
     /// <summary>Runs of the operator in this process, and how many of them ONNX Runtime ran in place (diagnostics).</summary>
     internal static (long Runs, long InPlace) Counts => (Interlocked.Read(ref _computes), Interlocked.Read(ref _inPlace));
 
-    private static nint Invalid(string message) => OrtNativeApi.CreateStatus(OrtNativeApi.ErrorInvalidArgument, $"{Name}: {message}");
+    private static nint Invalid(string message) => InvalidArgument(Name, message);
 
     private static nint Compute(nint context)
     {

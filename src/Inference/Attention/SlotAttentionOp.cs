@@ -40,46 +40,20 @@ internal static unsafe class SlotAttentionOp
         [c.AttentionScale ?? 1f / MathF.Sqrt(c.HeadDim), c.AttentionSoftcap ?? 0f, c.SlidingWindow(layer)];
     private const long InlineWork = 1 << 16; // multiply-adds under which a step runs inline (waking the pool costs more)
 
-    private static readonly Lock Gate = new();
-    private static nint _domain;
+    private static readonly CustomOpDomain Ops = new(Domain, () =>
+    {
+        // v16: CreateKernelV2 / KernelComputeV2 (errors as statuses); input 5 (the plan) is int64.
+        var op = NewCpuOp(Name, 16, InputCount, int64Inputs: 1UL << 5, &KernelCompute, &KernelComputeV2);
+        return (nint)op;
+    });
 
     /// <summary>Adds the <see cref="Domain"/> operators to <paramref name="options"/> (CPU provider).</summary>
-    public static void Register(SessionOptions options) =>
-        OrtNativeApi.AddCustomOpDomain(options.DangerousGetHandle(), EnsureDomain());
+    public static void Register(SessionOptions options) => Ops.Register(options);
 
-    private static nint EnsureDomain()
-    {
-        lock (Gate)
-        {
-            if (_domain != 0) return _domain;
-            // v16: CreateKernelV2 / KernelComputeV2 (errors as statuses); input 5 (the plan) is int64.
-            var op = NewCpuOp(Name, 16, InputCount, int64Inputs: 1UL << 5, &KernelCompute, &KernelComputeV2);
-            var domain = OrtNativeApi.CreateCustomOpDomain(Domain);
-            OrtNativeApi.CustomOpDomainAdd(domain, op);
-            return _domain = domain;
-        }
-    }
+    [UnmanagedCallersOnly] private static void KernelCompute(nint kernel, nint context) => ComputeV1(Name, &Compute, context);
+    [UnmanagedCallersOnly] private static nint KernelComputeV2(nint kernel, nint context) => ComputeV2(Name, &Compute, context);
 
-    [UnmanagedCallersOnly]
-    private static void KernelCompute(nint kernel, nint context)
-    {
-        if (Compute(context) != 0) Environment.FailFast("SlotAttention failed on a runtime without KernelComputeV2");
-    }
-
-    [UnmanagedCallersOnly]
-    private static nint KernelComputeV2(nint kernel, nint context)
-    {
-        try
-        {
-            return Compute(context);
-        }
-        catch (Exception e)
-        {
-            return OrtNativeApi.CreateStatus(OrtNativeApi.ErrorFail, $"{Name}: {e.Message}");
-        }
-    }
-
-    private static nint Invalid(string message) => OrtNativeApi.CreateStatus(OrtNativeApi.ErrorInvalidArgument, $"{Name}: {message}");
+    private static nint Invalid(string message) => InvalidArgument(Name, message);
 
     private static nint Compute(nint context)
     {

@@ -7,17 +7,18 @@ using Serving.Inference.Runtime;
 namespace Serving.Inference.Engine;
 
 /// <summary>
-/// One decoder's state for one Otter side network: the side network's own K/V cache, laid out
-/// [slot · L + layer, heads, max_ctx, head_dim] (the decoder's slots, each with its L layers side by side, so that a
-/// decode step's (row, layer) pairs are one contiguous batch; copied with the decoder's slot on fork and release), two
-/// side-stream buffers the prefill's side layers alternate between, the base layer inputs of a decode step
-/// ([L, batch, d]) and bindings per decode batch size.
+/// One decoder's state for one Otter side network of L side layers (one per base layer, or on a subset of them): the
+/// side network's own K/V cache, laid out [slot · L + side layer, heads, max_ctx, head_dim] (the decoder's slots, each
+/// with its L layers side by side, so that a decode step's (row, layer) pairs are one contiguous batch; copied with the
+/// decoder's slot on fork and release), two side-stream buffers the prefill's side layers alternate between, the
+/// inputs of the base layers the side layers read during a decode step ([L, batch, d]) and bindings per decode batch size.
 /// <list type="bullet">
-/// <item>Prefill: zero the stream (s₀ = 0, <see cref="Begin"/>), then side layer l (<see cref="Run"/>) on the block
-/// input the base step holds before block l overwrites it.</item>
-/// <item>Decode: <see cref="Capture"/> each base layer's input as the step goes, then every side layer in one batched
-/// call (<see cref="RunDecode"/>).</item>
+/// <item>Prefill: zero the stream (s₀ = 0, <see cref="Begin"/>), then, at base layer l, l's side layer if it has one
+/// (<see cref="Run"/>) on the block input the base step holds before block l overwrites it.</item>
+/// <item>Decode: <see cref="Capture"/> the input of each base layer that has a side layer as the step goes, then every
+/// side layer in one batched call (<see cref="RunDecode"/>).</item>
 /// </list>
+/// Callers pass base layer indices; a base layer without a side layer is a no-op.
 /// Both leave s_L in <see cref="Final"/>. Decode bindings are built once per batch size; a step allocates nothing.
 /// </summary>
 internal sealed class SideRuntime : IDisposable
@@ -25,7 +26,8 @@ internal sealed class SideRuntime : IDisposable
     private readonly DecoderBuffers _buf;
     private readonly RunOptions _run;
     private readonly StepBindings?[] _decode;
-    private readonly int _layers;
+    private readonly int _layers;     // side layers
+    private readonly int[] _sideLayer; // base layer → its side layer's index, −1 for none
     private readonly NativeBuffer<float> _inputs;
 
     public SideRuntime(OtterNetwork network, DecoderBuffers buf, int capacity, RunOptions run)
@@ -34,7 +36,10 @@ internal sealed class SideRuntime : IDisposable
         _buf = buf;
         _run = run;
         var def = network.Definition;
-        _layers = buf.Config.NumLayers;
+        _layers = def.Layers.Count;
+        _sideLayer = new int[buf.Config.NumLayers];
+        Array.Fill(_sideLayer, -1);
+        for (var i = 0; i < _layers; i++) _sideLayer[def.Layers[i].Layer] = i;
         Kv = new KvCachePool(1, capacity * _layers, def.NumHeads, buf.Model.MaxContext, def.HeadDim);
         SideA = new NativeBuffer<float>((long)buf.MaxTokensPerStep * def.SideSize);
         SideB = new NativeBuffer<float>((long)buf.MaxTokensPerStep * def.SideSize);
@@ -44,7 +49,7 @@ internal sealed class SideRuntime : IDisposable
 
     public OtterNetwork Network { get; }
 
-    /// <summary>The side K/V cache (one pool "layer" of slot · L + layer entries).</summary>
+    /// <summary>The side K/V cache (one pool "layer" of slot · L + side layer entries).</summary>
     public KvCachePool Kv { get; }
 
     private NativeBuffer<float> SideA { get; }
@@ -65,14 +70,20 @@ internal sealed class SideRuntime : IDisposable
     /// <summary>s₀ = 0 for the step's <paramref name="tokens"/> positions.</summary>
     public void Begin(int tokens) => SideA.Span[..(tokens * Network.SideSize)].Clear();
 
-    /// <summary>Runs side layer <paramref name="layer"/> of a prefill (its base block's input is in the decoder's buffer of that layer).</summary>
-    public void Run(int layer, StepBindings bindings) => Network.Layers[layer].RunWithBinding(_run, bindings.Layers[layer]);
+    /// <summary>Runs the side layer of base layer <paramref name="layer"/> of a prefill, if it has one (its base block's input is in the decoder's buffer of that layer).</summary>
+    public void Run(int layer, StepBindings bindings)
+    {
+        var i = _sideLayer[layer];
+        if (i >= 0) Network.Layers[i].RunWithBinding(_run, bindings.Layers[i]);
+    }
 
-    /// <summary>Keeps base layer <paramref name="layer"/>'s input for a decode step of <paramref name="batch"/> rows.</summary>
+    /// <summary>Keeps base layer <paramref name="layer"/>'s input for a decode step of <paramref name="batch"/> rows, if a side layer reads it.</summary>
     public void Capture(int layer, NativeBuffer<float> input, int batch)
     {
+        var i = _sideLayer[layer];
+        if (i < 0) return;
         var n = batch * _buf.Config.HiddenSize;
-        input.Span[..n].CopyTo(_inputs.Span.Slice(layer * n, n));
+        input.Span[..n].CopyTo(_inputs.Span.Slice(i * n, n));
     }
 
     /// <summary>Every side layer of a decode step of <paramref name="batch"/> rows on the captured inputs, in one session call.</summary>
@@ -120,7 +131,8 @@ internal sealed class SideRuntime : IDisposable
             var io = b.Own(Network.Layers[l].CreateIoBinding());
             var key = b.Own(Kv.Keys[0].View((slot * _layers + l) * Kv.SlotStride, kvShape));
             var value = b.Own(Kv.Values[0].View((slot * _layers + l) * Kv.SlotStride, kvShape));
-            io.BindInput(BlockGraph.Hidden, l % 2 == 0 ? hiddenA : hiddenB);
+            // The base block's input alternates with the base layer's index (DecoderBuffers.Input), the side stream with the side layer's.
+            io.BindInput(BlockGraph.Hidden, def.Layers[l].Layer % 2 == 0 ? hiddenA : hiddenB);
             io.BindInput(SideGraph.Side, l % 2 == 0 ? sideA : sideB);
             io.BindOutput(SideGraph.SideOut, l % 2 == 0 ? sideB : sideA);
             io.BindInput(BlockGraph.PastKey, key);

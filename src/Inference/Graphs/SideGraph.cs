@@ -13,8 +13,9 @@ namespace Serving.Inference.Graphs;
 /// <c>total_seq_len</c> and (rotary models) <c>position_ids</c>, exactly as a block takes them. Output
 /// <c>side_out</c>. Prefill runs these between the base blocks (a prompt's hidden states are not kept per layer).</item>
 /// <item><see cref="BuildStacked"/>: every layer at once, for decode steps. A side layer's update depends on its base
-/// layer's input only (s_l is only added to), so the L layers are one batched computation: the inputs of every base
-/// layer [L, batch, d] (kept by the decoder during the step), per-layer weights stacked [L, …] for one batched input
+/// layer's input only (s_l is only added to), so the L side layers (one per base layer, or on a subset of the base
+/// layers) are one batched computation: the inputs of the base layers they read [L, batch, d] (kept by the decoder
+/// during the step), per-layer weights stacked [L, …] for one batched input
 /// projection, then <see cref="Rewards.OtterSideStepOp"/> (rotary, cache write and attention of every (row, layer)
 /// pair over the side cache laid out [slot · L + layer, heads, max_ctx, head_dim], and the SwiGLU; each row's
 /// <c>position_ids</c> [batch] is its cached length), whose [batch, L·(q + f)] output meets the layers' [O; Down]
@@ -33,7 +34,7 @@ internal static class SideGraph
     public const string Inputs = "hidden_stack";
     public const string PositionIds = BlockGraph.PositionIds;
 
-    /// <summary>Side layer <paramref name="index"/> alone (prefill).</summary>
+    /// <summary>Side layer <paramref name="index"/> (an entry of <c>def.Layers</c>) alone (prefill); <paramref name="inputNorm"/> is its base layer's input norm.</summary>
     public static byte[] BuildLayer(ModelConfig c, OtterDefinition def, (float[] Weight, float[]? Bias) inputNorm, int index, int maxContext, RotaryTables? rotary)
     {
         var layer = def.Layers[index];
@@ -59,7 +60,11 @@ internal static class SideGraph
         return g.ToBytes();
     }
 
-    /// <summary>Every side layer as one batched computation (decode steps of one token per row); 4 nodes (5 with GPT-2's norm bias) whatever L is.</summary>
+    /// <summary>
+    /// Every side layer as one batched computation (decode steps of one token per row); 4 nodes (5 with GPT-2's norm
+    /// bias) whatever L is. L here is the number of side layers; entry l of <see cref="Inputs"/> is the input of base
+    /// layer <c>def.Layers[l].Layer</c>, normed with that layer's entry of <paramref name="inputNorms"/> (indexed by base layer).
+    /// </summary>
     public static byte[] BuildStacked(ModelConfig c, OtterDefinition def, IReadOnlyList<(float[] Weight, float[]? Bias)> inputNorms, int maxContext, RotaryTables? rotary)
     {
         int layers = def.Layers.Count, d = c.HiddenSize, q = def.NumHeads * def.HeadDim, side = def.SideSize, f = def.IntermediateSize;
@@ -81,7 +86,7 @@ internal static class SideGraph
         for (var l = 0; l < layers; l++)
         {
             var w = ProjectionWeight(def, def.Layers[l], d); // [d, width]
-            var (scale, bias) = inputNorms[l];
+            var (scale, bias) = inputNorms[def.Layers[l].Layer];
             for (var i = 0; i < d; i++)
             {
                 for (var j = 0; j < width; j++) weights[((long)l * d + i) * width + j] = scale[i] * w[i * width + j];

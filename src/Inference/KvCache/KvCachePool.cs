@@ -45,15 +45,17 @@ internal sealed class KvCachePool
         var run = length * HeadDim;
         for (var l = 0; l < Layers; l++)
         {
-            foreach (var buffer in new[] { Keys[l], Values[l] })
-            {
-                var span = buffer.Span;
-                for (var h = 0; h < KvHeads; h++)
-                {
-                    var head = (long)h * MaxContext * HeadDim;
-                    span.Slice((int)(from * SlotStride + head), run).CopyTo(span.Slice((int)(to * SlotStride + head), run));
-                }
-            }
+            CopyHeads(Keys[l].Span, from, to, run);
+            CopyHeads(Values[l].Span, from, to, run);
+        }
+    }
+
+    private void CopyHeads(Span<float> span, int from, int to, int run)
+    {
+        for (var h = 0; h < KvHeads; h++)
+        {
+            var head = (long)h * MaxContext * HeadDim;
+            span.Slice((int)(from * SlotStride + head), run).CopyTo(span.Slice((int)(to * SlotStride + head), run));
         }
     }
 }

@@ -19,15 +19,16 @@ public sealed class OtterNetwork : IDisposable
     {
         Definition = definition;
         var c = model.Config;
-        var sessions = new InferenceSession[c.NumLayers];
+        var sessions = new InferenceSession[definition.Layers.Count];
         using var so = model.CreateSessionOptions();
         OtterSideStepOp.Register(so);
         try
         {
             Stacked = new InferenceSession(SideGraph.BuildStacked(c, definition, model.LayerInputNorms, model.MaxContext, model.Rotary), so);
-            for (var l = 0; l < c.NumLayers; l++)
+            for (var i = 0; i < sessions.Length; i++)
             {
-                sessions[l] = new InferenceSession(SideGraph.BuildLayer(c, definition, model.LayerInputNorms[l], l, model.MaxContext, model.Rotary), so);
+                var norm = model.LayerInputNorms[definition.Layers[i].Layer];
+                sessions[i] = new InferenceSession(SideGraph.BuildLayer(c, definition, norm, i, model.MaxContext, model.Rotary), so);
             }
         }
         catch
@@ -44,7 +45,7 @@ public sealed class OtterNetwork : IDisposable
     /// <summary>Side stream width.</summary>
     public int SideSize => Definition.SideSize;
 
-    /// <summary>One session per side layer (prefill).</summary>
+    /// <summary>One session per side layer (prefill), in the order of <see cref="OtterDefinition.Layers"/>.</summary>
     internal InferenceSession[] Layers { get; }
 
     /// <summary>Every side layer as one batched computation (decode steps).</summary>

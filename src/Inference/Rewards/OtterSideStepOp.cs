@@ -42,46 +42,20 @@ internal static unsafe class OtterSideStepOp
     private const int StackScores = 4096;    // cached positions up to which a pair's scores live on the stack
     private const int BatchesPerThread = 4;  // pool batches per thread of a parallel step
 
-    private static readonly Lock Gate = new();
-    private static nint _domain;
+    private static readonly CustomOpDomain Ops = new(Domain, () =>
+    {
+        // v16: CreateKernelV2 / KernelComputeV2 (errors as statuses); input 3 (positions) is int64.
+        var op = NewCpuOp(Name, 16, InputCount, int64Inputs: 1UL << 3, &KernelCompute, &KernelComputeV2);
+        return (nint)op;
+    });
 
     /// <summary>Adds the <see cref="Domain"/> operators to <paramref name="options"/> (CPU provider).</summary>
-    public static void Register(SessionOptions options) =>
-        OrtNativeApi.AddCustomOpDomain(options.DangerousGetHandle(), EnsureDomain());
+    public static void Register(SessionOptions options) => Ops.Register(options);
 
-    private static nint EnsureDomain()
-    {
-        lock (Gate)
-        {
-            if (_domain != 0) return _domain;
-            // v16: CreateKernelV2 / KernelComputeV2 (errors as statuses); input 3 (positions) is int64.
-            var op = NewCpuOp(Name, 16, InputCount, int64Inputs: 1UL << 3, &KernelCompute, &KernelComputeV2);
-            var domain = OrtNativeApi.CreateCustomOpDomain(Domain);
-            OrtNativeApi.CustomOpDomainAdd(domain, op);
-            return _domain = domain;
-        }
-    }
+    [UnmanagedCallersOnly] private static void KernelCompute(nint kernel, nint context) => ComputeV1(Name, &Compute, context);
+    [UnmanagedCallersOnly] private static nint KernelComputeV2(nint kernel, nint context) => ComputeV2(Name, &Compute, context);
 
-    [UnmanagedCallersOnly]
-    private static void KernelCompute(nint kernel, nint context)
-    {
-        if (Compute(context) != 0) Environment.FailFast("OtterSideStep failed on a runtime without KernelComputeV2");
-    }
-
-    [UnmanagedCallersOnly]
-    private static nint KernelComputeV2(nint kernel, nint context)
-    {
-        try
-        {
-            return Compute(context);
-        }
-        catch (Exception e)
-        {
-            return OrtNativeApi.CreateStatus(OrtNativeApi.ErrorFail, $"{Name}: {e.Message}");
-        }
-    }
-
-    private static nint Invalid(string message) => OrtNativeApi.CreateStatus(OrtNativeApi.ErrorInvalidArgument, $"{Name}: {message}");
+    private static nint Invalid(string message) => InvalidArgument(Name, message);
 
     private static nint Compute(nint context)
     {

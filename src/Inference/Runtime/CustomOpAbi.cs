@@ -92,6 +92,32 @@ internal static unsafe class CustomOpAbi
         return op;
     }
 
+    /// <summary>
+    /// The body of an operator's <c>KernelComputeV2</c>: <paramref name="compute"/>'s status, or an exception turned into
+    /// <c>ORT_FAIL</c> naming the operator (an exception must not cross into native code).
+    /// </summary>
+    public static nint ComputeV2(string name, delegate*<nint, nint> compute, nint context)
+    {
+        try
+        {
+            return compute(context);
+        }
+        catch (Exception e)
+        {
+            return OrtNativeApi.CreateStatus(OrtNativeApi.ErrorFail, $"{name}: {e.Message}");
+        }
+    }
+
+    /// <summary>The body of an operator's <c>KernelCompute</c>, only called by runtimes older than 1.16 (which this build never loads): they take no status.</summary>
+    public static void ComputeV1(string name, delegate*<nint, nint> compute, nint context)
+    {
+        if (compute(context) != 0) Environment.FailFast($"{name} failed on a runtime without KernelComputeV2");
+    }
+
+    /// <summary>An <c>INVALID_ARGUMENT</c> status naming the operator.</summary>
+    public static nint InvalidArgument(string name, string message) =>
+        OrtNativeApi.CreateStatus(OrtNativeApi.ErrorInvalidArgument, $"{name}: {message}");
+
     [UnmanagedCallersOnly] private static nint CreateKernel(OrtCustomOp* op, nint api, nint info) => 1; // stateless
     [UnmanagedCallersOnly] private static nint CreateKernelV2(OrtCustomOp* op, nint api, nint info, nint* kernel) { *kernel = 1; return 0; }
     [UnmanagedCallersOnly] private static void KernelDestroy(nint kernel) { }
@@ -104,4 +130,29 @@ internal static unsafe class CustomOpAbi
     [UnmanagedCallersOnly] private static int Required(OrtCustomOp* op, nuint index) => 1; // INPUT_OUTPUT_REQUIRED
     [UnmanagedCallersOnly] private static int DefaultMemory(OrtCustomOp* op, nuint index) => 0; // OrtMemTypeDefault
     [UnmanagedCallersOnly] private static int One(OrtCustomOp* op) => 1;
+}
+
+/// <summary>
+/// One custom-operator domain with one operator, created on first use and kept for the process (sessions keep referring
+/// to it), added to each session's options by <see cref="Register"/>.
+/// </summary>
+internal sealed unsafe class CustomOpDomain(string domain, Func<nint> createOp)
+{
+    private readonly Lock _gate = new();
+    private nint _handle; // OrtCustomOpDomain*
+
+    /// <summary>Adds the domain to <paramref name="options"/> (CPU provider).</summary>
+    public void Register(Microsoft.ML.OnnxRuntime.SessionOptions options) =>
+        OrtNativeApi.AddCustomOpDomain(options.DangerousGetHandle(), Ensure());
+
+    private nint Ensure()
+    {
+        lock (_gate)
+        {
+            if (_handle != 0) return _handle;
+            var handle = OrtNativeApi.CreateCustomOpDomain(domain);
+            OrtNativeApi.CustomOpDomainAdd(handle, (void*)createOp());
+            return _handle = handle;
+        }
+    }
 }

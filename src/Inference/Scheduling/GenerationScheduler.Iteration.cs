@@ -3,7 +3,8 @@ using Serving.Inference.Sampling;
 
 namespace Serving.Inference.Scheduling;
 
-// One iteration of the scheduler: aborts, prefill and admission, the decode step, handing logits to strategies.
+// One iteration of the scheduler: aborts, prefill and admission, the step (GenerationScheduler.StepShapes.cs), handing
+// logits to strategies.
 public sealed partial class GenerationScheduler
 {
     private void StepCore()
@@ -11,11 +12,10 @@ public sealed partial class GenerationScheduler
         EndExpired(_time.GetUtcNow());
 
         // Mixed steps when the decoder has them and no running row needs whole steps (an Otter side network, early exit).
-        _mixing = _options.MixedSteps && _decoder.SupportsMixedSteps && !AnyRowNeedsWholeSteps();
-        _plannedCount = 0;
+        var shape = _mixedSteps is not null && _decoder.SupportsMixedSteps && !AnyRowNeedsWholeSteps() ? (StepShape)_mixedSteps : _wholeSteps;
 
         // Prefill: first the prompts already being prefilled, then newcomers while rows and budget allow.
-        var budget = _mixing ? MixedPrefillBudget() : _options.MaxPrefillTokensPerStep;
+        var budget = shape.PromptBudget();
         _pool.DeferFrees = true;
         for (var i = 0; i < _running.Count; i++)
         {
@@ -23,47 +23,12 @@ public sealed partial class GenerationScheduler
             for (var j = 0; j < job.Rows.Count; j++)
             {
                 var row = job.Rows[j];
-                if (row.Prefilling && !row.LastPromptTokenPending) budget -= AdvancePrefill(job, row, budget);
+                if (row.Prefilling && !row.LastPromptTokenPending) budget -= shape.AdvancePrefill(job, row, budget);
             }
         }
-        Admit(ref budget);
+        Admit(shape, ref budget);
         FinishIteration();
-        // A mixed step when there is prompt work (or a row waits for its chunk); with decode rows only, the ordinary
-        // decode step does the same work for less.
-        if (_mixing && (_plannedCount > 0 || AnyRowWithoutPendingToken()))
-        {
-            MixedStep();
-            return;
-        }
-        _plannedCount = 0;
-
-        // One decode step for every row.
-        var b = _decoder.ActiveCount;
-        if (b == 0) return;
-        var active = _decoder.Active;
-        for (var r = 0; r < b; r++) _stepRows[r] = _pool.RowOf(active[r]);
-        var logits = _decoder.Decode();
-        var vocab = _decoder.Model.Config.VocabSize;
-        _pool.DeferFrees = true;
-        for (var r = 0; r < b; r++)
-        {
-            var row = _stepRows[r]!;
-            var span = logits.Slice(r * vocab, vocab);
-            if (row.Prefilling)
-            {
-                // The decode fed a prompt token; only the prompt's last one yields logits a strategy samples from.
-                if (IsScoredPromptRow(row)) row.Request!.PromptScores!.Observe(row.Length - 1, span);
-                var last = row.LastPromptTokenPending && row.PromptOffset == row.Prompt!.Length;
-                row.LastPromptTokenPending = false;
-                if (last) PromptDone(row, span);
-                continue;
-            }
-            if (row.Released) continue;
-            row.Request!.Handle.AddLayers(row.Sequence.LastLayers, 1);
-            Deliver(row, span);
-        }
-        Array.Clear(_stepRows, 0, b);
-        FinishIteration();
+        shape.Run();
     }
 
     /// <summary>Cancelled, expired (or, when stopping, all) requests leave before the decode step.</summary>
@@ -100,7 +65,7 @@ public sealed partial class GenerationScheduler
     /// <see cref="SchedulerOptions.AdapterFairnessSteps"/>, after which nothing may take or hold a slot ahead of it:
     /// slots drain as their rows finish, and it gets the next one.
     /// </summary>
-    private void Admit(ref int budget)
+    private void Admit(StepShape shape, ref int budget)
     {
         var blockedOnSlots = 0;
         var scan = 0;
@@ -153,7 +118,7 @@ public sealed partial class GenerationScheduler
             _observer.OnRequestStarted(next.Handle, admitted - next.Handle.SubmittedAt);
             Interlocked.Add(ref _promptTokens, row.Prompt!.Length);
             if (_options.PrefixReuse) ReusePrefix(next, row);
-            budget -= AdvancePrefill(next, row, budget);
+            budget -= shape.AdvancePrefill(next, row, budget);
         }
         _statusWaitingForSlot = blockedOnSlots;
     }
@@ -184,42 +149,6 @@ public sealed partial class GenerationScheduler
         copy = false;
         if (job.Handle.Request.Adapter is not { } adapter) return true;
         return !starving && _slots.TryAcquire(adapter, out slot, out copy);
-    }
-
-    /// <summary>Prefills up to <paramref name="budget"/> prompt tokens of a row; the rest waits, one token fed by the decode step.</summary>
-    private int AdvancePrefill(ScheduledRequest job, DecodingRow row, int budget)
-    {
-        var prompt = row.Prompt!;
-        if (_mixing && !IsScoredPromptRow(row) && !NeedsWholeSteps(row.Sequence))
-        {
-            // The chunk rides in this iteration's mixed step; a row without budget simply waits for the next one.
-            var chunk = Math.Max(0, Math.Min(prompt.Length - row.PromptOffset, budget));
-            if (chunk > 0)
-            {
-                _plannedRows[_plannedCount] = row;
-                _plannedTake[_plannedCount++] = chunk;
-            }
-            return chunk;
-        }
-        var take = Math.Max(0, Math.Min(prompt.Length - row.PromptOffset, budget));
-        var scored = IsScoredPromptRow(row);
-        if (scored) take = Math.Min(take, ScoredChunk);
-        if (take > 0)
-        {
-            var logits = scored ? PrefillScored(row, prompt, take) : _decoder.Prefill(row.Sequence, prompt.AsSpan(row.PromptOffset, take));
-            row.PromptOffset += take;
-            _observer.OnPromptTokens(take);
-            if (row.PromptOffset == prompt.Length)
-            {
-                PromptDone(row, logits);
-                return take;
-            }
-        }
-        // Keep the row in the next decode step: it feeds the next prompt token (its logits matter only if it is the last).
-        row.Sequence.PendingToken = prompt[row.PromptOffset++];
-        row.LastPromptTokenPending = true;
-        _observer.OnPromptTokens(1);
-        return take;
     }
 
     /// <summary>Prompt tokens per prefill chunk of a request that scores its prompt (every position's logits are kept: [chunk, V]).</summary>
@@ -333,117 +262,6 @@ public sealed partial class GenerationScheduler
             }
             return false;
         }
-    }
-
-    private bool _mixing;
-    private int _plannedCount;
-    private DecodingRow?[] _plannedRows = [];
-    private int[] _plannedTake = [];
-
-    /// <summary>Rows that a mixed step cannot carry: their strategies decode them with whole steps only.</summary>
-    private static bool NeedsWholeSteps(Engine.Sequence seq) => seq.RewardHead?.Side is not null || seq.Exit is not null;
-
-    private bool AnyRowWithoutPendingToken()
-    {
-        var active = _decoder.Active;
-        for (var r = 0; r < active.Count; r++)
-        {
-            if (active[r].PendingToken < 0) return true;
-        }
-        return false;
-    }
-
-    private bool AnyRowNeedsWholeSteps()
-    {
-        var active = _decoder.Active;
-        for (var r = 0; r < active.Count; r++)
-        {
-            if (NeedsWholeSteps(active[r])) return true;
-        }
-        return false;
-    }
-
-    /// <summary>
-    /// Prompt tokens this iteration's mixed step may carry: decode rows go first (one token each), prompt chunks fill the
-    /// step's budget (<see cref="SchedulerOptions.MaxTokensPerStep"/>) up to their cap
-    /// (<see cref="SchedulerOptions.MaxPrefillTokensPerStep"/>); at least one, so prompts always progress.
-    /// </summary>
-    private int MixedPrefillBudget()
-    {
-        if (_plannedRows.Length < Capacity)
-        {
-            _plannedRows = new DecodingRow?[Capacity];
-            _plannedTake = new int[Capacity];
-        }
-        var decoding = 0;
-        var active = _decoder.Active;
-        for (var r = 0; r < active.Count; r++)
-        {
-            if (active[r].PendingToken >= 0) decoding++;
-        }
-        var room = Math.Min(_options.MaxTokensPerStep, _decoder.MaxStepTokens) - decoding;
-        return Math.Max(1, Math.Min(_options.MaxPrefillTokensPerStep, room));
-    }
-
-    /// <summary>
-    /// One mixed step: every row with a pending token (decode rows, and prompt rows feeding a single pending prompt
-    /// token) plus the prompt chunks planned this iteration, in one pass; each entry's logits go where a decode step's or
-    /// a prefill's would.
-    /// </summary>
-    private void MixedStep()
-    {
-        var active = _decoder.Active;
-        var b = active.Count;
-        if (b == 0) return;
-        _decoder.BeginStep();
-        var entries = 0;
-        for (var r = 0; r < b; r++)
-        {
-            var seq = active[r];
-            if (seq.PendingToken < 0 || NeedsWholeSteps(seq)) continue; // waiting for a chunk, or admitted this iteration on whole steps
-            _decoder.AddToStep(seq);
-            _stepRows[entries++] = _pool.RowOf(seq);
-        }
-        for (var p = 0; p < _plannedCount; p++)
-        {
-            var row = _plannedRows[p]!;
-            _plannedRows[p] = null;
-            if (row.Released || !row.Sequence.IsActive || !row.Prefilling) continue;
-            var take = _plannedTake[p];
-            _decoder.AddToStep(row.Sequence, row.Prompt.AsSpan(row.PromptOffset, take));
-            row.PromptOffset += take;
-            _observer.OnPromptTokens(take);
-            _stepRows[entries++] = row;
-        }
-        _plannedCount = 0;
-        if (entries == 0) return;
-        var logits = _decoder.RunStep();
-        var vocab = _decoder.Model.Config.VocabSize;
-        _pool.DeferFrees = true;
-        for (var e = 0; e < entries; e++)
-        {
-            var row = _stepRows[e]!;
-            var span = logits.Slice(e * vocab, vocab);
-            if (row.Prefilling)
-            {
-                if (row.LastPromptTokenPending)
-                {
-                    if (IsScoredPromptRow(row)) row.Request!.PromptScores!.Observe(row.Length - 1, span);
-                    row.LastPromptTokenPending = false;
-                    if (row.PromptOffset == row.Prompt!.Length) PromptDone(row, span);
-                }
-                else if (row.PromptOffset == row.Prompt!.Length)
-                {
-                    PromptDone(row, span);
-                }
-                continue;
-            }
-            if (row.Released) continue;
-            row.Request!.Handle.AddLayers(row.Sequence.LastLayers, 1);
-            Deliver(row, span);
-        }
-        Array.Clear(_stepRows, 0, entries);
-        FinishIteration();
     }
 
     /// <summary>

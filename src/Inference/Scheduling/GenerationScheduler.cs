@@ -15,8 +15,10 @@ namespace Serving.Inference.Scheduling;
 /// order while KV rows (as many as the request's spec reserves) and an adapter slot (<see cref="AdapterSlotResidency"/>)
 /// are free, at most <see cref="SchedulerOptions.MaxPrefillTokensPerStep"/> prompt tokens per iteration; longer prompts
 /// continue in the next iterations;</item>
-/// <item>runs one decode step for every row and hands each row's logits to its request's strategy, which samples,
-/// emits, feeds, forks and releases rows; batch composition never changes what a request samples.</item>
+/// <item>runs one step in one of two shapes (<c>GenerationScheduler.StepShapes.cs</c>: whole steps, or with
+/// <see cref="SchedulerOptions.MixedSteps"/> decode tokens and prompt chunks in one packed pass) and hands each row's
+/// logits to its request's strategy, which samples, emits, feeds, forks and releases rows; batch composition never
+/// changes what a request samples.</item>
 /// </list>
 /// A prompt's last token is always fed by a decode step (or the prefill that ends the prompt), so every live row has a
 /// pending token at each step. Only the scheduler thread touches the decoder; <see cref="Submit"/> and
@@ -35,6 +37,8 @@ public sealed partial class GenerationScheduler : IDisposable
     private readonly IQueuePolicy _queue = new TenantFairQueuePolicy();
     private readonly AdapterSlotResidency _slots;
     private readonly RowPool _pool;
+    private readonly WholeSteps _wholeSteps;
+    private readonly MixedSteps? _mixedSteps;
 
     private readonly Lock _gate = new();
     private readonly List<ScheduledRequest> _waiting = [];   // guarded by _gate
@@ -72,6 +76,8 @@ public sealed partial class GenerationScheduler : IDisposable
         _stepRows = new DecodingRow?[decoder.Capacity];
         _slots = new AdapterSlotResidency(decoder.Adapters, _observer);
         _pool = new RowPool(decoder, _slots);
+        _wholeSteps = new WholeSteps(this);
+        _mixedSteps = _options.MixedSteps ? new MixedSteps(this, _wholeSteps) : null;
     }
 
     /// <summary>Longest prompt + output of one row.</summary>

@@ -87,16 +87,25 @@ public sealed class GatewayHost : IAsyncDisposable
     }
 
     /// <summary>Waits until the gateway's view holds exactly these node ids (bounded).</summary>
+    /// <remarks>
+    /// Also waits until the proxy has applied that set (YARP reloads its configuration after the view signals a change,
+    /// so for a moment the view may hold a node the proxy cannot route to yet: a request then would get 503).
+    /// </remarks>
     public async Task WaitForNodesAsync(params string[] ids)
     {
         var view = Services.GetRequiredService<INodeView>();
+        var proxy = Services.GetRequiredService<Yarp.ReverseProxy.IProxyStateLookup>();
         var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!(view.Current.Nodes.Count == ids.Length && ids.All(view.Current.Nodes.ContainsKey)))
+        while (!(view.Current.Nodes.Count == ids.Length && ids.All(view.Current.Nodes.ContainsKey) && Routable(proxy, ids)))
         {
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"Gateway view has [{string.Join(",", view.Current.Nodes.Keys)}], expected [{string.Join(",", ids)}]");
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"Gateway view has [{string.Join(",", view.Current.Nodes.Keys)}], expected [{string.Join(",", ids)}] (routable: {Routable(proxy, ids)})");
             await Task.Delay(20);
         }
     }
+
+    private static bool Routable(Yarp.ReverseProxy.IProxyStateLookup proxy, string[] ids) =>
+        proxy.TryGetCluster(Serving.Gateway.Routing.RoutingPolicies.NodesCluster, out var cluster)
+        && cluster.Destinations.Count == ids.Length && ids.All(cluster.Destinations.ContainsKey);
 
     /// <summary>Waits until the gateway's view satisfies <paramref name="condition"/> (bounded).</summary>
     public async Task WaitForAsync(Func<INodeView, bool> condition)

@@ -97,6 +97,13 @@ internal sealed class AccountingHarness : IAsyncDisposable
         return ((int)response.StatusCode, await response.Content.ReadAsStringAsync(), response.Headers);
     }
 
+    /// <summary>Sends, reads the whole response and asserts its status; a wrong status fails with the body (an error's code and message say why).</summary>
+    public async Task ExpectAsync(int status, bool chat, byte[] body)
+    {
+        var (actual, text, _) = await SendAsync(chat, body);
+        Assert.True(actual == status, $"expected {status}, got {actual}: {text}");
+    }
+
     /// <summary>Sends a stream, reads <paramref name="chunks"/> token events (0: only the headers), then goes away.</summary>
     public async Task<List<string>> SendAndCancelAsync(bool chat, byte[] body, int chunks)
     {

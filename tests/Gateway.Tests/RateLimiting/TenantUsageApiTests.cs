@@ -15,14 +15,14 @@ public sealed class TenantUsageApiTests(RedisFixture redis)
     {
         await using var h = await AccountingHarness.StartAsync(redis.ConnectionString, 6000);
         await h.Gateway.PublishAdapterAsync("tenant-a", "support");
-        Assert.Equal(200, (await h.SendAsync(chat: true, AccountingHarness.Body(true, "hi", new { max_tokens = 20, x_fake_tokens = 7, x_fake_prompt_tokens = 5 }))).Status);
+        await h.ExpectAsync(200, chat: true, AccountingHarness.Body(true, "hi", new { max_tokens = 20, x_fake_tokens = 7, x_fake_prompt_tokens = 5 }));
         await h.SettledAsync();
-        Assert.Equal(400, (await h.SendAsync(chat: true, AccountingHarness.Body(true, "hi", new { max_tokens = 20, x_fake_status = 400 }))).Status);
+        await h.ExpectAsync(400, chat: true, AccountingHarness.Body(true, "hi", new { max_tokens = 20, x_fake_status = 400 }));
         await h.SettledAsync();
         h.Clock.Advance(TimeSpan.FromSeconds(90));
         var adapter = AccountingHarness.Body(true, "hi", new { max_tokens = 20, n = 2, x_fake_tokens = 3, x_fake_prompt_tokens = 4 });
         adapter = System.Text.Encoding.UTF8.GetBytes(System.Text.Encoding.UTF8.GetString(adapter).Replace("\"fake\"", "\"fake:support\""));
-        Assert.Equal(200, (await h.SendAsync(chat: true, adapter)).Status);
+        await h.ExpectAsync(200, chat: true, adapter);
         await h.SettledAsync();
 
         using var admin = h.Gateway.Client(GatewayHost.AdminKey);
@@ -52,9 +52,9 @@ public sealed class TenantUsageApiTests(RedisFixture redis)
     public async Task Metrics_PromptAndGeneratedTokens_ByTenantAndAdapter()
     {
         await using var h = await AccountingHarness.StartAsync(redis.ConnectionString, 6000);
-        Assert.Equal(200, (await h.SendAsync(chat: false, AccountingHarness.Body(false, "hi", new { max_tokens = 20, n = 4, x_fake_tokens = 5, x_fake_prompt_tokens = 6 }))).Status);
+        await h.ExpectAsync(200, chat: false, AccountingHarness.Body(false, "hi", new { max_tokens = 20, n = 4, x_fake_tokens = 5, x_fake_prompt_tokens = 6 }));
         await h.SettledAsync();
-        Assert.Equal(400, (await h.SendAsync(chat: false, AccountingHarness.Body(false, "hi", new { max_tokens = 20, x_fake_status = 400 }))).Status);
+        await h.ExpectAsync(400, chat: false, AccountingHarness.Body(false, "hi", new { max_tokens = 20, x_fake_status = 400 }));
         await h.SettledAsync();
         using var anonymous = new HttpClient { BaseAddress = new Uri(h.Gateway.BaseUrl) };
         var text = await anonymous.GetStringAsync("/metrics");

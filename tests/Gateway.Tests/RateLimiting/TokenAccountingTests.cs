@@ -78,7 +78,7 @@ public sealed class TokenAccountingTests(RedisFixture redis)
     {
         await using var h = await AccountingHarness.StartAsync(redis.ConnectionString, 600); // 10 tokens a second
         var body = AccountingHarness.Body(chat: true, "hi", new { max_tokens = 10, x_fake_tokens = 10, x_fake_generated = 1000 });
-        Assert.Equal(200, (await h.SendAsync(chat: true, body)).Status);
+        await h.ExpectAsync(200, chat: true, body);
         Assert.Equal(3 + 1000, (await h.SettledAsync()).Charged);
         Assert.Equal(600 - 1003, h.Available);
 
@@ -92,9 +92,9 @@ public sealed class TokenAccountingTests(RedisFixture redis)
         Assert.False(h.HasUnreadSettlement);
 
         h.Clock.Advance(TimeSpan.FromSeconds(seconds) - TimeSpan.FromMilliseconds(100));
-        Assert.Equal(429, (await h.SendAsync(chat: true, next)).Status);
+        await h.ExpectAsync(429, chat: true, next);
         h.Clock.Advance(TimeSpan.FromMilliseconds(100));
-        Assert.Equal(200, (await h.SendAsync(chat: true, next)).Status);
+        await h.ExpectAsync(200, chat: true, next);
         Assert.Equal(3 + 4, (await h.SettledAsync()).Charged);
     }
 
@@ -113,12 +113,12 @@ public sealed class TokenAccountingTests(RedisFixture redis)
         Assert.Equal(600, h.Available);
 
         // A second such request reads the node's 400 too (not a 429: nothing was kept).
-        Assert.Equal(400, (await h.SendAsync(chat: false, body)).Status);
+        await h.ExpectAsync(400, chat: false, body);
         Assert.Equal((512L, 0L), await h.SettledAsync());
 
         // Admitted at the clamp, charged what it used.
         var used = AccountingHarness.Body(chat: false, "The cat", new { max_tokens = 1_000_000_000, x_fake_tokens = 30, x_fake_prompt_tokens = 2 });
-        Assert.Equal(200, (await h.SendAsync(chat: false, used)).Status);
+        await h.ExpectAsync(200, chat: false, used);
         Assert.Equal((512L, 32L), await h.SettledAsync());
     }
 

@@ -17,9 +17,9 @@ namespace Serving.Inference.Tests.Rewards;
 public sealed class OtterTests
 {
     /// <summary>Writes a random side network for <paramref name="c"/> in the forge's <c>models/demo/otter</c> format (a temp folder per shape and seed).</summary>
-    internal static string WriteRandomOtter(ModelConfig c, int seed, int side = 16, int heads = 2, int ffn = 12, string pooling = "sum") =>
-        Serving.Fixtures.OtterFixture.Write(Path.Combine(Path.GetTempPath(), "serving-otter-" + Environment.ProcessId, $"{c.HiddenSize}-{seed}-{side}-{heads}-{pooling}"),
-            c, seed, side, heads, ffn, pooling);
+    internal static string WriteRandomOtter(ModelConfig c, int seed, int side = 16, int heads = 2, int ffn = 12, string pooling = "sum", int[]? layers = null) =>
+        Serving.Fixtures.OtterFixture.Write(Path.Combine(Path.GetTempPath(), "serving-otter-" + Environment.ProcessId,
+            $"{c.HiddenSize}-{seed}-{side}-{heads}-{pooling}-{(layers is null ? "all" : string.Join('.', layers))}"), c, seed, side, heads, ffn, pooling, sideLayers: layers);
 
     /// <summary>The side network and head in float64 from the files and the base's hidden states [L+1, T, d]; rewards per position.</summary>
     internal static double[] Float64Rewards(string dir, ModelConfig c, IReadOnlyList<(float[] Weight, float[]? Bias)> norms, float[] hidden, int t)
@@ -53,9 +53,9 @@ public sealed class OtterTests
             }
             return o;
         }
-        for (var l = 0; l < c.NumLayers; l++)
+        foreach (var layer in def.Layers)
         {
-            var layer = def.Layers[l];
+            var l = layer.Layer; // the base layer it reads: hidden[l] is that layer's input
             var xs = new double[t][];
             var ks = new double[t][];
             var vs = new double[t][];
@@ -130,11 +130,16 @@ public sealed class OtterTests
     }
 
     [Theory]
-    [InlineData("sum", "llama")]
-    [InlineData("last", "llama")]
-    [InlineData("sum", "gpt2")]
-    [InlineData("sum", "llama-hd40")] // a head width of 32 + 8: both vector widths of the decode operator
-    public void RandomOtter_PrefillAndDecode_MatchFloat64Formula(string pooling, string family)
+    [InlineData("sum", "llama", null)]
+    [InlineData("last", "llama", null)]
+    [InlineData("sum", "gpt2", null)]
+    [InlineData("sum", "llama-hd40", null)] // a head width of 32 + 8: both vector widths of the decode operator
+    // Side layers on a subset of the base layers: one on an odd layer (the base input in the decoder's second buffer,
+    // s_L in the prefill's second side buffer), two on even layers with a gap.
+    [InlineData("sum", "llama", new[] { 1 })]
+    [InlineData("last", "llama", new[] { 0, 2 })]
+    [InlineData("sum", "gpt2", new[] { 1 })]
+    public void RandomOtter_PrefillAndDecode_MatchFloat64Formula(string pooling, string family, int[]? layers)
     {
         var checkpoint = family switch
         {
@@ -144,8 +149,10 @@ public sealed class OtterTests
         };
         using var model = DecoderModel.Load(checkpoint, new RuntimeOptions { MaxBatch = 2, MaxContext = 64 });
         var c = model.Config;
-        var dir = WriteRandomOtter(c, seed: 4, pooling: pooling);
-        using var head = new RewardHead(OtterReader.ReadFolder(dir, c), model, "t/otter@1");
+        var dir = WriteRandomOtter(c, seed: 4, pooling: pooling, layers: layers);
+        var definition = OtterReader.ReadFolder(dir, c);
+        Assert.Equal(layers ?? Enumerable.Range(0, c.NumLayers).ToArray(), definition.Layers.Select(l => l.Layer));
+        using var head = new RewardHead(definition, model, "t/otter@1");
         int[] prompt = [3, 141, 59, 26, 5, 77, 12];
         var hidden = new float[(c.NumLayers + 1) * prompt.Length * c.HiddenSize];
         using (var plain = new BatchDecoder(model, 1))
@@ -268,12 +275,14 @@ public sealed class OtterTests
         }
     }
 
-    [Fact]
-    public void Logits_WithAndWithoutOtter_BitIdentical_InAMixedAdapterBatch_AndForksCarryTheSideCache()
+    [Theory]
+    [InlineData(null)]
+    [InlineData(new[] { 1, 2 })] // side layers on a subset of the base layers
+    public void Logits_WithAndWithoutOtter_BitIdentical_InAMixedAdapterBatch_AndForksCarryTheSideCache(int[]? layers)
     {
         using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 4, MaxContext = 64, AdapterSlots = 1 });
         var c = model.Config;
-        using var head = new RewardHead(OtterReader.ReadFolder(WriteRandomOtter(c, seed: 8), c), model, "t/otter@1");
+        using var head = new RewardHead(OtterReader.ReadFolder(WriteRandomOtter(c, seed: 8, layers: layers), c), model, "t/otter@1");
         var adapter = AdapterFactors.FromLora(c, AdapterTests.RandomModules(c, seed: 3, rankBase: 2));
         int[][] prompts = [[1, 2, 3], [4, 5, 6, 7], [8, 9]];
         int[] slots = [-1, 0, 0];

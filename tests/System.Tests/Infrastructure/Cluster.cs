@@ -29,6 +29,12 @@ public sealed class Cluster : IDisposable
     public ServiceProcess[] Nodes { get; private set; } = [];
     public string[] NodeUrls { get; private set; } = [];
 
+    /// <summary>
+    /// The nodes' heartbeat TTL (they beat every 0.5 s): long enough that a live node on a machine loaded far beyond its
+    /// cores (load average 45 on 2 cores in the flake hunt) never misses it, short enough that a killed node leaves soon.
+    /// </summary>
+    public const string HeartbeatTtl = "00:00:06";
+
     public static async Task<Cluster> StartAsync(int nodes = 2)
     {
         var cluster = new Cluster(new RedisServer());
@@ -89,7 +95,7 @@ public sealed class Cluster : IDisposable
                 "--Node:Redis", Redis.ConnectionString,
                 "--Node:Id", $"node-{i + 1}",
                 "--Node:HeartbeatInterval", "00:00:00.500",
-                "--Node:HeartbeatTtl", "00:00:02",
+                "--Node:HeartbeatTtl", HeartbeatTtl,
                 "--Logging:LogLevel:Default", "Warning",
                 // One line per request a node receives (before any endpoint code): the tests count them.
                 "--Logging:LogLevel:Microsoft.AspNetCore.Hosting.Diagnostics", "Information",
@@ -122,10 +128,16 @@ public sealed class Cluster : IDisposable
     /// <c>serving_gateway_nodes</c> and <c>serving_gateway_nodes_healthy</c> gauges), bounded. A node whose first health probe timed
     /// out while it warmed up stays out of routing until a later probe passes.
     /// </summary>
+    /// <summary>
+    /// How long processes may take to start and join (a bound that detects a broken start, not a speed claim: three
+    /// .NET processes loading a model on a 2-core machine running other suites can take minutes).
+    /// </summary>
+    public static readonly TimeSpan StartupBound = TimeSpan.FromSeconds(180);
+
     public async Task WaitForNodesAsync(int count, TimeSpan? timeout = null)
     {
         using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(60));
+        var deadline = DateTime.UtcNow + (timeout ?? StartupBound);
         string last = "";
         while (true)
         {

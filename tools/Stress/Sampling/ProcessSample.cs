@@ -12,7 +12,11 @@ namespace Serving.Stress.Sampling;
 /// <param name="GcCollections">Collections since start, all generations; null when not scraped.</param>
 /// <param name="Exceptions">Exceptions thrown since start; null when not scraped.</param>
 internal sealed record ProcessSample(double Seconds, long RssBytes, int Threads, long? ManagedHeapBytes, long? GcCommittedBytes,
-    double? GcPauseSeconds, long? GcCollections, long? Exceptions);
+    double? GcPauseSeconds, long? GcCollections, long? Exceptions)
+{
+    /// <summary>Anonymous resident memory (<c>RssAnon</c>: heaps, GC, native allocations; RSS minus mapped files); null when absent.</summary>
+    public long? RssAnonBytes { get; init; }
+}
 
 /// <summary>Reads <c>/proc/PID/status</c> and the .NET runtime instruments from a Prometheus scrape.</summary>
 internal static class ProcessProbe
@@ -23,6 +27,18 @@ internal static class ProcessProbe
     public const string PauseTime = "dotnet_gc_pause_time_seconds_total";
     public const string Collections = "dotnet_gc_collections_total";
     public const string ExceptionsTotal = "dotnet_exceptions_total";
+
+    /// <summary><c>RssAnon</c> in bytes from the text of <c>/proc/PID/status</c>; null when absent.</summary>
+    public static long? ParseRssAnon(string status)
+    {
+        foreach (var line in status.Split('\n'))
+        {
+            if (!line.StartsWith("RssAnon:", StringComparison.Ordinal)) continue;
+            var parts = line[8..].Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            return long.Parse(parts[0], CultureInfo.InvariantCulture) * (parts.Length > 1 && parts[1] == "kB" ? 1024 : 1);
+        }
+        return null;
+    }
 
     /// <summary>(VmRSS in bytes, Threads) from the text of <c>/proc/PID/status</c>.</summary>
     public static (long RssBytes, int Threads) ParseStatus(string status)
@@ -68,8 +84,10 @@ internal static class ProcessProbe
     /// <summary>Samples <paramref name="pid"/> and, when <paramref name="metricsUrl"/> is given, the runtime metrics it serves.</summary>
     public static async Task<ProcessSample> SampleAsync(int pid, double seconds, HttpClient http, string? metricsUrl, CancellationToken ct)
     {
-        var (rss, threads) = ParseStatus(await File.ReadAllTextAsync($"/proc/{pid}/status", ct));
-        if (metricsUrl is null) return new ProcessSample(seconds, rss, threads, null, null, null, null, null);
+        string status = await File.ReadAllTextAsync($"/proc/{pid}/status", ct);
+        var (rss, threads) = ParseStatus(status);
+        long? anon = ParseRssAnon(status);
+        if (metricsUrl is null) return new ProcessSample(seconds, rss, threads, null, null, null, null, null) { RssAnonBytes = anon };
         Dictionary<string, double> m;
         try
         {
@@ -77,9 +95,9 @@ internal static class ProcessProbe
         }
         catch (HttpRequestException)
         {
-            return new ProcessSample(seconds, rss, threads, null, null, null, null, null);
+            return new ProcessSample(seconds, rss, threads, null, null, null, null, null) { RssAnonBytes = anon };
         }
         long? L(string name) => m.TryGetValue(name, out var v) ? (long)v : null;
-        return new ProcessSample(seconds, rss, threads, L(HeapSize), L(Committed), m.TryGetValue(PauseTime, out var p) ? p : null, L(Collections), L(ExceptionsTotal));
+        return new ProcessSample(seconds, rss, threads, L(HeapSize), L(Committed), m.TryGetValue(PauseTime, out var p) ? p : null, L(Collections), L(ExceptionsTotal)) { RssAnonBytes = anon };
     }
 }

@@ -23,6 +23,8 @@ internal static class SoakPlot
         Memory("RSS (MiB)", r => r.Process.RssBytes / 1048576.0);
         Memory("GC committed (MiB)", r => r.Process.GcCommittedBytes / 1048576.0);
         Memory("managed heap after last GC (MiB)", r => r.Process.ManagedHeapBytes / 1048576.0);
+        Memory("store log in memory (MiB)", r => r.Store?.MemoryBytes / 1048576.0);
+        Memory("store files on disk (MiB)", r => r.Store?.FileBytes / 1048576.0);
         var warm = top.Add.VerticalLine(o.WarmupMinutes);
         warm.LegendText = "end of warm-up";
         warm.LinePattern = ScottPlot.LinePattern.Dashed;

@@ -7,7 +7,11 @@ using Serving.Stress.Sampling;
 namespace Serving.Stress.Soak;
 
 /// <summary>One row of the soak's CSV: the host process and the client's counters at one moment.</summary>
-internal sealed record SoakRow(ProcessSample Process, long Sent, long Completed, long Cancelled, long Refused, long Errors, long Uploads, long Deletes);
+internal sealed record SoakRow(ProcessSample Process, long Sent, long Completed, long Cancelled, long Refused, long Errors, long Uploads, long Deletes)
+{
+    /// <summary>The embedded store's log, when it answered.</summary>
+    public StoreSample? Store { get; init; }
+}
 
 /// <summary>Growth of one series after warm-up: medians of the first and the last window after it.</summary>
 internal sealed record Growth(string Name, double Baseline, double Final, double SlopePerMinute)
@@ -29,9 +33,15 @@ internal static class SoakRun
     public static async Task<int> RunAsync(SoakOptions o, TextWriter log, CancellationToken ct)
     {
         Directory.CreateDirectory(o.OutDir);
+        // The embedded store on a known port and in a known folder, so its log and files can be sampled too.
+        int storePort = StoreProbe.FreePort();
+        string storeDir = Path.Combine(Path.GetFullPath(o.OutDir), "store");
+        if (Directory.Exists(storeDir)) Directory.Delete(storeDir, recursive: true);
+        Directory.CreateDirectory(storeDir);
         string[] hostArgs =
         [
             "--Gateway:RateLimits:RequestsPerMinute", "10000000", "--Gateway:RateLimits:TokensPerMinute", "1000000000",
+            "--AdapterStore:EmbeddedPort", storePort.ToString(CultureInfo.InvariantCulture), "--AdapterStore:EmbeddedDataDirectory", storeDir,
             .. o.HostArgs,
         ];
         await using var host = await StandaloneProcess.StartAsync(o.HostExecutable, o.Port, hostArgs, Path.Combine(o.OutDir, "host.log"), ct);
@@ -74,11 +84,12 @@ internal static class SoakRun
             while (!stop.IsCancellationRequested)
             {
                 var s = await ProcessProbe.SampleAsync(host.Pid, Elapsed(), probe, host.Url + "/metrics", CancellationToken.None);
-                var row = new SoakRow(s, counters.Sent, counters.Completed, counters.Cancelled, counters.Refused, counters.Errors, counters.Uploads, counters.Deletes);
+                var store = await StoreProbe.SampleAsync(storePort, storeDir, CancellationToken.None);
+                var row = new SoakRow(s, counters.Sent, counters.Completed, counters.Cancelled, counters.Refused, counters.Errors, counters.Uploads, counters.Deletes) { Store = store };
                 lock (rows) rows.Add(row);
                 await csv.WriteLineAsync(CsvLine(row));
                 log.WriteLine(FormattableString.Invariant(
-                    $"{s.Seconds,7:0} s  RSS {s.RssBytes / 1048576.0,6:0.0} MiB  heap {(s.ManagedHeapBytes ?? 0) / 1048576.0,6:0.0} MiB  threads {s.Threads,3}  GC pause {s.GcPauseSeconds ?? 0,6:0.000} s  sent {row.Sent}  done {row.Completed}  cancelled {row.Cancelled}  refused {row.Refused}  errors {row.Errors}  uploads {row.Uploads}  deletes {row.Deletes}"));
+                    $"{s.Seconds,7:0} s  RSS {s.RssBytes / 1048576.0,6:0.0} MiB  heap {(s.ManagedHeapBytes ?? 0) / 1048576.0,6:0.0} MiB  threads {s.Threads,3}  GC pause {s.GcPauseSeconds ?? 0,6:0.000} s  sent {row.Sent}  done {row.Completed}  cancelled {row.Cancelled}  refused {row.Refused}  errors {row.Errors}  uploads {row.Uploads}  deletes {row.Deletes}{(store is null ? "" : $"  store log {store.TailBytes / 1048576.0:0.0}/{store.BeginBytes / 1048576.0:0.0}/{store.MemoryBytes / 1048576.0:0.0} MiB (tail/begin/memory)")}"));
                 try { await Task.Delay(TimeSpan.FromSeconds(o.SampleSeconds), stop.Token); } catch (OperationCanceledException) { break; }
             }
         }
@@ -168,7 +179,8 @@ internal static class SoakRun
             double final = Median(points.Where(p => p.X > end - Window.TotalSeconds).Select(p => p.Y));
             return new Growth(name, baseline, final, Slope(points) * 60);
         }
-        return [Of("RSS", r => r.Process.RssBytes / 1048576.0), Of("managed heap", r => r.Process.ManagedHeapBytes / 1048576.0)];
+        return [Of("RSS", r => r.Process.RssBytes / 1048576.0), Of("managed heap", r => r.Process.ManagedHeapBytes / 1048576.0),
+            Of("RSS outside the GC's committed memory", r => r.Process.GcCommittedBytes is { } c ? (r.Process.RssBytes - c) / 1048576.0 : null)];
     }
 
     internal static double Median(IEnumerable<double> values)
@@ -185,7 +197,7 @@ internal static class SoakRun
         return sxx == 0 ? 0 : points.Sum(p => (p.X - mx) * (p.Y - my)) / sxx;
     }
 
-    private const string CsvHeader = "seconds,rss_mib,threads,managed_heap_mib,gc_committed_mib,gc_pause_seconds_total,gc_collections_total,exceptions_total,sent,completed,cancelled,refused,errors,uploads,deletes";
+    private const string CsvHeader = "seconds,rss_mib,threads,managed_heap_mib,gc_committed_mib,gc_pause_seconds_total,gc_collections_total,exceptions_total,sent,completed,cancelled,refused,errors,uploads,deletes,rss_anon_mib,store_log_tail_mib,store_log_begin_mib,store_log_memory_mib,store_files_mib";
 
     private static string CsvLine(SoakRow r)
     {
@@ -193,7 +205,9 @@ internal static class SoakRun
         var s = r.Process;
         return string.Join(',', N(s.Seconds, "0.#"), N(s.RssBytes / 1048576.0), s.Threads.ToString(CultureInfo.InvariantCulture), N(s.ManagedHeapBytes / 1048576.0),
             N(s.GcCommittedBytes / 1048576.0), N(s.GcPauseSeconds, "0.####"), N(s.GcCollections, "0"), N(s.Exceptions, "0"),
-            N(r.Sent, "0"), N(r.Completed, "0"), N(r.Cancelled, "0"), N(r.Refused, "0"), N(r.Errors, "0"), N(r.Uploads, "0"), N(r.Deletes, "0"));
+            N(r.Sent, "0"), N(r.Completed, "0"), N(r.Cancelled, "0"), N(r.Refused, "0"), N(r.Errors, "0"), N(r.Uploads, "0"), N(r.Deletes, "0"),
+            N(s.RssAnonBytes / 1048576.0), N(r.Store?.TailBytes / 1048576.0), N(r.Store?.BeginBytes / 1048576.0), N(r.Store?.MemoryBytes / 1048576.0),
+            N(r.Store?.FileBytes / 1048576.0));
     }
 
     private static string Summary(SoakOptions o, SoakCounters c, IReadOnlyList<Growth> growth, IReadOnlyList<SoakRow> rows, IEnumerable<string> errors)
@@ -210,13 +224,17 @@ internal static class SoakRun
             var last = rows[^1].Process;
             sb.AppendLine(inv, $"threads: {rows.Min(r => r.Process.Threads)}–{rows.Max(r => r.Process.Threads)} (last {last.Threads}); GC pause total {last.GcPauseSeconds ?? 0:0.000} s over {last.GcCollections ?? 0} collections; exceptions thrown {last.Exceptions ?? 0}");
             sb.AppendLine(inv, $"RSS: first sample {first.RssBytes / 1048576.0:0.0} MiB, max {rows.Max(r => r.Process.RssBytes) / 1048576.0:0.0} MiB, last {last.RssBytes / 1048576.0:0.0} MiB");
+            if (rows.FirstOrDefault(r => r.Store is not null)?.Store is { } s0 && rows.LastOrDefault(r => r.Store is not null)?.Store is { } s1)
+            {
+                sb.AppendLine(inv, $"store log (MiB, first → last sample): tail {s0.TailBytes / 1048576.0:0.0} → {s1.TailBytes / 1048576.0:0.0}, begin {s0.BeginBytes / 1048576.0:0.0} → {s1.BeginBytes / 1048576.0:0.0}, in memory {s0.MemoryBytes / 1048576.0:0.0} → {s1.MemoryBytes / 1048576.0:0.0} (max {rows.Max(r => r.Store?.MemoryBytes ?? 0) / 1048576.0:0.0}), files {(s0.FileBytes ?? 0) / 1048576.0:0.0} → {(s1.FileBytes ?? 0) / 1048576.0:0.0} (max {rows.Max(r => r.Store?.FileBytes ?? 0) / 1048576.0:0.0})");
+            }
         }
         sb.AppendLine();
         sb.AppendLine("| after warm-up | median of first 3 min (MiB) | median of last 3 min (MiB) | growth | slope (MiB/min) | limit |");
         sb.AppendLine("|---|---|---|---|---|---|");
         foreach (var g in growth)
         {
-            sb.AppendLine(inv, $"| {g.Name} | {g.Baseline:0.0} | {g.Final:0.0} | {100 * g.Fraction:+0.0;-0.0}% | {g.SlopePerMinute:+0.00;-0.00} | {(g.Fraction <= o.GrowthLimit ? "holds" : "EXCEEDED")} ({100 * o.GrowthLimit:0}%) |");
+            sb.AppendLine(inv, $"| {g.Name} | {g.Baseline:0.0} | {g.Final:0.0} | {100 * g.Fraction:+0.0;-0.0}% | {g.SlopePerMinute:+0.00;-0.00} | {(g.Name != "RSS" ? "(not a limit)" : g.Fraction <= o.GrowthLimit ? $"holds ({100 * o.GrowthLimit:0}%)" : $"EXCEEDED ({100 * o.GrowthLimit:0}%)")} |");
         }
         var list = errors.ToList();
         if (list.Count > 0)
