@@ -15,8 +15,10 @@ With --improve, two probe improvements measured on the bench mix (same exact-cac
              agreement), evaluated on test;
   retrained  the same MLP (128 hidden, tanh, final-norm input, label "agree") trained on the general train split
              rendered as the bench renders it (plain), the global threshold calibrated on validation.
+--improve-only: only the bench documents' calibration and the two improvements (no rendered documents, no windows).
+--write DIR (with either): the retrained probe in the exit-probe format, for bench/EarlyExitBench --probe DIR.
 Prints markdown tables; --json PATH writes the numbers. Nothing in the model folder is written.
-Usage: exit_eval.py <model dir> [--docs 200] [--doc-tokens 96] [--improve [--write DIR]] [--json PATH]
+Usage: exit_eval.py <model dir> [--docs 200] [--doc-tokens 96] [--improve | --improve-only] [--write DIR] [--json PATH]
        exit_eval.py <model dir> --dump-windows DIR [--general 240] [--domain 7]   (windows.{val,test}.jsonl of the
        forge's streams, 129 ids a line, for bench/EarlyExitBench --token-docs DIR --doc-tokens 129)"""
 import json
@@ -78,8 +80,10 @@ def scores(m, probes, S):
 
 def point(score, taus, S):
     """Exit at the first layer l whose score >= taus[l-1] (a scalar: the same at every layer)."""
-    taus = torch.as_tensor(taus, dtype=score.dtype).expand(score.shape[1])
-    return xp.sweep_point(score - taus + 0.5, 0.5, S)
+    t = torch.as_tensor(taus, dtype=score.dtype).expand(score.shape[1])
+    p = xp.sweep_point(score - t + 0.5, 0.5, S)
+    p["threshold"] = taus if isinstance(taus, float) else [float(x) for x in taus]
+    return p
 
 
 def sub(S, keep):
@@ -166,13 +170,33 @@ def main(argv):
     result = {"docs": n_docs, "doc_tokens": T}
     S, sc = {}, {}
     for split in ("val", "test"):
-        for rendered in (False, True):
+        for rendered in (False, True) if "--improve-only" not in argv else (False,):
             key = ("rendered" if rendered else "bench") + "/" + split
             S[key] = collect_docs(m, bench_docs(tok, split, n_docs, T, rendered), T)
             sc[key] = scores(m, probes, S[key])
     forge.log("bench documents collected", {k: len(v["top"]) for k, v in S.items()})
-    # the forge's mix: windows of its streams
     splits = forge.build_corpus(False)
+    only = "--improve-only" in argv  # only the probe improvements on the bench documents
+    if not only:
+        mixes(argv, m, tok, probes, splits, S, sc, result)
+    targets = {}
+    for name in ("bench",) if only else ("bench", "rendered"):
+        v, t_ = name + "/val", name + "/test"
+        targets[name] = at_target(sc[v], S[v], sc[t_], S[t_], [float(x) for x in np.linspace(0.5, 0.999, 400)])
+    print("\nCalibrated on validation (the most layers skipped at >= 95% agreement), test:\n\n| mix | threshold | val skipped / agreement | test skipped / agreement |\n|---|---|---|---|")
+    for name, r in targets.items():
+        print(f"| {name} | {r['threshold']:.4f} | {r['val']['layers_skipped']:.1%} / {r['val']['agreement']:.1%} | {r['test']['layers_skipped']:.1%} / {r['test']['agreement']:.1%} |")
+    result["at_target"] = targets
+    if "--improve" in argv or only:
+        improve(argv, d, m, tok, probes, splits, S, sc, L, T, result, targets)
+    if "--json" in argv:
+        with open(arg(argv, "--json", ""), "w") as f:
+            json.dump(result, f, indent=1, default=float)
+    forge.log(f"done in {time.time() - t0:.0f}s")
+
+
+def mixes(argv, m, tok, probes, splits, S, sc, result):
+    """The sweep on the three mixes, and the windows' breakdown by token kind."""
     rng = np.random.RandomState(13)
     Xs, origin = [], []
     for i, k in enumerate(["general"] + DOMAINS):
@@ -185,7 +209,7 @@ def main(argv):
     Sw["target"] = torch.from_numpy(X[:, 1:].reshape(-1))
     Sw["domain"] = torch.from_numpy(np.repeat(np.array([k != "general" for k in origin]), X.shape[1] - 1))
     scw = scores(m, probes, Sw)
-    forge.log("forge windows collected", len(Sw["top"]), f"{time.time() - t0:.0f}s")
+    forge.log("forge windows collected", len(Sw["top"]))
 
     rows = {}
     sweep_table("bench documents, test (plain `<|endoftext|>` + text; exact cache)", sc["bench/test"], S["bench/test"], rows)
@@ -196,7 +220,6 @@ def main(argv):
     # what makes the windows easier: tokens by kind at the forge's recommended threshold
     tau = 0.871436
     special = Sw["target"] < 4
-    inside_chat = torch.zeros_like(special)
     tgt = Sw["target"].reshape(len(X), -1)
     ins = torch.zeros_like(tgt, dtype=torch.bool)
     for r in range(len(X)):  # positions from <|user|> up to <|assistant|> (the template and the short fixed prompts)
@@ -224,80 +247,71 @@ def main(argv):
         result["windows_breakdown"][name] = dict(share=share, **p)
         print(f"| {name} | {share:.1%} | {p['layers_skipped']:.1%} | {p['agreement']:.1%} |")
 
-    targets = {}
-    for name, (v, t_) in {"bench": ("bench/val", "bench/test"), "rendered": ("rendered/val", "rendered/test")}.items():
-        targets[name] = at_target(sc[v], S[v], sc[t_], S[t_], [float(x) for x in np.linspace(0.5, 0.999, 400)])
-    print("\nCalibrated on validation (the most layers skipped at >= 95% agreement), test:\n\n| mix | threshold | val skipped / agreement | test skipped / agreement |\n|---|---|---|---|")
-    for name, r in targets.items():
-        print(f"| {name} | {r['threshold']:.4f} | {r['val']['layers_skipped']:.1%} / {r['val']['agreement']:.1%} | {r['test']['layers_skipped']:.1%} / {r['test']['agreement']:.1%} |")
-    result["at_target"] = targets
 
-    if "--improve" in argv:
-        imp = {}
-        taus, pv = layerwise(sc["bench/val"], S["bench/val"], targets["bench"]["threshold"])
-        pt = point(sc["bench/test"], taus, S["bench/test"])
-        imp["layerwise"] = dict(thresholds=taus, val=pv, test=pt)
-        # retrained on the bench's own rendering of the general train split
-        # a seeded sample of the general train split, about as many tokens as the shipped probe was trained on
-        order = np.random.RandomState(7).permutation(len(splits["general"]["train"]))
-        train_docs, n_tok = [], 0
-        for i in order:
-            ids = ([forge.EOT] + tok.encode(splits["general"]["train"][i][1], allow_special=False))[:T]
-            if len(ids) >= 4:
-                train_docs.append(ids)
-                n_tok += len(ids) - 2
-            if n_tok >= 260000:
-                break
-        St = {}
-        for b in range(0, len(train_docs), 512):
-            part = collect_docs(m, train_docs[b:b + 512], T)
-            for k, v in part.items():
-                St.setdefault(k, []).append(v)
-        St = {k: torch.cat(v) for k, v in St.items()}
-        forge.log("retraining on", len(St["top"]), "train tokens")
-        y = xp.labels(St["top"], "agree")
-        yv = xp.labels(S["bench/val"]["top"], "agree")
-        new = []
-        for l in range(1, L):
-            p, _ = xp.train_probe(xp.probe_input(m, St["H"][:, l - 1], "final_norm"), y[:, l - 1],
-                                  xp.probe_input(m, S["bench/val"]["H"][:, l - 1], "final_norm"), yv[:, l - 1], 128, 7000 + 10 * l + 128, 12)
-            new.append(p)
-        sv, stt = scores(m, new, S["bench/val"]), scores(m, new, S["bench/test"])
-        r = at_target(sv, S["bench/val"], stt, S["bench/test"], [float(x) for x in np.linspace(0.5, 0.999, 400)])
-        imp["retrained"] = r
-        taus2, pv2 = layerwise(sv, S["bench/val"], r["threshold"])
-        imp["retrained+layerwise"] = dict(thresholds=taus2, val=pv2, test=point(stt, taus2, S["bench/test"]))
-        print("\nProbe improvements on the bench mix (exact cache), calibrated on validation, test:\n\n| probe | thresholds | val skipped / agreement | test skipped / agreement | test perplexity |\n|---|---|---|---|---|")
-        print(f"| shipped, one threshold | {targets['bench']['threshold']:.4f} | {targets['bench']['val']['layers_skipped']:.1%} / {targets['bench']['val']['agreement']:.1%} | {targets['bench']['test']['layers_skipped']:.1%} / {targets['bench']['test']['agreement']:.1%} | {targets['bench']['test']['ppl']:.1f} |")
-        for name, r in imp.items():
-            th = r["thresholds"] if "thresholds" in r else [r["threshold"]]
-            print(f"| {name} | {', '.join(f'{x:.4f}' for x in th)} | {r['val']['layers_skipped']:.1%} / {r['val']['agreement']:.1%} | {r['test']['layers_skipped']:.1%} / {r['test']['agreement']:.1%} | {r['test']['ppl']:.1f} |")
-        result["improve"] = imp
-        if "--write" in argv:  # the retrained probe in the exit-probe format (for the C# bench's --probe)
-            od = arg(argv, "--write", "")
-            os.makedirs(od, exist_ok=True)
-            T_ = {}
-            for l, p in zip(range(1, L), new):
-                sd = p.state_dict()
-                for a, b in (("0.weight", "l0.weight"), ("0.bias", "l0.bias"), ("1.weight", "l1.weight"), ("1.bias", "l1.bias")):
-                    T_[f"layers.{l}.{a}"] = sd[b].detach().float().numpy()
-            forge.write_safetensors(os.path.join(od, "probe.safetensors"), T_, {"format": "pt"})
-            cfg = json.load(open(os.path.join(d, "exit-probe", "config.json")))
-            keep = ("kind", "base_model", "num_hidden_layers", "probe_layers", "input", "input_note", "activation", "probes",
-                    "formula", "output", "exit_rule", "label", "label_note")
-            cfg = {k: cfg[k] for k in keep}
-            cfg["recommended_threshold"] = r["threshold"]
-            cfg["training"] = {"data": f"tools/forge/exit_eval.py: {len(St['top'])} teacher-forced tokens of the general train "
-                                       f"split rendered as bench/EarlyExitBench renders documents (<|endoftext|> + text, at "
-                                       f"most {T} tokens, positions 1..n-2); validation: the bench's validation documents"}
-            forge.dump_json(os.path.join(od, "config.json"), cfg)
-            forge.log("wrote", od)
-        full_ppl = float(torch.exp(-S["bench/test"]["lp"][:, L - 1].mean()))
-        print(f"\n(full-depth perplexity of the bench test tokens: {full_ppl:.1f})")
-    if "--json" in argv:
-        with open(arg(argv, "--json", ""), "w") as f:
-            json.dump(result, f, indent=1, default=float)
-    forge.log(f"done in {time.time() - t0:.0f}s")
+
+def improve(argv, d, m, tok, probes, splits, S, sc, L, T, result, targets):
+    """Per-layer thresholds and a probe retrained on the bench's rendering (exact cache, bench documents)."""
+    imp = {}
+    taus, pv = layerwise(sc["bench/val"], S["bench/val"], targets["bench"]["threshold"])
+    pt = point(sc["bench/test"], taus, S["bench/test"])
+    imp["layerwise"] = dict(thresholds=taus, val=pv, test=pt)
+    # retrained on the bench's own rendering of the general train split
+    # a seeded sample of the general train split, about as many tokens as the shipped probe was trained on
+    order = np.random.RandomState(7).permutation(len(splits["general"]["train"]))
+    train_docs, n_tok = [], 0
+    for i in order:
+        ids = ([forge.EOT] + tok.encode(splits["general"]["train"][i][1], allow_special=False))[:T]
+        if len(ids) >= 4:
+            train_docs.append(ids)
+            n_tok += len(ids) - 2
+        if n_tok >= 260000:
+            break
+    St = {}
+    for b in range(0, len(train_docs), 512):
+        part = collect_docs(m, train_docs[b:b + 512], T)
+        for k, v in part.items():
+            St.setdefault(k, []).append(v)
+    St = {k: torch.cat(v) for k, v in St.items()}
+    forge.log("retraining on", len(St["top"]), "train tokens")
+    y = xp.labels(St["top"], "agree")
+    yv = xp.labels(S["bench/val"]["top"], "agree")
+    new = []
+    for l in range(1, L):
+        p, _ = xp.train_probe(xp.probe_input(m, St["H"][:, l - 1], "final_norm"), y[:, l - 1],
+                              xp.probe_input(m, S["bench/val"]["H"][:, l - 1], "final_norm"), yv[:, l - 1], 128, 7000 + 10 * l + 128, 12)
+        new.append(p)
+    sv, stt = scores(m, new, S["bench/val"]), scores(m, new, S["bench/test"])
+    r = at_target(sv, S["bench/val"], stt, S["bench/test"], [float(x) for x in np.linspace(0.5, 0.999, 400)])
+    imp["retrained"] = r
+    taus2, pv2 = layerwise(sv, S["bench/val"], r["threshold"])
+    imp["retrained+layerwise"] = dict(thresholds=taus2, val=pv2, test=point(stt, taus2, S["bench/test"]))
+    print("\nProbe improvements on the bench mix (exact cache), calibrated on validation, test:\n\n| probe | thresholds | val skipped / agreement | test skipped / agreement | test perplexity |\n|---|---|---|---|---|")
+    print(f"| shipped, one threshold | {targets['bench']['threshold']:.4f} | {targets['bench']['val']['layers_skipped']:.1%} / {targets['bench']['val']['agreement']:.1%} | {targets['bench']['test']['layers_skipped']:.1%} / {targets['bench']['test']['agreement']:.1%} | {targets['bench']['test']['ppl']:.1f} |")
+    for name, r in imp.items():
+        th = r["thresholds"] if "thresholds" in r else [r["threshold"]]
+        print(f"| {name} | {', '.join(f'{x:.4f}' for x in th)} | {r['val']['layers_skipped']:.1%} / {r['val']['agreement']:.1%} | {r['test']['layers_skipped']:.1%} / {r['test']['agreement']:.1%} | {r['test']['ppl']:.1f} |")
+    result["improve"] = imp
+    if "--write" in argv:  # the retrained probe in the exit-probe format (for the C# bench's --probe)
+        od = arg(argv, "--write", "")
+        os.makedirs(od, exist_ok=True)
+        T_ = {}
+        for l, p in zip(range(1, L), new):
+            sd = p.state_dict()
+            for a, b in (("0.weight", "l0.weight"), ("0.bias", "l0.bias"), ("1.weight", "l1.weight"), ("1.bias", "l1.bias")):
+                T_[f"layers.{l}.{a}"] = sd[b].detach().float().numpy()
+        forge.write_safetensors(os.path.join(od, "probe.safetensors"), T_, {"format": "pt"})
+        cfg = json.load(open(os.path.join(d, "exit-probe", "config.json")))
+        keep = ("kind", "base_model", "num_hidden_layers", "probe_layers", "input", "input_note", "activation", "probes",
+                "formula", "output", "exit_rule", "label", "label_note")
+        cfg = {k: cfg[k] for k in keep}
+        cfg["recommended_threshold"] = imp["retrained"]["threshold"]
+        cfg["training"] = {"data": f"tools/forge/exit_eval.py: {len(St['top'])} teacher-forced tokens of the general train "
+                                   f"split rendered as bench/EarlyExitBench renders documents (<|endoftext|> + text, at "
+                                   f"most {T} tokens, positions 1..n-2); validation: the bench's validation documents"}
+        forge.dump_json(os.path.join(od, "config.json"), cfg)
+        forge.log("wrote", od)
+    full_ppl = float(torch.exp(-S["bench/test"]["lp"][:, L - 1].mean()))
+    print(f"\n(full-depth perplexity of the bench test tokens: {full_ppl:.1f})")
 
 
 if __name__ == "__main__":
