@@ -14,6 +14,8 @@ internal static class Plot
         }
         var target = plot.Add.HorizontalLine(95);
         target.LegendText = "95% agreement";
+        var skipped = plot.Add.VerticalLine(30);
+        skipped.LegendText = "30% skipped (issue 13 target)";
         var geva = plot.Add.Scatter(new[] { 21.0 }, new[] { 94.9 });
         geva.LegendText = "Geva et al. (16-layer LM)";
         plot.Title("Demo model: top-1 agreement vs layers skipped (test split, teacher-forced)");

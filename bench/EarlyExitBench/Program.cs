@@ -24,13 +24,19 @@ using Serving.Inference.Tokenization;
 //  sweep:     per criterion and threshold, on test documents: layers skipped, top-1 agreement with full depth
 //             (teacher-forced, with the exits' real K/V propagation), perplexity; free-running greedy agreement on held-out
 //             prompts at the calibrated thresholds; a PNG of agreement vs layers saved;
+//  layerwise: per criterion, one threshold per layer calibrated on validation with the engine's real exits (coordinate
+//             ascent from the calibrated global threshold), measured on test;
+//  plot:      the PNG from earlier runs' JSON (--from a.json,b.json --png PATH);
+//  --propagation calm,exact: how the skipped blocks' K/V are filled: CALM's state propagation (the engine's mode), or
+//             exactly (the exit decides only the token's prediction; its skipped blocks still run from the exit hidden
+//             state afterwards, as deferred completion would: an upper bound on what an exact cache gives);
 //  speed:     wall time at batch 1 and 8, early exit at the calibrated thresholds vs full depth on the ordinary path,
 //             alternating A/B; self-speculative decoding vs plain greedy at batch 1 (identical output);
 //  cost:      the decision's own time per token as a fraction of a layer, demo and a gpt2-small-shaped fixture (random
 //             weights: their exits mean nothing, only the cost does).
-// usage: EarlyExitBench [--only calibrate,sweep,speed,cost] [--docs 120] [--doc-tokens 96] [--prompts 50] [--tokens 48]
+// usage: EarlyExitBench [--only calibrate,sweep,layerwise,speed,cost] [--criteria probe,cosine,update_view,margin] [--docs 120] [--doc-tokens 96] [--prompts 50] [--tokens 48]
 //                       [--batches 1,8] [--reps 5] [--forced gpt2-small|""] [--threads N] [--probe DIR] [--target 0.95] [--md docs/benchmarks.md]
-//                       [--png docs/early-exit.png] [--calibration bench/results/exit-calibration.json]
+//                       [--png docs/early-exit.png] [--calibration bench/results/exit-calibration.json] [--propagation calm,exact] [--token-docs DIR] [--grid t1,t2,…]
 var opts = BenchArgs.Parse(args);
 var inv = CultureInfo.InvariantCulture;
 var threads = opts.Int("threads", Environment.ProcessorCount);
@@ -43,7 +49,8 @@ var target = opts.Double("target", 0.95);
 var command = "dotnet run -c Release --project bench/EarlyExitBench -- " + string.Join(' ', args);
 var md = new StringBuilder();
 md.AppendLine(inv, $"### FFN early exit ({DateTime.UtcNow:yyyy-MM-dd}): `{command}`");
-md.AppendLine(inv, $"Machine: {BenchMachine.Cpu()}, {threads} threads, ONNX Runtime CPU. Demo model (6 layers), its exit probe (`{Path.GetRelativePath(repo, probeDir)}`), documents from `models/demo/eval` (`<|endoftext|>` + text, at most {opts.Int("doc-tokens", 96)} tokens).");
+var source = opts.Str("token-docs", "") is { Length: > 0 } td ? $"given as token ids (`{td}`" : "from `models/demo/eval` (`<|endoftext|>` + text";
+md.AppendLine(inv, $"Machine: {BenchMachine.Cpu()}, {threads} threads, ONNX Runtime CPU. Demo model (6 layers), its exit probe (`{Path.GetRelativePath(repo, probeDir)}`), documents {source}, at most {opts.Int("doc-tokens", 96)} tokens).");
 Console.WriteLine(md.ToString());
 var json = new JsonObject { ["command"] = command, ["machine"] = BenchMachine.Cpu(), ["threads"] = threads };
 
@@ -53,14 +60,25 @@ var tokenizer = TokenizerLoader.Load(demo, packed.Config.VocabSize);
 var probe = new ProbeCriterion(ExitProbeReader.ReadFolder(probeDir, packed.Config), packed);
 var criteria = new (string Name, IExitCriterion Criterion, double[] Grid)[]
 {
-    ("probe", probe, [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94, 0.95, 0.98]),
+    ("probe", probe, [0.5, 0.6, 0.7, 0.8, 0.85, 0.86, 0.87, 0.88, 0.89, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.98]),
     ("cosine", CosineCriterion.Instance, [0.90, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999]),
     ("update_view", UpdateViewCriterion.For(packed), [0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0]),
     ("margin", new MarginCriterion(packed), [0.1, 0.2, 0.3, 0.5, 0.7, 0.9]),
 };
-List<int[]> Docs(string split) => File.ReadLines(Path.Combine(demo, "eval", $"general.{split}.jsonl"))
-    .Take(opts.Int("docs", 120))
-    .Select(l => tokenizer.Encode("<|endoftext|>" + JsonNode.Parse(l)!["text"]!.GetValue<string>()))
+var onlyCriteria = opts.List("criteria", "probe,cosine,update_view,margin");
+criteria = criteria.Where(c => onlyCriteria.Contains(c.Name)).ToArray();
+if (opts.Str("grid", "") is { Length: > 0 } gridArg) // --grid t1,t2,…: the thresholds every chosen criterion is swept at
+{
+    var grid = gridArg.Split(',').Select(x => double.Parse(x, inv)).ToArray();
+    criteria = criteria.Select(c => (c.Name, c.Criterion, grid)).ToArray();
+}
+// --token-docs DIR: documents given as token ids instead (DIR/windows.{split}.jsonl, one JSON array a line; e.g. the
+// forge's stream windows, tools/forge/exit_eval.py --dump-windows).
+var tokenDocs = opts.Str("token-docs", "");
+List<int[]> Docs(string split) => (tokenDocs.Length > 0
+        ? File.ReadLines(Path.Combine(tokenDocs, $"windows.{split}.jsonl")).Take(opts.Int("docs", 120)).Select(l => JsonSerializer.Deserialize<int[]>(l)!)
+        : File.ReadLines(Path.Combine(demo, "eval", $"general.{split}.jsonl")).Take(opts.Int("docs", 120))
+            .Select(l => tokenizer.Encode("<|endoftext|>" + JsonNode.Parse(l)!["text"]!.GetValue<string>())))
     .Select(ids => ids.Length > opts.Int("doc-tokens", 96) ? ids[..opts.Int("doc-tokens", 96)] : ids)
     .Where(ids => ids.Length >= 4).ToList();
 var calibrationPath = opts.Str("calibration", Path.Combine("bench", "results", "exit-calibration.json"));
@@ -68,25 +86,33 @@ var calibrated = File.Exists(calibrationPath)
     ? JsonNode.Parse(File.ReadAllText(calibrationPath))!.AsObject().ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<double>())
     : [];
 
+// How the skipped blocks' K/V are filled: calm (state propagation from the exit hidden state) or exact (the exit
+// decides only the token's prediction; the skipped blocks still run for the cache, as deferred completion does).
+var propagations = opts.List("propagation", "calm");
+static string Key(string name, string propagation) => propagation == "calm" ? name : $"{name}/{propagation}";
+
 if (only.Contains("calibrate"))
 {
     var val = Docs("val");
     var full = FullLogits(plain, val);
     md.AppendLine(inv, $"\nCalibration (validation, {val.Count} documents, {val.Sum(d => d.Length - 1)} predicted tokens): the threshold with the most layers skipped at ≥ {target:P0} teacher-forced top-1 agreement:\n");
-    md.AppendLine("| criterion | threshold | layers skipped | agreement | perplexity (full: " + Math.Exp(full.Nll).ToString("F1", inv) + ") |");
-    md.AppendLine("|---|---|---|---|---|");
-    foreach (var (name, criterion, grid) in criteria)
+    md.AppendLine("| criterion | skipped layers' K/V | threshold | layers skipped | agreement | perplexity (full: " + Math.Exp(full.Nll).ToString("F1", inv) + ") |");
+    md.AppendLine("|---|---|---|---|---|---|");
+    foreach (var propagation in propagations)
     {
-        var best = (Threshold: double.NaN, Skipped: 0.0, Agreement: 0.0, Ppl: 0.0);
-        foreach (var t in grid)
+        foreach (var (name, criterion, grid) in criteria)
         {
-            var r = TeacherForced(packed, val, full, new ExitPolicy(criterion, (float)t));
-            if (r.Agreement >= target && r.Skipped > best.Skipped) best = (t, r.Skipped, r.Agreement, Math.Exp(r.Nll));
+            var best = (Threshold: double.NaN, Skipped: 0.0, Agreement: 0.0, Ppl: 0.0);
+            foreach (var t in grid)
+            {
+                var r = TeacherForced(packed, val, full, new ExitPolicy(criterion, (float)t), propagation == "exact");
+                if (r.Agreement >= target && r.Skipped > best.Skipped) best = (t, r.Skipped, r.Agreement, Math.Exp(r.Nll));
+            }
+            if (double.IsNaN(best.Threshold)) best.Threshold = grid[^1];
+            calibrated[Key(name, propagation)] = best.Threshold;
+            md.AppendLine(string.Create(inv, $"| {name} | {propagation} | {best.Threshold} | {best.Skipped:P1} | {best.Agreement:P1} | {best.Ppl:F1} |"));
+            Console.WriteLine($"calibrated {name} ({propagation}): {best}");
         }
-        if (double.IsNaN(best.Threshold)) best.Threshold = grid[^1];
-        calibrated[name] = best.Threshold;
-        md.AppendLine(string.Create(inv, $"| {name} | {best.Threshold} | {best.Skipped:P1} | {best.Agreement:P1} | {best.Ppl:F1} |"));
-        Console.WriteLine($"calibrated {name}: {best}");
     }
     Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(calibrationPath))!);
     File.WriteAllText(calibrationPath, new JsonObject(calibrated.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -97,21 +123,25 @@ if (only.Contains("sweep"))
     var test = Docs("test");
     var full = FullLogits(plain, test);
     var fullPpl = Math.Exp(full.Nll);
-    md.AppendLine(inv, $"\nSweep (test, {test.Count} documents, {test.Sum(d => d.Length - 1)} predicted tokens; teacher-forced with real K/V propagation; full-depth perplexity {fullPpl:F1}). Anchor: Geva et al. skip 21% of layers at 94.9% agreement (16-layer LM):\n");
-    md.AppendLine("| criterion | threshold | layers skipped | top-1 agreement | perplexity (Δ) |");
-    md.AppendLine("|---|---|---|---|---|");
+    md.AppendLine(inv, $"\nSweep (test, {test.Count} documents, {test.Sum(d => d.Length - 1)} predicted tokens; teacher-forced, skipped layers' K/V by {string.Join(" / ", propagations)}; full-depth perplexity {fullPpl:F1}). Anchor: Geva et al. skip 21% of layers at 94.9% agreement (16-layer LM):\n");
+    md.AppendLine("| criterion | skipped layers' K/V | threshold | layers skipped | top-1 agreement | perplexity (Δ) |");
+    md.AppendLine("|---|---|---|---|---|---|");
     var points = new JsonArray();
     var plot = new List<(string Name, double Skipped, double Agreement)>();
     foreach (var (name, criterion, grid) in criteria)
     {
-        foreach (var t in grid)
+        foreach (var propagation in propagations)
         {
-            var r = TeacherForced(packed, test, full, new ExitPolicy(criterion, (float)t));
-            var ppl = Math.Exp(r.Nll);
-            var delta = (ppl / fullPpl - 1).ToString("+0.0%;-0.0%", inv);
-            md.AppendLine(string.Create(inv, $"| {name} | {t} | {r.Skipped:P1} | {r.Agreement:P1} | {ppl:F1} ({delta}) |"));
-            points.Add(new JsonObject { ["criterion"] = name, ["threshold"] = t, ["skipped"] = r.Skipped, ["agreement"] = r.Agreement, ["perplexity"] = ppl });
-            plot.Add((name, r.Skipped, r.Agreement));
+            foreach (var t in grid)
+            {
+                var r = TeacherForced(packed, test, full, new ExitPolicy(criterion, (float)t), propagation == "exact");
+                var ppl = Math.Exp(r.Nll);
+                var delta = (ppl / fullPpl - 1).ToString("+0.0%;-0.0%", inv);
+                md.AppendLine(string.Create(inv, $"| {name} | {propagation} | {t} | {r.Skipped:P1} | {r.Agreement:P1} | {ppl:F1} ({delta}) |"));
+                Console.WriteLine(string.Create(inv, $"{name} {propagation} {t}: skipped {r.Skipped:P1} agreement {r.Agreement:P1} ppl {ppl:F1} ({delta})"));
+                points.Add(new JsonObject { ["criterion"] = name, ["propagation"] = propagation, ["threshold"] = t, ["skipped"] = r.Skipped, ["agreement"] = r.Agreement, ["perplexity"] = ppl });
+                plot.Add((Key(name, propagation), r.Skipped, r.Agreement));
+            }
         }
     }
     json["sweep"] = points;
@@ -119,13 +149,78 @@ if (only.Contains("sweep"))
 
     var prompts = Prompts(demo, tokenizer, opts.Int("prompts", 50));
     md.AppendLine(inv, $"\nFree-running greedy ({prompts.Count} held-out chat prompts, {opts.Int("tokens", 48)} new tokens) at the calibrated thresholds: share of positions whose token equals full-depth greedy's, layers skipped:\n");
-    md.AppendLine("| criterion | threshold | token agreement | layers skipped |");
-    md.AppendLine("|---|---|---|---|");
-    foreach (var (name, criterion, grid) in criteria)
+    md.AppendLine("| criterion | skipped layers' K/V | threshold | token agreement | layers skipped |");
+    md.AppendLine("|---|---|---|---|---|");
+    foreach (var propagation in propagations)
     {
-        if (!calibrated.TryGetValue(name, out var t)) continue;
-        var (agree, skipped) = FreeRunning(packed, plain, prompts, opts.Int("tokens", 48), new ExitPolicy(criterion, (float)t));
-        md.AppendLine(string.Create(inv, $"| {name} | {t} | {agree:P1} | {skipped:P1} |"));
+        foreach (var (name, criterion, grid) in criteria)
+        {
+            if (!calibrated.TryGetValue(Key(name, propagation), out var t)) continue;
+            var (agree, skipped) = FreeRunning(packed, plain, prompts, opts.Int("tokens", 48), new ExitPolicy(criterion, (float)t), propagation == "exact");
+            md.AppendLine(string.Create(inv, $"| {name} | {propagation} | {t} | {agree:P1} | {skipped:P1} |"));
+        }
+    }
+}
+
+if (only.Contains("plot"))
+{
+    // The PNG from the "sweep" arrays of earlier runs' JSON files (--from a.json,b.json), without measuring again.
+    var plot = new List<(string Name, double Skipped, double Agreement)>();
+    foreach (var file in opts.List("from", ""))
+    {
+        foreach (var p in JsonNode.Parse(File.ReadAllText(file))!["sweep"]!.AsArray())
+        {
+            var propagation = p!["propagation"]?.GetValue<string>() ?? "calm";
+            plot.Add((Key(p["criterion"]!.GetValue<string>(), propagation), p["skipped"]!.GetValue<double>(), p["agreement"]!.GetValue<double>()));
+        }
+    }
+    Plot.AgreementVsSkipped(plot, opts.Str("png", Path.Combine("docs", "early-exit.png")));
+}
+
+if (only.Contains("layerwise"))
+{
+    // One threshold per layer instead of one for all, calibrated with the engine's real exits (coordinate ascent on
+    // validation: each move lowers or raises one layer's threshold and is kept when more layers are skipped at ≥ the
+    // target agreement), starting from the calibrated global threshold; then measured on test.
+    var val = Docs("val");
+    var test = Docs("test");
+    var fullVal = FullLogits(plain, val);
+    var fullTest = FullLogits(plain, test);
+    var layers = packed.Config.NumLayers;
+    md.AppendLine(inv, $"\nPer-layer thresholds (calibrated on validation with real exits, {val.Count} documents; test {test.Count} documents; full-depth test perplexity {Math.Exp(fullTest.Nll):F1}):\n");
+    md.AppendLine("| criterion | skipped layers' K/V | thresholds (layers 1..L−1) | validation skipped / agreement | test skipped / agreement | test perplexity |");
+    md.AppendLine("|---|---|---|---|---|---|");
+    foreach (var propagation in propagations)
+    {
+        foreach (var (name, criterion, _) in criteria)
+        {
+            if (!calibrated.TryGetValue(Key(name, propagation), out var start)) continue;
+            var taus = Enumerable.Repeat((float)start, layers - 1).ToArray();
+            (double Skipped, double Agreement, double Nll) Eval(float[] t, List<int[]> docs, (List<float[]> Logits, double Nll) full) =>
+                TeacherForced(packed, docs, full, new ExitPolicy(new LayerwiseCriterion(criterion, (float[])t.Clone()), 0.5f), propagation == "exact");
+            var best = Eval(taus, val, fullVal);
+            foreach (var step in new[] { 0.04f, 0.02f, 0.01f })
+            {
+                for (var improved = true; improved;)
+                {
+                    improved = false;
+                    for (var l = 0; l < layers - 1; l++)
+                    {
+                        foreach (var delta in new[] { -step, step })
+                        {
+                            var trial = (float[])taus.Clone();
+                            trial[l] = Math.Clamp(trial[l] + delta, 0.3f, 0.9999f);
+                            var r = Eval(trial, val, fullVal);
+                            if (r.Agreement < target || r.Skipped <= best.Skipped + 1e-6) continue;
+                            (taus, best, improved) = (trial, r, true);
+                            Console.WriteLine(string.Create(inv, $"layerwise {name} {propagation}: [{string.Join(", ", taus)}] {r.Skipped:P1} at {r.Agreement:P1}"));
+                        }
+                    }
+                }
+            }
+            var onTest = Eval(taus, test, fullTest);
+            md.AppendLine(string.Create(inv, $"| {name} | {propagation} | {string.Join(", ", taus.Select(x => x.ToString("0.###", inv)))} | {best.Skipped:P1} / {best.Agreement:P1} | {onTest.Skipped:P1} / {onTest.Agreement:P1} | {Math.Exp(onTest.Nll):F1} |"));
+        }
     }
 }
 
@@ -283,8 +378,12 @@ static double Nll(ReadOnlySpan<float> logits, int target)
 }
 
 /// <summary>Documents fed token by token through exit-mode decode steps (32 rows at a time); each prediction against full depth.</summary>
-static (double Skipped, double Agreement, double Nll) TeacherForced(DecoderModel model, List<int[]> docs, (List<float[]> Logits, double Nll) full, ExitPolicy policy)
+static (double Skipped, double Agreement, double Nll) TeacherForced(DecoderModel model, List<int[]> docs, (List<float[]> Logits, double Nll) full, ExitPolicy policy, bool exact = false)
 {
+    // exact: the exit decides only the token's prediction; its skipped blocks still run from its exit hidden state
+    // (BatchDecoder.Verify, after the step), so every later token attends to the full model's K/V.
+    if (exact) policy = policy with { Propagate = false };
+    var hidden = new float[model.Config.HiddenSize];
     var v = model.Config.VocabSize;
     var layers = model.Config.NumLayers;
     long tokens = 0, agree = 0, layersRun = 0, steps = 0;
@@ -317,6 +416,7 @@ static (double Skipped, double Agreement, double Nll) TeacherForced(DecoderModel
                     tokens++;
                 }
             }
+            if (exact) foreach (var (_, seq) in rows) Complete(dec, seq, hidden);
             foreach (var row in rows.Where(r => pos + 1 >= docs[r.Doc].Length).ToList())
             {
                 dec.Release(row.Seq);
@@ -325,6 +425,14 @@ static (double Skipped, double Agreement, double Nll) TeacherForced(DecoderModel
         }
     }
     return (1 - (double)layersRun / steps / layers, (double)agree / tokens, nll / tokens);
+}
+
+/// <summary>Runs the blocks <paramref name="seq"/>'s last token skipped from its exit hidden state, writing their exact K/V.</summary>
+static void Complete(BatchDecoder dec, Sequence seq, float[] hidden)
+{
+    if (seq.LastLayers >= dec.Model.Config.NumLayers) return;
+    dec.CopyLastHidden(seq, hidden);
+    dec.Verify(seq, hidden, seq.LastLayers, 1);
 }
 
 static List<int[]> Prompts(string demo, ITokenizer tokenizer, int count)
@@ -336,13 +444,13 @@ static List<int[]> Prompts(string demo, ITokenizer tokenizer, int count)
 }
 
 /// <summary>Greedy continuations with exits vs full depth (ordinary path): position-wise token agreement and layers skipped.</summary>
-static (double Agreement, double Skipped) FreeRunning(DecoderModel packed, DecoderModel plain, List<int[]> prompts, int tokens, ExitPolicy policy)
+static (double Agreement, double Skipped) FreeRunning(DecoderModel packed, DecoderModel plain, List<int[]> prompts, int tokens, ExitPolicy policy, bool exact = false)
 {
     long same = 0, total = 0, layersRun = 0, steps = 0;
     foreach (var prompt in prompts)
     {
         var a = Greedy(plain, prompt, tokens, null, out _);
-        var b = Greedy(packed, prompt, tokens, policy, out var layers);
+        var b = Greedy(packed, prompt, tokens, exact ? policy with { Propagate = false } : policy, out var layers, exact);
         for (var i = 0; i < tokens; i++) same += a[i] == b[i] ? 1 : 0;
         total += tokens;
         layersRun += layers;
@@ -351,21 +459,21 @@ static (double Agreement, double Skipped) FreeRunning(DecoderModel packed, Decod
     return ((double)same / total, 1 - (double)layersRun / steps / packed.Config.NumLayers);
 }
 
-static int[] Greedy(DecoderModel model, int[] prompt, int tokens, ExitPolicy? policy, out long layersRun)
+static int[] Greedy(DecoderModel model, int[] prompt, int tokens, ExitPolicy? policy, out long layersRun, bool exact = false)
 {
+    var hidden = new float[model.Config.HiddenSize];
     using var dec = new BatchDecoder(model, 1);
     var seq = dec.TryAllocate()!;
-    var logits = dec.Prefill(seq, prompt);
-    if (policy is not null) dec.SetExitPolicy(seq, policy);
     var output = new int[tokens];
+    output[0] = TensorPrimitives.IndexOfMax(dec.Prefill(seq, prompt));
+    if (policy is not null) dec.SetExitPolicy(seq, policy);
     layersRun = 0;
-    for (var i = 0; i < tokens; i++)
+    for (var i = 1; i < tokens; i++)
     {
-        output[i] = TensorPrimitives.IndexOfMax(logits);
-        if (i + 1 == tokens) break;
-        seq.PendingToken = output[i];
-        logits = dec.Decode();
+        seq.PendingToken = output[i - 1];
+        output[i] = TensorPrimitives.IndexOfMax(dec.Decode());
         layersRun += seq.LastLayers;
+        if (exact) Complete(dec, seq, hidden);
     }
     return output;
 }
@@ -471,4 +579,13 @@ static ExitProbeDefinition RandomProbe(ModelConfig c)
     var probes = new Dictionary<int, IReadOnlyList<DenseLayer>>();
     for (var l = 1; l < c.NumLayers; l++) probes[l] = [new DenseLayer(c.HiddenSize, 32, Rand(32 * c.HiddenSize), Rand(32)), new DenseLayer(32, 1, Rand(32), Rand(1))];
     return new ExitProbeDefinition { FinalNorm = false, Activation = RewardActivation.Tanh, Probes = probes };
+}
+
+/// <summary>Exits after layer l when the inner criterion's confidence reaches that layer's own threshold (policy threshold 0.5).</summary>
+sealed class LayerwiseCriterion(IExitCriterion inner, float[] thresholds) : IExitCriterion
+{
+    public ExitCriterionKind Kind => inner.Kind;
+    public int ScratchSize => inner.ScratchSize;
+    public int StateSize => inner.StateSize;
+    public float Confidence(ref ExitView view) => view.Layer <= thresholds.Length && inner.Confidence(ref view) >= thresholds[view.Layer - 1] ? 1f : 0f;
 }
