@@ -79,4 +79,70 @@ internal static class PrefillBatching
         foreach (var s in seqs) dec.Release(s);
         return seconds;
     }
+
+    /// <summary>
+    /// Decode steps two ways: the ordinary decode step (per-layer graphs with ONNX Runtime's attention) against a
+    /// mixed step holding only decode rows (the packed blocks with <c>SlotAttention</c>), alternating per repetition;
+    /// rows prefilled with <paramref name="prompt"/> random tokens first (not timed).
+    /// </summary>
+    public static void RunDecode(string dir, string shape, int[] batches, int steps, int prompt, int reps, int context, int threads, bool cpuClock)
+    {
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads, PackedSteps = true });
+        Console.WriteLine($"{shape}: decode tokens per second, ordinary decode step vs a mixed step of decode rows only; {steps} steps per run; {threads} threads; clock {(cpuClock ? "thread CPU time" : "wall")}; machine {Machine.Cpu()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+        Console.WriteLine("| batch | ordinary (tok/s) | packed (tok/s) | packed / ordinary, median (min–max) |");
+        Console.WriteLine("|---|---|---|---|");
+        var rng = new Random(3);
+        foreach (var b in batches)
+        {
+            using var dec = new BatchDecoder(model, b);
+            var ordinary = new List<double>();
+            var packed = new List<double>();
+            for (var r = -1; r < reps; r++)
+            {
+                var packedFirst = r % 2 != 0;
+                var a = packedFirst ? Steps(dec, b, steps, prompt, rng, true, cpuClock) : 0;
+                var o = Steps(dec, b, steps, prompt, rng, false, cpuClock);
+                if (!packedFirst) a = Steps(dec, b, steps, prompt, rng, true, cpuClock);
+                if (r < 0) continue;
+                ordinary.Add(b * steps / o);
+                packed.Add(b * steps / a);
+            }
+            var ratios = packed.Zip(ordinary, (p, o) => p / o).ToList();
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {b} | {Stats.Median(ordinary):F0} | {Stats.Median(packed):F0} | {Stats.Median(ratios):F3} ({ratios.Min():F3}–{ratios.Max():F3}) |"));
+        }
+    }
+
+    private static double Steps(BatchDecoder dec, int batch, int steps, int prompt, Random rng, bool packed, bool cpuClock)
+    {
+        var v = dec.Model.Config.VocabSize;
+        var seqs = new Sequence[batch];
+        var tokens = new int[prompt];
+        for (var i = 0; i < batch; i++)
+        {
+            for (var t = 0; t < prompt; t++) tokens[t] = rng.Next(0, 255);
+            seqs[i] = dec.TryAllocate()!;
+            seqs[i].PendingToken = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(dec.Prefill(seqs[i], tokens));
+        }
+        var (wall, cpu) = (Stopwatch.GetTimestamp(), cpuClock ? BenchClock.ThreadCpuSeconds() : 0);
+        for (var step = 0; step < steps; step++)
+        {
+            ReadOnlySpan<float> logits;
+            if (packed)
+            {
+                dec.BeginStep();
+                foreach (var s in seqs) dec.AddToStep(s);
+                logits = dec.RunStep();
+                for (var i = 0; i < batch; i++) seqs[i].PendingToken = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.Slice(i * v, v));
+            }
+            else
+            {
+                logits = dec.Decode();
+                for (var r = 0; r < batch; r++) dec.Active[r].PendingToken = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(logits.Slice(r * v, v));
+            }
+        }
+        var seconds = cpuClock ? BenchClock.ThreadCpuSeconds() - cpu : Stopwatch.GetElapsedTime(wall).TotalSeconds;
+        foreach (var s in seqs) dec.Release(s);
+        return seconds;
+    }
 }

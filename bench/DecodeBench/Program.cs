@@ -18,6 +18,8 @@ using Serving.Inference.Runtime;
 //                    rotating), after a 2 s warm-up per format; ratios are paired per rep against the first format
 //        DecodeBench --prefill-batching [--chunks 16,96,256] [--rows 1,4,8] [--clock wall|cpu] [--context 512]: prompt
 //                    work as ordinary one-row prefills vs one mixed step of all rows' chunks (issue 21)
+//        DecodeBench --packed-decode [--batches ..] [--clock wall|cpu]: the ordinary decode step vs a mixed step of
+//                    decode rows only (packed blocks, SlotAttention), alternating
 var opts = Args.Parse(args);
 var inv = CultureInfo.InvariantCulture;
 var threads = opts.Int("threads", Environment.ProcessorCount);
@@ -56,6 +58,12 @@ if (opts.Flag("prefill-batching"))
     PrefillBatching.Run(dir, shape, opts.Str("chunks", "16,96,256").Split(',').Select(int.Parse).ToArray(), opts.Str("rows", "1,4,8").Split(',').Select(int.Parse).ToArray(),
         reps, opts.Int("context", 512), threads, opts.Str("clock", "wall") == "cpu", "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args),
         opts.Str("json", $"bench/results/prefill-batching-{shape}.json"));
+    return 0;
+}
+
+if (opts.Flag("packed-decode"))
+{
+    PrefillBatching.RunDecode(dir, shape, batches, steps, prompt, reps, context, threads, opts.Str("clock", "wall") == "cpu");
     return 0;
 }
 
