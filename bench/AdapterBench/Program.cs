@@ -9,9 +9,10 @@
 // (tools/LoadGen.Core: fixed-length trace, power-law/uniform adapter popularity, closed-loop runner, metrics) with an
 // in-process sender that submits to the scheduler instead of HTTP: the node's HTTP cost would be added to both sides
 // equally and blur the ratio this measures (the node benchmark measures HTTP).
-// usage: AdapterBench [--shape gpt2-small] [--rank 16] [--batches 1,8,32] [--ns 1,8,32,128,512] [--tokens 32]
-//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--only e,a,b,c,d]
-// (e: engine-only step diagnostic, alternating single decode steps; not part of the default run)
+// usage: AdapterBench [--shape gpt2-small] [--spin true] [--rank 16] [--batches 1,8,32] [--ns 1,8,32,128,512] [--tokens 32]
+//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--only p,e,a,b,c,d]
+// (e: engine-only step diagnostic, alternating single decode steps; p: the same with the operator's per-phase timer
+// and the process CPU time per step (use --spin false); neither is part of the default run)
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -46,7 +47,10 @@ var ns = Str("ns", "1,8,32,128,512").Split(',').Select(int.Parse).ToArray();
 var only = Str("only", "a,b,c,d").Split(',');
 var kernel = Enum.Parse<AdapterKernelKind>(Str("kernel", "Auto"), ignoreCase: true);
 
-OrtRuntime.EnsureInitialized(threads);
+// --spin false: idle pool threads sleep instead of spinning, so process CPU time counts work only (the CPU-time clock
+// of --only p, robust to other processes on a loaded machine).
+var spin = Str("spin", "true") == "true";
+OrtRuntime.EnsureInitialized(threads, spin);
 var dir = Path.GetFullPath(Path.Combine(".fixtures", shapeName));
 if (!File.Exists(Path.Combine(dir, "model.safetensors")))
 {
@@ -57,7 +61,7 @@ var concurrencyMax = Math.Max(batches.Max(), 32);
 using var model = DecoderModel.Load(dir, new RuntimeOptions
 {
     MaxBatch = concurrencyMax, MaxContext = prompt + tokens + 8, Threads = threads, AdapterSlots = slots, AdapterMaxRank = rank,
-    AdapterKernel = kernel,
+    AdapterKernel = kernel, SpinThreads = spin,
 });
 var c = model.Config;
 var tokenizer = TokenizerLoader.Load(dir, c.VocabSize);
@@ -67,6 +71,9 @@ Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base +
 // and its own copy in slot storage, so device bytes and swaps are real; only host memory is shared).
 var pool = Enumerable.Range(0, 4).Select(i => AdapterFactors.FromLora(c, RandomLora(c, rank, seed: 10 + i))).ToArray();
 Console.WriteLine($"adapter: rank {rank} on all four projections of every layer = {pool[0].Bytes / 1e6:F2} MB fp32");
+// Read bandwidth for the byte floor (adapter bytes per step ÷ bandwidth, added to the base step; issue #19).
+var bandwidth = MemoryBandwidth(threads);
+Console.WriteLine($"machine: {Cpu()}; memory read bandwidth {bandwidth / 1e9:F1} GB/s ({threads} threads, best of 5 over 512 MB)");
 Console.WriteLine();
 
 if (only.Contains("e"))
@@ -134,17 +141,106 @@ if (only.Contains("e"))
     }
 }
 
+if (only.Contains("p"))
+{
+    // Where the adapter time of a decode step goes: alternating single steps, base vs every row on one adapter, with the
+    // operator's per-phase timer on during the adapter steps (SegmentedLoraProfile). Phase times are per-call medians
+    // summed over a step's calls (robust to preemption on a loaded machine); step times are medians of single steps.
+    // The byte floor is the adapter bytes the step reads ÷ the measured read bandwidth: what the step must add at least.
+    Console.WriteLine($"### Where the adapter time goes (alternating single decode steps, one adapter; read bandwidth {bandwidth / 1e9:F1} GB/s)");
+    Console.WriteLine();
+    Console.WriteLine("| batch | base step ms | adapter step ms | overhead (of medians) | process CPU ms per step, base / adapter (overhead) | op calls / dispatches per step | fixed µs per call | shrink ms | expand ms | op ms (% of base step) | y KB per step | adapter MB per step | byte floor ms (% of base step) |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    foreach (var b in batches)
+    {
+        using var baseDec = new BatchDecoder(model, b);
+        using var adDec = new BatchDecoder(model, b);
+        adDec.Adapters!.Write(slots - 1, pool[0]);
+        var rng = new Random(5);
+        foreach (var (dec, adapted) in new[] { (baseDec, false), (adDec, true) })
+        {
+            for (var r = 0; r < b; r++)
+            {
+                var seq = dec.TryAllocate()!;
+                if (adapted) dec.SetAdapter(seq, slots - 1);
+                var p = new int[prompt];
+                for (var k = 0; k < prompt; k++) p[k] = rng.Next(256);
+                dec.Prefill(seq, p);
+            }
+        }
+        // With --compare-general, the adapter step alternates between the general two-phase path (the operator before
+        // issue #19's small-step pass) and the default, each row against the same base steps.
+        // 0: default; 1: general two-phase path; 2: small-step pass inline only.
+        var paths = Str("compare-general", "false") == "true" ? new[] { 1, 2, 0 } : new[] { 0 };
+        var baseMs = new List<double>();
+        var baseCpu = new List<double>();
+        var adMs = paths.Select(_ => new List<double>()).ToArray();
+        var adCpu = paths.Select(_ => new List<double>()).ToArray();
+        var sums = new SegmentedLoraPhases[paths.Length];
+        var n = Math.Max(4, tokens / paths.Length - 2); // the base decoder steps once per path: stay within the context
+        for (var i = -2; i < n; i++)
+        {
+            if (i == 0) SegmentedLoraProfile.Reset();
+            for (var k = 0; k < paths.Length; k++)
+            {
+                var (t1, c1) = PhaseStep(baseDec);
+                SegmentedLoraProfile.GeneralPathOnly = paths[k] == 1;
+                SegmentedLoraProfile.SmallStepInline = paths[k] == 2;
+                SegmentedLoraProfile.Enabled = i >= 0;
+                var before = SegmentedLoraProfile.Snapshot();
+                var (t2, c2) = PhaseStep(adDec);
+                if (i >= 0) sums[k] += SegmentedLoraProfile.Snapshot() - before;
+                SegmentedLoraProfile.Enabled = false;
+                SegmentedLoraProfile.GeneralPathOnly = false;
+                SegmentedLoraProfile.SmallStepInline = false;
+                if (i < 0) continue;
+                baseMs.Add(t1);
+                baseCpu.Add(c1);
+                adMs[k].Add(t2);
+                adCpu[k].Add(c2);
+            }
+        }
+        var phases = sums.Select((ph, k) => (ph, SegmentedLoraProfile.MedianStep((int)(ph.Calls / n), k, paths.Length))).ToArray();
+        double mb = Median(baseMs), cb = Median(baseCpu);
+        for (var k = 0; k < paths.Length; k++)
+        {
+            var (ph, (fixedMs, shrinkMs, expandMs)) = phases[k];
+            var callsPerStep = (int)(ph.Calls / n);
+            double ma = Median(adMs[k]), ca = Median(adCpu[k]), op = fixedMs + shrinkMs + expandMs;
+            var floorMs = ph.AdapterBytes / (double)n / bandwidth * 1000;
+            var label = paths.Length == 1 ? $"{b}" : $"{b} ({(paths[k] switch { 1 => "general path", 2 => "small pass inline", _ => "default" })})";
+            Console.WriteLine($"| {label} | {mb:F2} | {ma:F2} | {100 * (ma / mb - 1):F1}% | {cb:F2} / {ca:F2} ({100 * (ca / cb - 1):F1}%) | {callsPerStep} / {ph.Dispatches / (double)n:F0} | {1000 * fixedMs / Math.Max(1, callsPerStep):F1} | {shrinkMs:F2} | {expandMs:F2} | {op:F2} ({100 * op / mb:F1}%) | {ph.YBytes / (double)n / 1e3:F0} | {ph.AdapterBytes / (double)n / 1e6:F2} | {floorMs:F2} (+{100 * floorMs / mb:F1}%) |");
+        }
+    }
+    Console.WriteLine();
+
+    static (double Wall, double Cpu) PhaseStep(BatchDecoder dec)
+    {
+        foreach (var seq in dec.Active) seq.PendingToken = 7;
+        var cpu = ProcessCpu.Ms();
+        var sw = Stopwatch.StartNew();
+        dec.Decode();
+        return (sw.Elapsed.TotalMilliseconds, ProcessCpu.Ms() - cpu);
+    }
+}
+
 if (only.Contains("a"))
 {
     Console.WriteLine("### One adapter vs base only (closed loop, concurrency = batch)");
     Console.WriteLine();
-    Console.WriteLine("| batch | base tok/s | one adapter tok/s | overhead (median, min–max over reps) |");
-    Console.WriteLine("|---|---|---|---|");
+    // Byte floor (issue #19): the adapter bytes a decode step reads ÷ the measured read bandwidth, added to the base
+    // decode step: the least overhead the adapter can cost on this machine.
+    Console.WriteLine("| batch | base tok/s | one adapter tok/s | overhead (median, min–max over reps) | adapter MB per decode step | base decode ms per step | byte floor overhead | distance to the floor (points) |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|");
     foreach (var b in batches)
     {
         var one = new Dictionary<string, AdapterRef> { ["x"] = new AdapterRef("bench/x@1", pool[0]) };
-        var (bt, at, ratios) = Alternate(b, null, one, new AdapterPopularitySpec { Kind = AdapterPopularityKind.Single, Names = ["x"] }, slots);
-        Console.WriteLine($"| {b} | {bt:F1} | {at:F1} | {Pct(ratios)} |");
+        var stats = new RunStats();
+        var (bt, at, ratios) = Alternate(b, null, one, new AdapterPopularitySpec { Kind = AdapterPopularityKind.Single, Names = ["x"] }, slots, stats);
+        var baseStep = stats.BaseDecodeMs / Math.Max(1, stats.BaseSteps);
+        var floorPct = 100 * stats.BytesPerStep / bandwidth * 1000 / baseStep;
+        var overhead = ratios.Select(r => 100 * (1 / r - 1)).Order().ToList();
+        Console.WriteLine($"| {b} | {bt:F1} | {at:F1} | {Pct(ratios)} | {stats.BytesPerStep / 1e6:F2} | {baseStep:F2} | {floorPct:F1}% | {overhead[overhead.Count / 2] - floorPct:F1} |");
     }
     Console.WriteLine();
 }
@@ -153,8 +249,8 @@ if (only.Contains("b"))
 {
     Console.WriteLine($"### N distinct adapters vs base only (closed loop, concurrency 32, {slots} slots)");
     Console.WriteLine();
-    Console.WriteLine("| N | popularity | base tok/s | adapters tok/s | kept (median, min–max) | distinct adapters per step | adapter MB read per step | base weights MB per step | slot writes | block swaps (ms each) per 100 steps | grid G×T per mixed step | rows per decode step, base / adapters | decode ms per step, base / adapters | prefill ms per step, base / adapters | slot-write ms per step | other ms per step, base / adapters |");
-    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    Console.WriteLine("| N | popularity | base tok/s | adapters tok/s | kept (median, min–max) | distinct adapters per step | adapter MB read per step | base weights MB per step | slot writes | block swaps (ms each) per 100 steps | grid G×T per mixed step | rows per decode step, base / adapters | decode ms per step, base / adapters | prefill ms per step, base / adapters | slot-write ms per step | other ms per step, base / adapters | byte floor kept | distance to the floor (points) |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     foreach (var n in ns)
     {
         foreach (var alpha in new[] { 1.0, 0.0 })
@@ -164,7 +260,7 @@ if (only.Contains("b"))
             var refs = names.Select((name, i) => (name, r: new AdapterRef($"bench/{name}@1", pool[i % pool.Length]))).ToDictionary(x => x.name, x => x.r);
             var stats = new RunStats();
             var (bt, at, ratios) = Alternate(32, null, refs, AdapterPopularitySpec.PowerLawOver(names, alpha), slots, stats);
-            Console.WriteLine($"| {n} | {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {bt:F1} | {at:F1} | {Pct(ratios, kept: true)} | {stats.GroupsPerStep:F1} | {stats.BytesPerStep / 1e6:F1} | {WeightBytes(c) / 1e6:F0} | {stats.Swaps} | {100.0 * stats.Moves / Math.Max(1, stats.Steps):F1} ({stats.MoveMs / Math.Max(1, stats.Moves):F2}) | {(double)stats.Grid / Math.Max(1, stats.MixedSteps):F1} | {stats.BaseRowsPerStep:F1} / {stats.RowsPerStep:F1} | {stats.BaseDecodeMs / stats.BaseSteps:F1} / {stats.DecodeMs / stats.Steps:F1} | {stats.BasePrefillMs / stats.BaseSteps:F1} / {stats.PrefillMs / stats.Steps:F1} | {stats.ActivationMs / stats.Steps:F1} | {(stats.BaseWallMs - stats.BaseDecodeMs - stats.BasePrefillMs) / stats.BaseSteps:F1} / {(stats.WallMs - stats.DecodeMs - stats.PrefillMs) / stats.Steps:F1} |");
+            Console.WriteLine($"| {n} | {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {bt:F1} | {at:F1} | {Pct(ratios, kept: true)} | {stats.GroupsPerStep:F1} | {stats.BytesPerStep / 1e6:F1} | {WeightBytes(c) / 1e6:F0} | {stats.Swaps} | {100.0 * stats.Moves / Math.Max(1, stats.Steps):F1} ({stats.MoveMs / Math.Max(1, stats.Moves):F2}) | {(double)stats.Grid / Math.Max(1, stats.MixedSteps):F1} | {stats.BaseRowsPerStep:F1} / {stats.RowsPerStep:F1} | {stats.BaseDecodeMs / stats.BaseSteps:F1} / {stats.DecodeMs / stats.Steps:F1} | {stats.BasePrefillMs / stats.BaseSteps:F1} / {stats.PrefillMs / stats.Steps:F1} | {stats.ActivationMs / stats.Steps:F1} | {(stats.BaseWallMs - stats.BaseDecodeMs - stats.BasePrefillMs) / stats.BaseSteps:F1} / {(stats.WallMs - stats.DecodeMs - stats.PrefillMs) / stats.Steps:F1} | {FloorKept(stats):F1}% | {KeptMedian(ratios) - FloorKept(stats):F1} |");
         }
     }
     Console.WriteLine();
@@ -304,6 +400,15 @@ double ClosedLoop(int concurrency, IReadOnlyDictionary<string, AdapterRef>? adap
     return m.OutputTokenThroughput;
 }
 
+// Throughput kept at the byte floor: the base decode step plus the adapter bytes per step at the measured bandwidth.
+double FloorKept(RunStats stats)
+{
+    var baseStep = stats.BaseDecodeMs / Math.Max(1, stats.BaseSteps);
+    return 100 * baseStep / (baseStep + stats.BytesPerStep / bandwidth * 1000);
+}
+
+static double KeptMedian(List<double> ratios) => 100 * Median(ratios);
+
 static string Pct(List<double> ratios, bool kept = false)
 {
     var v = ratios.Select(r => kept ? 100 * r : 100 * (1 / r - 1)).Order().ToList();
@@ -321,6 +426,29 @@ static double P99(List<double> xs)
 {
     var s = xs.Order().ToList();
     return s[Math.Min(s.Count - 1, (int)Math.Ceiling(0.99 * s.Count) - 1)];
+}
+
+static string Cpu()
+{
+    var line = File.Exists("/proc/cpuinfo") ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal)) : null;
+    return (line?.Split(':', 2)[1].Trim() ?? "unknown CPU") + $", {Environment.ProcessorCount} cores";
+}
+
+// Read bandwidth: summing a 512 MB array split over the threads, best of 5 (as DecodeBench's roofline).
+static double MemoryBandwidth(int threads)
+{
+    var data = new float[128 * 1024 * 1024];
+    new Random(1).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+    var best = double.MaxValue;
+    for (var rep = 0; rep < 5; rep++)
+    {
+        var sw = Stopwatch.StartNew();
+        var chunk = data.Length / threads;
+        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            System.Numerics.Tensors.TensorPrimitives.Sum(data.AsSpan(t * chunk, chunk)));
+        best = Math.Min(best, sw.Elapsed.TotalSeconds);
+    }
+    return data.Length * 4.0 / best;
 }
 
 static long WeightBytes(ModelConfig c)
@@ -372,6 +500,21 @@ static float[] Gaussian(Random rng, int n, double std)
     var v = new float[n];
     for (var k = 0; k < n; k++) v[k] = (float)(std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
     return v;
+}
+
+/// <summary>CPU time of the whole process (every thread), from clock_gettime(CLOCK_PROCESS_CPUTIME_ID).</summary>
+static class ProcessCpu
+{
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "clock_gettime")]
+    private static extern int ClockGetTime(int clock, out Timespec value);
+
+    private struct Timespec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    public static double Ms() => ClockGetTime(2, out var t) == 0 ? t.Seconds * 1e3 + t.Nanoseconds / 1e6 : double.NaN;
 }
 
 sealed class RunStats

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -25,7 +26,9 @@ namespace Serving.Inference.Adapters;
 /// grants the in-place reuse the operator offers (else into a copy), reading B's rows as sequential runs once per
 /// unit for all the segment's tokens. A token may appear in one segment entry only. Both phases run
 /// on the session's intra-op pool (<c>KernelContext_ParallelFor</c>, one contiguous batch of units per thread); steps
-/// under <see cref="InlineWork"/> multiply-adds run inline. A plan that points outside its tensors fails the run with
+/// under <see cref="InlineWork"/> multiply-adds run inline. Steps of at most <see cref="SmallStepTokens"/> planned tokens
+/// (batch-1 decode) skip both phases' bookkeeping and run one fused pass inline (<see cref="SmallStep"/>). Phase times
+/// are recorded when <see cref="SegmentedLoraProfile.Enabled"/>. A plan that points outside its tensors fails the run with
 /// <c>INVALID_ARGUMENT</c>; nothing is read out of bounds.
 /// <para>
 /// One file of ~530 lines on purpose: a hot kernel whose plan validation, unit scheduling and register-blocked loops
@@ -42,6 +45,9 @@ internal static unsafe class SegmentedLoraOp
     private const int TokensPerUnit = 4; // entries of one segment per shrink unit (A rows are reused across them)
     private const int ColumnBlock = 512; // output columns per expand unit
     private const long InlineWork = 1 << 18;
+    private const int SmallStepTokens = 2;    // planned tokens up to which a step takes the fused small-step pass
+    private const int SmallStepMaxRank = 1024; // rank capacity up to which h of one token fits the small pass's stack
+    private const long SmallStepPoolWork = 1 << 14; // multiply-adds from which the small pass splits ranks over the pool
 
     private static readonly CustomOpDomain Ops = new(Domain, () =>
     {
@@ -103,6 +109,8 @@ internal static unsafe class SegmentedLoraOp
 
     private static nint Compute(nint context)
     {
+        var profile = SegmentedLoraProfile.Enabled;
+        var t0 = profile ? Stopwatch.GetTimestamp() : 0;
         Span<long> yDims = stackalloc long[8], xDims = stackalloc long[8], aDims = stackalloc long[8], bDims = stackalloc long[8];
         Span<long> rDims = stackalloc long[8], pDims = stackalloc long[8];
         nint s;
@@ -134,7 +142,7 @@ internal static unsafe class SegmentedLoraOp
         var entries = planLength - 1 - 3 * groups;
         var order = p + 1 + 3 * groups;
         var rank = (long*)ranks;
-        long units = 0, expandUnits = 0, work = 0;
+        long units = 0, expandUnits = 0, work = 0, planned = 0;
         for (long g = 0; g < groups; g++)
         {
             long position = p[1 + 3 * g], start = p[2 + 3 * g], count = p[3 + 3 * g];
@@ -148,6 +156,7 @@ internal static unsafe class SegmentedLoraOp
             units += (count + TokensPerUnit - 1) / TokensPerUnit;
             if (count > 0 && rank[position] > 0) expandUnits += (outDim + ColumnBlock - 1) / ColumnBlock;
             work += count * rank[position];
+            planned += count;
         }
         work *= inDim + outDim; // multiply-adds of both phases
 
@@ -155,13 +164,19 @@ internal static unsafe class SegmentedLoraOp
         Interlocked.Increment(ref _computes);
         if (output == y) Interlocked.Increment(ref _inPlace);
 
-        // h [entries, capacity], the shrink units (segment, first entry, entries) [units, 3], the expand units (segment,
-        // first column) [expandUnits, 2] and a byte per token (each token in at most one segment), in one scratch block.
-        var hBytes = entries * capacity * sizeof(float);
-        var scratch = (byte*)NativeMemory.Alloc((nuint)(hBytes + (3 * units + 2 * expandUnits) * sizeof(long) + tokens));
+        // Steps of one or two tokens (batch-1 decode) take one fused pass, inline: no h buffer, no unit lists, no pool
+        // dispatch (issue #19: measured against the two phases in AdapterBench --only p --compare-general).
+        var small = planned <= SmallStepTokens && capacity <= SmallStepMaxRank && !SegmentedLoraProfile.GeneralPathOnly;
+
+        // General path: h [entries, capacity], the shrink units (segment, first entry, entries) [units, 3], the expand
+        // units (segment, first column) [expandUnits, 2]; both paths: a byte per token (each in at most one segment).
+        var slices = small && work >= SmallStepPoolWork && !SegmentedLoraProfile.SmallStepInline ? Math.Max(1, OrtRuntime.Threads) : 1;
+        var hBytes = small ? 0 : entries * capacity * sizeof(float);
+        var listBytes = small ? (slices - 1) * planned * outDim * sizeof(float) : (3 * units + 2 * expandUnits) * sizeof(long);
+        var scratch = (byte*)NativeMemory.Alloc((nuint)(hBytes + listBytes + tokens));
         try
         {
-            var seen = scratch + hBytes + (3 * units + 2 * expandUnits) * sizeof(long);
+            var seen = scratch + hBytes + listBytes;
             new Span<byte>(seen, (int)tokens).Clear();
             for (long g = 0; g < groups; g++)
             {
@@ -176,6 +191,21 @@ internal static unsafe class SegmentedLoraOp
                 Order = order, H = (float*)scratch, Units = (long*)(scratch + hBytes),
                 In = (int)inDim, OutDim = (int)outDim, Capacity = (int)capacity, Groups = (int)groups, Tokens = tokens,
             };
+            if (output != y) // not in place (ONNX Runtime decides; see GetMayInplace): start from a copy of y
+            {
+                Buffer.MemoryCopy(y, output, tokens * outDim * sizeof(float), tokens * outDim * sizeof(float));
+            }
+            if (small)
+            {
+                job.Slices = slices;
+                job.Planned = (int)planned;
+                job.Partial = (float*)scratch;
+                var ts = profile ? Stopwatch.GetTimestamp() : 0;
+                if ((s = Run(context, &SmallStep, slices, &job, pool: true)) != 0) return s;
+                MergeSlices(&job);
+                if (profile) Record(t0, ts, ts, Stopwatch.GetTimestamp(), slices > 1 ? 1 : 0, outDim, output != y, tokens, &job);
+                return 0;
+            }
             job.ExpandUnits = job.Units + 3 * units;
             long* u = job.Units, v = job.ExpandUnits;
             for (var g = 0; g < groups; g++)
@@ -194,19 +224,37 @@ internal static unsafe class SegmentedLoraOp
                     v[1] = c;
                 }
             }
-            if (output != y) // not in place (ONNX Runtime decides; see GetMayInplace): start from a copy of y
-            {
-                Buffer.MemoryCopy(y, output, tokens * outDim * sizeof(float), tokens * outDim * sizeof(float));
-            }
             // Small steps run inline: waking the pool costs more than it saves below ~InlineWork multiply-adds.
             var pool = work >= InlineWork;
+            if (!profile)
+            {
+                if ((s = Run(context, &Shrink, (int)units, &job, pool)) != 0) return s;
+                return Run(context, &Expand, (int)expandUnits, &job, pool);
+            }
+            var t1 = Stopwatch.GetTimestamp();
             if ((s = Run(context, &Shrink, (int)units, &job, pool)) != 0) return s;
-            return Run(context, &Expand, (int)expandUnits, &job, pool);
+            var t2 = Stopwatch.GetTimestamp();
+            s = Run(context, &Expand, (int)expandUnits, &job, pool);
+            Record(t0, t1, t2, Stopwatch.GetTimestamp(), (pool && units > 1 ? 1 : 0) + (pool && expandUnits > 1 ? 1 : 0), outDim, output != y, tokens, &job);
+            return s;
         }
         finally
         {
             NativeMemory.Free(scratch);
         }
+    }
+
+    private static void Record(long t0, long t1, long t2, long t3, int dispatches, long outDim, bool copied, long tokens, Job* job)
+    {
+        long planned = 0, adapterBytes = 0;
+        for (var g = 0; g < job->Groups; g++)
+        {
+            var count = job->Plan[3 + 3 * g];
+            planned += count;
+            if (count > 0) adapterBytes += job->Ranks[job->Plan[1 + 3 * g]] * (job->In + job->OutDim) * sizeof(float);
+        }
+        var yBytes = (2 * planned + (copied ? 2 * tokens : 0)) * outDim * sizeof(float);
+        SegmentedLoraProfile.Add(t1 - t0, t2 - t1, t3 - t2, dispatches, planned, yBytes, adapterBytes, copied);
     }
 
     private static nint Run(nint context, delegate* unmanaged<void*, nuint, void> fn, int units, Job* job, bool pool)
@@ -228,6 +276,63 @@ internal static unsafe class SegmentedLoraOp
         public long* ExpandUnits; // [expand units, 2]: segment, first column
         public int In, OutDim, Capacity, Groups;
         public long Tokens;
+        public int Planned;
+        public float* Partial; // small pass: the updates of rank slices 1.. [Slices - 1, planned tokens, OutDim]
+        public int Slices;
+    }
+
+    /// <summary>
+    /// Small-step pass (one or two planned tokens), rank slice <paramref name="slice"/> of the job's slices: for each
+    /// token, h = x·A[slice]ᵀ, then h·B[slice] added to the token's output row (slice 0) or written to this slice's
+    /// partial row (added by <see cref="MergeSlices"/>). Every A and B row a step uses is read by one thread only.
+    /// </summary>
+    [UnmanagedCallersOnly]
+    private static void SmallStep(void* state, nuint slice)
+    {
+        var job = (Job*)state;
+        int t = (int)slice, n = job->In, width = job->OutDim, capacity = job->Capacity;
+        var h = stackalloc float[capacity];
+        var plan = job->Plan;
+        var k = 0; // planned token index (plan order), for the partial rows
+        for (var g = 0; g < job->Groups; g++)
+        {
+            long position = plan[1 + 3 * g], start = plan[2 + 3 * g], count = plan[3 + 3 * g];
+            var rank = (int)job->Ranks[position];
+            int j0 = rank * t / job->Slices, r = rank * (t + 1) / job->Slices - j0;
+            var a = job->A + (position * capacity + j0) * n;
+            var b = job->B + (position * capacity + j0) * width;
+            for (var e = start; e < start + count; e++, k++)
+            {
+                var token = job->Order[e];
+                var target = t == 0 ? job->Out + token * width : job->Partial + ((long)(t - 1) * job->Planned + k) * width;
+                if (t > 0) new Span<float>(target, width).Clear();
+                if (r == 0) continue;
+                var xRow = job->X + token * n;
+                var j = 0;
+                for (; j + RowsPerUnit <= r; j += RowsPerUnit) Dot4(xRow, a + (long)j * n, n, h + j);
+                for (; j < r; j++) h[j] = Dot(xRow, a + (long)j * n, n);
+                AddRow(h, r, b, width, target, width);
+            }
+        }
+    }
+
+    /// <summary>After a split small pass: adds the partial rows of slices 1.. to their tokens' outputs.</summary>
+    private static void MergeSlices(Job* job)
+    {
+        int width = job->OutDim, k = 0;
+        if (job->Slices == 1) return;
+        for (var g = 0; g < job->Groups; g++)
+        {
+            for (long e = job->Plan[2 + 3 * g], end = e + job->Plan[3 + 3 * g]; e < end; e++, k++)
+            {
+                var row = new Span<float>(job->Out + job->Order[e] * width, width);
+                for (var t = 1; t < job->Slices; t++)
+                {
+                    var partial = new ReadOnlySpan<float>(job->Partial + ((long)(t - 1) * job->Planned + k) * width, width);
+                    System.Numerics.Tensors.TensorPrimitives.Add(row, partial, row);
+                }
+            }
+        }
     }
 
     /// <summary>Shrink unit: h[e, 0..rank) = x[order[e]] · A[position, 0..rank)ᵀ for up to 4 entries of one segment.</summary>

@@ -76,7 +76,7 @@ public sealed class SegmentedLoraOpTests
         return z;
     }
 
-    public static TheoryData<string> Shapes => ["decode-mixed", "prefill-one", "odd-dims", "empty-plan"];
+    public static TheoryData<string> Shapes => ["decode-mixed", "prefill-one", "odd-dims", "empty-plan", "one-token", "two-adapters-two-tokens", "two-adapters-split"];
 
     private static Case Build(string shape) => shape switch
     {
@@ -87,13 +87,56 @@ public sealed class SegmentedLoraOpTests
         "prefill-one" => new Case(1, 7, 64, 72, 3, 8, [2, 0, 6], [1, 2, 0, 7, 0, 1, 2, 3, 4, 5, 6], Seed: 2),
         // Dimensions off the vector width, rank 5 (a partial unit of 4 rows), tokens in a shuffled order.
         "odd-dims" => new Case(3, 2, 37, 83, 2, 5, [5, 1], [2, 0, 0, 4, 1, 4, 2, 5, 0, 3, 1, 2, 4], Seed: 3),
+        // Batch-1 decode at GPT-2's c_attn shape (issue #19's small-step pass): one token on slot 1 of rank 16.
+        "one-token" => new Case(1, 1, 768, 2304, 2, 16, [4, 16], [1, 1, 0, 1, 0], Seed: 7),
+        // Small-step pass with two segments of different ranks (13 and 3, capacity 16) and row 1 without an adapter,
+        // dimensions off the vector width.
+        "two-adapters-two-tokens" => new Case(3, 1, 101, 203, 3, 16, [13, 0, 3], [2, 2, 0, 1, 0, 1, 1, 2, 0], Seed: 8),
+        // As above with enough work for the small pass to split ranks over the pool (rank 13 → 6 + 7 rows, rank 3 →
+        // 1 + 2 rows with two threads), tokens in plan order 2, 0.
+        "two-adapters-split" => new Case(3, 1, 333, 777, 3, 16, [13, 0, 3], [2, 2, 0, 1, 0, 1, 1, 2, 0], Seed: 9),
         // Base rows only: the output must equal y.
         _ => new Case(2, 1, 16, 24, 2, 4, [4, 4], [0], Seed: 4),
     };
 
     [Theory]
     [MemberData(nameof(Shapes))]
-    public void MatchesAnIndependentFloat64Loop(string shape)
+    public void MatchesAnIndependentFloat64Loop(string shape) => AssertMatchesReference(shape);
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void GeneralPathOnly_AnyShape_MatchesAnIndependentFloat64Loop(string shape)
+    {
+        // The two-phase path on the shapes the small-step pass would take (both must agree with the reference). The
+        // switch is process-wide; other tests that run meanwhile take either path, and both are exact to 1e-4.
+        SegmentedLoraProfile.GeneralPathOnly = true;
+        try
+        {
+            AssertMatchesReference(shape);
+        }
+        finally
+        {
+            SegmentedLoraProfile.GeneralPathOnly = false;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void SmallStepInline_AnyShape_MatchesAnIndependentFloat64Loop(string shape)
+    {
+        // The small-step pass on the calling thread only (the default splits ranks over the pool when the work allows).
+        SegmentedLoraProfile.SmallStepInline = true;
+        try
+        {
+            AssertMatchesReference(shape);
+        }
+        finally
+        {
+            SegmentedLoraProfile.SmallStepInline = false;
+        }
+    }
+
+    private static void AssertMatchesReference(string shape)
     {
         var k = Build(shape);
         using var session = Session();
@@ -111,6 +154,32 @@ public sealed class SegmentedLoraOpTests
             if (planned.Contains(t)) continue;
             Assert.Equal(y.AsSpan(t * k.Out, k.Out).ToArray(), z.AsSpan(t * k.Out, k.Out).ToArray());
         }
+    }
+
+    [Fact]
+    public void Profile_Enabled_CountsCallsTokensAndAdapterBytes()
+    {
+        // The bench's per-phase mode reads these counters; one call, two planned tokens over ranks 13 and 3.
+        var k = Build("two-adapters-two-tokens");
+        using var session = Session();
+        var (y, x, a, b) = Inputs(k);
+        SegmentedLoraProfile.Enabled = true;
+        SegmentedLoraPhases before, after;
+        try
+        {
+            before = SegmentedLoraProfile.Snapshot();
+            Run(session, k, y, x, a, b);
+            after = SegmentedLoraProfile.Snapshot();
+        }
+        finally
+        {
+            SegmentedLoraProfile.Enabled = false;
+        }
+        var d = after - before;
+        // Other tests may run the operator meanwhile with the profile on: at least this call's counts.
+        Assert.True(d.Calls >= 1);
+        Assert.True(d.Tokens >= 2);
+        Assert.True(d.AdapterBytes >= (13 + 3) * (k.In + k.Out) * sizeof(float));
     }
 
     [Fact]
