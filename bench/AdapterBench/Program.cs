@@ -32,6 +32,7 @@ using Serving.Inference.Tokenization;
 using Serving.LoadGen.Client;
 using Serving.LoadGen.Metrics;
 using Serving.LoadGen.Workload;
+using Serving.Bench;
 using StackExchange.Redis;
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
@@ -72,8 +73,8 @@ Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base +
 var pool = Enumerable.Range(0, 4).Select(i => AdapterFactors.FromLora(c, RandomLora(c, rank, seed: 10 + i))).ToArray();
 Console.WriteLine($"adapter: rank {rank} on all four projections of every layer = {pool[0].Bytes / 1e6:F2} MB fp32");
 // Read bandwidth for the byte floor (adapter bytes per step ÷ bandwidth, added to the base step; issue #19).
-var bandwidth = MemoryBandwidth(threads);
-Console.WriteLine($"machine: {Cpu()}; memory read bandwidth {bandwidth / 1e9:F1} GB/s ({threads} threads, best of 5 over 512 MB)");
+var bandwidth = BenchMachine.MemoryBandwidth(threads);
+Console.WriteLine($"machine: {BenchMachine.Cpu()}; memory read bandwidth {bandwidth / 1e9:F1} GB/s ({threads} threads, best of 5 over 512 MB)");
 Console.WriteLine();
 
 if (only.Contains("e"))
@@ -217,10 +218,10 @@ if (only.Contains("p"))
     static (double Wall, double Cpu) PhaseStep(BatchDecoder dec)
     {
         foreach (var seq in dec.Active) seq.PendingToken = 7;
-        var cpu = ProcessCpu.Ms();
+        var cpu = BenchClock.ProcessCpuSeconds() * 1e3;
         var sw = Stopwatch.StartNew();
         dec.Decode();
-        return (sw.Elapsed.TotalMilliseconds, ProcessCpu.Ms() - cpu);
+        return (sw.Elapsed.TotalMilliseconds, BenchClock.ProcessCpuSeconds() * 1e3 - cpu);
     }
 }
 
@@ -428,29 +429,6 @@ static double P99(List<double> xs)
     return s[Math.Min(s.Count - 1, (int)Math.Ceiling(0.99 * s.Count) - 1)];
 }
 
-static string Cpu()
-{
-    var line = File.Exists("/proc/cpuinfo") ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal)) : null;
-    return (line?.Split(':', 2)[1].Trim() ?? "unknown CPU") + $", {Environment.ProcessorCount} cores";
-}
-
-// Read bandwidth: summing a 512 MB array split over the threads, best of 5 (as DecodeBench's roofline).
-static double MemoryBandwidth(int threads)
-{
-    var data = new float[128 * 1024 * 1024];
-    new Random(1).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
-    var best = double.MaxValue;
-    for (var rep = 0; rep < 5; rep++)
-    {
-        var sw = Stopwatch.StartNew();
-        var chunk = data.Length / threads;
-        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-            System.Numerics.Tensors.TensorPrimitives.Sum(data.AsSpan(t * chunk, chunk)));
-        best = Math.Min(best, sw.Elapsed.TotalSeconds);
-    }
-    return data.Length * 4.0 / best;
-}
-
 static long WeightBytes(ModelConfig c)
 {
     long d = c.HiddenSize, f = c.IntermediateSize, q = c.NumHeads * c.HeadDim, kv = c.NumKvHeads * c.HeadDim;
@@ -500,21 +478,6 @@ static float[] Gaussian(Random rng, int n, double std)
     var v = new float[n];
     for (var k = 0; k < n; k++) v[k] = (float)(std * Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble()));
     return v;
-}
-
-/// <summary>CPU time of the whole process (every thread), from clock_gettime(CLOCK_PROCESS_CPUTIME_ID).</summary>
-static class ProcessCpu
-{
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "clock_gettime")]
-    private static extern int ClockGetTime(int clock, out Timespec value);
-
-    private struct Timespec
-    {
-        public long Seconds;
-        public long Nanoseconds;
-    }
-
-    public static double Ms() => ClockGetTime(2, out var t) == 0 ? t.Seconds * 1e3 + t.Nanoseconds / 1e6 : double.NaN;
 }
 
 sealed class RunStats

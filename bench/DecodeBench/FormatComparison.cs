@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Serving.Bench;
 using Serving.Inference.Engine;
 using Serving.Inference.Graphs;
 using Serving.Inference.Runtime;
@@ -23,7 +24,7 @@ internal static class FormatComparison
         })).ToArray();
         try
         {
-            Console.WriteLine($"{shape}: block {blockSize}, accuracy level {accuracyLevel}, head {(quantizeHead ? "quantised" : "fp32")}, {threads} threads; machine {Machine.Cpu()}");
+            Console.WriteLine($"{shape}: block {blockSize}, accuracy level {accuracyLevel}, head {(quantizeHead ? "quantised" : "fp32")}, {threads} threads; machine {BenchMachine.Cpu()}");
             for (var i = 0; i < formats.Length; i++)
             {
                 Console.WriteLine($"  {formats[i]}: projections {models[i].ProjectionWeightBytes / 1e6:F1} MB, head {models[i].HeadWeightBytes / 1e6:F1} MB, load {models[i].LoadTime.TotalSeconds:F1} s");
@@ -83,7 +84,7 @@ internal static class FormatComparison
             }
             var doc = new JsonObject
             {
-                ["command"] = command, ["machine"] = Machine.Cpu(), ["threads"] = threads, ["block_size"] = blockSize,
+                ["command"] = command, ["machine"] = BenchMachine.Cpu(), ["threads"] = threads, ["block_size"] = blockSize,
                 ["accuracy_level"] = accuracyLevel, ["quantize_head"] = quantizeHead, ["steps"] = steps, ["reps"] = reps,
                 ["prompt"] = prompt, ["context"] = context, ["results"] = rows,
                 ["bytes"] = new JsonArray([.. formats.Select((f, i) => (JsonNode)new JsonObject

@@ -18,7 +18,7 @@ internal static class PrefillBatching
     {
         using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = rowCounts.Max(), MaxContext = context, Threads = threads, PackedSteps = true });
         using var dec = new BatchDecoder(model, rowCounts.Max());
-        Console.WriteLine($"{shape}: prompt tokens per second, ordinary prefills one row at a time vs one mixed step; {threads} threads; clock {(cpuClock ? "thread CPU time" : "wall")}; machine {Machine.Cpu()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+        Console.WriteLine($"{shape}: prompt tokens per second, ordinary prefills one row at a time vs one mixed step; {threads} threads; clock {(cpuClock ? "thread CPU time" : "wall")}; machine {BenchMachine.Cpu()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
         Console.WriteLine("| chunk tokens | rows | ordinary (tok/s) | mixed step (tok/s) | mixed / ordinary, median (min–max) |");
         Console.WriteLine("|---|---|---|---|---|");
         var rng = new Random(7);
@@ -54,7 +54,7 @@ internal static class PrefillBatching
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(jsonPath))!);
         File.WriteAllText(jsonPath, new JsonObject
         {
-            ["command"] = command, ["machine"] = Machine.Cpu(), ["threads"] = threads, ["clock"] = cpuClock ? "thread_cpu" : "wall", ["results"] = results,
+            ["command"] = command, ["machine"] = BenchMachine.Cpu(), ["threads"] = threads, ["clock"] = cpuClock ? "thread_cpu" : "wall", ["results"] = results,
         }.ToJsonString());
     }
 
@@ -88,7 +88,7 @@ internal static class PrefillBatching
     public static void RunDecode(string dir, string shape, int[] batches, int steps, int prompt, int reps, int context, int threads, bool cpuClock)
     {
         using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads, PackedSteps = true });
-        Console.WriteLine($"{shape}: decode tokens per second, ordinary decode step vs a mixed step of decode rows only; {steps} steps per run; {threads} threads; clock {(cpuClock ? "thread CPU time" : "wall")}; machine {Machine.Cpu()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+        Console.WriteLine($"{shape}: decode tokens per second, ordinary decode step vs a mixed step of decode rows only; {steps} steps per run; {threads} threads; clock {(cpuClock ? "thread CPU time" : "wall")}; machine {BenchMachine.Cpu()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
         Console.WriteLine("| batch | ordinary (tok/s) | packed (tok/s) | packed / ordinary, median (min–max) |");
         Console.WriteLine("|---|---|---|---|");
         var rng = new Random(3);

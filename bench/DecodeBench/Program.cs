@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.ML.OnnxRuntime;
+using Serving.Bench;
 using Serving.Fixtures;
 using Serving.Inference.Engine;
 using Serving.Inference.Graphs;
@@ -72,9 +73,9 @@ using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches
 var c = model.Config;
 long weightBytes = WeightBytes(c);
 Console.WriteLine($"{shape}: {weightBytes / 1e6:F0} MB fp32 weights read per step; load {model.LoadTime.TotalSeconds:F1} s; {threads} threads");
-var bandwidth = Machine.MemoryBandwidth(threads);
+var bandwidth = BenchMachine.MemoryBandwidth(threads);
 var gemm = Machine.GemmFlops(threads);
-Console.WriteLine($"machine: {Machine.Cpu()}, memory read bandwidth {bandwidth / 1e9:F1} GB/s, ORT fp32 GEMM {gemm / 1e9:F1} GFLOP/s");
+Console.WriteLine($"machine: {BenchMachine.Cpu()}, memory read bandwidth {bandwidth / 1e9:F1} GB/s, ORT fp32 GEMM {gemm / 1e9:F1} GFLOP/s");
 
 TorchServer? torch = opts.Flag("no-torch") || compareFused ? null : TorchServer.Start(dir, context, threads);
 if (compareFused)
@@ -104,7 +105,7 @@ if (compareFused)
     }
     var fusedPath = opts.Str("json", $"bench/results/split-{shape}.json");
     Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(fusedPath))!);
-    File.WriteAllText(fusedPath, new JsonObject { ["command"] = "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args), ["machine"] = Machine.Cpu(), ["results"] = fusedRows }.ToJsonString());
+    File.WriteAllText(fusedPath, new JsonObject { ["command"] = "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args), ["machine"] = BenchMachine.Cpu(), ["results"] = fusedRows }.ToJsonString());
     return 0;
 }
 var results = new JsonArray();
@@ -155,7 +156,7 @@ torch?.Dispose();
 var command = "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args);
 var doc = new JsonObject
 {
-    ["command"] = command, ["machine"] = Machine.Cpu(), ["threads"] = threads, ["provider"] = "CPU",
+    ["command"] = command, ["machine"] = BenchMachine.Cpu(), ["threads"] = threads, ["provider"] = "CPU",
     ["bandwidth_gb_s"] = bandwidth / 1e9, ["gemm_gflop_s"] = gemm / 1e9, ["weight_mb"] = weightBytes / 1e6,
     ["steps"] = steps, ["reps"] = reps, ["prompt"] = prompt, ["context"] = context, ["results"] = results,
     ["date"] = DateTime.UtcNow.ToString("u", inv),
@@ -207,36 +208,6 @@ internal static class Stats
 
 internal static class Machine
 {
-    public static string Cpu()
-    {
-        try
-        {
-            var line = File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal));
-            return (line?.Split(':', 2)[1].Trim() ?? "unknown CPU") + $", {Environment.ProcessorCount} cores";
-        }
-        catch (IOException)
-        {
-            return "unknown CPU";
-        }
-    }
-
-    /// <summary>Read bandwidth: summing a 512 MB array split over the threads, best of 5.</summary>
-    public static double MemoryBandwidth(int threads)
-    {
-        var data = new float[128 * 1024 * 1024];
-        new Random(1).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
-        var best = double.MaxValue;
-        for (var rep = 0; rep < 5; rep++)
-        {
-            var sw = Stopwatch.StartNew();
-            var chunk = data.Length / threads;
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-                System.Numerics.Tensors.TensorPrimitives.Sum(data.AsSpan(t * chunk, chunk)));
-            best = Math.Min(best, sw.Elapsed.TotalSeconds);
-        }
-        return data.Length * 4.0 / best;
-    }
-
     /// <summary>fp32 GEMM FLOP/s of ONNX Runtime's MatMul on [256, 1024] × [1024, 4096] (weights as an initializer), best of 5.</summary>
     public static double GemmFlops(int threads)
     {

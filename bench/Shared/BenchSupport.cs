@@ -77,6 +77,24 @@ internal static class BenchMachine
         }
     }
 
+    /// <summary>Read bandwidth: summing a 512 MB array split over the threads, best of 5 (the batch-1 roofline's and the
+    /// adapter byte floor's denominator).</summary>
+    public static double MemoryBandwidth(int threads)
+    {
+        var data = new float[128 * 1024 * 1024];
+        new Random(1).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+        var best = double.MaxValue;
+        for (var rep = 0; rep < 5; rep++)
+        {
+            var sw = Stopwatch.StartNew();
+            var chunk = data.Length / threads;
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+                System.Numerics.Tensors.TensorPrimitives.Sum(data.AsSpan(t * chunk, chunk)));
+            best = Math.Min(best, sw.Elapsed.TotalSeconds);
+        }
+        return data.Length * 4.0 / best;
+    }
+
     /// <summary>The repository root (the folder holding Serving.sln), from the current directory up.</summary>
     public static string Repo()
     {
@@ -100,9 +118,14 @@ internal static class BenchClock
 {
     /// <summary>CPU time of the calling thread (Linux <c>CLOCK_THREAD_CPUTIME_ID</c>), seconds: with one ONNX Runtime
     /// thread (the caller) it is the work done, whatever else the machine runs.</summary>
-    public static double ThreadCpuSeconds()
+    public static double ThreadCpuSeconds() => Read(3, "CLOCK_THREAD_CPUTIME_ID");
+
+    /// <summary>CPU time of the whole process, every thread (Linux <c>CLOCK_PROCESS_CPUTIME_ID</c>), seconds.</summary>
+    public static double ProcessCpuSeconds() => Read(2, "CLOCK_PROCESS_CPUTIME_ID");
+
+    private static double Read(int clock, string name)
     {
-        if (clock_gettime(3, out var ts) != 0) throw new InvalidOperationException("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+        if (clock_gettime(clock, out var ts) != 0) throw new InvalidOperationException($"clock_gettime({name}) failed");
         return ts.Seconds + ts.Nanoseconds * 1e-9;
     }
 
