@@ -73,7 +73,7 @@ Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base +
 var pool = Enumerable.Range(0, 4).Select(i => AdapterFactors.FromLora(c, RandomLora(c, rank, seed: 10 + i))).ToArray();
 Console.WriteLine($"adapter: rank {rank} on all four projections of every layer = {pool[0].Bytes / 1e6:F2} MB fp32");
 // Read bandwidth for the byte floor (adapter bytes per step ÷ bandwidth, added to the base step; issue #19).
-var bandwidth = BenchMachine.MemoryBandwidth(threads);
+var bandwidth = Bandwidth.Read(threads);
 Console.WriteLine($"machine: {BenchMachine.Cpu()}; memory read bandwidth {bandwidth / 1e9:F1} GB/s ({threads} threads, best of 5 over 512 MB)");
 Console.WriteLine();
 

@@ -73,7 +73,7 @@ using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches
 var c = model.Config;
 long weightBytes = WeightBytes(c);
 Console.WriteLine($"{shape}: {weightBytes / 1e6:F0} MB fp32 weights read per step; load {model.LoadTime.TotalSeconds:F1} s; {threads} threads");
-var bandwidth = BenchMachine.MemoryBandwidth(threads);
+var bandwidth = Bandwidth.Read(threads);
 var gemm = Machine.GemmFlops(threads);
 Console.WriteLine($"machine: {BenchMachine.Cpu()}, memory read bandwidth {bandwidth / 1e9:F1} GB/s, ORT fp32 GEMM {gemm / 1e9:F1} GFLOP/s");
 

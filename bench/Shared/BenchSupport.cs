@@ -77,24 +77,6 @@ internal static class BenchMachine
         }
     }
 
-    /// <summary>Read bandwidth: summing a 512 MB array split over the threads, best of 5 (the batch-1 roofline's and the
-    /// adapter byte floor's denominator).</summary>
-    public static double MemoryBandwidth(int threads)
-    {
-        var data = new float[128 * 1024 * 1024];
-        new Random(1).NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
-        var best = double.MaxValue;
-        for (var rep = 0; rep < 5; rep++)
-        {
-            var sw = Stopwatch.StartNew();
-            var chunk = data.Length / threads;
-            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-                System.Numerics.Tensors.TensorPrimitives.Sum(data.AsSpan(t * chunk, chunk)));
-            best = Math.Min(best, sw.Elapsed.TotalSeconds);
-        }
-        return data.Length * 4.0 / best;
-    }
-
     /// <summary>The repository root (the folder holding Serving.sln), from the current directory up.</summary>
     public static string Repo()
     {
