@@ -13,18 +13,22 @@ public sealed class NativeHeapTests
     public void Apply_FixedMmapThreshold_LargeBlockAfterALargerFreeIsMappedOnItsOwn()
     {
         Assert.True(NativeHeap.Apply(new NativeHeapOptions { ArenaMax = 0, MmapThresholdBytes = 128 << 10 }));
-        // glibc's dynamic threshold would rise past 8 MiB when an 8 MiB mapped block is freed, and the 1 MiB block after
-        // it would come from the arena; with the threshold fixed at 128 KiB it gets a mapping of its own.
+        // glibc maps a block on its own only when no free chunk and not the heap's top can hold it, and (with its
+        // dynamic threshold) only when it is at least as large as the largest mapped block freed so far. So the block is
+        // made larger than all the free space malloc holds (mallinfo2's fordblks, top included: earlier hosts in this
+        // process leave some), and smaller than a 30 MiB mapped block freed first: glibc's dynamic threshold would rise
+        // to 30 MiB and put the block in the heap; with the threshold fixed at 128 KiB it gets a mapping of its own.
         unsafe
         {
-            void* big = NativeMemory.Alloc(8 << 20);
+            void* big = NativeMemory.Alloc(30 << 20);
             NativeMemory.Free(big);
-            void* block = NativeMemory.Alloc(1 << 20);
+            var size = (nuint)Math.Max(1 << 20, (long)MallInfo2().fordblks + (1 << 20));
+            void* block = NativeMemory.Alloc(size);
             void* small = NativeMemory.Alloc(64);
             try
             {
                 Assert.False(IsMapped(small), "a 64-byte block comes from an arena (the header check reads the flag)");
-                Assert.True(IsMapped(block), "a 1 MiB block above the fixed 128 KiB threshold gets a mapping of its own");
+                Assert.True(IsMapped(block), $"a {size >> 20} MiB block above the fixed 128 KiB threshold gets a mapping of its own");
             }
             finally
             {
@@ -98,6 +102,15 @@ public sealed class NativeHeapTests
     /// <summary>glibc's chunk header: the size word just before the user pointer carries IS_MMAPPED (bit 1) when the
     /// chunk is a mapping of its own rather than a piece of an arena.</summary>
     private static unsafe bool IsMapped(void* block) => (((nuint*)block)[-1] & 2) != 0;
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct MallInfo
+    {
+        public nuint arena, ordblks, smblks, hblks, hblkhd, usmblks, fsmblks, uordblks, fordblks, keepcost;
+    }
+
+    [DllImport("libc", EntryPoint = "mallinfo2")]
+    private static extern MallInfo MallInfo2();
 }
 
 [CollectionDefinition(Name, DisableParallelization = true)]
