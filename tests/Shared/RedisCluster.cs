@@ -33,7 +33,7 @@ public sealed class RedisCluster : IDisposable
         ReplicasPerPrimary = replicasPerPrimary;
         try
         {
-            for (int i = 0; i < primaries * (1 + replicasPerPrimary); i++) _instances.Add(Start(i, EmbeddedGarnet.FreePort(), EmbeddedGarnet.FreePort()));
+            for (int i = 0; i < primaries * (1 + replicasPerPrimary); i++) _instances.Add(Start(i));
             var create = new List<string> { "--cluster", "create" };
             create.AddRange(_instances.Select(x => $"127.0.0.1:{x.Port}"));
             create.AddRange(["--cluster-replicas", replicasPerPrimary.ToString(CultureInfo.InvariantCulture), "--cluster-yes"]);
@@ -83,7 +83,7 @@ public sealed class RedisCluster : IDisposable
         int seed = _instances.First(i => i.Alive).Port;
         var view = View(seed);
         var orphan = view.First(n => n.IsPrimary && !n.Failed && n.Slots.Count > 0 && !view.Any(r => !r.IsPrimary && !r.Failed && r.PrimaryId == n.Id));
-        var fresh = Start(_instances.Count, EmbeddedGarnet.FreePort(), EmbeddedGarnet.FreePort());
+        var fresh = Start(_instances.Count);
         _instances.Add(fresh);
         var (code, output) = Cli(null, "--cluster", "add-node", $"127.0.0.1:{fresh.Port}", $"127.0.0.1:{seed}", "--cluster-slave", "--cluster-master-id", orphan.Id);
         if (code != 0) throw new InvalidOperationException($"redis-cli --cluster add-node failed ({code}): {output}");
@@ -222,6 +222,28 @@ public sealed class RedisCluster : IDisposable
         return (process.ExitCode, stdout.Result + stderr.Result);
     }
 
+    /// <summary>
+    /// Starts a server on two free ports (client and cluster bus). A port found free can be taken by another process
+    /// before redis-server binds it (test assemblies run side by side and start servers of their own): a server that
+    /// exits before answering is started again on new ports, a few times.
+    /// </summary>
+    private Instance Start(int index)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return Start(index, EmbeddedGarnet.FreePort(), EmbeddedGarnet.FreePort());
+            }
+            catch (ServerExitedException) when (attempt < 5)
+            {
+                File.Delete(Path.Combine(_root, index.ToString(CultureInfo.InvariantCulture), "nodes.conf"));
+            }
+        }
+    }
+
+    private sealed class ServerExitedException(string message) : InvalidOperationException(message);
+
     private Instance Start(int index, int port, int bus)
     {
         string dir = Directory.CreateDirectory(Path.Combine(_root, index.ToString(CultureInfo.InvariantCulture))).FullName;
@@ -243,8 +265,16 @@ public sealed class RedisCluster : IDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         var instance = new Instance(port, bus, process);
-        WaitUntil(() => process.HasExited ? throw new InvalidOperationException($"redis-server on :{port} exited ({process.ExitCode}).") : Cli(port, "PING").Output.Contains("PONG", StringComparison.Ordinal),
-            $"redis-server on :{port} to answer");
+        try
+        {
+            WaitUntil(() => process.HasExited ? throw new ServerExitedException($"redis-server on :{port} (bus :{bus}) exited ({process.ExitCode}).") : Cli(port, "PING").Output.Contains("PONG", StringComparison.Ordinal),
+                $"redis-server on :{port} to answer");
+        }
+        catch (ServerExitedException)
+        {
+            process.Dispose();
+            throw;
+        }
         return instance;
     }
 
