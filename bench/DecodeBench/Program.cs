@@ -21,6 +21,8 @@ using Serving.Inference.Runtime;
 //                    work as ordinary one-row prefills vs one mixed step of all rows' chunks (issue 21)
 //        DecodeBench --packed-decode [--batches ..] [--clock wall|cpu]: the ordinary decode step vs a mixed step of
 //                    decode rows only (packed blocks, SlotAttention), alternating
+//        DecodeBench --profile [--packed] [--batches ..] [--steps ..]: ONNX Runtime's profiler over the decode steps; kernel time per
+//                    operator type, session overhead and the time outside sessions, per step
 var opts = Args.Parse(args);
 var inv = CultureInfo.InvariantCulture;
 var threads = opts.Int("threads", Environment.ProcessorCount);
@@ -59,6 +61,13 @@ if (opts.Flag("prefill-batching"))
     PrefillBatching.Run(dir, shape, opts.Str("chunks", "16,96,256").Split(',').Select(int.Parse).ToArray(), opts.Str("rows", "1,4,8").Split(',').Select(int.Parse).ToArray(),
         reps, opts.Int("context", 512), threads, opts.Str("clock", "wall") == "cpu", "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args),
         opts.Str("json", $"bench/results/prefill-batching-{shape}.json"));
+    return 0;
+}
+
+if (opts.Flag("profile"))
+{
+    StepProfile.Run(dir, shape, batches, steps, prompt, context, threads, opts.Flag("packed"), "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args),
+        opts.Str("json", $"bench/results/step-profile-{shape}.json"));
     return 0;
 }
 

@@ -168,6 +168,12 @@ public sealed class DecoderModel : IDisposable
                 ffnDown[layer] = weights.DownWeight;
                 if (prepacked is null)
                 {
+                    if (OrtRuntime.Profiling)
+                    {
+                        using var own = OrtRuntime.CreateSessionOptions(options); // one profile file per session
+                        sessions.Add(new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary), $"block_{layer}"), own));
+                        continue;
+                    }
                     sessions.Add(new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary), $"block_{layer}"), so));
                     continue;
                 }

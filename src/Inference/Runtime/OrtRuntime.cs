@@ -11,6 +11,17 @@ public static class OrtRuntime
 {
     private static readonly Lock Gate = new();
     private static int _threads;
+    private static int _profiles;
+
+    /// <summary>
+    /// Environment variable naming a path prefix: when set, every session ONNX Runtime creates writes a profile
+    /// (Chrome trace JSON, one file per session, <c>PREFIX_NNN_time.json</c>) when it is disposed. For finding where a
+    /// step's time goes (<c>bench/DecodeBench --profile</c>); profiling slows every run, so never in production.
+    /// </summary>
+    public const string ProfileVariable = "SERVING_ORT_PROFILE";
+
+    /// <summary>Whether <see cref="ProfileVariable"/> is set (each session then needs options of its own).</summary>
+    public static bool Profiling => !string.IsNullOrEmpty(Environment.GetEnvironmentVariable(ProfileVariable));
 
     /// <summary>Threads of the global pool, once initialised.</summary>
     public static int Threads => _threads;
@@ -54,6 +65,13 @@ public static class OrtRuntime
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
         so.DisablePerSessionThreads();
+        if (Environment.GetEnvironmentVariable(ProfileVariable) is { Length: > 0 } prefix)
+        {
+            // A number per options object keeps sessions' files apart.
+            // The prefix first: setting EnableProfiling passes the prefix held at that moment.
+            so.ProfileOutputPathPrefix = $"{prefix}_{Interlocked.Increment(ref _profiles):D3}";
+            so.EnableProfiling = true;
+        }
         if (options.ExecutionProvider == ExecutionProviderKind.Cuda)
         {
 #if USE_CUDA
