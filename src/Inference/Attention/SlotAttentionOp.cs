@@ -250,9 +250,28 @@ internal static unsafe class SlotAttentionOp
         }
     }
 
+    /// <summary>Raw scores q · k_j of one query over <paramref name="n"/> keys, four keys at a time (four independent
+    /// accumulator chains, so the FMA latency overlaps).</summary>
     private static void Scores1(float* q, float* k, int n, int hd, float* scores)
     {
-        for (var j = 0; j < n; j++, k += hd)
+        var j = 0;
+        for (; j + 4 <= n; j += 4, k += 4 * hd)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (var c = 0; c < hd; c += Vector256<float>.Count)
+            {
+                var qv = Vector256.Load(q + c);
+                a0 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + c), a0);
+                a1 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + hd + c), a1);
+                a2 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + 2 * hd + c), a2);
+                a3 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + 3 * hd + c), a3);
+            }
+            scores[j] = Vector256.Sum(a0);
+            scores[j + 1] = Vector256.Sum(a1);
+            scores[j + 2] = Vector256.Sum(a2);
+            scores[j + 3] = Vector256.Sum(a3);
+        }
+        for (; j < n; j++, k += hd)
         {
             Vector256<float> a = default;
             for (var c = 0; c < hd; c += Vector256<float>.Count) a = Vector256.FusedMultiplyAdd(Vector256.Load(q + c), Vector256.Load(k + c), a);
@@ -292,9 +311,41 @@ internal static unsafe class SlotAttentionOp
         }
     }
 
+    /// <summary>
+    /// o = Σ_j p_j v_j for one query: value rows outer, 64 columns inner (eight accumulators, eight independent chains),
+    /// so each value row is read once per 64 columns; a remainder under 64 columns goes 8 at a time.
+    /// </summary>
     private static void Weighted1(float* p, float* v, int n, int hd, float* o)
     {
-        for (var c = 0; c < hd; c += Vector256<float>.Count)
+        const int W = 8; // Vector256<float>.Count
+        var c0 = 0;
+        for (; c0 + 8 * W <= hd; c0 += 8 * W)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            var vc = v + c0;
+            for (var j = 0; j < n; j++, vc += hd)
+            {
+                var pj = Vector256.Create(p[j]);
+                a0 = Vector256.FusedMultiplyAdd(pj, Vector256.Load(vc), a0);
+                a1 = Vector256.FusedMultiplyAdd(pj, Vector256.Load(vc + W), a1);
+                a2 = Vector256.FusedMultiplyAdd(pj, Vector256.Load(vc + 2 * W), a2);
+                a3 = Vector256.FusedMultiplyAdd(pj, Vector256.Load(vc + 3 * W), a3);
+                a4 = Vector256.FusedMultiplyAdd(pj, Vector256.Load(vc + 4 * W), a4);
+                a5 = Vector256.FusedMultiplyAdd(pj, Vector256.Load(vc + 5 * W), a5);
+                a6 = Vector256.FusedMultiplyAdd(pj, Vector256.Load(vc + 6 * W), a6);
+                a7 = Vector256.FusedMultiplyAdd(pj, Vector256.Load(vc + 7 * W), a7);
+            }
+            var oc = o + c0;
+            a0.Store(oc);
+            a1.Store(oc + W);
+            a2.Store(oc + 2 * W);
+            a3.Store(oc + 3 * W);
+            a4.Store(oc + 4 * W);
+            a5.Store(oc + 5 * W);
+            a6.Store(oc + 6 * W);
+            a7.Store(oc + 7 * W);
+        }
+        for (var c = c0; c < hd; c += W)
         {
             Vector256<float> a = default;
             var vc = v + c;

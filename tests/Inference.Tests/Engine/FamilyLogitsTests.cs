@@ -109,6 +109,58 @@ public sealed class FamilyLogitsTests
         }
     }
 
+    /// <summary>
+    /// Heads 80 wide (a 64-column block and a remainder in the decode-row attention kernel), from the Llama fixture: only
+    /// here do the packed steps' one-query kernels run their wide paths.
+    /// </summary>
+    private static readonly FixtureShape WideHeads = FamilyFixtures.All["tiny-llama-linear"] with { Heads = 2, KvHeads = 1, HeadDim = 80 };
+
+    public static TheoryData<string> DecodeRowFamilies => ["tiny-llama-hd80", "tiny-mistral", "tiny-gemma2"];
+
+    /// <summary>
+    /// Decode rows through mixed steps (one query per row in <c>SlotAttention</c>: the four-keys-at-a-time scores and
+    /// the value rows read once per 64 columns): two rows prefilled to 21 and 30 tokens, then 14 mixed steps of decode
+    /// rows only, so the rows' lengths pass through every remainder of four and the sliding windows (24) and soft-caps
+    /// bite; each step's logits against the float64 reference.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(DecodeRowFamilies))]
+    public void MixedSteps_DecodeRows_MatchFloat64Reference(string name)
+    {
+        var dir = name == "tiny-llama-hd80" ? Fixtures.Checkpoint(name, WideHeads) : Dir(name);
+        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 128, PackedSteps = true });
+        Assert.True(name != "tiny-llama-hd80" || model.Config.HeadDim == 80, "the wide fixture has 80-wide heads");
+        using var dec = new BatchDecoder(model);
+        var reference = new FamilyReference(dir);
+        var v = model.Config.VocabSize;
+        var rng = new Random(13);
+        var rows = new List<List<int>>();
+        var seqs = new List<Sequence>();
+        foreach (var length in new[] { 21, 30 })
+        {
+            var prompt = Enumerable.Range(0, length).Select(_ => rng.Next(0, v)).ToList();
+            var seq = dec.TryAllocate()!;
+            seq.PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(seq, prompt.ToArray()));
+            prompt.Add(seq.PendingToken);
+            rows.Add(prompt);
+            seqs.Add(seq);
+        }
+        for (var step = 0; step < 14; step++)
+        {
+            dec.BeginStep();
+            foreach (var seq in seqs) dec.AddToStep(seq);
+            var logits = dec.RunStep().ToArray();
+            for (var r = 0; r < rows.Count; r++)
+            {
+                var expected = reference.Forward(rows[r]);
+                var row = logits.AsSpan(r * v, v);
+                ReferenceLogitsTests.AssertClose(expected[^1], row, Tolerance, $"{name}: row {r} at position {rows[r].Count - 1} (mixed decode step {step})");
+                seqs[r].PendingToken = ReferenceLogitsTests.ArgMax(row);
+                rows[r].Add(seqs[r].PendingToken);
+            }
+        }
+    }
+
     public static TheoryData<string> AdapterFamilies => ["tiny-phi3", "tiny-qwen3", "tiny-gemma2", "tiny-llama3"];
 
     /// <summary>
