@@ -256,13 +256,14 @@ internal static class BlockGraph
                 [qIn, kIn, parts[2], pastKey, pastValue, SeqLensK, TotalSeqLen],
                 [N("attn"), presentKey, presentValue], GraphBuilder.MicrosoftDomain, [.. attributes])[0];
         }
-        var o = Linear(g, attn, w.OutWeight, w.OutBias, q, d, N("o"), quant?.Out, quant?.AccuracyLevel ?? 0);
+        // The output projection's bias rides in the fused residual + norm below unless a post-attention norm needs it first.
+        var foldBias = w.PostAttnNorm is null ? w.OutBias : null;
+        var o = Linear(g, attn, w.OutWeight, foldBias is null ? w.OutBias : null, q, d, N("o"), quant?.Out, quant?.AccuracyLevel ?? 0);
         if (loraVariant != 0) o = AddLora(g, attn, o, Adapters.AdaptedProjection.Out, N("o"), loraVariant);
         if (w.PostAttnNorm is not null) o = Norm(g, c, o, w.PostAttnNorm, null, N("ln_post_attn"));
-        var x2 = g.Node("Add", [hidden, o], N("resid1"));
 
-        // Feed-forward
-        var n2 = Norm(g, c, x2, w.Norm2Weight, w.Norm2Bias, N("ln2"));
+        // Feed-forward: x2 = hidden + o (+ bias) and its norm in one node.
+        var (n2, x2) = SkipNorm(g, c, hidden, o, foldBias, w.Norm2Weight, w.Norm2Bias, N("ln2"), N("resid1"));
         string act;
         if (llama)
         {
@@ -317,6 +318,25 @@ internal static class BlockGraph
     internal static (string Cos, string Sin) RotaryCaches(GraphBuilder g, RotaryTables rotary, string prefix = "") =>
         (g.Weight(prefix + "cos_cache", rotary.Cos, rotary.MaxPositions, rotary.Dim / 2),
          g.Weight(prefix + "sin_cache", rotary.Sin, rotary.MaxPositions, rotary.Dim / 2));
+
+    /// <summary>
+    /// The residual sum <c>x + skip (+ bias)</c> and its norm in one contrib node (<c>SkipLayerNormalization</c>, or
+    /// <c>SkipSimplifiedLayerNormalization</c> for RMSNorm): one pass over the activations instead of an Add, a bias Add
+    /// and the norm. Returns (normed, sum).
+    /// </summary>
+    internal static (string Normed, string Sum) SkipNorm(GraphBuilder g, ModelConfig c, string x, string skip, float[]? skipBias,
+        float[] weight, float[]? normBias, string name, string sumName)
+    {
+        var d = c.HiddenSize;
+        if (weight.Length != d) throw new ArgumentException($"norm '{name}': {weight.Length} weights for width {d}", nameof(weight));
+        var inputs = new List<string> { x, skip, g.Weight(name + "_w", weight, d) };
+        var gpt2 = c.Architecture == ModelArchitecture.Gpt2;
+        if (gpt2) inputs.Add(g.Weight(name + "_b", normBias!, d));
+        if (skipBias is not null) inputs.Add(g.Weight(name + "_skip_b", skipBias, d)); // (input, skip, gamma[, beta], bias)
+        var outputs = g.NodeMulti(gpt2 ? "SkipLayerNormalization" : "SkipSimplifiedLayerNormalization", [.. inputs],
+            [name, "", "", sumName], GraphBuilder.MicrosoftDomain, ("epsilon", c.NormEps));
+        return (outputs[0], outputs[3]);
+    }
 
     internal static string Norm(GraphBuilder g, ModelConfig c, string x, float[] weight, float[]? bias, string name)
     {
