@@ -209,6 +209,7 @@ public static class FixtureCheckpoint
                     Add(p + "self_attn.k_norm.weight", Around(hd, 1, 0.1f), hd);
                 }
                 Add(p + "self_attn.o_proj.weight", Normal((long)d * q, std), d, q);
+                if (s.AttentionBias && family == "llama") Add(p + "self_attn.o_proj.bias", Normal(d, 0.1f), d); // Llama's attention_bias covers o_proj; Qwen2's does not
                 Add(p + "post_attention_layernorm.weight", NormWeight(d), d);
                 if (gemma)
                 {

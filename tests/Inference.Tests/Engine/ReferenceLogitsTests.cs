@@ -8,12 +8,14 @@ namespace Serving.Inference.Tests.Engine;
 
 public sealed class ReferenceLogitsTests
 {
-    public static TheoryData<string> Models => ["gpt2", "llama", "qwen2"];
+    public static TheoryData<string> Models => ["gpt2", "llama", "qwen2", "llama-bias"];
 
     private static string Dir(string name) => name switch
     {
         "gpt2" => Fixtures.TinyGpt2,
         "llama" => Fixtures.TinyLlama,
+        // Llama with attention_bias: q/k/v and o_proj biased (the o bias rides in SkipSimplifiedLayerNormalization).
+        "llama-bias" => Fixtures.Checkpoint("tiny-llama-bias", FixtureShape.TinyLlama with { AttentionBias = true, Family = "llama" }),
         _ => Fixtures.Checkpoint("tiny-qwen2", FixtureShape.TinyLlama with { AttentionBias = true, TieEmbeddings = true }),
     };
 

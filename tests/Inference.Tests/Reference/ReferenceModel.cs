@@ -10,6 +10,7 @@ internal sealed class ReferenceModel
 {
     private readonly ModelConfig _c;
     private readonly Func<string, double[]> _w;
+    private readonly Func<string, bool> _has;
     private readonly Dictionary<string, double[]> _cache = [];
 
     /// <param name="deltas">Optional updates added to stored weights by tensor name, in the checkpoint's own layout
@@ -18,6 +19,7 @@ internal sealed class ReferenceModel
     {
         _c = ModelConfig.Load(Path.Combine(directory, "config.json"));
         var file = SafetensorsFile.Open(Path.Combine(directory, "model.safetensors"));
+        _has = file.Tensors.ContainsKey;
         _w = name =>
         {
             if (!_cache.TryGetValue(name, out var v))
@@ -130,7 +132,7 @@ internal sealed class ReferenceModel
                 x2[i] = x[i];
                 continue;
             }
-            x2[i] = Add(x[i], LinearOutIn(attn[i], _w(p + "self_attn.o_proj.weight"), d));
+            x2[i] = Add(x[i], LinearOutIn(attn[i], _w(p + "self_attn.o_proj.weight"), d, OptionalBias(p + "self_attn.o_proj.bias")));
             var n = RmsNorm(x2[i], _w(p + "post_attention_layernorm.weight"));
             var gate = LinearOutIn(n, _w(p + "mlp.gate_proj.weight"), _c.IntermediateSize);
             var up = LinearOutIn(n, _w(p + "mlp.up_proj.weight"), _c.IntermediateSize);
@@ -158,6 +160,9 @@ internal sealed class ReferenceModel
     }
 
     private double[]? Bias(string name) => _c.AttentionBias ? _w(name) : null;
+
+    /// <summary>A bias Llama's <c>attention_bias</c> gives and Qwen2's does not (o_proj): read when the checkpoint has it.</summary>
+    private double[]? OptionalBias(string name) => _c.AttentionBias && _has(name) ? _w(name) : null;
 
     // HF rotate_half: pairs (i, i + hd/2) within each head.
     private double[] Rope(double[] x, int pos, int heads)
