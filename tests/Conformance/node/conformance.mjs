@@ -131,7 +131,7 @@ await check('tool call: required, then the result back, then an answer', async (
   assert(call.type === 'function' && call.function.name === 'get_weather' && call.id.startsWith('call_'), JSON.stringify(call));
   validWeather(call.function.arguments);
   messages.push(choice.message, { role: 'tool', tool_call_id: call.id, content: '21 degrees' });
-  const answer = await client.chat.completions.create({ model, messages, tools, tool_choice: 'none', max_tokens: 8 });
+  const answer = await client.chat.completions.create({ model, messages, tools, tool_choice: 'none', max_tokens: 8, temperature: 0 });
   assert(!answer.choices[0].message.tool_calls && answer.choices[0].message.content.length > 0, JSON.stringify(answer.choices[0]));
 });
 
