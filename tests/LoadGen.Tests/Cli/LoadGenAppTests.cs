@@ -131,10 +131,19 @@ public sealed class LoadGenAppTests : IDisposable
     [Fact]
     public async Task Run_CancelledMidway_StillWritesResultsAndReturns130()
     {
-        await using var server = await ScriptedOpenAiServer.StartAsync(new Script { TtftMs = 100, ItlMs = 100, Tokens = 5 });
+        // Cancelled when the fourth request arrives: after the one warm-up request, two run at concurrency 2, and a third
+        // measured one is sent only once one of them completed — so the run is cut midway whatever the machine's speed
+        // (a 1.5 s timer found nothing completed on a loaded machine).
+        using var cts = new CancellationTokenSource();
+        var script = new Script { TtftMs = 100, ItlMs = 100, Tokens = 5 };
+        int received = 0;
+        await using var server = await ScriptedOpenAiServer.StartAsync(body =>
+        {
+            if (Interlocked.Increment(ref received) == 4) _ = Task.Run(cts.Cancel);
+            return script;
+        });
         string dir = TempDir();
         (IAnsiConsole console, StringWriter text) = Console();
-        using var cts = new CancellationTokenSource(TimeSpan.FromMilliseconds(1500));
 
         int exit = await LoadGenApp.RunAsync(["run", "--base-url", server.BaseUrl.ToString(), "--requests", "40", "--concurrency", "2", "--out", dir], console, cts.Token);
 
