@@ -8,34 +8,20 @@ using Xunit;
 namespace Serving.Inference.Node.Tests.Http;
 
 /// <summary>A node with one KV slot and a queue of one: cancellation frees the slot, a full queue answers 429.</summary>
-public sealed class AdmissionTests : IAsyncLifetime
+public sealed class AdmissionTests
 {
-    private NodeServer _server = null!;
-
-    public async Task InitializeAsync() => _server = await NodeServer.StartAsync(new Dictionary<string, string?>
-    {
-        ["Node:ModelPath"] = Models.SlowGpt2,
-        ["Node:MaxBatch"] = "1",
-        ["Node:MaxQueue"] = "1",
-        ["Node:RetryAfter"] = "00:00:03",
-    });
-
-    public async Task DisposeAsync() => await _server.DisposeAsync();
-
     private static object Long(bool stream = true) => new
     {
         model = NodeServer.ModelId, prompt = "long", max_tokens = 2000, ignore_eos = true, temperature = 0, stream,
     };
 
-    private async Task<JsonNode> StatusAsync() => JsonNode.Parse(await _server.Http.GetStringAsync("node/status"))!;
-
     /// <summary>Polls the status endpoint until <paramref name="done"/> holds (bounded: fails after 20 s).</summary>
-    private async Task<JsonNode> WaitForStatusAsync(Func<JsonNode, bool> done)
+    private static async Task<JsonNode> WaitForStatusAsync(HttpClient http, Func<JsonNode, bool> done)
     {
         var deadline = DateTime.UtcNow.AddSeconds(20);
         while (true)
         {
-            var s = await StatusAsync();
+            var s = JsonNode.Parse(await http.GetStringAsync("node/status"))!;
             if (done(s)) return s;
             Assert.True(DateTime.UtcNow < deadline, $"status never reached the expected state: {s.ToJsonString()}");
             await Task.Delay(5);
@@ -133,21 +119,36 @@ public sealed class AdmissionTests : IAsyncLifetime
         }
     }
 
+    /// <summary>
+    /// A is held by the same gate as above (a 2000-token request once ran to its end before the status poll saw B
+    /// queued behind it on a loaded machine), so B stays queued and C finds the queue full however slow the machine is.
+    /// </summary>
     [Fact]
     public async Task FullQueue_Answers429WithRetryAfter_AndQueuedRequestStillGetsAnAnswer()
     {
-        // A occupies the only slot.
+        var gate = new TokenGate(free: 3);
+        await using var server = await NodeServer.StartAsync(new Dictionary<string, string?>
+        {
+            ["Node:ModelPath"] = Models.TinyGpt2,
+            ["Node:MaxBatch"] = "1",
+            ["Node:MaxQueue"] = "1",
+            ["Node:RetryAfter"] = "00:00:03",
+        }, services => services.AddSingleton<ISchedulerObserver>(gate));
+        using var opensBeforeTheServerStops = gate;
+
+        // A occupies the only slot, held at the gate.
         using var ctsA = new CancellationTokenSource();
-        var a = await _server.Http.SendAsync(Sse.Post("v1/completions", Long()), HttpCompletionOption.ResponseHeadersRead, ctsA.Token);
+        var a = await server.Http.SendAsync(Sse.Post("v1/completions", Long()), HttpCompletionOption.ResponseHeadersRead, ctsA.Token);
         var readA = Sse.ReadAsync(a, ctsA.Token).GetAsyncEnumerator(ctsA.Token);
         Assert.True(await readA.MoveNextAsync());
+        await gate.WaitUntilBlockedAsync();
 
         // B waits in the queue (a short request, so it finishes quickly once admitted).
-        var b = _server.Http.SendAsync(Sse.Post("v1/completions", new { model = NodeServer.ModelId, prompt = "b", max_tokens = 3, ignore_eos = true }));
-        await WaitForStatusAsync(s => (int)s["queue_depth"]! == 1);
+        var b = server.Http.SendAsync(Sse.Post("v1/completions", new { model = NodeServer.ModelId, prompt = "b", max_tokens = 3, ignore_eos = true }));
+        await WaitForStatusAsync(server.Http, s => (int)s["queue_depth"]! == 1);
 
         // C finds the queue full.
-        using var c = await _server.Http.SendAsync(Sse.Post("v1/completions", new { model = NodeServer.ModelId, prompt = "c", max_tokens = 3 }));
+        using var c = await server.Http.SendAsync(Sse.Post("v1/completions", new { model = NodeServer.ModelId, prompt = "c", max_tokens = 3 }));
         var error = await RawHttpTests.AssertErrorAsync(c, HttpStatusCode.TooManyRequests, param: null);
         // One 429 for every limit, node or gateway (docs/errors.md): OpenAI's code, the limited resource as the type.
         Assert.Equal("rate_limit_exceeded", (string)error["code"]!);
@@ -156,7 +157,7 @@ public sealed class AdmissionTests : IAsyncLifetime
 
         // A full queue refuses before the body is read: a body that is not even JSON gets the 429, not a 400, so an
         // overloaded node spends nothing on parsing, templating or tokenizing what it refuses.
-        using var garbage = await _server.Http.PostAsync("v1/chat/completions", new StringContent("{not json", System.Text.Encoding.UTF8, "application/json"));
+        using var garbage = await server.Http.PostAsync("v1/chat/completions", new StringContent("{not json", System.Text.Encoding.UTF8, "application/json"));
         Assert.Equal(HttpStatusCode.TooManyRequests, garbage.StatusCode);
         Assert.Equal(TimeSpan.FromSeconds(3), garbage.Headers.RetryAfter!.Delta);
 
@@ -164,6 +165,7 @@ public sealed class AdmissionTests : IAsyncLifetime
         ctsA.Cancel();
         a.Dispose();
         await readA.DisposeAsync().AsTask().ContinueWith(_ => { });
+        gate.Open();
         using var bResponse = await b;
         Assert.Equal(HttpStatusCode.OK, bResponse.StatusCode);
         var bJson = await Sse.JsonAsync(bResponse);
