@@ -113,6 +113,42 @@ internal static class PrefillBatching
         }
     }
 
+    /// <summary>
+    /// The ordinary decode step of two loads of one checkpoint: plain (each block session holds its weights) and with
+    /// packed steps (what <c>Node:MixedSteps</c> and <c>Node:EarlyExit</c> load: weights supplied through
+    /// <c>AddInitializer</c> and one shared pre-packed copy, plus the packed side sessions); alternating per repetition.
+    /// Same work, same graphs: a ratio away from 1 is the load's cost.
+    /// </summary>
+    public static void RunLoadVariants(string dir, string shape, int[] batches, int steps, int prompt, int reps, int context, int threads, bool cpuClock)
+    {
+        using var plain = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads });
+        using var packedLoad = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads, PackedSteps = true });
+        Console.WriteLine($"{shape}: ordinary decode step, plain load vs packed-steps load; {steps} steps per run; {threads} threads; clock {(cpuClock ? "thread CPU time" : "wall")}; machine {BenchMachine.Cpu()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+        Console.WriteLine("| batch | plain load (tok/s) | packed-steps load (tok/s) | packed load / plain, median (min–max) |");
+        Console.WriteLine("|---|---|---|---|");
+        var rng = new Random(3);
+        foreach (var b in batches)
+        {
+            using var a = new BatchDecoder(plain, b);
+            using var p = new BatchDecoder(packedLoad, b);
+            var plainRuns = new List<double>();
+            var packedRuns = new List<double>();
+            for (var r = -1; r < reps; r++)
+            {
+                var packedFirst = r % 2 != 0;
+                var x = packedFirst ? Steps(p, b, steps, prompt, rng, false, cpuClock) : 0;
+                var o = Steps(a, b, steps, prompt, rng, false, cpuClock);
+                if (!packedFirst) x = Steps(p, b, steps, prompt, rng, false, cpuClock);
+                if (r < 0) continue;
+                plainRuns.Add(b * steps / o);
+                packedRuns.Add(b * steps / x);
+            }
+            var ratios = packedRuns.Zip(plainRuns, (x, o) => x / o).ToList();
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {b} | {Stats.Median(plainRuns):F0} | {Stats.Median(packedRuns):F0} | {Stats.Median(ratios):F3} ({ratios.Min():F3}–{ratios.Max():F3}) |"));
+        }
+    }
+
     private static double Steps(BatchDecoder dec, int batch, int steps, int prompt, Random rng, bool packed, bool cpuClock)
     {
         var v = dec.Model.Config.VocabSize;

@@ -21,6 +21,8 @@ using Serving.Inference.Runtime;
 //                    work as ordinary one-row prefills vs one mixed step of all rows' chunks (issue 21)
 //        DecodeBench --packed-decode [--batches ..] [--clock wall|cpu]: the ordinary decode step vs a mixed step of
 //                    decode rows only (packed blocks, SlotAttention), alternating
+//        DecodeBench --load-variants [--batches ..] [--clock wall|cpu]: the ordinary decode step of a plain load vs a
+//                    packed-steps load (shared weights, pre-packed container), alternating
 //        DecodeBench --profile [--packed] [--batches ..] [--steps ..]: ONNX Runtime's profiler over the decode steps; kernel time per
 //                    operator type, session overhead and the time outside sessions, per step
 var opts = Args.Parse(args);
@@ -71,6 +73,12 @@ if (opts.Flag("profile"))
     return 0;
 }
 
+if (opts.Flag("load-variants"))
+{
+    PrefillBatching.RunLoadVariants(dir, shape, batches, steps, prompt, reps, context, threads, opts.Str("clock", "wall") == "cpu");
+    return 0;
+}
+
 if (opts.Flag("packed-decode"))
 {
     PrefillBatching.RunDecode(dir, shape, batches, steps, prompt, reps, context, threads, opts.Str("clock", "wall") == "cpu");
@@ -78,7 +86,7 @@ if (opts.Flag("packed-decode"))
 }
 
 var compareFused = opts.Flag("fused");
-using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads, BuildFusedGraph = compareFused });
+using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads, FusedDecode = compareFused });
 var c = model.Config;
 long weightBytes = WeightBytes(c);
 Console.WriteLine($"{shape}: {weightBytes / 1e6:F0} MB fp32 weights read per step; load {model.LoadTime.TotalSeconds:F1} s; {threads} threads");
@@ -89,7 +97,7 @@ Console.WriteLine($"machine: {BenchMachine.Cpu()}, memory read bandwidth {bandwi
 TorchServer? torch = opts.Flag("no-torch") || compareFused ? null : TorchServer.Start(dir, context, threads);
 if (compareFused)
 {
-    // Split (per-layer sessions, what the engine runs) against one fused session, alternating on one decoder.
+    // Split (one session per layer, the default) against the fused blocks (RuntimeOptions.FusedDecode), alternating on one decoder.
     Console.WriteLine("| shape | batch | split tok/s | fused tok/s | split/fused (min–max) |");
     var fusedRows = new JsonArray();
     foreach (var b in batches)

@@ -52,6 +52,7 @@ public sealed partial class BatchDecoder : IDisposable
                 ? new SegmentedAdapterKernel(_buf, Adapters, Capacity)
                 : new BatchedMatMulAdapterKernel(_buf, Adapters, Capacity);
         }
+        _useFused = model.SupportsFusedDecode;
         InitPacked();
     }
 
@@ -63,6 +64,9 @@ public sealed partial class BatchDecoder : IDisposable
 
     /// <summary>Decode steps run (for statistics).</summary>
     public long DecodeSteps { get; private set; }
+
+    /// <summary>Of <see cref="DecodeSteps"/>, those that ran the fused blocks (<see cref="UseFusedDecode"/>).</summary>
+    public long FusedDecodeSteps { get; private set; }
 
     /// <summary>Sum over decode steps of the distinct adapters in the step (average = this / <see cref="DecodeSteps"/>).</summary>
     public long AdapterGroupsDecoded { get; private set; }
@@ -127,15 +131,19 @@ public sealed partial class BatchDecoder : IDisposable
     public DecoderModel Model => _model;
 
     /// <summary>
-    /// Run decode steps through the single fused graph instead of the per-layer units (needs
-    /// <see cref="RuntimeOptions.BuildFusedGraph"/>; for measuring the split's cost).
+    /// Whether decode steps whose rows are all on the base model, with no reward head and no exit policy, run every
+    /// block in one session (<see cref="RuntimeOptions.FusedDecode"/>; on by default when the model was loaded with it)
+    /// instead of one per layer. Same graphs, same K/V.
     /// </summary>
     public bool UseFusedDecode
     {
         get => _useFused;
         set
         {
-            if (value && _model.Fused is null) throw new InvalidOperationException("the model was loaded without BuildFusedGraph");
+            if (value && !_model.SupportsFusedDecode)
+            {
+                throw new InvalidOperationException("the model has no fused blocks (RuntimeOptions.FusedDecode off, profiling on, or weights above RuntimeOptions.FusedDecodeMaxWeightBytes)");
+            }
             _useFused = value;
         }
     }
@@ -246,11 +254,13 @@ public sealed partial class BatchDecoder : IDisposable
         var packed = _packedSteps is not null && AnyExitPolicy(b);
         DecodeSteps++;
         AdapterGroupsDecoded += groups;
-        if (_useFused)
+        if (_useFused && !packed && groups == 0 && !AnyRewardHead(b))
         {
-            if (groups > 0 || AnyRewardHead(b)) throw new InvalidOperationException("the fused measurement graph has no adapter inputs and no reward heads");
+            // Base rows only, no per-layer hooks: every block in one Run, then the head.
             var fused = _fusedBindings[b] ??= StepBindings.Fused(_buf, b);
-            _model.Fused!.RunWithBinding(_run, fused.Head!);
+            fused.Units[0].RunWithBinding(_run, fused.Layers[0]);
+            _model.Head.RunWithBinding(_run, fused.Head!);
+            FusedDecodeSteps++;
         }
         else if (packed)
         {

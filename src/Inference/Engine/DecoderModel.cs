@@ -109,8 +109,11 @@ public sealed class DecoderModel : IDisposable
     /// <summary>Adapter slots this model was built for (<see cref="RuntimeOptions.AdapterSlots"/>).</summary>
     public int AdapterSlots => Options.AdapterSlots;
 
-    /// <summary>The whole model in one session, when <see cref="RuntimeOptions.BuildFusedGraph"/> asked for it.</summary>
-    internal InferenceSession? Fused { get; private init; }
+    /// <summary>Every block in one session (<see cref="RuntimeOptions.FusedDecode"/>), sharing the blocks' weights; null when not built.</summary>
+    internal InferenceSession? FusedBlocks { get; private init; }
+
+    /// <summary>Whether decode steps of base-model rows can run every block in one session (<see cref="RuntimeOptions.FusedDecode"/>).</summary>
+    public bool SupportsFusedDecode => FusedBlocks is not null;
 
     /// <summary>Loads a Hugging Face checkpoint folder and builds its graphs in memory.</summary>
     public static DecoderModel Load(string checkpointDirectory, RuntimeOptions? options = null)
@@ -149,11 +152,14 @@ public sealed class DecoderModel : IDisposable
         var kvOnlySegmented = packed && segmented ? new InferenceSession[c.NumLayers] : [];
         var shared = new List<IDisposable>();
         long projectionBytes = 0;
+        // Profiling writes one trace per session options: the fused session would mix into the blocks' (and measure another step).
+        var fusedDecode = options.FusedDecode && !OrtRuntime.Profiling;
+        var layerWeights = fusedDecode ? new LayerWeights[c.NumLayers] : null;
         try
         {
             using var so = OrtRuntime.CreateSessionOptions(options);
             PrePackedWeightsContainer? prepacked = null;
-            if (adapters || packed)
+            if (adapters || packed || fusedDecode)
             {
                 prepacked = new PrePackedWeightsContainer();
                 shared.Add(prepacked);
@@ -165,6 +171,7 @@ public sealed class DecoderModel : IDisposable
                 projectionBytes += weights.Quantized?.Bytes
                     ?? sizeof(float) * ((long)weights.QkvWeight.Length + weights.OutWeight.Length + weights.UpWeight.Length + weights.DownWeight.Length);
                 inputNorms[layer] = (weights.Norm1Weight, weights.Norm1Bias);
+                if (layerWeights is not null) layerWeights[layer] = weights;
                 ffnDown[layer] = weights.DownWeight;
                 if (prepacked is null)
                 {
@@ -184,17 +191,7 @@ public sealed class DecoderModel : IDisposable
                 shared.Add(layerOptions);
                 if (segmented) Adapters.SegmentedLoraOp.Register(layerOptions);
                 if (packed) Attention.SlotAttentionOp.Register(layerOptions);
-                foreach (var (name, values, dims) in sharedWeights)
-                {
-                    var value = values switch
-                    {
-                        float[] floats => OrtValue.CreateTensorValueFromMemory(floats, dims),
-                        byte[] bytes => OrtValue.CreateTensorValueFromMemory(bytes, dims),
-                        _ => throw new InvalidOperationException($"shared weight '{name}' of type {values.GetType()}"),
-                    };
-                    shared.Add(value);
-                    layerOptions.AddInitializer(name, value);
-                }
+                AddSharedWeights(layerOptions, sharedWeights, shared);
                 sessions.Add(new InferenceSession(Dump(baseGraph, $"block_{layer}"), layerOptions, prepacked));
                 if (packed)
                 {
@@ -246,13 +243,15 @@ public sealed class DecoderModel : IDisposable
                 : null;
             var head = new InferenceSession(Dump(HeadGraph.Build(c, normW, normB, headW, headQuantized, options.WeightAccuracyLevel), "head"), so);
             sessions.Add(head);
-            var fused = options.BuildFusedGraph ? new InferenceSession(FusedGraph.Build(ckpt, maxContext, rotary, normW, normB, headW), so) : null;
+            var fused = layerWeights is not null && projectionBytes <= RuntimeOptions.FusedDecodeMaxWeightBytes
+                ? FusedBlocksSession(c, layerWeights, maxContext, rotary, options, prepacked!, shared)
+                : null;
             var blocks = new InferenceSession[c.NumLayers];
             var perLayer = segmented ? 2 : adapters ? 3 : 1; // base (+ segmented | + batched, all-one-adapter)
             for (var layer = 0; layer < c.NumLayers; layer++) blocks[layer] = sessions[layer * perLayer];
             return new DecoderModel(c, options, maxContext, tokenEmbedding, positionEmbedding, blocks, head, started.Elapsed, (normW, normB))
             {
-                Fused = fused,
+                FusedBlocks = fused,
                 LoraBatchedBlocks = batchedBlocks,
                 LoraDenseBlocks = denseBlocks,
                 LoraSegmentedBlocks = segmentedBlocks,
@@ -274,6 +273,39 @@ public sealed class DecoderModel : IDisposable
             foreach (var s in sessions) s.Dispose();
             foreach (var item in shared) item.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// The fused blocks' session: the graph's projection weights are placeholders, supplied here from the same managed
+    /// arrays the per-layer sessions read (pinned, not copied) and packed once through the shared container.
+    /// </summary>
+    private static InferenceSession FusedBlocksSession(ModelConfig c, LayerWeights[] layers, int maxContext, RotaryTables? rotary,
+        RuntimeOptions options, PrePackedWeightsContainer prepacked, List<IDisposable> shared)
+    {
+        var (graph, sharedWeights) = FusedGraph.Build(c, layers, maxContext, rotary);
+        var fusedOptions = OrtRuntime.CreateSessionOptions(options);
+        shared.Add(fusedOptions);
+        AddSharedWeights(fusedOptions, sharedWeights, shared);
+        var session = new InferenceSession(Dump(graph, "fused_blocks"), fusedOptions, prepacked);
+        shared.Add(session);
+        TrimNativeHeap();
+        return session;
+    }
+
+    /// <summary>Supplies a graph's shared-weight placeholders from their managed arrays (pinned, not copied); the values are kept in <paramref name="shared"/>.</summary>
+    private static void AddSharedWeights(SessionOptions sessionOptions, List<(string Name, Array Values, long[] Dims)> weights, List<IDisposable> shared)
+    {
+        foreach (var (name, values, dims) in weights)
+        {
+            var value = values switch
+            {
+                float[] floats => OrtValue.CreateTensorValueFromMemory(floats, dims),
+                byte[] bytes => OrtValue.CreateTensorValueFromMemory(bytes, dims),
+                _ => throw new InvalidOperationException($"shared weight '{name}' of type {values.GetType()}"),
+            };
+            shared.Add(value);
+            sessionOptions.AddInitializer(name, value);
         }
     }
 
@@ -341,7 +373,6 @@ public sealed class DecoderModel : IDisposable
         foreach (var b in LoraDenseBlocks) b.Dispose();
         foreach (var b in LoraSegmentedBlocks) b.Dispose();
         Head.Dispose();
-        Fused?.Dispose();
         for (var i = SharedResources.Count - 1; i >= 0; i--) SharedResources[i].Dispose();
     }
 }

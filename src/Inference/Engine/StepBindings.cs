@@ -77,30 +77,37 @@ internal sealed class StepBindings : IDisposable
         Units = units;
     }
 
-    /// <summary>The whole model's fused graph (for measuring the per-layer split's cost).</summary>
+    /// <summary>
+    /// A decode step of <paramref name="batch"/> rows through the fused blocks (one unit, <c>Layers[0]</c>): hidden A in,
+    /// hidden B out (never the input buffer), every layer's K/V in place; the head reads hidden B.
+    /// </summary>
     public static StepBindings Fused(DecoderBuffers buf, int batch) => new(buf, batch);
 
     private StepBindings(DecoderBuffers buf, int batch)
     {
         var c = buf.Config;
         var model = buf.Model;
+        long d = c.HiddenSize;
         var kvShape = new long[] { batch, c.NumKvHeads, model.MaxContext, c.HeadDim };
-        Layers = [];
-        Units = [];
-        Head = Own(model.Fused!.CreateIoBinding());
-        Head.BindInput(BlockGraph.Hidden, Own(buf.HiddenA.View(0, batch, 1, c.HiddenSize)));
-        Head.BindInput(BlockGraph.SeqLensK, Own(buf.SeqLens.View(0, batch)));
-        Head.BindInput(BlockGraph.TotalSeqLen, Own(buf.Total.View(0)));
-        if (buf.Rotary) Head.BindInput(BlockGraph.PositionIds, Own(buf.Positions.View(0, batch, 1)));
+        var io = Own(model.FusedBlocks!.CreateIoBinding());
+        io.BindInput(BlockGraph.Hidden, Own(buf.HiddenA.View(0, batch, 1, d)));
+        io.BindOutput(BlockGraph.HiddenOut, Own(buf.HiddenB.View(0, batch, 1, d)));
+        io.BindInput(BlockGraph.SeqLensK, Own(buf.SeqLens.View(0, batch)));
+        io.BindInput(BlockGraph.TotalSeqLen, Own(buf.Total.View(0)));
+        if (buf.Rotary) io.BindInput(BlockGraph.PositionIds, Own(buf.Positions.View(0, batch, 1)));
         for (var l = 0; l < c.NumLayers; l++)
         {
             var key = Own(buf.Kv.Keys[l].View(0, kvShape));
             var value = Own(buf.Kv.Values[l].View(0, kvShape));
-            Head.BindInput(FusedGraph.PastKey(l), key);
-            Head.BindInput(FusedGraph.PastValue(l), value);
-            Head.BindOutput(FusedGraph.PresentKey(l), key);
-            Head.BindOutput(FusedGraph.PresentValue(l), value);
+            io.BindInput(FusedGraph.PastKey(l), key);
+            io.BindInput(FusedGraph.PastValue(l), value);
+            io.BindOutput(FusedGraph.PresentKey(l), key);
+            io.BindOutput(FusedGraph.PresentValue(l), value);
         }
+        Layers = [io];
+        Units = [model.FusedBlocks];
+        Head = Own(model.Head.CreateIoBinding());
+        Head.BindInput(HeadGraph.Hidden, Own(buf.HiddenB.View(0, batch, d)));
         Head.BindOutput(HeadGraph.Logits, Own(buf.Logits.View(0, batch, c.VocabSize)));
     }
 
@@ -110,7 +117,7 @@ internal sealed class StepBindings : IDisposable
     /// <summary>Per layer, the block's bindings.</summary>
     public OrtIoBinding[] Layers { get; }
 
-    /// <summary>The head's bindings (final hidden → logits), or the fused graph's.</summary>
+    /// <summary>The head's bindings (final hidden → logits).</summary>
     public OrtIoBinding? Head { get; set; }
 
     /// <summary>Binds one adapter's exact-rank A/B of slot <paramref name="slot"/> on every layer (the one-adapter variant).</summary>

@@ -160,19 +160,58 @@ public sealed class BatchDecoderTests
 
     [Theory]
     [MemberData(nameof(Models))]
-    public void Decode_FusedGraph_MatchesPerLayerUnits(string name)
+    public void Decode_FusedBlocks_SameLogitsAndKvAsPerLayerUnits(string name)
     {
-        using var model = DecoderModel.Load(Dir(name), new RuntimeOptions { MaxBatch = 2, MaxContext = 64, BuildFusedGraph = true });
-        var solo = Alone(model, Prompts[1], 6);
-        using var dec = new BatchDecoder(model, 1) { UseFusedDecode = true };
-        var seq = dec.TryAllocate()!;
-        seq.PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(seq, Prompts[1]));
+        using var model = DecoderModel.Load(Dir(name), new RuntimeOptions { MaxBatch = 3, MaxContext = 64, FusedDecode = true });
+        Assert.True(model.SupportsFusedDecode);
+        using var split = new BatchDecoder(model, 3) { UseFusedDecode = false };
+        using var fused = new BatchDecoder(model, 3);
+        Assert.True(fused.UseFusedDecode, "a decoder uses the fused blocks when its model has them");
+        // Three rows at different positions, the same tokens fed to both decoders.
+        var pending = new int[3];
+        foreach (var dec in new[] { split, fused })
+        {
+            for (var r = 0; r < 3; r++)
+            {
+                var seq = dec.TryAllocate()!;
+                pending[r] = ReferenceLogitsTests.ArgMax(dec.Prefill(seq, Prompts[r]));
+                seq.PendingToken = pending[r];
+            }
+        }
+        var v = model.Config.VocabSize;
         for (var s = 0; s < 6; s++)
         {
-            var logits = dec.Decode();
-            ReferenceLogitsTests.AssertClose(solo.Logits[s + 1].Select(x => (double)x).ToArray(), logits, 1e-5, $"fused step {s}");
-            seq.PendingToken = ReferenceLogitsTests.ArgMax(logits);
+            var expected = split.Decode().ToArray();
+            var actual = fused.Decode();
+            ReferenceLogitsTests.AssertClose(expected.Select(x => (double)x).ToArray(), actual, 1e-5, $"{name}: fused step {s}");
+            for (var r = 0; r < 3; r++)
+            {
+                var next = ReferenceLogitsTests.ArgMax(expected.AsSpan(r * v, v));
+                split.Active[r].PendingToken = next;
+                fused.Active[r].PendingToken = next;
+            }
         }
+        Assert.Equal((0, 6), (split.FusedDecodeSteps, fused.FusedDecodeSteps));
+        // The fused graph wrote every layer's K/V where the per-layer units did (the next steps read them).
+        for (var l = 0; l < model.Config.NumLayers; l++)
+        {
+            foreach (var (a, b) in new[] { (split.KvCacheForTests.Keys[l], fused.KvCacheForTests.Keys[l]), (split.KvCacheForTests.Values[l], fused.KvCacheForTests.Values[l]) })
+            {
+                var diff = System.Numerics.Tensors.TensorPrimitives.Distance(a.Span, b.Span);
+                Assert.True(diff < 1e-4, $"{name}: layer {l} cache differs by {diff}");
+            }
+        }
+    }
+
+    [Fact]
+    public void FusedDecode_Off_ModelHasNoFusedBlocksAndDecoderRefusesIt()
+    {
+        using var model = DecoderModel.Load(Fixtures.TinyGpt2, new RuntimeOptions { MaxBatch = 1, MaxContext = 16 });
+        Assert.False(model.SupportsFusedDecode);
+        using var dec = new BatchDecoder(model);
+        Assert.False(dec.UseFusedDecode);
+        var e = Assert.Throws<InvalidOperationException>(() => dec.UseFusedDecode = true);
+        Assert.Contains("FusedDecode", e.Message);
     }
 
     [Fact]
