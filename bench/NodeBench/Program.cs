@@ -208,6 +208,12 @@ async Task<RunMetrics> PoissonAsync(OpenAiLoadClient load)
 Task<RunMetrics> SequentialAsync(OpenAiLoadClient load) => PointAsync(load, 1000, sequential, 1);
 // c clients at once, each sending `rounds` requests one after another (rounds 1: one burst of c requests).
 Task<RunMetrics> ConcurrentAsync(OpenAiLoadClient load, int c) => PointAsync(load, 2000, c * rounds, c);
+// What the node's engine ran during a point (its scheduler's counters): how many steps of each kind, how full, how long.
+EngineCounters Engine(bool mixed) => nodes.First(n => n.Mixed == mixed).App.Services.GetRequiredService<ModelHost>().Scheduler.Status.Engine;
+static string Steps(EngineCounters d) => string.Create(CultureInfo.InvariantCulture,
+    $"{d.DecodeSteps} decode steps ({(double)d.DecodeRows / Math.Max(1, d.DecodeSteps):F1} rows, {d.DecodeTime.TotalMilliseconds / Math.Max(1, d.DecodeSteps):F1} ms each), " +
+    $"{d.MixedSteps} mixed steps ({(double)d.MixedStepTokens / Math.Max(1, d.MixedSteps):F1} tokens, {d.MixedStepTime.TotalMilliseconds / Math.Max(1, d.MixedSteps):F1} ms each), " +
+    $"{d.Prefills} prefills ({d.PrefillTime.TotalMilliseconds / Math.Max(1, d.Prefills):F1} ms each); engine busy {(d.DecodeTime + d.MixedStepTime + d.PrefillTime).TotalSeconds:F2} s");
 static string Latency(RunMetrics m) => $"TTFT p50 {m.TtftMs.P50:F0} ms, ITL p50 {m.ItlMs.P50:F1} / p99 {m.ItlMs.P99:F1} ms";
 
 // Runs alternate (engine, then per node variant: sequential, each concurrency, the Poisson point) so that a shared
@@ -241,9 +247,11 @@ for (var r = 0; r < reps; r++)
         Console.WriteLine($"rep {r}: {Variant(mixed)}: node sequential {s1:F1} ({(1 - s1 / e) * 100:F1}% overhead vs engine; {Latency(seq)})");
         foreach (var c in concRuns[mixed].Keys)
         {
+            var before = Engine(mixed);
             var m = await ConcurrentAsync(load, c);
             concRuns[mixed][c].Add(m);
             Console.WriteLine($"rep {r}:   concurrency {c}: {m.OutputTokenThroughput:F1} tok/s ({m.OutputTokenThroughput / s1:F2}× sequential; {Latency(m)})");
+            Console.WriteLine($"rep {r}:     engine: {Steps(Engine(mixed).Since(before))}");
         }
         if (poissonRate > 0)
         {

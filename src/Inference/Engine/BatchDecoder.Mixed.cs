@@ -151,7 +151,9 @@ public sealed partial class BatchDecoder
         }
         MixedSteps++;
         MixedStepTokens += _mixTokens;
-        _decodeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - started;
+        var elapsed = System.Diagnostics.Stopwatch.GetTimestamp() - started;
+        _decodeTicks += elapsed;
+        _mixedTicks += elapsed;
         _mixEntries = 0;
         _mixTokens = 0;
         Array.Clear(_mixSeq, 0, entries);

@@ -30,6 +30,7 @@ public sealed partial class BatchDecoder : IDisposable
     private bool _useFused;
     private long _decodeTicks;
     private long _prefillTicks;
+    private long _mixedTicks;
     private float[] _rewardScratch = [];
     private readonly Dictionary<Rewards.OtterNetwork, SideRuntime> _sides = [];
     private readonly List<SideRuntime> _stepSides = [];
@@ -64,6 +65,25 @@ public sealed partial class BatchDecoder : IDisposable
 
     /// <summary>Decode steps run (for statistics).</summary>
     public long DecodeSteps { get; private set; }
+
+    /// <summary>Sum over <see cref="DecodeSteps"/> of the rows each step decoded (average batch = this / steps).</summary>
+    public long DecodeRows { get; private set; }
+
+    /// <summary>Of <see cref="DecodeTime"/>, the time spent in mixed steps (<see cref="RunStep"/>).</summary>
+    public TimeSpan MixedStepTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, _mixedTicks);
+
+    /// <summary>Calls to <see cref="Prefill"/> (for statistics).</summary>
+    public long Prefills { get; private set; }
+
+    /// <summary>Tokens fed by <see cref="Prefill"/> (for statistics).</summary>
+    public long PrefillTokens { get; private set; }
+
+    /// <summary>
+    /// The step counters at once (each read live; they move only on the thread that runs the decoder): what the
+    /// steps were and what they cost, for a node's status and benchmarks.
+    /// </summary>
+    public EngineCounters Counters => new(DecodeSteps, DecodeRows, DecodeTime - MixedStepTime, MixedSteps, MixedStepTokens, MixedStepTime,
+        Prefills, PrefillTokens, PrefillTime);
 
     /// <summary>Of <see cref="DecodeSteps"/>, those that ran the fused blocks (<see cref="UseFusedDecode"/>).</summary>
     public long FusedDecodeSteps { get; private set; }
@@ -217,6 +237,8 @@ public sealed partial class BatchDecoder : IDisposable
             RunHead(final, (long)(t - 1) * d, 1, _buf.Logits, 0);
         }
         seq.Length += t;
+        Prefills++;
+        PrefillTokens += t;
         _prefillTicks += System.Diagnostics.Stopwatch.GetTimestamp() - started;
         return _buf.Logits.Span[.._c.VocabSize];
     }
@@ -253,6 +275,7 @@ public sealed partial class BatchDecoder : IDisposable
         // Packed blocks only when a row may leave early: the ordinary step is faster, and it runs Otter side networks.
         var packed = _packedSteps is not null && AnyExitPolicy(b);
         DecodeSteps++;
+        DecodeRows += b;
         AdapterGroupsDecoded += groups;
         if (_useFused && !packed && groups == 0 && !AnyRewardHead(b))
         {
@@ -456,4 +479,21 @@ public sealed partial class BatchDecoder : IDisposable
         binding.BindOutput(HeadGraph.Logits, output);
         _model.Head.RunWithBinding(_run, binding);
     }
+}
+
+/// <summary>
+/// What a decoder's steps were and cost since it was made: ordinary decode steps (<see cref="BatchDecoder.Decode"/>,
+/// including early-exit steps), mixed steps (<see cref="BatchDecoder.RunStep"/>: decode rows and prompt chunks in one
+/// packed pass) and one-row prefills. Wall time inside the engine calls.
+/// </summary>
+public readonly record struct EngineCounters(
+    long DecodeSteps, long DecodeRows, TimeSpan DecodeTime,
+    long MixedSteps, long MixedStepTokens, TimeSpan MixedStepTime,
+    long Prefills, long PrefillTokens, TimeSpan PrefillTime)
+{
+    /// <summary>The counters between <paramref name="before"/> and this.</summary>
+    public EngineCounters Since(EngineCounters before) => new(
+        DecodeSteps - before.DecodeSteps, DecodeRows - before.DecodeRows, DecodeTime - before.DecodeTime,
+        MixedSteps - before.MixedSteps, MixedStepTokens - before.MixedStepTokens, MixedStepTime - before.MixedStepTime,
+        Prefills - before.Prefills, PrefillTokens - before.PrefillTokens, PrefillTime - before.PrefillTime);
 }

@@ -111,6 +111,7 @@ public sealed partial class GenerationScheduler : IDisposable
         AdapterSlots = _slots.Count,
         DeviceAdapters = _slots.Resident,
         WaitingForAdapterSlot = _statusWaitingForSlot,
+        Engine = _decoder.Counters,
     };
 
     /// <summary>Completes when the scheduler thread has ended.</summary>

@@ -44,4 +44,7 @@ public sealed record SchedulerStatus
 
     /// <summary>Requests waiting because every adapter slot is busy with other adapters.</summary>
     public int WaitingForAdapterSlot { get; init; }
+
+    /// <summary>The engine's step counters since start (decode steps and rows, mixed steps, prefills, their time).</summary>
+    public Engine.EngineCounters Engine { get; init; }
 }

@@ -215,6 +215,38 @@ public sealed class BatchDecoderTests
     }
 
     [Fact]
+    public void Counters_CountEachStepKindItsRowsAndTokens()
+    {
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 3, MaxContext = 64, PackedSteps = true });
+        using var dec = new BatchDecoder(model);
+        var start = dec.Counters;
+        Assert.Equal(default, start with { DecodeTime = default, MixedStepTime = default, PrefillTime = default });
+        var seqs = new Sequence[3];
+        for (var r = 0; r < 2; r++)
+        {
+            seqs[r] = dec.TryAllocate()!;
+            seqs[r].PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(seqs[r], Prompts[r])); // 3 + 9 tokens
+        }
+        for (var s = 0; s < 4; s++)
+        {
+            var logits = dec.Decode();
+            for (var r = 0; r < 2; r++) seqs[r].PendingToken = ReferenceLogitsTests.ArgMax(logits.Slice(r * model.Config.VocabSize, model.Config.VocabSize));
+        }
+        var afterDecode = dec.Counters;
+        // A mixed step: both decode rows and a newcomer's 6-token prompt.
+        seqs[2] = dec.TryAllocate()!;
+        dec.BeginStep();
+        dec.AddToStep(seqs[0]);
+        dec.AddToStep(seqs[1]);
+        dec.AddToStep(seqs[2], Prompts[3]);
+        dec.RunStep();
+        var d = dec.Counters.Since(start);
+        Assert.Equal((4L, 8L, 1L, 8L, 2L, 12L), (d.DecodeSteps, d.DecodeRows, d.MixedSteps, d.MixedStepTokens, d.Prefills, d.PrefillTokens));
+        Assert.True(d.DecodeTime > TimeSpan.Zero && d.MixedStepTime > TimeSpan.Zero && d.PrefillTime > TimeSpan.Zero);
+        Assert.Equal(afterDecode.DecodeTime, dec.Counters.DecodeTime); // a mixed step's time is its own, not a decode step's
+    }
+
+    [Fact]
     public void Decode_SteadyState_AllocatesNothingPerStep()
     {
         using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 4, MaxContext = 128 });
