@@ -94,6 +94,22 @@ public sealed class NodeMetrics
         meter.CreateObservableGauge("serving.node.rows.running", () => _scheduler?.Status.RunningRows ?? 0, "{row}", "Rows (choices) holding a KV slot.");
         // vLLM's kv_cache_usage_perc is a fraction (1 = full) despite its name; no unit, so the exporter adds no suffix.
         meter.CreateObservableGauge("serving.node.kv_cache_usage_perc", () => _scheduler?.Status.KvUsage ?? 0, null, "Fraction of KV slots in use (1 = all).");
+        meter.CreateObservableCounter("serving.node.engine.steps", () => ObserveEngine(e => (e.DecodeSteps, e.MixedSteps, e.Prefills)), "{step}",
+            "Engine steps by kind: decode (one token per row), mixed (decode rows and prompt chunks in one pass), prefill (one prompt chunk).");
+        meter.CreateObservableCounter("serving.node.engine.tokens", () => ObserveEngine(e => (e.DecodeRows, e.MixedStepTokens, e.PrefillTokens)), "{token}",
+            "Token rows the engine's steps carried, by step kind (decode: rows decoded; mixed and prefill: every token fed).");
+        meter.CreateObservableCounter("serving.node.engine.busy_time", () => ObserveEngine(e => (e.DecodeTime.TotalSeconds, e.MixedStepTime.TotalSeconds, e.PrefillTime.TotalSeconds)), "s",
+            "Wall time inside engine steps, by step kind (busy time ÷ steps: the step time; ÷ tokens: the time per token row).");
+    }
+
+    private static readonly KeyValuePair<string, object?> Decode = new("kind", "decode"), Mixed = new("kind", "mixed"), Prefill = new("kind", "prefill");
+
+    /// <summary>One measurement per step kind from the scheduler's engine counters (none before the model is loaded).</summary>
+    private IEnumerable<Measurement<T>> ObserveEngine<T>(Func<Serving.Inference.Engine.EngineCounters, (T Decode, T Mixed, T Prefill)> select) where T : struct
+    {
+        if (_scheduler is null) return [];
+        var (decode, mixed, prefill) = select(_scheduler.Status.Engine);
+        return [new(decode, Decode), new(mixed, Mixed), new(prefill, Prefill)];
     }
 
     internal void Observe(GenerationScheduler scheduler) => _scheduler = scheduler;

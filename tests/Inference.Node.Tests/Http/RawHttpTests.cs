@@ -248,6 +248,10 @@ public sealed class RawHttpTests(SharedNode node) : IClassFixture<SharedNode>
         Assert.Contains("serving_node_time_per_output_token_seconds_bucket", metrics);
         Assert.Contains("serving_node_num_requests_waiting", metrics);
         Assert.Contains("serving_node_kv_cache_usage_perc", metrics);
+        // The completion's prompt went through at least one engine step, and its tokens after it.
+        Assert.Matches(@"serving_node_engine_steps_total\{[^}]*kind=""(prefill|mixed)""[^}]*\} [1-9]", metrics);
+        Assert.Matches(@"serving_node_engine_tokens_total\{[^}]*kind=""(prefill|mixed)""[^}]*\} [1-9]", metrics);
+        Assert.Contains("serving_node_engine_busy_time_seconds_total{", metrics);
     }
 
     internal static async Task<JsonNode> AssertErrorAsync(HttpResponseMessage response, HttpStatusCode status, string? param, string? type = null)
