@@ -95,21 +95,7 @@ internal static class PrefillBatching
         foreach (var b in batches)
         {
             using var dec = new BatchDecoder(model, b);
-            var ordinary = new List<double>();
-            var packed = new List<double>();
-            for (var r = -1; r < reps; r++)
-            {
-                var packedFirst = r % 2 != 0;
-                var a = packedFirst ? Steps(dec, b, steps, prompt, rng, true, cpuClock) : 0;
-                var o = Steps(dec, b, steps, prompt, rng, false, cpuClock);
-                if (!packedFirst) a = Steps(dec, b, steps, prompt, rng, true, cpuClock);
-                if (r < 0) continue;
-                ordinary.Add(b * steps / o);
-                packed.Add(b * steps / a);
-            }
-            var ratios = packed.Zip(ordinary, (p, o) => p / o).ToList();
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {b} | {Stats.Median(ordinary):F0} | {Stats.Median(packed):F0} | {Stats.Median(ratios):F3} ({ratios.Min():F3}–{ratios.Max():F3}) |"));
+            Compare(b, reps, () => Steps(dec, b, steps, prompt, rng, false, cpuClock), () => Steps(dec, b, steps, prompt, rng, true, cpuClock), b * steps);
         }
     }
 
@@ -131,22 +117,32 @@ internal static class PrefillBatching
         {
             using var a = new BatchDecoder(plain, b);
             using var p = new BatchDecoder(packedLoad, b);
-            var plainRuns = new List<double>();
-            var packedRuns = new List<double>();
-            for (var r = -1; r < reps; r++)
-            {
-                var packedFirst = r % 2 != 0;
-                var x = packedFirst ? Steps(p, b, steps, prompt, rng, false, cpuClock) : 0;
-                var o = Steps(a, b, steps, prompt, rng, false, cpuClock);
-                if (!packedFirst) x = Steps(p, b, steps, prompt, rng, false, cpuClock);
-                if (r < 0) continue;
-                plainRuns.Add(b * steps / o);
-                packedRuns.Add(b * steps / x);
-            }
-            var ratios = packedRuns.Zip(plainRuns, (x, o) => x / o).ToList();
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {b} | {Stats.Median(plainRuns):F0} | {Stats.Median(packedRuns):F0} | {Stats.Median(ratios):F3} ({ratios.Min():F3}–{ratios.Max():F3}) |"));
+            Compare(b, reps, () => Steps(a, b, steps, prompt, rng, false, cpuClock), () => Steps(p, b, steps, prompt, rng, false, cpuClock), b * steps);
         }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="baseline"/> and <paramref name="other"/> (each returns seconds for <paramref name="tokens"/>
+    /// tokens) once per repetition after a warm-up pair, the order alternating, and prints one table row: both
+    /// throughputs and the paired ratio other / baseline, median (min–max).
+    /// </summary>
+    private static void Compare(int batch, int reps, Func<double> baseline, Func<double> other, int tokens)
+    {
+        var first = new List<double>();
+        var second = new List<double>();
+        for (var r = -1; r < reps; r++)
+        {
+            var otherFirst = r % 2 != 0;
+            var x = otherFirst ? other() : 0;
+            var o = baseline();
+            if (!otherFirst) x = other();
+            if (r < 0) continue;
+            first.Add(tokens / o);
+            second.Add(tokens / x);
+        }
+        var ratios = second.Zip(first, (x, o) => x / o).ToList();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"| {batch} | {Stats.Median(first):F0} | {Stats.Median(second):F0} | {Stats.Median(ratios):F3} ({ratios.Min():F3}–{ratios.Max():F3}) |"));
     }
 
     private static double Steps(BatchDecoder dec, int batch, int steps, int prompt, Random rng, bool packed, bool cpuClock)
