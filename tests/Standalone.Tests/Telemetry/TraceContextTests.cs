@@ -174,6 +174,19 @@ public sealed class TraceContextTests(TracedSystemFixture fixture) : IClassFixtu
     private static bool IsServerSpanOf(Activity a, int port) =>
         a.Kind == ActivityKind.Server && a.GetTagItem("server.port") is int p && p == port;
 
+    /// <summary>Whether the parent chain from the phase spans' parent walks, through spans of either service, up to the client's span.</summary>
+    private static bool ChainResolves(List<Activity> nodeSpans, List<Activity> gatewaySpans, ActivityTraceId trace, ActivitySpanId clientSpan)
+    {
+        var byId = nodeSpans.Concat(gatewaySpans).Where(s => s.TraceId == trace).GroupBy(s => s.SpanId).ToDictionary(g => g.Key, g => g.First());
+        var phase = nodeSpans.FirstOrDefault(s => s.TraceId == trace && s.OperationName == Phases[0]);
+        if (phase is null) return false;
+        for (var parent = phase.ParentSpanId; parent != clientSpan; parent = byId[parent].ParentSpanId)
+        {
+            if (!byId.ContainsKey(parent)) return false;
+        }
+        return true;
+    }
+
     private static bool HasPhases(List<Activity> spans, ActivityTraceId trace) =>
         Phases.All(name => spans.Any(s => s.TraceId == trace && s.OperationName == name));
 
@@ -184,11 +197,16 @@ public sealed class TraceContextTests(TracedSystemFixture fixture) : IClassFixtu
         var clientSpan = ActivitySpanId.CreateFromString(Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(8)));
         string requestId = await ChatAsync($"00-{trace.ToHexString()}-{clientSpan.ToHexString()}-01");
 
-        // The node's own tracer provider exported the three phase spans of the request, in the client's trace.
-        var nodeSpans = await fixture.NodeSpans.Spans.WaitAsync(s => HasPhases(s, trace), "the node's phase spans");
+        // The node's own tracer provider exported the three phase spans of the request, in the client's trace, and its
+        // server span (exported when it stops, which may be after the client has the response: waited for, not assumed).
         int nodePort = Port(fixture.System.NodeUrl), gatewayPort = Port(fixture.System.GatewayUrl);
+        var nodeSpans = await fixture.NodeSpans.Spans.WaitAsync(
+            s => HasPhases(s, trace) && s.Any(a => a.TraceId == trace && IsServerSpanOf(a, nodePort)), "the node's phase spans and server span");
+        // The gateway's spans stop as the response drains too: wait until the parent chain from the node's server span
+        // resolves through them (or reaches a span neither service exported — the assertions below say which).
         var gatewaySpans = await fixture.GatewaySpans.Spans.WaitAsync(
-            s => s.Any(a => a.TraceId == trace && IsServerSpanOf(a, gatewayPort)), "the gateway's server span");
+            s => s.Any(a => a.TraceId == trace && IsServerSpanOf(a, gatewayPort)) && ChainResolves(nodeSpans, s, trace, clientSpan),
+            "the gateway's server span and every span between it and the node's");
         var phases = Phases.Select(name => nodeSpans.Single(s => s.TraceId == trace && s.OperationName == name)).ToList();
         Assert.All(phases, p => Assert.Equal(requestId, p.GetTagItem("serving.request_id")));
         Assert.All(phases, p => Assert.True(p.Recorded));
