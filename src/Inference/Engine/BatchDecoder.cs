@@ -82,7 +82,10 @@ public sealed partial class BatchDecoder : IDisposable
     /// The step counters at once (each read live; they move only on the thread that runs the decoder): what the
     /// steps were and what they cost, for a node's status and benchmarks.
     /// </summary>
-    public EngineCounters Counters => new(DecodeSteps, DecodeRows, DecodeTime - MixedStepTime, MixedSteps, MixedStepTokens, MixedStepTime,
+    /// <remarks>The decode-only time is taken from the tick difference, not from two rounded <see cref="TimeSpan"/>s,
+    /// so that it stays exactly constant while only mixed steps run.</remarks>
+    public EngineCounters Counters => new(DecodeSteps, DecodeRows,
+        System.Diagnostics.Stopwatch.GetElapsedTime(0, _decodeTicks - _mixedTicks), MixedSteps, MixedStepTokens, MixedStepTime,
         Prefills, PrefillTokens, PrefillTime);
 
     /// <summary>Of <see cref="DecodeSteps"/>, those that ran the fused blocks (<see cref="UseFusedDecode"/>).</summary>
