@@ -251,8 +251,8 @@ if (only.Contains("b"))
 {
     Console.WriteLine($"### N distinct adapters vs base only (closed loop, concurrency 32, {slots} slots)");
     Console.WriteLine();
-    Console.WriteLine("| N | popularity | base tok/s | adapters tok/s | kept (median, min–max) | distinct adapters per step | adapter MB read per step | base weights MB per step | slot writes | block swaps (ms each) per 100 steps | grid G×T per mixed step | rows per decode step, base / adapters | decode ms per step, base / adapters | prefill ms per step, base / adapters | slot-write ms per step | other ms per step, base / adapters | byte floor kept | distance to the floor (points) |");
-    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    Console.WriteLine("| N | popularity | base tok/s | adapters tok/s | kept (median, min–max) | distinct adapters per step | adapter MB read per step | base weights MB per step | slot writes | block swaps (ms each) per 100 steps | grid G×T per mixed step | rows per decode step, base / adapters | decode ms per step, base / adapters | prefill ms per step, base / adapters | slot-write ms per step | other ms per step, base / adapters | byte floor kept | distance to the floor (points) | slot activations per s | TTFT ms p50 / p99, requests that activated their adapter | TTFT ms p50 / p99, the others |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     foreach (var n in ns)
     {
         foreach (var alpha in new[] { 1.0, 0.0 })
@@ -262,7 +262,7 @@ if (only.Contains("b"))
             var refs = names.Select((name, i) => (name, r: new AdapterRef($"bench/{name}@1", pool[i % pool.Length]))).ToDictionary(x => x.name, x => x.r);
             var stats = new RunStats();
             var (bt, at, ratios) = Alternate(32, null, refs, AdapterPopularitySpec.PowerLawOver(names, alpha), slots, stats);
-            Console.WriteLine($"| {n} | {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {bt:F1} | {at:F1} | {Pct(ratios, kept: true)} | {stats.GroupsPerStep:F1} | {stats.BytesPerStep / 1e6:F1} | {WeightBytes(c) / 1e6:F0} | {stats.Swaps} | {100.0 * stats.Moves / Math.Max(1, stats.Steps):F1} ({stats.MoveMs / Math.Max(1, stats.Moves):F2}) | {(double)stats.Grid / Math.Max(1, stats.MixedSteps):F1} | {stats.BaseRowsPerStep:F1} / {stats.RowsPerStep:F1} | {stats.BaseDecodeMs / stats.BaseSteps:F1} / {stats.DecodeMs / stats.Steps:F1} | {stats.BasePrefillMs / stats.BaseSteps:F1} / {stats.PrefillMs / stats.Steps:F1} | {stats.ActivationMs / stats.Steps:F1} | {(stats.BaseWallMs - stats.BaseDecodeMs - stats.BasePrefillMs) / stats.BaseSteps:F1} / {(stats.WallMs - stats.DecodeMs - stats.PrefillMs) / stats.Steps:F1} | {FloorKept(stats):F1}% | {KeptMedian(ratios) - FloorKept(stats):F1} |");
+            Console.WriteLine($"| {n} | {(alpha == 0 ? "uniform" : $"α = {alpha}")} | {bt:F1} | {at:F1} | {Pct(ratios, kept: true)} | {stats.GroupsPerStep:F1} | {stats.BytesPerStep / 1e6:F1} | {WeightBytes(c) / 1e6:F0} | {stats.Swaps} | {100.0 * stats.Moves / Math.Max(1, stats.Steps):F1} ({stats.MoveMs / Math.Max(1, stats.Moves):F2}) | {(double)stats.Grid / Math.Max(1, stats.MixedSteps):F1} | {stats.BaseRowsPerStep:F1} / {stats.RowsPerStep:F1} | {stats.BaseDecodeMs / stats.BaseSteps:F1} / {stats.DecodeMs / stats.Steps:F1} | {stats.BasePrefillMs / stats.BaseSteps:F1} / {stats.PrefillMs / stats.Steps:F1} | {stats.ActivationMs / stats.Steps:F1} | {(stats.BaseWallMs - stats.BaseDecodeMs - stats.BasePrefillMs) / stats.BaseSteps:F1} / {(stats.WallMs - stats.DecodeMs - stats.PrefillMs) / stats.Steps:F1} | {FloorKept(stats):F1}% | {KeptMedian(ratios) - FloorKept(stats):F1} | {stats.Swaps / (stats.WallMs / 1000):F1} | {Ttft(stats.ColdTtft)} | {Ttft(stats.WarmTtft)} |");
         }
     }
     Console.WriteLine();
@@ -409,6 +409,8 @@ double ClosedLoop(int concurrency, IReadOnlyDictionary<string, AdapterRef>? adap
         stats.Groups += decoder.AdapterGroupsDecoded;
         stats.Bytes += decoder.AdapterBytesDecoded;
         stats.Swaps += observer.Swaps;
+        stats.ColdTtft.AddRange(observer.ColdTtft);
+        stats.WarmTtft.AddRange(observer.WarmTtft);
         stats.ActivationMs += observer.ActivationMs;
         stats.Moves += decoder.Adapters!.Swaps;
         stats.MoveMs += decoder.Adapters.SwapTime.TotalMilliseconds;
@@ -426,6 +428,8 @@ double FloorKept(RunStats stats)
 }
 
 static double KeptMedian(List<double> ratios) => 100 * Median(ratios);
+
+static string Ttft(List<double> ms) => ms.Count == 0 ? "—" : $"{Median(ms):F0} / {P99(ms):F0} ({ms.Count})";
 
 static string Pct(List<double> ratios, bool kept = false)
 {
@@ -517,6 +521,8 @@ sealed class RunStats
     public double BaseWallMs;
     public long BaseTokens;
     public long Tokens;
+    public readonly List<double> ColdTtft = [];
+    public readonly List<double> WarmTtft = [];
     public double RowsPerStep => Steps == 0 ? 0 : (double)Tokens / Steps;
     public double BaseRowsPerStep => BaseSteps == 0 ? 0 : (double)BaseTokens / BaseSteps;
     public double GroupsPerStep => Steps == 0 ? 0 : (double)Groups / Steps;
@@ -526,8 +532,22 @@ sealed class RunStats
 sealed class SwapCounter : ISchedulerObserver
 {
     public long Swaps;
-    public void OnRequestStarted(GenerationHandle request, TimeSpan queued) { }
-    public void OnFirstToken(GenerationHandle request, TimeSpan timeToFirstToken) { }
+    // Time to first token of the requests whose admission activated their adapter (the scheduler activates it right
+    // before it reports the request started, on its own thread) and of the others. Every callback runs on that thread.
+    public readonly List<double> ColdTtft = [];
+    public readonly List<double> WarmTtft = [];
+    private readonly HashSet<GenerationHandle> _cold = [];
+    private bool _activated;
+
+    public void OnRequestStarted(GenerationHandle request, TimeSpan queued)
+    {
+        if (_activated) _cold.Add(request);
+        _activated = false;
+    }
+
+    public void OnFirstToken(GenerationHandle request, TimeSpan timeToFirstToken) =>
+        (_cold.Remove(request) ? ColdTtft : WarmTtft).Add(timeToFirstToken.TotalMilliseconds);
+
     public void OnOutputToken(TimeSpan sincePrevious) { }
     public void OnPromptTokens(int count) { }
     public void OnRequestFinished(GenerationHandle request, FinishReason reason) { }
@@ -538,6 +558,7 @@ sealed class SwapCounter : ISchedulerObserver
     public void OnAdapterActivated(string key, int slot, string? evicted, TimeSpan copy)
     {
         Swaps++;
+        _activated = true;
         ActivationMs += copy.TotalMilliseconds;
         // Swap-and-merge: the scheduler thread is here, between admitting the request and the next step.
         Merge?.Switch(evicted is null ? null : Keys![evicted], Keys![key]);
