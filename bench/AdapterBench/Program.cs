@@ -11,7 +11,7 @@
 // in-process sender that submits to the scheduler instead of HTTP: the node's HTTP cost would be added to both sides
 // equally and blur the ratio this measures (the node benchmark measures HTTP).
 // usage: AdapterBench [--shape gpt2-small] [--spin true] [--rank 16] [--batches 1,8,32] [--ns 1,8,32,128,512] [--tokens 32]
-//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--only p,e,a,b,c,d]
+//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--mixed false] [--only p,e,a,b,c,d]
 // (e: engine-only step diagnostic, alternating single decode steps; p: the same with the operator's per-phase timer
 // and the process CPU time per step (use --spin false); neither is part of the default run)
 using System.Diagnostics;
@@ -52,6 +52,9 @@ var kernel = Enum.Parse<AdapterKernelKind>(Str("kernel", "Auto"), ignoreCase: tr
 // --spin false: idle pool threads sleep instead of spinning, so process CPU time counts work only (the CPU-time clock
 // of --only p, robust to other processes on a loaded machine).
 var spin = Str("spin", "true") == "true";
+// --mixed true: every scheduler runs mixed steps (prompt chunks of several requests ride in the decode step, the node's
+// Node:MixedSteps); the model is loaded with packed steps for it. Off: prompts are prefilled one request at a time.
+var mixed = Str("mixed", "false") == "true";
 OrtRuntime.EnsureInitialized(threads, spin);
 var dir = Path.GetFullPath(Path.Combine(".fixtures", shapeName));
 if (!File.Exists(Path.Combine(dir, "model.safetensors")))
@@ -63,11 +66,11 @@ var concurrencyMax = Math.Max(batches.Max(), 32);
 using var model = DecoderModel.Load(dir, new RuntimeOptions
 {
     MaxBatch = concurrencyMax, MaxContext = prompt + tokens + 8, Threads = threads, AdapterSlots = slots, AdapterMaxRank = rank,
-    AdapterKernel = kernel, SpinThreads = spin,
+    AdapterKernel = kernel, SpinThreads = spin, PackedSteps = mixed,
 });
 var c = model.Config;
 var tokenizer = TokenizerLoader.Load(dir, c.VocabSize);
-Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base + {slots}-slot variants), {threads} threads, {Environment.ProcessorCount} cores, adapter kernel {(model.Options.UsesSegmentedAdapters ? "Segmented" : "BatchedMatMul")}");
+Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base + {slots}-slot variants), {threads} threads, {Environment.ProcessorCount} cores, adapter kernel {(model.Options.UsesSegmentedAdapters ? "Segmented" : "BatchedMatMul")}, prompts {(mixed ? "in mixed steps" : "prefilled one request at a time")}");
 
 // A small pool of distinct random contents; N adapters reuse them under distinct keys (each still takes its own slot
 // and its own copy in slot storage, so device bytes and swaps are real; only host memory is shared).
@@ -381,7 +384,7 @@ double ClosedLoop(int concurrency, IReadOnlyDictionary<string, AdapterRef>? adap
 {
     using var decoder = new BatchDecoder(model, concurrency, adapterSlots);
     var observer = new SwapCounter { Merge = merge, Keys = adapters?.Values.ToDictionary(a => a.Key, a => a.Factors) };
-    using var scheduler = new GenerationScheduler(decoder, tokenizer, options ?? new SchedulerOptions { MaxQueue = 4096 }, observer);
+    using var scheduler = new GenerationScheduler(decoder, tokenizer, (options ?? new SchedulerOptions { MaxQueue = 4096 }) with { MixedSteps = mixed }, observer);
     var trace = Serving.LoadGen.LoadBenchmark.FixedLengthTrace(concurrency * perClient, prompt, tokens, spec, seed: 7);
     scheduler.Start();
     var point = Serving.LoadGen.LoadBenchmark.ClosedLoopAsync(new SchedulerSender(scheduler, adapters, c.VocabSize), trace, concurrency).GetAwaiter().GetResult();
