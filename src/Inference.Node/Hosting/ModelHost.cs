@@ -44,12 +44,13 @@ public sealed class ModelHost : IDisposable
             WeightBlockSize = o.WeightBlockSize,
             WeightAccuracyLevel = o.WeightAccuracyLevel,
             QuantizeHead = o.QuantizeHead,
+            Precision = o.Precision,
         });
         var c = _model.Config;
         var slots = o.MaxBatch;
         if (o.KvBudgetMiB > 0)
         {
-            var bytesPerSlot = 2L * c.NumLayers * c.NumKvHeads * _model.MaxContext * c.HeadDim * sizeof(float);
+            var bytesPerSlot = 2L * c.NumLayers * c.NumKvHeads * _model.MaxContext * c.HeadDim * (o.Precision == ComputePrecision.Float16 ? 2 : sizeof(float));
             slots = (int)Math.Clamp(o.KvBudgetMiB * 1024 * 1024 / bytesPerSlot, 1, o.MaxBatch);
         }
         _decoder = new BatchDecoder(_model, slots);
@@ -105,7 +106,8 @@ public sealed class ModelHost : IDisposable
 
     /// <summary>The weights' format and bytes, for <c>/node/status</c>.</summary>
     public Status.WeightsStatus Weights => new(_model.Options.Weights.ToString().ToLowerInvariant(), _model.ProjectionWeightBytes, _model.HeadWeightBytes,
-        _model.Options.Weights == Graphs.WeightFormat.Fp32 ? null : _model.Options.WeightBlockSize, _model.Options.QuantizeHead);
+        _model.Options.Weights == Graphs.WeightFormat.Fp32 ? null : _model.Options.WeightBlockSize, _model.Options.QuantizeHead,
+        _model.Options.Precision == ComputePrecision.Float16 ? "fp16" : "fp32");
 
     /// <summary>When the model finished loading (for <c>created</c> in /v1/models).</summary>
     public DateTimeOffset LoadedAt { get; } = DateTimeOffset.UtcNow;

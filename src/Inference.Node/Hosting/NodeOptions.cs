@@ -128,6 +128,13 @@ public sealed class NodeOptions
     /// <summary>Also quantise the LM head (with <see cref="Weights"/> Int8/Int4).</summary>
     public bool QuantizeHead { get; set; }
 
+    /// <summary>
+    /// The blocks' arithmetic: <c>Float32</c>, or <c>Float16</c> (fp16 weights, activations and K/V cache inside the
+    /// blocks: what the CUDA provider's attention needs, half the cache bytes). Not with early exit, mixed steps, the
+    /// Segmented kernel or quantised weights. On the CPU provider it runs, slower than fp32 (a test path).
+    /// </summary>
+    public ComputePrecision Precision { get; set; } = ComputePrecision.Float32;
+
     /// <summary>Byte budget of the host cache of decoded adapters (LRU; pinned adapters are never evicted).</summary>
     public long AdapterHostCacheMiB { get; set; } = 1024;
 
@@ -266,6 +273,9 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
         if (o.WeightBlockSize is < 16 or > 256 || (o.WeightBlockSize & (o.WeightBlockSize - 1)) != 0) errors.Add("Node:WeightBlockSize must be a power of two in [16, 256].");
         if (o.WeightAccuracyLevel is < 0 or > 4) errors.Add("Node:WeightAccuracyLevel must be in [0, 4].");
         if (o.QuantizeHead && o.Weights == WeightFormat.Fp32) errors.Add("Node:QuantizeHead needs Node:Weights Int8 or Int4.");
+        if (!Enum.IsDefined(o.Precision)) errors.Add("Node:Precision must be Float32 or Float16.");
+        if (o.Precision == ComputePrecision.Float16 && (o.EarlyExit || o.MixedSteps || o.Weights != WeightFormat.Fp32 || o.AdapterKernel == AdapterKernelKind.Segmented))
+            errors.Add("Node:Precision Float16 does not run with Node:EarlyExit, Node:MixedSteps, quantised Node:Weights or Node:AdapterKernel Segmented (fp32 CPU operators).");
         if (o.AdapterKernel == AdapterKernelKind.Segmented && o.ExecutionProvider != ExecutionProviderKind.Cpu)
             errors.Add("Node:AdapterKernel Segmented runs on the CPU provider only; use Auto or BatchedMatMul with Cuda.");
         if (!string.IsNullOrWhiteSpace(o.Redis) && !string.IsNullOrWhiteSpace(o.AdapterDirectory))

@@ -30,8 +30,8 @@ public sealed record NodeStatus(
 /// </summary>
 public sealed record PrefillStatus(bool MixedSteps, int MaxTokensPerStep, int MaxPrefillTokensPerStep, bool PrefixReuse, long PromptTokens, long PrefixTokensReused);
 
-/// <summary>How the model's weights are held: format (fp32, int8, int4), bytes of the projections and the LM head.</summary>
-public sealed record WeightsStatus(string Format, long ProjectionBytes, long HeadBytes, int? BlockSize, bool HeadQuantized);
+/// <summary>How the model's weights are held: format (fp32, int8, int4), bytes of the projections and the LM head, and the blocks' arithmetic (fp32, fp16).</summary>
+public sealed record WeightsStatus(string Format, long ProjectionBytes, long HeadBytes, int? BlockSize, bool HeadQuantized, string Precision);
 
 /// <summary><c>GET /node/status</c>.</summary>
 public static class NodeStatusApi

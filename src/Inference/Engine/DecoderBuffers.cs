@@ -16,7 +16,7 @@ internal sealed class DecoderBuffers
         Model = model;
         Config = model.Config;
         var c = Config;
-        Kv = new KvCachePool(c.NumLayers, capacity, c.NumKvHeads, model.MaxContext, c.HeadDim);
+        Kv = new KvCachePool(c.NumLayers, capacity, c.NumKvHeads, model.MaxContext, c.HeadDim, half: model.Options.Precision == ComputePrecision.Float16);
         var rows = Math.Max(capacity, model.MaxContext);
         HiddenA = new NativeBuffer<float>((long)rows * c.HiddenSize);
         HiddenB = new NativeBuffer<float>((long)rows * c.HiddenSize);

@@ -151,6 +151,11 @@ public sealed class DecoderModel : IDisposable
         var kvOnly = packed ? new InferenceSession[c.NumLayers] : [];
         var kvOnlySegmented = packed && segmented ? new InferenceSession[c.NumLayers] : [];
         var shared = new List<IDisposable>();
+        // fp16 blocks (RuntimeOptions.Precision): converted after building, fp32 at the engine's boundaries (K/V fp16).
+        var half = options.Precision == ComputePrecision.Float16;
+        byte[] Precise(byte[] graph) => half ? Float16Graph.Convert(graph, Float16Graph.EngineBoundary) : graph;
+        (byte[], List<(string, Array, long[])>) PreciseShared((byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) built) =>
+            half ? Float16Graph.Convert(built, Float16Graph.EngineBoundary, inlineShared: options.ExecutionProvider == ExecutionProviderKind.Cpu) : built;
         long projectionBytes = 0;
         // Profiling writes one trace per session options: the fused session would mix into the blocks' (and measure another step).
         var fusedDecode = options.FusedDecode && !OrtRuntime.Profiling;
@@ -178,15 +183,15 @@ public sealed class DecoderModel : IDisposable
                     if (OrtRuntime.Profiling)
                     {
                         using var own = OrtRuntime.CreateSessionOptions(options); // one profile file per session
-                        sessions.Add(new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary), $"block_{layer}"), own));
+                        sessions.Add(new InferenceSession(Dump(Precise(BlockGraph.Build(c, weights, layer, maxContext, rotary)), $"block_{layer}"), own));
                         continue;
                     }
-                    sessions.Add(new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary), $"block_{layer}"), so));
+                    sessions.Add(new InferenceSession(Dump(Precise(BlockGraph.Build(c, weights, layer, maxContext, rotary)), $"block_{layer}"), so));
                     continue;
                 }
                 // With adapter variants, every session of this layer reads one copy of its projection weights
                 // (AddInitializer) and one packed copy (the shared container): a variant costs ~1 MB, not a layer.
-                var (baseGraph, sharedWeights) = BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: true);
+                var (baseGraph, sharedWeights) = PreciseShared(BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: true));
                 var layerOptions = OrtRuntime.CreateSessionOptions(options);
                 shared.Add(layerOptions);
                 if (segmented) Adapters.SegmentedLoraOp.Register(layerOptions);
@@ -221,10 +226,10 @@ public sealed class DecoderModel : IDisposable
                     TrimNativeHeap();
                     continue;
                 }
-                var (batched, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.BatchedGroups, shareWeights: true);
+                var (batched, _) = PreciseShared(BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.BatchedGroups, shareWeights: true));
                 batchedBlocks[layer] = new InferenceSession(Dump(batched, $"block_{layer}_lora_batched"), layerOptions, prepacked);
                 sessions.Add(batchedBlocks[layer]);
-                var (dense, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.AllTokensOneAdapter, shareWeights: true);
+                var (dense, _) = PreciseShared(BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.AllTokensOneAdapter, shareWeights: true));
                 denseBlocks[layer] = new InferenceSession(Dump(dense, $"block_{layer}_lora_all"), layerOptions, prepacked);
                 sessions.Add(denseBlocks[layer]);
                 TrimNativeHeap();
@@ -301,6 +306,7 @@ public sealed class DecoderModel : IDisposable
             var value = values switch
             {
                 float[] floats => OrtValue.CreateTensorValueFromMemory(floats, dims),
+                Half[] halves => OrtValue.CreateTensorValueFromMemory(Float16Graph.ToOrt(halves), dims),
                 byte[] bytes => OrtValue.CreateTensorValueFromMemory(bytes, dims),
                 _ => throw new InvalidOperationException($"shared weight '{name}' of type {values.GetType()}"),
             };

@@ -46,8 +46,8 @@ internal sealed class StepBindings : IDisposable
         for (var l = 0; l < c.NumLayers; l++)
         {
             var io = Own(units[l].CreateIoBinding());
-            var key = Own(buf.Kv.Keys[l].View(slot * buf.Kv.SlotStride, kvShape));
-            var value = Own(buf.Kv.Values[l].View(slot * buf.Kv.SlotStride, kvShape));
+            var key = Own(buf.Kv.View(l, key: true, slot * buf.Kv.SlotStride, kvShape));
+            var value = Own(buf.Kv.View(l, key: false, slot * buf.Kv.SlotStride, kvShape));
             io.BindInput(BlockGraph.Hidden, l % 2 == 0 ? a : b);
             io.BindOutput(BlockGraph.HiddenOut, l % 2 == 0 ? b : a);
             io.BindInput(BlockGraph.PastKey, key);

@@ -14,29 +14,105 @@ namespace Serving.Inference.Graphs;
 /// FusedMatMul, the (Skip)(Simplified)LayerNormalization family, FastGelu, GroupQueryAttention, RotaryEmbedding,
 /// MatMulNBits, Split, Reshape, GatherND, Add, Mul, Sigmoid) is defined for fp16; the norms compute their statistics
 /// in fp32 inside the kernel. Graphs with the CPU custom operators (segmented adapters, packed attention) are refused:
-/// those kernels are fp32.
+/// those kernels are fp32. Named inputs and outputs may keep fp32 at the boundary (a Cast inside the graph): the engine
+/// keeps its hidden-state buffers, embedding, head and adapter slot tables in fp32 and only the K/V cache in fp16.
 /// </summary>
 internal static class Float16Graph
 {
     /// <summary>Custom-operator domains whose kernels take fp32 only.</summary>
     private static readonly HashSet<string> Fp32OnlyDomains = [Adapters.SegmentedLoraOp.Domain, Attention.SlotAttentionOp.Domain];
 
-    /// <summary>Converts a serialised graph (see the type's summary).</summary>
-    public static byte[] Convert(byte[] model)
+    /// <summary>Converts a serialised graph (see the type's summary); inputs and outputs for which <paramref name="keepFp32"/> holds stay fp32.</summary>
+    public static byte[] Convert(byte[] model, Func<string, bool>? keepFp32 = null)
     {
         var proto = ModelProto.Parser.ParseFrom(model);
         Convert(proto.Graph);
+        if (keepFp32 is not null) KeepFp32Boundaries(proto.Graph, keepFp32);
         return proto.ToByteArray();
     }
+
+    /// <summary>The block boundaries the engine keeps in fp32: hidden state in and out, and the adapter inputs.</summary>
+    public static bool EngineBoundary(string name) =>
+        name is BlockGraph.Hidden or BlockGraph.HiddenOut || name.StartsWith("lora_", StringComparison.Ordinal); // float ones only: integer inputs are never converted
 
     /// <summary>
     /// Converts a graph built with <see cref="GraphBuilder.ShareWeights"/>: the graph as <see cref="Convert(byte[])"/>,
     /// and every fp32 shared weight to a <see cref="Half"/> array of the same shape (the values the session's
     /// <c>AddInitializer</c> supplies must match the placeholder's type).
     /// </summary>
+    /// <remarks>
+    /// With <paramref name="inlineShared"/> the weights are written into the graph instead and the list comes back
+    /// empty: ONNX Runtime's CPU provider casts fp16 MatMul weights to fp32 and constant-folds that cast from the
+    /// graph's placeholder, before <c>AddInitializer</c>'s values apply (measured: the outputs were those of zero
+    /// weights), so on the CPU each session holds its own fp16 copy.
+    /// </remarks>
     public static (byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) Convert(
-        (byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) built) =>
-        (Convert(built.Model), built.Shared.Select(s => (s.Name, s.Values is float[] f ? (Array)ToHalf(f) : s.Values, s.Dims)).ToList());
+        (byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) built, Func<string, bool>? keepFp32 = null, bool inlineShared = false)
+    {
+        var shared = built.Shared.Select(s => (s.Name, s.Values is float[] f ? (Array)ToHalf(f) : s.Values, s.Dims)).ToList();
+        var proto = ModelProto.Parser.ParseFrom(built.Model);
+        Convert(proto.Graph);
+        if (keepFp32 is not null) KeepFp32Boundaries(proto.Graph, keepFp32);
+        if (!inlineShared) return (proto.ToByteArray(), shared);
+        var byName = proto.Graph.Initializer.ToDictionary(t => t.Name);
+        foreach (var (name, values, _) in shared)
+        {
+            byName[name].RawData = values switch
+            {
+                Half[] halves => UnsafeByteOperations.UnsafeWrap(MemoryMarshal.AsBytes(halves.AsSpan()).ToArray()),
+                byte[] bytes => UnsafeByteOperations.UnsafeWrap(bytes),
+                _ => throw new InvalidOperationException($"shared weight '{name}' of type {values.GetType()}"),
+            };
+        }
+        return (proto.ToByteArray(), []);
+    }
+
+    /// <summary>
+    /// Inputs named by <paramref name="keep"/> go back to fp32 with a Cast to fp16 before their first use; outputs named
+    /// by it are produced in fp16 under another name and cast to fp32 last.
+    /// </summary>
+    private static void KeepFp32Boundaries(GraphProto graph, Func<string, bool> keep)
+    {
+        var first = new List<NodeProto>();
+        foreach (var input in graph.Input.Where(i => i.Type.TensorType.ElemType == (int)DT.Float16 && keep(i.Name)))
+        {
+            input.Type.TensorType.ElemType = (int)DT.Float;
+            var inner = input.Name + "_fp16";
+            foreach (var node in graph.Node) Rename(node.Input, input.Name, inner);
+            first.Add(Cast(input.Name, inner, DT.Float16));
+        }
+        var last = new List<NodeProto>();
+        foreach (var output in graph.Output.Where(o => o.Type.TensorType.ElemType == (int)DT.Float16 && keep(o.Name)))
+        {
+            output.Type.TensorType.ElemType = (int)DT.Float;
+            var inner = output.Name + "_fp16";
+            foreach (var node in graph.Node)
+            {
+                Rename(node.Input, output.Name, inner);
+                Rename(node.Output, output.Name, inner);
+            }
+            last.Add(Cast(inner, output.Name, DT.Float));
+        }
+        for (var i = first.Count - 1; i >= 0; i--) graph.Node.Insert(0, first[i]);
+        graph.Node.Add(last);
+    }
+
+    private static void Rename(Google.Protobuf.Collections.RepeatedField<string> names, string from, string to)
+    {
+        for (var i = 0; i < names.Count; i++)
+        {
+            if (names[i] == from) names[i] = to;
+        }
+    }
+
+    private static NodeProto Cast(string input, string output, DT to)
+    {
+        var node = new NodeProto { OpType = "Cast", Name = output + "_cast" };
+        node.Input.Add(input);
+        node.Output.Add(output);
+        node.Attribute.Add(new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = (long)to });
+        return node;
+    }
 
     private static void Convert(GraphProto graph)
     {
@@ -78,5 +154,13 @@ internal static class Float16Graph
         var halves = new Half[values.Length];
         for (var i = 0; i < values.Length; i++) halves[i] = (Half)values[i];
         return halves;
+    }
+
+    /// <summary>The same values as ONNX Runtime's fp16 element type (for tensors and <c>AddInitializer</c>).</summary>
+    public static Microsoft.ML.OnnxRuntime.Float16[] ToOrt(Half[] values)
+    {
+        var ort = new Microsoft.ML.OnnxRuntime.Float16[values.Length];
+        MemoryMarshal.Cast<Half, ushort>(values).CopyTo(MemoryMarshal.Cast<Microsoft.ML.OnnxRuntime.Float16, ushort>(ort.AsSpan()));
+        return ort;
     }
 }

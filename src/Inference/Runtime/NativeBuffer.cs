@@ -37,6 +37,7 @@ internal sealed unsafe class NativeBuffer<T> where T : unmanaged
 
     private static TensorElementType ElementType =>
         typeof(T) == typeof(float) ? TensorElementType.Float
+        : typeof(T) == typeof(Float16) ? TensorElementType.Float16
         : typeof(T) == typeof(int) ? TensorElementType.Int32
         : typeof(T) == typeof(long) ? TensorElementType.Int64
         : throw new NotSupportedException(typeof(T).Name);

@@ -100,8 +100,19 @@ public sealed record RuntimeOptions
     {
         AdapterKernelKind.Segmented => true,
         AdapterKernelKind.BatchedMatMul => false,
-        _ => ExecutionProvider == ExecutionProviderKind.Cpu,
+        _ => ExecutionProvider == ExecutionProviderKind.Cpu && Precision == ComputePrecision.Float32,
     };
+
+    /// <summary>
+    /// The blocks' arithmetic (<see cref="Graphs.Float16Graph"/>): fp32, or fp16 weights, activations and K/V cache —
+    /// what the CUDA provider needs (its <c>GroupQueryAttention</c> takes fp16/bf16 only) and half the bytes per step.
+    /// The blocks keep fp32 boundaries (hidden state in and out, adapter factors, cast inside the graph), so the
+    /// embedding, the head and the slot tables are unchanged; the K/V cache is fp16. Not with the CPU custom operators
+    /// (packed steps, the Segmented adapter kernel: <see cref="AdapterKernelKind.Auto"/> picks BatchedMatMul), the fused
+    /// decode graph or quantised weights. The CPU provider runs fp16 blocks (casting around kernels with no fp16 form,
+    /// so slower than fp32): that is how tests check them without a GPU.
+    /// </summary>
+    public ComputePrecision Precision { get; init; }
 
     /// <summary>
     /// How the projection weights are stored (<see cref="Graphs.WeightFormat"/>): fp32, or quantised at load (block-wise,
@@ -153,5 +164,25 @@ public sealed record RuntimeOptions
         {
             throw new ArgumentException("the Segmented adapter kernel runs on the CPU provider only; use Auto or BatchedMatMul with CUDA", nameof(AdapterKernel));
         }
+        if (!Enum.IsDefined(Precision)) throw new ArgumentOutOfRangeException(nameof(Precision), Precision, "Float32 or Float16");
+        if (Precision == ComputePrecision.Float16)
+        {
+            var conflict = PackedSteps ? "packed steps (early exit, speculative decoding)"
+                : AdapterKernel == AdapterKernelKind.Segmented ? "the Segmented adapter kernel"
+                : FusedDecode ? "the fused decode graph"
+                : Weights != Graphs.WeightFormat.Fp32 ? "quantised weights"
+                : null;
+            if (conflict is not null) throw new ArgumentException($"fp16 blocks do not run with {conflict} (fp32 CPU operators); turn one of them off", nameof(Precision));
+        }
     }
+}
+
+/// <summary>The arithmetic of the generated blocks (<see cref="RuntimeOptions.Precision"/>).</summary>
+public enum ComputePrecision
+{
+    /// <summary>fp32 weights, activations and K/V cache.</summary>
+    Float32,
+
+    /// <summary>fp16 weights, activations and K/V cache inside the blocks; fp32 at their boundaries.</summary>
+    Float16,
 }

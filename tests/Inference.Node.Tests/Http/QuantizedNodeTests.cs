@@ -20,6 +20,7 @@ public sealed class QuantizedNodeTests
         var plain = JsonNode.Parse(await fp32.Http.GetStringAsync("node/status"))!["weights"]!;
         var quantized = JsonNode.Parse(await int4.Http.GetStringAsync("node/status"))!["weights"]!;
         Assert.Equal("fp32", (string)plain["format"]!);
+        Assert.Equal("fp32", (string)plain["precision"]!);
         Assert.Equal("int4", (string)quantized["format"]!);
         Assert.Equal(16, (int)quantized["block_size"]!);
         Assert.True((bool)quantized["head_quantized"]!);
@@ -33,13 +34,35 @@ public sealed class QuantizedNodeTests
         Assert.Equal(8, (int)body["usage"]!["completion_tokens"]!);
     }
 
+    [Fact]
+    public async Task Float16Precision_StatusReportsIt_AndCompletionsAreServed()
+    {
+        // fp16 blocks on the CPU provider (the CUDA node's arithmetic, run here as a test path).
+        await using var fp16 = await NodeServer.StartAsync(new Dictionary<string, string?> { ["Node:Precision"] = "Float16" });
+        var weights = JsonNode.Parse(await fp16.Http.GetStringAsync("node/status"))!["weights"]!;
+        Assert.Equal("fp16", (string)weights["precision"]!);
+        Assert.Equal("fp32", (string)weights["format"]!);
+
+        using var response = await fp16.Http.PostAsJsonAsync("v1/completions", new { model = NodeServer.ModelId, prompt = "hello", max_tokens = 8, temperature = 0, ignore_eos = true });
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = JsonNode.Parse(await response.Content.ReadAsStringAsync())!;
+        Assert.Equal(8, (int)body["usage"]!["completion_tokens"]!);
+    }
+
     [Theory]
+    [InlineData("Node:Precision", "Float16;Node:MixedSteps=true", "Node:Precision Float16 does not run with")]
     [InlineData("Node:WeightBlockSize", "48", "Node:WeightBlockSize must be a power of two")]
     [InlineData("Node:WeightAccuracyLevel", "7", "Node:WeightAccuracyLevel must be in [0, 4]")]
     [InlineData("Node:QuantizeHead", "true", "Node:QuantizeHead needs Node:Weights Int8 or Int4")]
     public async Task InvalidWeightSettings_AreRefusedAtStart_NamingTheSetting(string key, string value, string message)
     {
-        var e = await Assert.ThrowsAsync<OptionsValidationException>(() => NodeServer.StartAsync(new Dictionary<string, string?> { [key] = value }));
+        var settings = new Dictionary<string, string?>();
+        foreach (var (part, i) in value.Split(';').Select((p, i) => (p, i)))
+        {
+            if (i == 0) settings[key] = part;
+            else settings[part[..part.IndexOf('=')]] = part[(part.IndexOf('=') + 1)..]; // further "key=value" settings
+        }
+        var e = await Assert.ThrowsAsync<OptionsValidationException>(() => NodeServer.StartAsync(settings));
         Assert.Contains(message, e.Message);
     }
 }

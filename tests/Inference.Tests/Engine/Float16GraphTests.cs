@@ -1,7 +1,10 @@
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
 using Serving.Checkpoints;
+using Serving.Inference.Adapters;
+using Serving.Inference.Engine;
 using Serving.Inference.Graphs;
+using Serving.Inference.Tests.Reference;
 using Serving.Inference.Runtime;
 using Xunit;
 using DT = Onnx.TensorProto.Types.DataType;
@@ -97,7 +100,7 @@ public sealed class Float16GraphTests
         for (var i = 0; i < hidden.Length; i++) hidden[i] = (float)(Half)(random.NextDouble() * 2 - 1);
         var kvShape = new long[] { 1, c.NumKvHeads, MaxContext, c.HeadDim };
         var kvLength = c.NumKvHeads * MaxContext * c.HeadDim;
-        using var options = new SessionOptions();
+        using var options = OrtRuntime.CreateSessionOptions(new RuntimeOptions()); // the process-wide environment the engine uses
         using var s32 = new InferenceSession(fp32.Model, options);
         using var s16 = new InferenceSession(fp16.Model, options);
         // One rank-4 adapter on every projection (the one-adapter variant), values fp16-representable.
@@ -149,6 +152,74 @@ public sealed class Float16GraphTests
         finally
         {
             foreach (var v in inputs.Values) v.Dispose();
+        }
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void Engine_Float16Precision_BaseAndAdapterRowsInOneBatch_MatchFloat64Reference(string family)
+    {
+        // The whole engine on fp16 blocks (fp16 weights, activations and K/V cache; fp32 embedding, head and slots), run
+        // by the CPU provider: a base row and an adapter row decode together (the batched-groups variant) and each
+        // follows the independent float64 forward within fp16's error.
+        var dir = family == "gpt2" ? Fixtures.TinyGpt2 : Fixtures.TinyLlama;
+        var options = new RuntimeOptions { MaxBatch = 2, MaxContext = MaxContext, AdapterSlots = 2, Precision = ComputePrecision.Float16 };
+        Assert.False(options.UsesSegmentedAdapters); // Auto picks the stock-operator kernel for fp16
+        using var model = DecoderModel.Load(dir, options);
+        using var dec = new BatchDecoder(model);
+        var c = model.Config;
+        var modules = AdapterTests.RandomModules(c, seed: 7, rankBase: 2);
+        dec.Adapters!.Write(1, AdapterFactors.FromLora(c, modules));
+        ReferenceModel[] references = [new ReferenceModel(dir), new ReferenceModel(dir, AdapterTests.MergedDeltas(c, (modules, 1.0)))];
+        List<int>[] tokens = [[3, 141, 59, 26, 5], [7, 2, 99, 14]];
+        var seqs = new Sequence[2];
+        double worstRelative = 0;
+        void Check(ReadOnlySpan<float> logits, int row, string what)
+        {
+            var expected = references[row].Forward(tokens[row]).Logits[^1];
+            var scale = expected.Max(Math.Abs);
+            double worst = 0;
+            for (var i = 0; i < expected.Length; i++) worst = Math.Max(worst, Math.Abs(expected[i] - logits[i]));
+            Assert.True(worst <= 1e-2 * scale, $"{family} row {row} {what}: logits differ from the float64 reference by {worst:E3} (largest |logit| {scale:F3})");
+            worstRelative = Math.Max(worstRelative, worst / scale);
+        }
+        for (var row = 0; row < 2; row++)
+        {
+            seqs[row] = dec.TryAllocate()!;
+            if (row == 1) dec.SetAdapter(seqs[row], 1);
+            var logits = dec.Prefill(seqs[row], tokens[row].ToArray());
+            Check(logits, row, "prefill");
+            seqs[row].PendingToken = ReferenceLogitsTests.ArgMax(logits);
+        }
+        for (var step = 0; step < 6; step++)
+        {
+            for (var row = 0; row < 2; row++) tokens[row].Add(seqs[row].PendingToken);
+            var logits = dec.Decode();
+            for (var row = 0; row < 2; row++)
+            {
+                var own = logits.Slice(row * c.VocabSize, c.VocabSize);
+                Check(own, row, $"decode step {step}");
+                seqs[row].PendingToken = ReferenceLogitsTests.ArgMax(own);
+            }
+        }
+        Assert.True(worstRelative > 1e-6, "the fp16 engine gave fp32's logits: the blocks did not run in fp16");
+        Assert.Equal(2L * c.NumLayers * 2 * c.NumKvHeads * MaxContext * c.HeadDim * 2, dec.KvCacheForTests.Bytes); // 2 bytes per K/V value
+    }
+
+    [Fact]
+    public void Precision_Float16_RefusesTheFp32OnlyParts()
+    {
+        foreach (var options in new[]
+        {
+            new RuntimeOptions { Precision = ComputePrecision.Float16, PackedSteps = true },
+            new RuntimeOptions { Precision = ComputePrecision.Float16, AdapterKernel = AdapterKernelKind.Segmented },
+            new RuntimeOptions { Precision = ComputePrecision.Float16, FusedDecode = true },
+            new RuntimeOptions { Precision = ComputePrecision.Float16, Weights = WeightFormat.Int4 },
+        })
+        {
+            var e = Assert.Throws<ArgumentException>(options.Validate);
+            Assert.Contains("fp16", e.Message);
         }
     }
 
