@@ -18,6 +18,10 @@ internal sealed partial class RegistryWatcher(
     NodeRegistry registry, IOptions<RoutingOptions> options, TimeProvider time, ILogger<RegistryWatcher> logger) : BackgroundService, INodeView
 {
     private readonly object _gate = new();
+    // Nodes that left the view, with the timestamp (the node's own clock) of the last heartbeat the view held for them:
+    // an announcement no newer than that is a late delivery from before they left, not a return (guarded by _gate).
+    private readonly Dictionary<string, DateTimeOffset> _departed = new(StringComparer.Ordinal);
+    private const int MaxDeparted = 4096;
     private readonly ConcurrentDictionary<string, byte> _knownModels = new(StringComparer.Ordinal);
     private NodeSnapshot _current = NodeSnapshot.Empty;
     private volatile bool _initialized;
@@ -110,7 +114,11 @@ internal sealed partial class RegistryWatcher(
         return map;
     });
 
-    /// <summary>Applies one announcement.</summary>
+    /// <summary>
+    /// Applies one announcement. Pub/sub delivers late under load: a heartbeat no newer than the last one the view held
+    /// for a node is ignored, also after the node left (its key expired or it deregistered), so a late delivery cannot
+    /// bring a dead node back until the next full read.
+    /// </summary>
     internal void OnEvent(NodeRegistryEvent e) => Swap(old =>
     {
         var map = new Dictionary<string, NodeEntry>(old, StringComparer.Ordinal);
@@ -121,6 +129,7 @@ internal sealed partial class RegistryWatcher(
         else
         {
             if (map.TryGetValue(e.NodeId, out var existing) && existing.Heartbeat.Timestamp > e.Heartbeat.Timestamp) return map;
+            if (existing is null && _departed.TryGetValue(e.NodeId, out var last) && e.Heartbeat.Timestamp <= last) return map;
             map[e.NodeId] = new NodeEntry(e.Heartbeat);
         }
         return map;
@@ -134,6 +143,12 @@ internal sealed partial class RegistryWatcher(
             old = _current;
             next = new NodeSnapshot(change(old.Nodes).ToFrozenDictionary(StringComparer.Ordinal), time.GetUtcNow());
             Volatile.Write(ref _current, next);
+            foreach (var (id, entry) in old.Nodes)
+            {
+                if (!next.Nodes.ContainsKey(id)) _departed[id] = entry.Heartbeat.Timestamp;
+            }
+            foreach (var id in next.Nodes.Keys) _departed.Remove(id);
+            if (_departed.Count > MaxDeparted) _departed.Clear(); // churn of thousands of node ids: forget, the next full read corrects
         }
         foreach (var n in next.Nodes.Values) _knownModels.TryAdd(n.Heartbeat.Model, 0);
         if (next.DestinationsDiffer(old))

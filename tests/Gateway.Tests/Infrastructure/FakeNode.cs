@@ -138,6 +138,7 @@ public sealed class FakeNode : IAsyncDisposable
     public async Task KillAsync()
     {
         await _beating.CancelAsync();
+        if (_beatLoop is not null) await _beatLoop; // a crashed process publishes nothing afterwards (an in-flight beat lands first)
         using var now = new CancellationTokenSource();
         await now.CancelAsync();
         await _app.StopAsync(now.Token);

@@ -104,4 +104,37 @@ public sealed class NodeRegistryTests(RedisFixture redis) : IAsyncLifetime
     [InlineData("{\"node_id\":\"n\",\"base_url\":\"http://x/\"}")]
     [InlineData("[]")]
     public void TryParse_Malformed_False(string json) => Assert.False(NodeRegistry.TryParse(json, out _));
+
+    [Fact]
+    public void Watcher_LateAnnouncementOfANodeThatLeft_DoesNotBringItBack_ANewerOneDoes()
+    {
+        // Pub/sub can deliver a heartbeat after the full read that dropped its (expired) node; a CI run saw the gateway
+        // route to a killed node that way. Only a heartbeat newer than the last one the view held counts as a return.
+        var watcher = new Serving.Gateway.Routing.RegistryWatcher(_registry,
+            Microsoft.Extensions.Options.Options.Create(new Serving.Gateway.Routing.RoutingOptions()), TimeProvider.System,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<Serving.Gateway.Routing.RegistryWatcher>.Instance);
+        var t0 = DateTimeOffset.FromUnixTimeSeconds(5000);
+        NodeHeartbeat At(string id, int seconds) => Beat(id) with { Timestamp = t0.AddSeconds(seconds) };
+
+        watcher.Replace([At("a", 0), At("b", 0)]);
+        watcher.OnEvent(new NodeRegistryEvent("b", At("b", 1)));
+        watcher.Replace([At("a", 2)]); // b's key expired
+        Assert.Equal(["a"], watcher.Current.Nodes.Keys.Order());
+
+        watcher.OnEvent(new NodeRegistryEvent("b", At("b", 1))); // its last heartbeat, delivered late
+        watcher.OnEvent(new NodeRegistryEvent("b", At("b", 0))); // and an older one
+        Assert.Equal(["a"], watcher.Current.Nodes.Keys.Order());
+
+        watcher.OnEvent(new NodeRegistryEvent("b", At("b", 9))); // b restarted and beats again
+        Assert.Equal(["a", "b"], watcher.Current.Nodes.Keys.Order());
+
+        // A deregistration, then a late heartbeat from before it: still gone.
+        watcher.OnEvent(new NodeRegistryEvent("b", null));
+        watcher.OnEvent(new NodeRegistryEvent("b", At("b", 8)));
+        Assert.Equal(["a"], watcher.Current.Nodes.Keys.Order());
+
+        // A node never seen before joins on its first announcement.
+        watcher.OnEvent(new NodeRegistryEvent("c", At("c", 0)));
+        Assert.Contains("c", watcher.Current.Nodes.Keys);
+    }
 }
