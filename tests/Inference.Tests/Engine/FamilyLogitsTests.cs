@@ -36,10 +36,26 @@ public sealed class FamilyLogitsTests
     public void PackedSteps_TwoRowsAtDifferentPositions_MatchFloat64Reference(string name) =>
         RunAndCompare(name, packed: true);
 
-    private static void RunAndCompare(string name, bool packed)
+    /// <summary>
+    /// The same run on fp16 blocks (<see cref="ComputePrecision.Float16"/>, the CUDA node's arithmetic, run here by the
+    /// CPU provider): every logit within 1e-2 of the largest |logit| of its row — windows, soft-caps, q/k norms and
+    /// partial rotary included, through GroupQueryAttention on an fp16 cache.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void Float16_PrefillThenBatchedDecode_MatchFloat64ReferenceWithinFp16Error(string name) =>
+        RunAndCompare(name, packed: false, half: true);
+
+    private static void AssertClose(double[] expected, ReadOnlySpan<float> actual, bool half, string what) =>
+        ReferenceLogitsTests.AssertClose(expected, actual, half ? 1e-2 * expected.Max(Math.Abs) : Tolerance, what);
+
+    private static void RunAndCompare(string name, bool packed, bool half = false)
     {
         var dir = Dir(name);
-        using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 128, PackedSteps = packed });
+        using var model = DecoderModel.Load(dir, new RuntimeOptions
+        {
+            MaxBatch = 2, MaxContext = 128, PackedSteps = packed, Precision = half ? ComputePrecision.Float16 : ComputePrecision.Float32,
+        });
         using var dec = new BatchDecoder(model);
         var reference = new FamilyReference(dir);
         var v = model.Config.VocabSize;
@@ -54,7 +70,7 @@ public sealed class FamilyLogitsTests
             var expected = reference.Forward(prompt);
             for (var t = 0; t < length; t++)
             {
-                ReferenceLogitsTests.AssertClose(expected[t], all.AsSpan(t * v, v), Tolerance, $"{name}: prompt of {length}, position {t}");
+                AssertClose(expected[t], all.AsSpan(t * v, v), half, $"{name}: prompt of {length}, position {t}");
             }
             seq.PendingToken = ReferenceLogitsTests.ArgMax(last);
             prompt.Add(seq.PendingToken);
@@ -67,7 +83,7 @@ public sealed class FamilyLogitsTests
             {
                 var expected = reference.Forward(rows[r]);
                 var row = logits.AsSpan(r * v, v);
-                ReferenceLogitsTests.AssertClose(expected[^1], row, Tolerance, $"{name}: row {r} at position {rows[r].Count - 1} (decode step {step})");
+                AssertClose(expected[^1], row, half, $"{name}: row {r} at position {rows[r].Count - 1} (decode step {step})");
                 var next = ReferenceLogitsTests.ArgMax(row);
                 dec.Active[r].PendingToken = next;
                 rows[r].Add(next);
