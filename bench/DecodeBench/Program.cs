@@ -12,7 +12,8 @@ using Serving.Inference.Runtime;
 // Decode throughput of the engine against (a) the batch-1 memory roofline, (b) the machine's fp32 GEMM throughput
 // and (c) PyTorch eager on the same checkpoint, alternating engine and PyTorch runs (BENCHMARKS.md).
 // usage: DecodeBench [--shape gpt2-small] [--batches 1,8,32] [--steps 32] [--reps 5] [--prompt 16] [--context 256]
-//                    [--threads N] [--no-torch] [--json FILE] [--md docs/benchmarks.md]
+//                    [--threads N] [--no-torch] [--json FILE] [--md docs/benchmarks.md] [--fp16] [--cuda]
+//        (--fp16: the blocks in fp16, RuntimeOptions.Precision; --cuda: the CUDA provider, in a -p:UseCuda=true build)
 //        DecodeBench --matmul-ceiling [--shape ..] [--batches ..]: the step time of the projection MatMuls alone
 //        DecodeBench --formats fp32,int8,int4 [--block 32] [--accuracy 4] [--quantize-head] [--torch] [--shape ..] [--batches ..]:
 //                    the same decode run for each weight format, interleaved (each rep runs every format once, the order
@@ -86,10 +87,15 @@ if (opts.Flag("packed-decode"))
 }
 
 var compareFused = opts.Flag("fused");
-using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads, FusedDecode = compareFused });
+using var model = DecoderModel.Load(dir, new RuntimeOptions
+{
+    MaxBatch = batches.Max(), MaxContext = context, Threads = threads, FusedDecode = compareFused,
+    Precision = opts.Flag("fp16") ? ComputePrecision.Float16 : ComputePrecision.Float32,
+    ExecutionProvider = opts.Flag("cuda") ? ExecutionProviderKind.Cuda : ExecutionProviderKind.Cpu,
+});
 var c = model.Config;
 long weightBytes = WeightBytes(c);
-Console.WriteLine($"{shape}: {weightBytes / 1e6:F0} MB fp32 weights read per step; load {model.LoadTime.TotalSeconds:F1} s; {threads} threads");
+Console.WriteLine($"{shape}: {weightBytes / 1e6:F0} MB fp32 weights read per step; load {model.LoadTime.TotalSeconds:F1} s; {threads} threads; blocks {model.Options.Precision}, {model.Options.ExecutionProvider}");
 var bandwidth = Bandwidth.Read(threads);
 var gemm = Machine.GemmFlops(threads);
 Console.WriteLine($"machine: {BenchMachine.Cpu()}, memory read bandwidth {bandwidth / 1e9:F1} GB/s, ORT fp32 GEMM {gemm / 1e9:F1} GFLOP/s");

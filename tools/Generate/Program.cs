@@ -10,8 +10,9 @@ using Serving.Inference.Tokenization;
 // usage: Serving.Generate <checkpoint-dir | org/name[@revision]> "<prompt>" [--max-tokens N] [--temperature T] [--top-k K] [--top-p P]
 //        [--min-p P] [--repetition-penalty R] [--presence-penalty X] [--frequency-penalty X] [--seed S]
 //        [--stop STR]... [--context N] [--threads N] [--cuda]
-//        Serving.Generate <checkpoint-dir> --logits-json FILE --token-ids 1,2,3: every position's logits for the given
-//        token ids (one prefill), as JSON {"tokens": [...], "logits": [[...], ...]} (cross-checks against transformers)
+//        Serving.Generate <checkpoint-dir> --logits-json FILE --token-ids 1,2,3 [--cuda] [--fp16]: every position's logits
+//        for the given token ids (one prefill), as JSON {"tokens": [...], "logits": [[...], ...]} (cross-checks against
+//        transformers); --fp16 runs the blocks in fp16 (RuntimeOptions.Precision), --cuda on the CUDA provider
 if (args.Length >= 3 && args[1] == "--logits-json")
 {
     return DumpLogits(args);
@@ -129,7 +130,14 @@ static int DumpLogits(string[] args)
     var ids = args.Length >= 5 && args[3] == "--token-ids"
         ? args[4].Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray()
         : throw new ArgumentException("--logits-json needs --token-ids 1,2,3");
-    using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 1, MaxContext = Math.Max(ids.Length, 8) });
+    var flags = args.Skip(5).ToHashSet();
+    if (flags.Except(["--cuda", "--fp16"]).FirstOrDefault() is { } unknown) throw new ArgumentException($"unknown option {unknown} (--cuda, --fp16)");
+    using var model = DecoderModel.Load(dir, new RuntimeOptions
+    {
+        MaxBatch = 1, MaxContext = Math.Max(ids.Length, 8),
+        ExecutionProvider = flags.Contains("--cuda") ? ExecutionProviderKind.Cuda : ExecutionProviderKind.Cpu,
+        Precision = flags.Contains("--fp16") ? ComputePrecision.Float16 : ComputePrecision.Float32,
+    });
     using var decoder = new BatchDecoder(model, 1);
     var v = model.Config.VocabSize;
     var all = new float[ids.Length * v];

@@ -15,7 +15,9 @@ Expected: every difference <= 1e-4, except tiny-llama-dynamic's "full" pass beyo
 transformers rotates a whole forward pass with the frequencies of its longest position, the engine rotates position p
 with those of a sequence of p + 1 tokens (what transformers does when fed one token at a time: the "incremental" column).
 
-Usage (transformers 5.x, torch; no network needed):  python3 hf_check.py [--out out]
+Usage (transformers 5.x, torch; no network needed):  python3 hf_check.py [--out out] [--engine-dir DIR]
+(--engine-dir: another set of engine logits, e.g. the CUDA node's fp16 blocks from bench/gpu/run.sh; the summary also
+gives each difference relative to the largest |logit| of its position, the measure for fp16's ≤ 1e-2.)
 Self-contained: standard library + numpy + torch + transformers.
 """
 import argparse
@@ -95,6 +97,7 @@ def run(model, ids):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(HERE, "out"))
+    ap.add_argument("--engine-dir", default=os.path.join(HERE, "engine_logits"))
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     ids = json.load(open(os.path.join(HERE, "tokens.json")))["tokens"]
@@ -114,11 +117,13 @@ def main():
         np.save(os.path.join(args.out, name + ".full.npy"), full)
         np.save(os.path.join(args.out, name + ".incremental.npy"), incremental)
         row = {"tokens": len(ids), "vocab": int(full.shape[1])}
-        engine_file = os.path.join(HERE, "engine_logits", name + ".json")
+        engine_file = os.path.join(args.engine_dir, name + ".json")
         if os.path.isfile(engine_file):
             engine = np.array(json.load(open(engine_file))["logits"], dtype=np.float64)
             row["max_abs_diff_full"] = float(np.abs(engine - full).max())
             row["max_abs_diff_incremental"] = float(np.abs(engine - incremental).max())
+            scale = np.abs(incremental).max(axis=1, keepdims=True)
+            row["max_rel_diff_incremental"] = float((np.abs(engine - incremental) / scale).max())
             row["first_position_over_1e-4_full"] = int(np.argmax(np.abs(engine - full).max(axis=1) > 1e-4)) \
                 if (np.abs(engine - full).max(axis=1) > 1e-4).any() else None
         summary[name] = row
