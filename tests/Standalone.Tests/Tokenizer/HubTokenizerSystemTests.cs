@@ -80,6 +80,32 @@ public sealed class HubTokenizerSystemTests(HubSystemFixture fixture) : IClassFi
 
     private HttpClient Node() => new() { BaseAddress = new Uri(fixture.System.NodeUrl) };
 
+    /// <summary>Equal JSON, except that numbers may differ by 1e-4 (logprobs of the same tokens computed in different batches).</summary>
+    private static void AssertSameLogprobs(JsonNode? expected, JsonNode? actual, string path)
+    {
+        switch (expected)
+        {
+            case JsonObject e:
+                var a = Assert.IsType<JsonObject>(actual);
+                Assert.True(e.Select(kv => kv.Key).Order(StringComparer.Ordinal).SequenceEqual(a.Select(kv => kv.Key).Order(StringComparer.Ordinal)),
+                    $"{path}: keys {string.Join(",", e.Select(kv => kv.Key))} vs {string.Join(",", a.Select(kv => kv.Key))}");
+                foreach (var (key, value) in e) AssertSameLogprobs(value, a[key], $"{path}.{key}");
+                break;
+            case JsonArray e:
+                var arr = Assert.IsType<JsonArray>(actual);
+                Assert.True(e.Count == arr.Count, $"{path}: {e.Count} vs {arr.Count} entries");
+                for (var k = 0; k < e.Count; k++) AssertSameLogprobs(e[k], arr[k], $"{path}[{k}]");
+                break;
+            case JsonValue e when e.TryGetValue<double>(out var x):
+                var y = actual!.GetValue<double>();
+                Assert.True(Math.Abs(x - y) <= 1e-4, $"{path}: {x} vs {y}");
+                break;
+            default:
+                Assert.Equal(expected?.ToJsonString(), actual?.ToJsonString());
+                break;
+        }
+    }
+
     private static async Task<(HttpStatusCode Status, JsonObject Json)> PostAsync(HttpClient http, string path, object body)
     {
         using var response = await http.PostAsJsonAsync(path, body);
@@ -197,7 +223,10 @@ public sealed class HubTokenizerSystemTests(HubSystemFixture fixture) : IClassFi
         for (var i = 0; i < 2; i++)
         {
             Assert.Equal(i, (int)choices[i]!["index"]!);
-            Assert.Equal(fromNode["choices"]![i]!["logprobs"]!.ToJsonString(), choices[i]!["logprobs"]!.ToJsonString());
+            // The same tokens and top-token sets; the values within 1e-4: the two requests may share steps with other
+            // tests' requests on this node, and a different batch takes another MatMul path (last-bit differences;
+            // a .ci/stress run saw -4.3090153 vs -4.3090143).
+            AssertSameLogprobs(fromNode["choices"]![i]!["logprobs"]!, choices[i]!["logprobs"]!, "$.choices[" + i + "].logprobs");
             var tokens = choices[i]!["logprobs"]!["tokens"]!.AsArray().Select(t => (string)t!).ToArray();
             Assert.Equal(5, tokens.Length);
             Assert.All(tokens, t => Assert.Matches("^token_id:[0-9]+$", t));

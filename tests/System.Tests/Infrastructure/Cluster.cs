@@ -159,7 +159,24 @@ public sealed class Cluster : IDisposable
                 // A scrape slower than the client's 5 s on a loaded machine: try again within the deadline.
             }
             if (DateTime.UtcNow > deadline)
-                throw new TimeoutException($"gateway sees '{last}', expected {count} nodes\n{string.Join("\n---\n", _processes.Select(p => p.Name + ":\n" + p.Tail(15)))}");
+            {
+                // What each node answers the test itself on its readiness path: tells a node that does not answer from a
+                // gateway that does not reach it (a stress run saw 2 nodes, 1 healthy, and no request in node-2's log).
+                var probes = new List<string>();
+                for (int i = 0; i < NodeUrls.Length; i++)
+                {
+                    try
+                    {
+                        using var ready = await http.GetAsync(NodeUrls[i] + "/health/ready");
+                        probes.Add($"node-{i + 1} {NodeUrls[i]}: {(int)ready.StatusCode}, exited {Nodes[i].HasExited}");
+                    }
+                    catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+                    {
+                        probes.Add($"node-{i + 1} {NodeUrls[i]}: {e.GetType().Name} {e.Message}, exited {Nodes[i].HasExited}");
+                    }
+                }
+                throw new TimeoutException($"gateway sees '{last}', expected {count} nodes; direct probes: {string.Join("; ", probes)}\n{string.Join("\n---\n", _processes.Select(p => p.Name + ":\n" + p.Tail(15)))}");
+            }
             await Task.Delay(100);
         }
     }
