@@ -23,12 +23,14 @@ internal static class Float16Graph
     private static readonly HashSet<string> Fp32OnlyDomains = [Adapters.SegmentedLoraOp.Domain, Attention.SlotAttentionOp.Domain];
 
     /// <summary>Converts a serialised graph (see the type's summary); inputs and outputs for which <paramref name="keepFp32"/> holds stay fp32.</summary>
-    public static byte[] Convert(byte[] model, Func<string, bool>? keepFp32 = null)
+    public static byte[] Convert(byte[] model, Func<string, bool>? keepFp32 = null) => Parse(model, keepFp32).ToByteArray();
+
+    private static ModelProto Parse(byte[] model, Func<string, bool>? keepFp32)
     {
         var proto = ModelProto.Parser.ParseFrom(model);
         Convert(proto.Graph);
         if (keepFp32 is not null) KeepFp32Boundaries(proto.Graph, keepFp32);
-        return proto.ToByteArray();
+        return proto;
     }
 
     /// <summary>The block boundaries the engine keeps in fp32: hidden state in and out, and the adapter inputs.</summary>
@@ -50,9 +52,7 @@ internal static class Float16Graph
         (byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) built, Func<string, bool>? keepFp32 = null, bool inlineShared = false)
     {
         var shared = built.Shared.Select(s => (s.Name, s.Values is float[] f ? (Array)ToHalf(f) : s.Values, s.Dims)).ToList();
-        var proto = ModelProto.Parser.ParseFrom(built.Model);
-        Convert(proto.Graph);
-        if (keepFp32 is not null) KeepFp32Boundaries(proto.Graph, keepFp32);
+        var proto = Parse(built.Model, keepFp32);
         if (!inlineShared) return (proto.ToByteArray(), shared);
         var byName = proto.Graph.Initializer.ToDictionary(t => t.Name);
         foreach (var (name, values, _) in shared)
