@@ -11,7 +11,7 @@
 // in-process sender that submits to the scheduler instead of HTTP: the node's HTTP cost would be added to both sides
 // equally and blur the ratio this measures (the node benchmark measures HTTP).
 // usage: AdapterBench [--shape gpt2-small] [--spin true] [--rank 16] [--batches 1,8,32] [--ns 1,8,32,128,512] [--tokens 32]
-//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--mixed false] [--only p,e,a,b,c,d]
+//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--mixed false] [--consume true] [--only p,e,a,b,c,d]
 // (e: engine-only step diagnostic, alternating single decode steps; p: the same with the operator's per-phase timer
 // and the process CPU time per step (use --spin false); neither is part of the default run)
 using System.Diagnostics;
@@ -55,6 +55,9 @@ var spin = Str("spin", "true") == "true";
 // --mixed true: every scheduler runs mixed steps (prompt chunks of several requests ride in the decode step, the node's
 // Node:MixedSteps); the model is loaded with packed steps for it. Off: prompts are prefilled one request at a time.
 var mixed = Str("mixed", "false") == "true";
+// --consume false: cold activation copies B into new engine-oriented arrays (the node's path before it handed the
+// decoded arrays over with FromLora(consume: true)); the baseline of that change.
+var consume = Str("consume", "true") == "true";
 OrtRuntime.EnsureInitialized(threads, spin);
 var dir = Path.GetFullPath(Path.Combine(".fixtures", shapeName));
 if (!File.Exists(Path.Combine(dir, "model.safetensors")))
@@ -318,8 +321,8 @@ if (only.Contains("d"))
 {
     Console.WriteLine($"### Cold activation: store → slot (embedded Garnet, ComPEFT default codec and lossless), {coldReps} runs after 5 warm-ups");
     Console.WriteLine();
-    Console.WriteLine("| rank | codec | container bytes | store read+verify+decode+materialise ms p50 / p99 | convert ms p50 | slot write ms p50 / p99 | total p50 / p99 |");
-    Console.WriteLine("|---|---|---|---|---|---|---|");
+    Console.WriteLine("| rank | codec | container bytes | store read + verify ms p50 | decode ms p50 | store read+verify+decode+materialise ms p50 / p99 | convert ms p50 | slot write ms p50 / p99 | total p50 / p99 | MB allocated, decode → slot |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
     using var garnet = new EmbeddedGarnet(memory: "1g");
     using var mux = await ConnectionMultiplexer.ConnectAsync(garnet.ConnectionString);
     var store = new RedisAdapterStore(mux, new AdapterStoreOptions { KeepVersions = 1 });
@@ -334,26 +337,39 @@ if (only.Contains("d"))
         {
             var name = $"r{r}-{codecName.ToLowerInvariant()}";
             var report = await ingestor.IngestAsync(new UploadRequest("bench", name, "bench-base", new PeftFiles(cfg, file), codec, KeepOriginal: false), CancellationToken.None);
+            var fetch = new List<double>();
+            var megabytes = new List<double>();
+            var decode = new List<double>();
             var read = new List<double>();
             var convert = new List<double>();
             var write = new List<double>();
             var total = new List<double>();
             for (var i = -ColdWarmups; i < coldReps; i++)
             {
+                // The node's path (AdapterStoreExtensions.LoadAdapterAsync, then FromLora, then the slot write), timed per phase.
                 var sw = Stopwatch.StartNew();
-                var loaded = await store.LoadAdapterAsync("bench", name, null, CancellationToken.None) ?? throw new InvalidOperationException("adapter vanished");
+                var stored = await store.ReadAsync("bench", name, null, CancellationToken.None) ?? throw new InvalidOperationException("adapter vanished");
+                var t0 = sw.Elapsed.TotalMilliseconds;
+                var allocated = GC.GetAllocatedBytesForCurrentThread(); // decode → slot runs on this thread; the fetch may not
+                var payload = AdapterContainer.Decode(stored.Container);
+                var t1a = sw.Elapsed.TotalMilliseconds;
+                var adapter = AdapterMaterializer.Materialize(payload);
                 var t1 = sw.Elapsed.TotalMilliseconds;
-                var factors = AdapterFactors.FromLora(c, loaded.Adapter.Modules.Select(m => new LoraModule(m.Module, m.Layer, m.Rank, m.Scale, m.A, m.B)));
+                var factors = AdapterFactors.FromLora(c, adapter.Modules.Select(m => new LoraModule(m.Module, m.Layer, m.Rank, m.Scale, m.A, m.B)), consume: consume);
                 var t2 = sw.Elapsed.TotalMilliseconds;
                 table.Write(i & 1, factors);
                 var t3 = sw.Elapsed.TotalMilliseconds;
+                allocated = GC.GetAllocatedBytesForCurrentThread() - allocated;
                 if (i < 0) continue;
+                fetch.Add(t0);
+                decode.Add(t1a - t0);
                 read.Add(t1);
                 convert.Add(t2 - t1);
                 write.Add(t3 - t2);
                 total.Add(t3);
+                megabytes.Add(allocated / 1e6);
             }
-            Console.WriteLine($"| {r} | {codecName} | {report.Metadata.StoredBytes:N0} | {Median(read):F1} / {P99(read):F1} | {Median(convert):F1} | {Median(write):F2} / {P99(write):F2} | {Median(total):F1} / {P99(total):F1} |");
+            Console.WriteLine($"| {r} | {codecName} | {report.Metadata.StoredBytes:N0} | {Median(fetch):F1} | {Median(decode):F1} | {Median(read):F1} / {P99(read):F1} | {Median(convert):F1} | {Median(write):F2} / {P99(write):F2} | {Median(total):F1} / {P99(total):F1} | {Median(megabytes):F1} |");
         }
     }
     Console.WriteLine();

@@ -130,7 +130,7 @@ internal sealed class AdapterLoader(
             try
             {
                 factors = AdapterFactors.FromLora(baseConfig,
-                    loaded.Value.Adapter.Modules.Select(m => new LoraModule(m.Module, m.Layer, m.Rank, m.Scale, m.A, m.B)));
+                    loaded.Value.Adapter.Modules.Select(m => new LoraModule(m.Module, m.Layer, m.Rank, m.Scale, m.A, m.B)), consume: true);
             }
             catch (ArgumentException e)
             {

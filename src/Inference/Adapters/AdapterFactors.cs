@@ -1,3 +1,4 @@
+using System.Buffers;
 using Serving.Checkpoints;
 
 namespace Serving.Inference.Adapters;
@@ -96,8 +97,11 @@ public sealed class AdapterFactors
     /// that module's A array rather than copying it: callers must not change the arrays afterwards). Throws
     /// <see cref="ArgumentException"/> naming the module for an unknown name, a layer out of range, a duplicate, or a
     /// shape that does not match the base model (the store validates uploads; this guards the node).
+    /// With <paramref name="consume"/> the caller hands the modules' arrays over (it never reads them again): an update
+    /// made of one module then also reuses that module's B array, transposed and scaled in place through a pooled
+    /// scratch buffer, so a cold activation allocates the adapter's bytes once instead of twice.
     /// </summary>
-    public static AdapterFactors FromLora(ModelConfig c, IEnumerable<LoraModule> modules)
+    public static AdapterFactors FromLora(ModelConfig c, IEnumerable<LoraModule> modules, bool consume = false)
     {
         ArgumentNullException.ThrowIfNull(modules);
         var parts = new Dictionary<(int Layer, AdaptedProjection P), List<(int Offset, LoraModule M)>>();
@@ -131,9 +135,18 @@ public sealed class AdapterFactors
             // mutates it). Otherwise every element of A is written; B too when one part covers the whole projection
             // (else block-diagonal zeros).
             var a = list.Count == 1 ? list[0].M.A : GC.AllocateUninitializedArray<float>(rank * inDim);
-            var b = list.Count == 1 && list[0].M.B.Length / list[0].M.Rank == outDim
-                ? GC.AllocateUninitializedArray<float>(rank * outDim)
-                : new float[rank * outDim];
+            var whole = list.Count == 1 && list[0].M.B.Length / list[0].M.Rank == outDim;
+            if (whole && consume && list[0].M.B.Length == rank * outDim)
+            {
+                var m = list[0].M;
+                var scratch = ArrayPool<float>.Shared.Rent(m.B.Length);
+                m.B.AsSpan().CopyTo(scratch);
+                TransposeInto(scratch, outDim, m.Rank, m.Scale, m.B, outDim, colOffset: 0);
+                ArrayPool<float>.Shared.Return(scratch);
+                updates[layer * ProjectionCount + (int)projection] = new LowRankUpdate(rank, a, m.B);
+                continue;
+            }
+            var b = whole ? GC.AllocateUninitializedArray<float>(rank * outDim) : new float[rank * outDim];
             var r0 = 0;
             foreach (var (offset, m) in list)
             {

@@ -389,6 +389,46 @@ public sealed class AdapterTests
         AllocationProbe.AssertNoAllocation(Step, "an adapter decode step");
     }
 
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void FromLora_Consuming_GivesTheSameUpdatesAndReusesTheModulesB(string name)
+    {
+        var c = ModelConfig.Load(Path.Combine(Dir(name), "config.json"));
+        var copied = AdapterFactors.FromLora(c, RandomModules(c, seed: 3, rankBase: 2));
+        var handed = RandomModules(c, seed: 3, rankBase: 2);
+        var original = RandomModules(c, seed: 3, rankBase: 2); // untouched copy for the direct check below
+        var consumed = AdapterFactors.FromLora(c, handed, consume: true);
+        var reused = 0;
+        for (var layer = 0; layer < c.NumLayers; layer++)
+        {
+            foreach (var projection in Enum.GetValues<AdaptedProjection>())
+            {
+                var x = copied.Get(layer, projection);
+                var y = consumed.Get(layer, projection);
+                Assert.Equal(x is null, y is null);
+                if (x is null || y is null) continue;
+                Assert.Equal(x.Rank, y.Rank);
+                Assert.Equal(x.A, y.A);
+                Assert.Equal(x.B, y.B);
+                if (handed.FindIndex(m => ReferenceEquals(m.B, y.B)) is var i and >= 0)
+                {
+                    // Transposed and scaled in place: B'[k, o] = s·B[o, k], checked against the untouched module.
+                    var m = original[i];
+                    var outDim = m.B.Length / m.Rank;
+                    for (var k = 0; k < m.Rank; k++)
+                    {
+                        for (var o = 0; o < outDim; o++) Assert.Equal(m.Scale * m.B[o * m.Rank + k], y.B[k * outDim + o]);
+                    }
+                    reused++;
+                }
+            }
+        }
+        // GPT-2's modules each cover a whole projection, so every update reuses its module's B; Llama's q/k/v and
+        // gate/up are stacked from several modules and still copy.
+        Assert.True(reused > 0, "no update reused its module's B array");
+    }
+
     [Fact]
     public void BadAdapters_AreRefusedWithTheModuleNamed()
     {
