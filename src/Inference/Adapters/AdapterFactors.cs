@@ -136,7 +136,7 @@ public sealed class AdapterFactors
             // (else block-diagonal zeros).
             var a = list.Count == 1 ? list[0].M.A : GC.AllocateUninitializedArray<float>(rank * inDim);
             var whole = list.Count == 1 && list[0].M.B.Length / list[0].M.Rank == outDim;
-            if (whole && consume && list[0].M.B.Length == rank * outDim)
+            if (whole && consume)
             {
                 var m = list[0].M;
                 var scratch = ArrayPool<float>.Shared.Rent(m.B.Length);
