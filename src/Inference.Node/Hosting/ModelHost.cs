@@ -40,6 +40,7 @@ public sealed class ModelHost : IDisposable
             AdapterMaxRank = o.AdapterMaxRank,
             AdapterKernel = o.AdapterKernel,
             PackedSteps = o.EarlyExit || o.MixedSteps,
+            MaxStepTokens = o.MixedSteps ? o.MaxTokensPerStep : 0, // a mixed step's budget, however short the context
             Weights = o.Weights,
             WeightBlockSize = o.WeightBlockSize,
             WeightAccuracyLevel = o.WeightAccuracyLevel,

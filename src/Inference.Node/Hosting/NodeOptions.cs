@@ -71,7 +71,10 @@ public sealed class NodeOptions
     /// </summary>
     public bool MixedSteps { get; set; }
 
-    /// <summary>With <see cref="MixedSteps"/>: tokens per step, decode tokens first, prompt chunks fill the rest (docs/scheduling.md).</summary>
+    /// <summary>
+    /// With <see cref="MixedSteps"/>: tokens per step, decode tokens first, prompt chunks fill the rest
+    /// (docs/scheduling.md). The step buffers are sized for it, independently of <see cref="MaxContext"/>.
+    /// </summary>
     public int MaxTokensPerStep { get; set; } = 512;
 
     /// <summary>
@@ -288,7 +291,7 @@ internal sealed class NodeOptionsValidator(IConfiguration configuration) : IVali
         if (o.EarlyExit && o.ExecutionProvider != ExecutionProviderKind.Cpu) errors.Add("Node:EarlyExit runs on the CPU provider only.");
         if (o.MixedSteps && o.ExecutionProvider != ExecutionProviderKind.Cpu) errors.Add("Node:MixedSteps runs on the CPU provider only.");
         if (o.MixedSteps && o.AdaptersEnabled && o.AdapterKernel == AdapterKernelKind.BatchedMatMul) errors.Add("Node:MixedSteps takes adapters through the Segmented kernel only (AdapterKernel Auto or Segmented).");
-        if (o.MaxTokensPerStep < 1) errors.Add("Node:MaxTokensPerStep must be at least 1.");
+        if (o.MaxTokensPerStep is < 1 or > 65536) errors.Add($"Node:MaxTokensPerStep must be in [1, 65536], got {o.MaxTokensPerStep}.");
         if (o.MinSharedPrefixTokens < 1) errors.Add("Node:MinSharedPrefixTokens must be at least 1.");
         if (o.EarlyExit && o.AdaptersEnabled && o.AdapterKernel == AdapterKernelKind.BatchedMatMul) errors.Add("Node:EarlyExit takes adapters through the Segmented kernel only (AdapterKernel Auto or Segmented).");
         if (o.ExitProbe is { } probe && !Directory.Exists(probe)) errors.Add($"Node:ExitProbe '{probe}' does not exist.");

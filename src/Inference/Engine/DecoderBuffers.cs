@@ -17,7 +17,7 @@ internal sealed class DecoderBuffers
         Config = model.Config;
         var c = Config;
         Kv = new KvCachePool(c.NumLayers, capacity, c.NumKvHeads, model.MaxContext, c.HeadDim, half: model.Options.Precision == ComputePrecision.Float16);
-        var rows = Math.Max(capacity, model.MaxContext);
+        var rows = Math.Max(Math.Max(capacity, model.MaxContext), model.Options.MaxStepTokens);
         HiddenA = new NativeBuffer<float>((long)rows * c.HiddenSize);
         HiddenB = new NativeBuffer<float>((long)rows * c.HiddenSize);
         Positions = new NativeBuffer<long>(rows);

@@ -53,6 +53,15 @@ public sealed record RuntimeOptions
     public int MaxContext { get; init; } = 512;
 
     /// <summary>
+    /// Most tokens one engine step may carry (a decode's rows, a prefill's prompt tokens, or a mixed step's decode rows
+    /// and prompt chunks together); the step buffers are sized for it. 0: <see cref="MaxBatch"/> or
+    /// <see cref="MaxContext"/>, whichever is larger. Set it to the scheduler's mixed-step budget
+    /// (<c>SchedulerOptions.MaxTokensPerStep</c>) when that is larger: with a short context a mixed step could
+    /// otherwise carry only a few prompts at a time.
+    /// </summary>
+    public int MaxStepTokens { get; init; }
+
+    /// <summary>
     /// Also build every block as one graph that decode steps of base-model rows run through instead of one session per
     /// layer (<see cref="Engine.BatchDecoder.UseFusedDecode"/>): one <c>Run</c> per step instead of one per layer. The
     /// graph reads the per-layer sessions' weights (<c>AddInitializer</c>) and their packed copies (the shared
@@ -149,6 +158,7 @@ public sealed record RuntimeOptions
         }
         if (MaxBatch is < 1 or > 4096) throw new ArgumentOutOfRangeException(nameof(MaxBatch), MaxBatch, "must be in [1, 4096]");
         if (MaxContext < 2) throw new ArgumentOutOfRangeException(nameof(MaxContext), MaxContext, "must be at least 2");
+        if (MaxStepTokens is < 0 or > 65536) throw new ArgumentOutOfRangeException(nameof(MaxStepTokens), MaxStepTokens, "must be in [0, 65536] (0: the larger of MaxBatch and MaxContext)");
         if (Threads < 0) throw new ArgumentOutOfRangeException(nameof(Threads), Threads, "must be non-negative");
         if (AdapterSlots is < 0 or > 256) throw new ArgumentOutOfRangeException(nameof(AdapterSlots), AdapterSlots, "must be in [0, 256]");
         if (AdapterMaxRank is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(AdapterMaxRank), AdapterMaxRank, "must be in [1, 1024]");

@@ -41,6 +41,6 @@ public sealed class MixedStepsNodeTests
     public async Task MaxTokensPerStepBelowOne_IsRefusedAtStart_NamingTheSetting()
     {
         var e = await Assert.ThrowsAsync<OptionsValidationException>(() => NodeServer.StartAsync(new Dictionary<string, string?> { ["Node:MaxTokensPerStep"] = "0" }));
-        Assert.Contains("Node:MaxTokensPerStep must be at least 1", e.Message);
+        Assert.Contains("Node:MaxTokensPerStep must be in [1, 65536], got 0", e.Message);
     }
 }

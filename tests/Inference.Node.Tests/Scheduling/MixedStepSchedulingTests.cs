@@ -108,6 +108,47 @@ public sealed class MixedStepSchedulingTests : IDisposable
         Assert.Equal(TimeSpan.Zero, decoder.PrefillTime); // every prompt token went through mixed steps
     }
 
+    [Theory]
+    [InlineData(128, 8 * 14)] // the step buffers follow RuntimeOptions.MaxStepTokens: all eight prompts in the first step
+    [InlineData(0, 24)]       // sized by the 24-position context: a prompt and a chunk of the next per step
+    public void MixedSteps_AStepBudgetAboveAShortContext_CarriesEveryWaitingPromptInOneStep(int maxStepTokens, int firstStepTokens)
+    {
+        using var model = DecoderModel.Load(Models.TinyGpt2, new RuntimeOptions { MaxContext = 24, MaxStepTokens = maxStepTokens, Threads = 1, PackedSteps = true });
+        using var decoder = new BatchDecoder(model, 8);
+        using var s = new GenerationScheduler(decoder, _tokenizer,
+            new SchedulerOptions { MixedSteps = true, MaxTokensPerStep = 128, MaxPrefillTokensPerStep = 128 });
+        var requests = Enumerable.Range(0, 8).Select(k => Request([.. Enumerable.Range(10 + 20 * k, 14)], 6, temperature: k % 2, seed: (ulong)k)).ToArray();
+        var handles = requests.Select(r => Submit(s, r)).ToArray();
+        s.Step();
+        Assert.Equal(1, decoder.MixedSteps);
+        Assert.Equal(firstStepTokens, decoder.MixedStepTokens);
+        var got = handles.Select(_ => new List<GenerationEvent>()).ToArray();
+        for (var step = 0; step < 200 && !handles.All(h => h.Events.Completion.IsCompleted); step++)
+        {
+            s.Step();
+            for (var k = 0; k < handles.Length; k++) Read(handles[k], got[k]);
+        }
+        for (var k = 0; k < handles.Length; k++) Read(handles[k], got[k]);
+
+        // Each request gets what the whole-step scheduler on a long-context model gives it.
+        var (whole, _) = Scheduler(mixed: false, slots: 8);
+        var expected = RunStaggered(whole, requests, new int[requests.Length]);
+        for (var k = 0; k < requests.Length; k++)
+        {
+            Assert.Equal(6, Tokens(got[k]).Count);
+            Assert.Equal(Tokens(expected[k]), Tokens(got[k]));
+        }
+    }
+
+    [Theory]
+    [InlineData(-1)]
+    [InlineData(65537)]
+    public void MaxStepTokens_OutOfRange_IsRefusedNamingTheSetting(int value)
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new RuntimeOptions { MaxStepTokens = value }.Validate());
+        Assert.Equal(nameof(RuntimeOptions.MaxStepTokens), e.ParamName);
+    }
+
     [Fact]
     public void MixedSteps_ALongPromptArriving_RunningStreamGetsATokenEveryIterationAndTheBudgetHolds()
     {
