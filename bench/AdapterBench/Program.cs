@@ -69,7 +69,7 @@ var concurrencyMax = Math.Max(batches.Max(), 32);
 using var model = DecoderModel.Load(dir, new RuntimeOptions
 {
     MaxBatch = concurrencyMax, MaxContext = prompt + tokens + 8, Threads = threads, AdapterSlots = slots, AdapterMaxRank = rank,
-    AdapterKernel = kernel, SpinThreads = spin, PackedSteps = mixed,
+    AdapterKernel = kernel, SpinThreads = spin, PackedSteps = mixed, MaxStepTokens = mixed ? 512 : 0, // the node's default mixed-step budget
 });
 var c = model.Config;
 var tokenizer = TokenizerLoader.Load(dir, c.VocabSize);
@@ -321,8 +321,8 @@ if (only.Contains("d"))
 {
     Console.WriteLine($"### Cold activation: store → slot (embedded Garnet, ComPEFT default codec and lossless), {coldReps} runs after 5 warm-ups");
     Console.WriteLine();
-    Console.WriteLine("| rank | codec | container bytes | store read + verify ms p50 | decode ms p50 | store read+verify+decode+materialise ms p50 / p99 | convert ms p50 | slot write ms p50 / p99 | total p50 / p99 | MB allocated, decode → slot |");
-    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|");
+    Console.WriteLine("| rank | codec | container bytes | store read + verify ms p50 | decode ms p50 | store read+verify+decode+materialise ms p50 / p99 | convert ms p50 | slot write ms p50 / p99 | total p50 / p99 | MB allocated, decode → slot | minor page faults in the decode p50 (min–max) |");
+    Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|");
     using var garnet = new EmbeddedGarnet(memory: "1g");
     using var mux = await ConnectionMultiplexer.ConnectAsync(garnet.ConnectionString);
     var store = new RedisAdapterStore(mux, new AdapterStoreOptions { KeepVersions = 1 });
@@ -344,6 +344,7 @@ if (only.Contains("d"))
             var convert = new List<double>();
             var write = new List<double>();
             var total = new List<double>();
+            var faults = new List<double>();
             for (var i = -ColdWarmups; i < coldReps; i++)
             {
                 // The node's path (AdapterStoreExtensions.LoadAdapterAsync, then FromLora, then the slot write), timed per phase.
@@ -351,8 +352,10 @@ if (only.Contains("d"))
                 var stored = await store.ReadAsync("bench", name, null, CancellationToken.None) ?? throw new InvalidOperationException("adapter vanished");
                 var t0 = sw.Elapsed.TotalMilliseconds;
                 var allocated = GC.GetAllocatedBytesForCurrentThread(); // decode → slot runs on this thread; the fetch may not
+                var faults0 = MinorFaults();
                 var payload = AdapterContainer.Decode(stored.Container);
                 var t1a = sw.Elapsed.TotalMilliseconds;
+                var decodeFaults = MinorFaults() - faults0;
                 var adapter = AdapterMaterializer.Materialize(payload);
                 var t1 = sw.Elapsed.TotalMilliseconds;
                 var factors = AdapterFactors.FromLora(c, adapter.Modules.Select(m => new LoraModule(m.Module, m.Layer, m.Rank, m.Scale, m.A, m.B)), consume: consume);
@@ -368,8 +371,9 @@ if (only.Contains("d"))
                 write.Add(t3 - t2);
                 total.Add(t3);
                 megabytes.Add(allocated / 1e6);
+                faults.Add(decodeFaults);
             }
-            Console.WriteLine($"| {r} | {codecName} | {report.Metadata.StoredBytes:N0} | {Median(fetch):F1} | {Median(decode):F1} | {Median(read):F1} / {P99(read):F1} | {Median(convert):F1} | {Median(write):F2} / {P99(write):F2} | {Median(total):F1} / {P99(total):F1} | {Median(megabytes):F1} |");
+            Console.WriteLine($"| {r} | {codecName} | {report.Metadata.StoredBytes:N0} | {Median(fetch):F1} | {Median(decode):F1} | {Median(read):F1} / {P99(read):F1} | {Median(convert):F1} | {Median(write):F2} / {P99(write):F2} | {Median(total):F1} / {P99(total):F1} | {Median(megabytes):F1} | {Median(faults):F0} ({faults.Min():F0}–{faults.Max():F0}) |");
         }
     }
     Console.WriteLine();
@@ -444,6 +448,14 @@ double FloorKept(RunStats stats)
 {
     var baseStep = stats.BaseDecodeMs / Math.Max(1, stats.BaseSteps);
     return 100 * baseStep / (baseStep + stats.BytesPerStep / bandwidth * 1000);
+}
+
+// The process's minor page faults so far (Linux /proc/self/stat, field 10): first touches of fresh pages.
+static long MinorFaults()
+{
+    var stat = File.ReadAllText("/proc/self/stat");
+    var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+    return long.Parse(fields[7], System.Globalization.CultureInfo.InvariantCulture); // fields after the name start at 3 (state)
 }
 
 static double KeptMedian(List<double> ratios) => 100 * Median(ratios);
