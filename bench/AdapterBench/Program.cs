@@ -69,7 +69,7 @@ var concurrencyMax = Math.Max(batches.Max(), 32);
 using var model = DecoderModel.Load(dir, new RuntimeOptions
 {
     MaxBatch = concurrencyMax, MaxContext = prompt + tokens + 8, Threads = threads, AdapterSlots = slots, AdapterMaxRank = rank,
-    AdapterKernel = kernel, SpinThreads = spin, PackedSteps = mixed, MaxStepTokens = mixed ? 512 : 0, // the node's default mixed-step budget
+    AdapterKernel = kernel, SpinThreads = spin, PackedSteps = mixed, MaxStepTokens = mixed ? new SchedulerOptions().MaxTokensPerStep : 0, // the node's default mixed-step budget
 });
 var c = model.Config;
 var tokenizer = TokenizerLoader.Load(dir, c.VocabSize);

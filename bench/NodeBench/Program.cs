@@ -23,7 +23,7 @@ using Serving.LoadGen.Workload;
 // (batch 1, same sampler) for the same requests. Greedy, ignore_eos, fixed lengths, so every run generates the same tokens.
 // The HTTP clients are the load generator's (tools/LoadGen.Core), so TTFT/ITL and throughput use its definitions.
 // usage: NodeBench [--shape gpt2-small] [--levels 1,8,32] [--tokens 32] [--prompt 16] [--sequential 8] [--rounds 1] [--threads N] [--reps 2]
-//                  [--mixed off|on|both] [--step-tokens 512] [--prefill-tokens 512] [--poisson RATE] [--poisson-requests N]
+//                  [--mixed off|on|both] [--step-tokens 128] [--prefill-tokens 512] [--poisson RATE] [--poisson-requests N]
 //                  [--system N (shared prompt start)] [--prefix-reuse true|false]
 var opts = args.Select((a, i) => (a, i)).Where(p => p.a.StartsWith("--", StringComparison.Ordinal))
     .ToDictionary(p => p.a[2..], p => p.i + 1 < args.Length ? args[p.i + 1] : "");
@@ -89,7 +89,12 @@ double EngineTokensPerSecond()
 // 1b. Engine in-process at batch c: the same c requests as the node's concurrency-c point, prefilled one at a time
 // (batch 1, as the scheduler does) and then decoded together, each row sampled and detokenised. The node's ceiling:
 // what it would reach with no scheduling, HTTP or client cost. (DecodeBench's batch-32 figure has no prefill.)
-using var batchModel = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = maxBatch, MaxContext = context, Threads = threads, SpinThreads = false });
+// Loaded with the packed blocks too (1c); the ordinary decode step is the same either way (DecodeBench --load-variants).
+var engineStepTokens = int.Parse(Opt("step-tokens", "128"), inv);
+using var batchModel = DecoderModel.Load(dir, new RuntimeOptions
+{
+    MaxBatch = maxBatch, MaxContext = context, Threads = threads, SpinThreads = false, PackedSteps = true, MaxStepTokens = engineStepTokens,
+});
 using var batchDec = new BatchDecoder(batchModel, maxBatch);
 double EngineBatchTokensPerSecond(int c)
 {
@@ -126,6 +131,63 @@ double EngineBatchTokensPerSecond(int c)
     return c * tokens / elapsed;
 }
 
+// 1c. The same c requests with the schedule mixed steps aim for when all arrive at once: the prompts packed into as
+// few steps as the node's step budget (--step-tokens) allows, then decode steps of all c rows. The mixed-steps node's
+// ceiling on this machine: no HTTP, no arrival spread, no scheduling.
+double EngineMixedBatchTokensPerSecond(int c)
+{
+    var p = new SamplingParameters { Temperature = 0, MaxTokens = tokens, IgnoreEos = true };
+    var vocab = batchModel.Config.VocabSize;
+    var sw = Stopwatch.StartNew();
+    var rows = new (Sequence Seq, TokenSampler Sampler, StreamingDecoder Detok, int[] Prompt)[c];
+    for (var i = 0; i < c; i++)
+    {
+        var prompt = tokenizer.Encode(Prompt(2000 + i));
+        rows[i] = (batchDec.TryAllocate()!, new TokenSampler(p, vocab, prompt), tokenizer.CreateStreamingDecoder(), prompt);
+    }
+    var done = new int[c]; // prompt tokens in the cache
+    var entryRow = new int[c];
+    for (var next = 0; next < c;)
+    {
+        batchDec.BeginStep();
+        var entries = 0;
+        for (var i = next; i < c && batchDec.StepTokens < engineStepTokens; i++)
+        {
+            var take = Math.Min(rows[i].Prompt.Length - done[i], engineStepTokens - batchDec.StepTokens);
+            batchDec.AddToStep(rows[i].Seq, rows[i].Prompt.AsSpan(done[i], take));
+            done[i] += take;
+            entryRow[entries++] = i;
+        }
+        var logits = batchDec.RunStep();
+        for (var e = 0; e < entries; e++)
+        {
+            var i = entryRow[e];
+            if (done[i] < rows[i].Prompt.Length) continue; // a chunk; the prompt goes on in the next step
+            var token = rows[i].Sampler.Sample(logits.Slice(e * vocab, vocab));
+            rows[i].Sampler.Accept(token);
+            _ = rows[i].Detok.Append(token);
+            rows[i].Seq.PendingToken = token;
+        }
+        while (next < c && done[next] == rows[next].Prompt.Length) next++;
+    }
+    for (var t = 1; t < tokens; t++)
+    {
+        var logits = batchDec.Decode();
+        var active = batchDec.Active;
+        for (var r = 0; r < active.Count; r++)
+        {
+            var row = Array.FindIndex(rows, x => x.Seq == active[r]);
+            var token = rows[row].Sampler.Sample(logits.Slice(r * vocab, vocab));
+            rows[row].Sampler.Accept(token);
+            _ = rows[row].Detok.Append(token);
+            active[r].PendingToken = token;
+        }
+    }
+    var elapsed = sw.Elapsed.TotalSeconds;
+    foreach (var row in rows) batchDec.Release(row.Seq);
+    return c * tokens / elapsed;
+}
+
 Console.WriteLine($"{shape}, {threads} threads, prompt {promptLen}, {tokens} output tokens per request, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
 
 // 2. The node on loopback: one per scheduling variant (--mixed off|on|both: whole steps, mixed steps, or both side by side).
@@ -136,7 +198,7 @@ var variants = Opt("mixed", "off") switch
     "both" => [false, true],
     var m => throw new ArgumentException($"--mixed must be off, on or both, got '{m}'"),
 };
-var stepTokens = Opt("step-tokens", "512");
+var stepTokens = Opt("step-tokens", "128");
 var prefillTokens = Opt("prefill-tokens", "512");
 var poissonRate = double.Parse(Opt("poisson", "0"), inv); // requests/s of an open-loop Poisson point (0: none)
 var poissonCount = int.Parse(Opt("poisson-requests", (maxBatch * 4).ToString(inv)), inv);
@@ -228,6 +290,7 @@ var seqRuns = variants.ToDictionary(v => v, _ => new List<double>());
 var concRuns = variants.ToDictionary(v => v, _ => levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<RunMetrics>()));
 var poissonRuns = variants.ToDictionary(v => v, _ => new List<RunMetrics>());
 var engineBatchRuns = levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<double>());
+var engineMixedRuns = levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<double>());
 for (var r = 0; r < reps; r++)
 {
     var e = EngineTokensPerSecond();
@@ -238,6 +301,12 @@ for (var r = 0; r < reps; r++)
         var eb = EngineBatchTokensPerSecond(c);
         engineBatchRuns[c].Add(eb / e);
         Console.WriteLine($"rep {r}:   engine in-process at batch {c} (batch-1 prefills): {eb:F1} tok/s ({eb / e:F2}× engine batch 1)");
+        if (variants.Contains(true))
+        {
+            var em = EngineMixedBatchTokensPerSecond(c);
+            engineMixedRuns[c].Add(em / e);
+            Console.WriteLine($"rep {r}:   engine in-process at batch {c} (prompts in mixed steps of {engineStepTokens} tokens): {em:F1} tok/s ({em / e:F2}× engine batch 1)");
+        }
     }
     foreach (var (mixed, _, load) in nodes)
     {
@@ -267,7 +336,7 @@ static double Median(IEnumerable<double> v)
     return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
 }
 Console.WriteLine();
-Console.WriteLine("| scheduling | concurrency | aggregate output tok/s (median) | vs sequential (median of per-rep ratios) | engine in-process at this batch vs engine batch 1 | TTFT p50 ms | ITL p50 / p99 ms | ITL p99 / p50 |");
+Console.WriteLine("| scheduling | concurrency | aggregate output tok/s (median) | vs sequential (median of per-rep ratios) | engine in-process at this batch vs engine batch 1 (whole steps: batch-1 prefills; mixed: prompts in mixed steps) | TTFT p50 ms | ITL p50 / p99 ms | ITL p99 / p50 |");
 Console.WriteLine("|---|---|---|---|---|---|---|---|");
 foreach (var mixed in variants)
 {
@@ -275,7 +344,7 @@ foreach (var mixed in variants)
     foreach (var (c, runs) in concRuns[mixed])
     {
         var tps = runs.Select(m => m.OutputTokenThroughput).ToList();
-        Console.WriteLine($"| {Variant(mixed)} | {c} | {Median(tps):F1} | {Median(tps.Zip(seqRuns[mixed], (v, s1) => v / s1)):F2}× | {Median(engineBatchRuns[c]):F2}× | " +
+        Console.WriteLine($"| {Variant(mixed)} | {c} | {Median(tps):F1} | {Median(tps.Zip(seqRuns[mixed], (v, s1) => v / s1)):F2}× | {Median((mixed ? engineMixedRuns : engineBatchRuns)[c]):F2}× | " +
             $"{Median(runs.Select(m => m.TtftMs.P50)):F0} | {Median(runs.Select(m => m.ItlMs.P50)):F1} / {Median(runs.Select(m => m.ItlMs.P99)):F1} | {Median(runs.Select(m => m.ItlMs.P99 / m.ItlMs.P50)):F1} |");
     }
     if (poissonRuns[mixed].Count > 0)

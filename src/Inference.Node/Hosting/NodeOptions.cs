@@ -75,7 +75,7 @@ public sealed class NodeOptions
     /// With <see cref="MixedSteps"/>: tokens per step, decode tokens first, prompt chunks fill the rest
     /// (docs/scheduling.md). The step buffers are sized for it, independently of <see cref="MaxContext"/>.
     /// </summary>
-    public int MaxTokensPerStep { get; set; } = 512;
+    public int MaxTokensPerStep { get; set; } = 128;
 
     /// <summary>
     /// Prefix reuse: a prompt starting with tokens a running request on the same adapter has cached (a shared system

@@ -21,10 +21,12 @@ public sealed record SchedulerOptions
 
     /// <summary>
     /// With <see cref="MixedSteps"/>: tokens one step may carry. Decode rows go first (one token each); prompt chunks fill
-    /// the rest, at most <see cref="MaxPrefillTokensPerStep"/>. A smaller budget keeps inter-token latency flat while
-    /// prompts arrive; a larger one reaches first tokens sooner.
+    /// the rest, at most <see cref="MaxPrefillTokensPerStep"/>. On a CPU a step costs about its tokens: a smaller budget
+    /// keeps running streams' inter-token latency flat and starts the first prompts of a burst sooner; a larger one takes
+    /// a long prompt in fewer steps. 128 gave a burst of 32 requests its best first-token latency on a 2-core CPU (docs/scheduling.md).
+    /// The engine's step buffers must hold it (<c>RuntimeOptions.MaxStepTokens</c>).
     /// </summary>
-    public int MaxTokensPerStep { get; init; } = 512;
+    public int MaxTokensPerStep { get; init; } = 128;
 
     /// <summary>
     /// Prefix reuse: a request whose prompt starts with at least <see cref="MinSharedPrefixTokens"/> tokens that a running
