@@ -97,10 +97,10 @@ public sealed class DecoderModel : IDisposable
     /// <summary>Whether packed steps can run (<see cref="RuntimeOptions.PackedSteps"/>).</summary>
     public bool SupportsPackedSteps => PackedBlocks.Length > 0;
 
-    /// <summary>Bytes the graphs' projection weights take in <see cref="RuntimeOptions.Weights"/>' format (all layers; one copy).</summary>
+    /// <summary>Bytes the graphs' projection weights take in <see cref="RuntimeOptions.Weights"/>' format and <see cref="RuntimeOptions.Precision"/> (all layers; one copy).</summary>
     public long ProjectionWeightBytes { get; private init; }
 
-    /// <summary>Bytes of the LM head as the head graph holds it (quantised with <see cref="RuntimeOptions.QuantizeHead"/>).</summary>
+    /// <summary>Bytes of the LM head as the head graph holds it (quantised with <see cref="RuntimeOptions.QuantizeHead"/>, fp16 with <see cref="ComputePrecision.Float16"/>).</summary>
     public long HeadWeightBytes { get; private init; }
 
     /// <summary>Whether adapter steps run the segmented operator (<see cref="RuntimeOptions.UsesSegmentedAdapters"/>).</summary>
@@ -151,7 +151,7 @@ public sealed class DecoderModel : IDisposable
         var kvOnly = packed ? new InferenceSession[c.NumLayers] : [];
         var kvOnlySegmented = packed && segmented ? new InferenceSession[c.NumLayers] : [];
         var shared = new List<IDisposable>();
-        // fp16 blocks (RuntimeOptions.Precision): converted after building, fp32 at the engine's boundaries (K/V fp16).
+        // fp16 blocks and head (RuntimeOptions.Precision): converted after building, fp32 at the engine's boundaries (K/V fp16).
         var half = options.Precision == ComputePrecision.Float16;
         byte[] Precise(byte[] graph) => half ? Float16Graph.Convert(graph, Float16Graph.EngineBoundary) : graph;
         (byte[], List<(string, Array, long[])>) PreciseShared((byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) built) =>
@@ -174,7 +174,7 @@ public sealed class DecoderModel : IDisposable
                 var weights = LayerWeights.Read(ckpt, layer);
                 weights.Quantize(c, options.Weights, options.WeightBlockSize, options.WeightAccuracyLevel);
                 projectionBytes += weights.Quantized?.Bytes
-                    ?? sizeof(float) * ((long)weights.QkvWeight.Length + weights.OutWeight.Length + weights.UpWeight.Length + weights.DownWeight.Length);
+                    ?? (half ? 2 : sizeof(float)) * ((long)weights.QkvWeight.Length + weights.OutWeight.Length + weights.UpWeight.Length + weights.DownWeight.Length);
                 inputNorms[layer] = (weights.Norm1Weight, weights.Norm1Bias);
                 if (layerWeights is not null) layerWeights[layer] = weights;
                 ffnDown[layer] = weights.DownWeight;
@@ -246,7 +246,9 @@ public sealed class DecoderModel : IDisposable
             var headQuantized = options.QuantizeHead
                 ? WeightQuantizer.Quantize(headW, (int)d, (int)v, options.Weights, options.WeightBlockSize, transposed: true)
                 : null;
-            var head = new InferenceSession(Dump(HeadGraph.Build(c, normW, normB, headW, headQuantized, options.WeightAccuracyLevel), "head"), so);
+            // fp16 blocks get an fp16 head (half the LM head's bytes: a third of a small model's step); rows in and logits out stay fp32.
+            var headGraph = HeadGraph.Build(c, normW, normB, headW, headQuantized, options.WeightAccuracyLevel);
+            var head = new InferenceSession(Dump(half ? Float16Graph.Convert(headGraph, Float16Graph.HeadBoundary) : headGraph, "head"), so);
             sessions.Add(head);
             var fused = layerWeights is not null && projectionBytes <= RuntimeOptions.FusedDecodeMaxWeightBytes
                 ? FusedBlocksSession(c, layerWeights, maxContext, rotary, options, prepacked!, shared)
@@ -270,7 +272,7 @@ public sealed class DecoderModel : IDisposable
                 KvOnlySegmentedBlocks = kvOnlySegmented,
                 Rotary = rotary,
                 ProjectionWeightBytes = projectionBytes,
-                HeadWeightBytes = headQuantized?.Bytes ?? sizeof(float) * headW.LongLength,
+                HeadWeightBytes = headQuantized?.Bytes ?? (half ? 2 : sizeof(float)) * headW.LongLength,
             };
         }
         catch

@@ -15,7 +15,8 @@ namespace Serving.Inference.Graphs;
 /// MatMulNBits, Split, Reshape, GatherND, Add, Mul, Sigmoid) is defined for fp16; the norms compute their statistics
 /// in fp32 inside the kernel. Graphs with the CPU custom operators (segmented adapters, packed attention) are refused:
 /// those kernels are fp32. Named inputs and outputs may keep fp32 at the boundary (a Cast inside the graph): the engine
-/// keeps its hidden-state buffers, embedding, head and adapter slot tables in fp32 and only the K/V cache in fp16.
+/// keeps its hidden-state buffers, embedding, logits and adapter slot tables in fp32 and the K/V cache, the blocks' and the
+/// head's weights and arithmetic in fp16.
 /// </summary>
 internal static class Float16Graph
 {
@@ -36,6 +37,9 @@ internal static class Float16Graph
     /// <summary>The block boundaries the engine keeps in fp32: hidden state in and out, and the adapter inputs.</summary>
     public static bool EngineBoundary(string name) =>
         name is BlockGraph.Hidden or BlockGraph.HiddenOut || name.StartsWith("lora_", StringComparison.Ordinal); // float ones only: integer inputs are never converted
+
+    /// <summary>The head's boundaries kept in fp32: the hidden rows in and the logits out (the engine's buffers).</summary>
+    public static bool HeadBoundary(string name) => name is HeadGraph.Hidden or HeadGraph.Logits;
 
     /// <summary>
     /// Converts a graph built with <see cref="GraphBuilder.ShareWeights"/>: the graph as <see cref="Convert(byte[])"/>,

@@ -115,8 +115,9 @@ public sealed record RuntimeOptions
     /// <summary>
     /// The blocks' arithmetic (<see cref="Graphs.Float16Graph"/>): fp32, or fp16 weights, activations and K/V cache —
     /// what the CUDA provider needs (its <c>GroupQueryAttention</c> takes fp16/bf16 only) and half the bytes per step.
-    /// The blocks keep fp32 boundaries (hidden state in and out, adapter factors, cast inside the graph), so the
-    /// embedding, the head and the slot tables are unchanged; the K/V cache is fp16. Not with the CPU custom operators
+    /// The blocks and the head (final norm and LM head, a second fp16 copy of a tied embedding) keep fp32 boundaries
+    /// (hidden state in and out, logits out, adapter factors; cast inside the graph), so the embedding rows, the logits
+    /// buffer and the slot tables are unchanged; the K/V cache is fp16. Not with the CPU custom operators
     /// (packed steps, the Segmented adapter kernel: <see cref="AdapterKernelKind.Auto"/> picks BatchedMatMul), the fused
     /// decode graph or quantised weights. The CPU provider runs fp16 blocks (casting around kernels with no fp16 form,
     /// so slower than fp32): that is how tests check them without a GPU.

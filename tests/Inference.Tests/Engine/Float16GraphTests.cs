@@ -204,6 +204,7 @@ public sealed class Float16GraphTests
             }
         }
         Assert.True(worstRelative > 1e-6, "the fp16 engine gave fp32's logits: the blocks did not run in fp16");
+        Assert.Equal(2L * c.VocabSize * c.HiddenSize, model.HeadWeightBytes); // the head holds an fp16 copy of the tied embedding
         Assert.Equal(2L * c.NumLayers * 2 * c.NumKvHeads * MaxContext * c.HeadDim * 2, dec.KvCacheForTests.Bytes); // 2 bytes per K/V value
     }
 
@@ -221,6 +222,56 @@ public sealed class Float16GraphTests
             var e = Assert.Throws<ArgumentException>(options.Validate);
             Assert.Contains("fp16", e.Message);
         }
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void Head_Float16_HalfWeightsFp32Boundaries_MatchesTheFp32HeadOnTheCpu(string family)
+    {
+        // The head the fp16 engine builds (final norm + LM head): every float weight fp16, rows in and logits out fp32
+        // through a Cast at each end, the nodes otherwise the same; on the CPU its logits follow the fp32 head's.
+        using var ckpt = CheckpointFolder.Open(family == "gpt2" ? Fixtures.TinyGpt2 : Fixtures.TinyLlama);
+        var c = ckpt.Config;
+        var random = new Random(11);
+        float[] Values(long n, double scale) => Enumerable.Range(0, (int)n).Select(_ => (float)((random.NextDouble() * 2 - 1) * scale)).ToArray();
+        var fp32 = HeadGraph.Build(c, Values(c.HiddenSize, 1.5), family == "gpt2" ? Values(c.HiddenSize, 0.2) : null, Values((long)c.VocabSize * c.HiddenSize, 0.1));
+        var fp16 = Float16Graph.Convert(fp32, Float16Graph.HeadBoundary);
+        var a = ModelProto.Parser.ParseFrom(fp32).Graph;
+        var b = ModelProto.Parser.ParseFrom(fp16).Graph;
+
+        Assert.Equal(a.Input.Concat(a.Output).Select(i => (i.Name, i.Type.TensorType.ElemType)), b.Input.Concat(b.Output).Select(i => (i.Name, i.Type.TensorType.ElemType)));
+        Assert.All(b.Input.Concat(b.Output), i => Assert.Equal((int)DT.Float, i.Type.TensorType.ElemType));
+        Assert.Equal(["Cast", .. a.Node.Select(n => n.OpType), "Cast"], b.Node.Select(n => n.OpType));
+        Assert.Equal(a.Initializer.Count, b.Initializer.Count);
+        foreach (var (x, y) in a.Initializer.Zip(b.Initializer))
+        {
+            Assert.Equal((x.Name, x.Dims), (y.Name, y.Dims));
+            Assert.Equal((int)DT.Float16, y.DataType);
+            var floats = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(x.RawData.Span);
+            var halves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(y.RawData.Span);
+            Assert.Equal(floats.Length, halves.Length);
+            for (var i = 0; i < floats.Length; i++) Assert.Equal(BitConverter.HalfToUInt16Bits(IndependentHalf(floats[i])), halves[i]);
+        }
+
+        const int Rows = 3;
+        var hidden = Values((long)Rows * c.HiddenSize, 2.0);
+        using var options = OrtRuntime.CreateSessionOptions(new RuntimeOptions());
+        float[] Logits(byte[] graph)
+        {
+            using var session = new InferenceSession(graph, options);
+            using var input = OrtValue.CreateTensorValueFromMemory(hidden, [Rows, c.HiddenSize]);
+            using var runOptions = new RunOptions();
+            using var outputs = session.Run(runOptions, [HeadGraph.Hidden], [input], [HeadGraph.Logits]);
+            return outputs[0].GetTensorDataAsSpan<float>().ToArray();
+        }
+        var expected = Logits(fp32);
+        var actual = Logits(fp16);
+        Assert.Equal(Rows * c.VocabSize, actual.Length);
+        double worst = 0, scale = expected.Max(Math.Abs);
+        for (var i = 0; i < expected.Length; i++) worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]));
+        Assert.True(worst <= 1e-2 * scale, $"fp16 head differs from fp32 by {worst} (largest |logit| {scale})");
+        Assert.True(worst > 0, "the fp16 head gave the fp32 head's exact logits: it did not compute in fp16");
     }
 
     [Fact]
