@@ -11,7 +11,7 @@
 // in-process sender that submits to the scheduler instead of HTTP: the node's HTTP cost would be added to both sides
 // equally and blur the ratio this measures (the node benchmark measures HTTP).
 // usage: AdapterBench [--shape gpt2-small] [--spin true] [--rank 16] [--batches 1,8,32] [--ns 1,8,32,128,512] [--tokens 32]
-//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--mixed false] [--consume true] [--only p,e,a,b,c,d]
+//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--mixed false] [--consume true] [--fp16] [--cuda] [--only p,e,a,b,c,d]
 // (e: engine-only step diagnostic, alternating single decode steps; p: the same with the operator's per-phase timer
 // and the process CPU time per step (use --spin false); neither is part of the default run)
 using System.Diagnostics;
@@ -58,6 +58,12 @@ var mixed = Str("mixed", "false") == "true";
 // --consume false: cold activation copies B into new engine-oriented arrays (the node's path before it handed the
 // decoded arrays over with FromLora(consume: true)); the baseline of that change.
 var consume = Str("consume", "true") == "true";
+// --fp16: fp16 blocks and head (the CUDA node's arithmetic; Auto then picks the BatchedMatMul adapter kernel); --cuda:
+// the CUDA provider (a -p:UseCuda=true build; bench/gpu/run.sh). On the CPU provider --fp16 checks the path only: ONNX
+// Runtime casts around its fp32-only kernels, so it is slower than fp32 there.
+var fp16 = Str("fp16", "false") == "true";
+var cuda = Str("cuda", "false") == "true";
+if (mixed && (fp16 || cuda)) throw new ArgumentException("--mixed runs the packed fp32 CPU operators: not with --fp16 or --cuda");
 OrtRuntime.EnsureInitialized(threads, spin);
 var dir = Path.GetFullPath(Path.Combine(".fixtures", shapeName));
 if (!File.Exists(Path.Combine(dir, "model.safetensors")))
@@ -70,10 +76,12 @@ using var model = DecoderModel.Load(dir, new RuntimeOptions
 {
     MaxBatch = concurrencyMax, MaxContext = prompt + tokens + 8, Threads = threads, AdapterSlots = slots, AdapterMaxRank = rank,
     AdapterKernel = kernel, SpinThreads = spin, PackedSteps = mixed, MaxStepTokens = mixed ? new SchedulerOptions().MaxTokensPerStep : 0, // the node's default mixed-step budget
+    Precision = fp16 ? ComputePrecision.Float16 : ComputePrecision.Float32,
+    ExecutionProvider = cuda ? ExecutionProviderKind.Cuda : ExecutionProviderKind.Cpu,
 });
 var c = model.Config;
 var tokenizer = TokenizerLoader.Load(dir, c.VocabSize);
-Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base + {slots}-slot variants), {threads} threads, {Environment.ProcessorCount} cores, adapter kernel {(model.Options.UsesSegmentedAdapters ? "Segmented" : "BatchedMatMul")}, prompts {(mixed ? "in mixed steps" : "prefilled one request at a time")}");
+Console.WriteLine($"{shapeName}: load {model.LoadTime.TotalSeconds:F1} s (base + {slots}-slot variants), {threads} threads, {Environment.ProcessorCount} cores, adapter kernel {(model.Options.UsesSegmentedAdapters ? "Segmented" : "BatchedMatMul")}, {model.Options.Precision} on {model.Options.ExecutionProvider}, prompts {(mixed ? "in mixed steps" : "prefilled one request at a time")}");
 
 // A small pool of distinct random contents; N adapters reuse them under distinct keys (each still takes its own slot
 // and its own copy in slot storage, so device bytes and swaps are real; only host memory is shared).

@@ -285,6 +285,11 @@ foreach (var node in nodes)
     await PointAsync(node.Load, 999, 1, 1); // warm-up
     foreach (var c in levels.Where(l => l > 1)) await ConcurrentAsync(node.Load, c);
 }
+foreach (var c in levels.Where(l => l > 1)) // the in-process runs warm up too (JIT tiers, bindings per step size)
+{
+    _ = EngineBatchTokensPerSecond(c);
+    if (variants.Contains(true)) _ = EngineMixedBatchTokensPerSecond(c);
+}
 var engineRuns = new List<double>();
 var seqRuns = variants.ToDictionary(v => v, _ => new List<double>());
 var concRuns = variants.ToDictionary(v => v, _ => levels.Where(l => l > 1).ToDictionary(c => c, _ => new List<RunMetrics>()));

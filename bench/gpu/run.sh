@@ -7,7 +7,8 @@
 #   3. fidelity against transformers in float64: the engine's fp32 logits (committed) and its fp16 blocks (CUDA, else
 #      CPU) for every family fixture, max relative difference per fixture (target: fp16 <= 1e-2);
 #   4. decode throughput, gpt2-small and llama-small random checkpoints: the engine's fp16 blocks (DecodeBench --fp16
-#      [--cuda]) and transformers eager fp16 on cuda (hf_decode.py) at batch 1/8/32.
+#      [--cuda]) and transformers eager fp16 on cuda (hf_decode.py) at batch 1/8/32;
+#   5. adapters (AdapterBench --fp16 [--cuda]): one adapter vs base, and N = 1…512 distinct adapters per batch.
 # Each step goes on when one before it fails; run.log says what ran.
 set -uo pipefail
 OUT=${OUT:-bench/gpu/out}
@@ -18,15 +19,16 @@ HF=bench/gpu/hf_families
 log environment
 { nvidia-smi || echo "no nvidia-smi"; python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)"; dotnet --version; } > "$OUT/environment.txt" 2>&1
 
-log "CUDA build (tools/Generate, bench/DecodeBench)"
+log "CUDA build (tools/Generate, bench/DecodeBench, bench/AdapterBench)"
 CUDA=--cuda
-if ! dotnet build -c Release -p:UseCuda=true tools/Generate bench/DecodeBench > "$OUT/build-cuda.log" 2>&1; then
+if ! dotnet build -c Release -p:UseCuda=true tools/Generate bench/DecodeBench bench/AdapterBench > "$OUT/build-cuda.log" 2>&1; then
   log "CUDA build failed (see build-cuda.log); fp16 checks on the CPU provider"
   CUDA=
-  dotnet build -c Release tools/Generate bench/DecodeBench > "$OUT/build-cpu.log" 2>&1 || log "CPU build failed too"
+  dotnet build -c Release tools/Generate bench/DecodeBench bench/AdapterBench > "$OUT/build-cpu.log" 2>&1 || log "CPU build failed too"
 fi
 GEN=tools/Generate/bin/Release/net10.0/linux-x64/Serving.Generate.dll
 BENCH=bench/DecodeBench/bin/Release/net10.0/linux-x64/Serving.DecodeBench.dll
+ADAPTERS=bench/AdapterBench/bin/Release/net10.0/linux-x64/Serving.AdapterBench.dll
 
 log "fidelity: engine fp16 blocks ${CUDA:-(CPU)} for each family fixture"
 IDS=$(python3 -c "import json;print(','.join(map(str,json.load(open('$HF/tokens.json'))['tokens'])))")
@@ -45,4 +47,6 @@ for shape in gpt2-small llama-small; do
   log "decode: transformers eager fp16, $shape"
   python3 bench/gpu/hf_decode.py ".fixtures/$shape" --batches 1,8,32 --steps 64 --reps 3 > "$OUT/hf-decode-$shape.json" 2> "$OUT/hf-decode-$shape.err" || log "hf_decode $shape failed"
 done
+log "adapters: one adapter vs base at batch 1/8/32 and N = 1, 32, 128, 512 distinct adapters at concurrency 32 (fp16 ${CUDA:-(CPU)})"
+dotnet "$ADAPTERS" --shape gpt2-small --only a,b --ns 1,32,128,512 --reps 2 --requests 3 --tokens 32 --fp16 $CUDA > "$OUT/adapters-gpt2-small.txt" 2>&1 || log "AdapterBench failed"
 log done
