@@ -98,37 +98,14 @@ using var batchModel = DecoderModel.Load(dir, new RuntimeOptions
 using var batchDec = new BatchDecoder(batchModel, maxBatch);
 double EngineBatchTokensPerSecond(int c)
 {
-    var p = new SamplingParameters { Temperature = 0, MaxTokens = tokens, IgnoreEos = true };
-    var vocab = batchModel.Config.VocabSize;
     var sw = Stopwatch.StartNew();
-    var rows = new (Sequence Seq, TokenSampler Sampler, StreamingDecoder Detok)[c];
+    var rows = new BatchRow[c];
     for (var i = 0; i < c; i++)
     {
-        var prompt = tokenizer.Encode(Prompt(2000 + i));
-        var seq = batchDec.TryAllocate()!;
-        rows[i] = (seq, new TokenSampler(p, vocab, prompt), tokenizer.CreateStreamingDecoder());
-        var logits = batchDec.Prefill(seq, prompt);
-        var next = rows[i].Sampler.Sample(logits);
-        rows[i].Sampler.Accept(next);
-        _ = rows[i].Detok.Append(next);
-        seq.PendingToken = next;
+        rows[i] = NewRow(i, out var prompt);
+        rows[i].Take(batchDec.Prefill(rows[i].Seq, prompt));
     }
-    for (var t = 1; t < tokens; t++)
-    {
-        var logits = batchDec.Decode();
-        var active = batchDec.Active;
-        for (var r = 0; r < active.Count; r++)
-        {
-            var row = Array.FindIndex(rows, x => x.Seq == active[r]);
-            var next = rows[row].Sampler.Sample(logits.Slice(r * vocab, vocab));
-            rows[row].Sampler.Accept(next);
-            _ = rows[row].Detok.Append(next);
-            active[r].PendingToken = next;
-        }
-    }
-    var elapsed = sw.Elapsed.TotalSeconds;
-    foreach (var row in rows) batchDec.Release(row.Seq);
-    return c * tokens / elapsed;
+    return DecodeTogether(rows, sw);
 }
 
 // 1c. The same c requests with the schedule mixed steps aim for when all arrive at once: the prompts packed into as
@@ -136,15 +113,11 @@ double EngineBatchTokensPerSecond(int c)
 // ceiling on this machine: no HTTP, no arrival spread, no scheduling.
 double EngineMixedBatchTokensPerSecond(int c)
 {
-    var p = new SamplingParameters { Temperature = 0, MaxTokens = tokens, IgnoreEos = true };
     var vocab = batchModel.Config.VocabSize;
     var sw = Stopwatch.StartNew();
-    var rows = new (Sequence Seq, TokenSampler Sampler, StreamingDecoder Detok, int[] Prompt)[c];
-    for (var i = 0; i < c; i++)
-    {
-        var prompt = tokenizer.Encode(Prompt(2000 + i));
-        rows[i] = (batchDec.TryAllocate()!, new TokenSampler(p, vocab, prompt), tokenizer.CreateStreamingDecoder(), prompt);
-    }
+    var rows = new BatchRow[c];
+    var prompts = new int[c][];
+    for (var i = 0; i < c; i++) rows[i] = NewRow(i, out prompts[i]);
     var done = new int[c]; // prompt tokens in the cache
     var entryRow = new int[c];
     for (var next = 0; next < c;)
@@ -153,8 +126,8 @@ double EngineMixedBatchTokensPerSecond(int c)
         var entries = 0;
         for (var i = next; i < c && batchDec.StepTokens < engineStepTokens; i++)
         {
-            var take = Math.Min(rows[i].Prompt.Length - done[i], engineStepTokens - batchDec.StepTokens);
-            batchDec.AddToStep(rows[i].Seq, rows[i].Prompt.AsSpan(done[i], take));
+            var take = Math.Min(prompts[i].Length - done[i], engineStepTokens - batchDec.StepTokens);
+            batchDec.AddToStep(rows[i].Seq, prompts[i].AsSpan(done[i], take));
             done[i] += take;
             entryRow[entries++] = i;
         }
@@ -162,30 +135,34 @@ double EngineMixedBatchTokensPerSecond(int c)
         for (var e = 0; e < entries; e++)
         {
             var i = entryRow[e];
-            if (done[i] < rows[i].Prompt.Length) continue; // a chunk; the prompt goes on in the next step
-            var token = rows[i].Sampler.Sample(logits.Slice(e * vocab, vocab));
-            rows[i].Sampler.Accept(token);
-            _ = rows[i].Detok.Append(token);
-            rows[i].Seq.PendingToken = token;
+            if (done[i] == prompts[i].Length) rows[i].Take(logits.Slice(e * vocab, vocab)); // else a chunk: the prompt goes on next step
         }
-        while (next < c && done[next] == rows[next].Prompt.Length) next++;
+        while (next < c && done[next] == prompts[next].Length) next++;
     }
+    return DecodeTogether(rows, sw);
+}
+
+// Request i of the batch runs (the prompts the node's concurrency points send), greedy, detokenised as the node does.
+BatchRow NewRow(int i, out int[] prompt)
+{
+    prompt = tokenizer.Encode(Prompt(2000 + i));
+    var p = new SamplingParameters { Temperature = 0, MaxTokens = tokens, IgnoreEos = true };
+    return new BatchRow(batchDec.TryAllocate()!, new TokenSampler(p, batchModel.Config.VocabSize, prompt), tokenizer.CreateStreamingDecoder());
+}
+
+// Every row has its first token: decode steps of all rows to the last token, then output tokens per second since sw.
+double DecodeTogether(BatchRow[] rows, Stopwatch sw)
+{
+    var vocab = batchModel.Config.VocabSize;
     for (var t = 1; t < tokens; t++)
     {
         var logits = batchDec.Decode();
         var active = batchDec.Active;
-        for (var r = 0; r < active.Count; r++)
-        {
-            var row = Array.FindIndex(rows, x => x.Seq == active[r]);
-            var token = rows[row].Sampler.Sample(logits.Slice(r * vocab, vocab));
-            rows[row].Sampler.Accept(token);
-            _ = rows[row].Detok.Append(token);
-            active[r].PendingToken = token;
-        }
+        for (var r = 0; r < active.Count; r++) rows[Array.FindIndex(rows, x => x.Seq == active[r])].Take(logits.Slice(r * vocab, vocab));
     }
     var elapsed = sw.Elapsed.TotalSeconds;
     foreach (var row in rows) batchDec.Release(row.Seq);
-    return c * tokens / elapsed;
+    return rows.Length * tokens / elapsed;
 }
 
 Console.WriteLine($"{shape}, {threads} threads, prompt {promptLen}, {tokens} output tokens per request, load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
@@ -404,4 +381,17 @@ static string WithTextForEveryToken(string source)
     File.WriteAllText(Path.Combine(target, "vocab.json"), System.Text.Json.JsonSerializer.Serialize(vocab));
     File.WriteAllText(Path.Combine(target, "merges.txt"), "#version: 0.2\n");
     return target;
+}
+
+/// <summary>One row of the in-process batch runs: its sequence, sampler and detokeniser.</summary>
+sealed record BatchRow(Sequence Seq, TokenSampler Sampler, StreamingDecoder Detok)
+{
+    /// <summary>Samples the row's next token from its logits, records it, and makes it the row's pending token.</summary>
+    public void Take(ReadOnlySpan<float> logits)
+    {
+        var next = Sampler.Sample(logits);
+        Sampler.Accept(next);
+        _ = Detok.Append(next);
+        Seq.PendingToken = next;
+    }
 }
