@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 using System.Numerics;
 
@@ -84,6 +85,7 @@ internal ref struct BitReader
         return bit;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public ulong ReadBits(int count)
     {
         if (count == 0) return 0;
@@ -93,6 +95,7 @@ internal ref struct BitReader
         return count == 64 ? word : word & ((1UL << count) - 1);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public long ReadUnary()
     {
         long q = 0;
@@ -113,22 +116,26 @@ internal ref struct BitReader
         }
     }
 
-    /// <summary>64 bits starting at <paramref name="bitPos"/> (missing bytes past the end read as zero); low 56 are valid.</summary>
+    /// <summary>
+    /// 64 bits starting at <paramref name="bitPos"/> (missing bytes past the end read as zero); low 56 are valid. Inlined
+    /// (with <see cref="ReadBits"/> and <see cref="ReadUnary"/>) into the decoders' loops, which are compiled optimised on
+    /// first call: left as calls, these ran at the tiered JIT's tier 0 for a long time in a busy node, which doubled a
+    /// ComPEFT decode (docs/benchmarks.md, cold activation).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private readonly ulong Peek64(long bitPos)
     {
         int byteIndex = (int)(bitPos >> 3);
-        ulong word;
-        if (byteIndex + 8 <= _data.Length)
-        {
-            word = BinaryPrimitives.ReadUInt64LittleEndian(_data.Slice(byteIndex, 8));
-        }
-        else
-        {
-            Span<byte> tmp = stackalloc byte[8];
-            tmp.Clear();
-            _data[byteIndex..].CopyTo(tmp);
-            word = BinaryPrimitives.ReadUInt64LittleEndian(tmp);
-        }
+        ulong word = byteIndex + 8 <= _data.Length ? BinaryPrimitives.ReadUInt64LittleEndian(_data.Slice(byteIndex, 8)) : PeekTail(byteIndex);
         return word >> (int)(bitPos & 7);
+    }
+
+    /// <summary>The last fewer than 8 bytes as a little-endian word, zeros past the end.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private readonly ulong PeekTail(int byteIndex)
+    {
+        ulong word = 0;
+        for (int i = byteIndex, shift = 0; i < _data.Length; i++, shift += 8) word |= (ulong)_data[i] << shift;
+        return word;
     }
 }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 
 namespace Serving.AdapterStore.Compression;
 
@@ -185,22 +186,7 @@ internal static class ComPeftCodec
             if (signBytes.Length < (g.Kept + 7) / 8) throw new ContainerFormatException($"Group {g.Name} sign section too short.");
             var positions = new int[g.Kept];
             PositionCode.Decode(g.PositionCoding, g.RiceParameter, posBytes, g.PositionsBits, g.Count, positions);
-            var magnitude = MagnitudesOf(g, members, body);
-
-            int ti = 0;
-            int tensorEnd = members.Count > 0 ? starts[0] + arrays[0].Length : 0;
-            for (int j = 0; j < positions.Length; j++)
-            {
-                int p = positions[j];
-                while (p >= tensorEnd)
-                {
-                    ti++;
-                    tensorEnd = starts[ti] + arrays[ti].Length;
-                }
-                bool negative = ((signBytes[j >> 3] >> (j & 7)) & 1) != 0;
-                float m = magnitude(j, p);
-                arrays[ti][p - starts[ti]] = negative ? -m : m;
-            }
+            Scatter(positions, signBytes, MagnitudesOf(g, members, body), arrays, starts);
             for (int i = 0; i < members.Count; i++)
             {
                 result.Add(new AdapterTensor(members[i].Name, members[i].Shape, arrays[i], members[i].SourceType));
@@ -210,23 +196,61 @@ internal static class ComPeftCodec
         return result;
     }
 
-    /// <summary>The magnitude of kept value j at group position p: α (v1), or scale × codebook level (v2 extensions).</summary>
-    private static Func<int, int, float> MagnitudesOf(GroupEntry g, List<TensorEntry> members, ReadOnlySpan<byte> body)
+    /// <summary>
+    /// What a group's kept values are made of: the magnitude of kept value j at group position p is
+    /// <c>scale[component(p)] · (levels is null ? α : levels[codes[j]])</c>, scale 1 without per-component scales; the
+    /// component of p is its row (A: p / columns) or its column (B: p % columns).
+    /// </summary>
+    private sealed record MagnitudeTables(float Alpha, float[]? Scales, bool ComponentIsRow, int Columns, float[]? Levels, int[]? Codes);
+
+    /// <summary>
+    /// Writes each kept value (sign · magnitude) at its position, tensor by tensor. A node runs this loop (235,000 values
+    /// for a rank-16 gpt2-small adapter) a few times a second at most, too rarely for the tiered JIT to promote it
+    /// promptly in a process that keeps compiling other code, so it is compiled optimised on first call, like
+    /// <see cref="PositionCode.Decode"/> (docs/benchmarks.md, cold activation).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Scatter(int[] positions, ReadOnlySpan<byte> signBytes, MagnitudeTables magnitudes, float[][] arrays, int[] starts)
+    {
+        if (arrays.Length == 0) return;
+        var (alpha, scales, byRow, columns, levels, codes) = magnitudes;
+        int ti = 0;
+        int tensorEnd = starts[0] + arrays[0].Length;
+        for (int j = 0; j < positions.Length; j++)
+        {
+            int p = positions[j];
+            while (p >= tensorEnd)
+            {
+                ti++;
+                tensorEnd = starts[ti] + arrays[ti].Length;
+            }
+            float m = levels is null ? alpha : levels[codes![j]];
+            if (scales is not null) m = scales[byRow ? p / columns : p % columns] * m;
+            bool negative = ((signBytes[j >> 3] >> (j & 7)) & 1) != 0;
+            arrays[ti][p - starts[ti]] = negative ? -m : m;
+        }
+    }
+
+    /// <summary>A group's magnitude tables: α (v1), or per-component scales and a codebook with per-value codes (v2 extensions).</summary>
+    private static MagnitudeTables MagnitudesOf(GroupEntry g, List<TensorEntry> members, ReadOnlySpan<byte> body)
     {
         float alpha = g.Alpha;
-        if (g.MagnitudeBits == 0 && g.Components == 0) return (_, _) => alpha;
+        if (g.MagnitudeBits == 0 && g.Components == 0) return new MagnitudeTables(alpha, null, false, 1, null, null);
         float[]? scales = null;
-        TensorEntry? tensor = null;
+        var byRow = false;
+        var columns = 1;
         if (g.Components > 0)
         {
             if (members.Count != 1) throw new ContainerFormatException($"Group {g.Name} has per-component scales but {members.Count} tensors.");
-            tensor = members[0];
+            var tensor = members[0];
             if (tensor.Shape.Length != 2 || g.Components != ComponentsOf(tensor.Name, tensor.Shape))
                 throw new ContainerFormatException($"Group {g.Name} declares {g.Components} components for a tensor of shape [{string.Join(", ", tensor.Shape)}].");
             var bytes = AdapterContainer.Section(body, g.ScalesOffset, g.ScalesLength, $"group {g.Name} scales");
             if (bytes.Length != 2L * g.Components) throw new ContainerFormatException($"Group {g.Name} scale section is {bytes.Length} bytes, expected {2 * g.Components}.");
             scales = new float[g.Components];
             for (int c = 0; c < scales.Length; c++) scales[c] = Bf16.FromBits(BinaryPrimitives.ReadUInt16LittleEndian(bytes[(2 * c)..]));
+            byRow = AdapterContainer.GroupOf(tensor.Name) == "A"; // as ComponentOf: rows of A, columns of B
+            columns = (int)tensor.Shape[1];
         }
         int[]? codes = null;
         float[]? levels = null;
@@ -238,10 +262,15 @@ internal static class ComPeftCodec
             if (g.MagnitudesBits != (long)g.Kept * g.MagnitudeBits) throw new ContainerFormatException($"Group {g.Name} magnitude codes hold {g.MagnitudesBits} bits, expected {(long)g.Kept * g.MagnitudeBits}.");
             var reader = new BitReader(AdapterContainer.Section(body, g.MagnitudesOffset, g.MagnitudesLength, $"group {g.Name} magnitudes"), g.MagnitudesBits);
             codes = new int[g.Kept];
-            for (int j = 0; j < codes.Length; j++) codes[j] = (int)reader.ReadBits(g.MagnitudeBits);
+            ReadCodes(ref reader, g.MagnitudeBits, codes);
         }
-        var shape = tensor?.Shape;
-        string name = tensor?.Name ?? "";
-        return (j, p) => (scales is null ? 1f : scales[ComponentOf(name, shape!, p)]) * (levels is null ? alpha : levels[codes![j]]);
+        return new MagnitudeTables(alpha, scales, byRow, columns, levels, codes);
+    }
+
+    /// <summary>The k-bit magnitude codes of a group, one per kept value (optimised on first call, as <see cref="Scatter"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ReadCodes(ref BitReader reader, int bits, int[] codes)
+    {
+        for (int j = 0; j < codes.Length; j++) codes[j] = (int)reader.ReadBits(bits);
     }
 }

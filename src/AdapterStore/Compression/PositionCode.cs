@@ -67,7 +67,12 @@ internal static class PositionCode
         return (best, cost[best]);
     }
 
-    /// <summary>Decodes exactly <paramref name="kept"/> positions into <paramref name="output"/>, each checked to be ascending and below <paramref name="count"/>.</summary>
+    /// <summary>
+    /// Decodes exactly <paramref name="kept"/> positions into <paramref name="output"/>, each checked to be ascending and
+    /// below <paramref name="count"/>. Compiled optimised on first call: a node calls it too rarely for the tiered JIT
+    /// to promote its long loops promptly (ComPeftCodec.Scatter).
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
     public static void Decode(PositionCoding coding, int riceParameter, ReadOnlySpan<byte> bytes, long bitLength, int count, Span<int> output)
     {
         int kept = output.Length;
