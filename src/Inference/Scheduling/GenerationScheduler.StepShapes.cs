@@ -124,7 +124,7 @@ public sealed partial class GenerationScheduler
             {
                 if (active[r].PendingToken >= 0) decoding++;
             }
-            var room = Math.Min(S._options.MaxTokensPerStep, S._decoder.MaxStepTokens) - decoding;
+            var room = S._options.MaxTokensPerStep - decoding; // the buffers hold it (checked when the scheduler was made)
             return Math.Max(1, Math.Min(S._options.MaxPrefillTokensPerStep, room));
         }
 

@@ -70,6 +70,13 @@ public sealed partial class GenerationScheduler : IDisposable
         _tokenizer = tokenizer;
         _options = options ?? new SchedulerOptions();
         _options.Validate();
+        if (_options.MixedSteps && decoder.SupportsMixedSteps && _options.MaxTokensPerStep > decoder.MaxStepTokens)
+        {
+            // Refused rather than capped: a silent cap at the context is how mixed steps once ran at a tenth of their budget.
+            throw new ArgumentException(
+                $"MaxTokensPerStep {_options.MaxTokensPerStep} exceeds the {decoder.MaxStepTokens} tokens the decoder's step buffers hold; load the model with RuntimeOptions.MaxStepTokens >= {_options.MaxTokensPerStep}",
+                nameof(options));
+        }
         _observer = observer ?? NullSchedulerObserver.Instance;
         _time = timeProvider ?? TimeProvider.System;
         _eosIds = tokenizer.EosTokenId is int eos ? [eos] : [];

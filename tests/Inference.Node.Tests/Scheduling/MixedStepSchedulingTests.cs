@@ -27,7 +27,7 @@ public sealed class MixedStepSchedulingTests : IDisposable
         _model.Dispose();
     }
 
-    private (GenerationScheduler Scheduler, BatchDecoder Decoder) Scheduler(bool mixed, int slots = 6, int prefill = 512, int stepTokens = 512)
+    private (GenerationScheduler Scheduler, BatchDecoder Decoder) Scheduler(bool mixed, int slots = 6, int prefill = 512, int stepTokens = 128)
     {
         var decoder = new BatchDecoder(_model, slots);
         var scheduler = new GenerationScheduler(decoder, _tokenizer,
@@ -108,12 +108,11 @@ public sealed class MixedStepSchedulingTests : IDisposable
         Assert.Equal(TimeSpan.Zero, decoder.PrefillTime); // every prompt token went through mixed steps
     }
 
-    [Theory]
-    [InlineData(128, 8 * 14)] // the step buffers follow RuntimeOptions.MaxStepTokens: all eight prompts in the first step
-    [InlineData(0, 24)]       // sized by the 24-position context: a prompt and a chunk of the next per step
-    public void MixedSteps_AStepBudgetAboveAShortContext_CarriesEveryWaitingPromptInOneStep(int maxStepTokens, int firstStepTokens)
+    [Fact]
+    public void MixedSteps_AStepBudgetAboveAShortContext_CarriesEveryWaitingPromptInOneStep()
     {
-        using var model = DecoderModel.Load(Models.TinyGpt2, new RuntimeOptions { MaxContext = 24, MaxStepTokens = maxStepTokens, Threads = 1, PackedSteps = true });
+        // The step buffers follow RuntimeOptions.MaxStepTokens, not the 24-position context: all eight prompts in the first step.
+        using var model = DecoderModel.Load(Models.TinyGpt2, new RuntimeOptions { MaxContext = 24, MaxStepTokens = 128, Threads = 1, PackedSteps = true });
         using var decoder = new BatchDecoder(model, 8);
         using var s = new GenerationScheduler(decoder, _tokenizer,
             new SchedulerOptions { MixedSteps = true, MaxTokensPerStep = 128, MaxPrefillTokensPerStep = 128 });
@@ -121,7 +120,7 @@ public sealed class MixedStepSchedulingTests : IDisposable
         var handles = requests.Select(r => Submit(s, r)).ToArray();
         s.Step();
         Assert.Equal(1, decoder.MixedSteps);
-        Assert.Equal(firstStepTokens, decoder.MixedStepTokens);
+        Assert.Equal(8 * 14, decoder.MixedStepTokens);
         var got = handles.Select(_ => new List<GenerationEvent>()).ToArray();
         for (var step = 0; step < 200 && !handles.All(h => h.Events.Completion.IsCompleted); step++)
         {
@@ -138,6 +137,17 @@ public sealed class MixedStepSchedulingTests : IDisposable
             Assert.Equal(6, Tokens(got[k]).Count);
             Assert.Equal(Tokens(expected[k]), Tokens(got[k]));
         }
+    }
+
+    [Fact]
+    public void MixedSteps_ABudgetTheStepBuffersCannotHold_IsRefusedNamingTheSetting()
+    {
+        // Buffers sized by the 24-position context: a 128-token budget is refused, not silently cut to 24.
+        using var model = DecoderModel.Load(Models.TinyGpt2, new RuntimeOptions { MaxContext = 24, Threads = 1, PackedSteps = true });
+        using var decoder = new BatchDecoder(model, 8);
+        var e = Assert.Throws<ArgumentException>(() => new GenerationScheduler(decoder, _tokenizer, new SchedulerOptions { MixedSteps = true, MaxTokensPerStep = 128 }));
+        Assert.Contains("RuntimeOptions.MaxStepTokens >= 128", e.Message);
+        using var fits = new GenerationScheduler(decoder, _tokenizer, new SchedulerOptions { MixedSteps = true, MaxTokensPerStep = 24 });
     }
 
     [Theory]
