@@ -153,6 +153,7 @@ public sealed class DecoderModel : IDisposable
         var shared = new List<IDisposable>();
         // fp16 blocks and head (RuntimeOptions.Precision): converted after building, fp32 at the engine's boundaries (K/V fp16).
         var half = options.Precision == ComputePrecision.Float16;
+        var weightBytes = half ? 2 : sizeof(float); // per unquantised weight
         byte[] Precise(byte[] graph) => half ? Float16Graph.Convert(graph, Float16Graph.EngineBoundary) : graph;
         (byte[], List<(string, Array, long[])>) PreciseShared((byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) built) =>
             half ? Float16Graph.Convert(built, Float16Graph.EngineBoundary, inlineShared: options.ExecutionProvider == ExecutionProviderKind.Cpu) : built;
@@ -174,7 +175,7 @@ public sealed class DecoderModel : IDisposable
                 var weights = LayerWeights.Read(ckpt, layer);
                 weights.Quantize(c, options.Weights, options.WeightBlockSize, options.WeightAccuracyLevel);
                 projectionBytes += weights.Quantized?.Bytes
-                    ?? (half ? 2 : sizeof(float)) * ((long)weights.QkvWeight.Length + weights.OutWeight.Length + weights.UpWeight.Length + weights.DownWeight.Length);
+                    ?? weightBytes * ((long)weights.QkvWeight.Length + weights.OutWeight.Length + weights.UpWeight.Length + weights.DownWeight.Length);
                 inputNorms[layer] = (weights.Norm1Weight, weights.Norm1Bias);
                 if (layerWeights is not null) layerWeights[layer] = weights;
                 ffnDown[layer] = weights.DownWeight;
@@ -272,7 +273,7 @@ public sealed class DecoderModel : IDisposable
                 KvOnlySegmentedBlocks = kvOnlySegmented,
                 Rotary = rotary,
                 ProjectionWeightBytes = projectionBytes,
-                HeadWeightBytes = headQuantized?.Bytes ?? (half ? 2 : sizeof(float)) * headW.LongLength,
+                HeadWeightBytes = headQuantized?.Bytes ?? weightBytes * headW.LongLength,
             };
         }
         catch

@@ -54,10 +54,10 @@ public sealed record RuntimeOptions
 
     /// <summary>
     /// Most tokens one engine step may carry (a decode's rows, a prefill's prompt tokens, or a mixed step's decode rows
-    /// and prompt chunks together); the step buffers are sized for it. 0: <see cref="MaxBatch"/> or
-    /// <see cref="MaxContext"/>, whichever is larger. Set it to the scheduler's mixed-step budget
-    /// (<c>SchedulerOptions.MaxTokensPerStep</c>) when that is larger: with a short context a mixed step could
-    /// otherwise carry only a few prompts at a time.
+    /// and prompt chunks together); the step buffers are sized for it. 0: the decoder's capacity (<see cref="MaxBatch"/>
+    /// by default) or <see cref="MaxContext"/>, whichever is larger. Set it to at least the scheduler's mixed-step budget
+    /// (<c>SchedulerOptions.MaxTokensPerStep</c>; the node does): a scheduler whose budget the buffers cannot hold is
+    /// refused.
     /// </summary>
     public int MaxStepTokens { get; init; }
 
