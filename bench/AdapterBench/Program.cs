@@ -11,8 +11,8 @@
 // in-process sender that submits to the scheduler instead of HTTP: the node's HTTP cost would be added to both sides
 // equally and blur the ratio this measures (the node benchmark measures HTTP).
 // usage: AdapterBench [--shape gpt2-small] [--spin true] [--rank 16] [--batches 1,8,32] [--ns 1,8,32,128,512] [--tokens 32]
-//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--mixed false] [--consume true] [--fp16] [--cuda] [--only p,e,a,b,c,d]
-// (e: engine-only step diagnostic, alternating single decode steps; p: the same with the operator's per-phase timer
+//                     [--prompt 16] [--requests 3] [--reps 3] [--threads 2] [--slots 32] [--cold-reps 30] [--mixed false] [--consume true] [--fp16] [--cuda] [--only k,p,e,a,b,c,d]
+// (k: the operator alone in one-node sessions; e: engine-only step diagnostic, alternating single decode steps; p: the same with the operator's per-phase timer
 // and the process CPU time per step (use --spin false); neither is part of the default run)
 using System.Diagnostics;
 using System.Globalization;
@@ -157,6 +157,33 @@ if (only.Contains("e"))
     }
 }
 
+if (only.Contains("k"))
+{
+    // The operator alone at a decode step's shapes: one-node sessions (y, x → SegmentedLora) per adapted projection,
+    // every token on one rank-`rank` adapter; the fused units (default) and the two phases alternate call by call, and
+    // per-call medians are summed over a step's calls (4 projections × layers). No model graph around it, so the figure
+    // is the kernel's, not the step's; the output is not in place here (a copy of y, the same for both variants).
+    Console.WriteLine($"### The operator alone (one adapter of rank {rank}, per-call medians × {AdapterFactors.ProjectionCount * c.NumLayers} calls per step)");
+    Console.WriteLine();
+    Console.WriteLine("| batch | two phases ms per step | fused units ms per step | fused / two phases | fused GFLOP/s |");
+    Console.WriteLine("|---|---|---|---|---|");
+    var calls = Int("calls", 400);
+    foreach (var b in batches)
+    {
+        double twoSum = 0, fusedSum = 0, flops = 0;
+        for (var p = 0; p < AdapterFactors.ProjectionCount; p++)
+        {
+            var (inDim, outDim) = AdapterFactors.Shape(c, (AdaptedProjection)p);
+            var (two, fused) = KernelProbe.Time(b, inDim, outDim, rank, calls);
+            twoSum += two * c.NumLayers;
+            fusedSum += fused * c.NumLayers;
+            flops += 2.0 * b * rank * (inDim + outDim) * c.NumLayers;
+        }
+        Console.WriteLine($"| {b} | {twoSum:F3} | {fusedSum:F3} | {fusedSum / twoSum:F3} | {flops / (fusedSum / 1e3) / 1e9:F0} |");
+    }
+    Console.WriteLine();
+}
+
 if (only.Contains("p"))
 {
     // Where the adapter time of a decode step goes: alternating single steps, base vs every row on one adapter, with the
@@ -186,8 +213,9 @@ if (only.Contains("p"))
         }
         // With --compare-general, the adapter step alternates between the general two-phase path (the operator before
         // issue #19's small-step pass) and the default, each row against the same base steps.
-        // 0: default; 1: general two-phase path; 2: small-step pass inline only.
-        var paths = Str("compare-general", "false") == "true" ? new[] { 1, 2, 0 } : new[] { 0 };
+        // 0: default; 1: general path (no small-step pass); 2: small-step pass inline only; 3: general path as two
+        // phases (the operator before the fused units).
+        var paths = Str("compare-general", "false") == "true" ? new[] { 1, 2, 3, 0 } : new[] { 0 };
         var baseMs = new List<double>();
         var baseCpu = new List<double>();
         var adMs = paths.Select(_ => new List<double>()).ToArray();
@@ -202,6 +230,8 @@ if (only.Contains("p"))
                 var (t1, c1) = PhaseStep(baseDec);
                 SegmentedLoraProfile.GeneralPathOnly = paths[k] == 1;
                 SegmentedLoraProfile.SmallStepInline = paths[k] == 2;
+                SegmentedLoraProfile.TwoPhase = paths[k] == 3;
+                if (paths[k] == 3) SegmentedLoraProfile.GeneralPathOnly = true;
                 SegmentedLoraProfile.Enabled = i >= 0;
                 var before = SegmentedLoraProfile.Snapshot();
                 var (t2, c2) = PhaseStep(adDec);
@@ -209,6 +239,7 @@ if (only.Contains("p"))
                 SegmentedLoraProfile.Enabled = false;
                 SegmentedLoraProfile.GeneralPathOnly = false;
                 SegmentedLoraProfile.SmallStepInline = false;
+                SegmentedLoraProfile.TwoPhase = false;
                 if (i < 0) continue;
                 baseMs.Add(t1);
                 baseCpu.Add(c1);
@@ -224,7 +255,7 @@ if (only.Contains("p"))
             var callsPerStep = (int)(ph.Calls / n);
             double ma = Median(adMs[k]), ca = Median(adCpu[k]), op = fixedMs + shrinkMs + expandMs;
             var floorMs = ph.AdapterBytes / (double)n / bandwidth * 1000;
-            var label = paths.Length == 1 ? $"{b}" : $"{b} ({(paths[k] switch { 1 => "general path", 2 => "small pass inline", _ => "default" })})";
+            var label = paths.Length == 1 ? $"{b}" : $"{b} ({(paths[k] switch { 1 => "general path", 2 => "small pass inline", 3 => "two phases", _ => "default" })})";
             Console.WriteLine($"| {label} | {mb:F2} | {ma:F2} | {100 * (ma / mb - 1):F1}% | {cb:F2} / {ca:F2} ({100 * (ca / cb - 1):F1}%) | {callsPerStep} / {ph.Dispatches / (double)n:F0} | {1000 * fixedMs / Math.Max(1, callsPerStep):F1} | {shrinkMs:F2} | {expandMs:F2} | {op:F2} ({100 * op / mb:F1}%) | {ph.YBytes / (double)n / 1e3:F0} | {ph.AdapterBytes / (double)n / 1e6:F2} | {floorMs:F2} (+{100 * floorMs / mb:F1}%) |");
         }
     }

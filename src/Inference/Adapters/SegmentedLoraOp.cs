@@ -49,6 +49,11 @@ internal static unsafe class SegmentedLoraOp
     private const int SmallStepMaxRank = 1024; // rank capacity up to which h of one token fits the small pass's stack
     private const long SmallStepPoolWork = 1 << 14; // multiply-adds from which the small pass splits ranks over the pool
 
+    // The loops below run fully optimised from their first call: under tiered compilation a helper called from the
+    // operator would start at tier 0 (no inlining, vectors spilled to the stack) and a busy process may keep it there
+    // for seconds (the call-counting delay restarts with every new tier-0 method; found in the ComPEFT decoder).
+    private const MethodImplOptions Hot = MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization;
+
     private static readonly CustomOpDomain Ops = new(Domain, () =>
     {
         // v16: CreateKernelV2 / KernelComputeV2 (errors as statuses); v18: MayInplace. Inputs 4 and 5 (ranks, plan) are int64.
@@ -107,6 +112,7 @@ internal static unsafe class SegmentedLoraOp
 
     private static nint Invalid(string message) => InvalidArgument(Name, message);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static nint Compute(nint context)
     {
         var profile = SegmentedLoraProfile.Enabled;
@@ -226,6 +232,13 @@ internal static unsafe class SegmentedLoraOp
             }
             // Small steps run inline: waking the pool costs more than it saves below ~InlineWork multiply-adds.
             var pool = work >= InlineWork;
+            if (!SegmentedLoraProfile.TwoPhase)
+            {
+                var tf = profile ? Stopwatch.GetTimestamp() : 0;
+                if ((s = Run(context, &Fused, (int)units, &job, pool)) != 0) return s;
+                if (profile) Record(t0, tf, tf, Stopwatch.GetTimestamp(), pool && units > 1 ? 1 : 0, outDim, output != y, tokens, &job);
+                return 0;
+            }
             if (!profile)
             {
                 if ((s = Run(context, &Shrink, (int)units, &job, pool)) != 0) return s;
@@ -286,6 +299,7 @@ internal static unsafe class SegmentedLoraOp
     /// token, h = x·A[slice]ᵀ, then h·B[slice] added to the token's output row (slice 0) or written to this slice's
     /// partial row (added by <see cref="MergeSlices"/>). Every A and B row a step uses is read by one thread only.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     [UnmanagedCallersOnly]
     private static void SmallStep(void* state, nuint slice)
     {
@@ -317,6 +331,7 @@ internal static unsafe class SegmentedLoraOp
     }
 
     /// <summary>After a split small pass: adds the partial rows of slices 1.. to their tokens' outputs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void MergeSlices(Job* job)
     {
         int width = job->OutDim, k = 0;
@@ -335,19 +350,74 @@ internal static unsafe class SegmentedLoraOp
         }
     }
 
-    /// <summary>Shrink unit: h[e, 0..rank) = x[order[e]] · A[position, 0..rank)ᵀ for up to 4 entries of one segment.</summary>
+    /// <summary>
+    /// Fused unit (the default general path): up to <see cref="TokensPerUnit"/> entries of one segment, both phases —
+    /// h = x·Aᵀ for the entries, then h·B added to their output rows over every column. One pool dispatch per call
+    /// instead of two, and no wait between the phases: a unit's rows depend on its own h only.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [UnmanagedCallersOnly]
+    private static void Fused(void* state, nuint unit)
+    {
+        var job = (Job*)state;
+        var u = job->Units + 3 * (long)unit;
+        ShrinkEntries(job, (int)u[0], u[1], u[2]);
+        ExpandEntries(job, (int)u[0], u[1], u[2], 0, job->OutDim);
+    }
+
+    /// <summary>Shrink unit (two-phase path): h[e, 0..rank) = x[order[e]] · A[position, 0..rank)ᵀ for up to 4 entries of one segment.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     [UnmanagedCallersOnly]
     private static void Shrink(void* state, nuint unit)
     {
         var job = (Job*)state;
         var u = job->Units + 3 * (long)unit;
-        var g = (int)u[0];
-        long first = u[1], count = u[2];
+        ShrinkEntries(job, (int)u[0], u[1], u[2]);
+    }
+
+    /// <summary>
+    /// Expand unit (two-phase path): one segment × one block of output columns, for every entry of the segment. B's
+    /// rows are read as sequential 2 KB runs (prefetch-friendly), once per unit, and reused by all the segment's tokens.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    [UnmanagedCallersOnly]
+    private static void Expand(void* state, nuint unit)
+    {
+        var job = (Job*)state;
+        var v = job->ExpandUnits + 2 * (long)unit;
+        var g = (int)v[0];
+        var c0 = (int)v[1];
+        ExpandEntries(job, g, job->Plan[2 + 3 * g], job->Plan[3 + 3 * g], c0, Math.Min(ColumnBlock, job->OutDim - c0));
+    }
+
+    /// <summary>h[e, 0..rank) = x[order[e]] · A[position, 0..rank)ᵀ for entries [first, first + count) of segment g.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ShrinkEntries(Job* job, int g, long first, long count)
+    {
         var position = job->Plan[1 + 3 * g];
         var rank = (int)job->Ranks[position];
         int n = job->In, capacity = job->Capacity;
         var a = job->A + position * capacity * n;
         var e = first;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; e + 4 <= first + count; e += 4)
+            {
+                float* x0 = job->X + job->Order[e] * n, x1 = job->X + job->Order[e + 1] * n;
+                float* x2 = job->X + job->Order[e + 2] * n, x3 = job->X + job->Order[e + 3] * n;
+                var h = job->H + e * capacity;
+                var j = 0;
+                for (; j + RowsPerUnit <= rank; j += RowsPerUnit) Dot4x4(x0, x1, x2, x3, a + (long)j * n, n, h + j, capacity);
+                for (; j < rank; j++)
+                {
+                    var row = a + (long)j * n;
+                    h[j] = Dot(x0, row, n);
+                    h[capacity + j] = Dot(x1, row, n);
+                    h[2 * capacity + j] = Dot(x2, row, n);
+                    h[3 * capacity + j] = Dot(x3, row, n);
+                }
+            }
+        }
         for (; e + 2 <= first + count; e += 2)
         {
             float* x0 = job->X + job->Order[e] * n, x1 = job->X + job->Order[e + 1] * n;
@@ -371,38 +441,32 @@ internal static unsafe class SegmentedLoraOp
     }
 
     /// <summary>
-    /// Expand unit: one segment × one block of output columns: out[t, block] += h[e]·B[position, :, block] for every
-    /// entry e of the segment (t its token). B's rows are read as sequential 2 KB runs (prefetch-friendly), once per
-    /// unit, and reused by all the segment's tokens; a token is in one segment only, so units never write the same row.
+    /// out[t, c0..c0 + cols) += h[e]·B[position, :, c0..c0 + cols) for entries [first, first + count) of segment g (t
+    /// the entry's token); a token is in one segment entry only, so callers never write the same row twice.
     /// </summary>
-    [UnmanagedCallersOnly]
-    private static void Expand(void* state, nuint unit)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ExpandEntries(Job* job, int g, long first, long count, int c0, int cols)
     {
-        var job = (Job*)state;
-        var v = job->ExpandUnits + 2 * (long)unit;
-        var g = (int)v[0];
-        var c0 = (int)v[1];
         int width = job->OutDim, capacity = job->Capacity;
-        var cols = Math.Min(ColumnBlock, width - c0);
-        var plan = job->Plan;
-        long position = plan[1 + 3 * g], start = plan[2 + 3 * g], count = plan[3 + 3 * g];
+        var position = job->Plan[1 + 3 * g];
         var rank = (int)job->Ranks[position];
+        if (rank == 0) return;
         var bBlock = job->B + position * capacity * width + c0;
         var o = job->Out + c0;
-        var e = start;
-        for (; e + 4 <= start + count; e += 4)
+        var e = first;
+        for (; e + 4 <= first + count; e += 4)
         {
             AddRows4(job->H + e * capacity, capacity, rank, bBlock, width, o + job->Order[e] * width, o + job->Order[e + 1] * width,
                 o + job->Order[e + 2] * width, o + job->Order[e + 3] * width, cols);
         }
-        for (; e < start + count; e++)
+        for (; e < first + count; e++)
         {
             AddRow(job->H + e * capacity, rank, bBlock, width, o + job->Order[e] * width, cols);
         }
     }
 
     /// <summary>out[0..cols) += Σ_j h[j] · b[j * stride + 0..cols).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(Hot)]
     private static void AddRow(float* h, int rank, float* b, int stride, float* output, int cols)
     {
         var c = 0;
@@ -432,10 +496,48 @@ internal static unsafe class SegmentedLoraOp
     }
 
     /// <summary>As <see cref="AddRow"/> for four outputs at once (h rows <paramref name="hStride"/> apart): each B load feeds four FMAs.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(Hot)]
     private static void AddRows4(float* h, int hStride, int rank, float* b, int stride, float* o0, float* o1, float* o2, float* o3, int cols)
     {
         var c = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            // 4 tokens × 32 columns: eight accumulators, each pair of B loads feeding eight FMAs.
+            float* h1 = h + hStride, h2 = h + 2 * hStride, h3 = h + 3 * hStride;
+            for (; c + 32 <= cols; c += 32)
+            {
+                Vector512<float> a00 = Vector512.Load(o0 + c), a01 = Vector512.Load(o0 + c + 16);
+                Vector512<float> a10 = Vector512.Load(o1 + c), a11 = Vector512.Load(o1 + c + 16);
+                Vector512<float> a20 = Vector512.Load(o2 + c), a21 = Vector512.Load(o2 + c + 16);
+                Vector512<float> a30 = Vector512.Load(o3 + c), a31 = Vector512.Load(o3 + c + 16);
+                var row = b + c;
+                for (var j = 0; j < rank; j++, row += stride)
+                {
+                    var b0 = Vector512.Load(row);
+                    var b1 = Vector512.Load(row + 16);
+                    var v = Vector512.Create(h[j]);
+                    a00 = Vector512.FusedMultiplyAdd(v, b0, a00);
+                    a01 = Vector512.FusedMultiplyAdd(v, b1, a01);
+                    v = Vector512.Create(h1[j]);
+                    a10 = Vector512.FusedMultiplyAdd(v, b0, a10);
+                    a11 = Vector512.FusedMultiplyAdd(v, b1, a11);
+                    v = Vector512.Create(h2[j]);
+                    a20 = Vector512.FusedMultiplyAdd(v, b0, a20);
+                    a21 = Vector512.FusedMultiplyAdd(v, b1, a21);
+                    v = Vector512.Create(h3[j]);
+                    a30 = Vector512.FusedMultiplyAdd(v, b0, a30);
+                    a31 = Vector512.FusedMultiplyAdd(v, b1, a31);
+                }
+                a00.Store(o0 + c);
+                a01.Store(o0 + c + 16);
+                a10.Store(o1 + c);
+                a11.Store(o1 + c + 16);
+                a20.Store(o2 + c);
+                a21.Store(o2 + c + 16);
+                a30.Store(o3 + c);
+                a31.Store(o3 + c + 16);
+            }
+        }
         if (Vector256.IsHardwareAccelerated)
         {
             for (; c + 16 <= cols; c += 16)
@@ -481,13 +583,67 @@ internal static unsafe class SegmentedLoraOp
         }
     }
 
+    /// <summary>
+    /// h[t · hStride + j] = x_t · a[j]ᵀ for four tokens and the 4 rows of a [4, n] (AVX-512): sixteen accumulators, each
+    /// x and A load feeding four FMAs.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dot4x4(float* x0, float* x1, float* x2, float* x3, float* a, int n, float* h, int hStride)
+    {
+        Vector512<float> s00 = default, s01 = default, s02 = default, s03 = default;
+        Vector512<float> s10 = default, s11 = default, s12 = default, s13 = default;
+        Vector512<float> s20 = default, s21 = default, s22 = default, s23 = default;
+        Vector512<float> s30 = default, s31 = default, s32 = default, s33 = default;
+        float* a1 = a + n, a2 = a + 2 * n, a3 = a + 3 * n;
+        var k = 0;
+        for (; k + 16 <= n; k += 16)
+        {
+            var r0 = Vector512.Load(a + k);
+            var r1 = Vector512.Load(a1 + k);
+            var r2 = Vector512.Load(a2 + k);
+            var r3 = Vector512.Load(a3 + k);
+            var u = Vector512.Load(x0 + k);
+            s00 = Vector512.FusedMultiplyAdd(u, r0, s00);
+            s01 = Vector512.FusedMultiplyAdd(u, r1, s01);
+            s02 = Vector512.FusedMultiplyAdd(u, r2, s02);
+            s03 = Vector512.FusedMultiplyAdd(u, r3, s03);
+            u = Vector512.Load(x1 + k);
+            s10 = Vector512.FusedMultiplyAdd(u, r0, s10);
+            s11 = Vector512.FusedMultiplyAdd(u, r1, s11);
+            s12 = Vector512.FusedMultiplyAdd(u, r2, s12);
+            s13 = Vector512.FusedMultiplyAdd(u, r3, s13);
+            u = Vector512.Load(x2 + k);
+            s20 = Vector512.FusedMultiplyAdd(u, r0, s20);
+            s21 = Vector512.FusedMultiplyAdd(u, r1, s21);
+            s22 = Vector512.FusedMultiplyAdd(u, r2, s22);
+            s23 = Vector512.FusedMultiplyAdd(u, r3, s23);
+            u = Vector512.Load(x3 + k);
+            s30 = Vector512.FusedMultiplyAdd(u, r0, s30);
+            s31 = Vector512.FusedMultiplyAdd(u, r1, s31);
+            s32 = Vector512.FusedMultiplyAdd(u, r2, s32);
+            s33 = Vector512.FusedMultiplyAdd(u, r3, s33);
+        }
+        float* h1 = h + hStride, h2 = h + 2 * hStride, h3 = h + 3 * hStride;
+        h[0] = Vector512.Sum(s00); h[1] = Vector512.Sum(s01); h[2] = Vector512.Sum(s02); h[3] = Vector512.Sum(s03);
+        h1[0] = Vector512.Sum(s10); h1[1] = Vector512.Sum(s11); h1[2] = Vector512.Sum(s12); h1[3] = Vector512.Sum(s13);
+        h2[0] = Vector512.Sum(s20); h2[1] = Vector512.Sum(s21); h2[2] = Vector512.Sum(s22); h2[3] = Vector512.Sum(s23);
+        h3[0] = Vector512.Sum(s30); h3[1] = Vector512.Sum(s31); h3[2] = Vector512.Sum(s32); h3[3] = Vector512.Sum(s33);
+        for (; k < n; k++)
+        {
+            float r0 = a[k], r1 = a1[k], r2 = a2[k], r3 = a3[k];
+            h[0] += x0[k] * r0; h[1] += x0[k] * r1; h[2] += x0[k] * r2; h[3] += x0[k] * r3;
+            h1[0] += x1[k] * r0; h1[1] += x1[k] * r1; h1[2] += x1[k] * r2; h1[3] += x1[k] * r3;
+            h2[0] += x2[k] * r0; h2[1] += x2[k] * r1; h2[2] += x2[k] * r2; h2[3] += x2[k] * r3;
+            h3[0] += x3[k] * r0; h3[1] += x3[k] * r1; h3[2] += x3[k] * r2; h3[3] += x3[k] * r3;
+        }
+    }
+
     /// <summary>h0[0..4) = x0 · a[j]ᵀ and h1[0..4) = x1 · a[j]ᵀ for the 4 rows of a [4, n]: each A load feeds two FMAs.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(Hot)]
     private static void Dot2x4(float* x0, float* x1, float* a, int n, float* h0, float* h1)
     {
         var k = 0;
-        Span<float> s = stackalloc float[8];
-        s.Clear();
+        float s0 = 0, s1 = 0, s2 = 0, s3 = 0, t0 = 0, t1 = 0, t2 = 0, t3 = 0;
         if (Vector256.IsHardwareAccelerated)
         {
             Vector256<float> p0 = default, p1 = default, p2 = default, p3 = default;
@@ -509,32 +665,38 @@ internal static unsafe class SegmentedLoraOp
                 p3 = MulAdd(u, r3, p3);
                 q3 = MulAdd(v, r3, q3);
             }
-            s[0] = Vector256.Sum(p0);
-            s[1] = Vector256.Sum(p1);
-            s[2] = Vector256.Sum(p2);
-            s[3] = Vector256.Sum(p3);
-            s[4] = Vector256.Sum(q0);
-            s[5] = Vector256.Sum(q1);
-            s[6] = Vector256.Sum(q2);
-            s[7] = Vector256.Sum(q3);
+            s0 = Vector256.Sum(p0);
+            s1 = Vector256.Sum(p1);
+            s2 = Vector256.Sum(p2);
+            s3 = Vector256.Sum(p3);
+            t0 = Vector256.Sum(q0);
+            t1 = Vector256.Sum(q1);
+            t2 = Vector256.Sum(q2);
+            t3 = Vector256.Sum(q3);
         }
         for (; k < n; k++)
         {
-            for (var j = 0; j < 4; j++)
-            {
-                s[j] += x0[k] * a[j * n + k];
-                s[4 + j] += x1[k] * a[j * n + k];
-            }
+            s0 += x0[k] * a[k];
+            s1 += x0[k] * a[n + k];
+            s2 += x0[k] * a[2 * n + k];
+            s3 += x0[k] * a[3 * n + k];
+            t0 += x1[k] * a[k];
+            t1 += x1[k] * a[n + k];
+            t2 += x1[k] * a[2 * n + k];
+            t3 += x1[k] * a[3 * n + k];
         }
-        for (var j = 0; j < 4; j++)
-        {
-            h0[j] = s[j];
-            h1[j] = s[4 + j];
-        }
+        h0[0] = s0;
+        h0[1] = s1;
+        h0[2] = s2;
+        h0[3] = s3;
+        h1[0] = t0;
+        h1[1] = t1;
+        h1[2] = t2;
+        h1[3] = t3;
     }
 
     /// <summary>h[0..4) = x · a[j]ᵀ for the 4 rows of a [4, n].</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(Hot)]
     private static void Dot4(float* x, float* a, int n, float* h)
     {
         var k = 0;
@@ -571,7 +733,7 @@ internal static unsafe class SegmentedLoraOp
     private static float Dot(float* x, float* a, int n) =>
         System.Numerics.Tensors.TensorPrimitives.Dot(new ReadOnlySpan<float>(x, n), new ReadOnlySpan<float>(a, n));
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(Hot)]
     private static Vector256<float> MulAdd(Vector256<float> x, Vector256<float> y, Vector256<float> addend) =>
         Fma.IsSupported ? Fma.MultiplyAdd(x, y, addend) : x * y + addend;
 }

@@ -23,6 +23,12 @@ public static class SegmentedLoraProfile
     /// </summary>
     public static bool GeneralPathOnly { get; set; }
 
+    /// <summary>
+    /// For benchmarks and tests: run the general path as two phases (every shrink unit, then every expand unit of 512
+    /// columns, two pool dispatches) instead of the fused units that shrink and expand a few tokens at once.
+    /// </summary>
+    public static bool TwoPhase { get; set; }
+
     /// <summary>For benchmarks and tests: run the small-step pass on the calling thread only (no rank split over the pool).</summary>
     public static bool SmallStepInline { get; set; }
 

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.InteropServices;
 using Microsoft.ML.OnnxRuntime;
@@ -56,6 +57,7 @@ internal static unsafe class SlotAttentionOp
 
     private static nint Invalid(string message) => InvalidArgument(Name, message);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static nint Compute(nint context)
     {
         Span<long> qDims = stackalloc long[8], kDims = stackalloc long[8], vDims = stackalloc long[8];
@@ -148,6 +150,9 @@ internal static unsafe class SlotAttentionOp
         public float Scale, Softcap;
     }
 
+    // The unit and its loops run fully optimised from the first call (as in SegmentedLoraOp): under tiered compilation
+    // a busy process can keep a helper called from native code at tier 0 for seconds.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     [UnmanagedCallersOnly]
     private static void Attend(void* state, nuint unit) => AttendUnit((Job*)state, (long)unit);
 
@@ -162,6 +167,7 @@ internal static unsafe class SlotAttentionOp
     /// blocks of <see cref="QueryBlock"/> (a prompt chunk, a verification run) so that each cached key and value is read
     /// once per block instead of once per token; a decode row is a block of one.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AttendUnit(Job* job, long unit)
     {
         var r = unit / job->Heads;
@@ -210,6 +216,7 @@ internal static unsafe class SlotAttentionOp
     private static int Low(int window, int n) => window > 0 ? Math.Max(0, n - window) : 0;
 
     /// <summary>Scaled, soft-capped scores to softmax probabilities, in place.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Normalise(Span<float> s, float scale, float softcap)
     {
         TensorPrimitives.Multiply(s, scale, s);
@@ -227,6 +234,7 @@ internal static unsafe class SlotAttentionOp
 
     /// <summary>Raw scores q_i · k_j of up to four queries (rows of <paramref name="scores"/>, stride
     /// <paramref name="stride"/>) over <paramref name="n"/> keys, each key loaded once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Scores4(float* q, long qStride, int m, float* k, int n, int hd, float* scores, int stride)
     {
         // Missing queries (m < 4) repeat the last one: computed, never read.
@@ -252,6 +260,7 @@ internal static unsafe class SlotAttentionOp
 
     /// <summary>Raw scores q · k_j of one query over <paramref name="n"/> keys, four keys at a time (four independent
     /// accumulator chains, so the FMA latency overlaps).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Scores1(float* q, float* k, int n, int hd, float* scores)
     {
         var j = 0;
@@ -279,6 +288,7 @@ internal static unsafe class SlotAttentionOp
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ScoresScalar(float* q, long qStride, int m, float* k, int n, int hd, float* scores, int stride)
     {
         for (var i = 0; i < m; i++)
@@ -289,6 +299,7 @@ internal static unsafe class SlotAttentionOp
     }
 
     /// <summary>o_i = Σ_j p_ij v_j for up to four queries, each value row loaded once per 8-wide column block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Weighted4(float* p, int stride, int m, float* v, int n, int hd, float* o, long oStride)
     {
         float* p0 = p, p1 = p + stride * Math.Min(1, m - 1), p2 = p + stride * Math.Min(2, m - 1), p3 = p + stride * Math.Min(3, m - 1);
@@ -315,6 +326,7 @@ internal static unsafe class SlotAttentionOp
     /// o = Σ_j p_j v_j for one query: value rows outer, 64 columns inner (eight accumulators, eight independent chains),
     /// so each value row is read once per 64 columns; a remainder under 64 columns goes 8 at a time.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Weighted1(float* p, float* v, int n, int hd, float* o)
     {
         const int W = 8; // Vector256<float>.Count
@@ -354,6 +366,7 @@ internal static unsafe class SlotAttentionOp
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void WeightedScalar(float* p, int stride, int m, float* v, int n, int hd, float* o, long oStride)
     {
         for (var i = 0; i < m; i++)

@@ -76,7 +76,7 @@ public sealed class SegmentedLoraOpTests
         return z;
     }
 
-    public static TheoryData<string> Shapes => ["decode-mixed", "prefill-one", "odd-dims", "empty-plan", "one-token", "two-adapters-two-tokens", "two-adapters-split"];
+    public static TheoryData<string> Shapes => ["decode-mixed", "prefill-one", "odd-dims", "empty-plan", "one-token", "two-adapters-two-tokens", "two-adapters-split", "wide-pool"];
 
     private static Case Build(string shape) => shape switch
     {
@@ -95,6 +95,10 @@ public sealed class SegmentedLoraOpTests
         // As above with enough work for the small pass to split ranks over the pool (rank 13 → 6 + 7 rows, rank 3 →
         // 1 + 2 rows with two threads), tokens in plan order 2, 0.
         "two-adapters-split" => new Case(3, 1, 333, 777, 3, 16, [13, 0, 3], [2, 2, 0, 1, 0, 1, 1, 2, 0], Seed: 9),
+        // Four-token units with their tails (AVX-512 where the machine has it): segments of 5 and 4 tokens at ranks 16
+        // and 13 (whole blocks of four A rows plus one), in = 1030 and out = 1000 off the 16- and 32-wide loops, and
+        // enough work (268k multiply-adds) for the units to run on the pool.
+        "wide-pool" => new Case(9, 1, 1030, 1000, 2, 16, [16, 13], [2, 0, 0, 5, 1, 5, 4, 0, 2, 4, 6, 7, 1, 3, 5, 8], Seed: 10),
         // Base rows only: the output must equal y.
         _ => new Case(2, 1, 16, 24, 2, 4, [4, 4], [0], Seed: 4),
     };
@@ -107,8 +111,9 @@ public sealed class SegmentedLoraOpTests
     [MemberData(nameof(Shapes))]
     public void GeneralPathOnly_AnyShape_MatchesAnIndependentFloat64Loop(string shape)
     {
-        // The two-phase path on the shapes the small-step pass would take (both must agree with the reference). The
-        // switch is process-wide; other tests that run meanwhile take either path, and both are exact to 1e-4.
+        // The general path (fused units) on the shapes the small-step pass would take (both must agree with the
+        // reference). The switch is process-wide; other tests that run meanwhile take either path, and both are exact
+        // to 1e-4.
         SegmentedLoraProfile.GeneralPathOnly = true;
         try
         {
@@ -116,6 +121,24 @@ public sealed class SegmentedLoraOpTests
         }
         finally
         {
+            SegmentedLoraProfile.GeneralPathOnly = false;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void TwoPhase_AnyShape_MatchesAnIndependentFloat64Loop(string shape)
+    {
+        // The general path as two phases (every shrink unit, then every expand unit) instead of the fused units.
+        SegmentedLoraProfile.GeneralPathOnly = true;
+        SegmentedLoraProfile.TwoPhase = true;
+        try
+        {
+            AssertMatchesReference(shape);
+        }
+        finally
+        {
+            SegmentedLoraProfile.TwoPhase = false;
             SegmentedLoraProfile.GeneralPathOnly = false;
         }
     }
