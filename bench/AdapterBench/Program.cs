@@ -192,7 +192,7 @@ if (only.Contains("p"))
     // The byte floor is the adapter bytes the step reads ÷ the measured read bandwidth: what the step must add at least.
     Console.WriteLine($"### Where the adapter time goes (alternating single decode steps, one adapter; read bandwidth {bandwidth / 1e9:F1} GB/s)");
     Console.WriteLine();
-    Console.WriteLine("| batch | base step ms | adapter step ms | overhead (of medians) | process CPU ms per step, base / adapter (overhead) | op calls / dispatches per step | fixed µs per call | shrink ms | expand ms | op ms (% of base step) | y KB per step | adapter MB per step | byte floor ms (% of base step) |");
+    Console.WriteLine("| batch | base step ms | adapter step ms | overhead (of medians) | process CPU ms per step, base / adapter (overhead) | op calls / dispatches per step | fixed µs per call | shrink ms | expand ms (fused units: both phases) | op ms (% of base step) | y KB per step | adapter MB per step | byte floor ms (% of base step) |");
     Console.WriteLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     foreach (var b in batches)
     {

@@ -21,17 +21,21 @@ namespace Serving.Inference.Adapters;
 /// <c>G, then G × (slot position, first entry, entry count), then the entries</c> (flat token indices into the
 /// leading dims of x, grouped by segment). Output: <c>y + (x·Aᵀ)·B</c> per planned token, <c>y</c> elsewhere.
 /// </para>
-/// Computation: phase 1 (shrink) computes every entry's <c>h = x·Aᵀ</c> [rank], in units of up to 4 entries of one
-/// segment (two tokens × four A rows per register block, so each A load feeds two FMAs); phase 2 (expand) adds <c>h·B</c> per (segment, block of 512 output columns) into y's own buffer when ONNX Runtime
-/// grants the in-place reuse the operator offers (else into a copy), reading B's rows as sequential runs once per
-/// unit for all the segment's tokens. A token may appear in one segment entry only. Both phases run
-/// on the session's intra-op pool (<c>KernelContext_ParallelFor</c>, one contiguous batch of units per thread); steps
-/// under <see cref="InlineWork"/> multiply-adds run inline. Steps of at most <see cref="SmallStepTokens"/> planned tokens
-/// (batch-1 decode) skip both phases' bookkeeping and run one fused pass inline (<see cref="SmallStep"/>). Phase times
-/// are recorded when <see cref="SegmentedLoraProfile.Enabled"/>. A plan that points outside its tensors fails the run with
-/// <c>INVALID_ARGUMENT</c>; nothing is read out of bounds.
+/// Computation: the planned tokens go in units of up to 4 entries of one segment; each unit computes its entries'
+/// <c>h = x·Aᵀ</c> [rank] (shrink: four tokens × four A rows per AVX-512 register block, two × four with AVX2) and
+/// then adds <c>h·B</c> to their output rows over every column (expand: four tokens × 32 columns per block, each B
+/// load feeding four FMAs), into y's own buffer when ONNX Runtime grants the in-place reuse the operator offers (else
+/// into a copy). A token may appear in one segment entry only, so units never write the same row. The units run on
+/// the session's intra-op pool (<c>KernelContext_ParallelFor</c>, one dispatch per call, one contiguous batch of units
+/// per thread); steps under <see cref="InlineWork"/> multiply-adds run inline. <see cref="SegmentedLoraProfile.TwoPhase"/>
+/// runs the same loops as two phases instead (every shrink unit, then every expand unit of 512 columns: the layout
+/// before issue #19's round two, kept for comparison). Steps of at most <see cref="SmallStepTokens"/> planned tokens
+/// (batch-1 decode) run one fused pass that splits ranks over the pool (<see cref="SmallStep"/>). Phase times are
+/// recorded when <see cref="SegmentedLoraProfile.Enabled"/>. Every loop is compiled fully optimised at its first call
+/// (<see cref="Hot"/>). A plan that points outside its tensors fails the run with <c>INVALID_ARGUMENT</c>; nothing is
+/// read out of bounds.
 /// <para>
-/// One file of ~530 lines on purpose: a hot kernel whose plan validation, unit scheduling and register-blocked loops
+/// One file of ~740 lines on purpose: a hot kernel whose plan validation, unit scheduling and register-blocked loops
 /// share pointer layouts and constants; split across files they would be read apart and tuned apart.
 /// </para>
 /// </summary>
@@ -42,7 +46,7 @@ internal static unsafe class SegmentedLoraOp
     public const int InputCount = 6;
 
     private const int RowsPerUnit = 4;   // rank rows of A per dot-product pass
-    private const int TokensPerUnit = 4; // entries of one segment per shrink unit (A rows are reused across them)
+    private const int TokensPerUnit = 4; // entries of one segment per unit (A and B rows are reused across them)
     private const int ColumnBlock = 512; // output columns per expand unit
     private const long InlineWork = 1 << 18;
     private const int SmallStepTokens = 2;    // planned tokens up to which a step takes the fused small-step pass
@@ -234,6 +238,7 @@ internal static unsafe class SegmentedLoraOp
             var pool = work >= InlineWork;
             if (!SegmentedLoraProfile.TwoPhase)
             {
+                // Fused units: the profile books both phases under expand (shrink 0), one dispatch.
                 var tf = profile ? Stopwatch.GetTimestamp() : 0;
                 if ((s = Run(context, &Fused, (int)units, &job, pool)) != 0) return s;
                 if (profile) Record(t0, tf, tf, Stopwatch.GetTimestamp(), pool && units > 1 ? 1 : 0, outDim, output != y, tokens, &job);
