@@ -72,6 +72,8 @@ public sealed class FakeNode : IAsyncDisposable
     /// <summary>Set when a request was cancelled by the caller.</summary>
     public TaskCompletionSource CancelSeen { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
+    private readonly SemaphoreSlim _publishing = new(1, 1);
+
     /// <summary>The context it publishes as <c>max_model_len</c> (0: unknown).</summary>
     public int MaxModelLen { get; set; }
 
@@ -106,7 +108,23 @@ public sealed class FakeNode : IAsyncDisposable
         MaxModelLen = MaxModelLen, MaxQueue = MaxQueue,
     };
 
-    public Task PublishAsync() => _registry.PublishHeartbeatAsync(Heartbeat(), HeartbeatTtl);
+    /// <summary>
+    /// Publishes the current state. Snapshot and write happen under one lock, so a beat of the background loop that read
+    /// the properties before a test changed them always lands before the test's own publish, never after it (a stale
+    /// beat arriving last used to reset, e.g., <see cref="MaxModelLen"/> to 0 in the gateway's view on a loaded machine).
+    /// </summary>
+    public async Task PublishAsync()
+    {
+        await _publishing.WaitAsync();
+        try
+        {
+            await _registry.PublishHeartbeatAsync(Heartbeat(), HeartbeatTtl);
+        }
+        finally
+        {
+            _publishing.Release();
+        }
+    }
 
     public void StartHeartbeats()
     {
