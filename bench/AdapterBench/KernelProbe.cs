@@ -7,7 +7,7 @@ using DT = Onnx.TensorProto.Types.DataType;
 /// <summary>
 /// AdapterBench <c>--only k</c>: <c>serving.lora::SegmentedLora</c> alone in a one-node session at one projection's
 /// shape, every token on one adapter, the fused units and the two phases alternating call by call: the operator's own time
-/// (its phase timer, from entry to return; not ONNX Runtime's call overhead or the copy of y), median per call.
+/// (its phase timer, from entry to return, not ONNX Runtime's call overhead), output in place, median per call.
 /// </summary>
 internal static class KernelProbe
 {
@@ -40,11 +40,13 @@ internal static class KernelProbe
         using var b = OrtValue.CreateTensorValueFromMemory(R(slots * rank * outDim), [slots, rank, outDim]);
         using var ranks = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat((long)rank, slots).ToArray(), [slots]);
         using var pv = OrtValue.CreateTensorValueFromMemory(plan, [plan.Length]);
-        using var z = OrtValue.CreateTensorValueFromMemory(new float[tokens * outDim], [tokens, 1, outDim]);
         using var run = new RunOptions();
         string[] inputs = ["y", "x", "a", "b", "ranks", "plan"], outputs = ["z"];
-        OrtValue[] values = [y, x, a, b, ranks, pv], outValues = [z];
+        // The output bound to y's own buffer: the operator then adds in place, as ONNX Runtime lets it in the engine's
+        // graphs (y accumulates the updates call after call; the values stay small).
+        OrtValue[] values = [y, x, a, b, ranks, pv], outValues = [y];
         var samples = new[] { new List<double>(calls), new List<double>(calls) };
+        var (runs0, inPlace0) = SegmentedLoraOp.Counts;
         for (var i = -20; i < calls; i++)
         {
             for (var v = 0; v < 2; v++)
@@ -61,6 +63,8 @@ internal static class KernelProbe
         }
         SegmentedLoraProfile.TwoPhase = false;
         SegmentedLoraProfile.GeneralPathOnly = false;
+        var (runs1, inPlace1) = SegmentedLoraOp.Counts;
+        if (inPlace1 - inPlace0 != runs1 - runs0) throw new InvalidOperationException("the probe's calls did not all run in place; its times would include a copy of y");
         return (Median(samples[0]), Median(samples[1]));
     }
 

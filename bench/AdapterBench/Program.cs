@@ -162,7 +162,7 @@ if (only.Contains("k"))
     // The operator alone at a decode step's shapes: one-node sessions (y, x → SegmentedLora) per adapted projection,
     // every token on one rank-`rank` adapter; the fused units (default) and the two phases alternate call by call, and
     // per-call medians are summed over a step's calls (4 projections × layers). No model graph around it, so the figure
-    // is the kernel's, not the step's; the output is not in place here (a copy of y, the same for both variants).
+    // is the kernel's, not the step's, with its inputs in cache (A and B come from memory in a real step).
     Console.WriteLine($"### The operator alone (one adapter of rank {rank}, per-call medians × {AdapterFactors.ProjectionCount * c.NumLayers} calls per step)");
     Console.WriteLine();
     Console.WriteLine("| batch | two phases ms per step | fused units ms per step | fused / two phases | fused GFLOP/s |");
