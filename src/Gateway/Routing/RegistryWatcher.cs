@@ -97,22 +97,37 @@ internal sealed partial class RegistryWatcher(
         }
     }
 
-    /// <summary>Applies a full read: the set of live nodes becomes exactly <paramref name="beats"/>.</summary>
+    /// <summary>
+    /// Applies a full read: the set of live nodes becomes exactly <paramref name="beats"/>. A node the view already holds
+    /// with a newer heartbeat keeps it: an announcement applied while the read was in flight is not rolled back.
+    /// </summary>
     internal void Replace(IReadOnlyList<NodeHeartbeat> beats)
     {
-        var map = new Dictionary<string, NodeEntry>(StringComparer.Ordinal);
-        foreach (var hb in beats) map[hb.NodeId] = new NodeEntry(hb);
-        Swap(_ => map);
+        Swap(old =>
+        {
+            var map = new Dictionary<string, NodeEntry>(StringComparer.Ordinal);
+            foreach (var hb in beats) map[hb.NodeId] = Newer(old, hb);
+            return map;
+        });
         _initialized = true;
     }
 
-    /// <summary>Applies a full read without dropping anyone: nodes in <paramref name="beats"/> are added or refreshed.</summary>
+    /// <summary>Applies a full read without dropping anyone: nodes in <paramref name="beats"/> are added or refreshed (never to an older heartbeat).</summary>
     internal void Merge(IReadOnlyList<NodeHeartbeat> beats) => Swap(old =>
     {
         var map = new Dictionary<string, NodeEntry>(old, StringComparer.Ordinal);
-        foreach (var hb in beats) map[hb.NodeId] = new NodeEntry(hb);
+        foreach (var hb in beats) map[hb.NodeId] = Newer(old, hb);
         return map;
     });
+
+    /// <summary>
+    /// The entry for <paramref name="read"/>'s node: the view's own when it holds a newer heartbeat of the same run of the
+    /// node (same start time), else the read's — a restarted node is taken from the read whatever its clock says.
+    /// </summary>
+    private static NodeEntry Newer(FrozenDictionary<string, NodeEntry> view, NodeHeartbeat read) =>
+        view.TryGetValue(read.NodeId, out var held) && held.Heartbeat.StartedAt == read.StartedAt && held.Heartbeat.Timestamp > read.Timestamp
+            ? held
+            : new NodeEntry(read);
 
     /// <summary>
     /// Applies one announcement. Pub/sub delivers late under load: a heartbeat no newer than the last one the view held

@@ -106,6 +106,34 @@ public sealed class NodeRegistryTests(RedisFixture redis) : IAsyncLifetime
     public void TryParse_Malformed_False(string json) => Assert.False(NodeRegistry.TryParse(json, out _));
 
     [Fact]
+    public void Watcher_FullReadOlderThanAnAppliedAnnouncement_KeepsTheNewerHeartbeat()
+    {
+        // A full read started before a node's newer announcement and applied after it must not roll the view back to the
+        // older heartbeat (its queue depth, its resident adapters); membership still follows the read.
+        var watcher = new Serving.Gateway.Routing.RegistryWatcher(_registry,
+            Microsoft.Extensions.Options.Options.Create(new Serving.Gateway.Routing.RoutingOptions()), TimeProvider.System,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<Serving.Gateway.Routing.RegistryWatcher>.Instance);
+        var t0 = DateTimeOffset.FromUnixTimeSeconds(5000);
+        NodeHeartbeat At(string id, int seconds, int queue) => Beat(id) with { Timestamp = t0.AddSeconds(seconds), QueueDepth = queue };
+
+        watcher.Replace([At("a", 0, 1), At("b", 0, 1)]);
+        watcher.OnEvent(new NodeRegistryEvent("a", At("a", 5, 7)));
+        watcher.Replace([At("a", 3, 2), At("b", 3, 2)]); // read before a's announcement, applied after it
+        Assert.Equal(7, watcher.Current.Nodes["a"].Heartbeat.QueueDepth);
+        Assert.Equal(2, watcher.Current.Nodes["b"].Heartbeat.QueueDepth);
+
+        watcher.Merge([At("a", 4, 3)]);
+        Assert.Equal(7, watcher.Current.Nodes["a"].Heartbeat.QueueDepth);
+        watcher.Replace([At("a", 6, 4)]); // a newer read wins, and b, absent from it, is gone
+        Assert.Equal(4, watcher.Current.Nodes["a"].Heartbeat.QueueDepth);
+        Assert.Equal(["a"], watcher.Current.Nodes.Keys.Order());
+
+        // a restarted on a host whose clock is behind: its beats are older by timestamp but of a new run — taken.
+        watcher.Replace([At("a", 2, 5) with { StartedAt = t0.AddSeconds(1) }]);
+        Assert.Equal(5, watcher.Current.Nodes["a"].Heartbeat.QueueDepth);
+    }
+
+    [Fact]
     public void Watcher_LateAnnouncementOfANodeThatLeft_DoesNotBringItBack_ANewerOneDoes()
     {
         // Pub/sub can deliver a heartbeat after the full read that dropped its (expired) node; a CI run saw the gateway
