@@ -105,15 +105,20 @@ public sealed class NodeRegistryTests(RedisFixture redis) : IAsyncLifetime
     [InlineData("[]")]
     public void TryParse_Malformed_False(string json) => Assert.False(NodeRegistry.TryParse(json, out _));
 
+    private static readonly DateTimeOffset WatcherEpoch = DateTimeOffset.FromUnixTimeSeconds(5000);
+
+    /// <summary>A registry watcher that is never started: tests feed it full reads and announcements directly.</summary>
+    private Serving.Gateway.Routing.RegistryWatcher Watcher() => new(_registry,
+        Microsoft.Extensions.Options.Options.Create(new Serving.Gateway.Routing.RoutingOptions()), TimeProvider.System,
+        Microsoft.Extensions.Logging.Abstractions.NullLogger<Serving.Gateway.Routing.RegistryWatcher>.Instance);
+
     [Fact]
     public void Watcher_FullReadOlderThanAnAppliedAnnouncement_KeepsTheNewerHeartbeat()
     {
         // A full read started before a node's newer announcement and applied after it must not roll the view back to the
         // older heartbeat (its queue depth, its resident adapters); membership still follows the read.
-        var watcher = new Serving.Gateway.Routing.RegistryWatcher(_registry,
-            Microsoft.Extensions.Options.Options.Create(new Serving.Gateway.Routing.RoutingOptions()), TimeProvider.System,
-            Microsoft.Extensions.Logging.Abstractions.NullLogger<Serving.Gateway.Routing.RegistryWatcher>.Instance);
-        var t0 = DateTimeOffset.FromUnixTimeSeconds(5000);
+        var watcher = Watcher();
+        var t0 = WatcherEpoch;
         NodeHeartbeat At(string id, int seconds, int queue) => Beat(id) with { Timestamp = t0.AddSeconds(seconds), QueueDepth = queue };
 
         watcher.Replace([At("a", 0, 1), At("b", 0, 1)]);
@@ -138,10 +143,8 @@ public sealed class NodeRegistryTests(RedisFixture redis) : IAsyncLifetime
     {
         // Pub/sub can deliver a heartbeat after the full read that dropped its (expired) node; a CI run saw the gateway
         // route to a killed node that way. Only a heartbeat newer than the last one the view held counts as a return.
-        var watcher = new Serving.Gateway.Routing.RegistryWatcher(_registry,
-            Microsoft.Extensions.Options.Options.Create(new Serving.Gateway.Routing.RoutingOptions()), TimeProvider.System,
-            Microsoft.Extensions.Logging.Abstractions.NullLogger<Serving.Gateway.Routing.RegistryWatcher>.Instance);
-        var t0 = DateTimeOffset.FromUnixTimeSeconds(5000);
+        var watcher = Watcher();
+        var t0 = WatcherEpoch;
         NodeHeartbeat At(string id, int seconds) => Beat(id) with { Timestamp = t0.AddSeconds(seconds) };
 
         watcher.Replace([At("a", 0), At("b", 0)]);
