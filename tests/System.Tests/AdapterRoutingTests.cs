@@ -52,8 +52,10 @@ public sealed class AdapterRoutingTests(ClusterFixture fixture, Xunit.Abstractio
         output.WriteLine(summary);
         Assert.Equal(32, hot.Count);
         Assert.True(onHolder >= 0.9 * hot.Count, $"{onHolder}/{hot.Count} hot requests on the holder; " + summary);
-        // The base requests still spread (the holder's adapter traffic does not pull everything to it).
-        Assert.Equal(2, served.Where(s => s.Model == "demo").Select(s => s.Node).Distinct().Count());
+        // The holder's adapter traffic does not pull the base requests to it: some are served by the other node. (Not
+        // "on both nodes": base requests go by bounded load, and a holder busy with the hot adapter at every base arrival
+        // rightly gets none — a loaded CI run saw all 16 on the other node.)
+        Assert.Contains(served, s => s.Model == "demo" && s.Node != holder);
     }
 
     [Fact]
