@@ -174,6 +174,9 @@ public sealed partial class BatchDecoder : IDisposable
     /// <summary>The KV cache (tests read entries back).</summary>
     internal KvCache.KvCachePool KvCacheForTests => _buf.Kv;
 
+    /// <summary>The decoder's bound buffers (tests).</summary>
+    internal DecoderBuffers BuffersForTests => _buf;
+
     /// <summary>Bytes of KV cache held.</summary>
     public long KvCacheBytes => _buf.Kv.Bytes;
 
@@ -209,6 +212,7 @@ public sealed partial class BatchDecoder : IDisposable
         }
         _buf.SeqLens.Span[0] = seq.Length + t - 1;
         _buf.Total.Span[0] = seq.Length + t;
+        _buf.UploadPrefill(t);
         if (hiddenCapture is not null) _buf.HiddenA.Span[..(t * d)].CopyTo(hiddenCapture);
 
         var side = seq.RewardHead?.Side is { } network ? _sides[network] : null;
@@ -220,17 +224,23 @@ public sealed partial class BatchDecoder : IDisposable
         {
             for (var l = 0; l < _c.NumLayers; l++)
             {
+                if (side is not null || seq.RewardHead?.Layer == l) _buf.Download(_buf.Input(l), (long)t * d);
                 if (side is null && seq.RewardHead?.Layer == l) Score(seq, _buf.Input(l), 0, t);
                 if (side is not null) side.Run(l, sideStep!);
                 step.Units[l].RunWithBinding(_run, step.Layers[l]);
                 if (hiddenCapture is not null)
                 {
+                    _buf.Download(_buf.Output(l), (long)t * d);
                     _buf.Output(l).Span[..(t * d)].CopyTo(hiddenCapture.AsSpan((l + 1) * t * d, t * d));
                 }
             }
             var final = _buf.Output(_c.NumLayers - 1);
             if (side is not null) Score(seq, side.Final, 0, t);
-            else if (seq.RewardHead?.Layer == _c.NumLayers) Score(seq, final, 0, t);
+            else if (seq.RewardHead?.Layer == _c.NumLayers)
+            {
+                _buf.Download(final, (long)t * d);
+                Score(seq, final, 0, t);
+            }
             if (allLogits is not null)
             {
                 var logitsAll = new NativeBuffer<float>((long)t * _c.VocabSize);
@@ -273,6 +283,7 @@ public sealed partial class BatchDecoder : IDisposable
             maxTotal = Math.Max(maxTotal, seq.Length + 1);
         }
         _buf.Total.Span[0] = maxTotal;
+        _buf.UploadDecode(b);
         _groups?.Find(_active, b);
         var groups = _groups?.Count ?? 0;
         // Packed blocks only when a row may leave early: the ordinary step is faster, and it runs Otter side networks.
@@ -309,11 +320,19 @@ public sealed partial class BatchDecoder : IDisposable
             var scored = AnyRewardHead(b);
             for (var l = 0; l < _c.NumLayers; l++)
             {
-                if (scored) ScoreRows(l, _buf.Input(l), b);
+                if (scored)
+                {
+                    _buf.Download(_buf.Input(l), (long)b * d);
+                    ScoreRows(l, _buf.Input(l), b);
+                }
                 foreach (var side in _stepSides) side.Capture(l, _buf.Input(l), b);
                 step.Units[l].RunWithBinding(_run, step.Layers[l]);
             }
-            if (scored) ScoreRows(_c.NumLayers, _buf.Output(_c.NumLayers - 1), b);
+            if (scored)
+            {
+                _buf.Download(_buf.Output(_c.NumLayers - 1), (long)b * d);
+                ScoreRows(_c.NumLayers, _buf.Output(_c.NumLayers - 1), b);
+            }
             foreach (var side in _stepSides)
             {
                 side.RunDecode(b);
@@ -400,6 +419,7 @@ public sealed partial class BatchDecoder : IDisposable
         foreach (var h in _exitHeads) h?.Dispose();
         foreach (var h in _verifyHeads.Values) h.Dispose();
         Adapters?.Dispose();
+        _buf.Dispose();
         _run.Dispose();
     }
 
@@ -476,7 +496,7 @@ public sealed partial class BatchDecoder : IDisposable
     private void RunHead(NativeBuffer<float> hidden, long offset, int rows, NativeBuffer<float> logits, long logitsOffset)
     {
         using var binding = _model.Head.CreateIoBinding();
-        using var input = hidden.View(offset, rows, _c.HiddenSize);
+        using var input = _buf.Bound(hidden, offset, rows, _c.HiddenSize);
         using var output = logits.View(logitsOffset, rows, _c.VocabSize);
         binding.BindInput(HeadGraph.Hidden, input);
         binding.BindOutput(HeadGraph.Logits, output);

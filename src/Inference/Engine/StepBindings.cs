@@ -35,11 +35,11 @@ internal sealed class StepBindings : IDisposable
         var model = buf.Model;
         long d = c.HiddenSize;
         var kvShape = new long[] { batch, c.NumKvHeads, model.MaxContext, c.HeadDim };
-        var a = Own(buf.HiddenA.View(0, batch, seqLen, d));
-        var b = Own(buf.HiddenB.View(0, batch, seqLen, d));
-        var seqLens = Own(buf.SeqLens.View(0, batch));
+        var a = Own(buf.Bound(buf.HiddenA, 0, batch, seqLen, d));
+        var b = Own(buf.Bound(buf.HiddenB, 0, batch, seqLen, d));
+        var seqLens = Own(buf.Bound(buf.SeqLens, 0, batch));
         var total = Own(buf.Total.View(0));
-        var positions = Own(buf.Positions.View(0, batch, seqLen));
+        var positions = Own(buf.Bound(buf.Positions, 0, batch, seqLen));
         var units = model.BlocksOf(variant);
         Units = units;
         Layers = new OrtIoBinding[c.NumLayers];
@@ -63,7 +63,7 @@ internal sealed class StepBindings : IDisposable
         {
             var final = buf.Output(c.NumLayers - 1);
             Head = Own(model.Head.CreateIoBinding());
-            Head.BindInput(HeadGraph.Hidden, Own(final.View(0, batch * seqLen, d)));
+            Head.BindInput(HeadGraph.Hidden, Own(buf.Bound(final, 0, batch * seqLen, d)));
             Head.BindOutput(HeadGraph.Logits, Own(buf.Logits.View(0, batch * seqLen, c.VocabSize)));
         }
     }
@@ -90,15 +90,15 @@ internal sealed class StepBindings : IDisposable
         long d = c.HiddenSize;
         var kvShape = new long[] { batch, c.NumKvHeads, model.MaxContext, c.HeadDim };
         var io = Own(model.FusedBlocks!.CreateIoBinding());
-        io.BindInput(BlockGraph.Hidden, Own(buf.HiddenA.View(0, batch, 1, d)));
-        io.BindOutput(BlockGraph.HiddenOut, Own(buf.HiddenB.View(0, batch, 1, d)));
-        io.BindInput(BlockGraph.SeqLensK, Own(buf.SeqLens.View(0, batch)));
+        io.BindInput(BlockGraph.Hidden, Own(buf.Bound(buf.HiddenA, 0, batch, 1, d)));
+        io.BindOutput(BlockGraph.HiddenOut, Own(buf.Bound(buf.HiddenB, 0, batch, 1, d)));
+        io.BindInput(BlockGraph.SeqLensK, Own(buf.Bound(buf.SeqLens, 0, batch)));
         io.BindInput(BlockGraph.TotalSeqLen, Own(buf.Total.View(0)));
-        if (buf.Rotary) io.BindInput(BlockGraph.PositionIds, Own(buf.Positions.View(0, batch, 1)));
+        if (buf.Rotary) io.BindInput(BlockGraph.PositionIds, Own(buf.Bound(buf.Positions, 0, batch, 1)));
         for (var l = 0; l < c.NumLayers; l++)
         {
-            var key = Own(buf.Kv.Keys[l].View(0, kvShape));
-            var value = Own(buf.Kv.Values[l].View(0, kvShape));
+            var key = Own(buf.Kv.View(l, key: true, 0, kvShape));
+            var value = Own(buf.Kv.View(l, key: false, 0, kvShape));
             io.BindInput(FusedGraph.PastKey(l), key);
             io.BindInput(FusedGraph.PastValue(l), value);
             io.BindOutput(FusedGraph.PresentKey(l), key);
@@ -107,7 +107,7 @@ internal sealed class StepBindings : IDisposable
         Layers = [io];
         Units = [model.FusedBlocks];
         Head = Own(model.Head.CreateIoBinding());
-        Head.BindInput(HeadGraph.Hidden, Own(buf.HiddenB.View(0, batch, d)));
+        Head.BindInput(HeadGraph.Hidden, Own(buf.Bound(buf.HiddenB, 0, batch, d)));
         Head.BindOutput(HeadGraph.Logits, Own(buf.Logits.View(0, batch, c.VocabSize)));
     }
 

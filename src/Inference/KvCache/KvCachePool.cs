@@ -8,10 +8,18 @@ namespace Serving.Inference.KvCache;
 /// the layout <c>GroupQueryAttention</c> reads as past and writes as present (the same buffer, updated in place).
 /// A contiguous range of slots is one batch. fp32, or fp16 for fp16 blocks (<see cref="RuntimeOptions.Precision"/>):
 /// then <see cref="Keys"/>/<see cref="Values"/> are empty and <see cref="HalfKeys"/>/<see cref="HalfValues"/> hold it.
+/// With <see cref="DeviceMemory"/> (CUDA) the cache lives on the device instead: the host arrays are all empty, sessions
+/// bind <see cref="View"/>s of device memory, and <see cref="CopySlot"/> copies on the device.
 /// </summary>
-internal sealed class KvCachePool
+internal sealed class KvCachePool : IDisposable
 {
-    public KvCachePool(int layers, int slots, int kvHeads, int maxContext, int headDim, bool half = false)
+    private readonly DeviceMemory? _device;
+    private readonly DeviceBuffer<float>[] _deviceKeys = [];
+    private readonly DeviceBuffer<float>[] _deviceValues = [];
+    private readonly DeviceBuffer<Float16>[] _deviceHalfKeys = [];
+    private readonly DeviceBuffer<Float16>[] _deviceHalfValues = [];
+
+    public KvCachePool(int layers, int slots, int kvHeads, int maxContext, int headDim, bool half = false, DeviceMemory? device = null)
     {
         Layers = layers;
         Slots = slots;
@@ -20,6 +28,23 @@ internal sealed class KvCachePool
         HeadDim = headDim;
         SlotStride = (long)kvHeads * maxContext * headDim;
         Half = half;
+        _device = device;
+        if (device is not null)
+        {
+            Keys = Values = [];
+            HalfKeys = HalfValues = [];
+            if (half)
+            {
+                _deviceHalfKeys = Enumerable.Range(0, layers).Select(_ => device.Allocate<Float16>(SlotStride * slots)).ToArray();
+                _deviceHalfValues = Enumerable.Range(0, layers).Select(_ => device.Allocate<Float16>(SlotStride * slots)).ToArray();
+            }
+            else
+            {
+                _deviceKeys = Enumerable.Range(0, layers).Select(_ => device.Allocate<float>(SlotStride * slots)).ToArray();
+                _deviceValues = Enumerable.Range(0, layers).Select(_ => device.Allocate<float>(SlotStride * slots)).ToArray();
+            }
+            return;
+        }
         Keys = new NativeBuffer<float>[half ? 0 : layers];
         Values = new NativeBuffer<float>[half ? 0 : layers];
         HalfKeys = new NativeBuffer<Float16>[half ? layers : 0];
@@ -52,17 +77,27 @@ internal sealed class KvCachePool
     public NativeBuffer<Float16>[] HalfValues { get; }
 
     /// <summary>A tensor view of layer <paramref name="layer"/>'s K (or V) cache from element <paramref name="offset"/>, in the pool's type. The caller owns it.</summary>
-    public OrtValue View(int layer, bool key, long offset, long[] shape) => Half
-        ? (key ? HalfKeys : HalfValues)[layer].View(offset, shape)
-        : (key ? Keys : Values)[layer].View(offset, shape);
+    public OrtValue View(int layer, bool key, long offset, long[] shape) => _device is not null
+        ? Half ? (key ? _deviceHalfKeys : _deviceHalfValues)[layer].View(offset, shape) : (key ? _deviceKeys : _deviceValues)[layer].View(offset, shape)
+        : Half ? (key ? HalfKeys : HalfValues)[layer].View(offset, shape) : (key ? Keys : Values)[layer].View(offset, shape);
+
+    /// <summary>Whether the cache is in device memory (<see cref="View"/> is then the only way to it).</summary>
+    public bool OnDevice => _device is not null;
 
     /// <summary>Bytes held by the pool.</summary>
     public long Bytes => 2L * Layers * Slots * SlotStride * (Half ? 2 : sizeof(float));
 
     /// <summary>Copies the first <paramref name="length"/> positions of slot <paramref name="from"/> into slot <paramref name="to"/>, every layer.</summary>
+    /// <remarks>In device memory every layer's whole slot is copied in one copier run (positions past
+    /// <paramref name="length"/> of <paramref name="to"/> are overwritten too; no caller keeps anything there).</remarks>
     public void CopySlot(int from, int to, int length)
     {
         if (from == to || length == 0) return;
+        if (_device is not null)
+        {
+            CopySlotOnDevice(from, to);
+            return;
+        }
         var run = length * HeadDim;
         for (var l = 0; l < Layers; l++)
         {
@@ -75,6 +110,72 @@ internal sealed class KvCachePool
             CopyHeads(Keys[l].Span, from, to, run);
             CopyHeads(Values[l].Span, from, to, run);
         }
+    }
+
+    private void CopySlotOnDevice(int from, int to)
+    {
+        var views = new List<OrtValue>(4 * Layers);
+        try
+        {
+            var sources = new List<OrtValue>(2 * Layers);
+            var targets = new List<OrtValue>(2 * Layers);
+            for (var l = 0; l < Layers; l++)
+            {
+                for (var k = 0; k < 2; k++)
+                {
+                    var (source, target) = Half
+                        ? ((k == 0 ? _deviceHalfKeys : _deviceHalfValues)[l].Bytes(from * SlotStride, SlotStride), (k == 0 ? _deviceHalfKeys : _deviceHalfValues)[l].Bytes(to * SlotStride, SlotStride))
+                        : ((k == 0 ? _deviceKeys : _deviceValues)[l].Bytes(from * SlotStride, SlotStride), (k == 0 ? _deviceKeys : _deviceValues)[l].Bytes(to * SlotStride, SlotStride));
+                    views.Add(source);
+                    views.Add(target);
+                    sources.Add(source);
+                    targets.Add(target);
+                }
+            }
+            _device!.CopyOnce(sources, targets);
+        }
+        finally
+        {
+            foreach (var v in views) v.Dispose();
+        }
+    }
+
+    /// <summary>Slot <paramref name="slot"/>'s K (or V) of layer <paramref name="layer"/>, [kv_head, max_context, head_dim] as fp32, read back from wherever the cache is (tests).</summary>
+    public float[] ReadSlot(int layer, bool key, int slot)
+    {
+        var result = new float[SlotStride];
+        if (_device is null)
+        {
+            if (!Half)
+            {
+                (key ? Keys : Values)[layer].Span.Slice((int)(slot * SlotStride), (int)SlotStride).CopyTo(result);
+                return result;
+            }
+            var half = (key ? HalfKeys : HalfValues)[layer].Span.Slice((int)(slot * SlotStride), (int)SlotStride);
+            for (var i = 0; i < result.Length; i++) result[i] = (float)half[i];
+            return result;
+        }
+        if (Half)
+        {
+            var host = new NativeBuffer<Float16>(SlotStride);
+            using (var from = (key ? _deviceHalfKeys : _deviceHalfValues)[layer].Bytes(slot * SlotStride, SlotStride))
+            using (var to = host.Bytes(0, SlotStride)) _device.CopyOnce([from], [to]);
+            for (var i = 0; i < result.Length; i++) result[i] = (float)host.Span[i];
+            return result;
+        }
+        var floats = new NativeBuffer<float>(SlotStride);
+        using (var from = (key ? _deviceKeys : _deviceValues)[layer].Bytes(slot * SlotStride, SlotStride))
+        using (var to = floats.Bytes(0, SlotStride)) _device.CopyOnce([from], [to]);
+        floats.Span.CopyTo(result);
+        return result;
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _deviceKeys) b.Dispose();
+        foreach (var b in _deviceValues) b.Dispose();
+        foreach (var b in _deviceHalfKeys) b.Dispose();
+        foreach (var b in _deviceHalfValues) b.Dispose();
     }
 
     private void CopyHeads<T>(Span<T> span, int from, int to, int run)

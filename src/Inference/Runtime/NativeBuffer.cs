@@ -35,8 +35,20 @@ internal sealed unsafe class NativeBuffer<T> where T : unmanaged
             (IntPtr)(Pointer + offset), n * sizeof(T));
     }
 
-    private static TensorElementType ElementType =>
+    /// <summary>A byte view of elements <c>[offset, offset + count)</c> (a <see cref="DeviceMemory"/> copy's host side). The caller owns it.</summary>
+    public OrtValue Bytes(long offset, long count)
+    {
+        if (offset < 0 || count < 0 || offset + count > Array.Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), $"view [{offset}, {offset + count}) outside buffer of {Array.Length}");
+        }
+        return OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, TensorElementType.UInt8, [count * sizeof(T)],
+            (IntPtr)(Pointer + offset), count * sizeof(T));
+    }
+
+    internal static TensorElementType ElementType =>
         typeof(T) == typeof(float) ? TensorElementType.Float
+        : typeof(T) == typeof(byte) ? TensorElementType.UInt8
         : typeof(T) == typeof(Float16) ? TensorElementType.Float16
         : typeof(T) == typeof(int) ? TensorElementType.Int32
         : typeof(T) == typeof(long) ? TensorElementType.Int64

@@ -144,6 +144,13 @@ public sealed record RuntimeOptions
     /// <summary>Also quantise the LM head (measured separately: on small models it is the largest matrix).</summary>
     public bool QuantizeHead { get; init; }
 
+    /// <summary>
+    /// Tests only: keep the decoder's bound state (K/V cache, hidden states, positions, lengths) in separate host
+    /// allocations that stand in for device memory (<see cref="DeviceMemory"/>), so that the CUDA provider's
+    /// device-resident path — uploads, downloads, device-side slot copies — runs on the CPU provider.
+    /// </summary>
+    internal bool EmulateDeviceMemory { get; init; }
+
     /// <summary>Validates ranges.</summary>
     public void Validate()
     {
@@ -166,6 +173,10 @@ public sealed record RuntimeOptions
         if (PackedSteps && ExecutionProvider != ExecutionProviderKind.Cpu)
         {
             throw new ArgumentException("packed steps (early exit, speculative decoding) run on the CPU provider only", nameof(PackedSteps));
+        }
+        if (PackedSteps && EmulateDeviceMemory)
+        {
+            throw new ArgumentException("packed steps read the K/V cache from the host; they do not run with device memory", nameof(PackedSteps));
         }
         if (PackedSteps && AdapterSlots > 0 && !UsesSegmentedAdapters)
         {
