@@ -38,9 +38,23 @@ public sealed class AdapterSlotTable : IDisposable
     private readonly NativeBuffer<float> _empty = new(1);
     private readonly OrtValue[] _emptyA = new OrtValue[P];
     private readonly OrtValue[] _emptyB = new OrtValue[P];
+    private readonly DeviceMemory? _device;
+    private readonly DeviceBuffer<float>[] _deviceA = []; // the device copies of _a and _b (CUDA), bound instead of them
+    private readonly DeviceBuffer<float>[] _deviceB = [];
+    private readonly CopyPlan?[] _uploads = []; // by block position: every unit's A and B block, host → device
 
     /// <summary>Creates <paramref name="slots"/> empty slots for adapters of <paramref name="config"/>, up to rank <paramref name="maxRank"/> per module.</summary>
     public AdapterSlotTable(ModelConfig config, int slots, int maxRank)
+        : this(config, slots, maxRank, device: null)
+    {
+    }
+
+    /// <summary>
+    /// Slots whose factors sessions read from <paramref name="device"/> memory: the host blocks stay the copy that
+    /// writes, clears and swaps edit, and every block position they touch is sent to the device in one copier run (the
+    /// whole block at the slot's rank capacity), so a step binds device memory and copies nothing.
+    /// </summary>
+    internal AdapterSlotTable(ModelConfig config, int slots, int maxRank, DeviceMemory? device)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(slots);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxRank, 1);
@@ -92,7 +106,37 @@ public sealed class AdapterSlotTable : IDisposable
             _stackedB[i] = new OrtValue?[slots];
             _ranks[i] = new NativeBuffer<long>(Math.Max(1, slots));
         }
+        if (device is null) return;
+        _device = device;
+        _deviceA = _a.Select(a => device.Allocate<float>(a.Length)).ToArray();
+        _deviceB = _b.Select(b => device.Allocate<float>(b.Length)).ToArray();
+        _uploads = new CopyPlan?[slots];
     }
+
+    /// <summary>Sends every unit's A and B block at <paramref name="position"/> to the device copy (no allocation once the position was sent before).</summary>
+    private void Upload(int position)
+    {
+        if (_device is null) return;
+        var plan = _uploads[position];
+        if (plan is null)
+        {
+            var pairs = new List<(OrtValue, OrtValue)>(2 * _a.Length);
+            for (var i = 0; i < _a.Length; i++)
+            {
+                var p = i % P;
+                long sizeA = (long)_rankCapacity[p] * _shapes[p].In, sizeB = (long)_rankCapacity[p] * _shapes[p].Out;
+                pairs.Add((_a[i].Bytes(position * sizeA, sizeA), _deviceA[i].Bytes(position * sizeA, sizeA)));
+                pairs.Add((_b[i].Bytes(position * sizeB, sizeB), _deviceB[i].Bytes(position * sizeB, sizeB)));
+            }
+            plan = _uploads[position] = new CopyPlan(_device, pairs);
+        }
+        _device.Run(plan);
+    }
+
+    /// <summary>A tensor view of unit <paramref name="unit"/>'s buffer (A or B), on the device when the table has a device copy.</summary>
+    private OrtValue Bound(int unit, bool a, long offset, params long[] shape) => _device is null
+        ? (a ? _a : _b)[unit].View(offset, shape)
+        : (a ? _deviceA : _deviceB)[unit].View(offset, shape);
 
     /// <summary>Number of slots (S).</summary>
     public int Count => _slots.Length;
@@ -177,6 +221,7 @@ public sealed class AdapterSlotTable : IDisposable
                 _ranks[i].Span[pos] = rank;
             }
         }
+        Upload(pos);
         s.Factors = adapter;
         s.Version++;
     }
@@ -195,6 +240,7 @@ public sealed class AdapterSlotTable : IDisposable
         }
         Array.Clear(s.Ranks);
         foreach (var ranks in _ranks) ranks.Span[pos] = 0;
+        Upload(pos);
         s.Factors = null;
         s.Version++;
     }
@@ -240,6 +286,8 @@ public sealed class AdapterSlotTable : IDisposable
             var ranks = _ranks[i].Span;
             (ranks[px], ranks[py]) = (ranks[py], ranks[px]);
         }
+        Upload(px);
+        Upload(py);
         (_physical[x], _physical[y]) = (py, px);
         _logical[px] = y;
         _logical[py] = x;
@@ -281,21 +329,21 @@ public sealed class AdapterSlotTable : IDisposable
         if (views[i] is { } v) return v;
         var width = a ? _shapes[(int)p].In : _shapes[(int)p].Out;
         var offset = (long)_physical[slot] * _rankCapacity[(int)p] * width;
-        return views[i] = (a ? _a[i] : _b[i]).View(offset, rank, width);
+        return views[i] = Bound(i, a, offset, rank, width);
     }
 
     /// <summary>View [G, R, in] of the A blocks at positions [0, G) (after <see cref="Compact"/>); cached, never rebound.</summary>
     internal OrtValue StackedA(int layer, AdaptedProjection p, int groups)
     {
         var i = layer * P + (int)p;
-        return _stackedA[i][groups - 1] ??= _a[i].View(0, groups, _rankCapacity[(int)p], _shapes[(int)p].In);
+        return _stackedA[i][groups - 1] ??= Bound(i, a: true, 0, groups, _rankCapacity[(int)p], _shapes[(int)p].In);
     }
 
     /// <summary>View [G, R, out] of the B blocks at positions [0, G).</summary>
     internal OrtValue StackedB(int layer, AdaptedProjection p, int groups)
     {
         var i = layer * P + (int)p;
-        return _stackedB[i][groups - 1] ??= _b[i].View(0, groups, _rankCapacity[(int)p], _shapes[(int)p].Out);
+        return _stackedB[i][groups - 1] ??= Bound(i, a: false, 0, groups, _rankCapacity[(int)p], _shapes[(int)p].Out);
     }
 
     /// <summary>View int64 [S] of the ranks of (layer, projection) by block position (0 for an empty slot).</summary>
@@ -313,6 +361,9 @@ public sealed class AdapterSlotTable : IDisposable
         foreach (var views in _stackedB) foreach (var v in views) v?.Dispose();
         foreach (var v in _emptyA) v.Dispose();
         foreach (var v in _emptyB) v.Dispose();
+        foreach (var u in _uploads) u?.Dispose();
+        foreach (var d in _deviceA) d.Dispose();
+        foreach (var d in _deviceB) d.Dispose();
     }
 
     private sealed class Slot(int layers)

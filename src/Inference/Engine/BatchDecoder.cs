@@ -47,7 +47,7 @@ public sealed partial class BatchDecoder : IDisposable
         var slots = Math.Min(adapterSlots ?? model.AdapterSlots, model.AdapterSlots);
         if (slots > 0)
         {
-            Adapters = new AdapterSlotTable(_c, slots, model.Options.AdapterMaxRank);
+            Adapters = new AdapterSlotTable(_c, slots, model.Options.AdapterMaxRank, _buf.Device);
             _groups = new AdapterGroups(slots);
             _kernel = model.SegmentedAdapters
                 ? new SegmentedAdapterKernel(_buf, Adapters, Capacity)

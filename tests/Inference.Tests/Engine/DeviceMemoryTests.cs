@@ -72,7 +72,12 @@ public sealed class DeviceMemoryTests
         using var probe = DecoderModel.Load(dir, options);
         var c = probe.Config;
         var modules = AdapterTests.RandomModules(c, seed: 11, rankBase: 2);
-        ReferenceModel[] references = [new ReferenceModel(dir), new ReferenceModel(dir, AdapterTests.MergedDeltas(c, (modules, 1.0)))];
+        var modules2 = AdapterTests.RandomModules(c, seed: 12, rankBase: 3);
+        ReferenceModel[] references =
+        [
+            new ReferenceModel(dir), new ReferenceModel(dir, AdapterTests.MergedDeltas(c, (modules, 1.0))),
+            new ReferenceModel(dir, AdapterTests.MergedDeltas(c, (modules2, 1.0))),
+        ];
         var tolerance = precision == ComputePrecision.Float32 ? 1e-4 : 1e-2;
 
         (List<float[]> Logits, List<float[]> Cache, float[] HostHidden) Run(bool device)
@@ -80,6 +85,7 @@ public sealed class DeviceMemoryTests
             using var model = DecoderModel.Load(dir, options with { EmulateDeviceMemory = device });
             using var dec = new BatchDecoder(model);
             dec.Adapters!.Write(1, AdapterFactors.FromLora(c, modules));
+            dec.Adapters.Write(0, AdapterFactors.FromLora(c, modules2)); // two adapters: mixed steps compact the slots (block swaps)
             var log = new List<float[]>();
             var tokens = new Dictionary<Sequence, (List<int> Ids, int Adapter)>();
             void Record(ReadOnlySpan<float> logits, Sequence seq, string what)
@@ -94,7 +100,7 @@ public sealed class DeviceMemoryTests
             Sequence Start(int[] prompt, int adapter)
             {
                 var seq = dec.TryAllocate()!;
-                if (adapter == 1) dec.SetAdapter(seq, 1);
+                if (adapter > 0) dec.SetAdapter(seq, adapter == 1 ? 1 : 0);
                 tokens[seq] = ([.. prompt], adapter);
                 Record(dec.Prefill(seq, prompt), seq, $"prefill of {prompt.Length}");
                 return seq;
@@ -107,8 +113,10 @@ public sealed class DeviceMemoryTests
             }
             var a = Start([3, 141, 59, 26, 5], adapter: 0);
             var b = Start([7, 2, 99], adapter: 1);
-            var d = Start([20, 21, 22, 23, 24, 25, 26], adapter: 0);
-            for (var s = 0; s < 3; s++) Step($"decode {s}");
+            Step("decode 0"); // a base row and slot 1's row: the batched graph moves slot 1's block to position 0 (a swap)
+            Assert.True(dec.Adapters.Swaps > 0);
+            var d = Start([20, 21, 22, 23, 24, 25, 26], adapter: 2);
+            for (var s = 1; s < 3; s++) Step($"decode {s}");
             var fork = dec.TryFork(a)!; // a copy of a's cache in slot 3
             tokens[fork] = ([.. tokens[a].Ids], 0);
             fork.PendingToken = 17; // a different continuation
@@ -116,9 +124,10 @@ public sealed class DeviceMemoryTests
             dec.Release(b); // the fork (last slot) moves into b's slot
             Step("after the release");
             var shared = dec.TryAllocate()!;
+            dec.SetAdapter(shared, 0);
             var prefix = tokens[d].Ids.Take(5).ToArray();
             dec.SharePrefix(d, shared, prefix.Length);
-            tokens[shared] = ([.. prefix], 0);
+            tokens[shared] = ([.. prefix], 2);
             var rest = new[] { 40, 41 };
             tokens[shared].Ids.AddRange(rest);
             Record(dec.Prefill(shared, rest), shared, "prefill after a shared prefix");
