@@ -103,6 +103,16 @@ internal sealed class DecoderBuffers : IDisposable
 
     private DeviceBuffer<T> Twin<T>(NativeBuffer<T> host) where T : unmanaged => (DeviceBuffer<T>)_twins[host];
 
+    /// <summary>Gives another step input written on the host (an adapter kernel's tables) a device copy that <see cref="Bound{T}"/> then views; nothing without a device.</summary>
+    public void Mirror<T>(NativeBuffer<T> host) where T : unmanaged
+    {
+        if (Device is not null) _twins.Add(host, Device.Allocate<T>(host.Length));
+    }
+
+    /// <summary>The copy pair that sends the first <paramref name="count"/> values of mirrored <paramref name="host"/> to its device copy (for a <see cref="CopyPlan"/>).</summary>
+    public (OrtValue From, OrtValue To) UploadPair<T>(NativeBuffer<T> host, long count) where T : unmanaged =>
+        (host.Bytes(0, count), Twin<T>(host).Bytes(0, count));
+
     public void Dispose()
     {
         foreach (var p in _decodeUploads) p?.Dispose();

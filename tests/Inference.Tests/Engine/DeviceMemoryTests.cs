@@ -210,12 +210,18 @@ public sealed class DeviceMemoryTests
     [Fact]
     public void Decode_DeviceResidentState_AllocatesNothingPerStep()
     {
-        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions { MaxBatch = 3, MaxContext = 128, EmulateDeviceMemory = true });
+        // Two base rows and one adapter row: the batched kernel's mixed step, its grid sent to the device every step.
+        using var model = DecoderModel.Load(Fixtures.TinyLlama, new RuntimeOptions
+        {
+            MaxBatch = 3, MaxContext = 128, EmulateDeviceMemory = true, AdapterSlots = 2, AdapterKernel = AdapterKernelKind.BatchedMatMul,
+        });
         using var dec = new BatchDecoder(model);
         var v = model.Config.VocabSize;
+        dec.Adapters!.Write(1, AdapterFactors.FromLora(model.Config, AdapterTests.RandomModules(model.Config, seed: 2, rankBase: 2)));
         for (var i = 0; i < 3; i++)
         {
             var seq = dec.TryAllocate()!;
+            if (i == 1) dec.SetAdapter(seq, 1);
             seq.PendingToken = ReferenceLogitsTests.ArgMax(dec.Prefill(seq, [3 + i, 14, 15, 92]));
         }
         void Step()
@@ -223,7 +229,8 @@ public sealed class DeviceMemoryTests
             var logits = dec.Decode();
             for (var r = 0; r < dec.ActiveCount; r++) dec.Active[r].PendingToken = ReferenceLogitsTests.ArgMax(logits.Slice(r * v, v));
         }
-        AllocationProbe.AssertNoAllocation(Step, "a device-resident decode step"); // the upload plan for this batch size is built in the warm-up
+        AllocationProbe.AssertNoAllocation(Step, "a device-resident decode step"); // the upload plans for this step's shape are built in the warm-up
+        Assert.True(dec.MixedAdapterSteps > 0);
     }
 
     [Fact]

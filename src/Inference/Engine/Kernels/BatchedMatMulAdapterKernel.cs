@@ -23,6 +23,7 @@ internal sealed class BatchedMatMulAdapterKernel : IAdapterKernel
     private readonly OrtValue?[,] _maskViews;
     private readonly MixedBindings?[] _mixed;          // [batch]
     private readonly OneAdapterBindings?[] _oneAdapter; // [batch]
+    private readonly Dictionary<(int Groups, int T, int Batch), CopyPlan> _uploads = []; // on a device: the grid and tokens sent per step
 
     public BatchedMatMulAdapterKernel(DecoderBuffers buf, AdapterSlotTable table, int capacity)
     {
@@ -37,6 +38,9 @@ internal sealed class BatchedMatMulAdapterKernel : IAdapterKernel
         _maskViews = new OrtValue?[slots, capacity + 1];
         _mixed = new MixedBindings?[capacity + 1];
         _oneAdapter = new OneAdapterBindings?[capacity + 1];
+        buf.Mirror(_index);
+        buf.Mirror(_mask);
+        buf.Mirror(_tokens);
     }
 
     public StepBindings BindPrefill(int kvSlot, int adapterSlot, int tokens)
@@ -61,7 +65,20 @@ internal sealed class BatchedMatMulAdapterKernel : IAdapterKernel
         cost = new AdapterStepCost(groups.Count * _table.SlotBytes, groups.Count * t);
         var mixed = _mixed[batch] ??= new MixedBindings(this, new StepBindings(_buf, batch, seqLen: 1, slot: 0, BlockVariant.Batched, withHead: true), batch);
         mixed.Bind(this, groups.Count, t);
+        Upload(groups.Count, t, batch);
         return mixed.Step;
+    }
+
+    /// <summary>On a device, sends the step's grid (index, mask) and rows' (group, entry) to the device copies the layers bind; no allocation once the shape was seen.</summary>
+    private void Upload(int groups, int t, int batch)
+    {
+        if (_buf.Device is not { } device) return;
+        if (!_uploads.TryGetValue((groups, t, batch), out var plan))
+        {
+            plan = new CopyPlan(device, [_buf.UploadPair(_index, 2L * groups * t), _buf.UploadPair(_mask, (long)groups * t), _buf.UploadPair(_tokens, 2L * batch)]);
+            _uploads[(groups, t, batch)] = plan;
+        }
+        device.Run(plan);
     }
 
     /// <summary>
@@ -114,6 +131,7 @@ internal sealed class BatchedMatMulAdapterKernel : IAdapterKernel
         foreach (var b in _oneAdapter) b?.Step.Dispose();
         foreach (var v in _indexViews) v?.Dispose();
         foreach (var v in _maskViews) v?.Dispose();
+        foreach (var p in _uploads.Values) p.Dispose();
     }
 
     /// <summary>A batch size's one-adapter step and which slot content is bound (rebound only when the slot or its version changes).</summary>
@@ -147,7 +165,7 @@ internal sealed class BatchedMatMulAdapterKernel : IAdapterKernel
         public MixedBindings(BatchedMatMulAdapterKernel kernel, StepBindings step, int batch)
         {
             Step = step;
-            var tokens = step.Own(kernel._tokens.View(0, batch, 1, 2));
+            var tokens = step.Own(kernel._buf.Bound(kernel._tokens, 0, batch, 1, 2));
             foreach (var io in step.Layers) io.BindInput(BlockGraph.LoraTokens, tokens);
         }
 
@@ -156,8 +174,8 @@ internal sealed class BatchedMatMulAdapterKernel : IAdapterKernel
         public void Bind(BatchedMatMulAdapterKernel kernel, int groups, int t)
         {
             if (groups == _groups && t == _t) return;
-            var index = kernel._indexViews[groups - 1, t - 1] ??= kernel._index.View(0, groups, t, 2);
-            var mask = kernel._maskViews[groups - 1, t - 1] ??= kernel._mask.View(0, groups, t, 1);
+            var index = kernel._indexViews[groups - 1, t - 1] ??= kernel._buf.Bound(kernel._index, 0, groups, t, 2);
+            var mask = kernel._maskViews[groups - 1, t - 1] ??= kernel._buf.Bound(kernel._mask, 0, groups, t, 1);
             var table = kernel._table;
             for (var l = 0; l < Step.Layers.Length; l++)
             {
