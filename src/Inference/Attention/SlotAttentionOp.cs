@@ -132,7 +132,7 @@ internal static unsafe class SlotAttentionOp
                 }
             }
         }
-        var units = (int)(rows * heads);
+        var units = (int)(rows * HeadGroups((int)heads));
         if (units == 0) return 0;
         if (work < InlineWork || units == 1)
         {
@@ -159,7 +159,21 @@ internal static unsafe class SlotAttentionOp
     /// <summary>Queries of one row attended together: each key and value row is read once for this many of them.</summary>
     private const int QueryBlock = 4;
 
-    /// <summary>Per pool thread: score rows of one block of queries (QueryBlock × the cache's context).</summary>
+    /// <summary>
+    /// Heads one unit attends: a decode row's heads read their K and V rows interleaved, position by position, so that
+    /// several short streams are in flight at once. Each head's cache rows are a separate run of a few kilobytes, and
+    /// one stream at a time pays the memory latency of every run's start (a probe at 32 rows × 12 heads, 25–40 cached
+    /// positions, caches out of the last-level cache: 1.8× faster with six heads interleaved than one at a time,
+    /// as fast as a position-major cache layout).
+    /// </summary>
+    private const int HeadGroup = 6;
+
+    private static int HeadGroups(int heads) => (heads + HeadGroup - 1) / HeadGroup;
+
+    /// <summary>Score rows a thread's scratch holds: a block of queries, or a decode row's group of heads.</summary>
+    private const int ScratchRows = QueryBlock > HeadGroup ? QueryBlock : HeadGroup;
+
+    /// <summary>Per pool thread: score rows of one block of queries or one group of heads (ScratchRows × the cache's context).</summary>
     [ThreadStatic] private static float[]? t_scores;
 
     /// <summary>
@@ -170,8 +184,85 @@ internal static unsafe class SlotAttentionOp
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AttendUnit(Job* job, long unit)
     {
-        var r = unit / job->Heads;
-        var h = (int)(unit % job->Heads);
+        var groups = HeadGroups(job->Heads);
+        var r = unit / groups;
+        var h0 = (int)(unit % groups) * HeadGroup;
+        var h1 = Math.Min(job->Heads, h0 + HeadGroup);
+        if (job->Plan[4 + 4 * r] == 1 && Vector256.IsHardwareAccelerated && job->HeadDim % Vector256<float>.Count == 0)
+        {
+            AttendDecodeRow(job, r, h0, h1);
+            return;
+        }
+        for (var h = h0; h < h1; h++) AttendHead(job, r, h);
+    }
+
+    /// <summary>
+    /// One token of row <paramref name="r"/> (a decode row) for heads [<paramref name="h0"/>, <paramref name="h1"/>):
+    /// scores for every head position by position, each head's softmax, then the weighted values position by position.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AttendDecodeRow(Job* job, long r, int h0, int h1)
+    {
+        var p = job->Plan;
+        long slot = p[1 + 4 * r], start = p[2 + 4 * r], first = p[3 + 4 * r];
+        int hd = job->HeadDim, perKv = job->Heads / job->KvHeads, m = h1 - h0;
+        var n = (int)start + 1;
+        var lo = Low(job->Window, n);
+        var span = n - lo;
+        if (t_scores is null || t_scores.Length < HeadGroup * span) t_scores = new float[ScratchRows * Math.Max(span, job->Context)];
+        var q = job->Q + (first * job->Heads + h0) * hd;
+        var o = job->Out + (first * job->Heads + h0) * hd;
+        var keys = stackalloc float*[HeadGroup];
+        var values = stackalloc float*[HeadGroup];
+        for (var i = 0; i < m; i++)
+        {
+            long kvh = (h0 + i) / perKv;
+            keys[i] = job->KCache + ((slot * job->KvHeads + kvh) * job->Context + lo) * hd;
+            values[i] = job->VCache + ((slot * job->KvHeads + kvh) * job->Context + lo) * hd;
+        }
+        fixed (float* scores = t_scores)
+        {
+            for (var j = 0; j < span; j++)
+            {
+                var at = (long)j * hd;
+                for (var i = 0; i < m; i++) scores[i * span + j] = Dot(q + i * hd, keys[i] + at, hd);
+            }
+            for (var i = 0; i < m; i++) Normalise(new Span<float>(scores + i * span, span), job->Scale, job->Softcap);
+            for (var j = 0; j < span; j++)
+            {
+                var at = (long)j * hd;
+                for (var i = 0; i < m; i++) Accumulate(scores[i * span + j], values[i] + at, o + i * hd, hd);
+            }
+        }
+    }
+
+    /// <summary>q · k over <paramref name="hd"/> values (a multiple of 8).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Dot(float* q, float* k, int hd)
+    {
+        Vector256<float> a0 = default, a1 = default;
+        var c = 0;
+        for (; c + 2 * Vector256<float>.Count <= hd; c += 2 * Vector256<float>.Count)
+        {
+            a0 = Vector256.FusedMultiplyAdd(Vector256.Load(q + c), Vector256.Load(k + c), a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.Load(q + c + Vector256<float>.Count), Vector256.Load(k + c + Vector256<float>.Count), a1);
+        }
+        if (c < hd) a0 = Vector256.FusedMultiplyAdd(Vector256.Load(q + c), Vector256.Load(k + c), a0);
+        return Vector256.Sum(a0 + a1);
+    }
+
+    /// <summary>o += w · v over <paramref name="hd"/> values (a multiple of 8).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Accumulate(float w, float* v, float* o, int hd)
+    {
+        var wv = Vector256.Create(w);
+        for (var c = 0; c < hd; c += Vector256<float>.Count) Vector256.FusedMultiplyAdd(wv, Vector256.Load(v + c), Vector256.Load(o + c)).Store(o + c);
+    }
+
+    /// <summary>One (row, head): the row's tokens in blocks of <see cref="QueryBlock"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AttendHead(Job* job, long r, int h)
+    {
         var p = job->Plan;
         long slot = p[1 + 4 * r], start = p[2 + 4 * r], first = p[3 + 4 * r], count = p[4 + 4 * r];
         int hd = job->HeadDim, kvh = h / (job->Heads / job->KvHeads);
@@ -179,7 +270,7 @@ internal static unsafe class SlotAttentionOp
         var values = job->VCache + ((slot * job->KvHeads + kvh) * job->Context) * hd;
         var length = (int)(start + count);
         // Sized for the cache's whole context once per thread, so a growing sequence never allocates again.
-        if (t_scores is null || t_scores.Length < QueryBlock * length) t_scores = new float[QueryBlock * Math.Max(length, job->Context)];
+        if (t_scores is null || t_scores.Length < QueryBlock * length) t_scores = new float[ScratchRows * Math.Max(length, job->Context)];
         var vectorised = Vector256.IsHardwareAccelerated && hd % Vector256<float>.Count == 0;
         fixed (float* scratch = t_scores)
         {

@@ -131,7 +131,10 @@ public sealed class FamilyLogitsTests
     /// </summary>
     private static readonly FixtureShape WideHeads = FamilyFixtures.All["tiny-llama-linear"] with { Heads = 2, KvHeads = 1, HeadDim = 80 };
 
-    public static TheoryData<string> DecodeRowFamilies => ["tiny-llama-hd80", "tiny-mistral", "tiny-gemma2"];
+    /// <summary>14 query heads on 7 KV heads: a decode row's heads go in groups of six (6, 6, 2), a KV head shared across a group.</summary>
+    private static readonly FixtureShape ManyHeads = FamilyFixtures.All["tiny-llama-linear"] with { Heads = 14, KvHeads = 7, HeadDim = 16 };
+
+    public static TheoryData<string> DecodeRowFamilies => ["tiny-llama-hd80", "tiny-llama-h14", "tiny-mistral", "tiny-gemma2"];
 
     /// <summary>
     /// Decode rows through mixed steps (one query per row in <c>SlotAttention</c>: the four-keys-at-a-time scores and
@@ -143,7 +146,12 @@ public sealed class FamilyLogitsTests
     [MemberData(nameof(DecodeRowFamilies))]
     public void MixedSteps_DecodeRows_MatchFloat64Reference(string name)
     {
-        var dir = name == "tiny-llama-hd80" ? Fixtures.Checkpoint(name, WideHeads) : Dir(name);
+        var dir = name switch
+        {
+            "tiny-llama-hd80" => Fixtures.Checkpoint(name, WideHeads),
+            "tiny-llama-h14" => Fixtures.Checkpoint(name, ManyHeads),
+            _ => Dir(name),
+        };
         using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = 2, MaxContext = 128, PackedSteps = true });
         Assert.True(name != "tiny-llama-hd80" || model.Config.HeadDim == 80, "the wide fixture has 80-wide heads");
         using var dec = new BatchDecoder(model);
