@@ -111,7 +111,7 @@ double EngineBatchTokensPerSecond(int c)
 // 1c. The same c requests with the schedule mixed steps aim for when all arrive at once: the prompts packed into as
 // few steps as the node's step budget (--step-tokens) allows, then decode steps of all c rows. The mixed-steps node's
 // ceiling on this machine: no HTTP, no arrival spread, no scheduling.
-double EngineMixedBatchTokensPerSecond(int c)
+double EngineMixedBatchTokensPerSecond(int c, bool packedDecode = false)
 {
     var vocab = batchModel.Config.VocabSize;
     var sw = Stopwatch.StartNew();
@@ -139,7 +139,7 @@ double EngineMixedBatchTokensPerSecond(int c)
         }
         while (next < c && done[next] == prompts[next].Length) next++;
     }
-    return DecodeTogether(rows, sw);
+    return DecodeTogether(rows, sw, packedDecode);
 }
 
 // Request i of the batch runs (the prompts the node's concurrency points send), greedy, detokenised as the node does.
@@ -151,12 +151,22 @@ BatchRow NewRow(int i, out int[] prompt)
 }
 
 // Every row has its first token: decode steps of all rows to the last token, then output tokens per second since sw.
-double DecodeTogether(BatchRow[] rows, Stopwatch sw)
+double DecodeTogether(BatchRow[] rows, Stopwatch sw, bool packedDecode = false)
 {
     var vocab = batchModel.Config.VocabSize;
     for (var t = 1; t < tokens; t++)
     {
-        var logits = batchDec.Decode();
+        ReadOnlySpan<float> logits;
+        if (packedDecode)
+        {
+            batchDec.BeginStep();
+            foreach (var seq in batchDec.Active) batchDec.AddToStep(seq);
+            logits = batchDec.RunStep();
+        }
+        else
+        {
+            logits = batchDec.Decode();
+        }
         var active = batchDec.Active;
         for (var r = 0; r < active.Count; r++) rows[Array.FindIndex(rows, x => x.Seq == active[r])].Take(logits.Slice(r * vocab, vocab));
     }
@@ -288,6 +298,8 @@ for (var r = 0; r < reps; r++)
             var em = EngineMixedBatchTokensPerSecond(c);
             engineMixedRuns[c].Add(em / e);
             Console.WriteLine($"rep {r}:   engine in-process at batch {c} (prompts in mixed steps of {engineStepTokens} tokens): {em:F1} tok/s ({em / e:F2}× engine batch 1)");
+            var ep = EngineMixedBatchTokensPerSecond(c, packedDecode: true);
+            Console.WriteLine($"rep {r}:   engine in-process at batch {c} (prompts in mixed steps, decode steps packed too): {ep:F1} tok/s ({ep / e:F2}× engine batch 1; {ep / em:F3}× the above)");
         }
     }
     foreach (var (mixed, _, load) in nodes)
