@@ -286,7 +286,9 @@ public sealed partial class BatchDecoder : IDisposable
         _buf.UploadDecode(b);
         _groups?.Find(_active, b);
         var groups = _groups?.Count ?? 0;
-        // Packed blocks only when a row may leave early: the ordinary step is faster, and it runs Otter side networks.
+        // Packed blocks here only when a row may leave early: the ordinary step runs Otter side networks and either adapter
+        // kernel. (A decode-only mixed step, RunStep, is the packed step for rows that need neither; the scheduler's mixed
+        // steps use it, as it measured faster than this one at 8-32 rows.)
         var packed = _packedSteps is not null && AnyExitPolicy(b);
         DecodeSteps++;
         DecodeRows += b;
