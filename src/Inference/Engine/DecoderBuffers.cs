@@ -20,7 +20,7 @@ internal sealed class DecoderBuffers : IDisposable
 {
     private readonly Dictionary<object, IDisposable> _twins = new(ReferenceEqualityComparer.Instance);
     private readonly CopyPlan?[] _decodeUploads = [];
-    private readonly Dictionary<(int Buffer, long Count), CopyPlan> _downloads = [];
+    private readonly Dictionary<(object Buffer, long Count), CopyPlan> _downloads = [];
 
     public DecoderBuffers(DecoderModel model, int capacity)
     {
@@ -92,7 +92,7 @@ internal sealed class DecoderBuffers : IDisposable
     public void Download(NativeBuffer<float> host, long count)
     {
         if (Device is null) return;
-        var key = (ReferenceEquals(host, HiddenA) ? 0 : 1, count);
+        var key = ((object)host, count);
         if (!_downloads.TryGetValue(key, out var plan))
         {
             plan = new CopyPlan(Device, [(Twin<float>(host).Bytes(0, count), host.Bytes(0, count))]);
