@@ -114,59 +114,60 @@ internal sealed class KvCachePool : IDisposable
 
     private void CopySlotOnDevice(int from, int to)
     {
-        var views = new List<OrtValue>(4 * Layers);
+        var sources = new List<OrtValue>(2 * Layers);
+        var targets = new List<OrtValue>(2 * Layers);
         try
         {
-            var sources = new List<OrtValue>(2 * Layers);
-            var targets = new List<OrtValue>(2 * Layers);
             for (var l = 0; l < Layers; l++)
             {
-                for (var k = 0; k < 2; k++)
+                foreach (var key in (ReadOnlySpan<bool>)[true, false])
                 {
-                    var (source, target) = Half
-                        ? ((k == 0 ? _deviceHalfKeys : _deviceHalfValues)[l].Bytes(from * SlotStride, SlotStride), (k == 0 ? _deviceHalfKeys : _deviceHalfValues)[l].Bytes(to * SlotStride, SlotStride))
-                        : ((k == 0 ? _deviceKeys : _deviceValues)[l].Bytes(from * SlotStride, SlotStride), (k == 0 ? _deviceKeys : _deviceValues)[l].Bytes(to * SlotStride, SlotStride));
-                    views.Add(source);
-                    views.Add(target);
-                    sources.Add(source);
-                    targets.Add(target);
+                    sources.Add(DeviceBytes(l, key, from * SlotStride, SlotStride));
+                    targets.Add(DeviceBytes(l, key, to * SlotStride, SlotStride));
                 }
             }
             _device!.CopyOnce(sources, targets);
         }
         finally
         {
-            foreach (var v in views) v.Dispose();
+            foreach (var v in sources) v.Dispose();
+            foreach (var v in targets) v.Dispose();
         }
     }
+
+    /// <summary>A byte view of <paramref name="count"/> elements of layer <paramref name="layer"/>'s device K (or V) cache from element <paramref name="offset"/>. The caller owns it.</summary>
+    private OrtValue DeviceBytes(int layer, bool key, long offset, long count) => Half
+        ? (key ? _deviceHalfKeys : _deviceHalfValues)[layer].Bytes(offset, count)
+        : (key ? _deviceKeys : _deviceValues)[layer].Bytes(offset, count);
 
     /// <summary>Slot <paramref name="slot"/>'s K (or V) of layer <paramref name="layer"/>, [kv_head, max_context, head_dim] as fp32, read back from wherever the cache is (tests).</summary>
     public float[] ReadSlot(int layer, bool key, int slot)
     {
         var result = new float[SlotStride];
-        if (_device is null)
+        var offset = slot * SlotStride;
+        if (!Half)
         {
-            if (!Half)
+            var floats = _device is null ? (key ? Keys : Values)[layer] : new NativeBuffer<float>(SlotStride);
+            if (_device is not null)
             {
-                (key ? Keys : Values)[layer].Span.Slice((int)(slot * SlotStride), (int)SlotStride).CopyTo(result);
-                return result;
+                using var from = DeviceBytes(layer, key, offset, SlotStride);
+                using var to = floats.Bytes(0, SlotStride);
+                _device.CopyOnce([from], [to]);
+                offset = 0;
             }
-            var half = (key ? HalfKeys : HalfValues)[layer].Span.Slice((int)(slot * SlotStride), (int)SlotStride);
-            for (var i = 0; i < result.Length; i++) result[i] = (float)half[i];
+            floats.Span.Slice((int)offset, (int)SlotStride).CopyTo(result);
             return result;
         }
-        if (Half)
+        var halves = _device is null ? (key ? HalfKeys : HalfValues)[layer] : new NativeBuffer<Float16>(SlotStride);
+        if (_device is not null)
         {
-            var host = new NativeBuffer<Float16>(SlotStride);
-            using (var from = (key ? _deviceHalfKeys : _deviceHalfValues)[layer].Bytes(slot * SlotStride, SlotStride))
-            using (var to = host.Bytes(0, SlotStride)) _device.CopyOnce([from], [to]);
-            for (var i = 0; i < result.Length; i++) result[i] = (float)host.Span[i];
-            return result;
+            using var from = DeviceBytes(layer, key, offset, SlotStride);
+            using var to = halves.Bytes(0, SlotStride);
+            _device.CopyOnce([from], [to]);
+            offset = 0;
         }
-        var floats = new NativeBuffer<float>(SlotStride);
-        using (var from = (key ? _deviceKeys : _deviceValues)[layer].Bytes(slot * SlotStride, SlotStride))
-        using (var to = floats.Bytes(0, SlotStride)) _device.CopyOnce([from], [to]);
-        floats.Span.CopyTo(result);
+        var span = halves.Span.Slice((int)offset, (int)SlotStride);
+        for (var i = 0; i < result.Length; i++) result[i] = (float)span[i];
         return result;
     }
 
