@@ -85,9 +85,14 @@ internal static class PrefillBatching
     /// mixed step holding only decode rows (the packed blocks with <c>SlotAttention</c>), alternating per repetition;
     /// rows prefilled with <paramref name="prompt"/> random tokens first (not timed).
     /// </summary>
-    public static void RunDecode(string dir, string shape, int[] batches, int steps, int prompt, int reps, int context, int threads, bool cpuClock)
+    public static void RunDecode(string dir, string shape, int[] batches, int steps, int prompt, int reps, int context, int threads, bool cpuClock, bool ceiling = false)
     {
         using var model = DecoderModel.Load(dir, new RuntimeOptions { MaxBatch = batches.Max(), MaxContext = context, Threads = threads, PackedSteps = true });
+        if (ceiling)
+        {
+            RunDecodeAgainstCeiling(model, shape, batches, steps, prompt, reps, threads);
+            return;
+        }
         Console.WriteLine($"{shape}: decode tokens per second, ordinary decode step vs a mixed step of decode rows only; {steps} steps per run; {threads} threads; clock {(cpuClock ? "thread CPU time" : "wall")}; machine {BenchMachine.Cpu()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
         Console.WriteLine("| batch | ordinary (tok/s) | packed (tok/s) | packed / ordinary, median (min–max) |");
         Console.WriteLine("|---|---|---|---|");
@@ -96,6 +101,39 @@ internal static class PrefillBatching
         {
             using var dec = new BatchDecoder(model, b);
             Compare(b, reps, () => Steps(dec, b, steps, prompt, rng, false, cpuClock), () => Steps(dec, b, steps, prompt, rng, true, cpuClock), b * steps);
+        }
+    }
+
+    /// <summary>
+    /// Both decode steps against the MatMul-only ceiling at the same M, in one process: each repetition runs the
+    /// ordinary step, the packed step and the ceiling (wall clock, mean step time of <paramref name="steps"/> steps
+    /// each) and reports ceiling / step per repetition — the share of the step that its MatMuls alone would take.
+    /// </summary>
+    private static void RunDecodeAgainstCeiling(DecoderModel model, string shape, int[] batches, int steps, int prompt, int reps, int threads)
+    {
+        using var ceiling = new MatMulCeiling(model.Config, threads);
+        Console.WriteLine($"{shape}: MatMul-only ceiling / decode step, paired per repetition; {steps} steps per run; {threads} threads; wall clock; machine {BenchMachine.Cpu()}; load average {File.ReadAllText("/proc/loadavg").Split(' ')[0]}");
+        Console.WriteLine("| batch | ordinary ms | packed ms | ceiling ms | ordinary: of ceiling, median (min–max) | packed: of ceiling, median (min–max) |");
+        Console.WriteLine("|---|---|---|---|---|---|");
+        var rng = new Random(3);
+        foreach (var b in batches)
+        {
+            using var dec = new BatchDecoder(model, b);
+            List<double> ordinary = [], packed = [], matmuls = [];
+            for (var r = -1; r < reps; r++)
+            {
+                var o = Steps(dec, b, steps, prompt, rng, false, cpuClock: false) / steps;
+                var p = Steps(dec, b, steps, prompt, rng, true, cpuClock: false) / steps;
+                var m = ceiling.MeanStep(b, steps);
+                if (r < 0) continue;
+                ordinary.Add(o);
+                packed.Add(p);
+                matmuls.Add(m);
+            }
+            var ofOrdinary = matmuls.Zip(ordinary, (m, o) => m / o).ToList();
+            var ofPacked = matmuls.Zip(packed, (m, p) => m / p).ToList();
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {b} | {Stats.Median(ordinary) * 1e3:F1} | {Stats.Median(packed) * 1e3:F1} | {Stats.Median(matmuls) * 1e3:F1} | {Stats.Median(ofOrdinary):P0} ({ofOrdinary.Min():P0}–{ofOrdinary.Max():P0}) | {Stats.Median(ofPacked):P0} ({ofPacked.Min():P0}–{ofPacked.Max():P0}) |"));
         }
     }
 

@@ -14,14 +14,18 @@ using Serving.Inference.Runtime;
 // usage: DecodeBench [--shape gpt2-small] [--batches 1,8,32] [--steps 32] [--reps 5] [--prompt 16] [--context 256]
 //                    [--threads N] [--no-torch] [--json FILE] [--md docs/benchmarks.md] [--fp16] [--cuda]
 //        (--fp16: the blocks in fp16, RuntimeOptions.Precision; --cuda: the CUDA provider, in a -p:UseCuda=true build)
+//        (--ceiling: after each rep, the MatMul-only ceiling below at the same M in the same process; per-rep ratios)
 //        DecodeBench --matmul-ceiling [--shape ..] [--batches ..]: the step time of the projection MatMuls alone
+//        DecodeBench --stream-probe [--shape ..] [--reps 6]: a batch-1 step's weight bytes streamed three ways, alternating in one
+//                    process: the bandwidth probe, ONNX Runtime's MatMul alone at M = 1, and an AVX-512 GEMV of our own
 //        DecodeBench --formats fp32,int8,int4 [--block 32] [--accuracy 4] [--quantize-head] [--torch] [--shape ..] [--batches ..]:
 //                    the same decode run for each weight format, interleaved (each rep runs every format once, the order
 //                    rotating), after a 2 s warm-up per format; ratios are paired per rep against the first format
 //        DecodeBench --prefill-batching [--chunks 16,96,256] [--rows 1,4,8] [--clock wall|cpu] [--context 512]: prompt
 //                    work as ordinary one-row prefills vs one mixed step of all rows' chunks (issue 21)
-//        DecodeBench --packed-decode [--batches ..] [--clock wall|cpu]: the ordinary decode step vs a mixed step of
-//                    decode rows only (packed blocks, SlotAttention), alternating
+//        DecodeBench --packed-decode [--batches ..] [--clock wall|cpu] [--ceiling]: the ordinary decode step vs a mixed step of
+//                    decode rows only (packed blocks, SlotAttention), alternating (--ceiling: both against the MatMul-only
+//                    ceiling at the same M, per repetition, in one process)
 //        DecodeBench --load-variants [--batches ..] [--clock wall|cpu]: the ordinary decode step of a plain load vs a
 //                    packed-steps load (shared weights, pre-packed container), alternating
 //        DecodeBench --profile [--packed] [--batches ..] [--steps ..]: ONNX Runtime's profiler over the decode steps; kernel time per
@@ -42,12 +46,15 @@ if (!File.Exists(Path.Combine(dir, "model.safetensors")))
 
 if (opts.Flag("matmul-ceiling"))
 {
-    // What ONNX Runtime's MatMul alone reaches at decode shapes: one session per layer holding that layer's projection
-    // MatMuls (random weights of the checkpoint's shapes) plus the LM head, run in sequence like a decode step, M = batch.
-    // Same machine, same thread pool: the engine's step cannot be faster than this.
     var cfg = Serving.Checkpoints.ModelConfig.Load(Path.Combine(dir, "config.json"));
     Console.WriteLine($"{shape}: ORT fp32 GEMM probe (256 × 1024 × 4096) {Machine.GemmFlops(threads) / 1e9:F0} GFLOP/s; {threads} threads");
     MatMulCeiling.Run(cfg, batches, threads, reps);
+    return 0;
+}
+
+if (opts.Flag("stream-probe"))
+{
+    StreamProbe.Run(Serving.Checkpoints.ModelConfig.Load(Path.Combine(dir, "config.json")), opts.Int("reps", 6));
     return 0;
 }
 
@@ -82,7 +89,7 @@ if (opts.Flag("load-variants"))
 
 if (opts.Flag("packed-decode"))
 {
-    PrefillBatching.RunDecode(dir, shape, batches, steps, prompt, reps, context, threads, opts.Str("clock", "wall") == "cpu");
+    PrefillBatching.RunDecode(dir, shape, batches, steps, prompt, reps, context, threads, opts.Str("clock", "wall") == "cpu", opts.Flag("ceiling"));
     return 0;
 }
 
@@ -96,7 +103,8 @@ using var model = DecoderModel.Load(dir, new RuntimeOptions
 var c = model.Config;
 long weightBytes = WeightBytes(c);
 Console.WriteLine($"{shape}: {weightBytes / 1e6:F0} MB fp32 weights read per step; load {model.LoadTime.TotalSeconds:F1} s; {threads} threads; blocks {model.Options.Precision}, {model.Options.ExecutionProvider}");
-var bandwidth = Bandwidth.Read(threads);
+var bandwidthProbe = new Bandwidth.Probe();
+var bandwidth = bandwidthProbe.Read(threads, tries: 5);
 var gemm = Machine.GemmFlops(threads);
 Console.WriteLine($"machine: {BenchMachine.Cpu()}, memory read bandwidth {bandwidth / 1e9:F1} GB/s, ORT fp32 GEMM {gemm / 1e9:F1} GFLOP/s");
 
@@ -132,18 +140,32 @@ if (compareFused)
     return 0;
 }
 var results = new JsonArray();
+// --ceiling: after each rep, the MatMul-only ceiling at the same M, in this process (the machine drifts between minutes).
+using var pairedCeiling = opts.Flag("ceiling") ? new MatMulCeiling(c, threads) : null;
 foreach (var b in batches)
 {
     using var dec = new BatchDecoder(model, b);
     var rng = new Random(1);
     var ours = new List<double>();
     var theirs = new List<double>();
+    var paired = new List<double>(); // batch 1: each rep's rate against the bandwidth read just before and just after it
+    var unsteady = 0;
+    var ofCeiling = new List<double>(); // --ceiling: MatMul-only step / engine step, per rep
     for (var r = -1; r < reps; r++) // r = -1 is the warm-up pair
     {
+        var before = b == 1 && r >= 0 ? bandwidthProbe.Read(threads, tries: 3) : 0;
         var seconds = DecodeRuns.Greedy(dec, b, steps, prompt, rng);
+        var after = b == 1 && r >= 0 ? bandwidthProbe.Read(threads, tries: 3) : 0;
         var torchSeconds = torch?.Run(b, steps, prompt);
+        var ceilingSeconds = pairedCeiling?.MeanStep(b, steps);
         if (r < 0) continue;
         ours.Add(b * steps / seconds);
+        if (ceilingSeconds is { } cs) ofCeiling.Add(cs / (seconds / steps));
+        if (b == 1)
+        {
+            paired.Add(ours[^1] / ((before + after) / 2 / weightBytes));
+            if (Math.Abs(before - after) > 0.1 * Math.Max(before, after)) unsteady++;
+        }
         if (torchSeconds is { } ts) theirs.Add(b * steps / ts);
     }
     var med = Stats.Median(ours);
@@ -155,9 +177,19 @@ foreach (var b in batches)
         ["shape"] = shape, ["batch"] = b, ["tokens_per_s"] = med, ["step_ms"] = stepMs,
         ["tokens_per_s_min"] = ours.Min(), ["tokens_per_s_max"] = ours.Max(),
         ["roofline_fraction"] = b == 1 ? med / roofline : null,
+        ["roofline_fraction_paired_median"] = b == 1 ? Stats.Median(paired) : null,
+        ["roofline_fraction_paired_min"] = b == 1 ? paired.Min() : null,
+        ["roofline_fraction_paired_max"] = b == 1 ? paired.Max() : null,
         ["gemm_fraction"] = flops / gemm,
     };
-    var line = $"| {shape} | {b} | {med:F1} | {stepMs:F1} | " + (b == 1 ? $"{med / roofline:P0} of {roofline:F1}" : "–") + $" | {flops / gemm:P0} ({flops / 1e9:F0} GFLOP/s) |";
+    if (ofCeiling.Count > 0)
+    {
+        row["matmul_ceiling_fraction_median"] = Stats.Median(ofCeiling);
+        row["matmul_ceiling_fraction_min"] = ofCeiling.Min();
+        row["matmul_ceiling_fraction_max"] = ofCeiling.Max();
+    }
+    var line = $"| {shape} | {b} | {med:F1} | {stepMs:F1} | " + (b == 1 ? $"{med / roofline:P0} of {roofline:F1}; paired per rep {Stats.Median(paired):P0} ({paired.Min():P0}–{paired.Max():P0}{(unsteady > 0 ? $", {unsteady} of {reps} reps with the bandwidth moving > 10%" : "")})" : "–") + $" | {flops / gemm:P0} ({flops / 1e9:F0} GFLOP/s) |";
+    if (ofCeiling.Count > 0) line += $" {Stats.Median(ofCeiling):P0} of the MatMul-only ceiling, paired per rep ({ofCeiling.Min():P0}–{ofCeiling.Max():P0}) |";
     if (theirs.Count > 0)
     {
         var ratios = ours.Zip(theirs, (x, y) => x / y).ToList();
@@ -299,68 +331,110 @@ internal sealed class TorchServer : IDisposable
     }
 }
 
-static class MatMulCeiling
+/// <summary>
+/// What ONNX Runtime's MatMul alone reaches at decode shapes: one session per layer holding that layer's projection
+/// MatMuls (random weights of the checkpoint's shapes) plus the LM head, run in sequence like a decode step, M = batch.
+/// Same machine, same thread pool: the engine's step cannot be faster than this.
+/// </summary>
+sealed class MatMulCeiling : IDisposable
 {
-    public static void Run(Serving.Checkpoints.ModelConfig c, int[] batches, int threads, int reps)
+    private readonly List<InferenceSession> _sessions = [];
+    private readonly Random _rng = new(1);
+    private readonly RunOptions _run = new();
+    private readonly Dictionary<int, List<(InferenceSession S, OrtIoBinding Io, List<OrtValue> Owned)>> _bound = [];
+
+    public MatMulCeiling(Serving.Checkpoints.ModelConfig c, int threads)
     {
         int d = c.HiddenSize, f = c.IntermediateSize, q = c.NumHeads * c.HeadDim, kv = c.NumKvHeads * c.HeadDim, v = c.VocabSize;
         var llama = c.Architecture == Serving.Checkpoints.ModelArchitecture.Llama;
         var shapes = new (int K, int N)[] { (d, q + 2 * kv), (q, d), (d, llama ? 2 * f : f), (f, d) };
-        var rng = new Random(1);
-        float[] W(int n)
-        {
-            var w = new float[n];
-            for (var i = 0; i < n; i++) w[i] = (float)(rng.NextDouble() - 0.5) * 0.02f;
-            return w;
-        }
         using var so = OrtRuntime.CreateSessionOptions(new RuntimeOptions { Threads = threads });
-        var sessions = new List<InferenceSession>();
         for (var l = 0; l < c.NumLayers; l++)
         {
-            sessions.Add(new InferenceSession(Serving.Inference.Graphs.GemmProbe.BuildLayer(shapes.Select(s => (W(s.K * s.N), s.K, s.N)).ToList()), so));
+            _sessions.Add(new InferenceSession(Serving.Inference.Graphs.GemmProbe.BuildLayer(shapes.Select(s => (W(s.K * s.N), s.K, s.N)).ToList()), so));
         }
-        sessions.Add(new InferenceSession(Serving.Inference.Graphs.GemmProbe.BuildLayer([(W(d * v), d, v)]), so));
-        long flopsPerRow = 2L * (c.NumLayers * shapes.Sum(s => (long)s.K * s.N) + (long)d * v);
+        _sessions.Add(new InferenceSession(Serving.Inference.Graphs.GemmProbe.BuildLayer([(W(d * v), d, v)]), so));
+        FlopsPerRow = 2L * (c.NumLayers * shapes.Sum(s => (long)s.K * s.N) + (long)d * v);
+    }
+
+    public long FlopsPerRow { get; }
+
+    /// <summary>One pass over every unit at M = <paramref name="batch"/>; seconds.</summary>
+    public double Step(int batch)
+    {
+        if (!_bound.TryGetValue(batch, out var bindings)) _bound[batch] = bindings = Bind(batch);
+        var sw = Stopwatch.StartNew();
+        foreach (var (s, io, _) in bindings) s.RunWithBinding(_run, io);
+        return sw.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>Mean step time of <paramref name="passes"/> passes after three unmeasured ones (as a decode run's steps are timed); seconds.</summary>
+    public double MeanStep(int batch, int passes)
+    {
+        for (var i = 0; i < 3; i++) Step(batch);
+        return Enumerable.Range(0, passes).Sum(_ => Step(batch)) / passes;
+    }
+
+    public static void Run(Serving.Checkpoints.ModelConfig c, int[] batches, int threads, int reps)
+    {
+        using var ceiling = new MatMulCeiling(c, threads);
         Console.WriteLine("| batch (M) | MatMul-only step ms (median, min) | GFLOP/s |");
         Console.WriteLine("|---|---|---|");
-        using var run = new RunOptions();
         foreach (var b in batches)
         {
-            var bindings = new List<(InferenceSession S, OrtIoBinding Io, List<OrtValue> Owned)>();
-            foreach (var s in sessions)
-            {
-                var io = s.CreateIoBinding();
-                var owned = new List<OrtValue>();
-                var names = s.InputMetadata.Keys.ToList();
-                for (var i = 0; i < names.Count; i++)
-                {
-                    var k = (int)s.InputMetadata[names[i]].Dimensions[1];
-                    var n = (int)s.OutputMetadata[$"y{i}"].Dimensions[1];
-                    var x = OrtValue.CreateTensorValueFromMemory(W(b * k), [b, k]);
-                    var y = OrtValue.CreateTensorValueFromMemory(new float[b * n], [b, n]);
-                    owned.Add(x);
-                    owned.Add(y);
-                    io.BindInput(names[i], x);
-                    io.BindOutput($"y{i}", y);
-                }
-                bindings.Add((s, io, owned));
-            }
             var times = new List<double>();
             for (var r = -3; r < Math.Max(reps, 5) * 4; r++)
             {
-                var sw = Stopwatch.StartNew();
-                foreach (var (s, io, _) in bindings) s.RunWithBinding(run, io);
-                if (r >= 0) times.Add(sw.Elapsed.TotalMilliseconds);
+                var t = ceiling.Step(b) * 1000;
+                if (r >= 0) times.Add(t);
             }
-            var median = Stats.Median(times);
-            Console.WriteLine($"| {b} | {median:F2} ({times.Min():F2}) | {flopsPerRow * b / (times.Min() / 1000) / 1e9:F0} |");
+            Console.WriteLine($"| {b} | {Stats.Median(times):F2} ({times.Min():F2}) | {ceiling.FlopsPerRow * b / (times.Min() / 1000) / 1e9:F0} |");
+        }
+    }
+
+    private List<(InferenceSession, OrtIoBinding, List<OrtValue>)> Bind(int b)
+    {
+        var bindings = new List<(InferenceSession, OrtIoBinding, List<OrtValue>)>();
+        foreach (var s in _sessions)
+        {
+            var io = s.CreateIoBinding();
+            var owned = new List<OrtValue>();
+            var names = s.InputMetadata.Keys.ToList();
+            for (var i = 0; i < names.Count; i++)
+            {
+                var k = (int)s.InputMetadata[names[i]].Dimensions[1];
+                var n = (int)s.OutputMetadata[$"y{i}"].Dimensions[1];
+                var x = OrtValue.CreateTensorValueFromMemory(W(b * k), [b, k]);
+                var y = OrtValue.CreateTensorValueFromMemory(new float[b * n], [b, n]);
+                owned.Add(x);
+                owned.Add(y);
+                io.BindInput(names[i], x);
+                io.BindOutput($"y{i}", y);
+            }
+            bindings.Add((s, io, owned));
+        }
+        return bindings;
+    }
+
+    private float[] W(int n)
+    {
+        var w = new float[n];
+        for (var i = 0; i < n; i++) w[i] = (float)(_rng.NextDouble() - 0.5) * 0.02f;
+        return w;
+    }
+
+    public void Dispose()
+    {
+        foreach (var bindings in _bound.Values)
+        {
             foreach (var (_, io, owned) in bindings)
             {
                 io.Dispose();
                 foreach (var o in owned) o.Dispose();
             }
         }
-        foreach (var s in sessions) s.Dispose();
+        foreach (var s in _sessions) s.Dispose();
+        _run.Dispose();
     }
 }
 
