@@ -157,6 +157,8 @@ public sealed class DecoderModel : IDisposable
         byte[] Precise(byte[] graph) => half ? Float16Graph.Convert(graph, Float16Graph.EngineBoundary) : graph;
         (byte[], List<(string, Array, long[])>) PreciseShared((byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) built) =>
             half ? Float16Graph.Convert(built, Float16Graph.EngineBoundary, inlineShared: options.ExecutionProvider == ExecutionProviderKind.Cpu) : built;
+        // fp32 on the CPU provider: LayerNorm models' residual + norm through the C# operator (BlockGraph.SkipNorm).
+        var cpuNorm = !half && options.ExecutionProvider == ExecutionProviderKind.Cpu;
         long projectionBytes = 0;
         // Profiling writes one trace per session options: the fused session would mix into the blocks' (and measure another step).
         var fusedDecode = options.FusedDecode && !OrtRuntime.Profiling;
@@ -184,15 +186,15 @@ public sealed class DecoderModel : IDisposable
                     if (OrtRuntime.Profiling)
                     {
                         using var own = OrtRuntime.CreateSessionOptions(options); // one profile file per session
-                        sessions.Add(new InferenceSession(Dump(Precise(BlockGraph.Build(c, weights, layer, maxContext, rotary)), $"block_{layer}"), own));
+                        sessions.Add(new InferenceSession(Dump(Precise(BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: false, cpuNorm: cpuNorm).Model), $"block_{layer}"), own));
                         continue;
                     }
-                    sessions.Add(new InferenceSession(Dump(Precise(BlockGraph.Build(c, weights, layer, maxContext, rotary)), $"block_{layer}"), so));
+                    sessions.Add(new InferenceSession(Dump(Precise(BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: false, cpuNorm: cpuNorm).Model), $"block_{layer}"), so));
                     continue;
                 }
                 // With adapter variants, every session of this layer reads one copy of its projection weights
                 // (AddInitializer) and one packed copy (the shared container): a variant costs ~1 MB, not a layer.
-                var (baseGraph, sharedWeights) = PreciseShared(BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: true));
+                var (baseGraph, sharedWeights) = PreciseShared(BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: true, cpuNorm: cpuNorm));
                 var layerOptions = OrtRuntime.CreateSessionOptions(options);
                 shared.Add(layerOptions);
                 if (segmented) Adapters.SegmentedLoraOp.Register(layerOptions);
@@ -202,13 +204,13 @@ public sealed class DecoderModel : IDisposable
                 if (packed)
                 {
                     // Side units beside the layer's own (not in `sessions`, whose order maps layers to base blocks).
-                    packedBlocks[layer] = new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: true, packed: true).Model, $"block_{layer}_packed"), layerOptions, prepacked);
+                    packedBlocks[layer] = new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary, 0, shareWeights: true, packed: true, cpuNorm: cpuNorm).Model, $"block_{layer}_packed"), layerOptions, prepacked);
                     shared.Add(packedBlocks[layer]);
                     kvOnly[layer] = new InferenceSession(Dump(KvOnlyGraph.Build(c, weights, layer, rotary, segmented: false).Model, $"kv_only_{layer}"), layerOptions, prepacked);
                     shared.Add(kvOnly[layer]);
                     if (segmented)
                     {
-                        packedSegmentedBlocks[layer] = new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.Segmented, shareWeights: true, packed: true).Model, $"block_{layer}_packed_lora_segmented"), layerOptions, prepacked);
+                        packedSegmentedBlocks[layer] = new InferenceSession(Dump(BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.Segmented, shareWeights: true, packed: true, cpuNorm: cpuNorm).Model, $"block_{layer}_packed_lora_segmented"), layerOptions, prepacked);
                         shared.Add(packedSegmentedBlocks[layer]);
                         kvOnlySegmented[layer] = new InferenceSession(Dump(KvOnlyGraph.Build(c, weights, layer, rotary, segmented: true).Model, $"kv_only_{layer}_lora_segmented"), layerOptions, prepacked);
                         shared.Add(kvOnlySegmented[layer]);
@@ -221,16 +223,16 @@ public sealed class DecoderModel : IDisposable
                 }
                 if (segmented)
                 {
-                    var (variant, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.Segmented, shareWeights: true);
+                    var (variant, _) = BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.Segmented, shareWeights: true, cpuNorm: cpuNorm);
                     segmentedBlocks[layer] = new InferenceSession(Dump(variant, $"block_{layer}_lora_segmented"), layerOptions, prepacked);
                     sessions.Add(segmentedBlocks[layer]);
                     TrimNativeHeap();
                     continue;
                 }
-                var (batched, _) = PreciseShared(BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.BatchedGroups, shareWeights: true));
+                var (batched, _) = PreciseShared(BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.BatchedGroups, shareWeights: true, cpuNorm: cpuNorm));
                 batchedBlocks[layer] = new InferenceSession(Dump(batched, $"block_{layer}_lora_batched"), layerOptions, prepacked);
                 sessions.Add(batchedBlocks[layer]);
-                var (dense, _) = PreciseShared(BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.AllTokensOneAdapter, shareWeights: true));
+                var (dense, _) = PreciseShared(BlockGraph.Build(c, weights, layer, maxContext, rotary, BlockGraph.AllTokensOneAdapter, shareWeights: true, cpuNorm: cpuNorm));
                 denseBlocks[layer] = new InferenceSession(Dump(dense, $"block_{layer}_lora_all"), layerOptions, prepacked);
                 sessions.Add(denseBlocks[layer]);
                 TrimNativeHeap();
@@ -291,7 +293,8 @@ public sealed class DecoderModel : IDisposable
     private static InferenceSession FusedBlocksSession(ModelConfig c, LayerWeights[] layers, int maxContext, RotaryTables? rotary,
         RuntimeOptions options, PrePackedWeightsContainer prepacked, List<IDisposable> shared)
     {
-        var (graph, sharedWeights) = FusedGraph.Build(c, layers, maxContext, rotary);
+        var (graph, sharedWeights) = FusedGraph.Build(c, layers, maxContext, rotary,
+            cpuNorm: options.Precision != ComputePrecision.Float16 && options.ExecutionProvider == ExecutionProviderKind.Cpu);
         var fusedOptions = OrtRuntime.CreateSessionOptions(options);
         shared.Add(fusedOptions);
         AddSharedWeights(fusedOptions, sharedWeights, shared);

@@ -92,7 +92,7 @@ internal static class BlockGraph
     /// the projection weights are placeholders the caller supplies per session (returned as <c>Shared</c>).
     /// </summary>
     public static (byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) Build(ModelConfig c, LayerWeights w, int layer,
-        int maxContext, RotaryTables? rotary, int loraVariant, bool shareWeights, bool packed = false)
+        int maxContext, RotaryTables? rotary, int loraVariant, bool shareWeights, bool packed = false, bool cpuNorm = false)
     {
         var name = loraVariant switch
         {
@@ -123,7 +123,7 @@ internal static class BlockGraph
             g.Input(PastKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
             g.Input(PastValue, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
         }
-        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary, loraVariant, packed, layer);
+        Add(g, c, w, "", Hidden, HiddenOut, PastKey, PastValue, PresentKey, PresentValue, rotary, loraVariant, packed, layer, cpuNorm);
         if (!packed)
         {
             g.Output(PresentKey, DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
@@ -220,7 +220,8 @@ internal static class BlockGraph
 
     /// <summary>Adds one block's nodes to <paramref name="g"/>, naming its internals with <paramref name="prefix"/>.</summary>
     public static void Add(GraphBuilder g, ModelConfig c, LayerWeights w, string prefix, string hidden, string hiddenOut,
-        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary, int loraVariant = 0, bool packed = false, int layer = 0)
+        string pastKey, string pastValue, string presentKey, string presentValue, RotaryTables? rotary, int loraVariant = 0, bool packed = false, int layer = 0,
+        bool cpuNorm = false)
     {
         int d = c.HiddenSize, hd = c.HeadDim, q = c.NumHeads * hd, kv = c.NumKvHeads * hd, f = c.IntermediateSize;
         var llama = c.Architecture == ModelArchitecture.Llama;
@@ -263,7 +264,7 @@ internal static class BlockGraph
         if (w.PostAttnNorm is not null) o = Norm(g, c, o, w.PostAttnNorm, null, N("ln_post_attn"));
 
         // Feed-forward: x2 = hidden + o (+ bias) and its norm in one node.
-        var (n2, x2) = SkipNorm(g, c, hidden, o, foldBias, w.Norm2Weight, w.Norm2Bias, N("ln2"), N("resid1"));
+        var (n2, x2) = SkipNorm(g, c, hidden, o, foldBias, w.Norm2Weight, w.Norm2Bias, N("ln2"), N("resid1"), cpuOperator: packed || cpuNorm);
         string act;
         if (llama)
         {
@@ -322,15 +323,25 @@ internal static class BlockGraph
     /// <summary>
     /// The residual sum <c>x + skip (+ bias)</c> and its norm in one contrib node (<c>SkipLayerNormalization</c>, or
     /// <c>SkipSimplifiedLayerNormalization</c> for RMSNorm): one pass over the activations instead of an Add, a bias Add
-    /// and the norm. Returns (normed, sum).
+    /// and the norm. Returns (normed, sum). With <paramref name="cpuOperator"/> (fp32 graphs the CPU provider runs, whose
+    /// options register <see cref="Numerics.SkipLayerNormOp"/>: <see cref="Runtime.OrtRuntime.CreateSessionOptions"/>)
+    /// a LayerNorm model gets the C# operator instead, ONNX Runtime's CPU kernel of the LayerNorm form being 2–6× slower
+    /// (RMSNorm's is not).
     /// </summary>
     internal static (string Normed, string Sum) SkipNorm(GraphBuilder g, ModelConfig c, string x, string skip, float[]? skipBias,
-        float[] weight, float[]? normBias, string name, string sumName)
+        float[] weight, float[]? normBias, string name, string sumName, bool cpuOperator = false)
     {
         var d = c.HiddenSize;
         if (weight.Length != d) throw new ArgumentException($"norm '{name}': {weight.Length} weights for width {d}", nameof(weight));
-        var inputs = new List<string> { x, skip, g.Weight(name + "_w", weight, d) };
         var gpt2 = c.Architecture == ModelArchitecture.Gpt2;
+        if (gpt2 && cpuOperator)
+        {
+            var normed = g.NodeMulti(Numerics.SkipLayerNormOp.Name,
+                [x, skip, g.Weight(name + "_w", weight, d), g.Weight(name + "_b", normBias!, d), g.Weight(name + "_skip_b", skipBias ?? new float[d], d), g.Weight(name + "_eps", [c.NormEps], 1)],
+                [name, sumName], Numerics.SkipLayerNormOp.Domain);
+            return (normed[0], normed[1]);
+        }
+        var inputs = new List<string> { x, skip, g.Weight(name + "_w", weight, d) };
         if (gpt2) inputs.Add(g.Weight(name + "_b", normBias!, d));
         if (skipBias is not null) inputs.Add(g.Weight(name + "_skip_b", skipBias, d)); // (input, skip, gamma[, beta], bias)
         var outputs = g.NodeMulti(gpt2 ? "SkipLayerNormalization" : "SkipSimplifiedLayerNormalization", [.. inputs],

@@ -21,7 +21,7 @@ namespace Serving.Inference.Graphs;
 internal static class Float16Graph
 {
     /// <summary>Custom-operator domains whose kernels take fp32 only.</summary>
-    private static readonly HashSet<string> Fp32OnlyDomains = [Adapters.SegmentedLoraOp.Domain, Attention.SlotAttentionOp.Domain];
+    private static readonly HashSet<string> Fp32OnlyDomains = [Adapters.SegmentedLoraOp.Domain, Attention.SlotAttentionOp.Domain, Numerics.SkipLayerNormOp.Domain];
 
     /// <summary>Converts a serialised graph (see the type's summary); inputs and outputs for which <paramref name="keepFp32"/> holds stay fp32.</summary>
     public static byte[] Convert(byte[] model, Func<string, bool>? keepFp32 = null) => Parse(model, keepFp32).ToByteArray();

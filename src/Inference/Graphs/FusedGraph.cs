@@ -17,7 +17,7 @@ internal static class FusedGraph
     public static string PresentKey(int l) => $"present_key_{l}";
     public static string PresentValue(int l) => $"present_value_{l}";
 
-    public static (byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) Build(ModelConfig c, IReadOnlyList<LayerWeights> layers, int maxContext, RotaryTables? rotary)
+    public static (byte[] Model, List<(string Name, Array Values, long[] Dims)> Shared) Build(ModelConfig c, IReadOnlyList<LayerWeights> layers, int maxContext, RotaryTables? rotary, bool cpuNorm = false)
     {
         if (layers.Count != c.NumLayers) throw new ArgumentException($"{layers.Count} layers' weights for {c.NumLayers} layers", nameof(layers));
         var g = new GraphBuilder("fused_blocks") { ShareWeights = true };
@@ -29,7 +29,7 @@ internal static class FusedGraph
             g.Input(PastKey(l), DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
             g.Input(PastValue(l), DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
             var next = l == c.NumLayers - 1 ? BlockGraph.HiddenOut : $"h{l + 1}";
-            BlockGraph.Add(g, c, layers[l], $"l{l}/", hidden, next, PastKey(l), PastValue(l), PresentKey(l), PresentValue(l), rotary, layer: l);
+            BlockGraph.Add(g, c, layers[l], $"l{l}/", hidden, next, PastKey(l), PastValue(l), PresentKey(l), PresentValue(l), rotary, layer: l, cpuNorm: cpuNorm);
             g.Output(PresentKey(l), DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
             g.Output(PresentValue(l), DT.Float, "batch", c.NumKvHeads, maxContext, c.HeadDim);
             hidden = next;

@@ -53,22 +53,25 @@ internal static unsafe class CustomOpAbi
         public nint Provider;   // UTF-8 "CPUExecutionProvider"
         public int InputCount;
         public ulong Int64Inputs; // bit i: input i is int64, else float
+        public int OutputCount;
     }
 
     /// <summary>
     /// A stateless CPU operator's descriptor (process lifetime): <paramref name="inputCount"/> inputs (those in
-    /// <paramref name="int64Inputs"/>, as a bit mask, int64; the others float), one float output, every input and output
-    /// required, errors as statuses through <paramref name="computeV2"/> (<paramref name="compute"/> for runtimes older
-    /// than 1.16). <paramref name="version"/>: the struct version the operator fills fields up to.
+    /// <paramref name="int64Inputs"/>, as a bit mask, int64; the others float), <paramref name="outputCount"/> float
+    /// outputs, every input and output required, errors as statuses through <paramref name="computeV2"/>
+    /// (<paramref name="compute"/> for runtimes older than 1.16). <paramref name="version"/>: the struct version the
+    /// operator fills fields up to.
     /// </summary>
     public static OrtCustomOp* NewCpuOp(string name, uint version, int inputCount, ulong int64Inputs,
-        delegate* unmanaged<nint, nint, void> compute, delegate* unmanaged<nint, nint, nint> computeV2)
+        delegate* unmanaged<nint, nint, void> compute, delegate* unmanaged<nint, nint, nint> computeV2, int outputCount = 1)
     {
         var cpu = (CpuOp*)NativeMemory.AllocZeroed((nuint)sizeof(CpuOp));
         cpu->Name = Marshal.StringToCoTaskMemUTF8(name);
         cpu->Provider = Marshal.StringToCoTaskMemUTF8("CPUExecutionProvider");
         cpu->InputCount = inputCount;
         cpu->Int64Inputs = int64Inputs;
+        cpu->OutputCount = outputCount;
         var op = &cpu->Op;
         op->Version = version;
         op->CreateKernel = &CreateKernel;
@@ -126,7 +129,7 @@ internal static unsafe class CustomOpAbi
     [UnmanagedCallersOnly] private static int GetInputType(OrtCustomOp* op, nuint index) => ((((CpuOp*)op)->Int64Inputs >> (int)index) & 1) != 0 ? TensorInt64 : TensorFloat;
     [UnmanagedCallersOnly] private static nuint GetInputTypeCount(OrtCustomOp* op) => (nuint)((CpuOp*)op)->InputCount;
     [UnmanagedCallersOnly] private static int GetOutputType(OrtCustomOp* op, nuint index) => TensorFloat;
-    [UnmanagedCallersOnly] private static nuint GetOutputTypeCount(OrtCustomOp* op) => 1;
+    [UnmanagedCallersOnly] private static nuint GetOutputTypeCount(OrtCustomOp* op) => (nuint)((CpuOp*)op)->OutputCount;
     [UnmanagedCallersOnly] private static int Required(OrtCustomOp* op, nuint index) => 1; // INPUT_OUTPUT_REQUIRED
     [UnmanagedCallersOnly] private static int DefaultMemory(OrtCustomOp* op, nuint index) => 0; // OrtMemTypeDefault
     [UnmanagedCallersOnly] private static int One(OrtCustomOp* op) => 1;

@@ -72,6 +72,8 @@ public static class OrtRuntime
             so.ProfileOutputPathPrefix = $"{prefix}_{Interlocked.Increment(ref _profiles):D3}";
             so.EnableProfiling = true;
         }
+        // The C# residual + LayerNorm operator, which the CPU graphs use in place of the contrib op (BlockGraph.SkipNorm).
+        if (options.ExecutionProvider == ExecutionProviderKind.Cpu) Numerics.SkipLayerNormOp.Register(so);
         if (options.ExecutionProvider == ExecutionProviderKind.Cuda)
         {
 #if USE_CUDA
