@@ -139,6 +139,14 @@ if (compareFused)
     File.WriteAllText(fusedPath, new JsonObject { ["command"] = "dotnet run -c Release --project bench/DecodeBench -- " + string.Join(' ', args), ["machine"] = BenchMachine.Cpu(), ["results"] = fusedRows }.ToJsonString());
     return 0;
 }
+// The probe read beside a batch-1 rep, once ONNX Runtime's pool threads have stopped spinning (they would share the
+// cores with the probe's threads and make the machine look slower than it is).
+double QuietRead()
+{
+    Thread.Sleep(200);
+    return bandwidthProbe.Read(threads, tries: 3);
+}
+
 var results = new JsonArray();
 // --ceiling: after each rep, the MatMul-only ceiling at the same M, in this process (the machine drifts between minutes).
 using var pairedCeiling = opts.Flag("ceiling") ? new MatMulCeiling(c, threads) : null;
@@ -153,9 +161,9 @@ foreach (var b in batches)
     var ofCeiling = new List<double>(); // --ceiling: MatMul-only step / engine step, per rep
     for (var r = -1; r < reps; r++) // r = -1 is the warm-up pair
     {
-        var before = b == 1 && r >= 0 ? bandwidthProbe.Read(threads, tries: 3) : 0;
+        var before = b == 1 && r >= 0 ? QuietRead() : 0;
         var seconds = DecodeRuns.Greedy(dec, b, steps, prompt, rng);
-        var after = b == 1 && r >= 0 ? bandwidthProbe.Read(threads, tries: 3) : 0;
+        var after = b == 1 && r >= 0 ? QuietRead() : 0;
         var torchSeconds = torch?.Run(b, steps, prompt);
         var ceilingSeconds = pairedCeiling?.MeanStep(b, steps);
         if (r < 0) continue;
