@@ -10,9 +10,10 @@ namespace Serving.Inference.Numerics;
 /// <summary>
 /// <c>serving.norm::SkipLayerNorm</c>, an ONNX Runtime CPU custom operator written in C#: the residual sum and its
 /// LayerNorm in one node, as <c>com.microsoft::SkipLayerNormalization</c> computes them, vectorised. ONNX Runtime's
-/// CPU kernel of that op (1.31) accumulates each row's statistics in scalar double: 63–67 µs for 32 rows of 768 on this
-/// machine, where its own <c>LayerNormalization</c> takes 8–13 µs and this operator ~10 µs (docs/benchmarks.md,
-/// issue 17, session 14). The packed blocks of LayerNorm models (GPT-2) use it; everything else keeps the contrib op.
+/// CPU kernel of that op runs each row in scalar loops (a division per element; the variance as E[s²] − mean²):
+/// 63–67 µs for 32 rows of 768 on this machine, where its own <c>LayerNormalization</c> takes 8–13 µs and this
+/// operator ~11 µs (docs/benchmarks.md, issue 17, session 14). The fp32 CPU blocks of LayerNorm models (GPT-2) use
+/// it (<see cref="Graphs.BlockGraph.SkipNorm"/>); RMSNorm models, fp16 and CUDA graphs keep the contrib op.
 /// <para>
 /// Inputs: <c>x</c> and <c>skip</c> [..., d], <c>gamma</c>, <c>beta</c> and <c>bias</c> [d], <c>epsilon</c> [1].
 /// Outputs: <c>normed</c> = (s − mean(s)) / √(var(s) + ε) · γ + β and <c>sum</c> = s = x + skip + bias, per row of d
