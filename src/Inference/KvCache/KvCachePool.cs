@@ -147,28 +147,23 @@ internal sealed class KvCachePool : IDisposable
         var offset = slot * SlotStride;
         if (!Half)
         {
-            var floats = _device is null ? (key ? Keys : Values)[layer] : new NativeBuffer<float>(SlotStride);
-            if (_device is not null)
-            {
-                using var from = DeviceBytes(layer, key, offset, SlotStride);
-                using var to = floats.Bytes(0, SlotStride);
-                _device.CopyOnce([from], [to]);
-                offset = 0;
-            }
-            floats.Span.Slice((int)offset, (int)SlotStride).CopyTo(result);
+            var floats = _device is null ? (key ? Keys : Values)[layer].Span.Slice((int)offset, (int)SlotStride) : FromDevice<float>(layer, key, offset);
+            floats.CopyTo(result);
             return result;
         }
-        var halves = _device is null ? (key ? HalfKeys : HalfValues)[layer] : new NativeBuffer<Float16>(SlotStride);
-        if (_device is not null)
-        {
-            using var from = DeviceBytes(layer, key, offset, SlotStride);
-            using var to = halves.Bytes(0, SlotStride);
-            _device.CopyOnce([from], [to]);
-            offset = 0;
-        }
-        var span = halves.Span.Slice((int)offset, (int)SlotStride);
-        for (var i = 0; i < result.Length; i++) result[i] = (float)span[i];
+        var halves = _device is null ? (key ? HalfKeys : HalfValues)[layer].Span.Slice((int)offset, (int)SlotStride) : FromDevice<Float16>(layer, key, offset);
+        for (var i = 0; i < result.Length; i++) result[i] = (float)halves[i];
         return result;
+    }
+
+    /// <summary>A host copy of one slot's K (or V) of <paramref name="layer"/> from the device cache (elements as stored).</summary>
+    private Span<T> FromDevice<T>(int layer, bool key, long offset) where T : unmanaged
+    {
+        var staging = new NativeBuffer<T>(SlotStride);
+        using var from = DeviceBytes(layer, key, offset, SlotStride);
+        using var to = staging.Bytes(0, SlotStride);
+        _device!.CopyOnce([from], [to]);
+        return staging.Span;
     }
 
     public void Dispose()
